@@ -1,0 +1,152 @@
+"""`python -m cryptomon`: the command line.
+
+Subcommands: `verify` walks the hash chain, `export` writes a range of the
+log as JSON Lines. Every subcommand takes `--db PATH`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from cryptomon.events.audit import export_jsonl, verify_chain
+from cryptomon.events.migrations import SchemaError
+from cryptomon.events.store import EventStore, StoreError
+
+DEFAULT_DATABASE = Path("data/cryptomon.db")
+
+
+class ProgressLine:
+    """A progress counter on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, label: str, total: int, stream: TextIO = sys.stderr) -> None:
+        self.label = label
+        self.total = total
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self._shown_at = 0.0
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._shown_at < 0.2:
+            return
+        self._shown_at = now
+        share = f" ({100 * done / self.total:.0f}%)" if self.total else ""
+        self.stream.write(f"\r{self.label} {done:,}/{self.total:,}{share}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds, or an ISO 8601 time (UTC when no offset is given)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use ISO 8601 (2026-11-25T10:00:00Z) or unix seconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+async def run_verify(args: argparse.Namespace) -> int:
+    async with await EventStore.open(args.db, readonly=True) as store:
+        progress = ProgressLine("verifying", store.head)
+        report = await verify_chain(store, progress)
+        progress.finish()
+    if report.ok:
+        print(f"OK: {report.count} events, chain intact, last hash {report.last_hash}")
+        return 0
+    print(
+        f"BROKEN at position {report.broken_at}: {report.reason} "
+        f"({report.count} events verified before it)"
+    )
+    return 1
+
+
+async def run_export(args: argparse.Namespace) -> int:
+    async with await EventStore.open(args.db, readonly=True) as store:
+        progress = ProgressLine("exporting", store.head)
+        count = await export_jsonl(
+            store,
+            sys.stdout.buffer,
+            from_position=args.from_position,
+            to_position=args.to_position,
+            since=args.since,
+            until=args.until,
+            progress=progress,
+        )
+        progress.finish()
+    print(f"exported {count} events", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cryptomon",
+        description="Monitor the third-party APIs crypto products depend on.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db", type=Path, default=DEFAULT_DATABASE, help=f"database file (default {DEFAULT_DATABASE})"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "verify", parents=[common], help="check the hash chain of the whole log"
+    ).set_defaults(run=run_verify)
+    export = commands.add_parser(
+        "export", parents=[common], help="write a range of the log as JSON Lines to stdout"
+    )
+    export.add_argument("--from-position", type=positive_int, default=1, metavar="N")
+    export.add_argument("--to-position", type=positive_int, default=None, metavar="M")
+    export.add_argument("--since", type=parse_time, default=None, metavar="TIME")
+    export.add_argument("--until", type=parse_time, default=None, metavar="TIME")
+    export.set_defaults(run=run_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] | None = getattr(
+        args, "run", None
+    )
+    if run is None:
+        parser.print_help()
+        return 0
+    try:
+        return asyncio.run(run(args))
+    except (StoreError, SchemaError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

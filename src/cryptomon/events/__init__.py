@@ -1,0 +1,1 @@
+"""The event log: event types, the SQLite event store, subscriptions and audits."""

@@ -1,0 +1,610 @@
+"""The SQLite event store: group-committed appends, indexed reads, subscriptions.
+
+One writer task owns all writes. Callers enqueue appends; the writer takes
+everything queued, checks each call on its own (expected version, retried
+event ids), and commits the accepted ones in one transaction. A caller's
+`append` returns only after its events are committed.
+
+Subscribers never hold queues of their own: each keeps only its position and
+reads forward, from a small ring of recently committed events or from the
+database, so a slow subscriber costs the writer nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from cryptomon.events.chain import GENESIS_HASH, chain_hash
+from cryptomon.events.migrations import (
+    SchemaError,
+    applied_version,
+    check_not_newer,
+    load_migrations,
+    migrate,
+)
+from cryptomon.events.types import (
+    SCHEMA_VERSIONS,
+    Event,
+    EventMetadata,
+    RecordedEvent,
+    decode_event,
+    encode_event,
+)
+
+_NO_METADATA = EventMetadata()
+_COLUMNS = (
+    "position, event_id, stream, version, type, schema_version, recorded_at,"
+    " payload, correlation_id, causation_id, actor, hash"
+)
+_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ID_LOOKUP_CHUNK = 500
+
+
+class StoreError(RuntimeError):
+    """Base class of event-store failures."""
+
+
+class ConcurrencyError(StoreError):
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, but the append expected {expected}"
+        )
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class DuplicateEventIdError(StoreError):
+    """Some, but not all, of an append's event ids are already stored."""
+
+
+class StoreClosedError(StoreError):
+    pass
+
+
+class StoreWriteError(StoreError):
+    """The database refused the write (read-only, disk full, locked...)."""
+
+
+class StoreLockedError(StoreError):
+    pass
+
+
+class StoredRow(msgspec.Struct, frozen=True, gc=False):
+    """An event row exactly as stored, undecoded: what audits read."""
+
+    position: int
+    event_id: str
+    stream: str
+    version: int
+    type: str
+    schema_version: int
+    recorded_at: float
+    payload: bytes
+    correlation_id: str | None
+    causation_id: str | None
+    actor: str | None
+    hash: str
+
+    def expected_hash(self, previous_hash: str) -> str:
+        return chain_hash(
+            previous_hash,
+            self.event_id,
+            self.stream,
+            self.version,
+            self.type,
+            self.schema_version,
+            self.recorded_at,
+            self.correlation_id,
+            self.causation_id,
+            self.actor,
+            self.payload,
+        )
+
+
+@dataclass(slots=True)
+class _Append:
+    stream: str
+    events: Sequence[Event]
+    event_ids: Sequence[str]
+    expected_version: int | None
+    metadata: EventMetadata
+    future: asyncio.Future[list[int]]
+    positions: list[int] = field(default_factory=list)
+    records: list[RecordedEvent] = field(default_factory=list)
+
+
+def _row_to_event(row: Any) -> RecordedEvent:
+    (position, event_id, stream, version, event_type, schema_version, recorded_at, payload,
+     correlation_id, causation_id, actor, hash_) = row  # fmt: skip
+    if correlation_id is None and causation_id is None and actor is None:
+        metadata = _NO_METADATA
+    else:
+        metadata = EventMetadata(correlation_id, causation_id, actor)
+    return RecordedEvent(
+        position,
+        event_id,
+        stream,
+        version,
+        recorded_at,
+        decode_event(position, event_type, schema_version, payload),
+        metadata,
+        hash_,
+    )
+
+
+class EventStore:
+    """The append-only event log in one SQLite file.
+
+    Open it with `await EventStore.open(path)`; only one writing process may
+    hold a database at a time. `readonly=True` opens it for audits next to a
+    running service.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readonly: bool = False,
+        clock: Callable[[], float] = time.time,
+        max_batch: int = 5000,
+        ring_capacity: int = 8192,
+    ) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._clock = clock
+        self._max_batch = max_batch
+        self._ring_capacity = ring_capacity
+        self._writer_conn: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+        self._head = 0
+        self._last_hash = GENESIS_HASH
+        self._last_recorded_at = 0.0
+        self._stream_versions: dict[str, int] = {}
+        self._ring: deque[list[RecordedEvent]] = deque()
+        self._ring_size = 0
+        self._commit_signal = asyncio.Event()
+        self.failed_appends = 0
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path | str, **options: Any) -> EventStore:
+        store = cls(Path(path), **options)
+        try:
+            await store._open()
+        except BaseException:
+            await store._release()
+            raise
+        return store
+
+    async def _open(self) -> None:
+        if self.readonly:
+            if not self.path.exists():
+                raise StoreError(f"no database at {self.path}")
+            self._reader = await aiosqlite.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None
+            )
+            version = await applied_version(self._reader)
+            known = load_migrations()
+            check_not_newer(self.path, version, known)
+            if version < known[-1].version:
+                raise SchemaError(
+                    f"{self.path} has schema version {version}; start the service once "
+                    f"to migrate it to {known[-1].version}"
+                )
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+            self._writer_conn = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._writer_conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: an acknowledged append survives power loss, not only a crash.
+            await self._writer_conn.execute("PRAGMA synchronous = FULL")
+            await self._writer_conn.execute("PRAGMA busy_timeout = 5000")
+            await migrate(self._writer_conn, self.path)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader.execute("PRAGMA query_only = 1")
+        await self._reader.execute("PRAGMA busy_timeout = 5000")
+        async with self._reader.execute(
+            "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is not None:
+            self._head, self._last_hash, self._last_recorded_at = row
+        if not self.readonly:
+            self._writer_task = asyncio.create_task(self._writer_loop(), name="event-writer")
+
+    def _take_lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLockedError(
+                f"{self.path} is in use by another cryptomon process (pid {holder}); "
+                "one writer per database file"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    async def close(self) -> None:
+        """Stop taking appends, commit everything already queued, then close."""
+        if self._closed:
+            return
+        self._closing = True
+        if self._writer_task is not None:
+            self._queue.put_nowait(None)
+            await self._writer_task
+        self._closed = True
+        self._wake_subscribers()
+        await self._release()
+
+    async def _release(self) -> None:
+        for conn in (self._writer_conn, self._reader):
+            if conn is not None:
+                await conn.close()
+        self._writer_conn = self._reader = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def __aenter__(self) -> EventStore:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    @property
+    def head(self) -> int:
+        """The position of the last committed event (0 for an empty log)."""
+        return self._head
+
+    @property
+    def last_hash(self) -> str:
+        return self._last_hash
+
+    # ---- appending -----------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None = None,
+        event_ids: Sequence[str] | None = None,
+        metadata: EventMetadata | None = None,
+    ) -> list[int]:
+        """Append events to a stream; return their positions once committed.
+
+        `expected_version` (0 for a new stream) makes the append fail with
+        `ConcurrencyError` unless the stream is at that version. Appending
+        again with the same `event_ids` writes nothing and returns the
+        positions they were first stored at.
+        """
+        if self._closing or self._writer_task is None:
+            raise StoreClosedError(f"the event store for {self.path} is closed")
+        if not events:
+            return []
+        if event_ids is None:
+            event_ids = [str(uuid.uuid4()) for _ in events]
+        elif len(event_ids) != len(events) or len(set(event_ids)) != len(event_ids):
+            raise ValueError("event_ids must give one distinct id per event")
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(
+            _Append(stream, events, event_ids, expected_version, metadata or _NO_METADATA, future)
+        )
+        return await future
+
+    async def _writer_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            size = len(first.events)
+            while size < self._max_batch and not self._queue.empty():
+                request = self._queue.get_nowait()
+                if request is None:
+                    stopping = True
+                    break
+                batch.append(request)
+                size += len(request.events)
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # keep the writer alive for later appends
+                error = StoreWriteError(f"append to {self.path} failed: {exc}")
+                for request in batch:
+                    if not request.future.done():
+                        self.failed_appends += len(request.events)
+                        request.future.set_exception(error)
+
+    async def _existing_positions(self, event_ids: list[str]) -> dict[str, int]:
+        assert self._writer_conn is not None
+        found: dict[str, int] = {}
+        for start in range(0, len(event_ids), _ID_LOOKUP_CHUNK):
+            chunk = event_ids[start : start + _ID_LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            async with self._writer_conn.execute(
+                f"SELECT event_id, position FROM events WHERE event_id IN ({marks})", chunk
+            ) as cursor:
+                found.update({event_id: position async for event_id, position in cursor})
+        return found
+
+    async def _stream_version(self, stream: str) -> int:
+        version = self._stream_versions.get(stream)
+        if version is None:
+            assert self._writer_conn is not None
+            async with self._writer_conn.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?", (stream,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            self._stream_versions[stream] = version
+        return version
+
+    async def _commit(self, batch: list[_Append]) -> None:
+        """Check each append on its own, then commit the accepted ones together."""
+        existing = await self._existing_positions([i for r in batch for i in r.event_ids])
+        accepted: list[_Append] = []
+        rows: list[tuple[Any, ...]] = []
+        versions: dict[str, int] = {}
+        batch_ids: dict[str, int] = {}
+        position = self._head
+        previous_hash = self._last_hash
+        recorded_at = max(self._clock(), self._last_recorded_at)
+        # A retry racing its original in the same batch gets the original's positions.
+        echoes: list[tuple[_Append, list[int]]] = []
+        for request in batch:
+            stored = [existing.get(i) for i in request.event_ids]
+            if all(p is not None for p in stored):
+                request.future.set_result([p for p in stored if p is not None])
+                continue
+            if all(i in batch_ids for i in request.event_ids):
+                echoes.append((request, [batch_ids[i] for i in request.event_ids]))
+                continue
+            if any(p is not None for p in stored) or any(i in batch_ids for i in request.event_ids):
+                request.future.set_exception(
+                    DuplicateEventIdError(
+                        f"append to {request.stream!r} reuses event ids already stored"
+                        " or appended with other events"
+                    )
+                )
+                continue
+            version = versions.get(request.stream)
+            if version is None:
+                version = await self._stream_version(request.stream)
+            if request.expected_version is not None and request.expected_version != version:
+                request.future.set_exception(
+                    ConcurrencyError(request.stream, request.expected_version, version)
+                )
+                continue
+            meta = request.metadata
+            for event, event_id in zip(request.events, request.event_ids, strict=True):
+                position += 1
+                version += 1
+                event_type = type(event).__name__
+                schema_version = SCHEMA_VERSIONS[event_type]
+                payload = encode_event(event)
+                hash_ = chain_hash(
+                    previous_hash, event_id, request.stream, version, event_type, schema_version,
+                    recorded_at, meta.correlation_id, meta.causation_id, meta.actor, payload,
+                )  # fmt: skip
+                rows.append(
+                    (position, event_id, request.stream, version, event_type, schema_version,
+                     recorded_at, payload, meta.correlation_id, meta.causation_id, meta.actor,
+                     hash_)
+                )  # fmt: skip
+                request.positions.append(position)
+                request.records.append(
+                    RecordedEvent(
+                        position, event_id, request.stream, version, recorded_at, event, meta, hash_
+                    )
+                )
+                batch_ids[event_id] = position
+                previous_hash = hash_
+            versions[request.stream] = version
+            accepted.append(request)
+        if not accepted:
+            return
+        try:
+            await self._write_rows(rows)
+        except sqlite3.IntegrityError:
+            if len(accepted) == 1:
+                raise
+            # Something we could not see coming; never let one call fail the
+            # others: commit each call on its own (an echo then finds its ids).
+            for request in [*accepted, *(echo for echo, _ in echoes)]:
+                request.positions.clear()
+                request.records.clear()
+                try:
+                    await self._commit([request])
+                except Exception as exc:
+                    if not request.future.done():
+                        self.failed_appends += len(request.events)
+                        request.future.set_exception(
+                            StoreWriteError(f"append to {self.path} failed: {exc}")
+                        )
+            return
+        self._head = position
+        self._last_hash = previous_hash
+        self._last_recorded_at = recorded_at
+        self._stream_versions.update(versions)
+        committed = [record for request in accepted for record in request.records]
+        self._remember(committed)
+        for request in accepted:
+            request.future.set_result(request.positions)
+        for request, positions in echoes:
+            request.future.set_result(positions)
+        self._wake_subscribers()
+
+    async def _write_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        conn = self._writer_conn
+        assert conn is not None
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            await conn.executemany(_INSERT, rows)
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(Exception):
+                    await conn.execute("ROLLBACK")
+            raise
+
+    def _remember(self, committed: list[RecordedEvent]) -> None:
+        self._ring.append(committed)
+        self._ring_size += len(committed)
+        while self._ring_size > self._ring_capacity and len(self._ring) > 1:
+            self._ring_size -= len(self._ring.popleft())
+
+    def _wake_subscribers(self) -> None:
+        signal, self._commit_signal = self._commit_signal, asyncio.Event()
+        signal.set()
+
+    # ---- reading -------------------------------------------------------------
+
+    def _reader_conn(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise StoreClosedError(f"the event store for {self.path} is closed")
+        return self._reader
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[RecordedEvent]:
+        async with self._reader_conn().execute(sql, params) as cursor:
+            rows = await cursor.fetchall()
+        return [_row_to_event(row) for row in rows]
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to `limit` events after position `after`, in order."""
+        return await self._fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            (after, limit),
+        )
+
+    async def read_stream(
+        self, stream: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        return await self._fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND version > ?"
+            " ORDER BY version LIMIT ?",
+            (stream, after_version, limit),
+        )
+
+    async def read_by_type(
+        self,
+        types: Sequence[str],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[RecordedEvent]:
+        """Events of the given types recorded in [since, until), through the
+        (type, recorded_at) index."""
+        marks = ",".join("?" * len(types))
+        order = "DESC" if newest_first else "ASC"
+        return await self._fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE type IN ({marks})"
+            " AND recorded_at >= ? AND recorded_at < ?"
+            f" ORDER BY recorded_at {order}, position {order} LIMIT ?",
+            (*types, since if since is not None else float("-inf"),
+             until if until is not None else float("inf"), limit),
+        )  # fmt: skip
+
+    async def iter_rows(
+        self,
+        *,
+        after: int = 0,
+        to_position: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        page_size: int = 5000,
+    ) -> AsyncIterator[StoredRow]:
+        """Stored rows in position order, undecoded, one page in memory at a time."""
+        last = after
+        end = to_position if to_position is not None else 2**63 - 1
+        low = since if since is not None else float("-inf")
+        high = until if until is not None else float("inf")
+        while True:
+            async with self._reader_conn().execute(
+                f"SELECT {_COLUMNS} FROM events WHERE position > ? AND position <= ?"
+                " AND recorded_at >= ? AND recorded_at < ? ORDER BY position LIMIT ?",
+                (last, end, low, high, page_size),
+            ) as cursor:
+                rows = await cursor.fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield StoredRow(*row)
+            last = rows[-1][0]
+
+    async def sequence_high_water(self) -> int:
+        """The highest position SQLite ever handed out, deleted rows included."""
+        async with self._reader_conn().execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def stream_version(self, stream: str) -> int:
+        async with self._reader_conn().execute(
+            "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?", (stream,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    # ---- subscriptions -------------------------------------------------------
+
+    def _from_ring(self, after: int) -> list[RecordedEvent] | None:
+        for committed in reversed(self._ring):
+            first = committed[0].position
+            if first <= after + 1 <= committed[-1].position:
+                return committed[after + 1 - first :]
+            if committed[-1].position <= after:
+                return None
+        return None
+
+    async def subscribe(
+        self, after: int = 0, *, page_size: int = 5000
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event after `after`, in order: stored ones first, then live
+        ones as they commit, with no gap and no duplicate. Ends when the store
+        closes."""
+        position = after
+        while True:
+            signal = self._commit_signal
+            if position < self._head:
+                events = self._from_ring(position)
+                if events is None:
+                    events = await self.read_all(after=position, limit=page_size)
+                if not events:
+                    raise StoreError(f"position {position + 1} is committed but unreadable")
+                for event in events:
+                    yield event
+                position = events[-1].position
+            elif self._closed:
+                return
+            else:
+                await signal.wait()
+

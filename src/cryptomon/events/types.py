@@ -1,0 +1,221 @@
+"""The facts cryptomon records: event types, their schema versions and codec.
+
+Every event is a frozen msgspec Struct in one tagged union (`Event`), encoded
+with its `type` tag. Each type has a schema version; an event stored under an
+older version is upcast on read, and the stored bytes are never rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgspec
+
+ProbeKind = Literal["health", "collection"]
+# The seed's attempt statuses; users' scripts filter on these strings.
+ProbeOutcome = Literal["success", "failed", "timeout", "rate_limited"]
+ErrorKind = Literal[
+    "timeout",
+    "dns",
+    "connection_refused",
+    "connection_error",
+    "tls",
+    "http_4xx",
+    "http_5xx",
+    "rate_limited",
+    "invalid_body",
+    "body_too_large",
+]
+
+
+class RateLimitSpec(msgspec.Struct, frozen=True, gc=False):
+    requests: int
+    per_seconds: float
+
+
+class ProviderRegistered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    """A provider's configuration as the service started monitoring it.
+
+    Holds the *name* of the env var a key comes from, never the key.
+    """
+
+    provider: str
+    category: str
+    base_url: str
+    health_path: str
+    schedule: str
+    timeout_ms: int
+    degraded_latency_ms: int
+    rate_limit: RateLimitSpec | None = None
+    api_key_env: str | None = None
+    key_configured: bool = True
+    collections: tuple[str, ...] = ()
+
+
+class ProviderRemoved(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    provider: str
+
+
+class ProbeRecorded(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    """One request to a provider and what came of it.
+
+    `started_at` is when the request left (unix seconds); `latency_ms` runs
+    from then to the end of the body or the failure.
+    """
+
+    provider: str
+    kind: ProbeKind
+    endpoint: str
+    outcome: ProbeOutcome
+    started_at: float
+    latency_ms: float | None = None
+    http_status: int | None = None
+    response_bytes: int = 0
+    error_kind: ErrorKind | None = None
+    error_message: str | None = None
+    scheduled_at: float | None = None
+
+
+class RateLimitChanged(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    """Rate-limit usage crossed a threshold, or the provider told us its limit."""
+
+    provider: str
+    used: int
+    limit: int
+    window_seconds: float
+    percentage: float
+    observed_at: float
+    reset_at: float | None = None
+    reason: str = "threshold"
+    blocked_until: float | None = None
+
+
+class AlertAcknowledged(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    alert_id: int
+    actor: str
+    acknowledged_at: float
+    note: str | None = None
+
+
+class JobTriggered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    job_id: str
+    actor: str
+    triggered_at: float
+
+
+Event = (
+    ProviderRegistered
+    | ProviderRemoved
+    | ProbeRecorded
+    | RateLimitChanged
+    | AlertAcknowledged
+    | JobTriggered
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        ProviderRegistered,
+        ProviderRemoved,
+        ProbeRecorded,
+        RateLimitChanged,
+        AlertAcknowledged,
+        JobTriggered,
+    )
+}
+
+
+class EventMetadata(msgspec.Struct, frozen=True, gc=False):
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    actor: str | None = None
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event as stored: its place in the log and the event itself."""
+
+    position: int
+    event_id: str
+    stream: str
+    version: int
+    recorded_at: float
+    event: Event
+    metadata: EventMetadata
+    hash: str
+
+    @property
+    def type(self) -> str:
+        return type(self.event).__name__
+
+
+class EventDecodeError(ValueError):
+    """A stored payload that cannot be read as any known event."""
+
+    def __init__(self, position: int, event_type: str, reason: str) -> None:
+        super().__init__(f"event at position {position} (type {event_type!r}) is unreadable: {reason}")
+        self.position = position
+        self.event_type = event_type
+        self.reason = reason
+
+
+# ---- upcasting ---------------------------------------------------------------
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _probe_recorded_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 used the seed's names: `response_time_ms` and `status`; v2 says
+    `latency_ms` and `outcome`, and a v1 failure had no error kind."""
+    upgraded = dict(payload)
+    if "response_time_ms" in upgraded:
+        upgraded["latency_ms"] = upgraded.pop("response_time_ms")
+    if "status" in upgraded:
+        upgraded["outcome"] = upgraded.pop("status")
+    return upgraded
+
+
+# (type, from_version) -> function producing the payload of from_version + 1
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("ProbeRecorded", 1): _probe_recorded_v1_to_v2,
+}
+
+SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
+SCHEMA_VERSIONS["ProbeRecorded"] = 2
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def encode_event(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(position: int, event_type: str, schema_version: int, payload: bytes) -> Event:
+    """Decode a stored payload, upcasting it when it has an older schema."""
+    current = SCHEMA_VERSIONS.get(event_type)
+    if current is None:
+        raise EventDecodeError(position, event_type, "unknown event type")
+    try:
+        if schema_version == current:
+            event = _decoder.decode(payload)
+        elif schema_version > current:
+            raise EventDecodeError(
+                position,
+                event_type,
+                f"schema version {schema_version} is newer than this cryptomon knows ({current})",
+            )
+        else:
+            data = _dict_decoder.decode(payload)
+            for version in range(schema_version, current):
+                data = UPCASTERS[(event_type, version)](data)
+            event = msgspec.convert(data, Event)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise EventDecodeError(position, event_type, str(exc)) from None
+    if type(event).__name__ != event_type:
+        raise EventDecodeError(
+            position, event_type, f"payload holds a {type(event).__name__} event"
+        )
+    return event

@@ -113,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--db", type=Path, default=DEFAULT_DATABASE, help=f"database file (default {DEFAULT_DATABASE})"
+        "--db",
+        type=Path,
+        default=DEFAULT_DATABASE,
+        help=f"database file (default {DEFAULT_DATABASE})",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(

@@ -45,7 +45,9 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
         found.append(Migration(int(match.group(1)), path.stem, path.read_text()))
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
-            raise SchemaError(f"migrations are not numbered 1..n: expected {expected:04d}, found {migration.name}")
+            raise SchemaError(
+                f"migrations are not numbered 1..n: expected {expected:04d}, found {migration.name}"
+            )
     if not found:
         raise SchemaError(f"no migrations found in {directory}")
     return found

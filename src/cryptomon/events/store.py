@@ -163,12 +163,14 @@ class EventStore:
         clock: Callable[[], float] = time.time,
         max_batch: int = 5000,
         ring_capacity: int = 8192,
+        busy_timeout_ms: int = 5000,
     ) -> None:
         self.path = path
         self.readonly = readonly
         self._clock = clock
         self._max_batch = max_batch
         self._ring_capacity = ring_capacity
+        self._busy_timeout_ms = busy_timeout_ms
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
@@ -219,11 +221,11 @@ class EventStore:
             await self._writer_conn.execute("PRAGMA journal_mode = WAL")
             # FULL: an acknowledged append survives power loss, not only a crash.
             await self._writer_conn.execute("PRAGMA synchronous = FULL")
-            await self._writer_conn.execute("PRAGMA busy_timeout = 5000")
+            await self._writer_conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             await migrate(self._writer_conn, self.path)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
             await self._reader.execute("PRAGMA query_only = 1")
-        await self._reader.execute("PRAGMA busy_timeout = 5000")
+        await self._reader.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         async with self._reader.execute(
             "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1"
         ) as cursor:
@@ -552,7 +554,7 @@ class EventStore:
                 " AND recorded_at >= ? AND recorded_at < ? ORDER BY position LIMIT ?",
                 (last, end, low, high, page_size),
             ) as cursor:
-                rows = await cursor.fetchall()
+                rows = list(await cursor.fetchall())
             if not rows:
                 return
             for row in rows:
@@ -607,4 +609,3 @@ class EventStore:
                 return
             else:
                 await signal.wait()
-

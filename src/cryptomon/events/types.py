@@ -153,7 +153,9 @@ class EventDecodeError(ValueError):
     """A stored payload that cannot be read as any known event."""
 
     def __init__(self, position: int, event_type: str, reason: str) -> None:
-        super().__init__(f"event at position {position} (type {event_type!r}) is unreadable: {reason}")
+        super().__init__(
+            f"event at position {position} (type {event_type!r}) is unreadable: {reason}"
+        )
         self.position = position
         self.event_type = event_type
         self.reason = reason
@@ -198,6 +200,7 @@ def decode_event(position: int, event_type: str, schema_version: int, payload: b
     current = SCHEMA_VERSIONS.get(event_type)
     if current is None:
         raise EventDecodeError(position, event_type, "unknown event type")
+    event: Event
     try:
         if schema_version == current:
             event = _decoder.decode(payload)

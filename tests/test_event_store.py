@@ -1,0 +1,297 @@
+"""The SQLite event store on real files: appends, concurrency, reads, subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cryptomon.events.migrations import SchemaError
+from cryptomon.events.store import (
+    ConcurrencyError,
+    DuplicateEventIdError,
+    EventStore,
+    StoreClosedError,
+    StoreLockedError,
+    StoreWriteError,
+)
+from cryptomon.events.types import (
+    AlertAcknowledged,
+    EventDecodeError,
+    EventMetadata,
+    ProbeRecorded,
+    RecordedEvent,
+)
+
+
+def probe(n: int, provider: str = "CoinGecko") -> ProbeRecorded:
+    return ProbeRecorded(
+        provider=provider,
+        kind="health",
+        endpoint="/ping",
+        outcome="success",
+        started_at=1_700_000_000.0 + n,
+        latency_ms=float(n),
+        http_status=200,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[EventStore]:
+    opened = await EventStore.open(tmp_path / "events.db")
+    yield opened
+    await opened.close()
+
+
+async def test_append_returns_positions_and_reads_back(store: EventStore) -> None:
+    metadata = EventMetadata(correlation_id="c1", causation_id="x", actor="alice")
+    positions = await store.append("provider-a", [probe(1), probe(2)], metadata=metadata)
+    assert positions == [1, 2]
+    assert store.head == 2
+    events = await store.read_all()
+    assert [e.position for e in events] == [1, 2]
+    assert [e.version for e in events] == [1, 2]
+    assert events[0].event == probe(1)
+    assert events[0].metadata == metadata
+    assert events[0].type == "ProbeRecorded"
+
+
+async def test_expected_version_conflict_writes_nothing(store: EventStore) -> None:
+    await store.append("s", [probe(1)], expected_version=0)
+    with pytest.raises(ConcurrencyError) as caught:
+        await store.append("s", [probe(2), probe(3)], expected_version=0)
+    assert caught.value.actual == 1
+    assert store.head == 1
+    assert await store.append("s", [probe(2)], expected_version=1) == [2]
+
+
+async def test_one_conflict_does_not_fail_others_in_the_same_batch(store: EventStore) -> None:
+    await store.append("contended", [probe(0)])
+    calls = [store.append(f"free-{i}", [probe(i)]) for i in range(50)]
+    calls.append(store.append("contended", [probe(99)], expected_version=0))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[-1], ConcurrencyError)
+    assert all(isinstance(r, list) for r in results[:-1])
+    assert store.head == 51
+
+
+async def test_retried_append_is_idempotent(store: EventStore) -> None:
+    ids = ["id-1", "id-2"]
+    first = await store.append("s", [probe(1), probe(2)], event_ids=ids, expected_version=0)
+    again = await store.append("s", [probe(1), probe(2)], event_ids=ids, expected_version=0)
+    assert again == first
+    assert store.head == 2
+    with pytest.raises(DuplicateEventIdError):
+        await store.append("s", [probe(1), probe(3)], event_ids=["id-1", "id-3"])
+    assert store.head == 2
+
+
+async def test_retry_racing_its_original_gets_the_same_positions(store: EventStore) -> None:
+    ids = ["same-a", "same-b"]
+    first, second = await asyncio.gather(
+        store.append("s", [probe(1), probe(2)], event_ids=ids),
+        store.append("s", [probe(1), probe(2)], event_ids=ids),
+    )
+    assert first == second == [1, 2]
+    assert store.head == 2
+
+
+async def test_positions_are_gap_free_under_many_concurrent_appenders(store: EventStore) -> None:
+    async def appender(worker: int) -> list[int]:
+        positions: list[int] = []
+        for n in range(10):
+            positions += await store.append(f"worker-{worker}", [probe(n), probe(n + 1)])
+        return positions
+
+    results = await asyncio.gather(*(appender(w) for w in range(150)))
+    everything = sorted(p for positions in results for p in positions)
+    assert everything == list(range(1, 150 * 20 + 1))
+    stored = await store.read_all(limit=10_000)
+    assert [e.position for e in stored] == everything
+    for worker, positions in enumerate(results):
+        assert positions == sorted(positions)
+        versions = [e.version for e in stored if e.stream == f"worker-{worker}"]
+        assert versions == list(range(1, 21))
+
+
+async def test_read_by_type_and_time_uses_recorded_time(tmp_path: Path) -> None:
+    now = [1000.0]
+    store = await EventStore.open(tmp_path / "t.db", clock=lambda: now[0])
+    try:
+        for n in range(5):
+            now[0] = 1000.0 + n * 10
+            await store.append("p", [probe(n)])
+            await store.append("alerts", [AlertAcknowledged(n, "bob", now[0])])
+        found = await store.read_by_type(["ProbeRecorded"], since=1010.0, until=1040.0, limit=10)
+        assert [e.recorded_at for e in found] == [1030.0, 1020.0, 1010.0]
+        oldest_first = await store.read_by_type(["AlertAcknowledged"], limit=2, newest_first=False)
+        assert [e.recorded_at for e in oldest_first] == [1000.0, 1010.0]
+        assert [e.version for e in await store.read_stream("p", after_version=3)] == [4, 5]
+    finally:
+        await store.close()
+
+
+async def test_recorded_time_never_goes_backwards(tmp_path: Path) -> None:
+    times = iter([500.0, 400.0])
+    store = await EventStore.open(tmp_path / "t.db", clock=lambda: next(times))
+    try:
+        await store.append("p", [probe(1)])
+        await store.append("p", [probe(2)])
+        assert [e.recorded_at for e in await store.read_all()] == [500.0, 500.0]
+    finally:
+        await store.close()
+
+
+async def test_subscription_catches_up_then_follows_live_appends(store: EventStore) -> None:
+    for n in range(300):
+        await store.append("early", [probe(n)])
+    total = 300 + 40 * 25
+    seen: list[RecordedEvent] = []
+
+    async def follow() -> None:
+        async for event in store.subscribe(after=0, page_size=64):
+            seen.append(event)
+            if len(seen) == total:
+                return
+
+    follower = asyncio.create_task(follow())
+
+    async def writer(w: int) -> None:
+        for n in range(25):
+            await store.append(f"live-{w}", [probe(n)])
+
+    await asyncio.gather(*(writer(w) for w in range(40)))
+    await asyncio.wait_for(follower, timeout=10)
+    assert [e.position for e in seen] == list(range(1, total + 1))
+
+
+async def test_subscription_reads_from_the_database_when_behind_the_ring(tmp_path: Path) -> None:
+    store = await EventStore.open(tmp_path / "t.db", ring_capacity=10)
+    try:
+        for n in range(100):
+            await store.append("p", [probe(n)])
+        positions = []
+        async for event in store.subscribe(after=5, page_size=7):
+            positions.append(event.position)
+            if event.position == 100:
+                break
+        assert positions == list(range(6, 101))
+    finally:
+        await store.close()
+
+
+async def test_subscription_ends_when_store_closes(tmp_path: Path) -> None:
+    store = await EventStore.open(tmp_path / "t.db")
+    await store.append("p", [probe(1)])
+    seen = []
+
+    async def follow() -> None:
+        async for event in store.subscribe():
+            seen.append(event.position)
+
+    follower = asyncio.create_task(follow())
+    await store.append("p", [probe(2)])
+    await store.close()
+    await asyncio.wait_for(follower, timeout=5)
+    assert seen == [1, 2]
+
+
+async def test_close_drains_pending_appends(tmp_path: Path) -> None:
+    store = await EventStore.open(tmp_path / "t.db")
+    pending = [asyncio.create_task(store.append("p", [probe(n)])) for n in range(500)]
+    await asyncio.sleep(0)  # let every task enqueue its append before the close
+    await store.close()
+    assert sorted(p for task in pending for p in task.result()) == list(range(1, 501))
+    with pytest.raises(StoreClosedError):
+        await store.append("p", [probe(1)])
+    reopened = await EventStore.open(tmp_path / "t.db")
+    assert reopened.head == 500
+    await reopened.close()
+
+
+async def test_second_writer_is_refused(store: EventStore) -> None:
+    with pytest.raises(StoreLockedError, match="in use by another cryptomon process"):
+        await EventStore.open(store.path)
+    reader = await EventStore.open(store.path, readonly=True)
+    await reader.close()
+
+
+async def test_write_failure_is_a_clear_error_and_the_writer_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = await EventStore.open(path, busy_timeout_ms=50)
+    try:
+        await store.append("p", [probe(1)])
+        blocker = sqlite3.connect(path, timeout=0)
+        blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+        with pytest.raises(StoreWriteError, match="locked"):
+            await store.append("p", [probe(2)])
+        assert store.failed_appends == 1
+        blocker.rollback()
+        blocker.close()
+        assert await store.append("p", [probe(3)]) == [2]
+    finally:
+        await store.close()
+
+
+async def test_unknown_type_and_malformed_payload_name_the_position(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    async with await EventStore.open(path) as store:
+        await store.append("p", [probe(1), probe(2), probe(3)])
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE events SET type = 'Nonsense' WHERE position = 2")
+        conn.execute("UPDATE events SET payload = X'7b7b' WHERE position = 3")
+    async with await EventStore.open(path, readonly=True) as store:
+        with pytest.raises(EventDecodeError, match=r"position 2 .*unknown event type"):
+            await store.read_all(after=1, limit=1)
+        with pytest.raises(EventDecodeError, match="position 3"):
+            await store.read_all(after=2, limit=1)
+
+
+async def test_old_schema_version_is_upcast_on_read(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    async with await EventStore.open(path) as store:
+        await store.append("p", [probe(1)])
+    v1_payload = (
+        b'{"type":"ProbeRecorded","provider":"Kraken","kind":"health","endpoint":"/0/public/Time",'
+        b'"status":"timeout","started_at":5.0,"response_time_ms":10000.0}'
+    )
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE events SET payload = ?, schema_version = 1", (v1_payload,))
+    async with await EventStore.open(path, readonly=True) as store:
+        [event] = await store.read_all()
+    assert event.event == ProbeRecorded(
+        provider="Kraken",
+        kind="health",
+        endpoint="/0/public/Time",
+        outcome="timeout",
+        started_at=5.0,
+        latency_ms=10000.0,
+    )
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT payload FROM events").fetchone()[0] == v1_payload
+
+
+async def test_migrations_on_empty_and_existing_databases(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    async with await EventStore.open(path) as store:
+        await store.append("p", [probe(1)])
+    async with await EventStore.open(path) as store:  # already migrated: nothing re-applied
+        assert store.head == 1
+    with sqlite3.connect(path) as conn:
+        versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+    assert versions == [(1,)]
+
+
+async def test_database_from_a_newer_cryptomon_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    async with await EventStore.open(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (999, '0999_future', 0)")
+    with pytest.raises(SchemaError, match="schema version 999, newer than this cryptomon"):
+        await EventStore.open(path)
+    with pytest.raises(SchemaError, match="newer"):
+        await EventStore.open(path, readonly=True)

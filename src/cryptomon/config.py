@@ -1,0 +1,480 @@
+"""Configuration: one TOML file decoded into frozen msgspec Structs.
+
+`load_config(path)` reads the file (or the bundled provider catalogue when
+`path` is None), checks every value and returns a `Config`. A file with
+mistakes raises one `ConfigError` listing all of them, each naming the file,
+the provider, the dotted key and what was expected, so a user fixes a file in
+one pass instead of one error per run.
+
+Durations are strings such as "500ms", "30s", "5m", "1h" or "1d"; the Structs
+keep the text as written and expose the length in seconds through properties.
+API keys never enter a Struct: a provider names the environment variable that
+holds its key, and the key is read from the environment when it is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+from urllib.parse import urlsplit
+
+import msgspec
+from croniter import croniter
+
+Category = Literal[
+    "market_data",
+    "exchanges",
+    "blockchain_explorers",
+    "defi_analytics",
+    "rpc_nodes",
+    "news",
+    "sentiment",
+]
+CATEGORIES: tuple[str, ...] = get_args(Category)
+KeyStatus = Literal["configured", "unconfigured", "not_needed"]
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# RFC 9110 token characters: anything else makes aiohttp refuse the header.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def parse_duration(text: str) -> float:
+    """The length of a duration such as "500ms", "30s", "5m", "1h" or "1d", in seconds."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration: expected a number and a unit "
+            '(ms, s, m, h or d), like "500ms", "30s" or "5m"'
+        )
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{text!r} is not a usable duration: expected more than zero")
+    return seconds
+
+
+def mask_key(key: str) -> str:
+    """Enough of a key to tell two keys apart in a UI, never enough to use it."""
+    return "***" if len(key) < 8 else f"{key[:4]}…"
+
+
+class _Table(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every TOML table: immutable, and an unknown key is an error."""
+
+
+class ServerConfig(_Table, frozen=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 7860
+    # The name of the variable holding the bearer token for write endpoints.
+    api_token_env: str = "CRYPTOMON_API_TOKEN"
+    cors_origins: tuple[str, ...] = ()
+
+
+class StorageConfig(_Table, frozen=True):
+    database: str = "data/cryptomon.db"
+
+
+class WebSocketConfig(_Table, frozen=True):
+    status_interval: str = "10s"
+    heartbeat_interval: str = "30s"
+
+    @property
+    def status_interval_seconds(self) -> float:
+        return parse_duration(self.status_interval)
+
+    @property
+    def heartbeat_interval_seconds(self) -> float:
+        return parse_duration(self.heartbeat_interval)
+
+
+class MonitoringConfig(_Table, frozen=True):
+    """Thresholds the projections use to move a provider between statuses."""
+
+    offline_after_failures: Annotated[int, msgspec.Meta(ge=1)] = 3
+    online_after_successes: Annotated[int, msgspec.Meta(ge=1)] = 2
+
+
+class RateLimit(_Table, frozen=True):
+    requests: Annotated[int, msgspec.Meta(ge=1)]
+    per: str
+
+    @property
+    def per_seconds(self) -> float:
+        return parse_duration(self.per)
+
+
+class Collection(_Table, frozen=True):
+    """A data endpoint probed alongside the health path (a "collection" probe)."""
+
+    path: str
+    expect_key: str | None = None
+    expect_non_empty: bool = False
+
+
+class ProviderConfig(_Table, frozen=True):
+    name: str
+    category: Category
+    base_url: str
+    health_path: str = ""
+    interval: str | None = None
+    cron: str | None = None
+    timeout: str = "10s"
+    degraded_latency: str = "2s"
+    rate_limit: RateLimit | None = None
+    # Only the *name* of the variable: the key itself is read at call time.
+    api_key_env: str | None = None
+    api_key_header: str | None = None
+    api_key_query: str | None = None
+    api_key_prefix: str = ""
+    enabled: bool = True
+    collections: tuple[Collection, ...] = ()
+
+    @property
+    def interval_seconds(self) -> float | None:
+        return None if self.interval is None else parse_duration(self.interval)
+
+    @property
+    def timeout_seconds(self) -> float:
+        return parse_duration(self.timeout)
+
+    @property
+    def degraded_latency_seconds(self) -> float:
+        return parse_duration(self.degraded_latency)
+
+    @property
+    def schedule_text(self) -> str:
+        return f"every {self.interval}" if self.interval is not None else f"cron {self.cron}"
+
+    @property
+    def health_url(self) -> str:
+        return self.url(self.health_path)
+
+    def url(self, path: str) -> str:
+        """`base_url` joined with a path ("/ping"), a query ("?module=stats") or nothing."""
+        if not path:
+            return self.base_url
+        if path.startswith("?"):
+            return self.base_url + path
+        return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
+
+    def api_key(self, environ: Mapping[str, str]) -> str | None:
+        """The key from `environ`, read on every call so a rotated key needs no restart."""
+        if self.api_key_env is None:
+            return None
+        return environ.get(self.api_key_env, "").strip() or None
+
+    def key_status(self, environ: Mapping[str, str]) -> KeyStatus:
+        if self.api_key_env is None:
+            return "not_needed"
+        return "configured" if self.api_key(environ) else "unconfigured"
+
+    def skip_reason(self, environ: Mapping[str, str]) -> str | None:
+        """Why this provider is not probed, or None when it is."""
+        if not self.enabled:
+            return "disabled"
+        if self.key_status(environ) == "unconfigured":
+            return f"set {self.api_key_env} to probe it"
+        return None
+
+    def request_auth(self, key: str | None) -> tuple[dict[str, str], dict[str, str]]:
+        """The headers and query parameters that carry `key` to this provider."""
+        if key is None:
+            return {}, {}
+        if self.api_key_header is not None:
+            return {self.api_key_header: self.api_key_prefix + key}, {}
+        if self.api_key_query is not None:
+            return {}, {self.api_key_query: key}
+        return {}, {}
+
+
+class Config(_Table, frozen=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
+    monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
+    providers: tuple[ProviderConfig, ...] = ()
+    # The file this came from, for messages; not a key a file may set.
+    source: str = ""
+
+
+class ConfigError(Exception):
+    """Every mistake found in one configuration file, one message per mistake."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+def describe_providers(config: Config, environ: Mapping[str, str]) -> list[str]:
+    """One aligned line per provider: name, category, schedule and whether it is probed."""
+    rows = []
+    for provider in config.providers:
+        reason = provider.skip_reason(environ)
+        state = "probed" if reason is None else f"skipped: {reason}"
+        rows.append((provider.name, provider.category, provider.schedule_text, state))
+    widths = [max((len(row[column]) for row in rows), default=0) for column in range(3)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        + f"  {row[3]}"
+        for row in rows
+    ]
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and check a configuration file; None reads the bundled provider catalogue.
+
+    A file without a `providers` key monitors the bundled catalogue, so a file
+    that only changes the port still watches every provider; `providers = []`
+    monitors none.
+    """
+    if path is None:
+        resource = files("cryptomon") / "catalogue.toml"
+        return _parse(resource.read_text(encoding="utf-8"), str(resource), tuple)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
+    return _parse(text, str(path), lambda: load_config().providers)
+
+
+# --- checking -----------------------------------------------------------------
+
+
+class _Problems:
+    """Collects messages for one file; each names the file, provider and key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.messages: list[str] = []
+
+    def add(self, key: str, problem: str, provider: str | None = None) -> None:
+        who = f" (provider {provider!r})" if provider else ""
+        self.messages.append(f"{self.source}: {key}{who}: {problem}")
+
+
+def _check_cron(text: str) -> None:
+    if not croniter.is_valid(text):
+        raise ValueError(
+            f'{text!r} is not a cron expression: expected five fields like "*/5 * * * *"'
+        )
+
+
+def _check_base_url(text: str) -> None:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f'{text!r} is not an http(s) URL: expected like "https://api.example.com"')
+    if parts.query or parts.fragment:
+        raise ValueError(f"{text!r} has a query or fragment: put those in health_path")
+
+
+def _check_origins(origins: tuple[str, ...]) -> None:
+    for origin in origins:
+        parts = urlsplit(origin)
+        host_only = parts.netloc and origin == f"{parts.scheme}://{parts.netloc}"
+        if parts.scheme not in ("http", "https") or not host_only:
+            raise ValueError(
+                f"{origin!r} is not an origin: expected a scheme and host only, "
+                'like "https://example.com"'
+            )
+
+
+def _check_env_name(text: str) -> None:
+    # The value is not echoed: a key pasted here by mistake must not reach a log.
+    if not _ENV_NAME.fullmatch(text):
+        raise ValueError(
+            "expected the NAME of an environment variable (letters, digits and _), "
+            "not the secret itself"
+        )
+
+
+def _check_header_name(text: str) -> None:
+    if not _HEADER_NAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not an HTTP header name")
+
+
+# Checks beyond the type, by key; field names mean the same in every table.
+_FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
+    "status_interval": parse_duration,
+    "heartbeat_interval": parse_duration,
+    "interval": parse_duration,
+    "timeout": parse_duration,
+    "degraded_latency": parse_duration,
+    "cron": _check_cron,
+    "base_url": _check_base_url,
+    "cors_origins": _check_origins,
+    "api_token_env": _check_env_name,
+    "api_key_env": _check_env_name,
+    "api_key_header": _check_header_name,
+}
+
+T = TypeVar("T", bound=_Table)
+
+
+def _toml_type(value: object) -> str:
+    names: dict[type, str] = {dict: "a table", list: "an array", str: "a string"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _explain(error: msgspec.ValidationError, key: str, field_type: Any) -> tuple[str, str]:
+    """Turn msgspec's message and `$.path` into our dotted key and a plain problem."""
+    problem, _, path = str(error).partition(" - at `$")
+    key += path.rstrip("`")
+    if match := re.fullmatch(r"Object contains unknown field `(.+)`", problem):
+        return f"{key}.{match[1]}", "unknown key"
+    if match := re.fullmatch(r"Object missing required field `(.+)`", problem):
+        return f"{key}.{match[1]}", "missing; this key is required"
+    problem = problem.replace("`object`", "`table`")
+    if get_origin(field_type) is Literal and not path:
+        problem = f"{problem}; expected one of: {', '.join(get_args(field_type))}"
+    return key, problem
+
+
+def _convert_table(
+    raw: object, cls: type[T], key: str, problems: _Problems, provider: str | None = None
+) -> dict[str, Any] | None:
+    """Convert each key of a TOML table on its own, so every bad key is reported.
+
+    Returns the values that converted and passed their checks, by field name,
+    or None when `raw` is not a table at all.
+    """
+    if not isinstance(raw, dict):
+        problems.add(key, f"expected a table, got {_toml_type(raw)}", provider)
+        return None
+    fields = {field.encode_name: field for field in msgspec.structs.fields(cls)}
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"{key}.{name}"
+        field = fields.get(name)
+        if field is None:
+            problems.add(where, f"unknown key; expected one of: {', '.join(fields)}", provider)
+            continue
+        check = _FIELD_CHECKS.get(name)
+        try:
+            converted = msgspec.convert(value, field.type)
+            if check is not None and converted is not None:
+                check(converted)
+        except msgspec.ValidationError as exc:
+            where, problem = _explain(exc, where, field.type)
+            if check is parse_duration:
+                problem += ' (a duration such as "30s")'
+            problems.add(where, problem, provider)
+        except ValueError as exc:
+            problems.add(where, str(exc), provider)
+        else:
+            values[field.name] = converted
+    for field in fields.values():
+        if field.required and field.encode_name not in raw:
+            problems.add(f"{key}.{field.encode_name}", "missing; this key is required", provider)
+    return values
+
+
+def _decode_table(raw: object, cls: type[T], key: str, problems: _Problems) -> T | None:
+    before = len(problems.messages)
+    values = _convert_table(raw, cls, key, problems)
+    return cls(**values) if values is not None and len(problems.messages) == before else None
+
+
+def _check_provider(
+    raw: dict[str, Any], values: dict[str, Any], key: str, provider: str | None, problems: _Problems
+) -> None:
+    """Rules that span keys of one provider; `values` holds the keys that converted."""
+
+    def add(field: str, problem: str) -> None:
+        problems.add(f"{key}.{field}", problem, provider)
+
+    if "interval" in raw and "cron" in raw:
+        add("cron", "set interval or cron, not both")
+    elif "interval" not in raw and "cron" not in raw:
+        add("interval", 'missing: set interval (like "30s") or cron (like "*/5 * * * *")')
+    name = values.get("name")
+    if name is not None and (not name.strip() or "/" in name):
+        add("name", "expected a non-empty name without '/' (it appears in URLs)")
+    # Compare only durations that converted; a bad one is reported already.
+    if {"timeout", "degraded_latency"}.isdisjoint(raw.keys() - values.keys()):
+        timeout = values.get("timeout", "10s")
+        if parse_duration(values.get("degraded_latency", "2s")) >= parse_duration(timeout):
+            add("degraded_latency", f"expected less than the timeout ({timeout})")
+    rate_limit = values.get("rate_limit")
+    if rate_limit is not None:
+        try:
+            parse_duration(rate_limit.per)
+        except ValueError as exc:
+            add("rate_limit.per", str(exc))
+    if "api_key_header" in raw and "api_key_query" in raw:
+        add("api_key_query", "set api_key_header or api_key_query, not both")
+    placed = "api_key_header" in raw or "api_key_query" in raw
+    if "api_key_env" in raw and not placed:
+        add("api_key_env", "say where the key goes: set api_key_header or api_key_query")
+    if placed and "api_key_env" not in raw:
+        add("api_key_env", "missing: name the environment variable that holds the key")
+    if "api_key_prefix" in raw and "api_key_header" not in raw:
+        add("api_key_prefix", "only applies to a key sent in api_key_header")
+
+
+def _decode_providers(raw: object, problems: _Problems) -> tuple[ProviderConfig, ...]:
+    if not isinstance(raw, list):
+        problems.add(
+            "providers", f"expected an array of tables ([[providers]]), got {_toml_type(raw)}"
+        )
+        return ()
+    providers = []
+    first_use: dict[str, int] = {}
+    for index, entry in enumerate(raw):
+        key = f"providers[{index}]"
+        name = entry.get("name") if isinstance(entry, dict) else None
+        provider = name if isinstance(name, str) else None
+        before = len(problems.messages)
+        values = _convert_table(entry, ProviderConfig, key, problems, provider)
+        if values is None:
+            continue
+        _check_provider(entry, values, key, provider, problems)
+        if provider is not None:
+            # Names are compared without case: they end up in URLs and metric labels.
+            earlier = first_use.setdefault(provider.casefold(), index)
+            if earlier != index:
+                problems.add(
+                    f"{key}.name",
+                    f"duplicate provider name: providers[{earlier}] already uses it",
+                    provider,
+                )
+        if len(problems.messages) == before:
+            providers.append(ProviderConfig(**values))
+    return tuple(providers)
+
+
+def _parse(
+    text: str, source: str, default_providers: Callable[[], tuple[ProviderConfig, ...]]
+) -> Config:
+    problems = _Problems(source)
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+    sections: dict[str, Any] = {}
+    tables: dict[str, type[_Table]] = {
+        "server": ServerConfig,
+        "storage": StorageConfig,
+        "websocket": WebSocketConfig,
+        "monitoring": MonitoringConfig,
+    }
+    for name, value in document.items():
+        if name == "providers":
+            sections[name] = _decode_providers(value, problems)
+        elif name in tables:
+            sections[name] = _decode_table(value, tables[name], name, problems)
+        else:
+            expected = ", ".join([*tables, "providers"])
+            problems.add(name, f"unknown key; expected one of: {expected}")
+    if problems.messages:
+        raise ConfigError(problems.messages)
+    if "providers" not in sections:
+        sections["providers"] = default_providers()
+    return Config(**sections, source=source)

@@ -1,13 +1,16 @@
 """`python -m cryptomon`: the command line.
 
-Subcommands: `verify` walks the hash chain, `export` writes a range of the
-log as JSON Lines. Every subcommand takes `--db PATH`.
+Subcommands: `check-config` validates a config file and lists what it would
+probe, `verify` walks the hash chain, `export` writes a range of the log as
+JSON Lines. Every subcommand takes `--config PATH` and `--db PATH` (the flag
+wins over the file).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -15,11 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from cryptomon.config import Config, ConfigError, describe_providers, load_config
 from cryptomon.events.audit import export_jsonl, verify_chain
 from cryptomon.events.migrations import SchemaError
 from cryptomon.events.store import EventStore, StoreError
-
-DEFAULT_DATABASE = Path("data/cryptomon.db")
 
 
 class ProgressLine:
@@ -74,8 +76,22 @@ def positive_int(text: str) -> int:
     return value
 
 
+def database_path(args: argparse.Namespace, config: Config) -> Path:
+    return Path(args.db) if args.db is not None else Path(config.storage.database)
+
+
+async def run_check_config(args: argparse.Namespace) -> int:
+    path = args.path or args.config
+    config = load_config(path)
+    print(f"{config.source}: OK, {len(config.providers)} providers")
+    for line in describe_providers(config, os.environ):
+        print(line)
+    return 0
+
+
 async def run_verify(args: argparse.Namespace) -> int:
-    async with await EventStore.open(args.db, readonly=True) as store:
+    db = database_path(args, load_config(args.config))
+    async with await EventStore.open(db, readonly=True) as store:
         progress = ProgressLine("verifying", store.head)
         report = await verify_chain(store, progress)
         progress.finish()
@@ -90,7 +106,8 @@ async def run_verify(args: argparse.Namespace) -> int:
 
 
 async def run_export(args: argparse.Namespace) -> int:
-    async with await EventStore.open(args.db, readonly=True) as store:
+    db = database_path(args, load_config(args.config))
+    async with await EventStore.open(db, readonly=True) as store:
         progress = ProgressLine("exporting", store.head)
         count = await export_jsonl(
             store,
@@ -113,12 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--db",
+        "--config",
         type=Path,
-        default=DEFAULT_DATABASE,
-        help=f"database file (default {DEFAULT_DATABASE})",
+        default=None,
+        help="TOML config file (default: the bundled catalogue)",
+    )
+    common.add_argument(
+        "--db", type=Path, default=None, help="database file (default: data/cryptomon.db)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = commands.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate a config file and list the providers it would monitor",
+    )
+    check.add_argument("path", nargs="?", type=Path, default=None, metavar="PATH")
+    check.set_defaults(run=run_check_config)
     commands.add_parser(
         "verify", parents=[common], help="check the hash chain of the whole log"
     ).set_defaults(run=run_verify)
@@ -144,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return asyncio.run(run(args))
+    except ConfigError as exc:
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        return 1
     except (StoreError, SchemaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -96,7 +96,9 @@ class RateLimitTracker:
             blocked_until=self.blocked_until if self.is_blocked(now) else None,
         )
 
-    def _crossed(self, now: float) -> RateLimitChanged | None:
+    def refresh(self, now: float) -> RateLimitChanged | None:
+        """An event if usage crossed a threshold since the last one, as when
+        requests age out of the window."""
         level = threshold_level(self.percentage(now))
         if level == self._level:
             return None
@@ -107,7 +109,7 @@ class RateLimitTracker:
     def record_request(self, now: float) -> RateLimitChanged | None:
         """Count one outbound request; an event if that crossed a threshold."""
         self._sent.append(now)
-        return self._crossed(now)
+        return self.refresh(now)
 
     def observe_response(
         self, status: int | None, headers: Mapping[str, str], now: float
@@ -137,7 +139,7 @@ class RateLimitTracker:
                 self._level = threshold_level(self.percentage(now))
                 changes.append(self._snapshot(now, "blocked"))
                 return changes
-        crossed = self._crossed(now)
+        crossed = self.refresh(now)
         if crossed is not None:
             changes.append(crossed)
         return changes

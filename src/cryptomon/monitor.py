@@ -1,0 +1,265 @@
+"""The probing side of the service: config in, events out.
+
+`Monitor` registers the configured providers, schedules their health probes
+and the seed's named collection jobs, counts every request against the
+provider's rate limit, and appends each result to the event log. It keeps no
+state a read model needs: projections build those from the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from cryptomon.config import Collection, Config, ProviderConfig
+from cryptomon.events.store import EventStore, StoreError
+from cryptomon.events.types import (
+    Event,
+    EventMetadata,
+    JobTriggered,
+    ProbeKind,
+    ProviderRegistered,
+    RateLimitSpec,
+)
+from cryptomon.probes import BodyCheck, probe
+from cryptomon.ratelimit import RateLimitTracker
+from cryptomon.scheduler import (
+    Action,
+    Clock,
+    CronSchedule,
+    IntervalSchedule,
+    Schedule,
+    Scheduler,
+    SystemClock,
+    UnknownJobError,
+    spread_offset,
+)
+
+log = logging.getLogger(__name__)
+
+# The seed's job ids (users trigger these by name), the categories whose data
+# endpoints each one probes, and how often.
+COLLECTION_JOBS: dict[str, tuple[tuple[str, ...], float]] = {
+    "market_data": (("market_data", "exchanges", "defi_analytics"), 60.0),
+    "explorer_data": (("blockchain_explorers", "rpc_nodes"), 300.0),
+    "news_collection": (("news",), 600.0),
+    "sentiment_collection": (("sentiment",), 900.0),
+}
+RATE_LIMIT_SNAPSHOT_SECONDS = 60.0
+# Without a configured limit, provider headers still report usage per minute.
+DEFAULT_WINDOW_SECONDS = 60.0
+
+
+def provider_stream(name: str) -> str:
+    return f"provider:{name}"
+
+
+def registration_stream(name: str) -> str:
+    return f"config:{name}"
+
+
+def registration_of(provider: ProviderConfig, environ: Mapping[str, str]) -> ProviderRegistered:
+    """The provider's configuration as an event: the key's env var name, never the key."""
+    limit = provider.rate_limit
+    return ProviderRegistered(
+        provider=provider.name,
+        category=provider.category,
+        base_url=provider.base_url,
+        health_path=provider.health_path,
+        schedule=provider.schedule_text,
+        timeout_ms=round(provider.timeout_seconds * 1000),
+        degraded_latency_ms=round(provider.degraded_latency_seconds * 1000),
+        rate_limit=RateLimitSpec(limit.requests, limit.per_seconds) if limit else None,
+        api_key_env=provider.api_key_env,
+        key_configured=provider.key_status(environ) != "unconfigured",
+        collections=tuple(c.path for c in provider.collections),
+    )
+
+
+@dataclass(slots=True)
+class ProbeCounters:
+    appended: int = 0
+    lost: int = 0  # probed, but the log refused the result
+    skipped_blocked: int = 0  # not sent: the provider told us to back off
+
+
+class Monitor:
+    def __init__(
+        self,
+        config: Config,
+        store: EventStore,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Clock | None = None,
+        environ: Mapping[str, str] = os.environ,
+        max_concurrency: int = 64,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.session = session
+        self.clock: Clock = clock or SystemClock()
+        self.environ = environ
+        self.scheduler = Scheduler(self.clock, max_concurrency)
+        self.counters = ProbeCounters()
+        self.probed = [p for p in config.providers if p.skip_reason(environ) is None]
+        self.trackers = {
+            p.name: RateLimitTracker(
+                p.name,
+                p.rate_limit.requests if p.rate_limit else None,
+                p.rate_limit.per_seconds if p.rate_limit else DEFAULT_WINDOW_SECONDS,
+            )
+            for p in self.probed
+        }
+        self._plan_jobs()
+
+    def _plan_jobs(self) -> None:
+        scheduler = self.scheduler
+        scheduler.add_job("health_checks", "health probe of every provider", "per provider")
+        for provider in self.probed:
+            scheduler.add_task(
+                provider.name, "health_checks", self._health_action(provider), _schedule(provider)
+            )
+        for job_id, (categories, interval) in COLLECTION_JOBS.items():
+            scheduler.add_job(
+                job_id, f"data endpoints of {', '.join(categories)}", f"every {interval:g}s"
+            )
+            for provider in self.probed:
+                if provider.category not in categories:
+                    continue
+                for collection in provider.collections:
+                    name = f"{provider.name} {collection.path}"
+                    scheduler.add_task(
+                        name,
+                        job_id,
+                        self._collection_action(provider, collection),
+                        IntervalSchedule(interval, spread_offset(name, interval)),
+                    )
+        scheduler.add_job(
+            "rate_limit_snapshot",
+            "record usage that fell back under a threshold",
+            f"every {RATE_LIMIT_SNAPSHOT_SECONDS:g}s",
+        )
+        scheduler.add_task(
+            "rate_limit_snapshot",
+            "rate_limit_snapshot",
+            self._rate_limit_snapshot,
+            IntervalSchedule(RATE_LIMIT_SNAPSHOT_SECONDS),
+        )
+
+    async def start(self) -> None:
+        await self.register_providers()
+        self.scheduler.start()
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+
+    async def register_providers(self) -> int:
+        """Record each provider whose configuration differs from the last one
+        recorded; return how many were recorded."""
+        recorded = 0
+        for provider in self.config.providers:
+            registration = registration_of(provider, self.environ)
+            stream = registration_stream(provider.name)
+            version = await self.store.stream_version(stream)
+            if version:
+                [last] = await self.store.read_stream(stream, after_version=version - 1, limit=1)
+                if last.event == registration:
+                    continue
+            await self.store.append(
+                stream,
+                [registration],
+                expected_version=version,
+                metadata=EventMetadata(actor="config"),
+            )
+            recorded += 1
+        return recorded
+
+    async def trigger(self, job_id: str, actor: str) -> int:
+        """Run a job now, recording who asked; return how many tasks ran."""
+        known = self.scheduler.job_ids()
+        if job_id not in known:
+            raise UnknownJobError(job_id, known)
+        await self.store.append(
+            f"job:{job_id}",
+            [JobTriggered(job_id=job_id, actor=actor, triggered_at=self.clock.time())],
+            metadata=EventMetadata(actor=actor),
+        )
+        return await self.scheduler.run_now(job_id)
+
+    def _health_action(self, provider: ProviderConfig) -> Action:
+        async def run(planned: float) -> None:
+            await self._probe(provider, "health", provider.health_path, None, planned)
+
+        return run
+
+    def _collection_action(self, provider: ProviderConfig, collection: Collection) -> Action:
+        check = BodyCheck(collection.expect_key, collection.expect_non_empty)
+
+        async def run(planned: float) -> None:
+            await self._probe(provider, "collection", collection.path, check, planned)
+
+        return run
+
+    async def _probe(
+        self,
+        provider: ProviderConfig,
+        kind: ProbeKind,
+        path: str,
+        check: BodyCheck | None,
+        planned: float,
+    ) -> None:
+        tracker = self.trackers[provider.name]
+        if tracker.is_blocked(self.clock.time()):
+            # The block itself was recorded when it began; count what it costs.
+            self.counters.skipped_blocked += 1
+            return
+        headers, params = provider.request_auth(provider.api_key(self.environ))
+        events: list[Event] = []
+        crossed = tracker.record_request(self.clock.time())
+        result = await probe(
+            self.session,
+            provider=provider.name,
+            kind=kind,
+            url=provider.url(path),
+            endpoint=path,
+            timeout=provider.timeout_seconds,
+            headers=headers,
+            params=params,
+            check=check,
+            scheduled_at=planned,
+            clock=self.clock.time,
+        )
+        events.append(result.event)
+        if crossed is not None:
+            events.append(crossed)
+        events += tracker.observe_response(
+            result.event.http_status, result.headers, self.clock.time()
+        )
+        await self._append(provider.name, events)
+
+    async def _rate_limit_snapshot(self, planned: float) -> None:
+        now = self.clock.time()
+        for name, tracker in self.trackers.items():
+            change = tracker.refresh(now)
+            if change is not None:
+                await self._append(name, [change])
+
+    async def _append(self, provider: str, events: list[Event]) -> None:
+        try:
+            await self.store.append(provider_stream(provider), events)
+        except StoreError:
+            self.counters.lost += 1
+            raise
+        self.counters.appended += 1
+
+
+def _schedule(provider: ProviderConfig) -> Schedule:
+    if provider.cron is not None:
+        return CronSchedule(provider.cron)
+    interval = provider.interval_seconds
+    assert interval is not None  # the config guarantees one of the two
+    return IntervalSchedule(interval, spread_offset(provider.name, interval))

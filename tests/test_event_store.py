@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptomon.events.migrations import SchemaError
+from cryptomon.events.migrations import SchemaError, migrations_dir
 from cryptomon.events.store import (
     ConcurrencyError,
     DuplicateEventIdError,
@@ -282,7 +282,31 @@ async def test_migrations_on_empty_and_existing_databases(tmp_path: Path) -> Non
         assert store.head == 1
     with sqlite3.connect(path) as conn:
         versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
+
+
+async def test_a_version_1_database_with_events_is_migrated_in_place(tmp_path: Path) -> None:
+    current = tmp_path / "current.db"
+    async with await EventStore.open(current) as store:
+        failed = ProbeRecorded("Kraken", "health", "/", "timeout", started_at=1.0)
+        await store.append("p", [probe(1), failed])
+    old = tmp_path / "old.db"
+    columns = (
+        "position, event_id, stream, version, type, schema_version, recorded_at, payload,"
+        " correlation_id, causation_id, actor, hash"
+    )
+    with sqlite3.connect(old) as conn:
+        conn.executescript((migrations_dir() / "0001_event_log.sql").read_text())
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name, applied_at)"
+        )
+        conn.execute("INSERT INTO schema_migrations VALUES (1, '0001_event_log', 0)")
+        conn.execute(f"ATTACH DATABASE '{current}' AS current")
+        conn.execute(f"INSERT INTO events ({columns}) SELECT {columns} FROM current.events")
+    async with await EventStore.open(old) as store:
+        failures = await store.read_by_label(["health:fail"])
+        assert [e.event for e in failures] == [failed]
+        assert [e.position for e in await store.read_by_label(["health:ok"])] == [1]
 
 
 async def test_database_from_a_newer_cryptomon_is_refused(tmp_path: Path) -> None:
@@ -295,3 +319,32 @@ async def test_database_from_a_newer_cryptomon_is_refused(tmp_path: Path) -> Non
         await EventStore.open(path)
     with pytest.raises(SchemaError, match="newer"):
         await EventStore.open(path, readonly=True)
+
+
+async def test_log_labels_merge_newest_first(tmp_path: Path) -> None:
+    now = [100.0]
+    store = await EventStore.open(tmp_path / "t.db", clock=lambda: now[0])
+    try:
+        for n in range(6):
+            now[0] = 100.0 + n
+            outcome = "success" if n % 2 else "failed"
+            kind = "health" if n < 3 else "collection"
+            await store.append("p", [ProbeRecorded("A", kind, "/", outcome, started_at=now[0])])
+        failed = await store.read_by_label(["health:fail", "collection:fail"], limit=10)
+        assert [e.position for e in failed] == [5, 3, 1]
+        assert [e.position for e in await store.read_by_label(["health:ok"], since=101.5)] == []
+        both = await store.read_by_label(["health:ok", "health:fail"], limit=2)
+        assert [e.position for e in both] == [3, 2]
+    finally:
+        await store.close()
+
+
+async def test_snapshots_round_trip_and_detect_corruption(store: EventStore) -> None:
+    await store.append("p", [probe(1)])
+    await store.save_snapshots({"providers": (1, b"state-a"), "alerts": (2, b"state-b")}, 1)
+    snapshots = await store.load_snapshots()
+    assert snapshots["alerts"].version == 2 and snapshots["alerts"].state == b"state-b"
+    assert all(s.position == 1 and s.intact for s in snapshots.values())
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE snapshots SET state = X'00' WHERE name = 'providers'")
+    assert not (await store.load_snapshots())["providers"].intact

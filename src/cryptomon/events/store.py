@@ -15,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
+import heapq
 import os
 import sqlite3
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import msgspec
@@ -43,6 +45,7 @@ from cryptomon.events.types import (
     RecordedEvent,
     decode_event,
     encode_event,
+    event_label,
 )
 
 _NO_METADATA = EventMetadata()
@@ -50,8 +53,9 @@ _COLUMNS = (
     "position, event_id, stream, version, type, schema_version, recorded_at,"
     " payload, correlation_id, causation_id, actor, hash"
 )
-_INSERT = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO events ({_COLUMNS}, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ID_LOOKUP_CHUNK = 500
+T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
@@ -117,6 +121,27 @@ class StoredRow(msgspec.Struct, frozen=True, gc=False):
 
 
 @dataclass(slots=True)
+class _Exclusive:
+    """Work that must run on the writer connection between two commits."""
+
+    work: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    future: asyncio.Future[Any]
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    name: str
+    version: int
+    position: int
+    state: bytes
+    sha256: str
+    taken_at: float
+
+    @property
+    def intact(self) -> bool:
+        return hashlib.sha256(self.state).hexdigest() == self.sha256
+
+
+@dataclass(slots=True)
 class _Append:
     stream: str
     events: Sequence[Event]
@@ -174,7 +199,7 @@ class EventStore:
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
-        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Append | _Exclusive | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
@@ -325,23 +350,54 @@ class EventStore:
             first = await self._queue.get()
             if first is None:
                 break
+            if isinstance(first, _Exclusive):
+                await self._run_exclusive(first)
+                continue
             batch = [first]
+            exclusive: _Exclusive | None = None
             size = len(first.events)
             while size < self._max_batch and not self._queue.empty():
                 request = self._queue.get_nowait()
                 if request is None:
                     stopping = True
                     break
+                if isinstance(request, _Exclusive):
+                    exclusive = request  # runs after this batch commits
+                    break
                 batch.append(request)
                 size += len(request.events)
-            try:
-                await self._commit(batch)
-            except Exception as exc:  # keep the writer alive for later appends
-                error = StoreWriteError(f"append to {self.path} failed: {exc}")
-                for request in batch:
-                    if not request.future.done():
-                        self.failed_appends += len(request.events)
-                        request.future.set_exception(error)
+            await self._commit_batch(batch)
+            if exclusive is not None:
+                await self._run_exclusive(exclusive)
+
+    async def _run_exclusive(self, item: _Exclusive) -> None:
+        assert self._writer_conn is not None
+        try:
+            item.future.set_result(await item.work(self._writer_conn))
+        except Exception as exc:
+            if self._writer_conn.in_transaction:
+                with contextlib.suppress(Exception):
+                    await self._writer_conn.execute("ROLLBACK")
+            item.future.set_exception(StoreWriteError(f"write to {self.path} failed: {exc}"))
+
+    async def exclusive(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `work` on the writer connection, between commits, so maintenance
+        (snapshots, archiving) never interleaves with an append's transaction."""
+        if self._closing or self._writer_task is None:
+            raise StoreClosedError(f"the event store for {self.path} is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Exclusive(work, future))
+        return await future
+
+    async def _commit_batch(self, batch: list[_Append]) -> None:
+        try:
+            await self._commit(batch)
+        except Exception as exc:  # keep the writer alive for later appends
+            error = StoreWriteError(f"append to {self.path} failed: {exc}")
+            for request in batch:
+                if not request.future.done():
+                    self.failed_appends += len(request.events)
+                    request.future.set_exception(error)
 
     async def _existing_positions(self, event_ids: list[str]) -> dict[str, int]:
         assert self._writer_conn is not None
@@ -417,7 +473,7 @@ class EventStore:
                 rows.append(
                     (position, event_id, request.stream, version, event_type, schema_version,
                      recorded_at, payload, meta.correlation_id, meta.causation_id, meta.actor,
-                     hash_)
+                     hash_, event_label(event))
                 )  # fmt: skip
                 request.positions.append(position)
                 request.records.append(
@@ -533,6 +589,53 @@ class EventStore:
             (*types, since if since is not None else float("-inf"),
              until if until is not None else float("inf"), limit),
         )  # fmt: skip
+
+    async def read_by_label(
+        self,
+        labels: Sequence[str],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[RecordedEvent]:
+        """Newest first, events carrying any of `labels` (see `event_label`)
+        recorded in [since, until): one index walk per label, merged."""
+        low = since if since is not None else float("-inf")
+        high = until if until is not None else float("inf")
+        per_label = [
+            await self._fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE label = ? AND recorded_at >= ?"
+                " AND recorded_at < ? ORDER BY recorded_at DESC, position DESC LIMIT ?",
+                (label, low, high, limit),
+            )
+            for label in labels
+        ]
+        merged = heapq.merge(*per_label, key=lambda e: (e.recorded_at, e.position), reverse=True)
+        return list(merged)[:limit]
+
+    async def save_snapshots(self, states: dict[str, tuple[int, bytes]], position: int) -> None:
+        """Store each read model's (version, state) as covering `position`, all
+        in one transaction."""
+        taken_at = self._clock()
+        rows = [
+            (name, version, position, state, hashlib.sha256(state).hexdigest(), taken_at)
+            for name, (version, state) in states.items()
+        ]
+
+        async def write(conn: aiosqlite.Connection) -> None:
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.executemany(
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?)", rows
+            )
+            await conn.execute("COMMIT")
+
+        await self.exclusive(write)
+
+    async def load_snapshots(self) -> dict[str, Snapshot]:
+        async with self._reader_conn().execute(
+            "SELECT name, version, position, state, sha256, taken_at FROM snapshots"
+        ) as cursor:
+            return {row[0]: Snapshot(*row) async for row in cursor}
 
     async def iter_rows(
         self,

@@ -186,6 +186,14 @@ SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
 SCHEMA_VERSIONS["ProbeRecorded"] = 2
 
 
+def event_label(event: Event) -> str | None:
+    """The index key log queries select by: a probe's kind and whether it
+    succeeded (`health:ok`, `collection:fail`...)."""
+    if isinstance(event, ProbeRecorded):
+        return f"{event.kind}:{'ok' if event.outcome == 'success' else 'fail'}"
+    return None
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])

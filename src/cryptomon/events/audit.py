@@ -1,6 +1,7 @@
 """Audits of the stored log: walk the hash chain, export ranges as JSON Lines.
 
-Both stream the log a page at a time, so memory stays flat for any log size.
+Both read the archive and the database as one log, a page at a time, so
+memory stays flat for any log size.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from cryptomon.events.archive import ArchivedEvent, iter_log_rows
 from cryptomon.events.chain import GENESIS_HASH
 from cryptomon.events.store import EventStore
 
@@ -30,7 +32,7 @@ async def verify_chain(store: EventStore, progress: Progress | None = None) -> C
     previous_hash = GENESIS_HASH
     previous_position = 0
     count = 0
-    async for row in store.iter_rows():
+    async for row in iter_log_rows(store):
         if row.position != previous_position + 1:
             return ChainReport(
                 False, count, previous_position, previous_hash, previous_position + 1,
@@ -59,21 +61,6 @@ async def verify_chain(store: EventStore, progress: Progress | None = None) -> C
     return ChainReport(True, count, previous_position, previous_hash)
 
 
-class ExportedEvent(msgspec.Struct, frozen=True):
-    position: int
-    event_id: str
-    stream: str
-    version: int
-    type: str
-    schema_version: int
-    recorded_at: float
-    correlation_id: str | None
-    causation_id: str | None
-    actor: str | None
-    hash: str
-    payload: msgspec.Raw
-
-
 async def export_jsonl(
     store: EventStore,
     out: BinaryIO,
@@ -89,15 +76,10 @@ async def export_jsonl(
     encoder = msgspec.json.Encoder()
     buffer = bytearray()
     count = 0
-    async for row in store.iter_rows(
-        after=from_position - 1, to_position=to_position, since=since, until=until
+    async for row in iter_log_rows(
+        store, after=from_position - 1, to_position=to_position, since=since, until=until
     ):
-        exported = ExportedEvent(
-            row.position, row.event_id, row.stream, row.version, row.type, row.schema_version,
-            row.recorded_at, row.correlation_id, row.causation_id, row.actor, row.hash,
-            msgspec.Raw(row.payload),
-        )  # fmt: skip
-        encoder.encode_into(exported, buffer, -1)
+        encoder.encode_into(ArchivedEvent.of(row), buffer, -1)
         buffer.extend(b"\n")
         count += 1
         if len(buffer) > 1 << 20:

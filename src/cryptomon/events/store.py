@@ -631,6 +631,18 @@ class EventStore:
 
         await self.exclusive(write)
 
+    async def delete_positions(self, positions: Sequence[int]) -> None:
+        """Remove rows that have been archived elsewhere (retention)."""
+
+        async def delete(conn: aiosqlite.Connection) -> None:
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.executemany(
+                "DELETE FROM events WHERE position = ?", [(p,) for p in positions]
+            )
+            await conn.execute("COMMIT")
+
+        await self.exclusive(delete)
+
     async def load_snapshots(self) -> dict[str, Snapshot]:
         async with self._reader_conn().execute(
             "SELECT name, version, position, state, sha256, taken_at FROM snapshots"
@@ -644,6 +656,7 @@ class EventStore:
         to_position: int | None = None,
         since: float | None = None,
         until: float | None = None,
+        event_type: str | None = None,
         page_size: int = 5000,
     ) -> AsyncIterator[StoredRow]:
         """Stored rows in position order, undecoded, one page in memory at a time."""
@@ -654,8 +667,9 @@ class EventStore:
         while True:
             async with self._reader_conn().execute(
                 f"SELECT {_COLUMNS} FROM events WHERE position > ? AND position <= ?"
-                " AND recorded_at >= ? AND recorded_at < ? ORDER BY position LIMIT ?",
-                (last, end, low, high, page_size),
+                " AND recorded_at >= ? AND recorded_at < ? AND (? IS NULL OR type = ?)"
+                " ORDER BY position LIMIT ?",
+                (last, end, low, high, event_type, event_type, page_size),
             ) as cursor:
                 rows = list(await cursor.fetchall())
             if not rows:

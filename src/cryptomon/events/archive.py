@@ -1,0 +1,186 @@
+"""Retention: old probe events move out of the live database into compressed
+JSON Lines segments beside it, and the log reads on across both.
+
+Each archived line holds every stored field of its event, so the hash chain
+stays verifiable across archive and database. Segments are written whole
+(temporary file, fsync, rename) before their rows are deleted; a crash between
+the two leaves a row in both places, which readers take once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+
+from cryptomon.events.store import EventStore, StoredRow
+
+_SEGMENT = re.compile(r"^segment-(\d{12})-(\d{12})\.jsonl\.gz$")
+_READ_BATCH = 5000
+
+
+class ArchivedEvent(msgspec.Struct, frozen=True):
+    """One event as exported or archived: every stored field, payload as JSON."""
+
+    position: int
+    event_id: str
+    stream: str
+    version: int
+    type: str
+    schema_version: int
+    recorded_at: float
+    correlation_id: str | None
+    causation_id: str | None
+    actor: str | None
+    hash: str
+    payload: msgspec.Raw
+
+    @classmethod
+    def of(cls, row: StoredRow) -> ArchivedEvent:
+        return cls(
+            row.position, row.event_id, row.stream, row.version, row.type, row.schema_version,
+            row.recorded_at, row.correlation_id, row.causation_id, row.actor, row.hash,
+            msgspec.Raw(row.payload),
+        )  # fmt: skip
+
+    def row(self) -> StoredRow:
+        return StoredRow(
+            self.position, self.event_id, self.stream, self.version, self.type,
+            self.schema_version, self.recorded_at, bytes(self.payload), self.correlation_id,
+            self.causation_id, self.actor, self.hash,
+        )  # fmt: skip
+
+
+class ArchiveError(RuntimeError):
+    pass
+
+
+def archive_dir(database: Path) -> Path:
+    return database.with_name(database.name + ".archive")
+
+
+def segments(database: Path) -> list[tuple[int, int, Path]]:
+    """(first position, last position, file) of each segment, in order."""
+    directory = archive_dir(database)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = _SEGMENT.match(path.name)
+        if match:
+            found.append((int(match.group(1)), int(match.group(2)), path))
+    return sorted(found)
+
+
+def _read_segment(path: Path) -> Iterator[list[StoredRow]]:
+    decoder = msgspec.json.Decoder(ArchivedEvent)
+    batch: list[StoredRow] = []
+    try:
+        with gzip.open(path, "rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                try:
+                    batch.append(decoder.decode(line).row())
+                except msgspec.DecodeError as exc:
+                    raise ArchiveError(f"{path} line {number} is unreadable: {exc}") from None
+                if len(batch) == _READ_BATCH:
+                    yield batch
+                    batch = []
+    except (OSError, EOFError) as exc:
+        raise ArchiveError(f"{path} is unreadable: {exc}") from None
+    if batch:
+        yield batch
+
+
+async def iter_archived_rows(database: Path, after: int = 0) -> AsyncIterator[StoredRow]:
+    """Archived rows after `after` in position order, decompressed off the loop."""
+    for _first, last, path in segments(database):
+        if last <= after:
+            continue
+        reader = _read_segment(path)
+        while batch := await asyncio.to_thread(next, reader, None):
+            for row in batch:
+                if row.position > after:
+                    yield row
+
+
+async def iter_log_rows(
+    store: EventStore,
+    *,
+    after: int = 0,
+    to_position: int | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> AsyncIterator[StoredRow]:
+    """The whole log, archive and database merged in position order."""
+    end = to_position if to_position is not None else 2**63 - 1
+    low = since if since is not None else float("-inf")
+    high = until if until is not None else float("inf")
+    archived = aiter(iter_archived_rows(store.path, after))
+    live = aiter(store.iter_rows(after=after, to_position=to_position, since=since, until=until))
+    next_archived = await anext(archived, None)
+    next_live = await anext(live, None)
+    while next_archived is not None or next_live is not None:
+        if next_live is None or (
+            next_archived is not None and next_archived.position < next_live.position
+        ):
+            assert next_archived is not None
+            row = next_archived
+            next_archived = await anext(archived, None)
+            if row.position > end:
+                next_archived = None
+                continue
+            if not low <= row.recorded_at < high:
+                continue
+        else:
+            row = next_live
+            if next_archived is not None and next_archived.position == row.position:
+                next_archived = await anext(archived, None)  # archived, not yet deleted
+            next_live = await anext(live, None)
+        yield row
+
+
+async def archive_probe_events(
+    store: EventStore, *, before: float, up_to_position: int, max_events: int = 200_000
+) -> int:
+    """Move probe events recorded before `before` (and at or below
+    `up_to_position`, which snapshots already cover) into a new segment;
+    return how many moved."""
+    known = segments(store.path)
+    after = known[-1][1] if known else 0
+    rows: list[StoredRow] = []
+    async for row in store.iter_rows(
+        after=after, to_position=up_to_position, until=before, event_type="ProbeRecorded"
+    ):
+        rows.append(row)
+        if len(rows) == max_events:
+            break
+    if not rows:
+        return 0
+    directory = archive_dir(store.path)
+    target = directory / f"segment-{rows[0].position:012d}-{rows[-1].position:012d}.jsonl.gz"
+    await asyncio.to_thread(_write_segment, target, rows)
+    await store.delete_positions([row.position for row in rows])
+    return len(rows)
+
+
+def _write_segment(target: Path, rows: list[StoredRow]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    encoder = msgspec.json.Encoder()
+    partial = target.with_suffix(".partial")
+    with open(partial, "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as packed:
+            for row in rows:
+                packed.write(encoder.encode(ArchivedEvent.of(row)) + b"\n")
+        raw.flush()
+        os.fsync(raw.fileno())
+    os.replace(partial, target)
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

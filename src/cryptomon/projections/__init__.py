@@ -1,0 +1,253 @@
+"""Pure folds from events to read models, and the aggregate that feeds them all.
+
+`Projections` holds one of each projection and the position of the last event
+it applied. `apply` returns the notices the live feed broadcasts (including a
+`LogEntry` per new log row); `fold` is the same without building notices' log
+rows, for replays. Its state snapshots to msgpack per projection, with the
+settings and position it covers, and restores only into the same projection
+versions and settings: anything else is a `SnapshotMismatch`, and the caller
+rebuilds from the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from cryptomon.events.types import Event, RecordedEvent
+from cryptomon.projections.alerts import (
+    AcknowledgeError,
+    AlertsProjection,
+    AlreadyAcknowledgedError,
+    UnknownAlertError,
+)
+from cryptomon.projections.base import Handler, Projection, StateT
+from cryptomon.projections.failures import FailureAnalysis, FailuresProjection
+from cryptomon.projections.metrics import ALL, MetricsProjection, SeriesPoint, WindowStats
+from cryptomon.projections.notices import (
+    Alert,
+    AlertAcked,
+    AlertRaised,
+    AlertResolved,
+    LogEntry,
+    Notice,
+    ProviderStatusChanged,
+    RateLimitHigh,
+    log_entries,
+)
+from cryptomon.projections.providers import ProvidersProjection, ProviderState
+from cryptomon.projections.rate_limits import RateLimitsProjection, RateLimitState
+from cryptomon.projections.settings import ProjectionSettings
+
+__all__ = [
+    "ALL",
+    "AcknowledgeError",
+    "Alert",
+    "AlertAcked",
+    "AlertRaised",
+    "AlertResolved",
+    "AlertsProjection",
+    "AlreadyAcknowledgedError",
+    "FailureAnalysis",
+    "FailuresProjection",
+    "LogEntry",
+    "MetricsProjection",
+    "Notice",
+    "Projection",
+    "ProjectionSettings",
+    "Projections",
+    "ProviderState",
+    "ProviderStatusChanged",
+    "ProvidersProjection",
+    "RateLimitHigh",
+    "RateLimitState",
+    "RateLimitsProjection",
+    "SeriesPoint",
+    "SnapshotMismatch",
+    "UnknownAlertError",
+    "WindowStats",
+]
+
+# The snapshot entry holding the position and settings, next to one entry per projection.
+META = "__meta__"
+META_VERSION = 1
+# state_equal stops listing after this many differences: enough to see what went wrong.
+MAX_DIFFERENCES = 50
+_MAX_VALUE_CHARS = 120
+
+
+class SnapshotMismatch(Exception):
+    """A snapshot these projections cannot continue from; rebuild them from the log."""
+
+
+class _SnapshotMeta(msgspec.Struct, frozen=True, gc=False):
+    position: int
+    settings: ProjectionSettings
+
+
+T = TypeVar("T")
+
+_encoder = msgspec.msgpack.Encoder()
+_meta_decoder = msgspec.msgpack.Decoder(_SnapshotMeta)
+
+Snapshot = Mapping[str, tuple[int, bytes]]
+
+
+class Projections:
+    def __init__(self, settings: ProjectionSettings | None = None) -> None:
+        self.settings = ProjectionSettings() if settings is None else settings
+        self.position = 0
+        self.providers = ProvidersProjection(self.settings)
+        self.metrics = MetricsProjection(self.settings)
+        self.alerts = AlertsProjection(self.settings)
+        self.rate_limits = RateLimitsProjection(self.settings)
+        self.failures = FailuresProjection(self.settings)
+        self._route()
+
+    def all(self) -> tuple[Projection[Any], ...]:
+        return (self.providers, self.metrics, self.alerts, self.rate_limits, self.failures)
+
+    # ---- folding -------------------------------------------------------------
+
+    def apply(self, recorded: RecordedEvent) -> list[Notice]:
+        """Fold one event into every projection; the notices for the live feed.
+
+        An event at or before `position` was applied already and is skipped."""
+        if recorded.position <= self.position:
+            return []
+        notices: list[Notice] = []
+        notices += log_entries(recorded)
+        notices += self._fold(recorded)
+        return notices
+
+    def fold(self, recorded: RecordedEvent) -> None:
+        """`apply` for a replay: the same state, without log rows nobody will read."""
+        if recorded.position > self.position:
+            self._fold(recorded)
+
+    def _fold(self, recorded: RecordedEvent) -> list[Notice]:
+        self.position = recorded.position
+        event = recorded.event
+        notices: list[Notice] = []
+        for handler in self._dispatch.get(type(event), ()):
+            notices += handler(recorded, event)
+        if notices:
+            # Alerts follow the status the providers projection just decided.
+            for change in [n for n in notices if isinstance(n, ProviderStatusChanged)]:
+                notices += self.alerts.observe_status(change)
+        return notices
+
+    def _route(self) -> None:
+        """Who folds which event type: a lookup per event instead of a test per projection."""
+        dispatch: dict[type[Event], list[Handler]] = {}
+        for projection in self.all():
+            for kind, handler in projection.handlers.items():
+                dispatch.setdefault(kind, []).append(handler)
+        self._dispatch = {kind: tuple(handlers) for kind, handlers in dispatch.items()}
+
+    # ---- snapshots -----------------------------------------------------------
+
+    def snapshot_state(self) -> dict[str, tuple[int, bytes]]:
+        """name -> (version, msgpack state) per projection, plus `META` (position, settings)."""
+        snapshot = {p.name: (p.version, p.encode_state()) for p in self.all()}
+        snapshot[META] = (
+            META_VERSION,
+            _encoder.encode(_SnapshotMeta(self.position, self.settings)),
+        )
+        return snapshot
+
+    @classmethod
+    def restore(cls, snapshot: Snapshot, settings: ProjectionSettings | None = None) -> Projections:
+        """Projections continuing from `snapshot_state()` output.
+
+        Raises `SnapshotMismatch` when a projection is missing, has another version or
+        does not decode, or when the snapshot was folded with other settings."""
+        restored = cls(settings)
+        meta = _decode_entry(snapshot, META, META_VERSION, _meta_decoder.decode)
+        if meta.settings != restored.settings:
+            changed = ", ".join(
+                f"{name} {getattr(meta.settings, name)!r} -> {getattr(restored.settings, name)!r}"
+                for name in meta.settings.__struct_fields__
+                if getattr(meta.settings, name) != getattr(restored.settings, name)
+            )
+            raise SnapshotMismatch(f"the snapshot was folded with other settings ({changed})")
+        restored.position = meta.position
+        current = restored.settings
+        restored.providers = ProvidersProjection(
+            current, _decode_projection(snapshot, ProvidersProjection)
+        )
+        restored.metrics = MetricsProjection(
+            current, _decode_projection(snapshot, MetricsProjection)
+        )
+        restored.alerts = AlertsProjection(current, _decode_projection(snapshot, AlertsProjection))
+        restored.rate_limits = RateLimitsProjection(
+            current, _decode_projection(snapshot, RateLimitsProjection)
+        )
+        restored.failures = FailuresProjection(
+            current, _decode_projection(snapshot, FailuresProjection)
+        )
+        restored._route()
+        return restored
+
+    # ---- audit ---------------------------------------------------------------
+
+    def state_equal(self, other: Projections) -> list[str]:
+        """Differences from `other`, one readable line each (at most MAX_DIFFERENCES);
+        empty when both hold the same state at the same position."""
+        found: list[str] = []
+        if self.position != other.position:
+            found.append(f"position: {self.position} != {other.position}")
+        if self.settings != other.settings:
+            found.append("settings differ")
+        for mine, theirs in zip(self.all(), other.all(), strict=True):
+            _differences(mine.name, mine.state, theirs.state, found)
+        return found[:MAX_DIFFERENCES]
+
+
+def _decode_entry(snapshot: Snapshot, name: str, version: int, decode: Callable[[bytes], T]) -> T:
+    entry = snapshot.get(name)
+    if entry is None:
+        raise SnapshotMismatch(f"the snapshot has no {name!r} entry")
+    found, data = entry
+    if found != version:
+        raise SnapshotMismatch(
+            f"the snapshot's {name!r} is version {found}, this cryptomon builds version {version}"
+        )
+    try:
+        return decode(data)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise SnapshotMismatch(f"the snapshot's {name!r} does not decode: {exc}") from None
+
+
+def _decode_projection(snapshot: Snapshot, kind: type[Projection[StateT]]) -> StateT:
+    return _decode_entry(snapshot, kind.name, kind.version, kind.decode_state)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
+
+
+def _differences(path: str, mine: object, theirs: object, found: list[str]) -> None:
+    """Append where `mine` and `theirs` differ, descending into structs, dicts and lists."""
+    if len(found) >= MAX_DIFFERENCES or mine == theirs:
+        return
+    if isinstance(mine, msgspec.Struct) and type(mine) is type(theirs):
+        for field in mine.__struct_fields__:
+            _differences(f"{path}.{field}", getattr(mine, field), getattr(theirs, field), found)
+    elif isinstance(mine, dict) and isinstance(theirs, dict):
+        for key, value in mine.items():
+            if key in theirs:
+                _differences(f"{path}[{key!r}]", value, theirs[key], found)
+            else:
+                found.append(f"{path}[{key!r}]: only in this state")
+        found.extend(
+            f"{path}[{key!r}]: only in the other state" for key in theirs if key not in mine
+        )
+    elif isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs):
+        for index, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+            _differences(f"{path}[{index}]", a, b, found)
+    else:
+        found.append(f"{path}: {_short(mine)} != {_short(theirs)}")

@@ -1,0 +1,332 @@
+"""Alerts: raised by the fold, resolved by the fold, acknowledged by people.
+
+Four conditions raise an alert, at most one open per provider and kind:
+
+- `offline` (critical) and `degraded` (warning) follow the provider's status,
+  which the providers projection decides: the aggregate hands each
+  `ProviderStatusChanged` to `observe_status`. Each resolves when the status
+  becomes anything else.
+- `rate_limit`: usage at `rate_limit_warning` percent (warning) or at
+  `rate_limit_critical` percent or blocked (critical). A warning that reaches
+  critical is upgraded in place; it resolves when usage falls under the warning
+  and no block holds (a probe started after the block's end shows it is over).
+- `failure_rate`: over the last `failure_rate_window_seconds` of probes (health
+  and collection), more than `failure_rate_threshold` of at least
+  `failure_rate_min_probes` did not succeed. It resolves when the rate is back
+  at or under the threshold.
+
+An alert's id derives from the position of the event that raised it (see
+`ALERT_ID_FACTOR`), so a replay gives every alert the same id and an
+`AlertAcknowledged` in the log finds its alert again. Resolved alerts are
+dropped `alert_retention_seconds` after they resolved, by event time, when a
+new alert is raised (the only time their number grows).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import msgspec
+
+from cryptomon.events.types import (
+    AlertAcknowledged,
+    Event,
+    ProbeRecorded,
+    ProviderRemoved,
+    RateLimitChanged,
+    RecordedEvent,
+)
+from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.notices import (
+    ALERT_ID_FACTOR,
+    ALERT_KIND_SLOTS,
+    Alert,
+    AlertAcked,
+    AlertKind,
+    AlertRaised,
+    AlertResolved,
+    Notice,
+    ProviderStatusChanged,
+    Severity,
+    iso_time,
+)
+
+_HOUR = 3600
+_STATUS_KINDS: tuple[AlertKind, ...] = ("offline", "degraded")
+
+
+class AcknowledgeError(ValueError):
+    """Why an alert cannot be acknowledged; checked before an `AlertAcknowledged` is appended."""
+
+    def __init__(self, alert_id: int, message: str) -> None:
+        super().__init__(message)
+        self.alert_id = alert_id
+
+
+class UnknownAlertError(AcknowledgeError):
+    def __init__(self, alert_id: int) -> None:
+        super().__init__(alert_id, f"there is no alert with id {alert_id}")
+
+
+class AlreadyAcknowledgedError(AcknowledgeError):
+    def __init__(self, alert: Alert) -> None:
+        by = f" by {alert.acknowledged_by}" if alert.acknowledged_by else ""
+        when = f" at {iso_time(alert.acknowledged_at)}" if alert.acknowledged_at else ""
+        super().__init__(alert.id, f"alert {alert.id} was already acknowledged{by}{when}")
+
+
+class FailureWindow(msgspec.Struct, gc=False):
+    """Start times of one provider's probes within the failure-rate window, oldest first:
+    all of them, and those that did not succeed."""
+
+    probes: list[float] = []
+    failures: list[float] = []
+
+
+class AlertsState(msgspec.Struct, gc=False):
+    alerts: dict[int, Alert] = {}  # by id, in the order raised
+    open: dict[str, dict[str, int]] = {}  # provider -> kind -> id of its open alert
+    windows: dict[str, FailureWindow] = {}
+    # Providers whose open rate-limit alert stands only on a block (usage was under the
+    # warning): when the block ends. No event marks its end, so their next probe started
+    # after it does.
+    block_ends: dict[str, float] = {}
+    newest_hour: int = 0  # of the newest alert raised, in hours since the epoch
+
+
+_decoder = msgspec.msgpack.Decoder(AlertsState)
+
+
+def _snapshot(alert: Alert) -> Alert:
+    """A copy for a notice: the live alert keeps changing after the notice is sent."""
+    return msgspec.structs.replace(alert)
+
+
+class AlertsProjection(Projection[AlertsState]):
+    name: ClassVar[str] = "alerts"
+    version: ClassVar[int] = 1
+
+    def new_state(self) -> AlertsState:
+        return AlertsState()
+
+    @classmethod
+    def decode_state(cls, data: bytes) -> AlertsState:
+        return _decoder.decode(data)
+
+    # ---- queries -------------------------------------------------------------
+
+    def get(self, alert_id: int) -> Alert | None:
+        return self.state.alerts.get(alert_id)
+
+    def check_acknowledge(self, alert_id: int) -> None:
+        """Raise `UnknownAlertError` or `AlreadyAcknowledgedError` unless acknowledging
+        `alert_id` would change something; call before appending `AlertAcknowledged`."""
+        alert = self.state.alerts.get(alert_id)
+        if alert is None:
+            raise UnknownAlertError(alert_id)
+        if alert.acknowledged:
+            raise AlreadyAcknowledgedError(alert)
+
+    def query(
+        self,
+        *,
+        acknowledged: bool | None = None,
+        since: float | None = None,
+        provider: str | None = None,
+        severity: Severity | None = None,
+        open_only: bool = False,
+        limit: int | None = None,
+    ) -> list[Alert]:
+        """Alerts matching every filter given, newest first; `since` bounds `raised_at`.
+        The alerts returned are the live ones: read them, do not change them."""
+        found: list[Alert] = []
+        for alert in reversed(self.state.alerts.values()):
+            if since is not None and alert.raised_at < since:
+                continue
+            if (
+                (acknowledged is not None and alert.acknowledged != acknowledged)
+                or (provider is not None and alert.provider != provider)
+                or (severity is not None and alert.severity != severity)
+                or (open_only and alert.resolved_at is not None)
+            ):
+                continue
+            found.append(alert)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    # ---- the fold ------------------------------------------------------------
+
+    def handlers_by_type(self) -> dict[type[Event], Handler]:
+        return {
+            ProbeRecorded: self._probe,
+            RateLimitChanged: self._rate_limit,
+            AlertAcknowledged: self._acknowledge,
+            ProviderRemoved: self._removed,
+        }
+
+    def observe_status(self, change: ProviderStatusChanged) -> list[Notice]:
+        """Follow a provider's status: raise `offline` / `degraded`, resolve them after."""
+        notices: list[Notice] = []
+        opened = self.state.open.get(change.provider, {})
+        for kind in _STATUS_KINDS:
+            if change.new_status != kind and kind in opened:
+                notices.append(self._resolve(change.position, change.at, change.provider, kind))
+        new = change.new_status
+        if (new == "offline" or new == "degraded") and new not in opened:
+            severity: Severity = "critical" if new == "offline" else "warning"
+            message = f"{change.provider} is {new}: {change.details}"
+            notices.append(
+                self._raise(change.position, change.at, change.provider, new, severity, message)
+            )
+        return notices
+
+    def _probe(self, recorded: RecordedEvent, probe: ProbeRecorded) -> list[Notice]:
+        block_ends = self.state.block_ends
+        if block_ends and probe.started_at >= block_ends.get(probe.provider, math.inf):
+            del block_ends[probe.provider]
+            resolved = self._resolve(
+                recorded.position, probe.started_at, probe.provider, "rate_limit"
+            )
+            return [resolved, *self._failure_rate(recorded, probe)]
+        return self._failure_rate(recorded, probe)
+
+    def _failure_rate(self, recorded: RecordedEvent, probe: ProbeRecorded) -> list[Notice]:
+        window = self.state.windows.get(probe.provider)
+        if window is None:
+            window = self.state.windows[probe.provider] = FailureWindow()
+        now = probe.started_at
+        probes = window.probes
+        failures = window.failures
+        probes.append(now)
+        if probe.outcome != "success":
+            failures.append(now)
+        cutoff = now - self.settings.failure_rate_window_seconds
+        if probes[0] <= cutoff:
+            while probes[0] <= cutoff:  # stops at the latest probe, which is `now`
+                del probes[0]
+            while failures and failures[0] <= cutoff:
+                del failures[0]
+
+        opened = self.state.open.get(probe.provider)
+        if not failures and opened is None:
+            return []  # the common case: nothing failed, nothing to resolve
+        threshold = self.settings.failure_rate_threshold
+        high = len(failures) > threshold * len(probes)
+        is_open = opened is not None and "failure_rate" in opened
+        if high and not is_open and len(probes) >= self.settings.failure_rate_min_probes:
+            minutes = self.settings.failure_rate_window_seconds / 60
+            message = (
+                f"{probe.provider}: {len(failures)} of {len(probes)} probes failed in the last"
+                f" {minutes:g} min ({len(failures) / len(probes):.0%}, threshold {threshold:.0%})"
+            )
+            return [
+                self._raise(
+                    recorded.position, now, probe.provider, "failure_rate", "warning", message
+                )
+            ]
+        if is_open and not high:
+            return [self._resolve(recorded.position, now, probe.provider, "failure_rate")]
+        return []
+
+    def _removed(self, recorded: RecordedEvent, removal: ProviderRemoved) -> list[Notice]:
+        self.state.windows.pop(removal.provider, None)
+        self.state.block_ends.pop(removal.provider, None)
+        at = recorded.recorded_at
+        return [
+            self._resolve(recorded.position, at, removal.provider, kind)
+            for kind in list(self.state.open.get(removal.provider, ()))
+        ]
+
+    def _rate_limit(self, recorded: RecordedEvent, change: RateLimitChanged) -> list[Notice]:
+        position = recorded.position
+        settings = self.settings
+        blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
+        opened = self.state.open.get(change.provider, {})
+        alert_id = opened.get("rate_limit")
+        high = change.percentage >= settings.rate_limit_warning
+        if blocked and not high and change.blocked_until is not None:
+            self.state.block_ends[change.provider] = change.blocked_until
+        else:
+            self.state.block_ends.pop(change.provider, None)
+        if not blocked and not high:
+            if alert_id is None:
+                return []
+            return [self._resolve(position, change.observed_at, change.provider, "rate_limit")]
+        critical = blocked or change.percentage >= settings.rate_limit_critical
+        severity: Severity = "critical" if critical else "warning"
+        message = (
+            f"{change.provider} rate limit at {change.percentage:g}%"
+            f" ({change.used} of {change.limit} per {change.window_seconds:g}s)"
+        )
+        if blocked and change.blocked_until is not None:
+            message += f", blocked until {iso_time(change.blocked_until)}"
+        if alert_id is None:
+            return [
+                self._raise(
+                    position, change.observed_at, change.provider, "rate_limit", severity, message
+                )
+            ]
+        alert = self.state.alerts[alert_id]
+        if critical and alert.severity == "warning":
+            alert.severity = "critical"
+            alert.message = message
+            return [AlertRaised(position, change.observed_at, _snapshot(alert))]
+        return []
+
+    def _acknowledge(self, recorded: RecordedEvent, ack: AlertAcknowledged) -> list[Notice]:
+        alert = self.state.alerts.get(ack.alert_id)
+        if alert is None or alert.acknowledged:
+            # Validated before it was appended; the alert may since have been pruned, or the
+            # rules changed and a rebuild no longer raises it.
+            return []
+        alert.acknowledged = True
+        alert.acknowledged_by = ack.actor
+        alert.acknowledged_at = ack.acknowledged_at
+        alert.note = ack.note
+        return [AlertAcked(recorded.position, ack.acknowledged_at, _snapshot(alert))]
+
+    def _raise(
+        self,
+        position: int,
+        at: float,
+        provider: str,
+        kind: AlertKind,
+        severity: Severity,
+        message: str,
+    ) -> AlertRaised:
+        hour = int(at // _HOUR)
+        if hour > self.state.newest_hour:
+            # The alerts only grow here, so pruning here (at most hourly) bounds them.
+            self.state.newest_hour = hour
+            self._prune(hour * _HOUR - self.settings.alert_retention_seconds)
+        alert = Alert(
+            id=position * ALERT_ID_FACTOR + ALERT_KIND_SLOTS[kind],
+            position=position,
+            provider=provider,
+            kind=kind,
+            severity=severity,
+            message=message,
+            raised_at=at,
+        )
+        self.state.alerts[alert.id] = alert
+        self.state.open.setdefault(provider, {})[kind] = alert.id
+        return AlertRaised(position, at, _snapshot(alert))
+
+    def _prune(self, before: float) -> None:
+        alerts = self.state.alerts
+        for alert_id in [
+            alert.id
+            for alert in alerts.values()
+            if alert.resolved_at is not None and alert.resolved_at < before
+        ]:
+            del alerts[alert_id]
+
+    def _resolve(self, position: int, at: float, provider: str, kind: str) -> AlertResolved:
+        opened = self.state.open[provider]
+        alert = self.state.alerts[opened.pop(kind)]
+        if not opened:
+            del self.state.open[provider]
+        alert.resolved_at = at
+        return AlertResolved(position, at, _snapshot(alert))

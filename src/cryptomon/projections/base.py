@@ -1,0 +1,59 @@
+"""What every projection is: a named, versioned, pure fold over recorded events.
+
+A projection owns one msgspec Struct `state` that it mutates in `apply`, reading
+time only from the events, so folding the same log always builds equal state.
+The state round-trips through msgpack (a snapshot) unchanged; `version` is
+bumped whenever its shape or meaning changes, so an older snapshot is rebuilt.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
+
+import msgspec
+
+from cryptomon.events.types import Event, RecordedEvent
+from cryptomon.projections.notices import Notice
+from cryptomon.projections.settings import ProjectionSettings
+
+StateT = TypeVar("StateT", bound=msgspec.Struct)
+
+# Folds one event: called with the recorded event and, for convenience, its `event`.
+Handler = Callable[[RecordedEvent, Any], list[Notice]]
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class Projection(ABC, Generic[StateT]):
+    name: ClassVar[str]
+    version: ClassVar[int]
+
+    def __init__(self, settings: ProjectionSettings, state: StateT | None = None) -> None:
+        self.settings = settings
+        self.state: StateT = self.new_state() if state is None else state
+        self.handlers: dict[type[Event], Handler] = self.handlers_by_type()
+
+    @abstractmethod
+    def new_state(self) -> StateT:
+        """The state before any event."""
+
+    @classmethod
+    @abstractmethod
+    def decode_state(cls, data: bytes) -> StateT:
+        """State from `encode_state` bytes; raises msgspec errors when they do not fit."""
+
+    def encode_state(self) -> bytes:
+        return _encoder.encode(self.state)
+
+    @abstractmethod
+    def handlers_by_type(self) -> dict[type[Event], Handler]:
+        """The event types this projection folds, each with its handler. Dispatching on
+        the exact type, once per event, keeps replays fast."""
+
+    def apply(self, recorded: RecordedEvent) -> list[Notice]:
+        """Fold one event in; types this projection does not care about change nothing."""
+        event = recorded.event
+        handler = self.handlers.get(type(event))
+        return [] if handler is None else handler(recorded, event)

@@ -1,0 +1,452 @@
+"""Probe metrics rolled up in minute, hour and day buckets, per provider and system-wide.
+
+A bucket counts probes by outcome and keeps the latency of successful probes as
+a sum and a histogram over fixed, roughly log-spaced bounds, so averages are
+exact and percentiles are estimated within a bin. Queries read buckets, never
+events.
+
+Minute buckets are stored an hour at a time, as columns (`MinuteBlock`): a
+provider is probed a few times a minute at most, and one small struct per hour
+costs far less to fill, keep and fold than sixty sparse ones.
+
+Memory stays bounded by event time: when the newest probe enters a new hour,
+minute buckets older than `minute_retention_seconds` fold into hours, hours
+older than `hour_retention_seconds` into days, and days older than
+`day_retention_seconds` are dropped. Folding goes by whole hours and days, so
+each granularity covers a span of time of its own and no probe counts twice.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
+from typing import ClassVar
+
+import msgspec
+
+from cryptomon.events.types import Event, ProbeKind, ProbeOutcome, ProbeRecorded, RecordedEvent
+from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.notices import Notice
+
+# The key of the system-wide rollups, next to the providers' names.
+ALL = "__all__"
+MINUTE = 60
+HOUR = 3600
+DAY = 86_400
+# Upper bounds (inclusive) of the latency bins, in ms; one more bin holds the rest.
+LATENCY_BOUNDS_MS: tuple[float, ...] = (
+    1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700,
+    1000, 1500, 2000, 3000, 5000, 7000, 10_000, 15_000, 20_000, 30_000,
+)  # fmt: skip
+BINS = len(LATENCY_BOUNDS_MS) + 1
+MAX_SERIES_POINTS = 10_000
+
+
+class Bucket(msgspec.Struct, gc=False, array_like=True):
+    """The probes that started in one bucket's span of time."""
+
+    probes: int = 0
+    failed: int = 0
+    timeout: int = 0
+    rate_limited: int = 0
+    latency_count: int = 0  # successful probes with a latency
+    latency_sum: float = 0.0
+    histogram: dict[int, int] = {}  # bin -> count; bins without probes are left out
+
+    def merge(self, other: Bucket) -> None:
+        self.probes += other.probes
+        self.failed += other.failed
+        self.timeout += other.timeout
+        self.rate_limited += other.rate_limited
+        self.latency_count += other.latency_count
+        self.latency_sum += other.latency_sum
+        histogram = self.histogram
+        for slot, count in other.histogram.items():
+            histogram[slot] = histogram.get(slot, 0) + count
+
+
+class MinuteBlock(msgspec.Struct, gc=False, array_like=True):
+    """The sixty minute buckets of one hour, as columns indexed by minute of the hour."""
+
+    probes: list[int]
+    failed: list[int]
+    timeout: list[int]
+    rate_limited: list[int]
+    latency_count: list[int]
+    latency_sum: list[float]
+    histogram: dict[int, int]  # minute * BINS + bin -> count
+
+    @classmethod
+    def empty(cls) -> MinuteBlock:
+        zeros = [0] * 60
+        return cls(zeros, zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy(), [0.0] * 60, {})
+
+    def total(self, first: int = 0, last: int = 60) -> Bucket:
+        """Minutes `first` to `last` (exclusive) of the hour as one bucket."""
+        histogram: dict[int, int] = {}
+        low, high = first * BINS, last * BINS
+        for key, count in self.histogram.items():
+            if low <= key < high:
+                slot = key % BINS
+                histogram[slot] = histogram.get(slot, 0) + count
+        return Bucket(
+            sum(self.probes[first:last]),
+            sum(self.failed[first:last]),
+            sum(self.timeout[first:last]),
+            sum(self.rate_limited[first:last]),
+            sum(self.latency_count[first:last]),
+            sum(self.latency_sum[first:last]),
+            histogram,
+        )
+
+    def minutes(self) -> dict[int, Bucket]:
+        """Each minute with probes as a bucket, by minute of the hour."""
+        minutes = {
+            i: Bucket(
+                self.probes[i],
+                self.failed[i],
+                self.timeout[i],
+                self.rate_limited[i],
+                self.latency_count[i],
+                self.latency_sum[i],
+                {},
+            )
+            for i in range(60)
+            if self.probes[i]
+        }
+        for key, count in self.histogram.items():
+            minutes[key // BINS].histogram[key % BINS] = count
+        return minutes
+
+
+class Rollup(msgspec.Struct, gc=False):
+    """One provider's (or the system's) buckets for one kind of probe, keyed by start."""
+
+    minutes: dict[int, MinuteBlock] = {}  # by the start of their hour
+    hours: dict[int, Bucket] = {}
+    days: dict[int, Bucket] = {}
+
+
+class MetricsState(msgspec.Struct, gc=False):
+    health: dict[str, Rollup] = {}
+    collection: dict[str, Rollup] = {}
+    newest_minute: int = 0
+    # Probes from before minute_floor live in hour buckets, before hour_floor in days,
+    # and before day_floor nowhere. Floors only rise.
+    minute_floor: int = 0
+    hour_floor: int = 0
+    day_floor: int = 0
+
+
+class WindowStats(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    count: int
+    successes: int
+    failures: int  # failed, timed out or rate limited
+    uptime: float | None  # successes / count; None without probes
+    avg_latency_ms: float | None  # of successful probes
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    by_outcome: dict[str, int]
+
+
+class SeriesPoint(msgspec.Struct, frozen=True, gc=False):
+    start: float
+    probes: int
+    failures: int
+    avg_latency_ms: float | None
+
+
+_decoder = msgspec.msgpack.Decoder(MetricsState)
+
+
+def _add_minute(
+    blocks: dict[int, MinuteBlock],
+    hour: int,
+    of_hour: int,
+    outcome: ProbeOutcome,
+    latency: float,
+    slot: int,
+) -> None:
+    """Count a probe in minute `of_hour` (0-59) of the block of `hour`; `slot` is its
+    latency bin, or -1 when its latency is not counted."""
+    block = blocks.get(hour)
+    if block is None:
+        block = blocks[hour] = MinuteBlock.empty()
+    block.probes[of_hour] += 1
+    if slot >= 0:
+        block.latency_count[of_hour] += 1
+        block.latency_sum[of_hour] += latency
+        histogram = block.histogram
+        key = of_hour * BINS + slot
+        histogram[key] = histogram.get(key, 0) + 1
+    elif outcome == "failed":
+        block.failed[of_hour] += 1
+    elif outcome == "timeout":
+        block.timeout[of_hour] += 1
+    elif outcome == "rate_limited":
+        block.rate_limited[of_hour] += 1
+
+
+def _add(
+    buckets: dict[int, Bucket], start: int, outcome: ProbeOutcome, latency: float, slot: int
+) -> None:
+    bucket = buckets.get(start)
+    if bucket is None:
+        bucket = buckets[start] = Bucket()
+    bucket.probes += 1
+    if slot >= 0:
+        bucket.latency_count += 1
+        bucket.latency_sum += latency
+        bucket.histogram[slot] = bucket.histogram.get(slot, 0) + 1
+    elif outcome == "failed":
+        bucket.failed += 1
+    elif outcome == "timeout":
+        bucket.timeout += 1
+    elif outcome == "rate_limited":
+        bucket.rate_limited += 1
+
+
+def _fold_into(target: dict[int, Bucket], start: int, bucket: Bucket) -> None:
+    existing = target.get(start)
+    if existing is None:
+        target[start] = bucket
+    else:
+        existing.merge(bucket)
+
+
+def _floor(value: float, width: int) -> int:
+    return math.floor(value / width) * width
+
+
+class MetricsProjection(Projection[MetricsState]):
+    name: ClassVar[str] = "metrics"
+    version: ClassVar[int] = 1
+
+    def new_state(self) -> MetricsState:
+        return MetricsState()
+
+    @classmethod
+    def decode_state(cls, data: bytes) -> MetricsState:
+        return _decoder.decode(data)
+
+    # ---- the fold ------------------------------------------------------------
+
+    def handlers_by_type(self) -> dict[type[Event], Handler]:
+        return {ProbeRecorded: self._probe}
+
+    def _probe(self, recorded: RecordedEvent, probe: ProbeRecorded) -> list[Notice]:
+        state = self.state
+        minutes = int(probe.started_at // MINUTE)  # since the epoch
+        minute = minutes * MINUTE
+        if minute > state.newest_minute:
+            entered_hour = minute // HOUR != state.newest_minute // HOUR
+            state.newest_minute = minute
+            if entered_hour:
+                self._compact()
+
+        rollups = state.health if probe.kind == "health" else state.collection
+        own = rollups.get(probe.provider)
+        if own is None:
+            own = rollups[probe.provider] = Rollup()
+        everyone = rollups.get(ALL)
+        if everyone is None:
+            everyone = rollups[ALL] = Rollup()
+        outcome = probe.outcome
+        latency = probe.latency_ms
+        if latency is None or outcome != "success":
+            latency, slot = 0.0, -1  # latency statistics are of successful probes
+        else:
+            slot = bisect_left(LATENCY_BOUNDS_MS, latency)
+
+        hour = minute - minute % HOUR
+        if minute >= state.minute_floor:
+            of_hour = minutes % 60
+            _add_minute(own.minutes, hour, of_hour, outcome, latency, slot)
+            _add_minute(everyone.minutes, hour, of_hour, outcome, latency, slot)
+            return []
+        # A probe that started before its minutes were folded (a late append) goes straight
+        # into the coarser bucket that now holds its time, or nowhere once that is gone.
+        if hour >= state.hour_floor:
+            _add(own.hours, hour, outcome, latency, slot)
+            _add(everyone.hours, hour, outcome, latency, slot)
+            return []
+        day = minute - minute % DAY
+        if day >= state.day_floor:
+            _add(own.days, day, outcome, latency, slot)
+            _add(everyone.days, day, outcome, latency, slot)
+        return []
+
+    def _compact(self) -> None:
+        state = self.state
+        settings = self.settings
+        newest = state.newest_minute
+        minute_floor = max(
+            state.minute_floor, _floor(newest - settings.minute_retention_seconds, HOUR)
+        )
+        hour_floor = max(state.hour_floor, _floor(newest - settings.hour_retention_seconds, DAY))
+        day_floor = max(state.day_floor, _floor(newest - settings.day_retention_seconds, DAY))
+        for rollups in (state.health, state.collection):
+            for rollup in rollups.values():
+                if minute_floor > state.minute_floor:
+                    for hour in [hour for hour in rollup.minutes if hour < minute_floor]:
+                        _fold_into(rollup.hours, hour, rollup.minutes.pop(hour).total())
+                if hour_floor > state.hour_floor:
+                    for hour in [hour for hour in rollup.hours if hour < hour_floor]:
+                        _fold_into(rollup.days, hour - hour % DAY, rollup.hours.pop(hour))
+                if day_floor > state.day_floor:
+                    for day in [day for day in rollup.days if day < day_floor]:
+                        del rollup.days[day]
+        state.minute_floor, state.hour_floor, state.day_floor = minute_floor, hour_floor, day_floor
+
+    # ---- queries -------------------------------------------------------------
+
+    def providers(self) -> list[str]:
+        """The providers with any metrics, health or collection."""
+        state = self.state
+        return [name for name in {**state.health, **state.collection} if name != ALL]
+
+    def window(
+        self, provider: str | None, since: float, until: float, kind: ProbeKind | None = None
+    ) -> WindowStats:
+        """Probes of `provider` (None: all providers) of `kind` (None: both kinds) that started
+        in [since, until). A bucket counts when it overlaps the window, so the edges are as
+        fine as the buckets kept there: a minute in the last hours, an hour or a day before."""
+        total = Bucket()
+        for rollup in self._rollups(provider, kind):
+            for hour, block in rollup.minutes.items():
+                if hour < until and hour + HOUR > since:
+                    # The minutes of the hour that overlap the window.
+                    first = max(0, math.floor((since - hour) / MINUTE))
+                    last = min(60, math.ceil((until - hour) / MINUTE))
+                    total.merge(block.total(first, last))
+            for _start, bucket in self._coarse(rollup, since, until):
+                total.merge(bucket)
+        return _stats(total)
+
+    def series(
+        self,
+        provider: str | None,
+        since: float,
+        until: float,
+        step: float = MINUTE,
+        kind: ProbeKind | None = None,
+    ) -> list[SeriesPoint]:
+        """One point per `step` seconds from `since` (a sparkline): probes, failures and the
+        average latency of the buckets starting in that step (a coarse bucket counts in the
+        step holding its start)."""
+        if step <= 0:
+            raise ValueError("step must be positive")
+        count = max(math.ceil((until - since) / step), 0)
+        if count > MAX_SERIES_POINTS:
+            raise ValueError(f"at most {MAX_SERIES_POINTS} points, not {count}")
+        if not count:
+            return []
+        sums = [Bucket() for _ in range(count)]
+        for start, bucket in self._buckets(provider, kind, since, until):
+            sums[min(int((max(start, since) - since) // step), count - 1)].merge(bucket)
+        return [
+            SeriesPoint(
+                since + i * step,
+                b.probes,
+                b.probes - _successes(b),
+                b.latency_sum / b.latency_count if b.latency_count else None,
+            )
+            for i, b in enumerate(sums)
+        ]
+
+    def _rollups(self, provider: str | None, kind: ProbeKind | None) -> list[Rollup]:
+        state = self.state
+        key = ALL if provider is None else provider
+        if kind is None:
+            kinds = [state.health, state.collection]
+        else:
+            kinds = [state.health if kind == "health" else state.collection]
+        return [rollups[key] for rollups in kinds if key in rollups]
+
+    def _buckets(
+        self, provider: str | None, kind: ProbeKind | None, since: float, until: float
+    ) -> Iterator[tuple[int, Bucket]]:
+        """(start, bucket) of every bucket overlapping [since, until), finest first."""
+        for rollup in self._rollups(provider, kind):
+            for hour, block in rollup.minutes.items():
+                if hour < until and hour + HOUR > since:
+                    for i, bucket in block.minutes().items():
+                        start = hour + i * MINUTE
+                        if start < until and start + MINUTE > since:
+                            yield start, bucket
+            yield from self._coarse(rollup, since, until)
+
+    def _coarse(self, rollup: Rollup, since: float, until: float) -> Iterator[tuple[int, Bucket]]:
+        """The hour and day buckets overlapping [since, until). Hours all end by the minute
+        floor and days by the hour floor, so a recent window skips them without a look."""
+        if since < self.state.minute_floor:
+            yield from _overlapping(rollup.hours, HOUR, since, until)
+        if since < self.state.hour_floor:
+            yield from _overlapping(rollup.days, DAY, since, until)
+
+
+def _overlapping(
+    buckets: dict[int, Bucket], width: int, since: float, until: float
+) -> Iterator[tuple[int, Bucket]]:
+    """The `width`-wide buckets overlapping [since, until): looked up one by one when the
+    window spans fewer buckets than there are, found by a scan otherwise."""
+    first = _floor(since, width)
+    spans = math.ceil((until - first) / width)
+    if spans < len(buckets):
+        for start in range(first, first + spans * width, width):
+            bucket = buckets.get(start)
+            if bucket is not None:
+                yield start, bucket
+        return
+    for start, bucket in buckets.items():
+        if start < until and start + width > since:
+            yield start, bucket
+
+
+def _successes(bucket: Bucket) -> int:
+    return bucket.probes - bucket.failed - bucket.timeout - bucket.rate_limited
+
+
+def _stats(total: Bucket) -> WindowStats:
+    successes = _successes(total)
+    count = total.probes
+    histogram = [total.histogram.get(slot, 0) for slot in range(BINS)]
+    return WindowStats(
+        count=count,
+        successes=successes,
+        failures=count - successes,
+        uptime=successes / count if count else None,
+        avg_latency_ms=total.latency_sum / total.latency_count if total.latency_count else None,
+        p50=percentile(histogram, 0.50),
+        p95=percentile(histogram, 0.95),
+        p99=percentile(histogram, 0.99),
+        by_outcome={
+            "success": successes,
+            "failed": total.failed,
+            "timeout": total.timeout,
+            "rate_limited": total.rate_limited,
+        },
+    )
+
+
+def percentile(histogram: list[int], q: float) -> float | None:
+    """The `q` quantile (0 to 1) of a latency histogram (a count per bin), interpolated
+    linearly inside its bin; the overflow bin answers with the last bound (a floor).
+    None when the histogram is empty."""
+    cumulative = list(accumulate(histogram))
+    total = cumulative[-1]
+    if not total:
+        return None
+    # The rank of the probe sought, 1 to total: the bin where the running count reaches it
+    # is the first one holding it, so it is never empty.
+    rank = max(1.0, min(q, 1.0) * total)
+    slot = bisect_left(cumulative, rank)
+    if slot == len(LATENCY_BOUNDS_MS):
+        return LATENCY_BOUNDS_MS[-1]
+    count = histogram[slot]
+    low = LATENCY_BOUNDS_MS[slot - 1] if slot else 0.0
+    high = LATENCY_BOUNDS_MS[slot]
+    return low + (high - low) * (rank - (cumulative[slot] - count)) / count

@@ -1,0 +1,166 @@
+"""What folding an event can announce: the notices the live feed broadcasts.
+
+A projection's `apply` returns notices as a side product of the fold; the live
+feed sends them to clients, a replay drops them. Each carries the position of
+the event that caused it and that event's time (`at`, unix seconds).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+from cryptomon.events.types import (
+    AlertAcknowledged,
+    Event,
+    JobTriggered,
+    ProbeRecorded,
+    RateLimitChanged,
+    RecordedEvent,
+)
+
+ProviderStatus = Literal["online", "degraded", "offline", "rate_limited", "unconfigured", "unknown"]
+AlertKind = Literal["offline", "degraded", "rate_limit", "failure_rate"]
+Severity = Literal["warning", "critical"]
+LogType = Literal["connection", "failure", "collection", "rate_limit"]
+
+# An alert's id is `position * ALERT_ID_FACTOR + slot of its kind`: stable across replays, and
+# unique even when one event raises two alerts (a failure that takes a provider offline can also
+# push its failure rate over the threshold). `id // ALERT_ID_FACTOR` is the raising position.
+ALERT_ID_FACTOR = 10
+ALERT_KIND_SLOTS: dict[str, int] = {"offline": 0, "degraded": 1, "rate_limit": 2, "failure_rate": 3}
+
+
+class Alert(msgspec.Struct, gc=False, kw_only=True):
+    """A condition worth a person's attention, from raising to resolution."""
+
+    id: int
+    position: int  # of the event that raised it
+    provider: str
+    kind: AlertKind
+    severity: Severity
+    message: str
+    raised_at: float
+    acknowledged: bool = False
+    acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
+    note: str | None = None
+    resolved_at: float | None = None
+
+
+class _Notice(msgspec.Struct, frozen=True, gc=False, tag=True):
+    position: int
+    at: float
+
+
+class ProviderStatusChanged(_Notice, frozen=True, gc=False):
+    provider: str
+    old_status: ProviderStatus
+    new_status: ProviderStatus
+    details: str
+
+
+class AlertRaised(_Notice, frozen=True, gc=False):
+    """A new alert, or an open one whose severity rose (same id)."""
+
+    alert: Alert
+
+
+class AlertResolved(_Notice, frozen=True, gc=False):
+    alert: Alert
+
+
+class AlertAcked(_Notice, frozen=True, gc=False):
+    alert: Alert
+
+
+class RateLimitHigh(_Notice, frozen=True, gc=False):
+    """Usage rose to or above the warning level: the seed's `rate_limit_alert`."""
+
+    provider: str
+    percentage: float
+    used: int
+    limit: int
+    severity: Severity
+
+
+class LogEntry(_Notice, frozen=True, gc=False):
+    """A new row of one of the seed's logs, with the seed's field names."""
+
+    log_type: LogType
+    data: dict[str, Any]
+
+
+Notice = ProviderStatusChanged | AlertRaised | AlertResolved | AlertAcked | RateLimitHigh | LogEntry
+
+
+def event_time(recorded: RecordedEvent) -> float:
+    """When the event happened, by the event's own clock; the recording time otherwise."""
+    event: Event = recorded.event
+    if isinstance(event, ProbeRecorded):
+        return event.started_at
+    if isinstance(event, RateLimitChanged):
+        return event.observed_at
+    if isinstance(event, AlertAcknowledged):
+        return event.acknowledged_at
+    if isinstance(event, JobTriggered):
+        return event.triggered_at
+    return recorded.recorded_at
+
+
+def iso_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def limit_type(window_seconds: float) -> str:
+    """The seed's name for a rate-limit window: `per_minute` and the like."""
+    named = {1.0: "per_second", 60.0: "per_minute", 3600.0: "per_hour", 86_400.0: "per_day"}
+    return named.get(window_seconds, f"per_{window_seconds:g}s")
+
+
+def log_entries(recorded: RecordedEvent) -> list[LogEntry]:
+    """The log rows an event adds: a probe is a connection or collection row, plus a
+    failure row when it failed; a rate-limit change is a rate_limit row."""
+    event = recorded.event
+    position = recorded.position
+    if isinstance(event, ProbeRecorded):
+        at = event.started_at
+        row: dict[str, Any] = {
+            "provider": event.provider,
+            "endpoint": event.endpoint,
+            "status": event.outcome,
+            "response_time_ms": event.latency_ms,
+            "http_status": event.http_status,
+            "error_type": event.error_kind,
+            "error_message": event.error_message,
+            "timestamp": iso_time(at),
+        }
+        if event.kind == "health":
+            entries = [LogEntry(position, at, "connection", row)]
+        else:
+            entries = [
+                LogEntry(
+                    position, at, "collection", {**row, "response_bytes": event.response_bytes}
+                )
+            ]
+        if event.outcome != "success":
+            failure = {**row, "error_type": event.error_kind or "unknown", "probe_kind": event.kind}
+            entries.append(LogEntry(position, at, "failure", failure))
+        return entries
+    if isinstance(event, RateLimitChanged):
+        at = event.observed_at
+        data = {
+            "provider": event.provider,
+            "limit_type": limit_type(event.window_seconds),
+            "limit_value": event.limit,
+            "current_usage": event.used,
+            "percentage": event.percentage,
+            "reset_time": None if event.reset_at is None else iso_time(event.reset_at),
+            "blocked_until": None if event.blocked_until is None else iso_time(event.blocked_until),
+            "reason": event.reason,
+            "timestamp": iso_time(at),
+        }
+        return [LogEntry(position, at, "rate_limit", data)]
+    return []

@@ -1,0 +1,258 @@
+"""Provider status: what each provider looks like from its probes.
+
+Only health probes move a status; collection probes are recorded as the last
+probe (and last error) but judge nothing, since a data endpoint can fail for
+reasons of its own. The rules, in order, for a health probe:
+
+- HTTP 429: `rate_limited`, as is a `RateLimitChanged` that blocks us. Any
+  other answer ends it (probes are not sent while the block lasts).
+- `offline_after_failures` consecutive failures: `offline`, which lasts until
+  `online_after_successes` consecutive successes. The recovery clears the
+  failures from the recent window: the outage was reported, judge afresh.
+- a success slower than the provider's `degraded_latency_ms`, or any failure
+  among the last `recent_window` health probes: `degraded`.
+- otherwise `online`.
+
+A provider registered without its API key is `unconfigured` until registered
+with one; its probes (if any) are recorded but do not change that.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from cryptomon.events.types import (
+    Event,
+    ProbeOutcome,
+    ProbeRecorded,
+    ProviderRegistered,
+    ProviderRemoved,
+    RateLimitChanged,
+    RecordedEvent,
+)
+from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.notices import (
+    Notice,
+    ProviderStatus,
+    ProviderStatusChanged,
+    iso_time,
+)
+
+UNKNOWN_CATEGORY = "unknown"
+
+
+class ProviderState(msgspec.Struct, gc=False, kw_only=True):
+    name: str
+    category: str
+    base_url: str  # as configured; keys never travel in URLs we record
+    degraded_latency_ms: int | None = None
+    key_configured: bool = True
+    status: ProviderStatus = "unknown"
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    # The probe events themselves: any kind, and the last that did not succeed.
+    last_probe: ProbeRecorded | None = None
+    last_error: ProbeRecorded | None = None
+    last_status_change: float | None = None
+    recent: list[ProbeOutcome] = []  # outcomes of the last health probes, oldest first
+    recent_failures: int = 0  # failed or timed out, among `recent`
+
+
+class ProvidersState(msgspec.Struct, gc=False):
+    providers: dict[str, ProviderState] = {}
+
+
+class ProvidersSummary(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    total: int
+    online: int
+    degraded: int
+    offline: int
+    rate_limited: int
+    unconfigured: int
+    unknown: int
+    system_health: str  # the seed's: healthy / degraded / unhealthy
+
+
+_decoder = msgspec.msgpack.Decoder(ProvidersState)
+
+
+class ProvidersProjection(Projection[ProvidersState]):
+    name: ClassVar[str] = "providers"
+    version: ClassVar[int] = 1
+
+    def new_state(self) -> ProvidersState:
+        return ProvidersState()
+
+    @classmethod
+    def decode_state(cls, data: bytes) -> ProvidersState:
+        return _decoder.decode(data)
+
+    # ---- queries -------------------------------------------------------------
+
+    def get(self, name: str) -> ProviderState | None:
+        return self.state.providers.get(name)
+
+    def all(self) -> list[ProviderState]:
+        """Every provider, in the order they were first seen."""
+        return list(self.state.providers.values())
+
+    def summary(self) -> ProvidersSummary:
+        """Counts by status, and the seed's system health: healthy when at least 90% of
+        the monitored (not unconfigured) providers are online, degraded from 70%."""
+        counts = dict.fromkeys(
+            ("online", "degraded", "offline", "rate_limited", "unconfigured", "unknown"), 0
+        )
+        for provider in self.state.providers.values():
+            counts[provider.status] += 1
+        total = len(self.state.providers)
+        monitored = total - counts["unconfigured"]
+        ratio = counts["online"] / monitored if monitored else 1.0
+        health = "healthy" if ratio >= 0.9 else "degraded" if ratio >= 0.7 else "unhealthy"
+        return ProvidersSummary(total=total, system_health=health, **counts)
+
+    # ---- the fold ------------------------------------------------------------
+
+    def handlers_by_type(self) -> dict[type[Event], Handler]:
+        return {
+            ProbeRecorded: self._probe,
+            RateLimitChanged: self._rate_limit,
+            ProviderRegistered: self._registered,
+            ProviderRemoved: self._removed,
+        }
+
+    def _removed(self, recorded: RecordedEvent, removal: ProviderRemoved) -> list[Notice]:
+        self.state.providers.pop(removal.provider, None)
+        return []
+
+    def _probe(self, recorded: RecordedEvent, probe: ProbeRecorded) -> list[Notice]:
+        provider = self.state.providers.get(probe.provider)
+        if provider is None:
+            provider = self.state.providers[probe.provider] = ProviderState(
+                name=probe.provider, category=UNKNOWN_CATEGORY, base_url=""
+            )
+        provider.last_probe = probe
+        outcome = probe.outcome
+        if outcome != "success":
+            provider.last_error = probe
+        if probe.kind != "health":
+            return []
+
+        recent = provider.recent
+        recent.append(outcome)
+        failed = outcome == "failed" or outcome == "timeout"
+        if failed:
+            provider.recent_failures += 1
+        if len(recent) > self.settings.recent_window:
+            dropped = recent.pop(0)
+            if dropped == "failed" or dropped == "timeout":
+                provider.recent_failures -= 1
+        if outcome == "success":
+            provider.consecutive_successes += 1
+            provider.consecutive_failures = 0
+        elif failed:
+            provider.consecutive_failures += 1
+            provider.consecutive_successes = 0
+        else:
+            # A 429 proves the provider answers, but it is no success either.
+            provider.consecutive_failures = provider.consecutive_successes = 0
+
+        old = provider.status
+        if old == "unconfigured":
+            return []
+        new = self._next_status(provider, probe)
+        if new == old:
+            return []
+        return [self._change(provider, recorded.position, probe.started_at, new, probe)]
+
+    def _next_status(self, provider: ProviderState, probe: ProbeRecorded) -> ProviderStatus:
+        """The status after a health probe (counters already updated). A recovery from
+        offline also clears the outage's failures from the recent window."""
+        outcome = probe.outcome
+        if outcome == "rate_limited":
+            return "rate_limited"
+        if provider.consecutive_failures >= self.settings.offline_after_failures:
+            return "offline"
+        if provider.status == "offline":
+            successes = provider.consecutive_successes
+            if successes < self.settings.online_after_successes:
+                return "offline"
+            del provider.recent[:-successes]
+            provider.recent_failures = 0
+        if outcome == "success" and _slow(provider, probe):
+            return "degraded"
+        return "degraded" if provider.recent_failures else "online"
+
+    def _rate_limit(self, recorded: RecordedEvent, change: RateLimitChanged) -> list[Notice]:
+        provider = self.state.providers.get(change.provider)
+        blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
+        if provider is None or not blocked or provider.status in ("rate_limited", "unconfigured"):
+            return []
+        return [
+            self._change(provider, recorded.position, change.observed_at, "rate_limited", change)
+        ]
+
+    def _registered(self, recorded: RecordedEvent, config: ProviderRegistered) -> list[Notice]:
+        provider = self.state.providers.get(config.provider)
+        if provider is None:
+            provider = self.state.providers[config.provider] = ProviderState(
+                name=config.provider, category=config.category, base_url=config.base_url
+            )
+        provider.category = config.category
+        provider.base_url = config.base_url
+        provider.degraded_latency_ms = config.degraded_latency_ms
+        provider.key_configured = config.key_configured
+        if not config.key_configured and provider.status != "unconfigured":
+            new: ProviderStatus = "unconfigured"
+        elif config.key_configured and provider.status == "unconfigured":
+            new = "unknown"  # until its next health probe
+        else:
+            return []
+        return [self._change(provider, recorded.position, recorded.recorded_at, new, config)]
+
+    def _change(
+        self,
+        provider: ProviderState,
+        position: int,
+        at: float,
+        new: ProviderStatus,
+        cause: ProbeRecorded | RateLimitChanged | ProviderRegistered,
+    ) -> ProviderStatusChanged:
+        old = provider.status
+        provider.status = new
+        provider.last_status_change = at
+        return ProviderStatusChanged(
+            position, at, provider.name, old, new, self._details(provider, new, cause)
+        )
+
+    def _details(
+        self,
+        provider: ProviderState,
+        new: ProviderStatus,
+        cause: ProbeRecorded | RateLimitChanged | ProviderRegistered,
+    ) -> str:
+        if isinstance(cause, RateLimitChanged):
+            until = cause.blocked_until
+            return f"rate limited until {iso_time(until)}" if until else "rate limited"
+        if isinstance(cause, ProviderRegistered):
+            return "no API key configured" if new == "unconfigured" else "API key configured"
+        if new == "rate_limited":
+            return f"{cause.endpoint} answered HTTP 429"
+        if new == "offline":
+            last = (
+                f"{cause.error_kind}: {cause.error_message}" if cause.error_kind else cause.outcome
+            )
+            return f"{provider.consecutive_failures} consecutive failures, last {last}"
+        if new == "degraded" and cause.outcome == "success" and _slow(provider, cause):
+            return f"latency {cause.latency_ms:.0f} ms over {provider.degraded_latency_ms} ms"
+        if new == "degraded":
+            return f"{provider.recent_failures} of the last {len(provider.recent)} probes failed"
+        successes = provider.consecutive_successes
+        return f"{successes} consecutive successes" if successes > 1 else "probe succeeded"
+
+
+def _slow(provider: ProviderState, probe: ProbeRecorded) -> bool:
+    limit = provider.degraded_latency_ms
+    latency = probe.latency_ms
+    return limit is not None and latency is not None and latency > limit

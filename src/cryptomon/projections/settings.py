@@ -1,0 +1,57 @@
+"""The thresholds and retention periods every projection folds with.
+
+Settings are part of what a snapshot covers: state folded under one set of
+thresholds is not the state another set would build, so a snapshot taken with
+different settings is rebuilt rather than reused.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+_HOUR = 3600.0
+_DAY = 86_400.0
+
+
+class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    # Provider status: one blip is not an outage, one success is not a recovery.
+    offline_after_failures: int = 3
+    online_after_successes: int = 2
+    # Health probes considered for "some but not all recent probes fail".
+    recent_window: int = 10
+    # Failure-rate alert: over the window, more than `threshold` of at least
+    # `min_probes` probes (health and collection) failed.
+    failure_rate_threshold: float = 0.5
+    failure_rate_min_probes: int = 10
+    failure_rate_window_seconds: float = 900.0
+    # Rate-limit usage, in percent of the limit, for alerts and statuses.
+    rate_limit_warning: float = 80.0
+    rate_limit_critical: float = 100.0
+    # The seed's `rate_limit_alert` severity: critical from this percentage.
+    rate_limit_notice_critical: float = 95.0
+    # Metric rollups: minutes fold into hours, hours into days, days are dropped.
+    minute_retention_seconds: float = 2 * _HOUR
+    hour_retention_seconds: float = 8 * _DAY
+    day_retention_seconds: float = 400 * _DAY
+    # Resolved alerts and hourly failure counts are kept this long.
+    alert_retention_seconds: float = 30 * _DAY
+    failure_hour_retention_seconds: float = 30 * _DAY
+
+    def __post_init__(self) -> None:
+        # Minute buckets fold into hours, hours into days: each must outlive the one before.
+        if not (
+            0
+            < self.minute_retention_seconds
+            <= self.hour_retention_seconds
+            <= self.day_retention_seconds
+        ):
+            raise ValueError(
+                "expected 0 < minute_retention_seconds <= hour_retention_seconds"
+                " <= day_retention_seconds"
+            )
+        if self.offline_after_failures < 1 or self.online_after_successes < 1:
+            raise ValueError("offline_after_failures and online_after_successes must be >= 1")
+        if self.recent_window < 1:
+            raise ValueError("recent_window must be >= 1")
+        if self.failure_rate_window_seconds <= 0:
+            raise ValueError("failure_rate_window_seconds must be positive")

@@ -22,6 +22,8 @@ from cryptomon.config import Config, ConfigError, describe_providers, load_confi
 from cryptomon.events.audit import export_jsonl, verify_chain
 from cryptomon.events.migrations import SchemaError
 from cryptomon.events.store import EventStore, StoreError
+from cryptomon.projections import Projections
+from cryptomon.readmodels import fold_log, load_projections, projection_settings
 
 
 class ProgressLine:
@@ -105,6 +107,32 @@ async def run_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+async def run_replay(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    settings = projection_settings(config)
+    async with await EventStore.open(database_path(args, config), readonly=True) as store:
+        progress = ProgressLine("loading live state", store.head)
+        live, report = await load_projections(store, settings, progress)
+        progress.finish()
+        rebuilt = Projections(settings)
+        progress = ProgressLine("replaying", store.head)
+        replayed = await fold_log(rebuilt, store, live.position, progress)
+        progress.finish()
+    if report.discarded is not None:
+        print(f"note: the stored snapshot was not used: {report.discarded}")
+    differences = rebuilt.state_equal(live)
+    if differences:
+        print(f"DIFFERENT: a replay of {replayed} events does not match the live state:")
+        for difference in differences:
+            print(f"  {difference}")
+        return 1
+    print(
+        f"OK: replayed {replayed} events; every read model equals the live state "
+        f"(snapshot at position {report.snapshot_position} + {report.tail_events} events)"
+    )
+    return 0
+
+
 async def run_export(args: argparse.Namespace) -> int:
     db = database_path(args, load_config(args.config))
     async with await EventStore.open(db, readonly=True) as store:
@@ -149,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "verify", parents=[common], help="check the hash chain of the whole log"
     ).set_defaults(run=run_verify)
+    commands.add_parser(
+        "replay",
+        parents=[common],
+        help="rebuild every read model from the log and compare with the live state",
+    ).set_defaults(run=run_replay)
     export = commands.add_parser(
         "export", parents=[common], help="write a range of the log as JSON Lines to stdout"
     )

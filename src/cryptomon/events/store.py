@@ -104,6 +104,13 @@ class StoredRow(msgspec.Struct, frozen=True, gc=False):
     actor: str | None
     hash: str
 
+    def decode(self) -> RecordedEvent:
+        return _row_to_event(
+            (self.position, self.event_id, self.stream, self.version, self.type,
+             self.schema_version, self.recorded_at, self.payload, self.correlation_id,
+             self.causation_id, self.actor, self.hash)
+        )  # fmt: skip
+
     def expected_hash(self, previous_hash: str) -> str:
         return chain_hash(
             previous_hash,

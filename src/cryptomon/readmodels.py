@@ -1,0 +1,187 @@
+"""Keeping the projections current with the log.
+
+At start the latest snapshot is loaded (or discarded, with the reason logged,
+when it is corrupt or from another projection version) and only the tail
+after it is folded. Then every committed event is applied as it arrives and
+its notices go to the listeners (the live feed); a replay drops notices.
+Snapshots are taken every so many events or seconds, and at stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptomon.config import Config
+from cryptomon.events.archive import iter_log_rows
+from cryptomon.events.store import EventStore, StoreError
+from cryptomon.events.types import RecordedEvent
+from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[RecordedEvent, list[Notice]], None]
+Progress = Callable[[int], None]
+
+
+def projection_settings(config: Config) -> ProjectionSettings:
+    return ProjectionSettings(
+        offline_after_failures=config.monitoring.offline_after_failures,
+        online_after_successes=config.monitoring.online_after_successes,
+    )
+
+
+class SnapshotAheadOfLog(StoreError):
+    """The snapshot covers positions the log does not have: serving from it would be wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    snapshot_position: int  # 0 when built from the start of the log
+    tail_events: int
+    discarded: str | None  # why a snapshot was not used, if there was one
+
+
+async def load_projections(
+    store: EventStore, settings: ProjectionSettings, progress: Progress | None = None
+) -> tuple[Projections, LoadReport]:
+    """The projections as of the store's head: snapshot plus tail, or a rebuild."""
+    projections, discarded = await _from_snapshot(store, settings)
+    if projections.position > store.head:
+        raise SnapshotAheadOfLog(
+            f"the snapshot covers position {projections.position} but the log at {store.path}"
+            f" ends at {store.head}: events are missing; refusing to serve from it"
+        )
+    start = projections.position
+    tail = await fold_log(projections, store, store.head, progress)
+    return projections, LoadReport(start, tail, discarded)
+
+
+async def _from_snapshot(
+    store: EventStore, settings: ProjectionSettings
+) -> tuple[Projections, str | None]:
+    snapshots = await store.load_snapshots()
+    if not snapshots:
+        return Projections(settings), None
+    broken = sorted(name for name, snapshot in snapshots.items() if not snapshot.intact)
+    if broken:
+        reason = f"snapshot of {', '.join(broken)} is corrupt (checksum mismatch)"
+    else:
+        try:
+            restored = Projections.restore(
+                {name: (s.version, s.state) for name, s in snapshots.items()}, settings
+            )
+        except SnapshotMismatch as exc:
+            reason = str(exc)
+        else:
+            return restored, None
+    log.warning("discarding the projection snapshot: %s; rebuilding from the log", reason)
+    return Projections(settings), reason
+
+
+async def fold_log(
+    projections: Projections, store: EventStore, until: int, progress: Progress | None = None
+) -> int:
+    """Fold the log (archive included) after the projections' position up to
+    `until`, without notices; return how many events were folded."""
+    folded = 0
+    fold = projections.fold
+    async for row in iter_log_rows(store, after=projections.position, to_position=until):
+        fold(row.decode())
+        folded += 1
+        if progress is not None and folded % 10_000 == 0:
+            progress(folded)
+    return folded
+
+
+class ReadModels:
+    """The live projections of one running service."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        settings: ProjectionSettings,
+        *,
+        snapshot_every_events: int = 50_000,
+        snapshot_every_seconds: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.projections = Projections(settings)
+        self.snapshot_every_events = snapshot_every_events
+        self.snapshot_every_seconds = snapshot_every_seconds
+        self.listeners: list[Listener] = []
+        self.load_report: LoadReport | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._snapshot_position = 0
+        self._snapshot_time = time.monotonic()
+        # (position, future) of callers waiting for the read models to reach a position
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_sequence = 0
+
+    @property
+    def position(self) -> int:
+        return self.projections.position
+
+    async def start(self) -> LoadReport:
+        self.projections, self.load_report = await load_projections(self.store, self.settings)
+        self._snapshot_position = self.load_report.snapshot_position
+        if self.load_report.discarded is not None or self.load_report.tail_events:
+            await self.save_snapshot()
+        self._follower = asyncio.create_task(self._follow(), name="read-models")
+        return self.load_report
+
+    async def stop(self) -> None:
+        """Fold what is committed, snapshot, stop following."""
+        if self._follower is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10.0):
+                await self.wait_for(self.store.head)
+        self._follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._follower
+        self._follower = None
+        await self.save_snapshot()
+
+    async def save_snapshot(self) -> None:
+        position = self.projections.position
+        await self.store.save_snapshots(self.projections.snapshot_state(), position)
+        self._snapshot_position = position
+        self._snapshot_time = time.monotonic()
+
+    async def wait_for(self, position: int) -> None:
+        """Wait until events up to `position` are applied (read-your-writes)."""
+        if self.projections.position >= position:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter_sequence += 1
+        heapq.heappush(self._waiters, (position, self._waiter_sequence, future))
+        await future
+
+    async def _follow(self) -> None:
+        waiters = self._waiters
+        async for recorded in self.store.subscribe(after=self.projections.position):
+            notices = self.projections.apply(recorded)
+            for listener in self.listeners:
+                listener(recorded, notices)
+            while waiters and waiters[0][0] <= recorded.position:
+                future = heapq.heappop(waiters)[2]
+                if not future.done():
+                    future.set_result(None)
+            if recorded.position == self.store.head and self._snapshot_due():
+                try:
+                    await self.save_snapshot()
+                except StoreError as exc:
+                    log.warning("snapshot failed: %s", exc)
+
+    def _snapshot_due(self) -> bool:
+        behind = self.projections.position - self._snapshot_position
+        return behind >= self.snapshot_every_events or (
+            behind > 0 and time.monotonic() - self._snapshot_time >= self.snapshot_every_seconds
+        )

@@ -488,3 +488,15 @@ def test_any_text_parses_or_raises_value_error(text: str) -> None:
         assert "duration" in str(exc)
     else:
         assert math.isfinite(seconds) and seconds > 0
+
+
+def test_storage_retention_settings(tmp_path: Path) -> None:
+    path = tmp_path / "storage.toml"
+    path.write_text('[storage]\narchive_after = "30d"\nsnapshot_interval = "1m"\n')
+    storage = load_config(path).storage
+    assert storage.archive_after_seconds == 30 * 86_400
+    assert storage.snapshot_interval_seconds == 60
+    assert load_config(None).storage.archive_after_seconds is None
+    path.write_text('[storage]\narchive_after = "forever"\n')
+    with pytest.raises(ConfigError, match=r"storage\.archive_after"):
+        load_config(path)

@@ -78,6 +78,18 @@ class ServerConfig(_Table, frozen=True):
 
 class StorageConfig(_Table, frozen=True):
     database: str = "data/cryptomon.db"
+    # Probe events older than this move out of the database into archive
+    # segments (the rollups keep their history); unset keeps every event.
+    archive_after: str | None = None
+    snapshot_interval: str = "5m"
+
+    @property
+    def archive_after_seconds(self) -> float | None:
+        return None if self.archive_after is None else parse_duration(self.archive_after)
+
+    @property
+    def snapshot_interval_seconds(self) -> float:
+        return parse_duration(self.snapshot_interval)
 
 
 class WebSocketConfig(_Table, frozen=True):
@@ -304,6 +316,8 @@ def _check_header_name(text: str) -> None:
 _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "status_interval": parse_duration,
     "heartbeat_interval": parse_duration,
+    "archive_after": parse_duration,
+    "snapshot_interval": parse_duration,
     "interval": parse_duration,
     "timeout": parse_duration,
     "degraded_latency": parse_duration,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptomon.config import Config
-from cryptomon.events.archive import iter_log_rows
+from cryptomon.events.archive import iter_log_rows, segments
 from cryptomon.events.store import EventStore, StoreError
 from cryptomon.events.types import RecordedEvent
 from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
@@ -91,10 +91,22 @@ async def fold_log(
     `until`, without notices; return how many events were folded."""
     folded = 0
     fold = projections.fold
-    async for row in iter_log_rows(store, after=projections.position, to_position=until):
-        fold(row.decode())
-        folded += 1
-        if progress is not None and folded % 10_000 == 0:
+    known = segments(store.path)
+    archived_up_to = min(known[-1][1], until) if known else 0
+    if projections.position < archived_up_to:
+        # Archived probes interleave with events still in the database: merge them.
+        async for row in iter_log_rows(
+            store, after=projections.position, to_position=archived_up_to
+        ):
+            fold(row.decode())
+            folded += 1
+            if progress is not None and folded % 10_000 == 0:
+                progress(folded)
+    async for page in store.pages(after=projections.position, to_position=until):
+        for recorded in page:
+            fold(recorded)
+        folded += len(page)
+        if progress is not None:
             progress(folded)
     return folded
 

@@ -1,0 +1,183 @@
+"""Projections over a large log: replay rate, start-up from a snapshot, memory, bytes per event.
+
+    python benchmarks/bench_projections.py [--events 1000000] [--keep PATH]
+
+Builds a log of realistic events (100 providers probed every 30 s, mixed
+outcomes, rate-limit changes), then prints the replay rate into every
+projection, the start-up time from a snapshot plus a 10,000-event tail,
+resident memory after the replay, and database bytes per event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptomon.events.store import EventStore
+from cryptomon.events.types import (
+    ErrorKind,
+    Event,
+    ProbeOutcome,
+    ProbeRecorded,
+    ProviderRegistered,
+    RateLimitChanged,
+    RateLimitSpec,
+)
+from cryptomon.projections import Projections, ProjectionSettings
+from cryptomon.readmodels import fold_log, load_projections
+
+PROVIDERS = 100
+START = 1_790_000_000.0
+TAIL = 10_000
+
+
+def probe_events(count: int, seed: int = 7) -> list[tuple[str, Event]]:
+    """(stream, event) in time order: each provider probed every 30 s."""
+    rng = random.Random(seed)
+    events: list[tuple[str, Event]] = []
+    n = 0
+    while len(events) < count:
+        provider = f"provider-{n % PROVIDERS:03d}"
+        at = START + (n // PROVIDERS) * 30 + (n % PROVIDERS) * 0.3
+        roll = rng.random()
+        outcome: ProbeOutcome = "success"
+        error: ErrorKind | None = None
+        status: int | None = 200
+        if roll < 0.03:
+            outcome, error, status = "timeout", "timeout", None
+        elif roll < 0.05:
+            outcome, error, status = "failed", "http_5xx", 503
+        elif roll < 0.055:
+            outcome, error, status = "rate_limited", "rate_limited", 429
+        kind = "health" if n % 10 else "collection"
+        latency = rng.lognormvariate(5, 0.6)
+        events.append(
+            (
+                f"provider:{provider}",
+                ProbeRecorded(
+                    provider=provider,
+                    kind=kind,
+                    endpoint="/ping" if kind == "health" else "/simple/price?ids=bitcoin",
+                    outcome=outcome,
+                    started_at=at,
+                    latency_ms=round(latency, 2),
+                    http_status=status,
+                    response_bytes=0 if status != 200 else 512,
+                    error_kind=error,
+                    error_message=None if error is None else f"{error} from api.example.com",
+                    scheduled_at=at - 0.001,
+                ),
+            )
+        )
+        if roll < 0.01:
+            percentage = rng.choice([50.0, 80.0, 90.0, 100.0])
+            events.append(
+                (
+                    f"provider:{provider}",
+                    RateLimitChanged(provider, int(percentage), 100, 60.0, percentage, at),
+                )
+            )
+        n += 1
+    return events[:count]
+
+
+async def build_log(path: Path, count: int) -> None:
+    clock_now = [START]
+    store = await EventStore.open(path, clock=lambda: clock_now[0])
+    for p in range(PROVIDERS):
+        registered = ProviderRegistered(
+            f"provider-{p:03d}", "market_data", "https://api.example.com", "/ping", "every 30s",
+            10_000, 2_000, RateLimitSpec(100, 60.0),
+        )  # fmt: skip
+        await store.append(f"config:provider-{p:03d}", [registered])
+    events = probe_events(count - PROVIDERS)
+    batch = 2000
+    for start in range(0, len(events), batch):
+        chunk = events[start : start + batch]
+        last = chunk[-1][1]
+        if isinstance(last, ProbeRecorded):
+            clock_now[0] = last.started_at
+        by_stream: dict[str, list[Event]] = {}
+        for stream, event in chunk:
+            by_stream.setdefault(stream, []).append(event)
+        await asyncio.gather(*(store.append(s, e) for s, e in by_stream.items()))
+    await store.close()
+
+
+def rss_mb() -> float:
+    """Resident memory now, from /proc (the peak would include start-up spikes)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def run(count: int, keep: Path | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = keep or Path(tmp) / "bench.db"
+        if not path.exists():
+            # Built in another process, so its event list does not count in our memory.
+            started = time.perf_counter()
+            command = [sys.executable, __file__, "--build", str(path), "--events", str(count)]
+            await (await asyncio.create_subprocess_exec(*command)).wait()
+            print(f"built a log of {count:,} events in {time.perf_counter() - started:.1f} s")
+        size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+        settings = ProjectionSettings()
+
+        store = await EventStore.open(path, readonly=True)
+        head = store.head
+        rss_before = rss_mb()
+        projections = Projections(settings)
+        started = time.perf_counter()
+        folded = await fold_log(projections, store, head - TAIL)
+        replay_seconds = time.perf_counter() - started
+        await store.close()
+        rss_after = rss_mb()
+
+        store = await EventStore.open(path)
+        await store.save_snapshots(projections.snapshot_state(), projections.position)
+        await store.close()
+
+        store = await EventStore.open(path, readonly=True)
+        started = time.perf_counter()
+        live, report = await load_projections(store, settings)
+        startup = time.perf_counter() - started
+        await store.close()
+
+        rate = folded / replay_seconds
+        print(f"events in the log: {head:,}")
+        print(
+            f"replay into all projections: {rate:,.0f} events/s"
+            f" ({folded:,} in {replay_seconds:.2f} s)"
+        )
+        print(f"  goal >= 200,000 events/s: {'met' if rate >= 200_000 else 'NOT met'}")
+        print(
+            f"start-up from snapshot at {report.snapshot_position:,} + {report.tail_events:,}"
+            f"-event tail: {startup * 1000:.0f} ms (goal < 1,000 ms)"
+        )
+        print(f"resident memory: {rss_before:.0f} MB before replay, {rss_after:.0f} MB after"
+              " (goal < 300 MB)")  # fmt: skip
+        print(f"database: {size / 1e6:.1f} MB, {size / head:.0f} bytes per event")
+        assert live.position == head
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keep", type=Path, default=None, help="reuse or keep the log here")
+    parser.add_argument("--build", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build is not None:
+        asyncio.run(build_log(args.build, args.events))
+    else:
+        asyncio.run(run(args.events, args.keep))
+
+
+if __name__ == "__main__":
+    main()

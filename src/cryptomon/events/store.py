@@ -218,6 +218,10 @@ class EventStore:
         self._ring_size = 0
         self._commit_signal = asyncio.Event()
         self.failed_appends = 0
+        # The outcome of the latest write: health checks report a failing disk.
+        self.last_write_failed = False
+        self.last_write_error: str | None = None
+        self._counts: tuple[float, dict[str, int], dict[str, int]] | None = None
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -399,8 +403,11 @@ class EventStore:
     async def _commit_batch(self, batch: list[_Append]) -> None:
         try:
             await self._commit(batch)
+            self.last_write_failed = False
         except Exception as exc:  # keep the writer alive for later appends
             error = StoreWriteError(f"append to {self.path} failed: {exc}")
+            self.last_write_failed = True
+            self.last_write_error = str(error)
             for request in batch:
                 if not request.future.done():
                     self.failed_appends += len(request.events)
@@ -584,6 +591,40 @@ class EventStore:
     async def _fetch_rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         async with self._reader_conn().execute(sql, params) as cursor:
             return list(await cursor.fetchall())
+
+    async def read_filtered(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        event_type: str | None = None,
+        stream: str | None = None,
+    ) -> list[RecordedEvent]:
+        """A page of the log after `after`, optionally of one type or stream."""
+        if stream is not None:
+            return await self._fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND position > ?"
+                " AND (? IS NULL OR type = ?) ORDER BY version LIMIT ?",
+                (stream, after, event_type, event_type, limit),
+            )
+        return await self._fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE position > ? AND (? IS NULL OR type = ?)"
+            " ORDER BY position LIMIT ?",
+            (after, event_type, event_type, limit),
+        )
+
+    async def counts(self, max_age: float = 30.0) -> tuple[dict[str, int], dict[str, int]]:
+        """(rows per table, events per type), counted at most every `max_age`
+        seconds: counting scans an index, too much to do on every request."""
+        now = time.monotonic()
+        if self._counts is None or now - self._counts[0] > max_age:
+            by_type = dict(
+                await self._fetch_rows("SELECT type, COUNT(*) FROM events GROUP BY type", ())
+            )
+            snapshots = await self._fetch_rows("SELECT COUNT(*) FROM snapshots", ())
+            tables = {"events": sum(by_type.values()), "snapshots": snapshots[0][0]}
+            self._counts = (now, tables, by_type)
+        return self._counts[1], self._counts[2]
 
     async def read_stream(
         self, stream: str, after_version: int = 0, limit: int = 1000

@@ -311,6 +311,12 @@ class MetricsProjection(Projection[MetricsState]):
     def window(
         self, provider: str | None, since: float, until: float, kind: ProbeKind | None = None
     ) -> WindowStats:
+        """Counts and latency statistics of the probes in [since, until); see `bucket`."""
+        return _stats(self.bucket(provider, since, until, kind))
+
+    def bucket(
+        self, provider: str | None, since: float, until: float, kind: ProbeKind | None = None
+    ) -> Bucket:
         """Probes of `provider` (None: all providers) of `kind` (None: both kinds) that started
         in [since, until). A bucket counts when it overlaps the window, so the edges are as
         fine as the buckets kept there: a minute in the last hours, an hour or a day before."""
@@ -324,7 +330,7 @@ class MetricsProjection(Projection[MetricsState]):
                     total.merge(block.total(first, last))
             for _start, bucket in self._coarse(rollup, since, until):
                 total.merge(bucket)
-        return _stats(total)
+        return total
 
     def series(
         self,

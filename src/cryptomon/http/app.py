@@ -1,0 +1,127 @@
+"""The aiohttp application and the resources that live as long as it, opened
+and closed through `cleanup_ctx` in order: event store, read models, probing.
+Cleanup runs in reverse: probing stops, the read models catch up and
+snapshot, the store drains its writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp_cors
+from aiohttp import web
+
+from cryptomon.config import Config
+from cryptomon.events.archive import archive_probe_events
+from cryptomon.events.store import EventStore
+from cryptomon.http import routes
+from cryptomon.http.errors import problem_middleware
+from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE, Settings
+from cryptomon.monitor import Monitor
+from cryptomon.probes import create_probe_session
+from cryptomon.readmodels import ReadModels, projection_settings
+from cryptomon.scheduler import CronSchedule, IntervalSchedule
+
+log = logging.getLogger(__name__)
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    store = await EventStore.open(app[SETTINGS].database)
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _read_models(app: web.Application) -> AsyncIterator[None]:
+    config = app[SETTINGS].config
+    models = ReadModels(
+        app[STORE],
+        projection_settings(config),
+        snapshot_every_seconds=config.storage.snapshot_interval_seconds,
+    )
+    report = await models.start()
+    log.info(
+        "read models at position %d (snapshot at %d, %d events folded%s)",
+        models.position,
+        report.snapshot_position,
+        report.tail_events,
+        f"; snapshot discarded: {report.discarded}" if report.discarded else "",
+    )
+    app[READ_MODELS] = models
+    yield
+    await models.stop()
+
+
+async def _probing(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = app[STORE]
+    session = create_probe_session()
+    monitor = Monitor(settings.config, store, session, environ=settings.environ)
+    _add_housekeeping(monitor, app[READ_MODELS], settings.config)
+    app[MONITOR] = monitor
+    try:
+        if settings.probing:
+            await monitor.start()
+        else:
+            await monitor.register_providers()
+        yield
+    finally:
+        await monitor.stop()
+        await session.close()
+
+
+def _add_housekeeping(monitor: Monitor, models: ReadModels, config: Config) -> None:
+    """The seed's housekeeping job ids: snapshot the rollups, archive old probes."""
+    scheduler = monitor.scheduler
+    interval = config.storage.snapshot_interval_seconds
+
+    async def snapshot(planned: float) -> None:
+        await models.save_snapshot()
+
+    scheduler.add_job("metrics_aggregation", "snapshot the read models", f"every {interval:g}s")
+    scheduler.add_task(
+        "metrics_aggregation", "metrics_aggregation", snapshot, IntervalSchedule(interval)
+    )
+
+    archive_after = config.storage.archive_after_seconds
+
+    async def cleanup(planned: float) -> None:
+        if archive_after is None:
+            return
+        await models.save_snapshot()
+        moved = await archive_probe_events(
+            models.store, before=planned - archive_after, up_to_position=models.position
+        )
+        log.info("archived %d probe events older than %s", moved, config.storage.archive_after)
+
+    scheduler.add_job(
+        "database_cleanup",
+        "archive probe events past storage.archive_after",
+        "cron 0 3 * * *",
+    )
+    scheduler.add_task("database_cleanup", "database_cleanup", cleanup, CronSchedule("0 3 * * *"))
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=64 * 1024)
+    app[SETTINGS] = settings
+    app[STARTED_AT] = time.time()
+    app.cleanup_ctx.extend([_storage, _read_models, _probing])
+    routes.add_routes(app)
+    _allow_origins(app, settings.config.server.cors_origins)
+    return app
+
+
+def _allow_origins(app: web.Application, origins: tuple[str, ...]) -> None:
+    """CORS for exactly the configured origins; none configured means none allowed."""
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
+        allow_credentials=False,
+        allow_headers=("Authorization", "Content-Type"),
+        allow_methods=("GET", "POST"),
+        max_age=600,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    for route in list(app.router.routes()):
+        cors.add(route)

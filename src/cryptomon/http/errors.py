@@ -1,0 +1,118 @@
+"""Errors as RFC 9457 problem documents, mapped in one middleware.
+
+Handlers raise domain errors (an unknown provider, a bad parameter, an alert
+already acknowledged); `problem_middleware` turns each into a 4xx with a JSON
+body saying what was wrong. Anything unexpected becomes a bare 500 whose body
+carries no exception text, and is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from cryptomon.events.store import StoreClosedError, StoreError
+from cryptomon.projections import AlreadyAcknowledgedError, UnknownAlertError
+from cryptomon.scheduler import UnknownJobError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+
+
+class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    parameter: str | None = None
+
+
+class InvalidParameter(ValueError):
+    def __init__(self, parameter: str, detail: str) -> None:
+        super().__init__(detail)
+        self.parameter = parameter
+        self.detail = detail
+
+
+class NotFound(LookupError):
+    def __init__(self, what: str, detail: str) -> None:
+        super().__init__(detail)
+        self.what = what
+        self.detail = detail
+
+
+class Unauthorized(PermissionError):
+    pass
+
+
+class Forbidden(PermissionError):
+    pass
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def problem_response(
+    status: int, slug: str, title: str, detail: str, request: web.Request, **extra: str
+) -> web.Response:
+    body = Problem(f"/problems/{slug}", title, status, detail, request.path, **extra)
+    return web.Response(status=status, body=_encoder.encode(body), content_type=PROBLEM_TYPE)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except InvalidParameter as exc:
+        return problem_response(
+            400, "invalid-parameter", "Invalid parameter", exc.detail, request,
+            parameter=exc.parameter,
+        )  # fmt: skip
+    except NotFound as exc:
+        return problem_response(
+            404, f"unknown-{exc.what}", f"Unknown {exc.what}", exc.detail, request
+        )
+    except UnknownAlertError as exc:
+        return problem_response(404, "unknown-alert", "Unknown alert", str(exc), request)
+    except UnknownJobError as exc:
+        return problem_response(404, "unknown-job", "Unknown job", str(exc), request)
+    except AlreadyAcknowledgedError as exc:
+        return problem_response(
+            409, "already-acknowledged", "Already acknowledged", str(exc), request
+        )
+    except Unauthorized as exc:
+        response = problem_response(401, "unauthorized", "Unauthorized", str(exc), request)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="cryptomon"'
+        return response
+    except Forbidden as exc:
+        return problem_response(403, "forbidden", "Forbidden", str(exc), request)
+    except (StoreClosedError, StoreError) as exc:
+        response = problem_response(
+            503, "storage-unavailable", "Storage unavailable", str(exc), request
+        )
+        response.headers["Retry-After"] = "5"
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = f"{exc.reason}: {request.method} {request.path}"
+        response = problem_response(
+            exc.status, exc.reason.lower().replace(" ", "-"), exc.reason, detail, request
+        )
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return problem_response(
+            500, "internal-error", "Internal error", "the server failed; see its log", request
+        )

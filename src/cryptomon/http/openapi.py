@@ -1,0 +1,125 @@
+"""`/openapi.json` built from the route table and the msgspec response types,
+and `/docs`, a self-contained page that renders it (no CDN: works offline)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiohttp import web
+
+from cryptomon import __version__
+from cryptomon.http.errors import Problem
+
+if TYPE_CHECKING:
+    from cryptomon.http.routes import Endpoint
+
+OPENAPI_DOCUMENT = web.AppKey("openapi_document", bytes)
+
+
+def build(endpoints: tuple[Endpoint, ...]) -> bytes:
+    types: list[type[msgspec.Struct]] = [Problem]
+    types += [e.response for e in endpoints if e.response is not None and e.response not in types]
+    refs, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
+    by_type = dict(zip(types, refs, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        responses: dict[str, Any] = {}
+        if endpoint.response is not None:
+            responses["200"] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": by_type[endpoint.response]}},
+            }
+        elif endpoint.path == "/metrics":
+            responses["200"] = {
+                "description": "OK",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        else:
+            responses["200"] = {"description": "OK"}
+        for status in endpoint.errors:
+            responses[str(status)] = {
+                "description": "A problem (RFC 9457)",
+                "content": {"application/problem+json": {"schema": by_type[Problem]}},
+            }
+        operation: dict[str, Any] = {
+            "summary": endpoint.summary,
+            "operationId": f"{endpoint.method.lower()}_{endpoint.handler.__name__}",
+            "parameters": [_parameter(p) for p in endpoint.params],
+            "responses": responses,
+        }
+        if endpoint.write:
+            operation["security"] = [{"bearer": []}]
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "cryptomon", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+    return msgspec.json.encode(document)
+
+
+def _parameter(param: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": param.type}
+    if param.enum:
+        schema["enum"] = list(param.enum)
+    if param.minimum is not None:
+        schema["minimum"] = param.minimum
+    if param.maximum is not None:
+        schema["maximum"] = param.maximum
+    return {
+        "name": param.name,
+        "in": param.where,
+        "required": param.where == "path",
+        "description": param.description,
+        "schema": schema,
+    }
+
+
+async def spec(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI_DOCUMENT], content_type="application/json")
+
+
+_DOCS = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>cryptomon API</title>
+<style>
+body{font:15px/1.5 system-ui,sans-serif;margin:0 auto;max-width:60rem;padding:1rem;color:#1b1f24}
+h1{font-size:1.4rem} code{background:#f0f2f5;padding:0 .25rem;border-radius:3px}
+.op{border:1px solid #d8dde3;border-radius:6px;margin:.6rem 0;padding:.5rem .8rem}
+.m{font-weight:700;display:inline-block;min-width:3.5rem}
+.get{color:#1a7f37}.post{color:#9a6700} table{border-collapse:collapse;margin:.3rem 0}
+td{padding:.1rem .6rem .1rem 0;vertical-align:top;font-size:.9rem}
+</style></head><body>
+<h1>cryptomon API</h1>
+<p>The machine-readable document is <a href="/openapi.json"><code>/openapi.json</code></a>.
+Write endpoints need <code>Authorization: Bearer &lt;token&gt;</code> when a token
+is configured.</p>
+<div id="ops">Loading…</div>
+<script>
+fetch("/openapi.json").then(r => r.json()).then(doc => {
+  const out = [];
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      const rows = (op.parameters || []).map(p =>
+        `<tr><td><code>${p.name}</code></td><td>${p.in}</td><td>${p.description}</td></tr>`);
+      out.push(`<div class="op"><span class="m ${method}">${method.toUpperCase()}</span>` +
+        `<code>${path}</code> ${op.summary}` +
+        (rows.length ? `<table>${rows.join("")}</table>` : "") + `</div>`);
+    }
+  }
+  document.getElementById("ops").innerHTML = out.join("");
+});
+</script></body></html>
+"""
+
+
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=_DOCS, content_type="text/html")

@@ -1,0 +1,116 @@
+"""`/metrics` in the Prometheus text format, from the read models.
+
+Counters and the latency histogram cover every probe the rollups still hold
+(400 days by default), so they only grow between restarts of a scrape.
+"""
+
+from __future__ import annotations
+
+import time
+from itertools import accumulate
+
+from aiohttp import web
+
+from cryptomon.http.settings import MONITOR, READ_MODELS, STORE
+from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS
+
+STATUSES = ("online", "degraded", "offline", "rate_limited", "unconfigured", "unknown")
+OUTCOMES = ("success", "failed", "timeout", "rate_limited")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    projections = app[READ_MODELS].projections
+    now = time.time()
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    states = projections.providers.all()
+    family("cryptomon_provider_up", "gauge", "1 when the provider is online or degraded")
+    for state in states:
+        up = 1 if state.status in ("online", "degraded") else 0
+        lines.append(f'cryptomon_provider_up{{provider="{_label(state.name)}"}} {up}')
+    family("cryptomon_provider_status", "gauge", "1 for the provider's current status")
+    for state in states:
+        for status in STATUSES:
+            value = 1 if state.status == status else 0
+            lines.append(
+                f'cryptomon_provider_status{{provider="{_label(state.name)}",'
+                f'status="{status}"}} {value}'
+            )
+
+    family("cryptomon_probes_total", "counter", "probes by provider, kind and outcome")
+    family_latency = "cryptomon_probe_latency_ms"
+    latency_lines: list[str] = []
+    for state in states:
+        name = _label(state.name)
+        for kind in ("health", "collection"):
+            bucket = projections.metrics.bucket(state.name, 0.0, now + 86_400, kind)
+            if not bucket.probes:
+                continue
+            successes = bucket.probes - bucket.failed - bucket.timeout - bucket.rate_limited
+            counts = dict(zip(OUTCOMES, (successes, bucket.failed, bucket.timeout,
+                                         bucket.rate_limited), strict=True))  # fmt: skip
+            for outcome, count in counts.items():
+                lines.append(
+                    f'cryptomon_probes_total{{provider="{name}",kind="{kind}",'
+                    f'outcome="{outcome}"}} {count}'
+                )
+            if kind != "health":
+                continue
+            bins = [bucket.histogram.get(slot, 0) for slot in range(BINS)]
+            for bound, cumulative in zip(
+                (*LATENCY_BOUNDS_MS, "+Inf"), accumulate(bins), strict=True
+            ):
+                latency_lines.append(
+                    f'{family_latency}_bucket{{provider="{name}",le="{bound}"}} {cumulative}'
+                )
+            latency_lines.append(f'{family_latency}_sum{{provider="{name}"}} {bucket.latency_sum}')
+            latency_lines.append(
+                f'{family_latency}_count{{provider="{name}"}} {bucket.latency_count}'
+            )
+    family(family_latency, "histogram", "latency of successful health probes, in ms")
+    lines += latency_lines
+
+    family("cryptomon_rate_limit_usage_ratio", "gauge", "used / limit of each provider")
+    for limit in projections.rate_limits.all():
+        ratio = limit.percentage / 100
+        lines.append(
+            f'cryptomon_rate_limit_usage_ratio{{provider="{_label(limit.provider)}"}} {ratio}'
+        )
+
+    family("cryptomon_alerts_open", "gauge", "alerts not yet resolved")
+    lines.append(f"cryptomon_alerts_open {len(projections.alerts.query(open_only=True))}")
+    store = app[STORE]
+    family("cryptomon_event_log_position", "gauge", "position of the last committed event")
+    lines.append(f"cryptomon_event_log_position {store.head}")
+    family("cryptomon_read_model_position", "gauge", "position the read models have applied")
+    lines.append(f"cryptomon_read_model_position {projections.position}")
+    family("cryptomon_failed_appends_total", "counter", "events the log refused to store")
+    lines.append(f"cryptomon_failed_appends_total {store.failed_appends}")
+    monitor = app[MONITOR]
+    family("cryptomon_probes_lost_total", "counter", "probe results the log refused")
+    lines.append(f"cryptomon_probes_lost_total {monitor.counters.lost}")
+    family("cryptomon_probes_skipped_total", "counter", "planned probes not sent, by reason")
+    stats = monitor.scheduler.stats
+    for reason, count in (
+        ("overlap", stats.skipped_overlap),
+        ("late", stats.skipped_late),
+        ("rate_limited", monitor.counters.skipped_blocked),
+    ):
+        lines.append(f'cryptomon_probes_skipped_total{{reason="{reason}"}} {count}')
+    family("cryptomon_websocket_clients", "gauge", "connected live-feed clients")
+    lines.append("cryptomon_websocket_clients 0")
+    return web.Response(
+        text="\n".join(lines) + "\n",
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )

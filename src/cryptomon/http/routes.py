@@ -1,0 +1,221 @@
+"""Every route in one table: the handler, its parameters and its response type.
+
+`add_routes` registers them and `/openapi.json` is built from the same table,
+so the docs list exactly what is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import msgspec
+from aiohttp import web
+
+from cryptomon.http import openapi, prometheus, schemas, views
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    where: str  # "query" or "path"
+    type: str  # JSON schema type
+    description: str
+    enum: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    response: type[msgspec.Struct] | None  # None: not JSON
+    params: tuple[Param, ...] = ()
+    write: bool = False  # needs the bearer token when one is configured
+    errors: tuple[int, ...] = field(default=(400,))
+
+
+HOURS = Param("hours", "query", "number", "the window, in hours", minimum=1 / 60, maximum=24 * 400)
+NAME = Param("name", "path", "string", "the provider's name")
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/", views.info, "Service information", schemas.ServiceInfo),
+    Endpoint("GET", "/info", views.info, "Service information", schemas.ServiceInfo),
+    Endpoint(
+        "GET", "/health", views.health, "Health of the service", schemas.Health, errors=(503,)
+    ),
+    Endpoint(
+        "GET",
+        "/api/providers",
+        views.providers,
+        "Providers and their status",
+        schemas.ProviderList,
+        (
+            Param("category", "query", "string", "only this category"),
+            Param("status", "query", "string", "only this status"),
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/api/providers/{name}",
+        views.provider,
+        "One provider",
+        schemas.ProviderView,
+        (NAME,),
+        errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/providers/{name}/stats",
+        views.provider_stats,
+        "Uptime, latency percentiles and failures of one provider over a window",
+        schemas.ProviderStats,
+        (NAME, HOURS),
+        errors=(400, 404),
+    ),
+    Endpoint("GET", "/api/status", views.status, "System status", schemas.SystemStatus),
+    Endpoint(
+        "GET",
+        "/api/status/metrics",
+        views.status_metrics,
+        "System metrics history",
+        schemas.SystemMetrics,
+        (HOURS,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/rate-limits",
+        views.rate_limits,
+        "Rate-limit usage of every provider",
+        schemas.RateLimitList,
+    ),
+    Endpoint(
+        "GET",
+        "/api/rate-limits/{name}",
+        views.rate_limit,
+        "Rate-limit usage of one provider",
+        schemas.RateLimitView,
+        (NAME,),
+        errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/logs/{log_type}",
+        views.logs,
+        "Log rows from the event log, newest first",
+        schemas.LogPage,
+        (
+            Param("log_type", "path", "string", "which log", enum=views.LOG_TYPES),
+            HOURS,
+            Param("limit", "query", "integer", "rows at most", minimum=1, maximum=1000),
+            Param("provider", "query", "string", "only this provider"),
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/api/alerts",
+        views.alerts,
+        "Alerts, newest first",
+        schemas.AlertList,
+        (
+            Param("acknowledged", "query", "boolean", "only (un)acknowledged alerts"),
+            HOURS,
+            Param("provider", "query", "string", "only this provider"),
+            Param("severity", "query", "string", "only this severity", enum=views.SEVERITIES),
+            Param("open", "query", "boolean", "only alerts not yet resolved"),
+            Param("limit", "query", "integer", "alerts at most", minimum=1, maximum=5000),
+        ),
+    ),
+    Endpoint(
+        "POST",
+        "/api/alerts/{alert_id}/acknowledge",
+        views.acknowledge_alert,
+        "Acknowledge an alert (optional JSON body: note, actor)",
+        schemas.Acknowledged,
+        (Param("alert_id", "path", "integer", "the alert's id", minimum=1),),
+        write=True,
+        errors=(400, 401, 403, 404, 409),
+    ),
+    Endpoint(
+        "GET",
+        "/api/scheduler/status",
+        views.scheduler_status,
+        "Scheduled jobs",
+        schemas.SchedulerStatus,
+    ),
+    Endpoint(
+        "POST",
+        "/api/scheduler/trigger/{job_id}",
+        views.trigger_job,
+        "Run a job now",
+        schemas.Triggered,
+        (Param("job_id", "path", "string", "the job's id"),),
+        write=True,
+        errors=(401, 403, 404),
+    ),
+    Endpoint(
+        "GET",
+        "/api/database/stats",
+        views.database_stats,
+        "Database statistics",
+        schemas.DatabaseStats,
+    ),
+    Endpoint(
+        "GET",
+        "/api/database/health",
+        views.database_health,
+        "Database health",
+        schemas.DatabaseHealth,
+        errors=(503,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/analytics/failures",
+        views.failure_analytics,
+        "Failure analysis",
+        schemas.FailureAnalysisView,
+        (HOURS,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/config/stats",
+        views.config_stats,
+        "Configuration statistics",
+        schemas.ConfigStats,
+    ),
+    Endpoint(
+        "GET",
+        "/api/events",
+        views.events,
+        "The event log, oldest first, with a cursor",
+        schemas.EventPage,
+        (
+            Param("after", "query", "integer", "events after this position", minimum=0),
+            Param("limit", "query", "integer", "events at most", minimum=1, maximum=1000),
+            Param("type", "query", "string", "only this event type"),
+            Param("stream", "query", "string", "only this stream"),
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/api/audit/verify",
+        views.audit_verify,
+        "Verify the hash chain of the whole log",
+        schemas.VerifyView,
+    ),
+    Endpoint("GET", "/ws/stats", views.ws_stats, "Live feed connections", schemas.WebSocketStats),
+    Endpoint("GET", "/metrics", prometheus.metrics, "Prometheus metrics (text format)", None),
+    Endpoint("GET", "/openapi.json", openapi.spec, "This document", None),
+    Endpoint("GET", "/docs", openapi.docs, "API documentation (HTML)", None),
+)
+
+
+def add_routes(app: web.Application) -> None:
+    for endpoint in ENDPOINTS:
+        app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
+    app[openapi.OPENAPI_DOCUMENT] = openapi.build(ENDPOINTS)

@@ -1,0 +1,364 @@
+"""The shapes of REST responses, as msgspec Structs.
+
+Handlers return these and `/openapi.json` is generated from them, so the
+documented schema cannot drift from what is served. Field names follow the
+seed where its users' scripts read them. Times are ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+
+def iso(moment: float | None) -> str | None:
+    if moment is None:
+        return None
+    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+class Schema(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class ServiceInfo(Schema, frozen=True):
+    name: str
+    version: str
+    description: str
+    started_at: str
+    uptime_seconds: float
+    event_position: int
+    providers: int
+    dashboard: str
+    docs: str
+    endpoints: dict[str, str]
+
+
+class DatabaseComponent(Schema, frozen=True):
+    status: str
+    path: str
+    size_mb: float
+    event_position: int
+    failed_appends: int
+    error: str | None = None
+
+
+class SchedulerComponent(Schema, frozen=True):
+    status: str
+    active_jobs: int
+
+
+class WebSocketComponent(Schema, frozen=True):
+    status: str
+    active_connections: int
+
+
+class ProvidersComponent(Schema, frozen=True):
+    total: int
+    online: int
+    degraded: int
+    offline: int
+    rate_limited: int
+    unconfigured: int
+    unknown: int
+
+
+class HealthComponents(Schema, frozen=True):
+    database: DatabaseComponent
+    scheduler: SchedulerComponent
+    websocket: WebSocketComponent
+    providers: ProvidersComponent
+
+
+class HealthMetrics(Schema, frozen=True):
+    probes_last_hour: int
+    failures_last_hour: int
+    avg_response_time_ms: float | None
+    open_alerts: int
+    probes_lost: int
+    read_model_lag: int
+
+
+class Health(Schema, frozen=True):
+    status: str
+    timestamp: str
+    components: HealthComponents
+    metrics: HealthMetrics
+
+
+class LatencyStats(Schema, frozen=True):
+    total_attempts: int
+    successful: int
+    failed: int
+    timeout: int
+    rate_limited: int
+    success_rate: float | None
+    uptime: float | None
+    avg_response_time_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class LastProbe(Schema, frozen=True):
+    at: str
+    outcome: str
+    endpoint: str
+    http_status: int | None
+    response_time_ms: float | None
+    error_type: str | None
+    error_message: str | None
+
+
+class ProviderView(Schema, frozen=True):
+    name: str
+    category: str
+    base_url: str
+    status: str
+    response_time_ms: float | None
+    p95_ms_24h: float | None
+    uptime_24h: float | None
+    consecutive_failures: int
+    last_check: str | None
+    last_status_change: str | None
+    last_probe: LastProbe | None
+    last_error: LastProbe | None
+    api_key: str | None  # masked as "abcd…"; None when no key is configured
+    rate_limit_percentage: float | None
+
+
+class ProviderList(Schema, frozen=True):
+    count: int
+    providers: list[ProviderView]
+
+
+class ProviderStats(Schema, frozen=True):
+    provider_name: str
+    time_window_hours: float
+    connection_stats: LatencyStats
+    data_collection_stats: LatencyStats
+    failure_count: int
+    uptime_1h: float | None
+    uptime_24h: float | None
+    uptime_7d: float | None
+    uptime_30d: float | None
+
+
+class SystemStatus(Schema, frozen=True):
+    total_apis: int
+    online: int
+    degraded: int
+    offline: int
+    rate_limited: int
+    unconfigured: int
+    unknown: int
+    avg_response_time_ms: float | None
+    last_update: str | None
+    system_health: str
+    open_alerts: int
+    event_position: int
+
+
+class MetricsPoint(Schema, frozen=True):
+    timestamp: str
+    probes: int
+    failures: int
+    avg_response_time_ms: float | None
+
+
+class SystemMetrics(Schema, frozen=True):
+    hours: float
+    step_seconds: int
+    points: list[MetricsPoint]
+    uptime: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class RateLimitView(Schema, frozen=True):
+    provider: str
+    limit_type: str
+    limit_value: int
+    current_usage: int
+    percentage: float
+    reset_time: str | None
+    reset_in_seconds: float | None
+    blocked_until: str | None
+    status: str
+    updated_at: str | None
+
+
+class RateLimitList(Schema, frozen=True):
+    count: int
+    rate_limits: list[RateLimitView]
+
+
+class LogPage(Schema, frozen=True):
+    log_type: str
+    hours: float
+    count: int
+    logs: list[dict[str, Any]]
+
+
+class AlertView(Schema, frozen=True):
+    id: int
+    provider: str
+    kind: str
+    alert_type: str
+    severity: str
+    message: str
+    raised_at: str
+    timestamp: str
+    acknowledged: bool
+    acknowledged_by: str | None
+    acknowledged_at: str | None
+    note: str | None
+    resolved_at: str | None
+    position: int
+
+
+class AlertList(Schema, frozen=True):
+    count: int
+    alerts: list[AlertView]
+
+
+class AcknowledgeBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    note: str | None = msgspec.field(default=None)
+    actor: str | None = None
+
+
+class Acknowledged(Schema, frozen=True):
+    success: bool
+    alert: AlertView
+    position: int
+
+
+class JobView(Schema, frozen=True):
+    id: str
+    description: str
+    schedule: str
+    next_run: str | None
+    last_run: str | None
+    last_duration_ms: float | None
+    runs: int
+    errors: int
+    skipped: int
+    running: int
+    last_error: str | None
+
+
+class SchedulerStatus(Schema, frozen=True):
+    running: bool
+    jobs: list[JobView]
+    probes_planned: int
+    probes_started: int
+    skipped_overlapping: int
+    skipped_late: int
+    skipped_rate_limited: int
+    probes_lost: int
+
+
+class Triggered(Schema, frozen=True):
+    success: bool
+    job_id: str
+    tasks_run: int
+    triggered_by: str
+    position: int
+
+
+class DatabaseStats(Schema, frozen=True):
+    database_size_mb: float
+    events: int
+    event_position: int
+    snapshots: int
+    archived_segments: int
+    tables: dict[str, int]
+    events_by_type: dict[str, int]
+
+
+class DatabaseHealth(Schema, frozen=True):
+    status: str
+    path: str
+    writable: bool
+    size_mb: float
+    event_position: int
+    read_model_position: int
+    failed_appends: int
+    last_hash: str
+
+
+class ErrorSampleView(Schema, frozen=True):
+    at: str
+    provider: str
+    endpoint: str
+    message: str | None
+    http_status: int | None
+
+
+class FailureAnalysisView(Schema, frozen=True):
+    hours: float
+    total_failures: int
+    failures_by_error_type: dict[str, int]
+    failures_by_provider: dict[str, int]
+    failures_by_hour: dict[str, int]
+    top_failing_providers: list[dict[str, Any]]
+    recent_errors: dict[str, ErrorSampleView]
+    retry_statistics: dict[str, int]
+
+
+class ConfigStats(Schema, frozen=True):
+    source: str
+    total_providers: int
+    probed: int
+    unconfigured: int
+    disabled: int
+    by_category: dict[str, int]
+    with_api_key: int
+    api_token_configured: bool
+    cors_origins: list[str]
+
+
+class EventView(Schema, frozen=True):
+    position: int
+    event_id: str
+    stream: str
+    version: int
+    type: str
+    recorded_at: str
+    correlation_id: str | None
+    causation_id: str | None
+    actor: str | None
+    hash: str
+    payload: dict[str, Any]
+
+
+class EventPage(Schema, frozen=True):
+    count: int
+    events: list[EventView]
+    next_after: int | None
+    head: int
+
+
+class VerifyView(Schema, frozen=True):
+    ok: bool
+    count: int
+    last_position: int
+    last_hash: str
+    broken_at: int | None
+    reason: str | None
+
+
+class ConnectionView(Schema, frozen=True):
+    client_id: str
+    connected_at: str
+    last_ping: str | None
+
+
+class WebSocketStats(Schema, frozen=True):
+    active_connections: int
+    connections: list[ConnectionView]
+    background_tasks_running: bool
+    timestamp: str

@@ -1,0 +1,57 @@
+"""What the app is started with, and the typed keys its parts are found under."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from cryptomon.config import Config
+from cryptomon.events.store import EventStore
+from cryptomon.monitor import Monitor
+from cryptomon.readmodels import ReadModels
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    config: Config
+    database: Path
+    host: str
+    port: int
+    # Secrets: kept out of repr so no log line or traceback can show them.
+    api_token: str | None = field(default=None, repr=False)
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
+    # False: nothing is probed on a schedule (jobs still run when triggered).
+    probing: bool = True
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        database: Path | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        environ: Mapping[str, str] = os.environ,
+        probing: bool = True,
+    ) -> Settings:
+        """Flags win over the file; the API token comes from the env var the file names."""
+        return cls(
+            config=config,
+            database=database if database is not None else Path(config.storage.database),
+            host=host if host is not None else config.server.host,
+            port=port if port is not None else config.server.port,
+            api_token=environ.get(config.server.api_token_env) or None,
+            environ=environ,
+            probing=probing,
+        )
+
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", EventStore)
+READ_MODELS = web.AppKey("read_models", ReadModels)
+MONITOR = web.AppKey("monitor", Monitor)
+STARTED_AT = web.AppKey("started_at", float)

@@ -1,0 +1,783 @@
+"""REST handlers: the seed's endpoints at the seed's paths, plus the event log.
+
+Handlers read the in-memory read models (no heavy work per request) or, for
+logs and the event log, one indexed page of the store. Bad input raises an
+error that the problem middleware turns into a 4xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from cryptomon import __version__
+from cryptomon.config import ProviderConfig, mask_key
+from cryptomon.events.archive import segments
+from cryptomon.events.audit import verify_chain
+from cryptomon.events.store import EventStore
+from cryptomon.events.types import (
+    EVENT_TYPES,
+    AlertAcknowledged,
+    EventMetadata,
+    ProbeRecorded,
+    RecordedEvent,
+)
+from cryptomon.http import params
+from cryptomon.http.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
+from cryptomon.http.schemas import (
+    AcknowledgeBody,
+    Acknowledged,
+    AlertList,
+    AlertView,
+    ConfigStats,
+    DatabaseComponent,
+    DatabaseHealth,
+    DatabaseStats,
+    ErrorSampleView,
+    EventPage,
+    EventView,
+    FailureAnalysisView,
+    Health,
+    HealthComponents,
+    HealthMetrics,
+    JobView,
+    LastProbe,
+    LatencyStats,
+    LogPage,
+    MetricsPoint,
+    ProviderList,
+    ProvidersComponent,
+    ProviderStats,
+    ProviderView,
+    RateLimitList,
+    RateLimitView,
+    SchedulerComponent,
+    SchedulerStatus,
+    ServiceInfo,
+    SystemMetrics,
+    SystemStatus,
+    Triggered,
+    VerifyView,
+    WebSocketComponent,
+    WebSocketStats,
+    iso,
+)
+from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE
+from cryptomon.projections import Alert, WindowStats
+from cryptomon.projections.notices import limit_type, log_entries
+from cryptomon.projections.providers import ProviderState
+from cryptomon.projections.rate_limits import RateLimitState
+from cryptomon.readmodels import ReadModels
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+MAX_HOURS = 24 * 400  # the day rollups keep 400 days
+LOG_TYPES = ("connection", "failure", "collection", "rate_limit")
+LOG_LABELS = {
+    "connection": ["health:ok", "health:fail"],
+    "failure": ["health:fail", "collection:fail"],
+    "collection": ["collection:ok", "collection:fail"],
+}
+SEVERITIES = ("warning", "critical")
+# Reads waiting for the read models to show a write they just made.
+WRITE_VISIBLE_SECONDS = 5.0
+
+_encoder = msgspec.json.Encoder()
+
+
+def respond(body: msgspec.Struct, status: int = 200) -> web.Response:
+    return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
+
+
+def _models(request: web.Request) -> ReadModels:
+    return request.app[READ_MODELS]
+
+
+def _store(request: web.Request) -> EventStore:
+    return request.app[STORE]
+
+
+def _hours(request: web.Request, default: float) -> float:
+    return params.number(request, "hours", default, low=1 / 60, high=MAX_HOURS)
+
+
+# ---- writes: who may, and as whom ---------------------------------------------
+
+
+def authorize_write(request: web.Request) -> str:
+    """The actor a write is recorded under; refuses anyone not allowed to write.
+
+    With an API token configured, the bearer token must match (compared in
+    constant time). Without one, writes come only from loopback."""
+    token = request.app[SETTINGS].api_token
+    if token is not None:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise Unauthorized("this endpoint needs an Authorization: Bearer <token> header")
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise Unauthorized("the bearer token is not the one configured")
+        return "token"
+    remote = request.remote or ""
+    try:
+        loopback = ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        env = request.app[SETTINGS].config.server.api_token_env
+        raise Forbidden(
+            f"writes are allowed only from loopback while no API token is configured; set {env}"
+        )
+    return "local"
+
+
+async def _body(request: web.Request) -> AcknowledgeBody:
+    raw = await request.read()
+    if not raw.strip():
+        return AcknowledgeBody()
+    try:
+        body = msgspec.json.decode(raw, type=AcknowledgeBody)
+    except msgspec.ValidationError as exc:
+        raise InvalidParameter("body", f"the JSON body is not valid: {exc}") from None
+    except msgspec.DecodeError:
+        raise InvalidParameter("body", "the body is not JSON") from None
+    for name in ("note", "actor"):
+        value = getattr(body, name)
+        if value is not None and len(value) > 1000:
+            raise InvalidParameter(name, f"{name} must be at most 1000 characters")
+    return body
+
+
+# ---- service ------------------------------------------------------------------
+
+
+async def info(request: web.Request) -> web.Response:
+    app = request.app
+    started = app[STARTED_AT]
+    endpoints = {
+        "health": "/health",
+        "providers": "/api/providers",
+        "status": "/api/status",
+        "rate_limits": "/api/rate-limits",
+        "logs": "/api/logs/{log_type}",
+        "alerts": "/api/alerts",
+        "scheduler": "/api/scheduler/status",
+        "database": "/api/database/stats",
+        "analytics": "/api/analytics/failures",
+        "events": "/api/events",
+        "metrics": "/metrics",
+        "websocket": "/ws/live",
+        "openapi": "/openapi.json",
+    }
+    return respond(
+        ServiceInfo(
+            name="cryptomon",
+            version=__version__,
+            description="Monitor for the third-party APIs crypto products depend on",
+            started_at=iso(started) or "",
+            uptime_seconds=round(time.time() - started, 3),
+            event_position=_store(request).head,
+            providers=len(app[SETTINGS].config.providers),
+            dashboard="/",
+            docs="/docs",
+            endpoints=endpoints,
+        )
+    )
+
+
+def _database_component(request: web.Request) -> DatabaseComponent:
+    store = _store(request)
+    size = _database_size(store)
+    failing = store.failed_appends > 0 and store.last_write_failed
+    return DatabaseComponent(
+        status="unhealthy" if failing else "healthy",
+        path=str(store.path),
+        size_mb=round(size / 1e6, 3),
+        event_position=store.head,
+        failed_appends=store.failed_appends,
+        error=store.last_write_error if failing else None,
+    )
+
+
+def _database_size(store: EventStore) -> int:
+    files = (store.path, store.path.with_name(store.path.name + "-wal"))
+    return sum(f.stat().st_size for f in files if f.exists())
+
+
+async def health(request: web.Request) -> web.Response:
+    models = _models(request)
+    monitor = request.app[MONITOR]
+    summary = models.projections.providers.summary()
+    database = _database_component(request)
+    scheduler_running = monitor.scheduler.running or not request.app[SETTINGS].probing
+    now = time.time()
+    window = models.projections.metrics.window(None, now - HOUR, now)
+    status = summary.system_health
+    if database.status != "healthy" or not scheduler_running:
+        status = "unhealthy"
+    body = Health(
+        status=status,
+        timestamp=iso(now) or "",
+        components=HealthComponents(
+            database=database,
+            scheduler=SchedulerComponent(
+                status="running" if monitor.scheduler.running else "stopped",
+                active_jobs=sum(job.running for job in monitor.scheduler.status()),
+            ),
+            websocket=WebSocketComponent(status="running", active_connections=0),
+            providers=ProvidersComponent(
+                total=summary.total,
+                online=summary.online,
+                degraded=summary.degraded,
+                offline=summary.offline,
+                rate_limited=summary.rate_limited,
+                unconfigured=summary.unconfigured,
+                unknown=summary.unknown,
+            ),
+        ),
+        metrics=HealthMetrics(
+            probes_last_hour=window.count,
+            failures_last_hour=window.failures,
+            avg_response_time_ms=_round(window.avg_latency_ms),
+            open_alerts=len(models.projections.alerts.query(open_only=True)),
+            probes_lost=monitor.counters.lost,
+            read_model_lag=_store(request).head - models.position,
+        ),
+    )
+    return respond(body, status=503 if status == "unhealthy" else 200)
+
+
+# ---- providers ----------------------------------------------------------------
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _last_probe(probe: ProbeRecorded | None) -> LastProbe | None:
+    if probe is None:
+        return None
+    return LastProbe(
+        at=iso(probe.started_at) or "",
+        outcome=probe.outcome,
+        endpoint=probe.endpoint,
+        http_status=probe.http_status,
+        response_time_ms=_round(probe.latency_ms),
+        error_type=probe.error_kind,
+        error_message=probe.error_message,
+    )
+
+
+def _configured(request: web.Request, name: str) -> ProviderConfig | None:
+    for provider in request.app[SETTINGS].config.providers:
+        if provider.name == name:
+            return provider
+    return None
+
+
+def _provider_view(request: web.Request, state: ProviderState, now: float) -> ProviderView:
+    projections = _models(request).projections
+    day = projections.metrics.window(state.name, now - DAY, now, "health")
+    configured = _configured(request, state.name)
+    key = configured.api_key(request.app[SETTINGS].environ) if configured else None
+    limit = projections.rate_limits.get(state.name)
+    last = state.last_probe
+    return ProviderView(
+        name=state.name,
+        category=state.category,
+        base_url=state.base_url,
+        status=state.status,
+        response_time_ms=_round(last.latency_ms) if last is not None else None,
+        p95_ms_24h=_round(day.p95),
+        uptime_24h=_round(None if day.uptime is None else day.uptime * 100, 2),
+        consecutive_failures=state.consecutive_failures,
+        last_check=iso(last.started_at) if last is not None else None,
+        last_status_change=iso(state.last_status_change),
+        last_probe=_last_probe(last),
+        last_error=_last_probe(state.last_error),
+        api_key=mask_key(key) if key else None,
+        rate_limit_percentage=limit.percentage if limit is not None else None,
+    )
+
+
+def _provider_state(request: web.Request) -> ProviderState:
+    name = request.match_info["name"]
+    state = _models(request).projections.providers.get(name)
+    if state is None:
+        raise NotFound("provider", f"no provider named {name[:100]!r}; see /api/providers")
+    return state
+
+
+async def providers(request: web.Request) -> web.Response:
+    category = params.text(request, "category", max_length=60)
+    status = params.text(request, "status", max_length=30)
+    now = time.time()
+    views = [
+        _provider_view(request, state, now)
+        for state in _models(request).projections.providers.all()
+        if (category is None or state.category == category)
+        and (status is None or state.status == status)
+    ]
+    return respond(ProviderList(count=len(views), providers=views))
+
+
+async def provider(request: web.Request) -> web.Response:
+    return respond(_provider_view(request, _provider_state(request), time.time()))
+
+
+def _latency_stats(stats: WindowStats) -> LatencyStats:
+    return LatencyStats(
+        total_attempts=stats.count,
+        successful=stats.successes,
+        failed=stats.by_outcome.get("failed", 0),
+        timeout=stats.by_outcome.get("timeout", 0),
+        rate_limited=stats.by_outcome.get("rate_limited", 0),
+        success_rate=_round(None if stats.uptime is None else stats.uptime * 100, 2),
+        uptime=_round(None if stats.uptime is None else stats.uptime * 100, 2),
+        avg_response_time_ms=_round(stats.avg_latency_ms),
+        p50_ms=_round(stats.p50),
+        p95_ms=_round(stats.p95),
+        p99_ms=_round(stats.p99),
+    )
+
+
+async def provider_stats(request: web.Request) -> web.Response:
+    state = _provider_state(request)
+    hours = _hours(request, 24)
+    now = time.time()
+    metrics = _models(request).projections.metrics
+    health_window = metrics.window(state.name, now - hours * HOUR, now, "health")
+    collection_window = metrics.window(state.name, now - hours * HOUR, now, "collection")
+
+    def uptime(seconds: float) -> float | None:
+        value = metrics.window(state.name, now - seconds, now, "health").uptime
+        return _round(None if value is None else value * 100, 2)
+
+    return respond(
+        ProviderStats(
+            provider_name=state.name,
+            time_window_hours=hours,
+            connection_stats=_latency_stats(health_window),
+            data_collection_stats=_latency_stats(collection_window),
+            failure_count=health_window.failures + collection_window.failures,
+            uptime_1h=uptime(HOUR),
+            uptime_24h=uptime(DAY),
+            uptime_7d=uptime(7 * DAY),
+            uptime_30d=uptime(30 * DAY),
+        )
+    )
+
+
+# ---- status -------------------------------------------------------------------
+
+
+async def status(request: web.Request) -> web.Response:
+    projections = _models(request).projections
+    summary = projections.providers.summary()
+    now = time.time()
+    window = projections.metrics.window(None, now - HOUR, now, "health")
+    last_update = max(
+        (p.last_probe.started_at for p in projections.providers.all() if p.last_probe),
+        default=None,
+    )
+    return respond(
+        SystemStatus(
+            total_apis=summary.total,
+            online=summary.online,
+            degraded=summary.degraded,
+            offline=summary.offline,
+            rate_limited=summary.rate_limited,
+            unconfigured=summary.unconfigured,
+            unknown=summary.unknown,
+            avg_response_time_ms=_round(window.avg_latency_ms),
+            last_update=iso(last_update),
+            system_health=summary.system_health,
+            open_alerts=len(projections.alerts.query(open_only=True)),
+            event_position=projections.position,
+        )
+    )
+
+
+async def status_metrics(request: web.Request) -> web.Response:
+    hours = _hours(request, 1)
+    step = 60 if hours <= 6 else 3600 if hours <= 24 * 7 else 86_400
+    now = time.time()
+    metrics = _models(request).projections.metrics
+    since = now - hours * HOUR
+    points = [
+        MetricsPoint(
+            timestamp=iso(point.start) or "",
+            probes=point.probes,
+            failures=point.failures,
+            avg_response_time_ms=_round(point.avg_latency_ms),
+        )
+        for point in metrics.series(None, since, now, step)
+    ]
+    window = metrics.window(None, since, now)
+    return respond(
+        SystemMetrics(
+            hours=hours,
+            step_seconds=step,
+            points=points,
+            uptime=_round(None if window.uptime is None else window.uptime * 100, 2),
+            p50_ms=_round(window.p50),
+            p95_ms=_round(window.p95),
+            p99_ms=_round(window.p99),
+        )
+    )
+
+
+# ---- rate limits --------------------------------------------------------------
+
+
+def _rate_limit_view(state: RateLimitState, now: float) -> RateLimitView:
+    blocked = state.blocked_until is not None and state.blocked_until > now
+    return RateLimitView(
+        provider=state.provider,
+        limit_type=limit_type(state.window_seconds),
+        limit_value=state.limit,
+        current_usage=state.used,
+        percentage=state.percentage,
+        reset_time=iso(state.reset_at),
+        reset_in_seconds=(
+            None if state.reset_at is None else round(max(0.0, state.reset_at - now), 1)
+        ),
+        blocked_until=iso(state.blocked_until) if blocked else None,
+        status="blocked" if blocked else state.status,
+        updated_at=iso(state.updated_at),
+    )
+
+
+async def rate_limits(request: web.Request) -> web.Response:
+    now = time.time()
+    views = [_rate_limit_view(s, now) for s in _models(request).projections.rate_limits.all()]
+    return respond(RateLimitList(count=len(views), rate_limits=views))
+
+
+async def rate_limit(request: web.Request) -> web.Response:
+    state = _provider_state(request)
+    limit = _models(request).projections.rate_limits.get(state.name)
+    if limit is None:
+        raise NotFound("rate-limit", f"{state.name!r} has no known rate limit")
+    return respond(_rate_limit_view(limit, time.time()))
+
+
+# ---- logs ---------------------------------------------------------------------
+
+
+async def logs(request: web.Request) -> web.Response:
+    log_type = request.match_info["log_type"]
+    if log_type not in LOG_TYPES:
+        raise InvalidParameter(
+            "log_type", f"log_type must be one of {', '.join(LOG_TYPES)}; not {log_type[:40]!r}"
+        )
+    hours = _hours(request, 24)
+    limit = params.integer(request, "limit", 100, low=1, high=1000)
+    provider = params.text(request, "provider", max_length=100)
+    since = time.time() - hours * HOUR
+    store = _store(request)
+    if log_type == "rate_limit":
+        found = await store.read_by_type(["RateLimitChanged"], since=since, limit=limit)
+    else:
+        found = await store.read_by_label(LOG_LABELS[log_type], since=since, limit=limit)
+    rows = [_log_row(log_type, recorded) for recorded in found]
+    if provider is not None:
+        rows = [row for row in rows if row.get("provider") == provider]
+    return respond(LogPage(log_type=log_type, hours=hours, count=len(rows), logs=rows))
+
+
+def _log_row(log_type: str, recorded: RecordedEvent) -> dict[str, Any]:
+    for entry in log_entries(recorded):
+        if entry.log_type == log_type:
+            return {"position": recorded.position, **entry.data}
+    return {"position": recorded.position}
+
+
+# ---- alerts -------------------------------------------------------------------
+
+
+def _alert_view(alert: Alert) -> AlertView:
+    return AlertView(
+        id=alert.id,
+        provider=alert.provider,
+        kind=alert.kind,
+        alert_type=alert.kind,
+        severity=alert.severity,
+        message=alert.message,
+        raised_at=iso(alert.raised_at) or "",
+        timestamp=iso(alert.raised_at) or "",
+        acknowledged=alert.acknowledged,
+        acknowledged_by=alert.acknowledged_by,
+        acknowledged_at=iso(alert.acknowledged_at),
+        note=alert.note,
+        resolved_at=iso(alert.resolved_at),
+        position=alert.position,
+    )
+
+
+async def alerts(request: web.Request) -> web.Response:
+    acknowledged = params.boolean(request, "acknowledged")
+    hours = _hours(request, 24)
+    provider = params.text(request, "provider", max_length=100)
+    severity = params.choice(request, "severity", SEVERITIES)
+    open_only = params.boolean(request, "open") or False
+    limit = params.integer(request, "limit", 500, low=1, high=5000)
+    found = _models(request).projections.alerts.query(
+        acknowledged=acknowledged,
+        since=time.time() - hours * HOUR,
+        provider=provider,
+        severity=severity,  # type: ignore[arg-type]
+        open_only=open_only,
+        limit=limit,
+    )
+    return respond(AlertList(count=len(found), alerts=[_alert_view(a) for a in found]))
+
+
+def _alert_id(request: web.Request) -> int:
+    text = request.match_info["alert_id"]
+    try:
+        alert_id = int(text)
+    except ValueError:
+        raise InvalidParameter(
+            "alert_id", f"alert ids are whole numbers, not {text[:40]!r}"
+        ) from None
+    if not 0 < alert_id < 2**62:
+        raise InvalidParameter("alert_id", f"no alert has id {alert_id}")
+    return alert_id
+
+
+async def acknowledge_alert(request: web.Request) -> web.Response:
+    identity = authorize_write(request)
+    alert_id = _alert_id(request)
+    body = await _body(request)
+    models = _models(request)
+    alerts_model = models.projections.alerts
+    alerts_model.check_acknowledge(alert_id)
+    actor = body.actor or identity
+    [position] = await _store(request).append(
+        f"alert:{alert_id}",
+        [AlertAcknowledged(alert_id, actor, time.time(), body.note)],
+        # A second acknowledgement racing this one finds the stream moved on.
+        expected_version=await _store(request).stream_version(f"alert:{alert_id}"),
+        metadata=EventMetadata(actor=actor),
+    )
+    async with asyncio.timeout(WRITE_VISIBLE_SECONDS):
+        await models.wait_for(position)
+    alert = alerts_model.get(alert_id)
+    assert alert is not None
+    return respond(Acknowledged(success=True, alert=_alert_view(alert), position=position))
+
+
+# ---- scheduler ----------------------------------------------------------------
+
+
+async def scheduler_status(request: web.Request) -> web.Response:
+    monitor = request.app[MONITOR]
+    scheduler = monitor.scheduler
+    jobs = [
+        JobView(
+            id=job.id,
+            description=job.description,
+            schedule=job.schedule,
+            next_run=iso(job.next_run),
+            last_run=iso(job.last_run),
+            last_duration_ms=_round(job.last_duration_ms),
+            runs=job.runs,
+            errors=job.errors,
+            skipped=job.skipped,
+            running=job.running,
+            last_error=job.last_error,
+        )
+        for job in scheduler.status()
+    ]
+    stats = scheduler.stats
+    return respond(
+        SchedulerStatus(
+            running=scheduler.running,
+            jobs=jobs,
+            probes_planned=stats.planned,
+            probes_started=stats.started,
+            skipped_overlapping=stats.skipped_overlap,
+            skipped_late=stats.skipped_late,
+            skipped_rate_limited=monitor.counters.skipped_blocked,
+            probes_lost=monitor.counters.lost,
+        )
+    )
+
+
+async def trigger_job(request: web.Request) -> web.Response:
+    actor = authorize_write(request)
+    job_id = request.match_info["job_id"]
+    monitor = request.app[MONITOR]
+    ran = await monitor.trigger(job_id, actor)
+    return respond(
+        Triggered(
+            success=True,
+            job_id=job_id,
+            tasks_run=ran,
+            triggered_by=actor,
+            position=_store(request).head,
+        )
+    )
+
+
+# ---- database -----------------------------------------------------------------
+
+
+async def database_stats(request: web.Request) -> web.Response:
+    store = _store(request)
+    counts, by_type = await store.counts()
+    return respond(
+        DatabaseStats(
+            database_size_mb=round(_database_size(store) / 1e6, 3),
+            events=counts.get("events", 0),
+            event_position=store.head,
+            snapshots=counts.get("snapshots", 0),
+            archived_segments=len(segments(store.path)),
+            tables=counts,
+            events_by_type=by_type,
+        )
+    )
+
+
+async def database_health(request: web.Request) -> web.Response:
+    store = _store(request)
+    database = _database_component(request)
+    body = DatabaseHealth(
+        status=database.status,
+        path=str(store.path),
+        writable=not store.last_write_failed,
+        size_mb=database.size_mb,
+        event_position=store.head,
+        read_model_position=_models(request).position,
+        failed_appends=store.failed_appends,
+        last_hash=store.last_hash,
+    )
+    return respond(body, status=200 if database.status == "healthy" else 503)
+
+
+# ---- analytics ----------------------------------------------------------------
+
+
+async def failure_analytics(request: web.Request) -> web.Response:
+    hours = _hours(request, 24)
+    now = time.time()
+    analysis = _models(request).projections.failures.analyze(now - hours * HOUR, now)
+    monitor = request.app[MONITOR]
+    return respond(
+        FailureAnalysisView(
+            hours=hours,
+            total_failures=analysis.total_failures,
+            failures_by_error_type=analysis.by_error_kind,
+            failures_by_provider=analysis.by_provider,
+            failures_by_hour={iso(h.start) or "": h.failures for h in analysis.by_hour},
+            top_failing_providers=[msgspec.to_builtins(p) for p in analysis.top_failing_providers],
+            recent_errors={
+                kind: ErrorSampleView(
+                    at=iso(sample.at) or "",
+                    provider=sample.provider,
+                    endpoint=sample.endpoint,
+                    message=sample.message,
+                    http_status=sample.http_status,
+                )
+                for kind, sample in analysis.recent_errors.items()
+            },
+            retry_statistics={
+                "skipped_rate_limited": monitor.counters.skipped_blocked,
+                "skipped_overlapping": monitor.scheduler.stats.skipped_overlap,
+                "probes_lost": monitor.counters.lost,
+            },
+        )
+    )
+
+
+async def config_stats(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    config = settings.config
+    by_category: dict[str, int] = {}
+    for provider in config.providers:
+        by_category[provider.category] = by_category.get(provider.category, 0) + 1
+    reasons = [p.skip_reason(settings.environ) for p in config.providers]
+    return respond(
+        ConfigStats(
+            source=config.source,
+            total_providers=len(config.providers),
+            probed=sum(r is None for r in reasons),
+            unconfigured=sum(
+                p.key_status(settings.environ) == "unconfigured" for p in config.providers
+            ),
+            disabled=sum(not p.enabled for p in config.providers),
+            by_category=by_category,
+            with_api_key=sum(p.api_key_env is not None for p in config.providers),
+            api_token_configured=settings.api_token is not None,
+            cors_origins=list(config.server.cors_origins),
+        )
+    )
+
+
+# ---- the event log ------------------------------------------------------------
+
+_payload_builtins = msgspec.to_builtins
+
+
+async def events(request: web.Request) -> web.Response:
+    after = params.integer(request, "after", 0, low=0, high=2**62)
+    limit = params.integer(request, "limit", 100, low=1, high=1000)
+    event_type = params.text(request, "type", max_length=60)
+    stream = params.text(request, "stream", max_length=200)
+    if event_type is not None and event_type not in EVENT_TYPES:
+        raise InvalidParameter(
+            "type", f"type must be one of {', '.join(EVENT_TYPES)}; not {event_type[:40]!r}"
+        )
+    store = _store(request)
+    page = await store.read_filtered(after=after, limit=limit, event_type=event_type, stream=stream)
+    views = [
+        EventView(
+            position=e.position,
+            event_id=e.event_id,
+            stream=e.stream,
+            version=e.version,
+            type=e.type,
+            recorded_at=iso(e.recorded_at) or "",
+            correlation_id=e.metadata.correlation_id,
+            causation_id=e.metadata.causation_id,
+            actor=e.metadata.actor,
+            hash=e.hash,
+            payload=_payload_builtins(e.event),
+        )
+        for e in page
+    ]
+    next_after = page[-1].position if len(page) == limit else None
+    return respond(
+        EventPage(count=len(views), events=views, next_after=next_after, head=store.head)
+    )
+
+
+async def audit_verify(request: web.Request) -> web.Response:
+    report = await verify_chain(_store(request))
+    return respond(
+        VerifyView(
+            ok=report.ok,
+            count=report.count,
+            last_position=report.last_position,
+            last_hash=report.last_hash,
+            broken_at=report.broken_at,
+            reason=report.reason,
+        )
+    )
+
+
+async def ws_stats(request: web.Request) -> web.Response:
+    return respond(
+        WebSocketStats(
+            active_connections=0,
+            connections=[],
+            background_tasks_running=False,
+            timestamp=iso(time.time()) or "",
+        )
+    )

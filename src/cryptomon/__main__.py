@@ -1,7 +1,8 @@
 """`python -m cryptomon`: the command line.
 
-Subcommands: `check-config` validates a config file and lists what it would
-probe, `verify` walks the hash chain, `export` writes a range of the log as
+With no subcommand it serves (`serve`). Others: `check-config` validates a
+config file and lists what it would probe, `replay` rebuilds the read models
+and compares them with the live state, `verify` walks the hash chain, `export` writes a range of the log as
 JSON Lines. Every subcommand takes `--config PATH` and `--db PATH` (the flag
 wins over the file).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -68,6 +70,13 @@ def parse_time(text: str) -> float:
     return moment.timestamp()
 
 
+def port_number(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -88,6 +97,49 @@ async def run_check_config(args: argparse.Namespace) -> int:
     print(f"{config.source}: OK, {len(config.providers)} providers")
     for line in describe_providers(config, os.environ):
         print(line)
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the service until SIGINT or SIGTERM; exit 0 after a clean shutdown."""
+    from aiohttp import web
+
+    from cryptomon.http.app import create_app
+    from cryptomon.http.settings import Settings
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = load_config(args.config)
+    settings = Settings.from_config(
+        config, database=args.db, host=args.host, port=args.port, environ=os.environ
+    )
+    skipped = [
+        (p.name, reason)
+        for p in config.providers
+        if (reason := p.skip_reason(os.environ)) is not None
+    ]
+    monitored = len(config.providers) - len(skipped)
+    base = f"http://{settings.host}:{settings.port}"
+
+    def announce(_text: str) -> None:
+        print(f"cryptomon listening on {base}", flush=True)
+        print(f"  dashboard: {base}/   API docs: {base}/docs   live feed: {base}/ws/live")
+        print(f"  database: {settings.database}")
+        print(f"  config: {config.source}")
+        print(f"  monitoring {monitored} providers, skipping {len(skipped)}")
+        for name, reason in skipped:
+            print(f"    {name}: {reason}")
+        sys.stdout.flush()
+
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=announce,
+        shutdown_timeout=10.0,
+        access_log=None,
+    )
     return 0
 
 
@@ -167,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", type=Path, default=None, help="database file (default: data/cryptomon.db)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serving = commands.add_parser("serve", parents=[common], help="run the service (the default)")
+    serving.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serving.add_argument("--port", type=port_number, default=None, help="port (default 7860)")
+    serving.set_defaults(serve=True)
     check = commands.add_parser(
         "check-config",
         parents=[common],
@@ -195,14 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # No command (nothing, or only flags) means serve: `python -m cryptomon` runs the service.
+    if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
+        arguments.insert(0, "serve")
+    args = parser.parse_args(arguments)
     run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] | None = getattr(
         args, "run", None
     )
-    if run is None:
-        parser.print_help()
-        return 0
     try:
+        if run is None:
+            return serve(args)
         return asyncio.run(run(args))
     except ConfigError as exc:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)

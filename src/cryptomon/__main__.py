@@ -1,10 +1,10 @@
 """`python -m cryptomon`: the command line.
 
-With no subcommand it serves (`serve`). Others: `check-config` validates a
-config file and lists what it would probe, `replay` rebuilds the read models
-and compares them with the live state, `verify` walks the hash chain,
-`export` writes a range of the log as JSON Lines. Every subcommand takes `--config PATH` and `--db PATH` (the flag
-wins over the file).
+With no subcommand it serves (`serve`). The others: `check-config` validates a
+config file and lists what it would probe; `replay` rebuilds the read models
+and compares them with the live state; `verify` walks the hash chain;
+`export` writes a range of the log as JSON Lines. Every subcommand takes
+`--config PATH` and `--db PATH` (the flag wins over the file).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The aiohttp application and the resources that live as long as it, opened
-and closed through `cleanup_ctx` in order: event store, read models, probing.
-Cleanup runs in reverse: probing stops, the read models catch up and
-snapshot, the store drains its writer.
+and closed through `cleanup_ctx` in order: event store, read models, live
+feed, probing. Shutdown closes the sockets (1001) first; cleanup then runs in
+reverse: probing stops, the read models catch up and snapshot, the store
+drains its writer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from cryptomon.monitor import Monitor
 from cryptomon.probes import create_probe_session
 from cryptomon.readmodels import ReadModels, projection_settings
 from cryptomon.scheduler import CronSchedule, IntervalSchedule
+from cryptomon.ws.handler import HUB
+from cryptomon.ws.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,26 @@ async def _read_models(app: web.Application) -> AsyncIterator[None]:
     app[READ_MODELS] = models
     yield
     await models.stop()
+
+
+async def _live_feed(app: web.Application) -> AsyncIterator[None]:
+    websocket = app[SETTINGS].config.websocket
+    hub = Hub(
+        app[STORE],
+        app[READ_MODELS],
+        status_interval=websocket.status_interval_seconds,
+        heartbeat_interval=websocket.heartbeat_interval_seconds,
+    )
+    app[HUB] = hub
+    hub.start()
+    yield
+    await hub.stop()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    # on_shutdown runs before cleanup: clients hear 1001 (going away) first.
+    if HUB in app:
+        await app[HUB].stop()
 
 
 async def _probing(app: web.Application) -> AsyncIterator[None]:
@@ -108,7 +131,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[STARTED_AT] = time.time()
-    app.cleanup_ctx.extend([_storage, _read_models, _probing])
+    app.cleanup_ctx.extend([_storage, _read_models, _live_feed, _probing])
+    app.on_shutdown.append(_close_sockets)
     routes.add_routes(app)
     _allow_origins(app, settings.config.server.cors_origins)
     return app

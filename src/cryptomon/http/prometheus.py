@@ -13,6 +13,7 @@ from aiohttp import web
 
 from cryptomon.http.settings import MONITOR, READ_MODELS, STORE
 from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS
+from cryptomon.ws.handler import HUB
 
 STATUSES = ("online", "degraded", "offline", "rate_limited", "unconfigured", "unknown")
 OUTCOMES = ("success", "failed", "timeout", "rate_limited")
@@ -107,7 +108,12 @@ async def metrics(request: web.Request) -> web.Response:
     ):
         lines.append(f'cryptomon_probes_skipped_total{{reason="{reason}"}} {count}')
     family("cryptomon_websocket_clients", "gauge", "connected live-feed clients")
-    lines.append("cryptomon_websocket_clients 0")
+    hub = app[HUB]
+    lines.append(f"cryptomon_websocket_clients {len(hub.clients)}")
+    family("cryptomon_websocket_messages_sent_total", "counter", "live-feed messages sent")
+    lines.append(f"cryptomon_websocket_messages_sent_total {hub.messages_sent}")
+    family("cryptomon_websocket_dropped_total", "counter", "clients closed for a full queue")
+    lines.append(f"cryptomon_websocket_dropped_total {hub.dropped}")
     return web.Response(
         text="\n".join(lines) + "\n",
         content_type="text/plain",

@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 
 from cryptomon.http import openapi, prometheus, schemas, views
+from cryptomon.ws import handler
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -208,7 +209,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Verify the hash chain of the whole log",
         schemas.VerifyView,
     ),
-    Endpoint("GET", "/ws/stats", views.ws_stats, "Live feed connections", schemas.WebSocketStats),
+    Endpoint("GET", "/ws/stats", handler.stats, "Live feed connections", schemas.WebSocketStats),
+    Endpoint(
+        "GET",
+        "/ws/live",
+        handler.live,
+        "The live feed (WebSocket; ?since=<position> resumes, ?token= when one is configured)",
+        None,
+        (
+            Param("since", "query", "integer", "resume after this position", minimum=0),
+            Param("token", "query", "string", "the API token, when one is configured"),
+        ),
+        errors=(400, 401),
+    ),
     Endpoint("GET", "/metrics", prometheus.metrics, "Prometheus metrics (text format)", None),
     Endpoint("GET", "/openapi.json", openapi.spec, "This document", None),
     Endpoint("GET", "/docs", openapi.docs, "API documentation (HTML)", None),

@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from cryptomon.projections import Alert
+
 
 def iso(moment: float | None) -> str | None:
     if moment is None:
@@ -219,6 +221,25 @@ class AlertView(Schema, frozen=True):
     resolved_at: str | None
     position: int
 
+    @classmethod
+    def of(cls, alert: Alert) -> AlertView:
+        return cls(
+            id=alert.id,
+            provider=alert.provider,
+            kind=alert.kind,
+            alert_type=alert.kind,
+            severity=alert.severity,
+            message=alert.message,
+            raised_at=iso(alert.raised_at) or "",
+            timestamp=iso(alert.raised_at) or "",
+            acknowledged=alert.acknowledged,
+            acknowledged_by=alert.acknowledged_by,
+            acknowledged_at=iso(alert.acknowledged_at),
+            note=alert.note,
+            resolved_at=iso(alert.resolved_at),
+            position=alert.position,
+        )
+
 
 class AlertList(Schema, frozen=True):
     count: int
@@ -355,6 +376,9 @@ class ConnectionView(Schema, frozen=True):
     client_id: str
     connected_at: str
     last_ping: str | None
+    topics: list[str]
+    queue_depth: int
+    messages_sent: int
 
 
 class WebSocketStats(Schema, frozen=True):
@@ -362,3 +386,6 @@ class WebSocketStats(Schema, frozen=True):
     connections: list[ConnectionView]
     background_tasks_running: bool
     timestamp: str
+    messages_sent: int
+    dropped: int  # clients closed because their queue overflowed
+    disconnect_reasons: dict[str, int]

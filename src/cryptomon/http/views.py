@@ -65,15 +65,15 @@ from cryptomon.http.schemas import (
     Triggered,
     VerifyView,
     WebSocketComponent,
-    WebSocketStats,
     iso,
 )
 from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE
-from cryptomon.projections import Alert, WindowStats
+from cryptomon.projections import WindowStats
 from cryptomon.projections.notices import limit_type, log_entries
 from cryptomon.projections.providers import ProviderState
 from cryptomon.projections.rate_limits import RateLimitState
 from cryptomon.readmodels import ReadModels
+from cryptomon.ws.handler import HUB
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -212,6 +212,7 @@ def _database_size(store: EventStore) -> int:
 async def health(request: web.Request) -> web.Response:
     models = _models(request)
     monitor = request.app[MONITOR]
+    hub = request.app[HUB]
     summary = models.projections.providers.summary()
     database = _database_component(request)
     scheduler_running = monitor.scheduler.running or not request.app[SETTINGS].probing
@@ -229,7 +230,10 @@ async def health(request: web.Request) -> web.Response:
                 status="running" if monitor.scheduler.running else "stopped",
                 active_jobs=sum(job.running for job in monitor.scheduler.status()),
             ),
-            websocket=WebSocketComponent(status="running", active_connections=0),
+            websocket=WebSocketComponent(
+                status="running" if hub.running else "stopped",
+                active_connections=len(hub.clients),
+            ),
             providers=ProvidersComponent(
                 total=summary.total,
                 online=summary.online,
@@ -501,25 +505,6 @@ def _log_row(log_type: str, recorded: RecordedEvent) -> dict[str, Any]:
 # ---- alerts -------------------------------------------------------------------
 
 
-def _alert_view(alert: Alert) -> AlertView:
-    return AlertView(
-        id=alert.id,
-        provider=alert.provider,
-        kind=alert.kind,
-        alert_type=alert.kind,
-        severity=alert.severity,
-        message=alert.message,
-        raised_at=iso(alert.raised_at) or "",
-        timestamp=iso(alert.raised_at) or "",
-        acknowledged=alert.acknowledged,
-        acknowledged_by=alert.acknowledged_by,
-        acknowledged_at=iso(alert.acknowledged_at),
-        note=alert.note,
-        resolved_at=iso(alert.resolved_at),
-        position=alert.position,
-    )
-
-
 async def alerts(request: web.Request) -> web.Response:
     acknowledged = params.boolean(request, "acknowledged")
     hours = _hours(request, 24)
@@ -535,7 +520,7 @@ async def alerts(request: web.Request) -> web.Response:
         open_only=open_only,
         limit=limit,
     )
-    return respond(AlertList(count=len(found), alerts=[_alert_view(a) for a in found]))
+    return respond(AlertList(count=len(found), alerts=[AlertView.of(a) for a in found]))
 
 
 def _alert_id(request: web.Request) -> int:
@@ -570,7 +555,7 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
         await models.wait_for(position)
     alert = alerts_model.get(alert_id)
     assert alert is not None
-    return respond(Acknowledged(success=True, alert=_alert_view(alert), position=position))
+    return respond(Acknowledged(success=True, alert=AlertView.of(alert), position=position))
 
 
 # ---- scheduler ----------------------------------------------------------------
@@ -768,16 +753,5 @@ async def audit_verify(request: web.Request) -> web.Response:
             last_hash=report.last_hash,
             broken_at=report.broken_at,
             reason=report.reason,
-        )
-    )
-
-
-async def ws_stats(request: web.Request) -> web.Response:
-    return respond(
-        WebSocketStats(
-            active_connections=0,
-            connections=[],
-            background_tasks_running=False,
-            timestamp=iso(time.time()) or "",
         )
     )

@@ -1,0 +1,196 @@
+"""`/ws/live`: one connection from upgrade to close, and `/ws/stats`.
+
+The reading side lives here (auth, subscribe, unsubscribe, resume, pong);
+the sending side is the hub's `send_loop`, one task per client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+
+import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from cryptomon.http import params
+from cryptomon.http.errors import Unauthorized
+from cryptomon.http.schemas import ConnectionView, WebSocketStats, iso
+from cryptomon.http.settings import READ_MODELS, SETTINGS
+from cryptomon.ws.hub import CONTROL, Client, Hub
+from cryptomon.ws.messages import (
+    PROVIDER_TOPIC_PREFIX,
+    TOPICS,
+    ClientMessage,
+    ConnectionEstablished,
+    Frame,
+    Subscribed,
+    encode,
+)
+
+HUB = web.AppKey("hub", Hub)
+
+MAX_MESSAGE_BYTES = 64 * 1024
+AUTH_TIMEOUT_SECONDS = 10.0
+# Inbound messages: a burst of this many, refilled at this rate per second.
+INBOUND_BURST = 200
+INBOUND_PER_SECOND = 50.0
+POLICY_VIOLATION = WSCloseCode.POLICY_VIOLATION
+
+_decoder = msgspec.json.Decoder(ClientMessage)
+
+
+def _token_ok(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    token = request.app[SETTINGS].api_token
+    since = params.integer(request, "since", -1, low=0, high=2**62)
+    query_token = params.text(request, "token", max_length=500)
+    if token is not None and query_token is not None and not _token_ok(query_token, token):
+        raise Unauthorized("the token is not the one configured")
+    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
+    await ws.prepare(request)
+    client = hub.new_client(ws)
+    if token is not None and query_token is None and not await _authenticate(ws, token):
+        return ws
+    greeting = ConnectionEstablished(
+        timestamp=iso(time.time()) or "",
+        client_id=client.client_id,
+        message="Connected to cryptomon live feed",
+        position=hub.position,
+        topics=sorted(client.topics),
+        heartbeat_interval=hub.heartbeat_interval,
+    )
+    hub.attach(client, since if since >= 0 else None, encode(greeting))
+    sender = asyncio.create_task(hub.send_loop(client), name=f"ws-send:{client.client_id}")
+    reason = "client_closed"
+    try:
+        reason = await _read(hub, client, request)
+    finally:
+        hub.detach(client, reason)
+        client.closing = True
+        client.wake.set()
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await sender
+    return ws
+
+
+async def _authenticate(ws: web.WebSocketResponse, token: str) -> bool:
+    """The first message must be {"type": "auth", "token": ...}."""
+    try:
+        async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
+            message = await ws.receive()
+    except TimeoutError:
+        message = None
+    ok = False
+    if message is not None and message.type == WSMsgType.TEXT:
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            first = _decoder.decode(message.data)
+            ok = first.type == "auth" and _token_ok(first.token, token)
+    if not ok:
+        await ws.close(code=POLICY_VIOLATION, message=b"authentication required")
+    return ok
+
+
+async def _read(hub: Hub, client: Client, request: web.Request) -> str:
+    """Handle what the client sends until it goes; the reason it went."""
+    ws = client.ws
+    allowance = float(INBOUND_BURST)
+    refilled = time.monotonic()
+    async for message in ws:
+        now = time.monotonic()
+        client.last_seen = now
+        allowance = min(INBOUND_BURST, allowance + (now - refilled) * INBOUND_PER_SECOND)
+        refilled = now
+        if allowance < 1:
+            await hub.close(client, POLICY_VIOLATION, "too_many_messages")
+            return "too_many_messages"
+        allowance -= 1
+        if message.type == WSMsgType.BINARY:
+            await hub.close(client, WSCloseCode.UNSUPPORTED_DATA, "binary_frame")
+            return "binary_frame"
+        if message.type != WSMsgType.TEXT:
+            break
+        _handle(hub, client, request, message.data)
+    if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+        return "message_too_big"
+    return "client_closed"
+
+
+def _handle(hub: Hub, client: Client, request: web.Request, text: str) -> None:
+    try:
+        message = _decoder.decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        hub.send_error(client, f"not a message this feed understands: {exc}")
+        return
+    match message.type:
+        case "pong" | "ping" | "auth":
+            return  # any message proves the client is alive
+        case "subscribe" | "unsubscribe":
+            topics = message.topics or []
+            unknown = [t for t in topics if not _known_topic(request, t)]
+            if unknown or not topics:
+                hub.send_error(
+                    client,
+                    f"unknown topics {unknown}; topics are {', '.join(TOPICS)}, "
+                    f"or {PROVIDER_TOPIC_PREFIX}<name> for one provider"
+                    if unknown
+                    else f"{message.type} needs a non-empty list of topics",
+                )
+                return
+            if message.type == "subscribe":
+                client.topics.update(topics)
+            else:
+                client.topics.difference_update(topics)
+            reply = Subscribed(timestamp=iso(time.time()) or "", topics=sorted(client.topics))
+            client.offer(Frame(0, CONTROL, None, encode(reply)))
+        case "resume":
+            if message.since is None or message.since < 0:
+                hub.send_error(client, "resume needs since: the last position you received")
+                return
+            hub.attach(client, message.since)
+        case other:
+            hub.send_error(
+                client,
+                f"unknown message type {other[:40]!r}; "
+                "send subscribe, unsubscribe, resume, auth or pong",
+            )
+
+
+def _known_topic(request: web.Request, topic: str) -> bool:
+    if topic in TOPICS:
+        return True
+    if topic.startswith(PROVIDER_TOPIC_PREFIX):
+        name = topic.removeprefix(PROVIDER_TOPIC_PREFIX)
+        return request.app[READ_MODELS].projections.providers.get(name) is not None
+    return False
+
+
+async def stats(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    connections = [
+        ConnectionView(
+            client_id=c.client_id,
+            connected_at=iso(c.connected_at) or "",
+            last_ping=iso(c.last_ping),
+            topics=sorted(c.topics),
+            queue_depth=len(c.queue) + len(c.history),
+            messages_sent=c.sent,
+        )
+        for c in hub.clients.values()
+    ]
+    body = WebSocketStats(
+        active_connections=len(connections),
+        connections=connections,
+        background_tasks_running=hub.running,
+        timestamp=iso(time.time()) or "",
+        messages_sent=hub.messages_sent,
+        dropped=hub.dropped,
+        disconnect_reasons=dict(hub.disconnects),
+    )
+    return web.Response(body=msgspec.json.encode(body), content_type="application/json")

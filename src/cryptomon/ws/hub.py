@@ -1,0 +1,330 @@
+"""The live feed's hub: turns read-model notices into frames and fans them out.
+
+Every frame is encoded once and appended, without awaiting, to the bounded
+queue of each client that wants it; each client has its own sender task. So
+a slow client never delays the others or the event log: when its queue is
+full it is closed with 1013 (try again later) and can resume by position.
+
+Recent frames are kept in a ring, so a client that reconnects with
+`since=<position>` gets everything after it with no gap and no duplicate.
+Older positions are re-read from the log: events and log entries are derived
+from it again; status and alert notices are not kept that long, and a
+`resync` message says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+
+from aiohttp import WSCloseCode, web
+
+from cryptomon.events.store import EventStore
+from cryptomon.events.types import RecordedEvent
+from cryptomon.http.schemas import iso
+from cryptomon.projections import Notice
+from cryptomon.projections.notices import log_entries
+from cryptomon.readmodels import ReadModels
+from cryptomon.ws.messages import (
+    PROVIDER_TOPIC_PREFIX,
+    TOPICS,
+    ErrorMessage,
+    Frame,
+    Ping,
+    Resync,
+    StatusUpdate,
+    encode,
+    event_frame,
+    notice_frame,
+)
+
+log = logging.getLogger(__name__)
+
+# Frames every client gets whatever it subscribed to: pings, errors, replies.
+CONTROL = "control"
+TRY_AGAIN_LATER = 1013  # RFC 6455 registry: the server is overloaded, come back later
+HISTORY_PAGE = 1000
+
+
+class Client:
+    """One connected socket: what it wants, what waits to be sent to it."""
+
+    def __init__(self, client_id: str, ws: web.WebSocketResponse, max_queue: int) -> None:
+        self.client_id = client_id
+        self.ws = ws
+        self.topics: set[str] = set(TOPICS)
+        self.queue: deque[Frame] = deque()
+        self.max_queue = max_queue
+        self.wake = asyncio.Event()
+        self.connected_at = time.time()
+        self.last_seen = time.monotonic()
+        self.last_ping: float | None = None
+        self.sent = 0
+        self.closing = False
+        # Sent ahead of the live queue: a greeting, then what came before the
+        # client attached (older positions re-read from the log).
+        self.greeting: bytes | None = None
+        self.history: deque[Frame] = deque()
+        self.history_from_log: tuple[int, int] | None = None
+
+    def wants(self, frame: Frame) -> bool:
+        return (
+            frame.topic == CONTROL
+            or frame.topic in self.topics
+            or (
+                frame.provider is not None and PROVIDER_TOPIC_PREFIX + frame.provider in self.topics
+            )
+        )
+
+    def offer(self, frame: Frame) -> bool:
+        """Queue a frame without waiting; False when the queue is full."""
+        if len(self.queue) >= self.max_queue:
+            return False
+        self.queue.append(frame)
+        self.wake.set()
+        return True
+
+
+class Hub:
+    def __init__(
+        self,
+        store: EventStore,
+        models: ReadModels,
+        *,
+        status_interval: float = 10.0,
+        heartbeat_interval: float = 30.0,
+        max_queue: int = 1000,
+        ring_capacity: int = 20_000,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.status_interval = status_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.max_queue = max_queue
+        self.clients: dict[str, Client] = {}
+        self.ring: deque[Frame] = deque(maxlen=ring_capacity)
+        self.position = models.position  # the last position whose frames are in the ring
+        self._first_position = models.position  # the ring holds frames after this one
+        self.dropped = 0
+        self.messages_sent = 0
+        self.disconnects: Counter[str] = Counter()
+        self._next_id = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        models.listeners.append(self.publish)
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._status_loop(), name="ws-status"),
+            asyncio.create_task(self._heartbeat_loop(), name="ws-heartbeat"),
+        ]
+
+    @property
+    def running(self) -> bool:
+        return any(not task.done() for task in self._tasks)
+
+    async def stop(self) -> None:
+        """Stop the timers and close every socket with 1001 (going away)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await asyncio.gather(
+            *(
+                self.close(c, WSCloseCode.GOING_AWAY, "server_shutdown")
+                for c in list(self.clients.values())
+            ),
+            return_exceptions=True,
+        )
+
+    # ---- clients -------------------------------------------------------------
+
+    def new_client(self, ws: web.WebSocketResponse) -> Client:
+        self._next_id += 1
+        return Client(f"client_{self._next_id}", ws, self.max_queue)
+
+    def attach(self, client: Client, since: int | None, greeting: bytes | None = None) -> None:
+        """Deliver to `client` what came after `since`, then live frames. Again
+        (a `resume` message) replaces whatever was still waiting.
+
+        Runs without awaiting, so no frame can slip between the history
+        copied here and the live frames queued from now on."""
+        client.queue.clear()
+        client.history.clear()
+        client.history_from_log = None
+        client.greeting = greeting
+        if since is not None and since < self.position:
+            complete = self._complete_after()
+            if since < complete:
+                client.history_from_log = (since, complete)
+            client.history.extend(f for f in self.ring if f.position > max(since, complete))
+        self.clients[client.client_id] = client
+        client.wake.set()
+
+    def _complete_after(self) -> int:
+        """Every frame of every position after this one is in the ring."""
+        if len(self.ring) < (self.ring.maxlen or 0):
+            return self._first_position
+        # Full: the oldest position may have lost some of its frames to the bound.
+        return self.ring[0].position
+
+    def detach(self, client: Client, reason: str) -> None:
+        if self.clients.pop(client.client_id, None) is not None:
+            self.disconnects[reason] += 1
+
+    async def close(self, client: Client, code: int, reason: str) -> None:
+        client.closing = True
+        client.wake.set()
+        self.detach(client, reason)
+        with contextlib.suppress(Exception):
+            await client.ws.close(code=code, message=reason.encode())
+
+    # ---- fan-out -------------------------------------------------------------
+
+    def publish(self, recorded: RecordedEvent, notices: list[Notice]) -> None:
+        """A read-model listener: frames for one applied event, queued for everyone."""
+        frames = [event_frame(recorded), *(notice_frame(n) for n in notices)]
+        self.ring.extend(frames)
+        self.position = recorded.position
+        for frame in frames:
+            self.broadcast(frame)
+
+    def broadcast(self, frame: Frame) -> None:
+        for client in list(self.clients.values()):
+            if client.closing or not client.wants(frame):
+                continue
+            if not client.offer(frame):
+                self.dropped += 1
+                client.closing = True
+                asyncio.get_running_loop().create_task(
+                    self.close(client, TRY_AGAIN_LATER, "queue_overflow")
+                )
+
+    async def send_loop(self, client: Client) -> None:
+        """Deliver to one client: greeting, history, then its live queue."""
+        ws = client.ws
+        while not client.closing and not ws.closed:
+            if client.greeting is not None:
+                greeting, client.greeting = client.greeting, None
+                await self._send(client, greeting)
+                continue
+            if client.history_from_log is not None:
+                after, up_to = client.history_from_log
+                client.history_from_log = None
+                await self._send_from_log(client, after, up_to)
+                continue
+            if client.history:
+                frame = client.history.popleft()
+            elif client.queue:
+                frame = client.queue.popleft()
+            else:
+                client.wake.clear()
+                await client.wake.wait()
+                continue
+            if client.wants(frame):
+                await self._send(client, frame.data)
+
+    async def _send(self, client: Client, data: bytes) -> None:
+        await client.ws.send_frame(data, web.WSMsgType.TEXT)
+        client.sent += 1
+        self.messages_sent += 1
+
+    async def _send_from_log(self, client: Client, after: int, up_to: int) -> None:
+        position = after
+        while position < up_to and not client.closing:
+            page = await self.store.read_filtered(after=position, limit=HISTORY_PAGE)
+            page = [r for r in page if r.position <= up_to]
+            if not page:
+                break
+            for recorded in page:
+                for frame in (event_frame(recorded), *map(notice_frame, log_entries(recorded))):
+                    if client.wants(frame):
+                        await self._send(client, frame.data)
+            position = page[-1].position
+        message = Resync(
+            timestamp=iso(time.time()) or "",
+            from_position=after,
+            to_position=up_to,
+            message=(
+                "status and alert changes this old are not kept for replay; "
+                "fetch /api/providers and /api/alerts for the current state"
+            ),
+        )
+        await self._send(client, encode(message))
+
+    def send_error(self, client: Client, text: str) -> None:
+        frame = Frame(0, CONTROL, None, encode(ErrorMessage(timestamp=_now(), message=text)))
+        if not client.offer(frame):
+            self.dropped += 1
+
+    # ---- timers --------------------------------------------------------------
+
+    def status_frame(self) -> Frame:
+        projections = self.models.projections
+        summary = projections.providers.summary()
+        now = time.time()
+        hour = projections.metrics.window(None, now - 3600, now)
+        minute = projections.metrics.window(None, now - 60, now)
+        open_alerts = len(projections.alerts.query(open_only=True))
+        metrics = {
+            "total_providers": summary.total,
+            "online_count": summary.online,
+            "degraded_count": summary.degraded,
+            "offline_count": summary.offline,
+            "rate_limited_count": summary.rate_limited,
+            "unconfigured_count": summary.unconfigured,
+            "unknown_count": summary.unknown,
+            "avg_response_time_ms": hour.avg_latency_ms,
+            "total_requests_hour": hour.count,
+            "total_failures_hour": hour.failures,
+            "probes_last_minute": minute.count,
+            "failures_last_minute": minute.failures,
+            "open_alerts": open_alerts,
+            "event_position": projections.position,
+            "system_health": summary.system_health,
+        }
+        message = StatusUpdate(
+            timestamp=_now(),
+            system_metrics=metrics,
+            alert_count=open_alerts,
+            active_websocket_clients=len(self.clients),
+            position=projections.position,
+        )
+        return Frame(0, "status", None, encode(message))
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.status_interval)
+            if self.clients:
+                self.broadcast(self.status_frame())
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            self.heartbeat()
+
+    def heartbeat(self, now: Callable[[], float] = time.monotonic) -> None:
+        """Ping everyone; close those silent for two intervals."""
+        deadline = now() - 2 * self.heartbeat_interval
+        for client in list(self.clients.values()):
+            if client.last_seen < deadline:
+                asyncio.get_running_loop().create_task(
+                    self.close(client, WSCloseCode.GOING_AWAY, "heartbeat_timeout")
+                )
+        frame = Frame(0, CONTROL, None, encode(Ping(timestamp=_now())))
+        for client in list(self.clients.values()):
+            if not client.closing:
+                client.last_ping = time.time()
+                if not client.offer(frame):
+                    self.dropped += 1
+
+
+def _now() -> str:
+    return iso(time.time()) or ""

@@ -25,6 +25,7 @@ from cryptomon.projections import Notice, Projections, ProjectionSettings, Snaps
 
 log = logging.getLogger(__name__)
 
+YIELD_EVERY = 64
 Listener = Callable[[RecordedEvent, list[Notice]], None]
 Progress = Callable[[int], None]
 
@@ -182,6 +183,10 @@ class ReadModels:
             notices = self.projections.apply(recorded)
             for listener in self.listeners:
                 listener(recorded, notices)
+            if recorded.position % YIELD_EVERY == 0:
+                # A big batch arrives without a pause; let listeners' consumers
+                # (live-feed senders) drain their queues before more is queued.
+                await asyncio.sleep(0)
             while waiters and waiters[0][0] <= recorded.position:
                 future = heapq.heappop(waiters)[2]
                 if not future.done():

@@ -1,0 +1,423 @@
+"""The live feed with real WebSocket clients against the real app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient
+from standins import StandIn, closed_port
+
+from cryptomon.config import load_config
+from cryptomon.events.types import ProbeRecorded
+from cryptomon.http.app import create_app
+from cryptomon.http.settings import READ_MODELS, STORE, Settings
+from cryptomon.ws.handler import HUB
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[web.Application], Awaitable[Client]]
+
+
+class Toggle:
+    """A provider that is up or down as the test says."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True}, status=200 if self.up else 503)
+
+
+@pytest.fixture
+async def toggle() -> AsyncIterator[Toggle]:
+    made = Toggle()
+    app = web.Application()
+    app.router.add_get("/ping", made.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    made.port = runner.addresses[0][1]
+    yield made
+    await runner.cleanup()
+
+
+def config_text(toggle: Toggle, standin: StandIn, extra: str = "") -> str:
+    return f"""
+{extra}
+[[providers]]
+name = "Flappy"
+category = "market_data"
+base_url = "http://127.0.0.1:{toggle.port}"
+health_path = "/ping"
+interval = "1h"
+
+[[providers]]
+name = "Limited"
+category = "exchanges"
+base_url = "{standin.url("")}"
+health_path = "/ratelimited"
+interval = "1h"
+
+[[providers]]
+name = "Gone"
+category = "news"
+base_url = "http://127.0.0.1:{closed_port()}"
+interval = "1h"
+"""
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, toggle: Toggle, standin: StandIn) -> Callable[..., web.Application]:
+    def make(extra: str = "", environ: dict[str, str] | None = None) -> web.Application:
+        path = tmp_path / "ws.toml"
+        path.write_text(config_text(toggle, standin, extra))
+        settings = Settings.from_config(
+            load_config(path), database=tmp_path / "ws.db", environ=environ or {}, probing=False
+        )
+        return create_app(settings)
+
+    return make
+
+
+async def receive_json(ws: aiohttp.ClientWebSocketResponse, within: float = 5.0) -> Any:
+    message = await asyncio.wait_for(ws.receive(), within)
+    assert message.type == WSMsgType.TEXT, message
+    return json.loads(message.data)
+
+
+async def collect_until(
+    ws: aiohttp.ClientWebSocketResponse,
+    done: Callable[[list[dict[str, Any]]], bool],
+    within: float = 10.0,
+) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + within
+    while not done(seen):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"timed out; got {[m['type'] for m in seen]}"
+        seen.append(await receive_json(ws, remaining))
+    return seen
+
+
+def provider_of(message: dict[str, Any]) -> str | None:
+    for holder in (
+        message,
+        message.get("data", {}),
+        message.get("event", {}),
+        message.get("alert", {}),
+    ):
+        if "provider" in holder:
+            provider: str = holder["provider"]
+            return provider
+    return None
+
+
+async def trigger(client: Client, times: int = 1) -> None:
+    for _ in range(times):
+        response = await client.post("/api/scheduler/trigger/health_checks")
+        assert response.status == 200, await response.text()
+
+
+async def test_connection_established_then_the_full_message_set(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], toggle: Toggle
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.ws_connect("/ws/live") as ws:
+        hello = await receive_json(ws)
+        assert hello["type"] == "connection_established"
+        assert hello["client_id"].startswith("client_")
+        assert hello["position"] == client.app[STORE].head
+        assert "alerts" in hello["topics"] and "providers" in hello["topics"]
+
+        toggle.up = False
+        await trigger(client, 3)
+        went_down = await collect_until(
+            ws,
+            lambda seen: any(
+                m["type"] == "provider_status_change"
+                and m["provider"] == "Flappy"
+                and m["new_status"] == "offline"
+                for m in seen
+            ),
+        )
+        types = {m["type"] for m in went_down}
+        assert {"event", "new_log_entry", "provider_status_change", "alert_raised"} <= types
+        assert "rate_limit_alert" in types
+        limited = next(m for m in went_down if m["type"] == "rate_limit_alert")
+        assert limited["provider"] == "Limited" and "percentage" in limited
+        assert all("timestamp" in m for m in went_down)
+        assert all(m["position"] > 0 for m in went_down if m["type"] != "subscribed")
+        log_types = {m["log_type"] for m in went_down if m["type"] == "new_log_entry"}
+        assert {"connection", "failure", "rate_limit"} <= log_types
+
+        toggle.up = True
+        await trigger(client, 2)
+        came_back = await collect_until(
+            ws,
+            lambda seen: any(
+                m["type"] == "alert_resolved"
+                and m["alert"]["provider"] == "Flappy"
+                and m["alert"]["kind"] == "offline"
+                for m in seen
+            ),
+        )
+        changes = [m for m in came_back if m["type"] == "provider_status_change"]
+        assert any(m["provider"] == "Flappy" and m["new_status"] == "online" for m in changes)
+
+
+async def test_acknowledging_reaches_the_feed(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], toggle: Toggle
+) -> None:
+    client = await aiohttp_client(make_app())
+    toggle.up = False
+    await trigger(client, 3)
+    alerts = await (await client.get("/api/alerts?provider=Flappy")).json()
+    offline = next(a for a in alerts["alerts"] if a["kind"] == "offline")
+    async with client.ws_connect("/ws/live") as ws:
+        await receive_json(ws)
+        await ws.send_json({"type": "subscribe", "topics": ["alerts"]})
+        response = await client.post(
+            f"/api/alerts/{offline['id']}/acknowledge", json={"actor": "al"}
+        )
+        assert response.status == 200
+        seen = await collect_until(ws, lambda s: any(m["type"] == "alert_acknowledged" for m in s))
+        acked = next(m for m in seen if m["type"] == "alert_acknowledged")
+        assert acked["alert"]["acknowledged_by"] == "al"
+
+
+async def test_topics_narrow_what_a_client_gets(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], toggle: Toggle
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.ws_connect("/ws/live") as ws:
+        await receive_json(ws)
+        topics = ["status", "providers", "alerts", "rate_limits", "events"]
+        topics += ["logs.connection", "logs.failure", "logs.collection", "logs.rate_limit"]
+        await ws.send_json({"type": "unsubscribe", "topics": topics})
+        await ws.send_json({"type": "subscribe", "topics": ["provider:Gone"]})
+        replies = await collect_until(ws, lambda s: len(s) == 2)
+        assert [r["type"] for r in replies] == ["subscribed", "subscribed"]
+        assert replies[-1]["topics"] == ["provider:Gone"]
+        await trigger(client)
+        seen = await collect_until(
+            ws,
+            lambda s: any(m["type"] == "new_log_entry" and m["log_type"] == "failure" for m in s),
+        )
+        assert {provider_of(m) for m in seen} == {"Gone"}
+
+
+async def test_resume_after_a_disconnect_has_no_gap_and_no_duplicate(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    app = client.app
+    store = app[STORE]
+
+    async def append(count: int) -> None:
+        for n in range(count):
+            event = ProbeRecorded("Gone", "health", "/", "failed", started_at=time.time() + n)
+            await store.append("provider:Gone", [event])
+
+    async with client.ws_connect("/ws/live") as ws:
+        await receive_json(ws)
+        await ws.send_json({"type": "unsubscribe", "topics": ["status"]})
+        await append(5)
+        first = await collect_until(ws, lambda s: sum(m["type"] == "event" for m in s) == 5)
+        last_seen = max(m["position"] for m in first if m["type"] == "event")
+
+    writer = asyncio.create_task(append(30))  # events keep arriving while reconnecting
+    async with client.ws_connect(f"/ws/live?since={last_seen}") as ws:
+        hello = await receive_json(ws)
+        assert hello["type"] == "connection_established"
+        await writer
+        await app[READ_MODELS].wait_for(store.head)
+        seen = await collect_until(
+            ws,
+            lambda s: any(m["type"] == "event" and m["position"] == store.head for m in s),
+        )
+    positions = [m["position"] for m in seen if m["type"] == "event"]
+    assert positions == list(range(last_seen + 1, store.head + 1))
+
+
+async def test_a_slow_client_is_dropped_while_a_fast_one_keeps_up(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    hub = client.app[HUB]
+    hub.max_queue = 400  # more than one burst between the read models' yields
+    store = client.app[STORE]
+    async with client.ws_connect("/ws/live") as fast, client.ws_connect("/ws/live") as slow:
+        await receive_json(fast)
+        received = 0
+
+        async def read_fast() -> None:
+            nonlocal received
+            async for message in fast:
+                if json.loads(message.data)["type"] == "event":
+                    received += 1
+                    if received == 4000:
+                        return
+
+        reader = asyncio.create_task(read_fast())
+        padding = "p" * 2000
+        for batch in range(40):  # far more than the slow client's buffers hold
+            events = [
+                ProbeRecorded("Gone", "health", padding, "failed", started_at=float(batch))
+            ] * 100
+            await store.append("provider:Gone", events)
+        await asyncio.wait_for(reader, 20)
+        assert received == 4000
+        closed = await collect_closed(slow)
+        assert closed == 1013
+        stats = await (await client.get("/ws/stats")).json()
+        assert stats["dropped"] >= 1
+        assert stats["disconnect_reasons"].get("queue_overflow") == 1
+
+
+async def collect_closed(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        message = await asyncio.wait_for(ws.receive(), deadline - time.monotonic())
+        if message.type == WSMsgType.CLOSE:
+            code: int = message.data
+            return code
+        if message.type in (WSMsgType.CLOSED, WSMsgType.CLOSING):
+            return ws.close_code
+    return None
+
+
+async def test_a_silent_client_is_disconnected_after_two_heartbeats(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    hub = client.app[HUB]
+    async with client.ws_connect("/ws/live", autoping=False) as ws:
+        await receive_json(ws)
+        hub.heartbeat()
+        ping = await collect_until(ws, lambda s: any(m["type"] == "ping" for m in s))
+        assert ping[-1]["type"] == "ping"
+        later = time.monotonic() + 2 * hub.heartbeat_interval + 1
+        hub.heartbeat(now=lambda: later)
+        assert await collect_closed(ws) == 1001
+    stats = await (await client.get("/ws/stats")).json()
+    assert stats["disconnect_reasons"]["heartbeat_timeout"] == 1
+
+
+async def test_bad_messages_get_errors_and_the_connection_stays(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.ws_connect("/ws/live") as ws:
+        await receive_json(ws)
+        await ws.send_json({"type": "unsubscribe", "topics": ["status"]})
+        await receive_json(ws)
+        for bad in (
+            "not json at all",
+            json.dumps({"type": "subscribe", "topics": ["weather"]}),
+            json.dumps({"type": "dance"}),
+            json.dumps({"type": "subscribe", "topics": "alerts"}),
+            json.dumps({"type": "resume"}),
+            json.dumps({"type": "subscribe", "topics": ["provider:Nobody"]}),
+        ):
+            await ws.send_str(bad)
+            reply = await receive_json(ws)
+            assert reply["type"] == "error", (bad, reply)
+            assert reply["message"]
+        await ws.send_json({"type": "pong"})
+        await ws.send_json({"type": "subscribe", "topics": ["alerts"]})
+        assert (await receive_json(ws))["type"] == "subscribed"
+
+
+async def test_binary_and_oversized_messages_close_with_the_right_code(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.ws_connect("/ws/live") as ws:
+        await receive_json(ws)
+        await ws.send_bytes(b"\x00\x01")
+        assert await collect_closed(ws) == 1003
+    async with client.ws_connect("/ws/live") as ws:
+        await receive_json(ws)
+        await ws.send_str("x" * (128 * 1024))
+        assert await collect_closed(ws) == 1009
+
+
+async def test_the_feed_requires_the_token_when_one_is_configured(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app(environ={"CRYPTOMON_API_TOKEN": "feed-token-123"}))
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws/live?token=wrong")
+    assert refused.value.status == 401
+    async with client.ws_connect("/ws/live?token=feed-token-123") as ws:
+        assert (await receive_json(ws))["type"] == "connection_established"
+    async with client.ws_connect("/ws/live") as ws:
+        await ws.send_json({"type": "auth", "token": "feed-token-123"})
+        assert (await receive_json(ws))["type"] == "connection_established"
+    async with client.ws_connect("/ws/live") as ws:
+        await ws.send_json({"type": "auth", "token": "nope"})
+        assert await collect_closed(ws) == 1008
+
+
+async def test_shutdown_closes_every_socket_with_going_away(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    ws = await client.ws_connect("/ws/live")
+    await receive_json(ws)
+    await client.app.shutdown()
+    assert await collect_closed(ws) == 1001
+    await ws.close()
+
+
+SEED_PYTHON_CLIENT = """
+import asyncio
+import websockets
+import json
+
+async def websocket_client():
+    uri = "ws://localhost:7860/ws/live"
+
+    async with websockets.connect(uri) as websocket:
+        while True:
+            message = await websocket.recv()
+            data = json.loads(message)
+
+            if data['type'] == 'status_update':
+                print(f"Status: {data['system_metrics']}")
+
+            elif data['type'] == 'ping':
+                # Respond with pong
+                await websocket.send(json.dumps({'type': 'pong'}))
+
+asyncio.run(websocket_client())
+"""
+
+
+async def test_the_seed_python_client_works_unchanged(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app('[websocket]\nstatus_interval = "200ms"\n'))
+    port = client.port
+    code = SEED_PYTHON_CLIENT.replace("localhost:7860", f"127.0.0.1:{port}")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        assert line.startswith(b"Status: {"), line
+        assert b"'total_providers': 3" in line
+    finally:
+        process.kill()
+        await process.wait()

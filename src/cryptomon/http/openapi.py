@@ -39,7 +39,10 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
             }
         else:
             responses["200"] = {"description": "OK"}
-        for status in endpoint.errors:
+        statuses = set(endpoint.errors)
+        if any(p.where == "path" for p in endpoint.params):
+            statuses.add(404)  # a path that matches no route
+        for status in sorted(statuses):
             responses[str(status)] = {
                 "description": "A problem (RFC 9457)",
                 "content": {"application/problem+json": {"schema": by_type[Problem]}},
@@ -51,7 +54,9 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
             "responses": responses,
         }
         if endpoint.write:
-            operation["security"] = [{"bearer": []}]
+            # The token is needed only when one is configured; without one,
+            # writes are allowed from loopback.
+            operation["security"] = [{"bearer": []}, {}]
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
     document = {
         "openapi": "3.1.0",
@@ -73,6 +78,9 @@ def _parameter(param: Any) -> dict[str, Any]:
         schema["minimum"] = param.minimum
     if param.maximum is not None:
         schema["maximum"] = param.maximum
+    if param.max_length is not None:
+        schema["minLength"] = 1
+        schema["maxLength"] = param.max_length
     return {
         "name": param.name,
         "in": param.where,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import msgspec
 from aiohttp import web
 
+from cryptomon.events.types import EVENT_TYPES
 from cryptomon.http import openapi, prometheus, schemas, views
 from cryptomon.ws import handler
 
@@ -27,6 +28,7 @@ class Param:
     enum: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    max_length: int | None = None  # strings are 1 to max_length characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +59,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Providers and their status",
         schemas.ProviderList,
         (
-            Param("category", "query", "string", "only this category"),
-            Param("status", "query", "string", "only this status"),
+            Param("category", "query", "string", max_length=60, description="only this category"),
+            Param("status", "query", "string", max_length=30, description="only this status"),
         ),
     ),
     Endpoint(
@@ -114,7 +116,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param("log_type", "path", "string", "which log", enum=views.LOG_TYPES),
             HOURS,
             Param("limit", "query", "integer", "rows at most", minimum=1, maximum=1000),
-            Param("provider", "query", "string", "only this provider"),
+            Param("provider", "query", "string", max_length=100, description="only this provider"),
         ),
     ),
     Endpoint(
@@ -126,7 +128,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         (
             Param("acknowledged", "query", "boolean", "only (un)acknowledged alerts"),
             HOURS,
-            Param("provider", "query", "string", "only this provider"),
+            Param("provider", "query", "string", max_length=100, description="only this provider"),
             Param("severity", "query", "string", "only this severity", enum=views.SEVERITIES),
             Param("open", "query", "boolean", "only alerts not yet resolved"),
             Param("limit", "query", "integer", "alerts at most", minimum=1, maximum=5000),
@@ -138,7 +140,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.acknowledge_alert,
         "Acknowledge an alert (optional JSON body: note, actor)",
         schemas.Acknowledged,
-        (Param("alert_id", "path", "integer", "the alert's id", minimum=1),),
+        (Param("alert_id", "path", "integer", "the alert's id", minimum=1, maximum=2**62),),
         write=True,
         errors=(400, 401, 403, 404, 409),
     ),
@@ -198,8 +200,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         (
             Param("after", "query", "integer", "events after this position", minimum=0),
             Param("limit", "query", "integer", "events at most", minimum=1, maximum=1000),
-            Param("type", "query", "string", "only this event type"),
-            Param("stream", "query", "string", "only this stream"),
+            Param("type", "query", "string", "only this event type", enum=tuple(EVENT_TYPES)),
+            Param("stream", "query", "string", max_length=200, description="only this stream"),
         ),
     ),
     Endpoint(
@@ -218,7 +220,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         (
             Param("since", "query", "integer", "resume after this position", minimum=0),
-            Param("token", "query", "string", "the API token, when one is configured"),
+            Param(
+                "token",
+                "query",
+                "string",
+                max_length=500,
+                description="the API token, when one is configured",
+            ),
         ),
         errors=(400, 401),
     ),

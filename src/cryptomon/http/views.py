@@ -20,7 +20,7 @@ from cryptomon import __version__
 from cryptomon.config import ProviderConfig, mask_key
 from cryptomon.events.archive import segments
 from cryptomon.events.audit import verify_chain
-from cryptomon.events.store import EventStore
+from cryptomon.events.store import ConcurrencyError, EventStore
 from cryptomon.events.types import (
     EVENT_TYPES,
     AlertAcknowledged,
@@ -68,7 +68,7 @@ from cryptomon.http.schemas import (
     iso,
 )
 from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE
-from cryptomon.projections import WindowStats
+from cryptomon.projections import AlreadyAcknowledgedError, WindowStats
 from cryptomon.projections.notices import limit_type, log_entries
 from cryptomon.projections.providers import ProviderState
 from cryptomon.projections.rate_limits import RateLimitState
@@ -120,7 +120,12 @@ def authorize_write(request: web.Request) -> str:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given:
             raise Unauthorized("this endpoint needs an Authorization: Bearer <token> header")
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        # aiohttp decodes header bytes that are not UTF-8 as lone surrogates; surrogateescape
+        # turns them back into those bytes, so a garbled header is a 401, never a 500.
+        if not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"),
+            token.encode("utf-8", "surrogateescape"),
+        ):
             raise Unauthorized("the bearer token is not the one configured")
         return "token"
     remote = request.remote or ""
@@ -531,7 +536,7 @@ def _alert_id(request: web.Request) -> int:
         raise InvalidParameter(
             "alert_id", f"alert ids are whole numbers, not {text[:40]!r}"
         ) from None
-    if not 0 < alert_id < 2**62:
+    if not 0 < alert_id <= 2**62:
         raise InvalidParameter("alert_id", f"no alert has id {alert_id}")
     return alert_id
 
@@ -544,13 +549,26 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
     alerts_model = models.projections.alerts
     alerts_model.check_acknowledge(alert_id)
     actor = body.actor or identity
-    [position] = await _store(request).append(
-        f"alert:{alert_id}",
-        [AlertAcknowledged(alert_id, actor, time.time(), body.note)],
-        # A second acknowledgement racing this one finds the stream moved on.
-        expected_version=await _store(request).stream_version(f"alert:{alert_id}"),
-        metadata=EventMetadata(actor=actor),
-    )
+    store = _store(request)
+    stream = f"alert:{alert_id}"
+    try:
+        [position] = await store.append(
+            stream,
+            [AlertAcknowledged(alert_id, actor, time.time(), body.note)],
+            # A second acknowledgement racing this one finds the stream moved on.
+            expected_version=await store.stream_version(stream),
+            metadata=EventMetadata(actor=actor),
+        )
+    except ConcurrencyError:
+        # This request lost that race: a 409 (already acknowledged), not a storage failure.
+        # Once the winner is visible, the check says by whom and when; the winner may not
+        # have committed yet (same batch), but only acknowledgements append to this stream.
+        async with asyncio.timeout(WRITE_VISIBLE_SECONDS):
+            await models.wait_for(store.head)
+        alerts_model.check_acknowledge(alert_id)
+        raced = alerts_model.get(alert_id)
+        assert raced is not None
+        raise AlreadyAcknowledgedError(raced) from None
     async with asyncio.timeout(WRITE_VISIBLE_SECONDS):
         await models.wait_for(position)
     alert = alerts_model.get(alert_id)

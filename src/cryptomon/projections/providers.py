@@ -100,14 +100,15 @@ class ProvidersProjection(Projection[ProvidersState]):
 
     def summary(self) -> ProvidersSummary:
         """Counts by status, and the seed's system health: healthy when at least 90% of
-        the monitored (not unconfigured) providers are online, degraded from 70%."""
+        the providers with a known status (not unconfigured, not yet probed) are online,
+        degraded from 70%. A service that has probed nothing yet is not unhealthy."""
         counts = dict.fromkeys(
             ("online", "degraded", "offline", "rate_limited", "unconfigured", "unknown"), 0
         )
         for provider in self.state.providers.values():
             counts[provider.status] += 1
         total = len(self.state.providers)
-        monitored = total - counts["unconfigured"]
+        monitored = total - counts["unconfigured"] - counts["unknown"]
         ratio = counts["online"] / monitored if monitored else 1.0
         health = "healthy" if ratio >= 0.9 else "degraded" if ratio >= 0.7 else "unhealthy"
         return ProvidersSummary(total=total, system_health=health, **counts)

@@ -1,0 +1,887 @@
+"""The REST API through aiohttp's test client, on the real app over stand-in providers.
+
+Every app here is `create_app(Settings.from_config(...))` with a config in tmp_path that
+points at stand-ins on 127.0.0.1 and a database in tmp_path. Nothing probes on a timer
+(`probing=False`): tests trigger the health checks over HTTP, then wait for the read
+models to reach the log's head before reading them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+from standins import StandIn, closed_port
+
+from cryptomon.config import load_config
+from cryptomon.events.store import EventStore
+from cryptomon.events.types import ProbeRecorded
+from cryptomon.http import routes
+from cryptomon.http.app import create_app
+from cryptomon.http.errors import PROBLEM_TYPE, Problem
+from cryptomon.http.schemas import (
+    Acknowledged,
+    AlertList,
+    EventPage,
+    Health,
+    LogPage,
+    ProviderList,
+    ProviderView,
+    SystemStatus,
+    Triggered,
+)
+from cryptomon.http.settings import READ_MODELS, STORE, Settings
+
+TOKEN = "s3cret-token"
+API_KEY = "SECRET-KEY-0123456789abcdef"
+# Fields whose value depends on the wall clock at the moment of the request.
+WALL_CLOCK_FIELDS = frozenset({"timestamp", "uptime_seconds", "reset_in_seconds"})
+
+Client = TestClient[web.Request, web.Application]
+T = TypeVar("T")
+
+
+def config_text(standin: StandIn, *, server: str = "", only_up: bool = False) -> str:
+    """Up answers, Down refuses connections, Limited answers 429 with Retry-After."""
+    up = f"""
+[[providers]]
+name = "Up"
+category = "market_data"
+base_url = "{standin.url("")}"
+health_path = "/healthy"
+interval = "30s"
+api_key_env = "UP_API_KEY"
+api_key_header = "X-Api-Key"
+rate_limit = {{ requests = 100, per = "60s" }}
+[[providers.collections]]
+path = "/healthy?ids=bitcoin"
+expect_key = "data"
+"""
+    if only_up:
+        return server + up
+    return (
+        server
+        + up
+        + f"""
+[[providers]]
+name = "Down"
+category = "rpc_nodes"
+base_url = "http://127.0.0.1:{closed_port()}"
+interval = "1m"
+
+[[providers]]
+name = "Limited"
+category = "news"
+base_url = "{standin.url("")}"
+health_path = "/ratelimited"
+interval = "1m"
+"""
+    )
+
+
+@dataclass
+class Service:
+    """One running app and its test client, with the steps tests repeat."""
+
+    client: Client
+    token: str | None = None
+    bodies: list[bytes] = field(default_factory=list)  # every body read, to look for secrets
+
+    @property
+    def app(self) -> web.Application:
+        return self.client.app  # type: ignore[return-value]
+
+    def _headers(self, token: str | None) -> dict[str, str]:
+        token = token or self.token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> tuple[int, str, bytes, Mapping[str, str]]:
+        async with self.client.request(method, path, headers=headers, data=data) as response:
+            body = await response.read()
+            self.bodies.append(body)
+            # Only the health endpoints answer 5xx, and only to say the service is unwell.
+            unwell = response.status == 503 and path in ("/health", "/api/database/health")
+            assert response.status < 500 or unwell, (method, path, response.status, body[:500])
+            return response.status, response.content_type, body, response.headers
+
+    async def get_json(self, path: str, status: int = 200) -> Any:
+        got, content_type, body, _ = await self.request("GET", path)
+        assert got == status, (path, got, body[:500])
+        assert content_type == "application/json"
+        return json.loads(body)
+
+    async def get(self, path: str, kind: type[T], status: int = 200) -> T:
+        got, content_type, body, _ = await self.request("GET", path)
+        assert got == status, (path, got, body[:500])
+        assert content_type == "application/json"
+        return msgspec.json.decode(body, type=kind)
+
+    async def problem(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> Problem:
+        got, content_type, body, _ = await self.request(method, path, headers=headers, data=data)
+        assert got == status, (method, path, got, body[:500])
+        assert content_type == PROBLEM_TYPE, (method, path, content_type)
+        problem = msgspec.json.decode(body, type=Problem)
+        assert problem.status == status
+        assert problem.detail
+        return problem
+
+    async def trigger(self, job: str = "health_checks", token: str | None = None) -> Triggered:
+        status, _, body, _ = await self.request(
+            "POST", f"/api/scheduler/trigger/{job}", headers=self._headers(token)
+        )
+        assert status == 200, body
+        await self.settle()
+        return msgspec.json.decode(body, type=Triggered)
+
+    async def acknowledge(
+        self, alert_id: int, body: Mapping[str, Any] | None = None, token: str | None = None
+    ) -> tuple[int, bytes]:
+        status, _, raw, _ = await self.request(
+            "POST",
+            f"/api/alerts/{alert_id}/acknowledge",
+            headers={"Content-Type": "application/json", **self._headers(token)},
+            data=json.dumps(body).encode() if body is not None else None,
+        )
+        await self.settle()
+        return status, raw
+
+    async def settle(self) -> None:
+        """Wait until the read models show every committed event."""
+        async with asyncio.timeout(5):
+            await self.app[READ_MODELS].wait_for(self.app[STORE].head)
+
+    async def take_down(self) -> int:
+        """Trigger health checks until Down is offline; return its open offline alert's id."""
+        for _ in range(3):
+            await self.trigger()
+        [alert] = (await self.get("/api/alerts?provider=Down&open=true", AlertList)).alerts
+        assert (alert.kind, alert.severity) == ("offline", "critical")
+        return alert.id
+
+
+Start = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+async def start(
+    tmp_path: Path, standin: StandIn, aiohttp_client: AiohttpClient
+) -> AsyncIterator[Start]:
+    """Build and serve the real app; each call may name its own config and environ."""
+
+    async def build(
+        *,
+        server: str = "",
+        only_up: bool = False,
+        environ: Mapping[str, str] | None = None,
+        database: Path | None = None,
+        config: Path | None = None,
+    ) -> Service:
+        if config is None:
+            config = tmp_path / "cryptomon.toml"
+            config.write_text(config_text(standin, server=server, only_up=only_up))
+        env = {"UP_API_KEY": API_KEY} if environ is None else dict(environ)
+        settings = Settings.from_config(
+            load_config(config),
+            database=database or tmp_path / "x.db",
+            environ=env,
+            probing=False,
+        )
+        client = await aiohttp_client(create_app(settings))
+        return Service(client, token=settings.api_token)
+
+    yield build
+
+
+def filled(path: str, alert_id: int) -> str:
+    return (
+        path.replace("{name}", "Up")
+        .replace("{log_type}", "connection")
+        .replace("{alert_id}", str(alert_id))
+        .replace("{job_id}", "rate_limit_snapshot")
+    )
+
+
+def database_bytes(directory: Path) -> bytes:
+    return b"".join(file.read_bytes() for file in sorted(directory.glob("x.db*")))
+
+
+def without_wall_clock(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_wall_clock(v) for k, v in value.items() if k not in WALL_CLOCK_FIELDS}
+    if isinstance(value, list):
+        return [without_wall_clock(v) for v in value]
+    return value
+
+
+# ---- every endpoint --------------------------------------------------------------
+
+
+async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> None:
+    service = await start()
+    await service.trigger("market_data")
+    alert_id = await service.take_down()
+    paths = {e.path for e in routes.ENDPOINTS}
+    for endpoint in routes.ENDPOINTS:
+        path = filled(endpoint.path, alert_id)
+        headers = {"Content-Type": "application/json"} if endpoint.method == "POST" else None
+        status, content_type, body, _ = await service.request(
+            endpoint.method, path, headers=headers
+        )
+        # Down is offline and Limited rate-limited: one of three online is unhealthy.
+        # /ws/live is a WebSocket: a plain GET gets its documented 400.
+        expected = {"/health": 503, "/ws/live": 400}.get(endpoint.path, 200)
+        assert status == expected, (endpoint.path, status, body[:500])
+        assert expected == 200 or expected in endpoint.errors
+        if endpoint.path == "/ws/live":
+            assert content_type == PROBLEM_TYPE
+            async with service.client.ws_connect(endpoint.path) as ws:
+                greeting = await ws.receive_json(timeout=5)
+            assert greeting["type"] == "connection_established"
+            assert greeting["client_id"].startswith("client_")
+        elif endpoint.response is not None:
+            assert content_type == "application/json", endpoint.path
+            msgspec.json.decode(body, type=endpoint.response)
+        elif endpoint.path == "/metrics":
+            assert content_type == "text/plain"
+            text = body.decode()
+            assert "# TYPE cryptomon_provider_up gauge" in text
+            assert 'cryptomon_provider_up{provider="Up"} 1' in text
+            assert 'cryptomon_provider_up{provider="Down"} 0' in text
+            assert 'cryptomon_provider_status{provider="Down",status="offline"} 1' in text
+            assert 'cryptomon_probes_total{provider="Down",kind="health",outcome="failed"}' in text
+            assert 'cryptomon_probe_latency_ms_bucket{provider="Up",le="+Inf"} 3' in text
+            assert f"cryptomon_event_log_position {service.app[STORE].head}" in text
+            assert "cryptomon_alerts_open " in text
+        elif endpoint.path == "/openapi.json":
+            document = json.loads(body)
+            assert document["openapi"].startswith("3.")
+            assert set(document["paths"]) == paths
+            for described in routes.ENDPOINTS:
+                assert described.method.lower() in document["paths"][described.path]
+        elif endpoint.path == "/docs":
+            assert content_type == "text/html"
+            assert body.lstrip().lower().startswith(b"<!doctype html>")
+            assert b"/openapi.json" in body
+    # The documents the table names are the handlers' own.
+    info = await service.get_json("/")
+    assert info["docs"] == "/docs"
+    assert info["endpoints"]["openapi"] == "/openapi.json"
+
+
+async def test_health_has_the_seed_shape_and_200_when_healthy(start: Start) -> None:
+    service = await start(only_up=True)
+    await service.trigger()
+    health = await service.get_json("/health")
+    assert set(health) == {"status", "timestamp", "components", "metrics"}
+    assert health["status"] == "healthy"
+    components = health["components"]
+    assert set(components) == {"database", "scheduler", "websocket", "providers"}
+    assert {"status", "path", "size_mb"} <= set(components["database"])
+    assert {"status", "active_jobs"} <= set(components["scheduler"])
+    assert {"status", "active_connections"} <= set(components["websocket"])
+    providers = components["providers"]
+    assert {"total", "online", "degraded", "offline"} <= set(providers)
+    assert (providers["total"], providers["online"], providers["offline"]) == (1, 1, 0)
+    msgspec.json.decode(json.dumps(health), type=Health)
+
+
+async def test_health_is_503_when_unhealthy(start: Start) -> None:
+    service = await start()
+    await service.take_down()
+    status, _, body, _ = await service.request("GET", "/health")
+    assert status == 503
+    health = msgspec.json.decode(body, type=Health)
+    assert health.status == "unhealthy"
+    assert health.components.providers.offline == 1
+    assert health.components.providers.online == 1
+
+
+# ---- errors --------------------------------------------------------------------
+
+BAD_INPUT: list[tuple[str, str, int, str | None]] = [
+    # (method, path, status, the parameter named in the problem)
+    ("GET", "/api/providers/Up/stats?hours=abc", 400, "hours"),
+    ("GET", "/api/providers/Up/stats?hours=-1", 400, "hours"),
+    ("GET", "/api/providers/Up/stats?hours=0", 400, "hours"),
+    ("GET", "/api/providers/Up/stats?hours=1e9", 400, "hours"),
+    ("GET", "/api/providers/Up/stats?hours=1e999", 400, "hours"),
+    ("GET", "/api/providers/Up/stats?hours=nan", 400, "hours"),
+    ("GET", "/api/providers/Up/stats?hours=NaN", 400, "hours"),
+    ("GET", "/api/providers/Up/stats?hours=inf", 400, "hours"),
+    ("GET", "/api/providers/Up/stats?hours=", 400, "hours"),
+    ("GET", "/api/status/metrics?hours=twelve", 400, "hours"),
+    ("GET", "/api/alerts?hours=-5", 400, "hours"),
+    ("GET", "/api/analytics/failures?hours=nan", 400, "hours"),
+    ("GET", "/api/logs/connection?hours=99999999", 400, "hours"),
+    ("GET", "/api/logs/connection?limit=abc", 400, "limit"),
+    ("GET", "/api/logs/connection?limit=0", 400, "limit"),
+    ("GET", "/api/logs/connection?limit=-3", 400, "limit"),
+    ("GET", "/api/logs/connection?limit=1001", 400, "limit"),
+    ("GET", "/api/logs/connection?limit=2.5", 400, "limit"),
+    ("GET", "/api/logs/connection?limit=99999999999999999999999", 400, "limit"),
+    ("GET", "/api/alerts?limit=0", 400, "limit"),
+    ("GET", "/api/events?limit=0", 400, "limit"),
+    ("GET", "/api/events?after=-1", 400, "after"),
+    ("GET", "/api/events?after=x", 400, "after"),
+    ("GET", "/api/events?type=NoSuchEvent", 400, "type"),
+    ("GET", "/api/alerts?acknowledged=maybe", 400, "acknowledged"),
+    ("GET", "/api/alerts?severity=apocalyptic", 400, "severity"),
+    ("GET", "/api/providers?category=", 400, "category"),
+    ("GET", "/api/logs/bogus", 400, "log_type"),
+    ("GET", "/api/logs/connection?limit=5&limit=6", 400, "limit"),
+    ("GET", "/api/alerts?hours=1&hours=2", 400, "hours"),
+    ("GET", "/api/providers/Nope", 404, None),
+    ("GET", "/api/providers/Nope/stats", 404, None),
+    ("GET", "/api/rate-limits/Nope", 404, None),
+    ("GET", "/api/rate-limits/Down", 404, None),  # no limit known for it
+    ("POST", "/api/alerts/987654321/acknowledge", 404, None),
+    ("POST", "/api/alerts/abc/acknowledge", 400, "alert_id"),
+    ("POST", "/api/alerts/1.5/acknowledge", 400, "alert_id"),
+    ("POST", "/api/alerts/0/acknowledge", 400, "alert_id"),
+    ("POST", "/api/alerts/-4/acknowledge", 400, "alert_id"),
+    ("POST", "/api/alerts/99999999999999999999999999/acknowledge", 400, "alert_id"),
+    ("POST", "/api/scheduler/trigger/nope", 404, None),
+    ("GET", "/nope", 404, None),
+    ("GET", "/api/nope", 404, None),
+    ("GET", "/api/providers/Up/nope", 404, None),
+    ("POST", "/api/status", 405, None),
+    ("DELETE", "/api/alerts", 405, None),
+    ("GET", "/api/scheduler/trigger/health_checks", 405, None),
+    ("GET", "/api/alerts/1/acknowledge", 405, None),
+]
+
+
+async def test_bad_input_gets_a_problem_document(start: Start) -> None:
+    service = await start()
+    for method, path, status, parameter in BAD_INPUT:
+        problem = await service.problem(method, path, status)
+        assert problem.parameter == parameter, (path, problem)
+        assert problem.instance == path.partition("?")[0]
+    # A wrong method says which methods would do.
+    _, _, _, headers = await service.request("POST", "/api/status")
+    assert "GET" in headers["Allow"].split(",")
+    assert "POST" not in headers["Allow"].split(",")
+    # The store recorded nothing for any of them.
+    assert (await service.get("/api/events?type=JobTriggered", EventPage)).count == 0
+
+
+async def test_bad_acknowledge_bodies_are_refused(start: Start) -> None:
+    service = await start()
+    alert_id = await service.take_down()
+    path = f"/api/alerts/{alert_id}/acknowledge"
+    json_type = {"Content-Type": "application/json"}
+    for data, parameter in [
+        (b"not json", "body"),
+        (b'{"note": "x"', "body"),
+        (b'{"colour": "red"}', "body"),
+        (b'{"note": 5}', "body"),
+        (b"[1, 2]", "body"),
+        (b'"looking"', "body"),
+        (json.dumps({"note": "x" * 1001}).encode(), "note"),
+        (json.dumps({"actor": "y" * 1001}).encode(), "actor"),
+    ]:
+        problem = await service.problem("POST", path, 400, headers=json_type, data=data)
+        assert problem.parameter == parameter, (data, problem)
+    # More than the app accepts in a body: refused before it is read.
+    problem = await service.problem("POST", path, 413, headers=json_type, data=b" " * 100_000)
+    assert "Too Large" in problem.title
+    # None of it acknowledged anything.
+    alert = (await service.get("/api/alerts?provider=Down", AlertList)).alerts[0]
+    assert (alert.id, alert.acknowledged) == (alert_id, False)
+
+
+# Values no query parameter should choke on.
+ODD_VALUES = ["", "x", "-1", "0", "1e999", "nan", "-inf", "9" * 40, "true", "☃" * 300, "%00", "'"]
+
+
+async def test_no_query_value_makes_a_server_error(start: Start) -> None:
+    service = await start()
+    await service.trigger()
+    for endpoint in routes.ENDPOINTS:
+        if endpoint.method != "GET":
+            continue
+        for param in endpoint.params:
+            if param.where != "query":
+                continue
+            for value in ODD_VALUES:
+                path = filled(endpoint.path, 1)
+                status, content_type, body, _ = await service.request(
+                    "GET", f"{path}?{param.name}={value}"
+                )
+                assert status in (200, 400), (path, param.name, value, status, body[:300])
+                if status == 400:
+                    assert content_type == PROBLEM_TYPE
+                    named = msgspec.json.decode(body, type=Problem).parameter
+                    # /ws/live takes good values, then refuses a GET that is no upgrade.
+                    assert named == param.name or endpoint.response is None, (path, value)
+                else:
+                    assert endpoint.response is not None
+                    msgspec.json.decode(body, type=endpoint.response)
+
+
+async def test_odd_bytes_in_paths_and_headers_are_client_errors(start: Start) -> None:
+    """Bytes that are not UTF-8 in a path or header: a 4xx, never a 500."""
+    service = await start(environ={"CRYPTOMON_API_TOKEN": TOKEN})
+    server = service.client.server
+    for request_line, extra in [
+        (b"GET /api/providers/%ff HTTP/1.1", b""),
+        (b"GET /api/providers/%ED%A0%80 HTTP/1.1", b""),
+        (b"GET /api/providers/\xff\xfe HTTP/1.1", b""),
+        (b"GET /api/alerts?provider=%ff%fe HTTP/1.1", b""),
+        (b"POST /api/scheduler/trigger/%ff HTTP/1.1", b""),
+        (b"POST /api/scheduler/trigger/health_checks HTTP/1.1", b"Authorization: Bearer \xff\r\n"),
+        (b"POST /api/alerts/1/acknowledge HTTP/1.1", b"Authorization: Bearer s3cret-token\xe9\r\n"),
+    ]:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(
+            request_line
+            + b"\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n"
+            + extra
+            + b"\r\n"
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            response = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        status = int(response.split(b" ", 2)[1])
+        assert status < 500, (request_line, extra, response[:500])
+        if extra:
+            assert status == 401, response[:500]
+
+
+# ---- auth ----------------------------------------------------------------------
+
+
+async def test_with_a_token_writes_need_the_bearer_token(start: Start, tmp_path: Path) -> None:
+    service = await start(environ={"UP_API_KEY": API_KEY, "CRYPTOMON_API_TOKEN": TOKEN})
+    writes = [
+        ("POST", "/api/scheduler/trigger/health_checks"),
+        ("POST", "/api/alerts/1/acknowledge"),
+    ]
+    for method, path in writes:
+        for headers in [
+            {},
+            {"Authorization": "Bearer wrong-token"},
+            {"Authorization": f"Bearer {TOKEN}x"},
+            {"Authorization": f"Basic {TOKEN}"},
+            {"Authorization": TOKEN},
+            {"Authorization": "Bearer"},
+            {"Authorization": "Bearer ünïcode"},
+        ]:
+            await service.problem(method, path, 401, headers=headers)
+            _, _, _, got = await service.request(method, path, headers=headers)
+            assert got["WWW-Authenticate"].startswith("Bearer")
+    assert (await service.get("/api/events?type=JobTriggered", EventPage)).count == 0
+
+    triggered = await service.trigger(token=TOKEN)
+    assert triggered.triggered_by == "token"
+    # Authorised, the acknowledge gets as far as finding no such alert.
+    await service.problem(
+        "POST", "/api/alerts/987654/acknowledge", 404, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    for _ in range(2):
+        await service.trigger(token=TOKEN)
+    [alert] = (await service.get("/api/alerts?provider=Down&open=true", AlertList)).alerts
+    status, body = await service.acknowledge(alert.id, {"note": "on it"}, token=TOKEN)
+    assert status == 200, body
+    assert msgspec.json.decode(body, type=Acknowledged).alert.acknowledged_by == "token"
+
+    # Reads need no token; the token itself shows up nowhere.
+    for endpoint in routes.ENDPOINTS:
+        if endpoint.method == "GET":
+            await service.request("GET", filled(endpoint.path, alert.id))
+    config = await service.get_json("/api/config/stats")
+    assert config["api_token_configured"] is True
+    assert service.bodies
+    for body in service.bodies:
+        assert TOKEN.encode() not in body
+    await service.client.close()
+    assert TOKEN.encode() not in database_bytes(tmp_path)
+
+
+async def test_without_a_token_loopback_may_write(start: Start) -> None:
+    service = await start()
+    config = await service.get_json("/api/config/stats")
+    assert config["api_token_configured"] is False
+    triggered = await service.trigger()
+    assert triggered.triggered_by == "local"
+    assert triggered.tasks_run == 3
+
+
+async def test_without_a_token_other_addresses_may_not_write(
+    tmp_path: Path, standin: StandIn, aiohttp_client: AiohttpClient
+) -> None:
+    """A request that reaches the app from 10.0.0.7 (as a proxy's middleware would
+    rewrite it) is refused with 403, even though the test client is on loopback."""
+    config = tmp_path / "c.toml"
+    config.write_text(config_text(standin))
+    settings = Settings.from_config(
+        load_config(config), database=tmp_path / "x.db", environ={}, probing=False
+    )
+    app = create_app(settings)
+
+    @web.middleware
+    async def from_elsewhere(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        return await handler(request.clone(remote="10.0.0.7"))
+
+    app.middlewares.append(from_elsewhere)
+    service = Service(await aiohttp_client(app))
+    for path in ("/api/scheduler/trigger/health_checks", "/api/alerts/1/acknowledge"):
+        problem = await service.problem("POST", path, 403)
+        assert "CRYPTOMON_API_TOKEN" in problem.detail
+    assert (await service.get("/api/status", SystemStatus)).total_apis == 3
+
+
+# ---- CORS ----------------------------------------------------------------------
+
+
+async def test_cors_allows_exactly_the_configured_origins(start: Start) -> None:
+    service = await start(server='[server]\ncors_origins = ["https://good.example"]\n')
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Authorization, Content-Type",
+    }
+    path = "/api/scheduler/trigger/health_checks"
+    status, _, _, headers = await service.request(
+        "OPTIONS", path, headers={"Origin": "https://good.example", **preflight}
+    )
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "https://good.example"
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert "AUTHORIZATION" in headers["Access-Control-Allow-Headers"].upper()
+    assert "Access-Control-Allow-Credentials" not in headers
+
+    status, _, _, headers = await service.request(
+        "GET", "/api/status", headers={"Origin": "https://good.example"}
+    )
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "https://good.example"
+    assert "Access-Control-Allow-Credentials" not in headers
+
+    status, _, _, headers = await service.request(
+        "OPTIONS", path, headers={"Origin": "https://evil.example", **preflight}
+    )
+    assert status == 403
+    assert "Access-Control-Allow-Origin" not in headers
+    status, _, _, headers = await service.request(
+        "GET", "/api/status", headers={"Origin": "https://evil.example"}
+    )
+    assert status == 200
+    assert "Access-Control-Allow-Origin" not in headers
+
+
+async def test_without_cors_origins_no_origin_is_allowed(start: Start) -> None:
+    service = await start()
+    _, _, _, headers = await service.request(
+        "GET", "/api/status", headers={"Origin": "https://good.example"}
+    )
+    assert "Access-Control-Allow-Origin" not in headers
+
+
+# ---- the story: down, alert, acknowledge ----------------------------------------
+
+
+async def test_a_provider_going_down_is_offline_with_an_alert_to_acknowledge(
+    start: Start,
+) -> None:
+    service = await start()
+    for round_ in (1, 2):
+        await service.trigger()
+        down = await service.get("/api/providers/Down", ProviderView)
+        assert down.status == "degraded", round_
+        assert down.consecutive_failures == round_
+        [degraded] = (await service.get("/api/alerts?provider=Down", AlertList)).alerts
+        assert (degraded.kind, degraded.severity) == ("degraded", "warning")
+    await service.trigger()
+
+    down = await service.get("/api/providers/Down", ProviderView)
+    assert down.status == "offline"
+    assert down.consecutive_failures == 3
+    assert down.last_error is not None
+    assert down.last_error.error_type == "connection_refused"
+    status = await service.get("/api/status", SystemStatus)
+    assert (status.total_apis, status.online, status.offline) == (3, 1, 1)
+    assert status.system_health == "unhealthy"
+    assert status.open_alerts >= 1
+    listed = await service.get("/api/providers?status=offline", ProviderList)
+    assert [p.name for p in listed.providers] == ["Down"]
+
+    alert, resolved = (await service.get("/api/alerts?provider=Down", AlertList)).alerts
+    assert (alert.kind, alert.severity, alert.acknowledged) == ("offline", "critical", False)
+    assert alert.resolved_at is None
+    # Newest first: the degraded warning came before, and going offline resolved it.
+    assert (resolved.id, resolved.resolved_at is not None) == (degraded.id, True)
+    [open_alert] = (await service.get("/api/alerts?provider=Down&open=true", AlertList)).alerts
+    assert open_alert.id == alert.id
+    critical = await service.get("/api/alerts?severity=critical&acknowledged=false", AlertList)
+    assert alert.id in [a.id for a in critical.alerts]
+
+    status_code, body = await service.acknowledge(alert.id, {"note": "looking", "actor": "alice"})
+    assert status_code == 200, body
+    acknowledged = msgspec.json.decode(body, type=Acknowledged)
+    assert acknowledged.success
+    assert acknowledged.alert.id == alert.id
+    assert acknowledged.alert.acknowledged
+    assert acknowledged.alert.acknowledged_by == "alice"
+    assert acknowledged.alert.note == "looking"
+    assert acknowledged.alert.acknowledged_at is not None
+
+    [listed_alert] = (
+        await service.get("/api/alerts?provider=Down&acknowledged=true", AlertList)
+    ).alerts
+    assert (listed_alert.id, listed_alert.acknowledged_by) == (alert.id, "alice")
+    assert listed_alert.note == "looking"
+    unacknowledged = await service.get("/api/alerts?provider=Down&acknowledged=false", AlertList)
+    assert alert.id not in [a.id for a in unacknowledged.alerts]
+
+    again = await service.problem(
+        "POST",
+        f"/api/alerts/{alert.id}/acknowledge",
+        409,
+        headers={"Content-Type": "application/json"},
+        data=b'{"actor": "bob"}',
+    )
+    assert "alice" in again.detail
+
+    page = await service.get("/api/events?type=AlertAcknowledged", EventPage)
+    [event] = page.events
+    assert event.actor == "alice"
+    assert event.payload["actor"] == "alice"
+    assert event.payload["note"] == "looking"
+    assert event.position == acknowledged.position
+
+
+async def test_acknowledge_without_a_body_records_the_local_actor(start: Start) -> None:
+    service = await start()
+    alert_id = await service.take_down()
+    status, body = await service.acknowledge(alert_id)
+    assert status == 200, body
+    alert = msgspec.json.decode(body, type=Acknowledged).alert
+    assert (alert.acknowledged_by, alert.note) == ("local", None)
+
+
+async def test_acknowledging_twice_at_once_is_one_acknowledgement_and_one_409(
+    start: Start,
+) -> None:
+    service = await start()
+    alert_id = await service.take_down()
+    statuses = await asyncio.gather(
+        *(service.acknowledge(alert_id, {"actor": actor}) for actor in ("alice", "bob", "carol"))
+    )
+    # The losers may be refused by the check or by the store (same group commit): 409 both ways.
+    assert sorted(status for status, _ in statuses) == [200, 409, 409], statuses
+    assert (await service.get("/api/events?type=AlertAcknowledged", EventPage)).count == 1
+
+
+# ---- the event log ----------------------------------------------------------------
+
+
+async def test_events_page_with_a_cursor_and_filter_by_type_and_stream(start: Start) -> None:
+    service = await start()
+    await service.trigger()
+    await service.trigger("market_data")
+    head = service.app[STORE].head
+    assert head >= 8
+
+    positions: list[int] = []
+    after = 0
+    pages = 0
+    while True:
+        page = await service.get(f"/api/events?after={after}&limit=3", EventPage)
+        assert page.head == head
+        assert page.count == len(page.events) <= 3
+        positions += [e.position for e in page.events]
+        pages += 1
+        if page.next_after is None:
+            break
+        assert page.next_after == page.events[-1].position
+        after = page.next_after
+    assert positions == list(range(1, head + 1))
+    assert pages >= head // 3
+
+    everything = await service.get("/api/events?limit=1000", EventPage)
+    assert everything.count == head
+    assert everything.next_after is None
+    assert [e.recorded_at for e in everything.events] == sorted(
+        e.recorded_at for e in everything.events
+    )
+
+    registered = await service.get("/api/events?type=ProviderRegistered", EventPage)
+    assert registered.count == 3
+    assert {e.type for e in registered.events} == {"ProviderRegistered"}
+    assert {e.payload["provider"] for e in registered.events} == {"Up", "Down", "Limited"}
+
+    probes = [e for e in everything.events if e.type == "ProbeRecorded"]
+    stream = probes[0].stream
+    in_stream = [e for e in everything.events if e.stream == stream]
+    page = await service.get(f"/api/events?stream={stream}&limit=1", EventPage)
+    assert [e.position for e in page.events] == [in_stream[0].position]
+    assert page.next_after == in_stream[0].position
+    rest = await service.get(f"/api/events?stream={stream}&after={page.next_after}", EventPage)
+    assert [e.position for e in rest.events] == [e.position for e in in_stream[1:]]
+    assert [e.version for e in rest.events] == list(range(2, len(in_stream) + 1))
+    both = await service.get(f"/api/events?stream={stream}&type=ProbeRecorded", EventPage)
+    assert {(e.stream, e.type) for e in both.events} == {(stream, "ProbeRecorded")}
+    assert (await service.get("/api/events?stream=nobody", EventPage)).count == 0
+    assert (await service.get(f"/api/events?after={head}", EventPage)).events == []
+
+
+async def test_audit_verify_over_http(start: Start) -> None:
+    service = await start()
+    await service.trigger()
+    report = await service.get_json("/api/audit/verify")
+    assert report["ok"] is True
+    assert report["count"] == report["last_position"] == service.app[STORE].head
+
+
+# ---- logs ----------------------------------------------------------------------
+
+
+async def test_logs_are_newest_first_with_limit_and_hours(start: Start, tmp_path: Path) -> None:
+    # Two probes of Up recorded two hours ago, written by the store before the app starts.
+    long_ago = time.time() - 2 * 3600
+    old = await EventStore.open(tmp_path / "x.db", clock=lambda: long_ago)
+    try:
+        for outcome in ("success", "failed"):
+            await old.append(
+                "provider:Up",
+                [ProbeRecorded("Up", "health", "/healthy", outcome, long_ago, latency_ms=5.0)],
+            )
+    finally:
+        await old.close()
+
+    service = await start()
+    for _ in range(2):
+        await service.trigger()
+    await service.trigger("market_data")
+
+    def newest_first(page: LogPage) -> None:
+        assert page.count == len(page.logs)
+        positions = [row["position"] for row in page.logs]
+        assert positions == sorted(positions, reverse=True), positions
+
+    connection = await service.get("/api/logs/connection", LogPage)
+    newest_first(connection)
+    # 3 providers x 2 rounds, less Limited's second (blocked) round, plus the two old ones.
+    assert connection.count == 7
+    assert {row["status"] for row in connection.logs} >= {"success", "failed", "rate_limited"}
+    assert connection.logs[-1]["position"] == 1
+    recent = await service.get("/api/logs/connection?hours=1", LogPage)
+    assert recent.count == 5
+    assert all(row["position"] > 2 for row in recent.logs)
+    assert recent.hours == 1
+    limited = await service.get("/api/logs/connection?limit=2", LogPage)
+    assert [r["position"] for r in limited.logs] == [r["position"] for r in connection.logs[:2]]
+    only_up = await service.get("/api/logs/connection?provider=Up", LogPage)
+    assert {row["provider"] for row in only_up.logs} == {"Up"}
+
+    failure = await service.get("/api/logs/failure?hours=1", LogPage)
+    newest_first(failure)
+    assert {row["provider"] for row in failure.logs} == {"Down", "Limited"}
+    assert all(row["status"] != "success" for row in failure.logs)
+    assert {row["error_type"] for row in failure.logs if row["provider"] == "Down"} == {
+        "connection_refused"
+    }
+    assert (await service.get("/api/logs/failure?hours=3", LogPage)).count == failure.count + 1
+
+    collection = await service.get("/api/logs/collection", LogPage)
+    newest_first(collection)
+    [row] = collection.logs
+    assert (row["provider"], row["endpoint"], row["status"]) == (
+        "Up",
+        "/healthy?ids=bitcoin",
+        "success",
+    )
+
+    rate_limit = await service.get("/api/logs/rate_limit?limit=10", LogPage)
+    newest_first(rate_limit)
+    assert rate_limit.count >= 2
+    assert rate_limit.logs[0]["reason"] == "blocked"
+    assert {row["provider"] for row in rate_limit.logs} == {"Limited"}
+    assert (await service.get("/api/logs/rate_limit?limit=1", LogPage)).count == 1
+
+
+# ---- restart -------------------------------------------------------------------
+
+
+async def test_a_restart_on_the_same_database_gives_the_same_answers(
+    start: Start, tmp_path: Path
+) -> None:
+    first = await start()
+    await first.trigger("market_data")
+    alert_id = await first.take_down()
+    status, body = await first.acknowledge(alert_id, {"note": "looking", "actor": "alice"})
+    assert status == 200, body
+    paths = ["/api/providers", "/api/providers/Down", "/api/status", "/api/alerts"]
+    before = {path: without_wall_clock(await first.get_json(path)) for path in paths}
+    head = first.app[STORE].head
+    await first.client.close()
+
+    second = await start(config=tmp_path / "cryptomon.toml")
+    assert second.app[STORE].head == head  # the same config registers nothing new
+    report = second.app[READ_MODELS].load_report
+    assert report is not None
+    assert report.tail_events == 0  # the first app snapshotted as it stopped
+    after = {path: without_wall_clock(await second.get_json(path)) for path in paths}
+    assert after == before
+    assert after["/api/alerts"]["alerts"][0]["acknowledged_by"] == "alice"
+    # The acknowledgement survived: acknowledging again is still a conflict.
+    status, _ = await second.acknowledge(alert_id, {"actor": "bob"})
+    assert status == 409
+
+
+# ---- secrets -------------------------------------------------------------------
+
+
+async def test_an_api_key_is_masked_and_never_stored_or_served(
+    start: Start, tmp_path: Path
+) -> None:
+    service = await start()
+    await service.trigger()
+    await service.trigger("market_data")
+    up = await service.get("/api/providers/Up", ProviderView)
+    assert up.api_key == API_KEY[:4] + "…"
+    listed = await service.get("/api/providers", ProviderList)
+    assert {p.name: p.api_key for p in listed.providers} == {
+        "Up": API_KEY[:4] + "…",
+        "Down": None,
+        "Limited": None,
+    }
+    for endpoint in routes.ENDPOINTS:
+        if endpoint.method == "GET":
+            await service.request("GET", filled(endpoint.path, 1))
+    for path in ("/api/logs/collection", "/api/logs/connection", "/api/events?limit=1000"):
+        await service.request("GET", path)
+    for body in service.bodies:
+        assert API_KEY.encode() not in body
+        assert API_KEY[:8].encode() not in body
+    await service.client.close()
+    assert API_KEY.encode() not in database_bytes(tmp_path)

@@ -39,6 +39,11 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
             }
         else:
             responses["200"] = {"description": "OK"}
+        if endpoint.unhealthy_status is not None:
+            responses[str(endpoint.unhealthy_status)] = {
+                "description": "Unhealthy: the same body, saying what is wrong",
+                "content": responses["200"]["content"],
+            }
         statuses = set(endpoint.errors)
         if any(p.where == "path" for p in endpoint.params):
             statuses.add(404)  # a path that matches no route

@@ -40,7 +40,9 @@ class Endpoint:
     response: type[msgspec.Struct] | None  # None: not JSON
     params: tuple[Param, ...] = ()
     write: bool = False  # needs the bearer token when one is configured
-    errors: tuple[int, ...] = field(default=(400,))
+    errors: tuple[int, ...] = field(default=(400,))  # answered with a problem body
+    # Health checks answer 503 with their own body when something is wrong.
+    unhealthy_status: int | None = None
 
 
 HOURS = Param("hours", "query", "number", "the window, in hours", minimum=1 / 60, maximum=24 * 400)
@@ -50,7 +52,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/", views.info, "Service information", schemas.ServiceInfo),
     Endpoint("GET", "/info", views.info, "Service information", schemas.ServiceInfo),
     Endpoint(
-        "GET", "/health", views.health, "Health of the service", schemas.Health, errors=(503,)
+        "GET",
+        "/health",
+        views.health,
+        "Health of the service",
+        schemas.Health,
+        errors=(),
+        unhealthy_status=503,
     ),
     Endpoint(
         "GET",
@@ -174,7 +182,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.database_health,
         "Database health",
         schemas.DatabaseHealth,
-        errors=(503,),
+        errors=(),
+        unhealthy_status=503,
     ),
     Endpoint(
         "GET",
@@ -198,7 +207,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "The event log, oldest first, with a cursor",
         schemas.EventPage,
         (
-            Param("after", "query", "integer", "events after this position", minimum=0),
+            Param(
+                "after", "query", "integer", "events after this position", minimum=0, maximum=2**62
+            ),
             Param("limit", "query", "integer", "events at most", minimum=1, maximum=1000),
             Param("type", "query", "string", "only this event type", enum=tuple(EVENT_TYPES)),
             Param("stream", "query", "string", max_length=200, description="only this stream"),
@@ -219,7 +230,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "The live feed (WebSocket; ?since=<position> resumes, ?token= when one is configured)",
         None,
         (
-            Param("since", "query", "integer", "resume after this position", minimum=0),
+            Param(
+                "since", "query", "integer", "resume after this position", minimum=0, maximum=2**62
+            ),
             Param(
                 "token",
                 "query",

@@ -885,3 +885,12 @@ async def test_an_api_key_is_masked_and_never_stored_or_served(
         assert API_KEY[:8].encode() not in body
     await service.client.close()
     assert API_KEY.encode() not in database_bytes(tmp_path)
+
+
+async def test_a_cached_answer_never_hides_the_callers_own_write(start: Start) -> None:
+    service = await start()
+    store = service.app[STORE]
+    await service.get_json("/api/status")  # now cached for up to a second
+    await service.trigger()
+    status = await service.get_json("/api/status")
+    assert status["event_position"] == store.head  # the caller's own write shows at once

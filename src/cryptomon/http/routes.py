@@ -14,6 +14,7 @@ from aiohttp import web
 
 from cryptomon.events.types import EVENT_TYPES
 from cryptomon.http import openapi, prometheus, schemas, views
+from cryptomon.http.cache import RESPONSE_CACHE, cached
 from cryptomon.ws import handler
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,6 +44,8 @@ class Endpoint:
     errors: tuple[int, ...] = field(default=(400,))  # answered with a problem body
     # Health checks answer 503 with their own body when something is wrong.
     unhealthy_status: int | None = None
+    # Answered from the read models alone: reuse the answer for a second (see cache.py).
+    cached: bool = False
 
 
 HOURS = Param("hours", "query", "number", "the window, in hours", minimum=1 / 60, maximum=24 * 400)
@@ -70,6 +73,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param("category", "query", "string", max_length=60, description="only this category"),
             Param("status", "query", "string", max_length=30, description="only this status"),
         ),
+        cached=True,
     ),
     Endpoint(
         "GET",
@@ -79,6 +83,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         schemas.ProviderView,
         (NAME,),
         errors=(404,),
+        cached=True,
     ),
     Endpoint(
         "GET",
@@ -88,8 +93,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         schemas.ProviderStats,
         (NAME, HOURS),
         errors=(400, 404),
+        cached=True,
     ),
-    Endpoint("GET", "/api/status", views.status, "System status", schemas.SystemStatus),
+    Endpoint(
+        "GET", "/api/status", views.status, "System status", schemas.SystemStatus, cached=True
+    ),
     Endpoint(
         "GET",
         "/api/status/metrics",
@@ -97,6 +105,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "System metrics history",
         schemas.SystemMetrics,
         (HOURS,),
+        cached=True,
     ),
     Endpoint(
         "GET",
@@ -104,6 +113,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.rate_limits,
         "Rate-limit usage of every provider",
         schemas.RateLimitList,
+        cached=True,
     ),
     Endpoint(
         "GET",
@@ -113,6 +123,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         schemas.RateLimitView,
         (NAME,),
         errors=(404,),
+        cached=True,
     ),
     Endpoint(
         "GET",
@@ -141,6 +152,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param("open", "query", "boolean", "only alerts not yet resolved"),
             Param("limit", "query", "integer", "alerts at most", minimum=1, maximum=5000),
         ),
+        cached=True,
     ),
     Endpoint(
         "POST",
@@ -192,6 +204,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Failure analysis",
         schemas.FailureAnalysisView,
         (HOURS,),
+        cached=True,
     ),
     Endpoint(
         "GET",
@@ -199,6 +212,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.config_stats,
         "Configuration statistics",
         schemas.ConfigStats,
+        cached=True,
     ),
     Endpoint(
         "GET",
@@ -243,13 +257,22 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
         errors=(400, 401),
     ),
-    Endpoint("GET", "/metrics", prometheus.metrics, "Prometheus metrics (text format)", None),
+    Endpoint(
+        "GET",
+        "/metrics",
+        prometheus.metrics,
+        "Prometheus metrics (text format)",
+        None,
+        cached=True,
+    ),
     Endpoint("GET", "/openapi.json", openapi.spec, "This document", None),
     Endpoint("GET", "/docs", openapi.docs, "API documentation (HTML)", None),
 )
 
 
 def add_routes(app: web.Application) -> None:
+    app[RESPONSE_CACHE] = {}
     for endpoint in ENDPOINTS:
-        app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
+        handler = cached(endpoint.handler) if endpoint.cached else endpoint.handler
+        app.router.add_route(endpoint.method, endpoint.path, handler)
     app[openapi.OPENAPI_DOCUMENT] = openapi.build(ENDPOINTS)

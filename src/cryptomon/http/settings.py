@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cryptomon.config import Config
+from cryptomon.config import Config, ProviderConfig
 from cryptomon.events.store import EventStore
 from cryptomon.monitor import Monitor
 from cryptomon.readmodels import ReadModels
@@ -26,6 +26,11 @@ class Settings:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
     # False: nothing is probed on a schedule (jobs still run when triggered).
     probing: bool = True
+    providers_by_name: dict[str, ProviderConfig] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        by_name = {provider.name: provider for provider in self.config.providers}
+        object.__setattr__(self, "providers_by_name", by_name)  # frozen: set once, here
 
     @classmethod
     def from_config(

@@ -8,6 +8,7 @@ error that the problem middleware turns into a 4xx.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import time
@@ -29,6 +30,7 @@ from cryptomon.events.types import (
     RecordedEvent,
 )
 from cryptomon.http import params
+from cryptomon.http.cache import RESPONSE_CACHE
 from cryptomon.http.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
 from cryptomon.http.schemas import (
     AcknowledgeBody,
@@ -139,6 +141,15 @@ def authorize_write(request: web.Request) -> str:
             f"writes are allowed only from loopback while no API token is configured; set {env}"
         )
     return "local"
+
+
+async def _visible(request: web.Request, position: int) -> None:
+    """After a write: wait (a little) until the read models show it, and drop
+    cached answers, so the writer reads its own write."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(WRITE_VISIBLE_SECONDS):
+            await _models(request).wait_for(position)
+    request.app[RESPONSE_CACHE].clear()
 
 
 async def _body(request: web.Request) -> AcknowledgeBody:
@@ -283,10 +294,7 @@ def _last_probe(probe: ProbeRecorded | None) -> LastProbe | None:
 
 
 def _configured(request: web.Request, name: str) -> ProviderConfig | None:
-    for provider in request.app[SETTINGS].config.providers:
-        if provider.name == name:
-            return provider
-    return None
+    return request.app[SETTINGS].providers_by_name.get(name)
 
 
 def _provider_view(request: web.Request, state: ProviderState, now: float) -> ProviderView:
@@ -563,14 +571,12 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
         # This request lost that race: a 409 (already acknowledged), not a storage failure.
         # Once the winner is visible, the check says by whom and when; the winner may not
         # have committed yet (same batch), but only acknowledgements append to this stream.
-        async with asyncio.timeout(WRITE_VISIBLE_SECONDS):
-            await models.wait_for(store.head)
+        await _visible(request, store.head)
         alerts_model.check_acknowledge(alert_id)
         raced = alerts_model.get(alert_id)
         assert raced is not None
         raise AlreadyAcknowledgedError(raced) from None
-    async with asyncio.timeout(WRITE_VISIBLE_SECONDS):
-        await models.wait_for(position)
+    await _visible(request, position)
     alert = alerts_model.get(alert_id)
     assert alert is not None
     return respond(Acknowledged(success=True, alert=AlertView.of(alert), position=position))
@@ -618,6 +624,7 @@ async def trigger_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     monitor = request.app[MONITOR]
     ran = await monitor.trigger(job_id, actor)
+    await _visible(request, _store(request).head)
     return respond(
         Triggered(
             success=True,

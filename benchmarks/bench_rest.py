@@ -36,7 +36,8 @@ for size in sizes:
     async def handler(request, body=body):
         return web.Response(body=body, content_type="application/json")
     app.router.add_get(f"/bare/{size}", handler)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=lambda *_: print("ready", flush=True))
+ready = lambda *_: print("ready", flush=True)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=ready)
 """
 
 

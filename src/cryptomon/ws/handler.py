@@ -52,9 +52,13 @@ async def live(request: web.Request) -> web.StreamResponse:
     query_token = params.text(request, "token", max_length=500)
     if token is not None and query_token is not None and not _token_ok(query_token, token):
         raise Unauthorized("the token is not the one configured")
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True)
+    # No per-message compression: every client gets the same pre-encoded bytes.
+    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True, compress=False)
     await ws.prepare(request)
-    client = hub.new_client(ws)
+    transport = request.transport
+    if not isinstance(transport, asyncio.WriteTransport):
+        return ws  # the connection went away during the handshake
+    client = hub.new_client(ws, transport)
     if token is not None and query_token is None and not await _authenticate(ws, token):
         return ws
     greeting = ConnectionEstablished(
@@ -65,7 +69,7 @@ async def live(request: web.Request) -> web.StreamResponse:
         topics=sorted(client.topics),
         heartbeat_interval=hub.heartbeat_interval,
     )
-    hub.attach(client, since if since >= 0 else None, encode(greeting))
+    hub.attach(client, since if since >= 0 else None, Frame(0, CONTROL, None, encode(greeting)))
     sender = asyncio.create_task(hub.send_loop(client), name=f"ws-send:{client.client_id}")
     reason = "client_closed"
     try:
@@ -144,9 +148,9 @@ def _handle(hub: Hub, client: Client, request: web.Request, text: str) -> None:
                 )
                 return
             if message.type == "subscribe":
-                client.topics.update(topics)
+                client.topics = client.topics | set(topics)
             else:
-                client.topics.difference_update(topics)
+                client.topics = client.topics - set(topics)
             reply = Subscribed(timestamp=iso(time.time()) or "", topics=sorted(client.topics))
             client.offer(Frame(0, CONTROL, None, encode(reply)))
         case "resume":

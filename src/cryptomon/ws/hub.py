@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 
 # Frames every client gets whatever it subscribed to: pings, errors, replies.
 CONTROL = "control"
+DEFAULT_TOPICS = frozenset(TOPICS)
+# One write to a client carries at most this much; past the high-water mark
+# of its socket buffer the client is waited for (and dropped if its queue fills).
+BATCH_BYTES = 256 * 1024
+HIGH_WATER = 1 << 20
+DRAIN_POLL_SECONDS = 0.02
 TRY_AGAIN_LATER = 1013  # RFC 6455 registry: the server is overloaded, come back later
 HISTORY_PAGE = 1000
 
@@ -53,10 +59,19 @@ HISTORY_PAGE = 1000
 class Client:
     """One connected socket: what it wants, what waits to be sent to it."""
 
-    def __init__(self, client_id: str, ws: web.WebSocketResponse, max_queue: int) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        ws: web.WebSocketResponse,
+        transport: asyncio.WriteTransport,
+        max_queue: int,
+    ) -> None:
         self.client_id = client_id
         self.ws = ws
-        self.topics: set[str] = set(TOPICS)
+        # Frames are written straight to the socket, many at a time (see send_loop).
+        self.transport = transport
+        # Shared until the client changes it: most never do.
+        self.topics: frozenset[str] = DEFAULT_TOPICS
         self.queue: deque[Frame] = deque()
         self.max_queue = max_queue
         self.wake = asyncio.Event()
@@ -67,7 +82,7 @@ class Client:
         self.closing = False
         # Sent ahead of the live queue: a greeting, then what came before the
         # client attached (older positions re-read from the log).
-        self.greeting: bytes | None = None
+        self.greeting: Frame | None = None
         self.history: deque[Frame] = deque()
         self.history_from_log: tuple[int, int] | None = None
 
@@ -146,11 +161,11 @@ class Hub:
 
     # ---- clients -------------------------------------------------------------
 
-    def new_client(self, ws: web.WebSocketResponse) -> Client:
+    def new_client(self, ws: web.WebSocketResponse, transport: asyncio.WriteTransport) -> Client:
         self._next_id += 1
-        return Client(f"client_{self._next_id}", ws, self.max_queue)
+        return Client(f"client_{self._next_id}", ws, transport, self.max_queue)
 
-    def attach(self, client: Client, since: int | None, greeting: bytes | None = None) -> None:
+    def attach(self, client: Client, since: int | None, greeting: Frame | None = None) -> None:
         """Deliver to `client` what came after `since`, then live frames. Again
         (a `resume` message) replaces whatever was still waiting.
 
@@ -208,46 +223,67 @@ class Hub:
                 )
 
     async def send_loop(self, client: Client) -> None:
-        """Deliver to one client: greeting, history, then its live queue."""
-        ws = client.ws
-        while not client.closing and not ws.closed:
-            if client.greeting is not None:
-                greeting, client.greeting = client.greeting, None
-                await self._send(client, greeting)
+        """Deliver to one client: greeting, history, then its live queue,
+        as many frames as are waiting in one write."""
+        transport = client.transport
+        while not client.closing and not client.ws.closed and not transport.is_closing():
+            if transport.get_write_buffer_size() > HIGH_WATER:
+                # The client is not reading: its (bounded) queue takes the wait.
+                await _drained(transport)
                 continue
-            if client.history_from_log is not None:
+            if client.history_from_log is not None and client.greeting is None:
                 after, up_to = client.history_from_log
                 client.history_from_log = None
-                await self._send_from_log(client, after, up_to)
+                await self._send_from_log(client, transport, after, up_to)
                 continue
-            if client.history:
-                frame = client.history.popleft()
-            elif client.queue:
-                frame = client.queue.popleft()
-            else:
-                client.wake.clear()
-                await client.wake.wait()
+            batch = self._take(client)
+            if batch:
+                transport.write(b"".join(batch))
+                client.sent += len(batch)
+                self.messages_sent += len(batch)
+                await asyncio.sleep(0)  # one client's backlog must not hold up the others
                 continue
-            if client.wants(frame):
-                await self._send(client, frame.data)
+            client.wake.clear()
+            await client.wake.wait()
 
-    async def _send(self, client: Client, data: bytes) -> None:
-        await client.ws.send_frame(data, web.WSMsgType.TEXT)
-        client.sent += 1
-        self.messages_sent += 1
+    def _take(self, client: Client) -> list[bytes]:
+        """The wire bytes of the next frames this client wants, up to BATCH_BYTES."""
+        batch: list[bytes] = []
+        size = 0
+        if client.greeting is not None:
+            batch.append(client.greeting.wire)
+            size = len(client.greeting.wire)
+            client.greeting = None
+            if client.history_from_log is not None:
+                return batch  # older history comes from the log before the ring's
+        for source in (client.history, client.queue):
+            while source and size < BATCH_BYTES:
+                frame = source.popleft()
+                if client.wants(frame):
+                    batch.append(frame.wire)
+                    size += len(frame.wire)
+        return batch
 
-    async def _send_from_log(self, client: Client, after: int, up_to: int) -> None:
+    async def _send_from_log(
+        self, client: Client, transport: asyncio.WriteTransport, after: int, up_to: int
+    ) -> None:
         position = after
-        while position < up_to and not client.closing:
+        while position < up_to and not client.closing and not transport.is_closing():
             page = await self.store.read_filtered(after=position, limit=HISTORY_PAGE)
             page = [r for r in page if r.position <= up_to]
             if not page:
                 break
-            for recorded in page:
-                for frame in (event_frame(recorded), *map(notice_frame, log_entries(recorded))):
-                    if client.wants(frame):
-                        await self._send(client, frame.data)
+            wires = [
+                frame.wire
+                for recorded in page
+                for frame in (event_frame(recorded), *map(notice_frame, log_entries(recorded)))
+                if client.wants(frame)
+            ]
+            transport.write(b"".join(wires))
+            client.sent += len(wires)
+            self.messages_sent += len(wires)
             position = page[-1].position
+            await _drained(transport)
         message = Resync(
             timestamp=iso(time.time()) or "",
             from_position=after,
@@ -257,7 +293,9 @@ class Hub:
                 "fetch /api/providers and /api/alerts for the current state"
             ),
         )
-        await self._send(client, encode(message))
+        transport.write(Frame(0, CONTROL, None, encode(message)).wire)
+        client.sent += 1
+        self.messages_sent += 1
 
     def send_error(self, client: Client, text: str) -> None:
         frame = Frame(0, CONTROL, None, encode(ErrorMessage(timestamp=_now(), message=text)))
@@ -324,6 +362,13 @@ class Hub:
                 client.last_ping = time.time()
                 if not client.offer(frame):
                     self.dropped += 1
+
+
+async def _drained(transport: asyncio.WriteTransport) -> None:
+    """Wait until a client's socket buffer is back under the high-water mark."""
+    # Polling: the protocol's pause/resume signals belong to aiohttp.
+    while transport.get_write_buffer_size() > HIGH_WATER and not transport.is_closing():  # noqa: ASYNC110
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
 
 
 def _now() -> str:

@@ -36,6 +36,24 @@ class Frame:
     topic: str
     provider: str | None
     data: bytes
+    # The whole WebSocket frame as it goes on the wire to every client: built
+    # once, since server frames are neither masked nor (here) compressed.
+    wire: bytes = b""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire", text_frame(self.data))
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, final, uncompressed text frame (RFC 6455 section 5.2)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload
 
 
 class _Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", omit_defaults=True):

@@ -1,0 +1,636 @@
+"""The live feed under load: 1,000 clients on every topic, then 10,000 idle ones.
+
+    python benchmarks/bench_ws.py [--clients 1000] [--seconds 30] [--idle 10000]
+                                  [--rate 1000] [--processes 2] [--compress 0]
+
+The server is the real service (`python -m cryptomon serve`) in its own
+process, so the clients' CPU is not its CPU and its RSS is its alone. It
+appends the events itself: `rate / 10` providers probed every 100 ms, on
+loopback stand-ins answering 200 from a third process. The clients run in
+`--processes` worker processes and connect to /ws/live with the default
+topics (all of them).
+
+Latency is from commit to receipt: the receive wall time minus the event's
+`recorded_at` (taken as its batch commits); a `new_log_entry` or other notice
+is matched to its event's `recorded_at` by position. Only messages received
+inside the measured window count. A client closed by the server (1013 when
+its queue overflows) is not reconnected; it counts as a drop. Then a fresh
+server with 3 quiet providers takes `--idle` connections that never read,
+and its RSS before and after gives the memory per idle connection.
+
+`--compress 15` makes the clients offer permessage-deflate, as browsers and
+the `websockets` package do. Drops are the server's count of clients closed
+for queue overflow plus any event positions a connected client never got.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing as mp
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+import msgspec
+
+# A loopback provider: answers every GET at once, keep-alive, without an HTTP framework so
+# its CPU stays small next to the server's.
+STANDIN = r"""
+import asyncio, sys
+
+BODY = b'{"gecko_says":"(V3) To the Moon!"}'
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    % len(BODY) + BODY
+)
+
+class Answer(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data):
+        self.buffer += data
+        count = self.buffer.count(b"\r\n\r\n")
+        if count:
+            self.buffer = self.buffer.rpartition(b"\r\n\r\n")[2]
+            self.transport.write(RESPONSE * count)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    for port in sys.argv[1:]:
+        await loop.create_server(Answer, "127.0.0.1", int(port), backlog=1024)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+CONNECT_AT_ONCE = 64  # handshakes in flight per client process
+STANDIN_PORTS = 10  # the probe session allows 10 connections per host:port
+LATENCY_GOAL_MS = 100.0
+IDLE_GOAL_KIB = 20.0
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def percentile(ordered: Sequence[float], share: float) -> float:
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:,.1f} MiB"
+
+
+# ---- the client processes --------------------------------------------------------------
+
+
+class Seen(msgspec.Struct):
+    """What a client reads of each message; the rest is skipped unparsed."""
+
+    type: str
+    position: int = 0
+    recorded_at: str | None = None
+
+
+class Window:
+    def __init__(self) -> None:
+        self.start = math.inf
+        self.end = math.inf
+
+
+class Book:
+    """Commit times by position, shared by the clients of one process."""
+
+    def __init__(self) -> None:
+        self.commits: dict[int, float] = {}
+        self.parsed: dict[str, float] = {}
+
+    def commit_time(self, position: int, recorded_at: str) -> float:
+        moment = self.parsed.get(recorded_at)
+        if moment is None:
+            moment = datetime.fromisoformat(recorded_at).timestamp()
+            self.parsed[recorded_at] = moment
+        self.commits[position] = moment
+        return moment
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.ws: aiohttp.ClientWebSocketResponse[Literal[False]] | None = None
+        self.error: str | None = None
+        self.latencies = array("d")
+        self.received = 0
+        self.unmatched = 0
+        self.last_event = 0
+        self.gaps = 0
+        self.closed_at: float | None = None
+        self.close_code: int | None = None
+
+
+_DECODER = msgspec.json.Decoder(Seen)
+_PING = b'{"type":"ping"'
+_PONG = '{"type":"pong"}'
+
+
+async def _listen(client: Listener, window: Window, book: Book) -> None:
+    ws = client.ws
+    assert ws is not None
+    text = aiohttp.WSMsgType.TEXT
+    while True:
+        message = await ws.receive()
+        now = time.time()
+        if message.type is not text:
+            break
+        data: bytes = message.data
+        if data.startswith(_PING):
+            await ws.send_str(_PONG)
+            continue
+        if now < window.start or now >= window.end:
+            continue
+        client.received += 1
+        seen = _DECODER.decode(data)
+        if seen.type == "event" and seen.recorded_at is not None:
+            committed: float | None = book.commit_time(seen.position, seen.recorded_at)
+            if client.last_event and seen.position > client.last_event + 1:
+                client.gaps += seen.position - client.last_event - 1
+            client.last_event = seen.position
+        elif seen.position and seen.type != "status_update":
+            committed = book.commits.get(seen.position)
+        else:
+            continue
+        if committed is None:
+            client.unmatched += 1
+        else:
+            client.latencies.append((now - committed) * 1000.0)
+    client.closed_at = time.time()
+    client.close_code = ws.close_code
+
+
+async def _recv(conn: Connection, within: float = 600.0) -> Any:
+    loop = asyncio.get_running_loop()
+    if not await loop.run_in_executor(None, conn.poll, within):
+        raise TimeoutError("no word from the other process")
+    return conn.recv()
+
+
+async def _worker(conn: Connection, url: str, count: int, mode: str, compress: int) -> None:
+    window = Window()
+    book = Book()
+    clients = [Listener() for _ in range(count)]
+    gate = asyncio.Semaphore(CONNECT_AT_ONCE)
+    tasks: list[asyncio.Task[None]] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def connect(client: Listener) -> None:
+            async with gate:
+                try:
+                    client.ws = await session.ws_connect(url, compress=compress, decode_text=False)
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    client.error = f"{type(exc).__name__}: {exc}"[:120]
+                    return
+            if mode == "live":
+                tasks.append(asyncio.create_task(_listen(client, window, book)))
+
+        await asyncio.gather(*(connect(c) for c in clients))
+        errors = Counter(c.error for c in clients if c.error is not None)
+        conn.send(("connected", count - sum(errors.values()), dict(errors.most_common(3))))
+        if mode == "idle":
+            await _recv(conn)  # "close"
+            await asyncio.gather(
+                *(c.ws.close() for c in clients if c.ws is not None), return_exceptions=True
+            )
+            conn.send(("closed",))
+            return
+        _, window.start, window.end = await _recv(conn)
+        await asyncio.sleep(max(0.0, window.start - time.time()))
+        cpu = own_cpu()
+        await asyncio.sleep(max(0.0, window.end - time.time()))
+        cpu = own_cpu() - cpu
+        connected = [c for c in clients if c.ws is not None]
+        kept = [c for c in connected if c.closed_at is None]
+        lost = [c for c in connected if c.closed_at is not None]
+        kept_latencies = array("d")
+        lost_latencies = array("d")
+        for c in kept:
+            kept_latencies.extend(c.latencies)
+        for c in lost:
+            lost_latencies.extend(c.latencies)
+        conn.send(
+            {
+                "kept": len(kept),
+                "kept_latencies": kept_latencies.tobytes(),
+                "lost_latencies": lost_latencies.tobytes(),
+                "received": sum(c.received for c in connected),
+                "unmatched": sum(c.unmatched for c in connected),
+                "kept_gaps": sum(c.gaps for c in kept),
+                "close_codes": Counter(str(c.close_code) for c in lost),
+                "closed_at": [c.closed_at - window.start for c in lost if c.closed_at],
+                "cpu": cpu,
+            }
+        )
+        for task in tasks:
+            task.cancel()
+
+
+def client_worker(conn: Connection, url: str, count: int, mode: str, compress: int) -> None:
+    raise_fd_limit()
+    asyncio.run(_worker(conn, url, count, mode, compress))
+
+
+# ---- the server ------------------------------------------------------------------------
+
+
+def provider_block(name: str, port: int, interval: str) -> str:
+    return (
+        f'[[providers]]\nname = "{name}"\ncategory = "market_data"\n'
+        f'base_url = "http://127.0.0.1:{port}"\nhealth_path = "/ping"\n'
+        f'interval = "{interval}"\ntimeout = "5s"\ndegraded_latency = "2s"\n'
+    )
+
+
+def start_server(
+    tmp: Path, name: str, config: str, children: list[subprocess.Popen[Any]]
+) -> tuple[subprocess.Popen[Any], int]:
+    """`python -m cryptomon serve` on a free port; returns once it says it is listening."""
+    config_path = tmp / f"{name}.toml"
+    config_path.write_text(config)
+    output = tmp / f"{name}.log"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CRYPTOMON_API_TOKEN"}
+    with output.open("w") as sink:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "cryptomon", "serve", "--config", str(config_path)),
+                *("--db", str(tmp / f"{name}.db"), "--port", str(port)),
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    children.append(proc)
+    deadline = time.monotonic() + 60
+    while "listening" not in output.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the server did not start:\n{output.read_text()[-2000:]}")
+        time.sleep(0.1)
+    return proc, port
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as response:
+        return await response.json()
+
+
+class Workers:
+    """Client processes, each driving a share of the connections."""
+
+    def __init__(self, url: str, total: int, processes: int, mode: str, compress: int = 0) -> None:
+        context = mp.get_context("spawn")
+        self.conns: list[Connection] = []
+        self.procs: list[Any] = []
+        shares = [total // processes + (n < total % processes) for n in range(processes)]
+        for share in shares:
+            ours, theirs = context.Pipe()
+            proc = context.Process(
+                target=client_worker, args=(theirs, url, share, mode, compress), daemon=True
+            )
+            proc.start()
+            self.conns.append(ours)
+            self.procs.append(proc)
+
+    async def gather(self) -> list[Any]:
+        return list(await asyncio.gather(*(_recv(c) for c in self.conns)))
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        for conn in self.conns:
+            conn.send(message)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+
+
+# ---- the two phases --------------------------------------------------------------------
+
+
+async def live_phase(
+    args: argparse.Namespace,
+    tmp: Path,
+    standin_ports: list[int],
+    children: list[subprocess.Popen[Any]],
+    workers: list[Workers],
+) -> bool:
+    providers = max(1, math.ceil(args.rate / 10))
+    interval_ms = max(1, round(providers * 1000 / args.rate))
+    config = "\n".join(
+        provider_block(f"p{n:04d}", standin_ports[n % len(standin_ports)], f"{interval_ms}ms")
+        for n in range(providers)
+    )
+    server, port = await asyncio.to_thread(start_server, tmp, "live", config, children)
+    base = f"http://127.0.0.1:{port}"
+    clients = Workers(f"{base}/ws/live", args.clients, args.processes, "live", args.compress)
+    workers.append(clients)
+    connecting = time.monotonic()
+    ready = await clients.gather()
+    connect_seconds = time.monotonic() - connecting
+    connected = sum(r[1] for r in ready)
+    errors: Counter[str] = Counter()
+    for r in ready:
+        errors.update(r[2])
+    async with aiohttp.ClientSession() as http:
+        before = await get_json(http, f"{base}/ws/stats")
+        start = time.time() + 0.5
+        end = start + args.seconds
+        clients.send(("go", start, end))
+        await asyncio.sleep(max(0.0, start - time.time()))
+        position = (await get_json(http, f"{base}/info"))["event_position"]
+        scheduler = await get_json(http, f"{base}/api/scheduler/status")
+        cpu = process_cpu(server.pid)
+        rss_start = rss_kib(server.pid)
+        rss_max = rss_start
+        while time.time() < end:
+            await asyncio.sleep(min(1.0, max(0.0, end - time.time())))
+            rss_max = max(rss_max, rss_kib(server.pid))
+        cpu = process_cpu(server.pid) - cpu
+        rss_end = rss_kib(server.pid)
+        appended = (await get_json(http, f"{base}/info"))["event_position"] - position
+        after = await get_json(http, f"{base}/ws/stats")
+        scheduled = await get_json(http, f"{base}/api/scheduler/status")
+        results = await clients.gather()
+    clients.stop()
+    stop(server)
+
+    kept_latencies = array("d")
+    all_latencies = array("d")
+    closes: Counter[str] = Counter()
+    closed_at: list[float] = []
+    for r in results:
+        kept = array("d")
+        kept.frombytes(r["kept_latencies"])
+        kept_latencies.extend(kept)
+        all_latencies.extend(kept)
+        lost = array("d")
+        lost.frombytes(r["lost_latencies"])
+        all_latencies.extend(lost)
+        closes.update(r["close_codes"])
+        closed_at.extend(r["closed_at"])
+    kept_count = sum(r["kept"] for r in results)
+    received = sum(r["received"] for r in results)
+    gaps = sum(r["kept_gaps"] for r in results)
+    unmatched = sum(r["unmatched"] for r in results)
+    client_cpu = sum(r["cpu"] for r in results)
+    dropped = after["dropped"]
+    reasons = after["disconnect_reasons"]
+    seconds = args.seconds
+
+    print(
+        f"live feed: {args.clients:,} clients on every topic ({connected:,} connected in "
+        f"{connect_seconds:.1f}s, {args.processes} client processes), {seconds:g}s window"
+        + (f", permessage-deflate (wbits {args.compress}) offered" if args.compress else "")
+    )
+    if errors:
+        print(f"  connection failures: {dict(errors)}")
+    print(
+        f"events appended: {appended / seconds:,.0f}/s of {args.rate:,} asked "
+        f"({providers} providers every {interval_ms} ms; {appended:,} in the window)"
+    )
+    planned, overlapping, late = (
+        scheduled[key] - scheduler[key]
+        for key in ("probes_planned", "skipped_overlapping", "skipped_late")
+    )
+    print(
+        f"  probes planned {planned:,}; skipped as overlapping their previous run "
+        f"{overlapping:,}, as late {late:,}"
+    )
+    per_event = 2  # an `event` frame and a `new_log_entry` for each successful probe
+    asked = appended * per_event * connected
+    share = f" ({received / asked:.1%} of the ~{asked / seconds:,.0f}/s asked)" if asked else ""
+    print(f"delivered: {received / seconds:,.0f} messages/s ({received:,}){share}")
+    print(
+        f"  server sent {after['messages_sent'] - before['messages_sent']:,} "
+        f"(all phases); client CPU {client_cpu:.1f}s, server CPU {cpu:.1f}s "
+        f"in {seconds:g}s on {os.cpu_count()} cores"
+    )
+    for label, values in (("all clients", all_latencies), ("clients that kept up", kept_latencies)):
+        if values:
+            ordered = sorted(values)
+            print(
+                f"latency commit to receipt, {label}: p50 {percentile(ordered, 0.50):.1f} ms, "
+                f"p99 {percentile(ordered, 0.99):.1f} ms, max {ordered[-1]:.1f} ms "
+                f"({len(ordered):,} messages)"
+            )
+        else:
+            print(f"latency commit to receipt, {label}: no messages in the window")
+    if unmatched:
+        print(f"  {unmatched:,} notices without their event (not timed)")
+    lost = connected - kept_count
+    when = ""
+    if closed_at:
+        closed_at.sort()
+        when = (
+            f"; closed {closed_at[0]:+.1f}s to {closed_at[-1]:+.1f}s from the window's start, "
+            f"median {percentile(closed_at, 0.5):+.1f}s"
+        )
+    print(
+        f"drops: {dropped:,} clients closed for queue overflow (server), "
+        f"disconnect reasons {reasons}"
+    )
+    print(f"  clients still connected at the end: {kept_count:,} of {connected:,}{when}")
+    print(f"  close codes seen by clients: {dict(closes) or 'none'}")
+    print(f"  events missing among the clients that kept up: {gaps:,}")
+    print(
+        f"server RSS: {mib(rss_start)} at the window's start, {mib(rss_max)} max, "
+        f"{mib(rss_end)} at its end"
+    )
+    p99 = percentile(sorted(kept_latencies), 0.99) if kept_latencies else math.inf
+    met = p99 < LATENCY_GOAL_MS and dropped == 0 and lost == 0 and gaps == 0 and connected > 0
+    detail = f"p99 {p99:.1f} ms, {lost:,} of {connected:,} clients dropped, {gaps:,} events missing"
+    print(
+        f"goal p99 < {LATENCY_GOAL_MS:g} ms with no drops among clients that keep up: "
+        f"{'met' if met else 'NOT met'} ({detail})"
+    )
+    return met
+
+
+async def idle_phase(
+    args: argparse.Namespace,
+    tmp: Path,
+    standin_ports: list[int],
+    children: list[subprocess.Popen[Any]],
+    workers: list[Workers],
+    idle: int,
+) -> bool:
+    config = "\n".join(provider_block(f"q{n}", standin_ports[0], "30s") for n in range(3))
+    server, port = await asyncio.to_thread(start_server, tmp, "idle", config, children)
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        # Warm up what the first connections allocate once, then let it settle.
+        warm = [await http.ws_connect(f"{base}/ws/live", compress=args.compress) for _ in range(20)]
+        await get_json(http, f"{base}/ws/stats")
+        for ws in warm:
+            await ws.close()
+        await asyncio.sleep(1.0)
+        rss_before = rss_kib(server.pid)
+        clients = Workers(f"{base}/ws/live", idle, args.processes, "idle", args.compress)
+        workers.append(clients)
+        connecting = time.monotonic()
+        ready = await clients.gather()
+        connect_seconds = time.monotonic() - connecting
+        await asyncio.sleep(3.0)
+        rss_after = rss_kib(server.pid)
+        stats = await get_json(http, f"{base}/ws/stats")
+        clients.send(("close",))
+        await clients.gather()
+    clients.stop()
+    stop(server)
+    connected = sum(r[1] for r in ready)
+    errors: Counter[str] = Counter()
+    for r in ready:
+        errors.update(r[2])
+    active = stats["active_connections"]
+    per = (rss_after - rss_before) / active if active else math.inf
+    print(
+        f"idle: {connected:,} of {idle:,} connections in {connect_seconds:.1f}s "
+        f"({active:,} active on the server)"
+        + (f", permessage-deflate (wbits {args.compress}) offered" if args.compress else "")
+    )
+    if errors:
+        print(f"  connection failures: {dict(errors)}")
+    print(
+        f"server RSS: {mib(rss_before)} before, {mib(rss_after)} after: "
+        f"{per:.1f} KiB per idle connection"
+    )
+    met = per < IDLE_GOAL_KIB and active == idle
+    print(f"goal < {IDLE_GOAL_KIB:g} KiB per idle connection: {'met' if met else 'NOT met'}")
+    return met
+
+
+async def run(
+    args: argparse.Namespace,
+    idle: int,
+    standin_ports: list[int],
+    children: list[subprocess.Popen[Any]],
+) -> None:
+    workers: list[Workers] = []
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            tmp = Path(directory)
+            if args.clients:
+                await live_phase(args, tmp, standin_ports, children, workers)
+            if idle:
+                await idle_phase(args, tmp, standin_ports, children, workers, idle)
+    finally:
+        for group in workers:
+            for proc in group.procs:
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=1000, help="live clients (default 1000)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured window (30)")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle connections (10000)")
+    parser.add_argument("--rate", type=int, default=1000, help="events per second (1000)")
+    parser.add_argument("--processes", type=int, default=2, help="client processes (2)")
+    parser.add_argument(
+        "--compress",
+        type=int,
+        default=0,
+        metavar="WBITS",
+        help="offer permessage-deflate as browsers do (15); default 0: no compression",
+    )
+    args = parser.parse_args()
+    limit = raise_fd_limit()
+    idle = args.idle
+    # The server holds one descriptor per connection plus its own; keep a margin.
+    if idle > limit - 512:
+        idle = max(0, limit - 512)
+        print(f"RLIMIT_NOFILE hard limit is {limit:,}: idle connections scaled down to {idle:,}")
+    children: list[subprocess.Popen[Any]] = []
+    try:
+        standin_ports = [free_port() for _ in range(STANDIN_PORTS)]
+        standin = subprocess.Popen(
+            [sys.executable, "-c", STANDIN, *map(str, standin_ports)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        children.append(standin)
+        assert standin.stdout is not None
+        standin.stdout.readline()
+        asyncio.run(run(args, idle, standin_ports, children))
+    finally:
+        for proc in reversed(children):
+            stop(proc)
+
+
+if __name__ == "__main__":
+    main()

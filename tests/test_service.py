@@ -146,13 +146,15 @@ def test_a_second_service_on_the_same_database_fails_at_once(
     assert service.get("/health")[0] in (200, 503)
 
 
-def test_schemathesis_finds_no_server_errors_and_no_schema_drift(service: Service) -> None:
+def test_schemathesis_finds_no_server_errors_and_no_schema_drift(
+    service: Service, tmp_path: Path
+) -> None:
     result = subprocess.run(
         ["schemathesis", "run", f"{service.url}/openapi.json", "--checks", "all",
          "--max-examples", "25", "--no-color", "--exclude-path", "/ws/live",
          # Health checks answer 503 by design when probes fail (no network here).
          "--exclude-path", "/health", "--exclude-path", "/api/database/health"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # it leaves a cache dir
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import msgspec
 from aiohttp import web
 
+from cryptomon.events.audit import ChainReport
 from cryptomon.events.types import EVENT_TYPES
 from cryptomon.http import openapi, prometheus, schemas, views
 from cryptomon.http.cache import RESPONSE_CACHE, cached
@@ -234,7 +235,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/audit/verify",
         views.audit_verify,
         "Verify the hash chain of the whole log",
-        schemas.VerifyView,
+        ChainReport,
     ),
     Endpoint("GET", "/ws/stats", handler.stats, "Live feed connections", schemas.WebSocketStats),
     Endpoint(

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from cryptomon.projections import Alert
+from cryptomon.projections.providers import ProvidersSummary
 
 
 def iso(moment: float | None) -> str | None:
@@ -57,21 +58,11 @@ class WebSocketComponent(Schema, frozen=True):
     active_connections: int
 
 
-class ProvidersComponent(Schema, frozen=True):
-    total: int
-    online: int
-    degraded: int
-    offline: int
-    rate_limited: int
-    unconfigured: int
-    unknown: int
-
-
 class HealthComponents(Schema, frozen=True):
     database: DatabaseComponent
     scheduler: SchedulerComponent
     websocket: WebSocketComponent
-    providers: ProvidersComponent
+    providers: ProvidersSummary
 
 
 class HealthMetrics(Schema, frozen=True):
@@ -361,15 +352,6 @@ class EventPage(Schema, frozen=True):
     events: list[EventView]
     next_after: int | None
     head: int
-
-
-class VerifyView(Schema, frozen=True):
-    ok: bool
-    count: int
-    last_position: int
-    last_hash: str
-    broken_at: int | None
-    reason: str | None
 
 
 class ConnectionView(Schema, frozen=True):

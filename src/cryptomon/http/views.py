@@ -54,7 +54,6 @@ from cryptomon.http.schemas import (
     LogPage,
     MetricsPoint,
     ProviderList,
-    ProvidersComponent,
     ProviderStats,
     ProviderView,
     RateLimitList,
@@ -65,7 +64,6 @@ from cryptomon.http.schemas import (
     SystemMetrics,
     SystemStatus,
     Triggered,
-    VerifyView,
     WebSocketComponent,
     iso,
 )
@@ -250,15 +248,7 @@ async def health(request: web.Request) -> web.Response:
                 status="running" if hub.running else "stopped",
                 active_connections=len(hub.clients),
             ),
-            providers=ProvidersComponent(
-                total=summary.total,
-                online=summary.online,
-                degraded=summary.degraded,
-                offline=summary.offline,
-                rate_limited=summary.rate_limited,
-                unconfigured=summary.unconfigured,
-                unknown=summary.unknown,
-            ),
+            providers=summary,
         ),
         metrics=HealthMetrics(
             probes_last_hour=window.count,
@@ -769,14 +759,4 @@ async def events(request: web.Request) -> web.Response:
 
 
 async def audit_verify(request: web.Request) -> web.Response:
-    report = await verify_chain(_store(request))
-    return respond(
-        VerifyView(
-            ok=report.ok,
-            count=report.count,
-            last_position=report.last_position,
-            last_hash=report.last_hash,
-            broken_at=report.broken_at,
-            reason=report.reason,
-        )
-    )
+    return respond(await verify_chain(_store(request)))

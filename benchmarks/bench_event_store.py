@@ -21,8 +21,9 @@ import uuid
 from pathlib import Path
 
 from cryptomon.events.chain import GENESIS_HASH, chain_hash
+from cryptomon.events.migrations import load_migrations
 from cryptomon.events.store import EventStore
-from cryptomon.events.types import SCHEMA_VERSIONS, ProbeRecorded, encode_event
+from cryptomon.events.types import SCHEMA_VERSIONS, ProbeRecorded, encode_event, event_label
 
 
 def sample_event(n: int) -> ProbeRecorded:
@@ -55,20 +56,21 @@ def raw_ceiling(path: Path, count: int) -> float:
         )
         rows.append(
             (n + 1, event_id, stream, version, "ProbeRecorded", SCHEMA_VERSIONS["ProbeRecorded"],
-             1.0, payload, None, None, None, digest)
+             1.0, payload, None, None, None, digest, event_label(event))
         )  # fmt: skip
         previous = digest
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.executescript((Path(__file__).parents[1] / "migrations/0001_event_log.sql").read_text())
+    for migration in load_migrations():  # the same schema and indexes as the store's
+        conn.executescript(migration.sql)
     started = time.perf_counter()
     for start in range(0, count, 1000):
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
             "INSERT INTO events (position, event_id, stream, version, type, schema_version,"
-            " recorded_at, payload, correlation_id, causation_id, actor, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " recorded_at, payload, correlation_id, causation_id, actor, hash, label)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows[start : start + 1000],
         )
         conn.execute("COMMIT")

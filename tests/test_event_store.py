@@ -282,7 +282,7 @@ async def test_migrations_on_empty_and_existing_databases(tmp_path: Path) -> Non
         assert store.head == 1
     with sqlite3.connect(path) as conn:
         versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
-    assert versions == [(1,), (2,)]
+    assert versions == [(1,), (2,), (3,)]
 
 
 async def test_a_version_1_database_with_events_is_migrated_in_place(tmp_path: Path) -> None:

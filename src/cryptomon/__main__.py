@@ -3,15 +3,16 @@
 With no subcommand it serves (`serve`). The others: `check-config` validates a
 config file and lists what it would probe; `replay` rebuilds the read models
 and compares them with the live state; `verify` walks the hash chain;
-`export` writes a range of the log as JSON Lines. Every subcommand takes
-`--config PATH` and `--db PATH` (the flag wins over the file).
+`export` writes a range of the log as JSON Lines; `notify-test` sends a test
+message to one notification channel. Every subcommand takes `--config PATH`
+and `--db PATH` (the flag wins over the file).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import errno
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ from cryptomon.config import Config, ConfigError, describe_providers, load_confi
 from cryptomon.events.audit import export_jsonl, verify_chain
 from cryptomon.events.migrations import SchemaError
 from cryptomon.events.store import EventStore, StoreError
+from cryptomon.logformat import LOG_FORMATS, configure_logging
 from cryptomon.projections import Projections
 from cryptomon.readmodels import fold_log, load_projections, projection_settings
 
@@ -104,13 +106,28 @@ def serve(args: argparse.Namespace) -> int:
     """Run the service until SIGINT or SIGTERM; exit 0 after a clean shutdown."""
     from aiohttp import web
 
+    from cryptomon.demo import DEFAULT_DATABASE as DEMO_DATABASE
+    from cryptomon.demo import SimulatedProviders
+    from cryptomon.demo import banner as demo_banner
     from cryptomon.http.app import create_app
     from cryptomon.http.settings import Settings
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    config = load_config(args.config)
+    configure_logging(args.log_format)
+    demo: SimulatedProviders | None = None
+    demo_lines: list[str] = []
+    if args.demo:
+        if args.config is not None:
+            raise ConfigError(["--demo writes its own config: leave out --config"])
+        demo = SimulatedProviders()
+        try:
+            demo_config = demo.write_config(args.db or DEMO_DATABASE)
+        except (FileExistsError, OSError) as exc:
+            demo.close()
+            raise ConfigError([str(exc)]) from None
+        demo_lines = demo_banner(demo, demo_config)
+        config = load_config(demo_config)
+    else:
+        config = load_config(args.config)
     settings = Settings.from_config(
         config, database=args.db, host=args.host, port=args.port, environ=os.environ
     )
@@ -123,6 +140,8 @@ def serve(args: argparse.Namespace) -> int:
     base = f"http://{settings.host}:{settings.port}"
 
     def announce(_text: str) -> None:
+        for line in demo_lines:
+            print(line)
         print(f"cryptomon listening on {base}", flush=True)
         print(f"  dashboard: {base}/   API docs: {base}/docs   live feed: {base}/ws/live")
         print(f"  database: {settings.database}")
@@ -132,14 +151,31 @@ def serve(args: argparse.Namespace) -> int:
             print(f"    {name}: {reason}")
         sys.stdout.flush()
 
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=announce,
-        shutdown_timeout=10.0,
-        access_log=None,
-    )
+    app = create_app(settings)
+    if demo is not None:
+        # First in, last out: the simulated providers outlive the probing of them.
+        app.cleanup_ctx.insert(0, demo.cleanup_ctx)
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=announce,
+            shutdown_timeout=10.0,
+            access_log=None,
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"error: cannot listen on {settings.host}:{settings.port}: the address is in use "
+            "(another cryptomon?); pick another with --port",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        if demo is not None:
+            demo.close()
     return 0
 
 
@@ -203,6 +239,33 @@ async def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_notify_test(args: argparse.Namespace) -> int:
+    """Send a test message to one channel now; exit 1 when it fails, 2 for no such channel."""
+    from cryptomon.notify import deliver, trial_notification
+    from cryptomon.notify.delivery import create_session
+
+    config = load_config(args.config)
+    channel = next(
+        (c for c in config.notifications if c.name.casefold() == args.channel.casefold()), None
+    )
+    if channel is None:
+        known = ", ".join(c.name for c in config.notifications) or "none configured"
+        print(
+            f"error: {config.source} has no notification channel {args.channel!r}"
+            f" (channels: {known})",
+            file=sys.stderr,
+        )
+        return 2
+    async with create_session() as session:
+        note = trial_notification(channel.name, time.time())
+        outcome = await deliver(session, channel, note, os.environ)
+    if outcome.ok:
+        print(f"{channel.name}: HTTP {outcome.status}, delivered")
+        return 0
+    print(f"{channel.name}: failed: {outcome.error}")
+    return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cryptomon",
@@ -222,6 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
     serving = commands.add_parser("serve", parents=[common], help="run the service (the default)")
     serving.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     serving.add_argument("--port", type=port_number, default=None, help="port (default 7860)")
+    serving.add_argument(
+        "--demo",
+        action="store_true",
+        help="monitor simulated providers on 127.0.0.1 (no network or keys needed); "
+        "database data/demo.db unless --db",
+    )
+    serving.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines as readable text (default) or one JSON object a line",
+    )
     serving.set_defaults(serve=True)
     check = commands.add_parser(
         "check-config",
@@ -246,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", type=parse_time, default=None, metavar="TIME")
     export.add_argument("--until", type=parse_time, default=None, metavar="TIME")
     export.set_defaults(run=run_export)
+    notify_test = commands.add_parser(
+        "notify-test", parents=[common], help="send a test message to one notification channel"
+    )
+    notify_test.add_argument("channel", metavar="CHANNEL", help="the channel's name")
+    notify_test.set_defaults(run=run_notify_test)
     return parser
 
 

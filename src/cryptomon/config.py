@@ -205,12 +205,57 @@ class ProviderConfig(_Table, frozen=True):
         return {}, {}
 
 
+AlertSeverity = Literal["warning", "critical"]
+NotifyEvent = Literal["raised", "acknowledged", "resolved", "rate_limit"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
+ChannelKind = Literal["webhook", "slack", "discord", "telegram"]
+# Headers every notification request carries from cryptomon itself.
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "idempotency-key", "x-cryptomon-signature"}
+)
+ENV_PREFIX = "env:"
+_CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class NotificationChannel(_Table, frozen=True):
+    """Where alert notifications go, in which format, and which of them.
+
+    Secrets never enter the Struct: a URL that embeds one (Slack, Telegram) is named by
+    `url_env`, a header value written "env:NAME" comes from that variable, and the HMAC
+    secret from `hmac_secret_env`; each is read from the environment when a message is sent.
+    Empty filters match everything.
+    """
+
+    name: str
+    kind: ChannelKind
+    url: str | None = None
+    url_env: str | None = None
+    chat_id: int | str | None = None  # telegram only
+    headers: dict[str, str] = {}
+    hmac_secret_env: str | None = None  # webhook only: X-Cryptomon-Signature
+    severities: tuple[AlertSeverity, ...] = ()
+    providers: tuple[str, ...] = ()
+    categories: tuple[Category, ...] = ()
+    events: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
+    renotify_interval: str | None = None
+    timeout: str = "10s"
+
+    @property
+    def timeout_seconds(self) -> float:
+        return parse_duration(self.timeout)
+
+    @property
+    def renotify_interval_seconds(self) -> float | None:
+        return None if self.renotify_interval is None else parse_duration(self.renotify_interval)
+
+
 class Config(_Table, frozen=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
     monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
     providers: tuple[ProviderConfig, ...] = ()
+    notifications: tuple[NotificationChannel, ...] = ()
     # The file this came from, for messages; not a key a file may set.
     source: str = ""
 
@@ -267,8 +312,11 @@ class _Problems:
         self.source = source
         self.messages: list[str] = []
 
-    def add(self, key: str, problem: str, provider: str | None = None) -> None:
+    def add(
+        self, key: str, problem: str, provider: str | None = None, *, channel: str | None = None
+    ) -> None:
         who = f" (provider {provider!r})" if provider else ""
+        who = f" (channel {channel!r})" if channel else who
         self.messages.append(f"{self.source}: {key}{who}: {problem}")
 
 
@@ -312,6 +360,29 @@ def _check_header_name(text: str) -> None:
         raise ValueError(f"{text!r} is not an HTTP header name")
 
 
+def _check_notification_url(text: str) -> None:
+    # The value is not echoed: chat webhook URLs carry their secret in the path.
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            'not an http(s) URL (value not shown): expected like "https://hooks.example.com/..."'
+        )
+
+
+def _check_notification_headers(headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        _check_header_name(name)
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"{name!r} is set by cryptomon itself")
+        if value.startswith(ENV_PREFIX):
+            if not _ENV_NAME.fullmatch(value[len(ENV_PREFIX) :]):
+                raise ValueError(
+                    f"header {name!r}: expected env:NAME, NAME being an environment variable"
+                )
+        elif "\r" in value or "\n" in value:
+            raise ValueError(f"header {name!r}: the value has a line break")
+
+
 # Checks beyond the type, by key; field names mean the same in every table.
 _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "status_interval": parse_duration,
@@ -327,6 +398,11 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "api_token_env": _check_env_name,
     "api_key_env": _check_env_name,
     "api_key_header": _check_header_name,
+    "url": _check_notification_url,
+    "url_env": _check_env_name,
+    "hmac_secret_env": _check_env_name,
+    "headers": _check_notification_headers,
+    "renotify_interval": parse_duration,
 }
 
 T = TypeVar("T", bound=_Table)
@@ -348,11 +424,20 @@ def _explain(error: msgspec.ValidationError, key: str, field_type: Any) -> tuple
     problem = problem.replace("`object`", "`table`")
     if get_origin(field_type) is Literal and not path:
         problem = f"{problem}; expected one of: {', '.join(get_args(field_type))}"
+    elif get_origin(field_type) is tuple and re.fullmatch(r"\[\d+\]", path.rstrip("`")):
+        item = get_args(field_type)[0]  # one entry of a list of choices
+        if get_origin(item) is Literal:
+            problem = f"{problem}; expected any of: {', '.join(get_args(item))}"
     return key, problem
 
 
 def _convert_table(
-    raw: object, cls: type[T], key: str, problems: _Problems, provider: str | None = None
+    raw: object,
+    cls: type[T],
+    key: str,
+    problems: _Problems,
+    provider: str | None = None,
+    channel: str | None = None,
 ) -> dict[str, Any] | None:
     """Convert each key of a TOML table on its own, so every bad key is reported.
 
@@ -360,7 +445,7 @@ def _convert_table(
     or None when `raw` is not a table at all.
     """
     if not isinstance(raw, dict):
-        problems.add(key, f"expected a table, got {_toml_type(raw)}", provider)
+        problems.add(key, f"expected a table, got {_toml_type(raw)}", provider, channel=channel)
         return None
     fields = {field.encode_name: field for field in msgspec.structs.fields(cls)}
     values: dict[str, Any] = {}
@@ -368,7 +453,12 @@ def _convert_table(
         where = f"{key}.{name}"
         field = fields.get(name)
         if field is None:
-            problems.add(where, f"unknown key; expected one of: {', '.join(fields)}", provider)
+            problems.add(
+                where,
+                f"unknown key; expected one of: {', '.join(fields)}",
+                provider,
+                channel=channel,
+            )
             continue
         check = _FIELD_CHECKS.get(name)
         try:
@@ -379,14 +469,19 @@ def _convert_table(
             where, problem = _explain(exc, where, field.type)
             if check is parse_duration:
                 problem += ' (a duration such as "30s")'
-            problems.add(where, problem, provider)
+            problems.add(where, problem, provider, channel=channel)
         except ValueError as exc:
-            problems.add(where, str(exc), provider)
+            problems.add(where, str(exc), provider, channel=channel)
         else:
             values[field.name] = converted
     for field in fields.values():
         if field.required and field.encode_name not in raw:
-            problems.add(f"{key}.{field.encode_name}", "missing; this key is required", provider)
+            problems.add(
+                f"{key}.{field.encode_name}",
+                "missing; this key is required",
+                provider,
+                channel=channel,
+            )
     return values
 
 
@@ -464,6 +559,96 @@ def _decode_providers(raw: object, problems: _Problems) -> tuple[ProviderConfig,
     return tuple(providers)
 
 
+def _check_channel(
+    raw: dict[str, Any],
+    values: dict[str, Any],
+    key: str,
+    channel: str | None,
+    known_providers: set[str] | None,
+    problems: _Problems,
+) -> None:
+    """Rules that span keys of one notification channel."""
+
+    def add(field: str, problem: str) -> None:
+        problems.add(f"{key}.{field}", problem, channel=channel)
+
+    name = values.get("name")
+    if name is not None and not _CHANNEL_NAME.fullmatch(name):
+        add(
+            "name",
+            "expected letters, digits, '_', '.' or '-' (up to 64; it appears in"
+            " idempotency keys, metric labels and `notify-test NAME`)",
+        )
+    if "url" in raw and "url_env" in raw:
+        add("url_env", "set url or url_env, not both")
+    elif "url" not in raw and "url_env" not in raw:
+        add("url", "missing: set url, or url_env naming the variable that holds it")
+    kind = values.get("kind")
+    if kind == "telegram" and "chat_id" not in raw:
+        add("chat_id", "missing: a telegram channel needs the chat to send to")
+    if kind is not None and kind != "telegram" and "chat_id" in raw:
+        add("chat_id", 'only applies to kind = "telegram"')
+    if kind is not None and kind != "webhook" and "hmac_secret_env" in raw:
+        add("hmac_secret_env", 'only applies to kind = "webhook" (a generic JSON webhook)')
+    events = values.get("events")
+    if events is not None and not events:
+        add("events", f"expected at least one of: {', '.join(NOTIFY_EVENTS)}")
+    if "renotify_interval" in raw and events is not None and "raised" not in events:
+        add("renotify_interval", 're-notification repeats raised alerts: add "raised" to events')
+    if known_providers is not None:
+        for provider in values.get("providers", ()):
+            if provider.casefold() not in known_providers:
+                add("providers", f"{provider!r} is not a configured provider")
+
+
+def _provider_names(
+    raw: object, default_providers: Callable[[], tuple[ProviderConfig, ...]]
+) -> set[str] | None:
+    """The provider names a channel may filter on, case-folded; None when unknown."""
+    if raw is None:
+        return {provider.name.casefold() for provider in default_providers()}
+    if not isinstance(raw, list):
+        return None
+    return {
+        entry["name"].casefold()
+        for entry in raw
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str)
+    }
+
+
+def _decode_notifications(
+    raw: object, known_providers: set[str] | None, problems: _Problems
+) -> tuple[NotificationChannel, ...]:
+    if not isinstance(raw, list):
+        problems.add(
+            "notifications",
+            f"expected an array of tables ([[notifications]]), got {_toml_type(raw)}",
+        )
+        return ()
+    channels = []
+    first_use: dict[str, int] = {}
+    for index, entry in enumerate(raw):
+        key = f"notifications[{index}]"
+        name = entry.get("name") if isinstance(entry, dict) else None
+        channel = name if isinstance(name, str) else None
+        before = len(problems.messages)
+        values = _convert_table(entry, NotificationChannel, key, problems, channel=channel)
+        if values is None:
+            continue
+        _check_channel(entry, values, key, channel, known_providers, problems)
+        if channel is not None:
+            earlier = first_use.setdefault(channel.casefold(), index)
+            if earlier != index:
+                problems.add(
+                    f"{key}.name",
+                    f"duplicate channel name: notifications[{earlier}] already uses it",
+                    channel=channel,
+                )
+        if len(problems.messages) == before:
+            channels.append(NotificationChannel(**values))
+    return tuple(channels)
+
+
 def _parse(
     text: str, source: str, default_providers: Callable[[], tuple[ProviderConfig, ...]]
 ) -> Config:
@@ -482,10 +667,13 @@ def _parse(
     for name, value in document.items():
         if name == "providers":
             sections[name] = _decode_providers(value, problems)
+        elif name == "notifications":
+            known = _provider_names(document.get("providers"), default_providers)
+            sections[name] = _decode_notifications(value, known, problems)
         elif name in tables:
             sections[name] = _decode_table(value, tables[name], name, problems)
         else:
-            expected = ", ".join([*tables, "providers"])
+            expected = ", ".join([*tables, "providers", "notifications"])
             problems.add(name, f"unknown key; expected one of: {expected}")
     if problems.messages:
         raise ConfigError(problems.messages)

@@ -121,7 +121,11 @@ class Monitor:
         scheduler.add_job("health_checks", "health probe of every provider", "per provider")
         for provider in self.probed:
             scheduler.add_task(
-                provider.name, "health_checks", self._health_action(provider), _schedule(provider)
+                provider.name,
+                "health_checks",
+                self._health_action(provider),
+                _schedule(provider),
+                provider=provider.name,
             )
         for job_id, (categories, interval) in COLLECTION_JOBS.items():
             scheduler.add_job(
@@ -137,6 +141,7 @@ class Monitor:
                         job_id,
                         self._collection_action(provider, collection),
                         IntervalSchedule(interval, spread_offset(name, interval)),
+                        provider=provider.name,
                     )
         scheduler.add_job(
             "rate_limit_snapshot",
@@ -236,9 +241,18 @@ class Monitor:
         events.append(result.event)
         if crossed is not None:
             events.append(crossed)
-        events += tracker.observe_response(
+        changes = tracker.observe_response(
             result.event.http_status, result.headers, self.clock.time()
         )
+        for change in changes:
+            if change.reason == "blocked" and change.blocked_until is not None:
+                log.info(
+                    "%s asked us to back off for %.0f s; not probing it until then",
+                    provider.name,
+                    change.blocked_until - change.observed_at,
+                    extra={"provider": provider.name},
+                )
+        events += changes
         await self._append(provider.name, events)
 
     async def _rate_limit_snapshot(self, planned: float) -> None:

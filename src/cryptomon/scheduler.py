@@ -133,6 +133,7 @@ class _Task:
     action: Action
     job: _Job
     running: asyncio.Task[None] | None = None
+    provider: str | None = None  # the provider this task is about, for log lines
 
 
 @dataclass(slots=True)
@@ -164,10 +165,17 @@ class Scheduler:
         self._jobs[job_id] = _Job(job_id, description, schedule_text)
 
     def add_task(
-        self, name: str, job_id: str, action: Action, schedule: Schedule | None = None
+        self,
+        name: str,
+        job_id: str,
+        action: Action,
+        schedule: Schedule | None = None,
+        *,
+        provider: str | None = None,
     ) -> None:
         """A unit of work, run on its schedule and whenever its job is triggered."""
-        self._tasks.append(_Task(name, schedule, action, self._jobs[job_id]))
+        task = _Task(name, schedule, action, self._jobs[job_id], provider=provider)
+        self._tasks.append(task)
 
     def start(self) -> None:
         now = self.clock.time()
@@ -242,7 +250,12 @@ class Scheduler:
                 except Exception as exc:
                     job.errors += 1
                     job.last_error = f"{task.name}: {type(exc).__name__}: {exc}"
-                    log.warning("run of %s failed: %s", task.name, exc, extra={"task": task.name})
+                    log.warning(
+                        "run of %s failed: %s",
+                        task.name,
+                        exc,
+                        extra={"task": task.name, "provider": task.provider},
+                    )
                 finally:
                     job.runs += 1
                     job.last_duration_ms = (time.perf_counter() - began) * 1000

@@ -1,8 +1,9 @@
 """The aiohttp application and the resources that live as long as it, opened
-and closed through `cleanup_ctx` in order: event store, read models, live
-feed, probing. Shutdown closes the sockets (1001) first; cleanup then runs in
-reverse: probing stops, the read models catch up and snapshot, the store
-drains its writer.
+and closed through `cleanup_ctx` in order: event store, read models,
+notifications, live feed, probing. Shutdown closes the sockets (1001) first;
+cleanup then runs in reverse: probing stops, the notifier stores what it owes
+and checkpoints, the read models catch up and snapshot, the store drains its
+writer.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from cryptomon.events.archive import archive_probe_events
 from cryptomon.events.store import EventStore
 from cryptomon.http import routes
 from cryptomon.http.errors import problem_middleware
+from cryptomon.http.notifications import NOTIFIER
 from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE, Settings
 from cryptomon.monitor import Monitor
+from cryptomon.notify import Notifier
 from cryptomon.probes import create_probe_session
 from cryptomon.readmodels import ReadModels, projection_settings
 from cryptomon.scheduler import CronSchedule, IntervalSchedule
@@ -55,6 +58,24 @@ async def _read_models(app: web.Application) -> AsyncIterator[None]:
     app[READ_MODELS] = models
     yield
     await models.stop()
+
+
+async def _notifications(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    config = settings.config
+    notifier = Notifier(
+        app[STORE],
+        config.notifications,
+        projection_settings(config),
+        categories={provider.name: provider.category for provider in config.providers},
+        environ=settings.environ,
+        checkpoint_every_seconds=config.storage.snapshot_interval_seconds,
+    )
+    # With no checkpoint yet, start from a copy of the read models, not a fold of the log.
+    await notifier.start(seed=app[READ_MODELS].projections)
+    app[NOTIFIER] = notifier
+    yield
+    await notifier.stop()
 
 
 async def _live_feed(app: web.Application) -> AsyncIterator[None]:
@@ -131,7 +152,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[STARTED_AT] = time.time()
-    app.cleanup_ctx.extend([_storage, _read_models, _live_feed, _probing])
+    app.cleanup_ctx.extend([_storage, _read_models, _notifications, _live_feed, _probing])
     app.on_shutdown.append(_close_sockets)
     routes.add_routes(app)
     _allow_origins(app, settings.config.server.cors_origins)

@@ -11,6 +11,7 @@ from itertools import accumulate
 
 from aiohttp import web
 
+from cryptomon.http.notifications import NOTIFIER
 from cryptomon.http.settings import MONITOR, READ_MODELS, STORE
 from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS
 from cryptomon.ws.handler import HUB
@@ -114,6 +115,27 @@ async def metrics(request: web.Request) -> web.Response:
     lines.append(f"cryptomon_websocket_messages_sent_total {hub.messages_sent}")
     family("cryptomon_websocket_dropped_total", "counter", "clients closed for a full queue")
     lines.append(f"cryptomon_websocket_dropped_total {hub.dropped}")
+    channels = app[NOTIFIER].stats()
+    family(
+        "cryptomon_notifications_total",
+        "counter",
+        "notification attempts since start by channel and outcome (delivered, failed, gave_up)",
+    )
+    for channel in channels:
+        name = _label(channel.name)
+        for status, count in (
+            ("delivered", channel.sent_total),
+            ("failed", channel.failed_attempts_total),
+            ("gave_up", channel.gave_up_total),
+        ):
+            lines.append(
+                f'cryptomon_notifications_total{{channel="{name}",status="{status}"}} {count}'
+            )
+    family("cryptomon_notifications_pending", "gauge", "notifications waiting to be sent")
+    for channel in channels:
+        lines.append(
+            f'cryptomon_notifications_pending{{channel="{_label(channel.name)}"}} {channel.pending}'
+        )
     return web.Response(
         text="\n".join(lines) + "\n",
         content_type="text/plain",

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from cryptomon.events.audit import ChainReport
 from cryptomon.events.types import EVENT_TYPES
-from cryptomon.http import openapi, prometheus, schemas, views
+from cryptomon.http import dashboard, notifications, openapi, prometheus, schemas, views
 from cryptomon.http.cache import RESPONSE_CACHE, cached
 from cryptomon.ws import handler
 
@@ -53,7 +53,13 @@ HOURS = Param("hours", "query", "number", "the window, in hours", minimum=1 / 60
 NAME = Param("name", "path", "string", "the provider's name")
 
 ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint("GET", "/", views.info, "Service information", schemas.ServiceInfo),
+    Endpoint(
+        "GET",
+        "/",
+        dashboard.root,
+        "Service information (browsers asking for text/html get the dashboard page)",
+        schemas.ServiceInfo,
+    ),
     Endpoint("GET", "/info", views.info, "Service information", schemas.ServiceInfo),
     Endpoint(
         "GET",
@@ -92,6 +98,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.provider_stats,
         "Uptime, latency percentiles and failures of one provider over a window",
         schemas.ProviderStats,
+        (NAME, HOURS),
+        errors=(400, 404),
+        cached=True,
+    ),
+    Endpoint(
+        "GET",
+        "/api/providers/{name}/series",
+        views.provider_series,
+        "Health probes and average latency of one provider per minute (hour, day)",
+        schemas.ProviderSeries,
         (NAME, HOURS),
         errors=(400, 404),
         cached=True,
@@ -164,6 +180,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         (Param("alert_id", "path", "integer", "the alert's id", minimum=1, maximum=2**62),),
         write=True,
         errors=(400, 401, 403, 404, 409),
+    ),
+    Endpoint(
+        "GET",
+        "/api/notifications",
+        notifications.notifications,
+        "Alert notifications per channel: delivered, failed, pending, last error",
+        schemas.NotificationsView,
     ),
     Endpoint(
         "GET",
@@ -277,3 +300,4 @@ def add_routes(app: web.Application) -> None:
         handler = cached(endpoint.handler) if endpoint.cached else endpoint.handler
         app.router.add_route(endpoint.method, endpoint.path, handler)
     app[openapi.OPENAPI_DOCUMENT] = openapi.build(ENDPOINTS)
+    dashboard.add_routes(app)  # its files under /static/: not API, not in the document

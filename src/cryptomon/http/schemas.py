@@ -171,6 +171,15 @@ class SystemMetrics(Schema, frozen=True):
     p99_ms: float | None
 
 
+class ProviderSeries(Schema, frozen=True):
+    """One provider's health probes per step (a sparkline), oldest first."""
+
+    provider: str
+    hours: float
+    step_seconds: int
+    points: list[MetricsPoint]
+
+
 class RateLimitView(Schema, frozen=True):
     provider: str
     limit_type: str
@@ -371,3 +380,25 @@ class WebSocketStats(Schema, frozen=True):
     messages_sent: int
     dropped: int  # clients closed because their queue overflowed
     disconnect_reasons: dict[str, int]
+
+
+class NotificationChannelView(Schema, frozen=True):
+    """One notification channel's deliveries (kept 30 days)."""
+
+    name: str
+    kind: str
+    delivered: int
+    failed: int  # gave up, plus those pending after a failed attempt
+    gave_up: int
+    retrying: int
+    pending: int  # waiting to be sent, retrying included
+    last_error: str | None
+    last_error_at: str | None
+    last_delivered_at: str | None
+
+
+class NotificationsView(Schema, frozen=True):
+    enabled: bool  # false when no channel is configured
+    position: int  # every notice up to this event position is in the outbox
+    checkpoint_position: int
+    channels: list[NotificationChannelView]

@@ -54,6 +54,7 @@ from cryptomon.http.schemas import (
     LogPage,
     MetricsPoint,
     ProviderList,
+    ProviderSeries,
     ProviderStats,
     ProviderView,
     RateLimitList,
@@ -380,6 +381,33 @@ async def provider_stats(request: web.Request) -> web.Response:
     )
 
 
+async def provider_series(request: web.Request) -> web.Response:
+    state = _provider_state(request)
+    hours = _hours(request, 1)
+    step = _series_step(hours)
+    now = time.time()
+    # Whole steps, so each point is whole minute (hour, day) buckets.
+    since = (now - hours * HOUR) // step * step
+    points = [
+        MetricsPoint(
+            timestamp=iso(point.start) or "",
+            probes=point.probes,
+            failures=point.failures,
+            avg_response_time_ms=_round(point.avg_latency_ms),
+        )
+        for point in _models(request).projections.metrics.series(
+            state.name, since, now, step, "health"
+        )
+    ]
+    return respond(
+        ProviderSeries(provider=state.name, hours=hours, step_seconds=step, points=points)
+    )
+
+
+def _series_step(hours: float) -> int:
+    return 60 if hours <= 6 else 3600 if hours <= 24 * 7 else 86_400
+
+
 # ---- status -------------------------------------------------------------------
 
 
@@ -412,7 +440,7 @@ async def status(request: web.Request) -> web.Response:
 
 async def status_metrics(request: web.Request) -> web.Response:
     hours = _hours(request, 1)
-    step = 60 if hours <= 6 else 3600 if hours <= 24 * 7 else 86_400
+    step = _series_step(hours)
     now = time.time()
     metrics = _models(request).projections.metrics
     since = now - hours * HOUR

@@ -1,0 +1,733 @@
+// cryptomon dashboard: plain JavaScript, no build step, no dependencies.
+//
+// It uses only the public API: REST for the state on load (and again after a
+// `resync`), then the live feed /ws/live for every change. It remembers the
+// last event position it saw and reconnects with ?since=<position>, so a
+// dropped connection or a server restart loses nothing. All URLs are relative
+// to the page, so it also works behind a reverse proxy under a sub-path.
+(() => {
+  "use strict";
+
+  const BASE = new URL(".", document.baseURI);
+  const HOUR_MS = 3600 * 1000;
+  const LOG_LIMIT = 200;
+  const RESOLVED_LIMIT = 10;
+  const STALE_AFTER_MS = 15000; // disconnected this long: "stale", not just "reconnecting"
+  const REFRESH_MIN_MS = 4000; // REST refresh on status_update, at most this often
+  const TOKEN_KEY = "cryptomon.token";
+
+  const state = {
+    providers: new Map(), // name -> ProviderView (REST shape, updated live)
+    rateLimits: new Map(), // name -> RateLimitView
+    samples: new Map(), // name -> [{t, ms, failed}] for the sparkline
+    alerts: new Map(), // id -> AlertView
+    logKeys: new Set(),
+    position: null, // the last event position received
+    ws: null,
+    live: false,
+    attempts: 0,
+    everConnected: false,
+    lastMessageAt: 0,
+    lastDataAt: null,
+    disconnectedAt: null,
+    heartbeatSeconds: 30,
+    tokenRequired: false,
+    token: sessionStorage.getItem(TOKEN_KEY),
+    loading: null,
+    lastRefresh: 0,
+    reconnectTimer: null,
+    journal: [], // [receivedAt, message]: the last few seconds of live changes
+  };
+  // REST answers may be up to a second old (the server reuses them): after a load,
+  // the live changes received shortly before it began are applied again on top.
+  const JOURNAL_MS = 5000;
+  const REST_MAX_AGE_MS = 1500;
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---- small helpers ----------------------------------------------------------
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function svg(tag, attributes) {
+    const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, value);
+    return node;
+  }
+
+  function clock(time) {
+    if (time === null || time === undefined) return "–";
+    const date = typeof time === "number" ? new Date(time) : new Date(time);
+    if (Number.isNaN(date.getTime())) return "–";
+    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  }
+
+  function ago(time) {
+    if (!time) return "never";
+    const seconds = Math.max(0, Math.round((Date.now() - Date.parse(time)) / 1000));
+    if (seconds < 60) return `${seconds} s ago`;
+    if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+    return `${Math.floor(seconds / 3600)} h ago`;
+  }
+
+  function ms(value) {
+    if (value === null || value === undefined) return "–";
+    return value >= 1000 ? `${(value / 1000).toFixed(2)} s` : `${Math.round(value)} ms`;
+  }
+
+  function percent(value) {
+    return value === null || value === undefined ? "–" : `${Number(value).toFixed(value >= 99.95 ? 0 : 1)}%`;
+  }
+
+  function url(path) {
+    return new URL(path, BASE).toString();
+  }
+
+  async function getJSON(path) {
+    const response = await fetch(url(path), { headers: { Accept: "application/json" }, cache: "no-store" });
+    if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+    return response.json();
+  }
+
+  // ---- the state from REST --------------------------------------------------------
+
+  function loadState() {
+    // One load at a time; a second request while one runs waits for it and runs again.
+    if (state.loading) {
+      state.loading.again = true;
+      return state.loading.promise;
+    }
+    const run = { again: false, promise: null };
+    state.loading = run;
+    run.promise = (async () => {
+      do {
+        run.again = false;
+        await fetchState();
+      } while (run.again);
+      state.loading = null;
+    })();
+    return run.promise;
+  }
+
+  async function fetchState() {
+    const started = Date.now();
+    try {
+      const [providers, limits, open, recent, connections, rateLog] = await Promise.all([
+        getJSON("api/providers"),
+        getJSON("api/rate-limits"),
+        getJSON("api/alerts?open=true&hours=9600&limit=500"),
+        getJSON("api/alerts?hours=24&limit=500"),
+        getJSON("api/logs/connection?hours=1&limit=60"),
+        getJSON("api/logs/rate_limit?hours=1&limit=20"),
+      ]);
+      state.providers = new Map(providers.providers.map((p) => [p.name, p]));
+      state.rateLimits = new Map(limits.rate_limits.map((r) => [r.provider, r]));
+      state.alerts = new Map();
+      for (const alert of [...recent.alerts, ...open.alerts]) state.alerts.set(alert.id, alert);
+      const rows = [
+        ...connections.logs.map((data) => ({ log_type: "connection", data })),
+        ...rateLog.logs.map((data) => ({ log_type: "rate_limit", data })),
+      ].sort((a, b) => a.data.position - b.data.position);
+      for (const row of rows) addLogEntry(row.log_type, row.data, row.data.position);
+      for (const [receivedAt, message] of state.journal) {
+        if (receivedAt >= started - REST_MAX_AGE_MS) applyChange(message);
+      }
+      state.lastRefresh = Date.now();
+      $("load-error").hidden = true;
+      renderAll();
+      await loadSeries([...state.providers.keys()]);
+    } catch (error) {
+      $("load-error").hidden = false;
+      $("load-error").textContent = `Could not load the state: ${error.message}`;
+    }
+  }
+
+  async function loadSeries(names) {
+    await Promise.all(
+      names.map(async (name) => {
+        try {
+          const series = await getJSON(`api/providers/${encodeURIComponent(name)}/series?hours=1`);
+          const half = (series.step_seconds * 1000) / 2;
+          const points = series.points
+            .filter((p) => p.probes > 0)
+            .map((p) => ({
+              t: Date.parse(p.timestamp) + half,
+              ms: p.avg_response_time_ms,
+              failed: p.avg_response_time_ms === null && p.failures > 0,
+            }));
+          // Keep live samples newer than the series' last point.
+          const last = points.length ? points[points.length - 1].t + half : 0;
+          const newer = (state.samples.get(name) || []).filter((s) => s.t > last);
+          state.samples.set(name, [...points, ...newer]);
+          renderProvider(name);
+        } catch (error) {
+          // A provider removed meanwhile: no sparkline; the next load tells.
+        }
+      }),
+    );
+  }
+
+  // Between events, refresh what moves with time (p95, uptime, usage) at most every few seconds.
+  async function refreshFigures() {
+    if (Date.now() - state.lastRefresh < REFRESH_MIN_MS || state.loading) return;
+    state.lastRefresh = Date.now();
+    try {
+      const [providers, limits] = await Promise.all([getJSON("api/providers"), getJSON("api/rate-limits")]);
+      for (const provider of providers.providers) {
+        const known = state.providers.get(provider.name);
+        // A status the feed delivered after this answer was computed is newer: keep it.
+        if (known && known.status !== provider.status && Date.parse(known.last_status_change || 0) > Date.parse(provider.last_status_change || 0)) {
+          provider.status = known.status;
+          provider.last_status_change = known.last_status_change;
+        }
+        state.providers.set(provider.name, provider);
+      }
+      for (const limit of limits.rate_limits) state.rateLimits.set(limit.provider, limit);
+      renderProviders();
+    } catch (error) {
+      // Not fatal: the feed keeps the essentials current.
+    }
+  }
+
+  // ---- the live feed -----------------------------------------------------------------
+
+  function connect() {
+    clearTimeout(state.reconnectTimer);
+    if (state.tokenRequired && !state.token) {
+      renderConnection();
+      return;
+    }
+    const address = new URL("ws/live", BASE);
+    address.protocol = address.protocol === "https:" ? "wss:" : "ws:";
+    if (state.position !== null) address.searchParams.set("since", String(state.position));
+    let ws;
+    try {
+      ws = new WebSocket(address);
+    } catch (error) {
+      scheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    ws.onopen = () => {
+      // With a token configured the first message must carry it; without one it is ignored.
+      if (state.token) ws.send(JSON.stringify({ type: "auth", token: state.token }));
+      // Raw events are not shown: the notices say what they mean.
+      ws.send(JSON.stringify({ type: "unsubscribe", topics: ["events"] }));
+    };
+    ws.onmessage = (event) => {
+      if (ws !== state.ws) return;
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (error) {
+        return;
+      }
+      onMessage(ws, message);
+    };
+    ws.onclose = (event) => {
+      if (ws !== state.ws) return;
+      state.ws = null;
+      if (state.live || state.disconnectedAt === null) state.disconnectedAt = Date.now();
+      state.live = false;
+      if (event.code === 1008) {
+        // Policy violation: the feed wants the API token (or another one).
+        state.tokenRequired = true;
+        state.token = null;
+        sessionStorage.removeItem(TOKEN_KEY);
+      }
+      renderConnection();
+      scheduleReconnect();
+    };
+  }
+
+  function scheduleReconnect() {
+    if (state.tokenRequired && !state.token) return;
+    const delay = Math.min(5000, 500 * 2 ** state.attempts) + Math.random() * 250;
+    state.attempts += 1;
+    clearTimeout(state.reconnectTimer);
+    state.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function onMessage(ws, message) {
+    state.lastMessageAt = Date.now();
+    const type = message.type;
+    if (type === "connection_established") {
+      state.live = true;
+      state.attempts = 0;
+      state.disconnectedAt = null;
+      state.heartbeatSeconds = message.heartbeat_interval || state.heartbeatSeconds;
+      state.lastDataAt = Date.now();
+      const first = state.position === null;
+      if (first || message.position < state.position) {
+        // First connection, or a server whose log is behind ours (another database): start over.
+        state.position = message.position;
+        loadState();
+      }
+      state.everConnected = true;
+      renderConnection();
+      return;
+    }
+    if (typeof message.position === "number" && message.position > 0) {
+      state.position = Math.max(state.position || 0, message.position);
+      $("position").textContent = String(state.position);
+    }
+    state.lastDataAt = Date.now();
+    if (type === "ping") {
+      ws.send(JSON.stringify({ type: "pong" }));
+    } else if (type === "status_update") {
+      refreshFigures();
+    } else if (type === "resync") {
+      // Status and alert changes this old are not replayed: read the current state.
+      loadState();
+    } else if (applyChange(message)) {
+      const now = Date.now();
+      state.journal.push([now, message]);
+      while (state.journal.length && state.journal[0][0] < now - JOURNAL_MS) state.journal.shift();
+    }
+  }
+
+  // Apply one change from the feed to the state and the page; false for messages that are not one.
+  // Applying a change twice is harmless: loads apply the recent ones again.
+  function applyChange(message) {
+    switch (message.type) {
+      case "provider_status_change":
+        onStatusChange(message);
+        return true;
+      case "new_log_entry":
+        onLogEntry(message.log_type, message.data, message.position);
+        return true;
+      case "rate_limit_alert":
+        onRateLimitAlert(message);
+        return true;
+      case "alert_raised":
+      case "alert_acknowledged":
+      case "alert_resolved":
+        onAlert(message);
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  function onStatusChange(message) {
+    const provider = state.providers.get(message.provider);
+    if (provider) {
+      const changed = provider.status !== message.new_status;
+      provider.status = message.new_status;
+      provider.last_status_change = message.timestamp;
+      renderProvider(message.provider, changed);
+      renderSummary();
+    } else if (!state.loading) {
+      loadState(); // a provider we have not seen: registered after our load
+    }
+    const level = { online: "good", offline: "bad", degraded: "warn", rate_limited: "warn" }[message.new_status] || "info";
+    addLogEntry(
+      "status",
+      {
+        timestamp: message.timestamp,
+        text: `${message.provider}: ${message.old_status} → ${message.new_status} (${message.details})`,
+        level,
+      },
+      message.position,
+    );
+  }
+
+  function onLogEntry(logType, data, position) {
+    if (logType === "failure") return; // the same probe comes as a connection or collection row
+    const provider = state.providers.get(data.provider);
+    if (logType === "connection" && provider) {
+      provider.response_time_ms = data.response_time_ms;
+      provider.last_check = data.timestamp;
+      addSample(data.provider, data);
+      renderProvider(data.provider);
+    } else if (logType === "rate_limit") {
+      const known = state.rateLimits.get(data.provider) || { provider: data.provider };
+      Object.assign(known, {
+        limit_type: data.limit_type,
+        limit_value: data.limit_value,
+        current_usage: data.current_usage,
+        percentage: data.percentage,
+        blocked_until: data.blocked_until,
+        status: data.blocked_until && Date.parse(data.blocked_until) > Date.now() ? "blocked" : known.status,
+      });
+      state.rateLimits.set(data.provider, known);
+      renderProvider(data.provider);
+    }
+    addLogEntry(logType, data, position);
+  }
+
+  function onRateLimitAlert(message) {
+    const known = state.rateLimits.get(message.provider) || { provider: message.provider };
+    Object.assign(known, { percentage: message.percentage, current_usage: message.used, limit_value: message.limit });
+    state.rateLimits.set(message.provider, known);
+    renderProvider(message.provider);
+  }
+
+  function onAlert(message) {
+    const { type, alert, position } = message;
+    state.alerts.set(alert.id, alert);
+    renderAlerts();
+    const verb = { alert_raised: "raised", alert_acknowledged: "acknowledged", alert_resolved: "resolved" }[type];
+    const who = type === "alert_acknowledged" && alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : "";
+    addLogEntry(
+      `alert-${verb}`,
+      {
+        id: alert.id,
+        timestamp: message.timestamp,
+        text: `alert ${verb}${who}: ${alert.message}`,
+        level: type === "alert_raised" ? (alert.severity === "critical" ? "bad" : "warn") : type === "alert_resolved" ? "good" : "info",
+      },
+      position,
+    );
+  }
+
+  function addSample(name, data) {
+    const failed = data.status === "failed" || data.status === "timeout";
+    const sample = {
+      t: Date.parse(data.timestamp) || Date.now(),
+      ms: data.status === "success" ? data.response_time_ms : null,
+      failed,
+    };
+    const samples = state.samples.get(name) || [];
+    samples.push(sample);
+    state.samples.set(name, samples.filter((s) => s.t > Date.now() - HOUR_MS));
+  }
+
+  // ---- rendering -------------------------------------------------------------------
+
+  function renderAll() {
+    renderProviders();
+    renderAlerts();
+    renderConnection();
+    if (state.position !== null) $("position").textContent = String(state.position);
+  }
+
+  function renderSummary() {
+    const counts = {};
+    for (const provider of state.providers.values()) counts[provider.status] = (counts[provider.status] || 0) + 1;
+    const parts = ["online", "degraded", "offline", "rate_limited", "unknown", "unconfigured"]
+      .filter((status) => counts[status])
+      .map((status) => `<b>${counts[status]}</b> ${status.replace("_", " ")}`);
+    // Only numbers and fixed words go into this markup.
+    $("summary").innerHTML = parts.join(" · ");
+    $("provider-count").textContent = `(${state.providers.size})`;
+  }
+
+  function renderProviders() {
+    const container = $("providers");
+    const names = [...state.providers.keys()];
+    for (const card of [...container.children]) {
+      if (!state.providers.has(card.dataset.provider)) card.remove();
+    }
+    for (const name of names) renderProvider(name);
+    // Keep the server's order.
+    names.forEach((name, index) => {
+      const card = cardFor(name);
+      if (container.children[index] !== card) container.insertBefore(card, container.children[index] || null);
+    });
+    renderSummary();
+  }
+
+  function cardFor(name) {
+    for (const card of $("providers").children) if (card.dataset.provider === name) return card;
+    const card = el("article", "provider");
+    card.dataset.provider = name;
+    const head = el("div", "head");
+    head.append(el("h3", "name", name), el("span", "status"));
+    const meta = el("div", "meta");
+    meta.append(el("span", "category"), el("span", "checked"));
+    const figures = el("dl", "figures");
+    for (const [key, label] of [["latency", "latency now"], ["p95", "p95 24 h"], ["uptime", "uptime 24 h"]]) {
+      const cell = el("div");
+      cell.append(el("dt", null, label), el("dd", key));
+      figures.append(cell);
+    }
+    const spark = svg("svg", { class: "spark", viewBox: "0 0 120 34", preserveAspectRatio: "none", role: "img" });
+    spark.append(svg("title"), svg("line", { class: "axis", x1: 0, y1: 33.5, x2: 120, y2: 33.5 }), svg("polyline", { points: "" }), svg("g", { class: "fails" }));
+    const limit = el("div", "ratelimit");
+    const bar = el("div", "bar");
+    bar.append(el("span"));
+    limit.append(bar, el("span", "usage"));
+    card.append(head, meta, figures, spark, limit);
+    $("providers").append(card);
+    return card;
+  }
+
+  function renderProvider(name, changed) {
+    const provider = state.providers.get(name);
+    if (!provider) return;
+    const card = cardFor(name);
+    card.dataset.status = provider.status;
+    card.querySelector(".status").textContent = provider.status.replace("_", " ");
+    card.querySelector(".category").textContent = provider.category.replace(/_/g, " ");
+    const checked = card.querySelector(".checked");
+    checked.dataset.time = provider.last_check || "";
+    checked.textContent = provider.last_check ? `checked ${ago(provider.last_check)}` : "not checked yet";
+    card.querySelector(".latency").textContent = ms(provider.response_time_ms);
+    card.querySelector(".p95").textContent = ms(provider.p95_ms_24h);
+    card.querySelector(".uptime").textContent = percent(provider.uptime_24h);
+    renderSparkline(card.querySelector(".spark"), state.samples.get(name) || []);
+    renderRateLimit(card.querySelector(".ratelimit"), state.rateLimits.get(name));
+    if (changed) {
+      card.classList.add("changed");
+      setTimeout(() => card.classList.remove("changed"), 1500);
+    }
+  }
+
+  function renderSparkline(node, samples) {
+    const now = Date.now();
+    const recent = samples.filter((s) => s.t > now - HOUR_MS);
+    const latencies = recent.filter((s) => s.ms !== null && s.ms !== undefined);
+    const top = Math.max(1, ...latencies.map((s) => s.ms)) * 1.1;
+    // The last hour; while there is less history than that, what there is fills the width.
+    const span = Math.min(HOUR_MS, Math.max(60000, recent.length ? now - recent[0].t : 0));
+    const x = (t) => (((t - (now - span)) / span) * 118 + 1).toFixed(1);
+    node.querySelector("polyline").setAttribute(
+      "points",
+      latencies.map((s) => `${x(s.t)},${(32 - (s.ms / top) * 30).toFixed(1)}`).join(" "),
+    );
+    const fails = node.querySelector(".fails");
+    fails.replaceChildren(...recent.filter((s) => s.failed).map((s) => svg("rect", { class: "fail", x: x(s.t), y: 29, width: 1.2, height: 5 })));
+    const worst = latencies.length ? ms(Math.max(...latencies.map((s) => s.ms))) : "–";
+    const minutes = Math.round(span / 60000);
+    node.querySelector("title").textContent = `latency over the last ${minutes === 60 ? "hour" : `${minutes} min`} (peak ${worst}); red marks are failed probes`;
+  }
+
+  function renderRateLimit(node, limit) {
+    const bar = node.querySelector(".bar");
+    const usage = node.querySelector(".usage");
+    if (!limit || !limit.limit_value) {
+      bar.dataset.level = "";
+      bar.firstChild.style.width = "0";
+      usage.textContent = "rate limit unknown";
+      return;
+    }
+    const share = Math.min(100, Math.max(0, Number(limit.percentage) || 0));
+    const blocked = limit.blocked_until && Date.parse(limit.blocked_until) > Date.now();
+    bar.dataset.level = blocked ? "blocked" : share >= 90 ? "critical" : share >= 80 ? "warning" : "";
+    bar.firstChild.style.width = `${blocked ? 100 : share}%`;
+    const per = (limit.limit_type || "").replace("per_", "/ ").replace("_", " ");
+    usage.textContent = blocked
+      ? `blocked until ${clock(limit.blocked_until)}`
+      : `${limit.current_usage ?? "?"} of ${limit.limit_value} ${per} (${Math.round(share)}%)`;
+  }
+
+  function renderAlerts() {
+    const all = [...state.alerts.values()];
+    const open = all.filter((a) => !a.resolved_at).sort((a, b) => b.position - a.position);
+    const resolved = all
+      .filter((a) => a.resolved_at)
+      .sort((a, b) => Date.parse(b.resolved_at) - Date.parse(a.resolved_at))
+      .slice(0, RESOLVED_LIMIT);
+    fillAlerts($("open-alerts"), open, false);
+    fillAlerts($("resolved-alerts"), resolved, true);
+    $("open-count").textContent = open.length ? String(open.length) : "";
+    $("no-open-alerts").hidden = open.length > 0;
+    $("no-resolved-alerts").hidden = resolved.length > 0;
+  }
+
+  function fillAlerts(list, alerts, resolved) {
+    const existing = new Map([...list.children].map((item) => [item.dataset.alertId, item]));
+    const items = alerts.map((alert) => {
+      const item = existing.get(String(alert.id)) || el("li", "alert");
+      updateAlertItem(item, alert, resolved);
+      return item;
+    });
+    // Reuse the elements (a button mid-click survives an update); only order changes.
+    items.forEach((item, index) => {
+      if (list.children[index] !== item) list.insertBefore(item, list.children[index] || null);
+    });
+    while (list.children.length > items.length) list.lastChild.remove();
+  }
+
+  function updateAlertItem(item, alert, resolved) {
+    item.dataset.alertId = String(alert.id);
+    item.dataset.severity = alert.severity;
+    item.dataset.acknowledged = String(alert.acknowledged);
+    item.classList.toggle("resolved-alert", resolved);
+    let message = item.querySelector(".message");
+    if (!message) {
+      message = el("div", "message");
+      item.append(message, el("div", "when"), el("div", "actions"));
+    }
+    message.replaceChildren(el("span", "severity", alert.severity), document.createTextNode(alert.message));
+    const when = resolved
+      ? `raised ${clock(alert.raised_at)}, resolved ${clock(alert.resolved_at)}`
+      : `raised ${clock(alert.raised_at)} (${ago(alert.raised_at)})`;
+    item.querySelector(".when").textContent = `${alert.provider} · ${alert.kind.replace("_", " ")} · ${when}`;
+    const actions = item.querySelector(".actions");
+    if (alert.acknowledged) {
+      const by = alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : "";
+      const text = `acknowledged${by} ${clock(alert.acknowledged_at)}`;
+      if (actions.textContent !== text) actions.replaceChildren(el("span", "acked", text));
+    } else if (resolved) {
+      actions.replaceChildren(el("span", "muted", "not acknowledged"));
+    } else if (!actions.querySelector("button")) {
+      const button = el("button", "ack", "Acknowledge");
+      button.type = "button";
+      button.addEventListener("click", () => acknowledge(alert.id, button, item));
+      actions.replaceChildren(button);
+    }
+  }
+
+  function addLogEntry(kind, data, position) {
+    const key = `${position}:${kind}:${data.endpoint || data.id || ""}`;
+    if (state.logKeys.has(key)) return;
+    state.logKeys.add(key);
+    const [text, level] = logLine(kind, data);
+    const item = el("li");
+    item.dataset.level = level;
+    item.dataset.position = String(position);
+    const time = el("time", null, clock(data.timestamp || Date.now()));
+    if (data.timestamp) time.dateTime = data.timestamp;
+    item.append(time, el("span", "text", text));
+    const log = $("log");
+    // Newest first; an older row (from a load) goes below newer ones.
+    let before = log.firstChild;
+    while (before && Number(before.dataset.position) > position) before = before.nextSibling;
+    log.insertBefore(item, before);
+    while (log.children.length > LOG_LIMIT) {
+      const last = log.lastChild;
+      last.remove();
+    }
+    if (state.logKeys.size > LOG_LIMIT * 10) state.logKeys = new Set([...state.logKeys].slice(-LOG_LIMIT * 5));
+  }
+
+  function logLine(kind, data) {
+    switch (kind) {
+      case "connection":
+      case "collection": {
+        const what = kind === "connection" ? "health" : data.endpoint;
+        if (data.status === "success") return [`${data.provider} ${what} ok ${ms(data.response_time_ms)}`, ""];
+        const why = [data.http_status ? `HTTP ${data.http_status}` : null, data.error_type, data.error_message]
+          .filter(Boolean)
+          .join(": ");
+        return [`${data.provider} ${what} ${data.status}${why ? ` (${why})` : ""}`, data.status === "rate_limited" ? "warn" : "bad"];
+      }
+      case "rate_limit": {
+        const blocked = data.blocked_until ? `, blocked until ${clock(data.blocked_until)}` : "";
+        return [`${data.provider} rate limit ${data.current_usage}/${data.limit_value} (${Math.round(data.percentage)}%)${blocked}`, data.blocked_until || data.percentage >= 80 ? "warn" : ""];
+      }
+      default:
+        return [data.text, data.level || "info"];
+    }
+  }
+
+  function renderConnection() {
+    const box = $("connection");
+    const text = $("connection-text");
+    const button = $("token-button");
+    let mode;
+    let label;
+    if (state.tokenRequired && !state.token) {
+      mode = "needs-token";
+      label = "live feed needs the API token";
+    } else if (state.live) {
+      mode = "live";
+      label = "live";
+    } else if (!state.everConnected) {
+      mode = "connecting";
+      label = "connecting…";
+    } else {
+      const since = state.lastDataAt || state.disconnectedAt || Date.now();
+      const down = state.disconnectedAt ? Date.now() - state.disconnectedAt : 0;
+      mode = down < STALE_AFTER_MS ? "reconnecting" : "stale";
+      label = mode === "reconnecting" ? `reconnecting… (last data ${clock(since)})` : `stale since ${clock(since)} · reconnecting`;
+    }
+    box.dataset.state = mode;
+    text.textContent = label;
+    button.hidden = mode !== "needs-token";
+    document.body.classList.toggle("not-live", mode !== "live");
+  }
+
+  // ---- acknowledging ---------------------------------------------------------------
+
+  function askToken(reason) {
+    const given = window.prompt(`${reason}\nAPI token (the value of the server's CRYPTOMON_API_TOKEN):`);
+    if (!given || !given.trim()) return false;
+    state.token = given.trim();
+    sessionStorage.setItem(TOKEN_KEY, state.token);
+    return true;
+  }
+
+  function postAcknowledge(id) {
+    const headers = { Accept: "application/json" };
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    return fetch(url(`api/alerts/${id}/acknowledge`), { method: "POST", headers });
+  }
+
+  async function acknowledge(id, button, item) {
+    button.disabled = true;
+    const problem = item.querySelector(".problem");
+    if (problem) problem.remove();
+    try {
+      let response = await postAcknowledge(id);
+      if (response.status === 401 && askToken("This cryptomon needs its API token to acknowledge alerts.")) {
+        response = await postAcknowledge(id);
+        if (response.status !== 401 && state.tokenRequired && !state.live) connect();
+      }
+      if (response.ok || response.status === 409) {
+        if (response.ok) {
+          const body = await response.json();
+          state.alerts.set(body.alert.id, body.alert);
+        } else {
+          const current = await getJSON(`api/alerts?hours=9600&limit=5000`);
+          for (const alert of current.alerts) if (alert.id === id) state.alerts.set(id, alert);
+        }
+        renderAlerts();
+        return;
+      }
+      if (response.status === 401) {
+        state.token = null;
+        sessionStorage.removeItem(TOKEN_KEY);
+      }
+      let detail = `HTTP ${response.status}`;
+      try {
+        detail = (await response.json()).detail || detail;
+      } catch (error) {
+        // not a problem document
+      }
+      item.append(el("div", "problem", `Not acknowledged: ${detail}`));
+    } catch (error) {
+      item.append(el("div", "problem", `Not acknowledged: ${error.message}`));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---- start ---------------------------------------------------------------------------
+
+  function tick() {
+    // A socket that went silent past two heartbeats is dead even if no close arrived.
+    if (state.live && state.ws && Date.now() - state.lastMessageAt > 2.5 * state.heartbeatSeconds * 1000) {
+      state.ws.close();
+    }
+    renderConnection();
+    for (const checked of document.querySelectorAll(".provider .checked")) {
+      if (checked.dataset.time) checked.textContent = `checked ${ago(checked.dataset.time)}`;
+    }
+  }
+
+  async function start() {
+    $("token-button").addEventListener("click", () => {
+      if (askToken("The live feed of this cryptomon needs its API token.")) connect();
+    });
+    try {
+      const config = await getJSON("api/config/stats");
+      state.tokenRequired = Boolean(config.api_token_configured);
+    } catch (error) {
+      // Unknown: try without; a 1008 close tells us.
+    }
+    connect();
+    setInterval(tick, 1000);
+    // The page works without the feed too: show what REST says while it connects.
+    if (state.position === null) loadState();
+  }
+
+  start();
+})();

@@ -1,0 +1,113 @@
+"""The dashboard: `/` for browsers, its files under `/static/`.
+
+`/` answers by content negotiation: a client that prefers `text/html` (a
+browser) gets the dashboard page; any other (`application/json`, `*/*`, no
+Accept at all) gets the service information as JSON, as the seed did. The
+page and its files are package data in `cryptomon/dashboard/`, read once when
+the app is built; the page then uses only the public REST API and `/ws/live`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib.resources import files
+
+from aiohttp import web
+
+from cryptomon.http import views
+from cryptomon.http.errors import NotFound
+
+STATIC_PREFIX = "/static/"
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+# The page talks only to its own origin; nothing inline, nothing from elsewhere.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+DASHBOARD_ASSETS = web.AppKey("dashboard_assets", dict[str, Asset])
+
+
+def load_assets() -> dict[str, Asset]:
+    """Every file of the dashboard package directory, by file name."""
+    assets: dict[str, Asset] = {}
+    for entry in files("cryptomon").joinpath("dashboard").iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        if not entry.is_file() or suffix not in CONTENT_TYPES:
+            continue
+        body = entry.read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        assets[entry.name] = Asset(body, CONTENT_TYPES[suffix], etag)
+    return assets
+
+
+def prefers_html(accept: str) -> bool:
+    """Whether an Accept header ranks HTML above JSON. Only an explicit `text/html`
+    (or `text/*`) counts for HTML; `*/*` alone means an API client that takes JSON."""
+    html = json = 0.0
+    for part in accept.split(","):
+        media, *parameters = (piece.strip() for piece in part.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.lower()
+        if media in ("text/html", "application/xhtml+xml", "text/*"):
+            html = max(html, quality)
+        elif media in ("application/json", "application/*", "*/*"):
+            json = max(json, quality)
+    return html > 0 and html > json
+
+
+def _answer(request: web.Request, asset: Asset) -> web.Response:
+    headers = {"ETag": asset.etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+    if asset.content_type == "text/html":
+        headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        headers["Vary"] = "Accept"
+    if request.headers.get("If-None-Match") == asset.etag:
+        return web.Response(status=304, headers=headers)
+    charset = "utf-8" if asset.content_type.startswith(("text/", "image/svg")) else None
+    return web.Response(
+        body=asset.body, content_type=asset.content_type, charset=charset, headers=headers
+    )
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    """The dashboard for browsers; the service information (JSON) for everyone else."""
+    if prefers_html(request.headers.get("Accept", "")):
+        return _answer(request, request.app[DASHBOARD_ASSETS]["index.html"])
+    response = await views.info(request)
+    response.headers["Vary"] = "Accept"
+    return response
+
+
+async def asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    found = request.app[DASHBOARD_ASSETS].get(name)
+    if found is None or name == "index.html":
+        raise NotFound("file", f"no dashboard file named {name[:100]!r}")
+    return _answer(request, found)
+
+
+def add_routes(app: web.Application) -> None:
+    app[DASHBOARD_ASSETS] = load_assets()
+    app.router.add_get(STATIC_PREFIX + "{name}", asset)

@@ -1,0 +1,38 @@
+"""`/api/notifications`: each channel's deliveries, from the notifier's memory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cryptomon.http.schemas import NotificationChannelView, NotificationsView, iso
+from cryptomon.http.views import respond
+from cryptomon.notify import Notifier
+
+NOTIFIER = web.AppKey("notifier", Notifier)
+
+
+async def notifications(request: web.Request) -> web.Response:
+    notifier = request.app[NOTIFIER]
+    channels = [
+        NotificationChannelView(
+            name=stats.name,
+            kind=stats.kind,
+            delivered=stats.delivered,
+            failed=stats.failed,
+            gave_up=stats.gave_up,
+            retrying=stats.retrying,
+            pending=stats.pending,
+            last_error=stats.last_error,
+            last_error_at=iso(stats.last_error_at),
+            last_delivered_at=iso(stats.last_delivered_at),
+        )
+        for stats in notifier.stats()
+    ]
+    return respond(
+        NotificationsView(
+            enabled=notifier.running,
+            position=notifier.stored_position,
+            checkpoint_position=notifier.checkpoint_position,
+            channels=channels,
+        )
+    )

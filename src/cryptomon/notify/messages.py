@@ -1,0 +1,317 @@
+"""What a notification says, and the body each kind of channel expects.
+
+A notice (alert raised, acknowledged, resolved; rate limit high) becomes one
+neutral `Notification` per channel that wants it. The outbox stores that
+message (JSON, no secret in it); the channel's body is rendered from it when it
+is sent: the generic webhook gets the message itself, Slack `text` and
+`blocks`, Discord `content` and `embeds`, Telegram a `sendMessage` call.
+Rendering is a pure function of the message and the channel, so a retry sends
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Literal
+
+import msgspec
+
+from cryptomon.config import NotificationChannel, NotifyEvent
+from cryptomon.projections.notices import (
+    Alert,
+    AlertAcked,
+    AlertRaised,
+    AlertResolved,
+    Notice,
+    RateLimitHigh,
+    iso_time,
+)
+
+NotificationEvent = Literal["raised", "acknowledged", "resolved", "rate_limit", "renotify", "test"]
+
+# Chat services cap message sizes (Discord 2000 characters of content); alert messages
+# are short, but a probe's error text is whatever the provider said.
+MAX_MESSAGE_CHARS = 1500
+_COLORS = {"critical": 0xE01E5A, "warning": 0xECB22E, "resolved": 0x2EB67D, "info": 0x5865F2}
+
+
+class AlertFields(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    kind: str
+    severity: str
+    message: str
+    raised_at: str
+    acknowledged: bool
+    acknowledged_by: str | None = None
+    acknowledged_at: str | None = None
+    note: str | None = None
+    resolved_at: str | None = None
+    position: int  # of the event that raised it
+
+    @classmethod
+    def of(cls, alert: Alert) -> AlertFields:
+        return cls(
+            id=alert.id,
+            kind=alert.kind,
+            severity=alert.severity,
+            message=alert.message,
+            raised_at=iso_time(alert.raised_at),
+            acknowledged=alert.acknowledged,
+            acknowledged_by=alert.acknowledged_by,
+            acknowledged_at=None
+            if alert.acknowledged_at is None
+            else iso_time(alert.acknowledged_at),
+            note=alert.note,
+            resolved_at=None if alert.resolved_at is None else iso_time(alert.resolved_at),
+            position=alert.position,
+        )
+
+
+class RateLimitFields(msgspec.Struct, frozen=True, kw_only=True):
+    percentage: float
+    used: int
+    limit: int
+
+
+class Notification(msgspec.Struct, frozen=True, kw_only=True):
+    """One message to one channel: the generic webhook's JSON body as it is."""
+
+    event: NotificationEvent
+    title: str
+    message: str
+    severity: str | None
+    provider: str | None
+    category: str | None
+    position: int  # of the event that caused it
+    idempotency_key: str
+    timestamp: str  # when it happened, by the event's own clock
+    channel: str
+    alert: AlertFields | None = None
+    rate_limit: RateLimitFields | None = None
+    source: str = "cryptomon"
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Notification)
+
+
+def encode(notification: Notification) -> bytes:
+    return _encoder.encode(notification)
+
+
+def decode(payload: bytes) -> Notification:
+    return _decoder.decode(payload)
+
+
+class Subject(msgspec.Struct, frozen=True, gc=False):
+    """What a channel's filters look at, and what the idempotency key names."""
+
+    event: NotifyEvent
+    provider: str
+    severity: str
+    subject: str  # the alert's id, or the provider for a rate-limit notice
+
+
+def subject_of(notice: Notice) -> Subject | None:
+    """The notification a notice is about, or None for notices nobody is told of."""
+    match notice:
+        case AlertRaised(alert=alert):
+            return Subject("raised", alert.provider, alert.severity, str(alert.id))
+        case AlertAcked(alert=alert):
+            return Subject("acknowledged", alert.provider, alert.severity, str(alert.id))
+        case AlertResolved(alert=alert):
+            return Subject("resolved", alert.provider, alert.severity, str(alert.id))
+        case RateLimitHigh():
+            return Subject("rate_limit", notice.provider, notice.severity, notice.provider)
+    return None
+
+
+def wanted(
+    channel: NotificationChannel,
+    event: NotifyEvent,
+    severity: str,
+    provider: str,
+    category: str | None,
+) -> bool:
+    """Whether `channel`'s filters let this through (an empty filter lets all through)."""
+    if event not in channel.events:
+        return False
+    if channel.severities and severity not in channel.severities:
+        return False
+    if channel.providers and provider.casefold() not in {p.casefold() for p in channel.providers}:
+        return False
+    return not channel.categories or category in channel.categories
+
+
+def idempotency_key(channel: str, event: str, subject: str, position: int) -> str:
+    """Stable across retries, restarts and replays: a receiver de-duplicates on it."""
+    return f"{channel}:{event}:{subject}:{position}"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def from_notice(
+    channel: str, notice: Notice, subject: Subject, category: str | None
+) -> Notification:
+    key = idempotency_key(channel, subject.event, subject.subject, notice.position)
+    common: dict[str, Any] = {
+        "provider": subject.provider,
+        "category": category,
+        "severity": subject.severity,
+        "position": notice.position,
+        "idempotency_key": key,
+        "timestamp": iso_time(notice.at),
+        "channel": channel,
+    }
+    if isinstance(notice, RateLimitHigh):
+        return Notification(
+            event="rate_limit",
+            title=f"{notice.provider}: rate limit at {notice.percentage:g}%",
+            message=_short(
+                f"{notice.provider} has used {notice.used} of {notice.limit} requests"
+                f" ({notice.percentage:g}%)"
+            ),
+            rate_limit=RateLimitFields(
+                percentage=notice.percentage, used=notice.used, limit=notice.limit
+            ),
+            **common,
+        )
+    assert isinstance(notice, AlertRaised | AlertAcked | AlertResolved)
+    alert = notice.alert
+    if subject.event == "raised":
+        title = f"{alert.provider}: {alert.kind} alert raised"
+    elif subject.event == "acknowledged":
+        by = f" by {alert.acknowledged_by}" if alert.acknowledged_by else ""
+        title = f"{alert.provider}: {alert.kind} alert acknowledged{by}"
+    else:
+        title = f"{alert.provider}: {alert.kind} alert resolved"
+    message = alert.message if alert.note is None else f"{alert.message}\nnote: {alert.note}"
+    return Notification(
+        event=subject.event,
+        title=title,
+        message=_short(message),
+        alert=AlertFields.of(alert),
+        **common,
+    )
+
+
+def renotification(
+    channel: str, alert: Alert, slot: int, category: str | None, now: float
+) -> Notification:
+    """A reminder of an open, unacknowledged alert; `slot` counts renotify intervals since
+    it was raised, so each interval has one key."""
+    minutes = (now - alert.raised_at) / 60
+    return Notification(
+        event="renotify",
+        title=f"{alert.provider}: {alert.kind} alert still open",
+        message=_short(f"{alert.message} (open for {minutes:.0f} min, not acknowledged)"),
+        severity=alert.severity,
+        provider=alert.provider,
+        category=category,
+        position=alert.position,
+        idempotency_key=f"{channel}:renotify:{alert.id}:{slot}",
+        timestamp=iso_time(now),
+        channel=channel,
+        alert=AlertFields.of(alert),
+    )
+
+
+def trial_notification(channel: str, now: float) -> Notification:
+    """What `notify-test` sends: a message that says it is a test, with a fresh key."""
+    return Notification(
+        event="test",
+        title="cryptomon test notification",
+        message=f"If you can read this, channel {channel!r} works.",
+        severity=None,
+        provider=None,
+        category=None,
+        position=0,
+        idempotency_key=f"{channel}:test:{now:.6f}",
+        timestamp=iso_time(now),
+        channel=channel,
+    )
+
+
+# ---- the body each kind of channel expects -------------------------------------
+
+
+def _tone(note: Notification) -> str:
+    if note.event == "resolved":
+        return "resolved"
+    if note.event in ("acknowledged", "test"):
+        return "info"
+    return note.severity or "info"
+
+
+def _label(note: Notification) -> str:
+    return "RESOLVED" if note.event == "resolved" else (note.severity or note.event).upper()
+
+
+def _facts(note: Notification) -> list[tuple[str, str]]:
+    facts = [(name, value) for name, value in (
+        ("Provider", note.provider), ("Category", note.category), ("Severity", note.severity),
+    ) if value]  # fmt: skip
+    if note.alert is not None:
+        facts.append(("Alert", f"{note.alert.id} ({note.alert.kind})"))
+    return facts
+
+
+def _slack(note: Notification) -> dict[str, Any]:
+    text = f"[{_label(note)}] {note.title}"
+    fields = [{"type": "mrkdwn", "text": f"*{name}*\n{value}"} for name, value in _facts(note)]
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n{note.message}"}},
+    ]
+    if fields:
+        blocks.append({"type": "section", "fields": fields})
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"{note.timestamp} · position {note.position} · {note.idempotency_key}",
+                }
+            ],
+        }
+    )
+    return {"text": text, "blocks": blocks}
+
+
+def _discord(note: Notification) -> dict[str, Any]:
+    embed = {
+        "title": note.title[:256],
+        "description": note.message,
+        "color": _COLORS[_tone(note)],
+        "fields": [{"name": name, "value": value, "inline": True} for name, value in _facts(note)],
+        "timestamp": note.timestamp,
+        "footer": {"text": note.idempotency_key},
+    }
+    return {"content": f"[{_label(note)}] {note.title}", "embeds": [embed]}
+
+
+def _telegram(note: Notification, chat_id: int | str | None) -> dict[str, Any]:
+    lines = [f"<b>[{_label(note)}] {html.escape(note.title)}</b>", html.escape(note.message)]
+    lines += [f"{name}: {html.escape(value)}" for name, value in _facts(note)]
+    lines.append(f"<i>{html.escape(note.timestamp)} · position {note.position}</i>")
+    return {
+        "chat_id": chat_id,
+        "text": "\n".join(lines),
+        "parse_mode": "HTML",
+        "disable_web_page_preview": True,
+    }
+
+
+def render(channel: NotificationChannel, note: Notification) -> bytes:
+    """The request body for `channel`."""
+    match channel.kind:
+        case "webhook":
+            return encode(note)
+        case "slack":
+            return _encoder.encode(_slack(note))
+        case "discord":
+            return _encoder.encode(_discord(note))
+        case "telegram":
+            return _encoder.encode(_telegram(note, channel.chat_id))

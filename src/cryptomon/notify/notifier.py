@@ -1,0 +1,556 @@
+"""The notifier: a subscriber of the event log that delivers notices at least once.
+
+It folds the log into projections of its own (not the read models': their
+snapshots and the notifier's checkpoint move independently) and keeps a
+durable checkpoint, the projections' state and the position it covers. At
+start it restores them from the checkpoint and follows the log from there;
+each notice a channel wants becomes an outbox row keyed
+`channel:event:alert-or-provider:position`. Rows are stored as soon as the
+notifier is caught up, the checkpoint every so often, and never a checkpoint
+before the rows it covers, so a crash re-derives at most the notices after the
+checkpoint and INSERT OR IGNORE drops those already stored. Replays and read
+models never touch the outbox: an audit replay sends nothing.
+
+Delivery is one task per channel, one request in flight each: a channel that
+fails backs off (exponentially, with jitter) on its own, and the others and
+the service do not wait for it. A re-notification of an open, unacknowledged
+alert is keyed by how many `renotify_interval`s have passed since it was
+raised, so each interval sends at most one, and acknowledging stops them.
+
+Without a checkpoint (the first start with channels) it starts from the log's
+head: what happened before notifications were configured is not announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+import aiosqlite
+import msgspec
+
+from cryptomon.config import NotificationChannel
+from cryptomon.events.store import EventStore, StoreError
+from cryptomon.notify import outbox
+from cryptomon.notify.delivery import backoff, create_session, deliver
+from cryptomon.notify.messages import (
+    decode,
+    encode,
+    from_notice,
+    renotification,
+    subject_of,
+    wanted,
+)
+from cryptomon.notify.outbox import Checkpoint, OutboxRow
+from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
+from cryptomon.projections.providers import UNKNOWN_CATEGORY
+from cryptomon.readmodels import fold_log
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+YIELD_EVERY = 64
+# Rows buffered while catching up are stored at least this often.
+FLUSH_ROWS = 500
+# Delivered and given-up rows are kept this long, for /api/notifications and audits.
+RETENTION_SECONDS = 30 * 86_400.0
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(dict[str, tuple[int, bytes]])
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    name: str
+    kind: str
+    delivered: int  # rows delivered (within the outbox's retention)
+    failed: int  # given up, plus rows still pending after a failed attempt
+    gave_up: int
+    retrying: int
+    pending: int  # not delivered yet, retrying included
+    last_error: str | None
+    last_error_at: float | None
+    last_delivered_at: float | None
+    # Since this process started, for /metrics counters.
+    sent_total: int
+    failed_attempts_total: int
+    gave_up_total: int
+
+
+@dataclass(slots=True)
+class _Channel:
+    """One channel's queue of pending rows and what delivering them has been like."""
+
+    config: NotificationChannel
+    rows: dict[str, OutboxRow] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    blocked_until: float = 0.0  # no request before this (wall clock): the channel backs off
+    consecutive_failures: int = 0
+    renotified: dict[int, int] = field(default_factory=dict)  # alert id -> last slot queued
+    delivered: int = 0
+    gave_up: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_delivered_at: float | None = None
+    sent_total: int = 0
+    failed_attempts_total: int = 0
+    gave_up_total: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def next_due(self, now: float) -> OutboxRow | None:
+        """The earliest row (by log position) that may be tried now."""
+        if now < self.blocked_until:
+            return None
+        due = [row for row in self.rows.values() if row.next_attempt_at <= now]
+        return min(due, key=lambda row: (row.position, row.key)) if due else None
+
+    def seconds_to_next(self, now: float) -> float | None:
+        if not self.rows:
+            return None
+        soonest = min(row.next_attempt_at for row in self.rows.values())
+        return max(0.001, max(soonest, self.blocked_until) - now)
+
+    def stats(self) -> ChannelStats:
+        retrying = sum(1 for row in self.rows.values() if row.attempts)
+        return ChannelStats(
+            name=self.name,
+            kind=self.config.kind,
+            delivered=self.delivered,
+            failed=self.gave_up + retrying,
+            gave_up=self.gave_up,
+            retrying=retrying,
+            pending=len(self.rows),
+            last_error=self.last_error,
+            last_error_at=self.last_error_at,
+            last_delivered_at=self.last_delivered_at,
+            sent_total=self.sent_total,
+            failed_attempts_total=self.failed_attempts_total,
+            gave_up_total=self.gave_up_total,
+        )
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    # A shielded write whose caller was cancelled: nobody awaits it, so read its outcome.
+    if not task.cancelled():
+        task.exception()
+
+
+class Notifier:
+    def __init__(
+        self,
+        store: EventStore,
+        channels: Sequence[NotificationChannel],
+        settings: ProjectionSettings,
+        *,
+        categories: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] = os.environ,
+        session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_base: float = 1.0,
+        retry_cap: float = 600.0,
+        max_attempts: int = 25,
+        give_up_after: float = 86_400.0,
+        checkpoint_every_events: int = 10_000,
+        checkpoint_every_seconds: float = 300.0,
+        renotify_check_every: float | None = None,
+    ) -> None:
+        """`categories` maps provider names to categories for providers the log has not
+        registered. `clock` is the time re-notification is judged by; deliveries keep wall
+        time. Retries wait `retry_base` doubling to `retry_cap` seconds (with jitter); a row
+        is given up after `max_attempts` attempts or `give_up_after` seconds."""
+        self.store = store
+        self.settings = settings
+        self.environ = environ
+        self.projections = Projections(settings)
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self.max_attempts = max_attempts
+        self.give_up_after = give_up_after
+        self.checkpoint_every_events = checkpoint_every_events
+        self.checkpoint_every_seconds = checkpoint_every_seconds
+        self._channels = {channel.name: _Channel(channel) for channel in channels}
+        self._categories = dict(categories or {})
+        self._clock = clock
+        self._session = session
+        self._own_session = session is None
+        intervals = [
+            seconds
+            for channel in channels
+            if (seconds := channel.renotify_interval_seconds) is not None
+        ]
+        if renotify_check_every is None and intervals:
+            renotify_check_every = min(60.0, max(1.0, min(intervals) / 10))
+        self.renotify_check_every = renotify_check_every
+        self._buffer: list[OutboxRow] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._follower: asyncio.Task[None] | None = None
+        self._checkpoint_position = 0
+        self._checkpoint_time = time.monotonic()
+        self._caught_up_once = False
+        # Every notice up to this position is stored in the outbox.
+        self.stored_position = 0
+        self._progress = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._follower is not None
+
+    @property
+    def checkpoint_position(self) -> int:
+        return self._checkpoint_position
+
+    def stats(self) -> list[ChannelStats]:
+        return [channel.stats() for channel in self._channels.values()]
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    async def start(self, seed: Projections | None = None) -> None:
+        """Restore from the checkpoint and start following and delivering.
+
+        Without a checkpoint, start at `seed` (a copy of the read models: cheaper than
+        folding the whole log), or else at the log's head."""
+        if self._follower is not None:
+            return
+        if not self._channels:
+            # Nobody to tell: forget the position, so channels added later start from then.
+            await self._write(outbox.clear_checkpoint)
+            return
+        checkpoint = await self._write(outbox.load_checkpoint)
+        self.projections, save_now = await self._restore(checkpoint, seed)
+        position = self.projections.position
+        self._checkpoint_position = checkpoint.position if checkpoint is not None else 0
+        now = time.time()
+        pruned = await self._write(
+            lambda conn: outbox.prune(conn, now - RETENTION_SECONDS, self._checkpoint_position)
+        )
+        pending = await self._write(outbox.load_pending)
+        counts = await self._write(outbox.channel_counts)
+        for name, count in counts.items():
+            if (channel := self._channels.get(name)) is not None:
+                channel.delivered, channel.gave_up = count.delivered, count.failed
+                channel.last_delivered_at = count.last_delivered_at
+                channel.last_error, channel.last_error_at = count.last_error, count.last_error_at
+        for row in pending:
+            if (channel := self._channels.get(row.channel)) is not None:
+                row.next_attempt_at = min(row.next_attempt_at, now)  # a restart retries at once
+                channel.rows[row.key] = row
+        if save_now:
+            await self._flush(checkpoint=True)
+        self._reached(position)
+        if self._session is None:
+            self._session = create_session()
+        log.info(
+            "notifications: %d channels from position %d; %d waiting to be sent%s",
+            len(self._channels),
+            position,
+            sum(len(channel.rows) for channel in self._channels.values()),
+            f"; {pruned} old rows pruned" if pruned else "",
+        )
+        self._follower = asyncio.create_task(self._follow(), name="notifier")
+        for channel in self._channels.values():
+            self._tasks.append(
+                asyncio.create_task(self._deliver_loop(channel), name=f"notify:{channel.name}")
+            )
+        if self.renotify_check_every is not None:
+            self._tasks.append(asyncio.create_task(self._renotify_loop(), name="notify:renotify"))
+
+    async def _restore(
+        self, checkpoint: Checkpoint | None, seed: Projections | None
+    ) -> tuple[Projections, bool]:
+        """The projections to follow from, and whether to save a checkpoint at once."""
+        if checkpoint is None:
+            projections = None
+            if seed is not None:
+                with contextlib.suppress(SnapshotMismatch):
+                    projections = Projections.restore(seed.snapshot_state(), self.settings)
+            if projections is None:
+                projections = Projections(self.settings)
+                await fold_log(projections, self.store, self.store.head)
+            log.info(
+                "notifications: no checkpoint; starting at position %d (earlier events are"
+                " not announced)",
+                projections.position,
+            )
+            return projections, True
+        try:
+            restored = Projections.restore(_state_decoder.decode(checkpoint.state), self.settings)
+            if restored.position != checkpoint.position:
+                raise SnapshotMismatch(
+                    f"it covers {restored.position}, saved as {checkpoint.position}"
+                )
+            if restored.position > self.store.head:
+                raise SnapshotMismatch(
+                    f"it covers position {restored.position}, the log ends at {self.store.head}"
+                )
+            return restored, False
+        except (SnapshotMismatch, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            until = min(checkpoint.position, self.store.head)
+            log.warning(
+                "notifications: discarding the checkpoint (%s); rebuilding up to position %d"
+                " from the log",
+                exc,
+                until,
+            )
+            projections = Projections(self.settings)
+            await fold_log(projections, self.store, until)
+            return projections, True
+
+    async def stop(self) -> None:
+        """Apply what is committed, store its rows and a checkpoint, stop delivering.
+
+        A request in flight is abandoned; its row stays pending and is sent again at the
+        next start (at least once)."""
+        if self._follower is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10.0):
+                    await self.wait_for(self.store.head)
+            tasks = [self._follower, *self._tasks]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._follower = None
+            self._tasks.clear()
+            try:
+                await self._flush(checkpoint=True)
+            except StoreError as exc:
+                log.warning("notifications: the last checkpoint was not saved: %s", exc)
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def wait_for(self, position: int) -> None:
+        """Wait until the notices of every event up to `position` are in the outbox."""
+        while self._follower is not None and self.stored_position < position:
+            await self._progress.wait()
+
+    def _reached(self, position: int) -> None:
+        self.stored_position = position
+        signal, self._progress = self._progress, asyncio.Event()
+        signal.set()
+
+    async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `work` on the store's writer. Shielded: a caller cancelled at shutdown must
+        not cancel a write the writer has taken on."""
+        task = asyncio.ensure_future(self.store.exclusive(work))
+        task.add_done_callback(_consume)
+        return await asyncio.shield(task)
+
+    # ---- following the log -------------------------------------------------------
+
+    async def _follow(self) -> None:
+        if self.projections.position >= self.store.head:
+            self._caught_up_once = True
+        async for recorded in self.store.subscribe(after=self.projections.position):
+            notices = self.projections.apply(recorded)
+            if notices:
+                self._queue(notices)
+            caught_up = recorded.position >= self.store.head
+            self._caught_up_once = self._caught_up_once or caught_up
+            checkpoint = self._checkpoint_due(caught_up)
+            if checkpoint or (self._buffer and (caught_up or len(self._buffer) >= FLUSH_ROWS)):
+                await self._flush(checkpoint)
+            elif not self._buffer:
+                self._reached(recorded.position)
+            if recorded.position % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    def _category(self, provider: str) -> str | None:
+        state = self.projections.providers.get(provider)
+        if state is not None and state.category != UNKNOWN_CATEGORY:
+            return state.category
+        return self._categories.get(provider)
+
+    def _queue(self, notices: list[Notice]) -> None:
+        now = time.time()
+        for notice in notices:
+            subject = subject_of(notice)
+            if subject is None:
+                continue
+            category = self._category(subject.provider)
+            for channel in self._channels.values():
+                if not wanted(
+                    channel.config, subject.event, subject.severity, subject.provider, category
+                ):
+                    continue
+                note = from_notice(channel.name, notice, subject, category)
+                self._buffer.append(
+                    OutboxRow(
+                        note.idempotency_key, channel.name, notice.position, encode(note), now, now
+                    )
+                )
+
+    def _checkpoint_due(self, caught_up: bool) -> bool:
+        behind = self.projections.position - self._checkpoint_position
+        if behind >= self.checkpoint_every_events:
+            return True
+        return (
+            caught_up
+            and behind > 0
+            and time.monotonic() - self._checkpoint_time >= self.checkpoint_every_seconds
+        )
+
+    async def _flush(self, checkpoint: bool) -> None:
+        rows, self._buffer = self._buffer, []
+        position = self.projections.position
+        saved = None
+        if checkpoint:
+            state = _state_encoder.encode(self.projections.snapshot_state())
+            saved = Checkpoint(position, state)
+        try:
+            await self._store(rows, saved)
+        except StoreError as exc:
+            self._buffer[:0] = rows  # tried again with the next event, or at stop
+            log.warning("notifications: could not store %d outbox rows: %s", len(rows), exc)
+            return
+        if saved is not None:
+            self._checkpoint_position = position
+            self._checkpoint_time = time.monotonic()
+        self._reached(position)
+
+    async def _store(self, rows: list[OutboxRow], checkpoint: Checkpoint | None) -> int:
+        if not rows and checkpoint is None:
+            return 0
+
+        async def work(conn: aiosqlite.Connection) -> int:
+            inserted = await outbox.store_rows(conn, rows, checkpoint, time.time())
+            # Queued here, on the writer, so rows committed for a cancelled caller are
+            # delivered all the same.
+            for row in inserted:
+                channel = self._channels[row.channel]
+                channel.rows[row.key] = row
+                channel.wake.set()
+            return len(inserted)
+
+        return await self._write(work)
+
+    # ---- re-notification -----------------------------------------------------------
+
+    async def check_renotify(self) -> int:
+        """Queue a reminder of each open, unacknowledged alert a channel with a
+        `renotify_interval` wants, once per interval since it was raised; return how many
+        were queued."""
+        if not self._caught_up_once:
+            return 0  # the alerts may be long resolved in the part of the log not yet read
+        now = self._clock()
+        wall = time.time()
+        rows: list[OutboxRow] = []
+        open_alerts = self.projections.alerts.query(acknowledged=False, open_only=True)
+        for channel in self._channels.values():
+            interval = channel.config.renotify_interval_seconds
+            if interval is None:
+                continue
+            remembered, channel.renotified = channel.renotified, {}
+            for alert in open_alerts:
+                category = self._category(alert.provider)
+                if not wanted(channel.config, "raised", alert.severity, alert.provider, category):
+                    continue
+                slot = int((now - alert.raised_at) // interval)
+                channel.renotified[alert.id] = max(slot, remembered.get(alert.id, 0))
+                if slot < 1 or remembered.get(alert.id, 0) >= slot:
+                    continue
+                note = renotification(channel.name, alert, slot, category, now)
+                rows.append(
+                    OutboxRow(
+                        note.idempotency_key, channel.name, alert.position, encode(note), wall, wall
+                    )
+                )
+        return await self._store(rows, None)
+
+    async def _renotify_loop(self) -> None:
+        assert self.renotify_check_every is not None
+        while True:
+            await asyncio.sleep(self.renotify_check_every)
+            try:
+                await self.check_renotify()
+            except StoreError as exc:
+                log.warning("notifications: re-notification check failed: %s", exc)
+
+    # ---- delivery ----------------------------------------------------------------------
+
+    async def _deliver_loop(self, channel: _Channel) -> None:
+        while True:
+            channel.wake.clear()
+            row = channel.next_due(time.time())
+            if row is None:
+                wait = channel.seconds_to_next(time.time())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await channel.wake.wait()
+                continue
+            try:
+                await self._attempt(channel, row)
+            except StoreError as exc:
+                log.warning("notifications: outbox update for %r failed: %s", channel.name, exc)
+
+    async def _attempt(self, channel: _Channel, row: OutboxRow) -> None:
+        age = time.time() - row.created_at
+        if age > self.give_up_after:
+            await self._give_up(channel, row, f"not delivered within {self.give_up_after:g}s")
+            return
+        try:
+            notification = decode(row.payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            await self._give_up(channel, row, "the stored message does not decode")
+            return
+        assert self._session is not None
+        outcome = await deliver(self._session, channel.config, notification, self.environ)
+        at = time.time()
+        row.attempts += 1
+        if outcome.ok:
+            channel.rows.pop(row.key, None)
+            channel.consecutive_failures = 0
+            channel.blocked_until = 0.0
+            channel.delivered += 1
+            channel.sent_total += 1
+            channel.last_delivered_at = at
+            attempts = row.attempts
+            await self._write(lambda conn: outbox.mark_delivered(conn, row.key, attempts, at))
+            return
+        error = outcome.error or "failed"
+        channel.consecutive_failures += 1
+        channel.failed_attempts_total += 1
+        channel.last_error, channel.last_error_at = error, at
+        delay = backoff(
+            max(row.attempts, channel.consecutive_failures), self.retry_base, self.retry_cap
+        )
+        if outcome.retry_after is not None:
+            delay = max(delay, min(outcome.retry_after, self.retry_cap))
+        channel.blocked_until = at + delay
+        if row.attempts >= self.max_attempts:
+            await self._give_up(channel, row, error)
+            return
+        row.next_attempt_at = at + delay
+        log.warning(
+            "notifications: %s to channel %r failed (attempt %d): %s; next try in %.1fs",
+            row.key,
+            channel.name,
+            row.attempts,
+            error,
+            delay,
+        )
+        await self._write(lambda conn: outbox.mark_failed(conn, row, error, at, gave_up=False))
+
+    async def _give_up(self, channel: _Channel, row: OutboxRow, error: str) -> None:
+        at = time.time()
+        channel.rows.pop(row.key, None)
+        channel.gave_up += 1
+        channel.gave_up_total += 1
+        channel.last_error, channel.last_error_at = error, at
+        log.error(
+            "notifications: giving up on %s to channel %r after %d attempts: %s",
+            row.key,
+            channel.name,
+            row.attempts,
+            error,
+        )
+        await self._write(lambda conn: outbox.mark_failed(conn, row, error, at, gave_up=True))

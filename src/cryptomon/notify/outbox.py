@@ -1,0 +1,163 @@
+"""The outbox and the notifier's checkpoint in SQL (migration 0003).
+
+Every function here runs on the event store's writer connection through
+`EventStore.exclusive`, between commits of the log, and writes in a
+transaction of its own. `store_rows` inserts new rows with INSERT OR IGNORE
+(a re-derived notice finds its key taken and is not queued twice) and, when
+given one, the checkpoint in the same transaction: a checkpoint never covers
+a notice whose row is not stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+_INSERT = (
+    "INSERT OR IGNORE INTO outbox (idempotency_key, channel, position, payload, status,"
+    " attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)"
+)
+
+
+@dataclass(slots=True)
+class OutboxRow:
+    key: str
+    channel: str
+    position: int
+    payload: bytes  # the neutral Notification as JSON
+    created_at: float
+    next_attempt_at: float
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    position: int
+    state: bytes  # msgpack of Projections.snapshot_state()
+
+
+@dataclass(slots=True)
+class ChannelCounts:
+    delivered: int = 0
+    failed: int = 0  # gave up
+    last_delivered_at: float | None = None
+    last_error: str | None = None  # of a row still pending or given up
+    last_error_at: float | None = None
+
+
+async def load_checkpoint(conn: aiosqlite.Connection) -> Checkpoint | None:
+    async with conn.execute(
+        "SELECT position, state FROM notification_checkpoint WHERE id = 1"
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else Checkpoint(int(row[0]), bytes(row[1]))
+
+
+async def clear_checkpoint(conn: aiosqlite.Connection) -> None:
+    await conn.execute("BEGIN IMMEDIATE")
+    await conn.execute("DELETE FROM notification_checkpoint")
+    await conn.execute("COMMIT")
+
+
+async def load_pending(conn: aiosqlite.Connection) -> list[OutboxRow]:
+    async with conn.execute(
+        "SELECT idempotency_key, channel, position, payload, created_at, next_attempt_at,"
+        " attempts FROM outbox WHERE status = 'pending' ORDER BY position, idempotency_key"
+    ) as cursor:
+        return [
+            OutboxRow(key, channel, position, bytes(payload), created, due, attempts)
+            async for key, channel, position, payload, created, due, attempts in cursor
+        ]
+
+
+async def channel_counts(conn: aiosqlite.Connection) -> dict[str, ChannelCounts]:
+    counts: dict[str, ChannelCounts] = {}
+    async with conn.execute(
+        "SELECT channel, status, COUNT(*), MAX(delivered_at) FROM outbox"
+        " WHERE status != 'pending' GROUP BY channel, status"
+    ) as cursor:
+        async for channel, status, count, delivered_at in cursor:
+            entry = counts.setdefault(channel, ChannelCounts())
+            if status == "delivered":
+                entry.delivered = count
+                entry.last_delivered_at = delivered_at
+            else:
+                entry.failed = count
+    # The latest error per channel among rows not delivered, through the status index.
+    async with conn.execute(
+        "SELECT channel, last_error, MAX(last_attempt_at) FROM outbox"
+        " WHERE status != 'delivered' AND last_error IS NOT NULL GROUP BY channel"
+    ) as cursor:
+        async for channel, last_error, at in cursor:
+            entry = counts.setdefault(channel, ChannelCounts())
+            entry.last_error, entry.last_error_at = last_error, at
+    return counts
+
+
+async def prune(conn: aiosqlite.Connection, before: float, up_to_position: int) -> int:
+    """Drop finished rows created before `before`. Only rows the checkpoint covers: a row
+    after it could be derived again after a crash, and must find its key taken."""
+    await conn.execute("BEGIN IMMEDIATE")
+    cursor = await conn.execute(
+        "DELETE FROM outbox WHERE status != 'pending' AND created_at < ? AND position <= ?",
+        (before, up_to_position),
+    )
+    await conn.execute("COMMIT")
+    return cursor.rowcount
+
+
+async def store_rows(
+    conn: aiosqlite.Connection,
+    rows: Sequence[OutboxRow],
+    checkpoint: Checkpoint | None,
+    now: float,
+) -> list[OutboxRow]:
+    """Insert `rows` (keys already stored are left alone) and save `checkpoint`, in one
+    transaction; return the rows that were new."""
+    inserted: list[OutboxRow] = []
+    await conn.execute("BEGIN IMMEDIATE")
+    for row in rows:
+        cursor = await conn.execute(
+            _INSERT,
+            (row.key, row.channel, row.position, row.payload, row.next_attempt_at, row.created_at),
+        )
+        if cursor.rowcount == 1:
+            inserted.append(row)
+    if checkpoint is not None:
+        await conn.execute(
+            "INSERT OR REPLACE INTO notification_checkpoint (id, position, state, saved_at)"
+            " VALUES (1, ?, ?, ?)",
+            (checkpoint.position, checkpoint.state, now),
+        )
+    await conn.execute("COMMIT")
+    return inserted
+
+
+async def mark_delivered(conn: aiosqlite.Connection, key: str, attempts: int, at: float) -> None:
+    await conn.execute("BEGIN IMMEDIATE")
+    await conn.execute(
+        "UPDATE outbox SET status = 'delivered', attempts = ?, delivered_at = ?,"
+        " last_attempt_at = ? WHERE idempotency_key = ?",
+        (attempts, at, at, key),
+    )
+    await conn.execute("COMMIT")
+
+
+async def mark_failed(
+    conn: aiosqlite.Connection,
+    row: OutboxRow,
+    error: str,
+    at: float,
+    *,
+    gave_up: bool,
+) -> None:
+    """One more failed attempt: retried at `row.next_attempt_at`, or given up."""
+    await conn.execute("BEGIN IMMEDIATE")
+    await conn.execute(
+        "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?,"
+        " last_attempt_at = ? WHERE idempotency_key = ?",
+        ("failed" if gave_up else "pending", row.attempts, row.next_attempt_at, error, at, row.key),
+    )
+    await conn.execute("COMMIT")

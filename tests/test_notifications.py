@@ -1,0 +1,855 @@
+"""Alert notifications with real receivers on 127.0.0.1.
+
+The notifier runs against a real event store in tmp_path; events are appended
+as the monitor would append them, and real aiohttp servers stand in for a
+webhook, Slack, Discord and Telegram, answering 200, 500 or not at all as a
+test asks. The crash test runs the real service (`python -m cryptomon serve`)
+and kills it with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpClient
+from standins import closed_port
+
+from cryptomon.config import ConfigError, load_config
+from cryptomon.events.store import EventStore
+from cryptomon.events.types import (
+    AlertAcknowledged,
+    ProbeOutcome,
+    ProbeRecorded,
+    ProviderRegistered,
+    RateLimitChanged,
+)
+from cryptomon.http.app import create_app
+from cryptomon.http.settings import Settings
+from cryptomon.notify import Notifier
+from cryptomon.readmodels import projection_settings
+
+T0 = 1_800_000_000.0
+HMAC_SECRET = "hmac-secret-5a1f0e9c"
+HEADER_SECRET = "header-secret-77d2b0"
+TELEGRAM_TOKEN = "123456:telegram-token-AAEh3k"
+SECRETS = (HMAC_SECRET, HEADER_SECRET, TELEGRAM_TOKEN)
+
+PROVIDERS = """
+[monitoring]
+offline_after_failures = 1
+online_after_successes = 2
+
+[[providers]]
+name = "A"
+category = "market_data"
+base_url = "https://a.example"
+interval = "1h"
+
+[[providers]]
+name = "R&D <B>"
+category = "rpc_nodes"
+base_url = "https://b.example"
+interval = "1h"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll `condition` until it holds; fail at the deadline."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("the condition never held")
+        await asyncio.sleep(0.01)
+
+
+# ---- receivers -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def key(self) -> str:
+        return self.headers["Idempotency-Key"]
+
+
+class Receiver:
+    """A webhook receiver: records every request, and answers 200 unless told to answer
+    500 (echoing the path it was called on, secrets and all) or to hang first."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.requests: list[Received] = []
+        self.delivered: Counter[str] = Counter()  # idempotency key -> 200s answered
+        self.fail_next = 0
+        self.hang_next = 0
+        self.hanging = asyncio.Event()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def ok(self, path: str | None = None) -> list[Received]:
+        """Requests answered 200, in order, optionally on one path."""
+        done = [r for r in self.requests if self.delivered[r.key]]
+        seen: set[str] = set()
+        unique = []
+        for request in done:
+            if (path is None or request.path == path) and request.key not in seen:
+                seen.add(request.key)
+                unique.append(request)
+        return unique
+
+    @classmethod
+    @asynccontextmanager
+    async def start(cls, port: int = 0) -> AsyncIterator[Receiver]:
+        receiver = cls()
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", receiver._handle)
+        runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            receiver.port = runner.addresses[0][1]
+            yield receiver
+        finally:
+            await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        received = Received(request.path, dict(request.headers), await request.read())
+        self.requests.append(received)
+        if self.hang_next:
+            self.hang_next -= 1
+            self.hanging.set()
+            await asyncio.Event().wait()  # until the client gives up
+        if self.fail_next:
+            self.fail_next -= 1
+            return web.json_response({"error": f"boom at {request.path}"}, status=500)
+        self.delivered[received.key] += 1
+        return web.json_response({"ok": True})
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with Receiver.start() as server:
+        yield server
+
+
+# ---- a notifier over a real store ---------------------------------------------------------
+
+
+def registered(name: str, category: str) -> ProviderRegistered:
+    return ProviderRegistered(name, category, "https://x.example", "/", "every 1h", 10_000, 2_000)
+
+
+def probe(provider: str, at: float, outcome: ProbeOutcome = "failed") -> ProbeRecorded:
+    return ProbeRecorded(
+        provider,
+        "health",
+        "/",
+        outcome,
+        started_at=at,
+        latency_ms=5.0,
+        error_kind=None if outcome == "success" else "connection_refused",
+        error_message=None if outcome == "success" else "connection refused",
+    )
+
+
+@dataclass
+class Rig:
+    store: EventStore
+    notifier: Notifier
+
+    async def append(self, stream: str, *events: Any) -> int:
+        [*_, position] = await self.store.append(stream, list(events))
+        await self.notifier.wait_for(position)
+        return position
+
+    async def take_down(self, provider: str = "A", at: float = T0) -> int:
+        """A failed probe takes the provider offline; the offline alert's id."""
+        position = await self.append(f"provider:{provider}", probe(provider, at))
+        return position * 10
+
+    async def bring_up(self, provider: str = "A", at: float = T0 + 60) -> None:
+        await self.append(f"provider:{provider}", probe(provider, at, "success"))
+        await self.append(f"provider:{provider}", probe(provider, at + 1, "success"))
+
+
+Build = Callable[..., Any]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Build]:
+    """Start a notifier for the channels in a TOML snippet; stop everything at the end."""
+    started: list[Rig] = []
+
+    async def build(channels: str, environ: Mapping[str, str] | None = None, **options: Any) -> Rig:
+        path = tmp_path / "notify.toml"
+        path.write_text(PROVIDERS + channels)
+        config = load_config(path)
+        store = await EventStore.open(tmp_path / "n.db")
+        options = {"retry_base": 0.01, "retry_cap": 0.05, **options}
+        notifier = Notifier(
+            store,
+            config.notifications,
+            projection_settings(config),
+            categories={p.name: p.category for p in config.providers},
+            environ=environ or {},
+            **options,
+        )
+        await notifier.start()
+        built = Rig(store, notifier)
+        started.append(built)
+        await built.append("config:A", registered("A", "market_data"))
+        await built.append("config:B", registered("R&D <B>", "rpc_nodes"))
+        return built
+
+    yield build
+    for built in started:
+        await built.notifier.stop()
+        await built.store.close()
+
+
+def webhook(name: str, url: str, extra: str = "") -> str:
+    return f'\n[[notifications]]\nname = "{name}"\nkind = "webhook"\nurl = "{url}"\n{extra}\n'
+
+
+def database_bytes(directory: Path, name: str) -> bytes:
+    """The database file and its WAL and shared-memory files, as stored."""
+    return b"".join(path.read_bytes() for path in sorted(directory.glob(name + "*")))
+
+
+def outbox_rows(db: Path) -> list[tuple[str, str, int, str | None]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT idempotency_key, status, attempts, last_error FROM outbox ORDER BY position"
+        ).fetchall()
+
+
+# ---- message formats -----------------------------------------------------------------------
+
+
+async def test_webhook_json_signature_headers_and_idempotency_key(
+    rig: Build, receiver: Receiver
+) -> None:
+    channel = webhook(
+        "ops",
+        receiver.url("/hook"),
+        'hmac_secret_env = "HOOK_SECRET"\n'
+        'headers = { "X-Key" = "env:HOOK_HEADER", "X-Team" = "sre" }',
+    )
+    env = {"HOOK_SECRET": HMAC_SECRET, "HOOK_HEADER": HEADER_SECRET}
+    built = await rig(channel, env)
+    alert_id = await built.take_down()
+    await eventually(lambda: len(receiver.ok()) == 1)
+
+    [request] = receiver.requests
+    body = request.json
+    position = alert_id // 10
+    assert request.key == f"ops:raised:{alert_id}:{position}" == body["idempotency_key"]
+    assert body["event"] == "raised"
+    assert (body["provider"], body["category"]) == ("A", "market_data")
+    assert body["severity"] == "critical"
+    assert body["position"] == position
+    assert body["timestamp"].startswith("2027-01-15T08:00:00")
+    assert body["alert"]["id"] == alert_id and body["alert"]["kind"] == "offline"
+    assert body["alert"]["acknowledged"] is False
+    assert "A is offline" in body["message"]
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["X-Key"] == HEADER_SECRET
+    assert request.headers["X-Team"] == "sre"
+    expected = hmac.new(HMAC_SECRET.encode(), request.body, hashlib.sha256).hexdigest()
+    assert request.headers["X-Cryptomon-Signature"] == f"sha256={expected}"
+
+
+async def test_slack_discord_and_telegram_bodies(rig: Build, receiver: Receiver) -> None:
+    channels = f"""
+[[notifications]]
+name = "slack"
+kind = "slack"
+url_env = "SLACK_URL"
+
+[[notifications]]
+name = "discord"
+kind = "discord"
+url = "{receiver.url("/discord")}"
+
+[[notifications]]
+name = "telegram"
+kind = "telegram"
+url_env = "TELEGRAM_URL"
+chat_id = -100123
+"""
+    env = {
+        "SLACK_URL": receiver.url("/services/T0/B0/slack-secret"),
+        "TELEGRAM_URL": receiver.url(f"/bot{TELEGRAM_TOKEN}/sendMessage"),
+    }
+    built = await rig(channels, env)
+    await built.take_down("R&D <B>")
+    await eventually(lambda: len(receiver.ok()) == 3)
+
+    [slack] = receiver.ok("/services/T0/B0/slack-secret")
+    body = slack.json
+    assert body["text"] == "[CRITICAL] R&D <B>: offline alert raised"
+    assert body["blocks"][0]["type"] == "section"
+    assert "R&D <B> is offline" in body["blocks"][0]["text"]["text"]
+    facts = body["blocks"][1]["fields"]
+    assert {"type": "mrkdwn", "text": "*Category*\nrpc_nodes"} in facts
+    assert slack.key.startswith("slack:raised:")
+
+    [discord] = receiver.ok("/discord")
+    body = discord.json
+    assert body["content"] == "[CRITICAL] R&D <B>: offline alert raised"
+    [embed] = body["embeds"]
+    assert embed["title"] == "R&D <B>: offline alert raised"
+    assert embed["color"] == 0xE01E5A
+    assert {"name": "Provider", "value": "R&D <B>", "inline": True} in embed["fields"]
+    assert embed["footer"]["text"] == discord.key
+
+    [telegram] = receiver.ok(f"/bot{TELEGRAM_TOKEN}/sendMessage")
+    body = telegram.json
+    assert body["chat_id"] == -100123
+    assert body["parse_mode"] == "HTML"
+    assert body["text"].startswith("<b>[CRITICAL] R&amp;D &lt;B&gt;: offline alert raised</b>\n")
+    assert "<B>" not in body["text"]
+
+
+# ---- delivery: retries, time-outs, isolation ---------------------------------------------
+
+
+async def test_retries_after_500s_then_delivers_once(
+    rig: Build, receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.fail_next = 2
+    built = await rig(webhook("ops", receiver.url("/hook")))
+    alert_id = await built.take_down()
+    await eventually(lambda: len(receiver.ok()) == 1)
+    keys = [request.key for request in receiver.requests]
+    assert keys == [f"ops:raised:{alert_id}:{alert_id // 10}"] * 3  # the same key each time
+    assert [r.body for r in receiver.requests[1:]] == [receiver.requests[0].body] * 2
+    assert receiver.delivered[keys[0]] == 1
+    await eventually(lambda: built.notifier.stats()[0].delivered == 1)
+    [stats] = built.notifier.stats()
+    assert (stats.pending, stats.retrying, stats.gave_up, stats.sent_total) == (0, 0, 0, 1)
+    assert stats.failed_attempts_total == 2
+    assert stats.last_error is not None and stats.last_error.startswith("HTTP 500")
+    error = 'HTTP 500: {"error": "boom at /hook"}'
+    assert outbox_rows(tmp_path / "n.db") == [(keys[0], "delivered", 3, error)]
+
+
+async def test_a_receiver_that_hangs_is_timed_out_and_retried(
+    rig: Build, receiver: Receiver
+) -> None:
+    receiver.hang_next = 1
+    built = await rig(webhook("ops", receiver.url("/hook"), 'timeout = "200ms"'))
+    await built.take_down()
+    await eventually(lambda: len(receiver.ok()) == 1)
+    assert len(receiver.requests) == 2
+    assert receiver.requests[0].key == receiver.requests[1].key
+    [stats] = built.notifier.stats()
+    assert stats.last_error == "timed out after 0.2s"
+    assert stats.failed_attempts_total == 1
+
+
+async def test_a_hanging_channel_does_not_delay_another(rig: Build) -> None:
+    async with Receiver.start() as stuck, Receiver.start() as healthy:
+        stuck.hang_next = 100
+        channels = webhook("stuck", stuck.url("/"), 'timeout = "30s"') + webhook(
+            "healthy", healthy.url("/")
+        )
+        built = await rig(channels)
+        await built.take_down()
+        await asyncio.wait_for(stuck.hanging.wait(), 10)
+        await eventually(lambda: len(healthy.ok()) == 1)
+        await built.take_down("R&D <B>")
+        await eventually(lambda: len(healthy.ok()) == 2)
+        # The stuck channel still has its first request in flight, the second queued.
+        assert len(stuck.requests) == 1 and not stuck.delivered
+        stats = {s.name: s for s in built.notifier.stats()}
+        assert stats["stuck"].pending == 2 and stats["stuck"].failed_attempts_total == 0
+        assert stats["healthy"].delivered == 2
+        await built.notifier.stop()  # abandons the stuck request: its row stays pending
+
+
+async def test_gives_up_after_the_last_attempt(
+    rig: Build, receiver: Receiver, tmp_path: Path
+) -> None:
+    receiver.fail_next = 1000
+    built = await rig(webhook("ops", receiver.url("/hook")), max_attempts=3)
+    await built.take_down()
+    await eventually(lambda: built.notifier.stats()[0].gave_up == 1)
+    assert len(receiver.requests) == 3
+    [stats] = built.notifier.stats()
+    assert (stats.failed, stats.pending, stats.delivered) == (1, 0, 0)
+    [(_, status, attempts, _)] = outbox_rows(tmp_path / "n.db")
+    assert (status, attempts) == ("failed", 3)
+
+
+async def test_missing_secret_env_is_a_failed_attempt_that_names_the_variable(
+    rig: Build, receiver: Receiver
+) -> None:
+    built = await rig(
+        webhook("ops", receiver.url("/hook"), 'hmac_secret_env = "UNSET_SECRET"'),
+        max_attempts=1,
+    )
+    await built.take_down()
+    await eventually(lambda: built.notifier.stats()[0].gave_up == 1)
+    assert not receiver.requests
+    error = built.notifier.stats()[0].last_error
+    assert error == "hmac_secret_env: environment variable UNSET_SECRET is not set"
+
+
+# ---- what is sent --------------------------------------------------------------------------
+
+
+async def test_filters_by_severity_provider_category_and_event(
+    rig: Build, receiver: Receiver
+) -> None:
+    channels = (
+        webhook("critical", receiver.url("/critical"), 'severities = ["critical"]')
+        + webhook("b-only", receiver.url("/b-only"), 'providers = ["r&d <b>"]')
+        + webhook("market", receiver.url("/market"), 'categories = ["market_data"]')
+        + webhook("endings", receiver.url("/endings"), 'events = ["resolved", "acknowledged"]')
+        + webhook("limits", receiver.url("/limits"), 'events = ["rate_limit"]')
+    )
+    built = await rig(channels)
+    alert_id = await built.take_down("A")
+    usage = RateLimitChanged("R&D <B>", 85, 100, 60.0, 85.0, observed_at=T0 + 5)
+    await built.append("provider:R&D <B>", usage)
+    await built.append("alerts", AlertAcknowledged(alert_id, "alice", T0 + 30, "on it"))
+    await built.bring_up("A")
+    expected = {
+        "/critical": [("raised", "A"), ("acknowledged", "A"), ("resolved", "A")],
+        "/b-only": [("rate_limit", "R&D <B>"), ("raised", "R&D <B>")],
+        "/market": [("raised", "A"), ("acknowledged", "A"), ("resolved", "A")],
+        "/endings": [("acknowledged", "A"), ("resolved", "A")],
+        "/limits": [("rate_limit", "R&D <B>")],
+    }
+    total = sum(len(v) for v in expected.values())
+    await eventually(lambda: len(receiver.ok()) == total)
+    for path, wanted in expected.items():
+        got = sorted((r.json["event"], r.json["provider"]) for r in receiver.ok(path))
+        assert got == sorted(wanted), path
+    [ack] = [r.json for r in receiver.ok("/endings") if r.json["event"] == "acknowledged"]
+    assert ack["title"] == "A: offline alert acknowledged by alice"
+    assert ack["alert"]["note"] == "on it"
+    [limit] = receiver.ok("/limits")
+    assert limit.json["rate_limit"] == {"percentage": 85.0, "used": 85, "limit": 100}
+    assert limit.key == f"limits:rate_limit:R&D <B>:{limit.json['position']}"
+
+
+async def test_renotifies_an_open_alert_each_interval_until_acknowledged(
+    rig: Build, receiver: Receiver
+) -> None:
+    now = [T0]
+    built = await rig(
+        webhook("ops", receiver.url("/hook"), 'renotify_interval = "10m"'),
+        clock=lambda: now[0],
+        renotify_check_every=3600.0,  # the test drives the checks
+    )
+    notifier = built.notifier
+    alert_id = await built.take_down(at=T0)
+    await eventually(lambda: len(receiver.ok()) == 1)
+
+    for minutes, queued in [(5, 0), (10, 1), (10, 0), (19, 0), (20, 1), (21, 0)]:
+        now[0] = T0 + minutes * 60
+        assert await notifier.check_renotify() == queued, minutes
+    await eventually(lambda: len(receiver.ok()) == 3)
+    reminders = [r for r in receiver.ok() if r.json["event"] == "renotify"]
+    assert [r.key for r in reminders] == [f"ops:renotify:{alert_id}:{n}" for n in (1, 2)]
+    assert reminders[0].json["title"] == "A: offline alert still open"
+
+    await built.append("alerts", AlertAcknowledged(alert_id, "bob", T0 + 25 * 60))
+    for minutes in (30, 40, 120):
+        now[0] = T0 + minutes * 60
+        assert await notifier.check_renotify() == 0
+    await eventually(lambda: len(receiver.ok()) == 4)
+    assert receiver.ok()[-1].json["event"] == "acknowledged"
+
+
+async def test_a_restart_resumes_from_the_checkpoint_and_sends_nothing_twice(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    path = tmp_path / "notify.toml"
+    path.write_text(PROVIDERS + webhook("ops", receiver.url("/hook")))
+    config = load_config(path)
+
+    def notifier(store: EventStore) -> Notifier:
+        return Notifier(store, config.notifications, projection_settings(config))
+
+    async with await EventStore.open(tmp_path / "n.db") as store:
+        first = notifier(store)
+        await first.start()
+        await store.append("provider:A", [probe("A", T0)])
+        await eventually(lambda: len(receiver.ok()) == 1)
+        await eventually(lambda: first.stats()[0].delivered == 1)
+        await first.stop()
+        # Appended while nobody follows: announced by the next notifier.
+        await store.append("provider:A", [probe("A", T0 + 60, "success")] * 2)
+
+        second = notifier(store)
+        await second.start()
+        await eventually(lambda: len(receiver.ok()) == 2)
+        await second.wait_for(store.head)
+        assert second.stats()[0].delivered == 2
+        await second.stop()
+    assert [r.json["event"] for r in receiver.requests] == ["raised", "resolved"]
+    assert all(count == 1 for count in receiver.delivered.values())
+
+
+# ---- no secret leaves the process ---------------------------------------------------------
+
+
+async def test_no_secret_in_the_database_or_the_logs(
+    rig: Build, receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver.fail_next = 2  # its 500 bodies echo the path, telegram token and all
+    channels = (
+        webhook(
+            "ops",
+            receiver.url("/hook"),
+            'hmac_secret_env = "HOOK_SECRET"\nheaders = { "Authorization" = "env:HOOK_HEADER" }',
+        )
+        + '\n[[notifications]]\nname = "tg"\nkind = "telegram"\nurl_env = "TG_URL"\nchat_id = 7\n'
+    )
+    env = {
+        "HOOK_SECRET": HMAC_SECRET,
+        "HOOK_HEADER": HEADER_SECRET,
+        "TG_URL": receiver.url(f"/bot{TELEGRAM_TOKEN}/sendMessage"),
+    }
+    built = await rig(channels, env)
+    await built.take_down()
+    await eventually(lambda: len(receiver.ok()) == 2)
+    await built.notifier.stop()
+    await built.store.close()
+
+    stats = {s.name: s for s in built.notifier.stats()}
+    errors = [s.last_error or "" for s in stats.values()]
+    assert any("***" in error for error in errors)  # the echoed token was cut out
+    stored = database_bytes(tmp_path, "n.db")
+    # Every log line but the receiver's own access log, which shows the path it was called on.
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
+    assert "failed (attempt 1)" in logged
+    for secret in SECRETS:
+        assert secret.encode() not in stored, secret
+        assert secret not in logged, secret
+        assert all(secret not in error for error in errors)
+
+
+# ---- configuration --------------------------------------------------------------------------
+
+
+def test_bad_channels_are_reported_by_file_key_and_channel(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        PROVIDERS
+        + """
+[[notifications]]
+name = "ops"
+kind = "pager"
+url = "ftp://hooks.example/T0/secret-path"
+events = ["raised", "exploded"]
+providers = ["Nobody"]
+renotify_interval = "soon"
+
+[[notifications]]
+name = "tg"
+kind = "telegram"
+url_env = "TG_URL"
+hmac_secret_env = "TG_SECRET"
+headers = { "Idempotency-Key" = "mine" }
+
+[[notifications]]
+name = "OPS"
+kind = "slack"
+url = "https://hooks.slack.example/x"
+url_env = "SLACK_URL"
+severities = ["fatal"]
+color = "red"
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    errors = caught.value.errors
+    src = str(path)
+    expected = [
+        f"{src}: notifications[0].kind (channel 'ops'): Invalid enum value 'pager';"
+        " expected one of: webhook, slack, discord, telegram",
+        f"{src}: notifications[0].url (channel 'ops'): not an http(s) URL (value not shown)",
+        f"{src}: notifications[0].events[1] (channel 'ops'): Invalid enum value 'exploded';"
+        " expected any of: raised, acknowledged, resolved, rate_limit",
+        f"{src}: notifications[0].renotify_interval (channel 'ops'): 'soon' is not a duration",
+        f"{src}: notifications[0].providers (channel 'ops'): 'Nobody' is not a configured provider",
+        f"{src}: notifications[1].headers (channel 'tg'): 'Idempotency-Key' is set by"
+        " cryptomon itself",
+        f"{src}: notifications[1].chat_id (channel 'tg'): missing: a telegram channel needs",
+        f"{src}: notifications[1].hmac_secret_env (channel 'tg'): only applies to kind ="
+        ' "webhook"',
+        f"{src}: notifications[2].severities[0] (channel 'OPS'): Invalid enum value 'fatal'",
+        f"{src}: notifications[2].color (channel 'OPS'): unknown key; expected one of: name,",
+        f"{src}: notifications[2].url_env (channel 'OPS'): set url or url_env, not both",
+        f"{src}: notifications[2].name (channel 'OPS'): duplicate channel name:"
+        " notifications[0] already uses it",
+    ]
+    assert len(errors) == len(expected), "\n".join(errors)
+    for error, start in zip(sorted(errors), sorted(expected), strict=True):
+        assert error.startswith(start), (error, start)
+    assert not any("secret-path" in error for error in errors)
+
+
+def test_channel_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(PROVIDERS + webhook("ops", "https://hooks.example/x"))
+    [channel] = load_config(path).notifications
+    assert channel.events == ("raised", "acknowledged", "resolved", "rate_limit")
+    assert (channel.severities, channel.providers, channel.categories) == ((), (), ())
+    assert channel.timeout_seconds == 10 and channel.renotify_interval_seconds is None
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+
+async def run_cli(*args: str, env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cryptomon", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_notify_test_sends_a_test_message(tmp_path: Path, receiver: Receiver) -> None:
+    path = tmp_path / "cli.toml"
+    path.write_text(
+        PROVIDERS
+        + webhook("ops", receiver.url("/hook"), 'hmac_secret_env = "HOOK_SECRET"')
+        + webhook("dead", f"http://127.0.0.1:{closed_port()}/hook", 'timeout = "2s"')
+    )
+    code, out, _ = await run_cli(
+        "notify-test", "ops", "--config", str(path), env={"HOOK_SECRET": HMAC_SECRET}
+    )
+    assert (code, out.strip()) == (0, "ops: HTTP 200, delivered")
+    [request] = receiver.requests
+    assert request.json["event"] == "test" and request.key.startswith("ops:test:")
+    expected = hmac.new(HMAC_SECRET.encode(), request.body, hashlib.sha256).hexdigest()
+    assert request.headers["X-Cryptomon-Signature"] == f"sha256={expected}"
+
+    code, out, _ = await run_cli("notify-test", "dead", "--config", str(path))
+    assert code == 1
+    assert out.strip() == "dead: failed: cannot connect: Connection refused"
+
+    code, _, err = await run_cli("notify-test", "nope", "--config", str(path))
+    assert code == 2
+    assert "has no notification channel 'nope' (channels: ops, dead)" in err
+
+
+# ---- the service ---------------------------------------------------------------------------
+
+
+async def test_api_and_metrics_show_each_channel(
+    tmp_path: Path, receiver: Receiver, aiohttp_client: AiohttpClient
+) -> None:
+    path = tmp_path / "app.toml"
+    path.write_text(
+        "[monitoring]\noffline_after_failures = 1\n"
+        f'[[providers]]\nname = "Down"\ncategory = "rpc_nodes"\n'
+        f'base_url = "http://127.0.0.1:{closed_port()}"\ninterval = "1h"\n'
+        + webhook("ops", receiver.url("/hook"))
+        + webhook("dead", f"http://127.0.0.1:{closed_port()}/hook")
+    )
+    settings = Settings.from_config(
+        load_config(path), database=tmp_path / "app.db", environ={}, probing=False
+    )
+    client = await aiohttp_client(create_app(settings))
+    async with client.post("/api/scheduler/trigger/health_checks") as response:
+        assert response.status == 200
+    await eventually(lambda: len(receiver.ok()) == 1)
+
+    async def channels() -> dict[str, Any]:
+        async with client.get("/api/notifications") as response:
+            assert response.status == 200
+            body = await response.json()
+        assert body["enabled"] is True
+        return {channel["name"]: channel for channel in body["channels"]}
+
+    async def settled() -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while True:
+            found = await channels()
+            if found["ops"]["delivered"] == 1 and found["dead"]["last_error"]:
+                return found
+            assert time.monotonic() < deadline, found
+            await asyncio.sleep(0.02)
+
+    found = await settled()
+    assert found["ops"]["pending"] == 0 and found["ops"]["last_delivered_at"].endswith("Z")
+    dead = found["dead"]
+    assert (dead["pending"], dead["retrying"], dead["failed"], dead["delivered"]) == (1, 1, 1, 0)
+    assert dead["last_error"] == "cannot connect: Connection refused"
+    async with client.get("/metrics") as response:
+        text = await response.text()
+    assert 'cryptomon_notifications_total{channel="ops",status="delivered"} 1' in text
+    assert 'cryptomon_notifications_total{channel="dead",status="failed"} 1' in text
+    assert 'cryptomon_notifications_pending{channel="dead"} 1' in text
+    assert 'cryptomon_notifications_pending{channel="ops"} 0' in text
+
+
+class Service:
+    """`python -m cryptomon serve` in a subprocess, its log lines in a file."""
+
+    def __init__(self, process: asyncio.subprocess.Process, url: str) -> None:
+        self.process = process
+        self.url = url
+
+    @classmethod
+    async def start(cls, config: Path, db: Path, env: Mapping[str, str], log: Path) -> Service:
+        port = free_port()
+        with log.open("ab") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cryptomon", "serve", "--config", str(config),
+                "--db", str(db), "--port", str(port),
+                stdout=asyncio.subprocess.PIPE, stderr=log_file, env=dict(env),
+            )  # fmt: skip
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            while b"monitoring" not in (line := await process.stdout.readline()):
+                assert line, "the service exited before it listened"
+        return cls(process, f"http://127.0.0.1:{port}")
+
+    async def request(self, method: str, path: str) -> Any:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.url + path) as response,
+        ):
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    async def stop(self, signal_number: int) -> int:
+        self.process.send_signal(signal_number)
+        async with asyncio.timeout(30):
+            code = await self.process.wait()
+        assert self.process.stdout is not None
+        self.process.stdout.feed_eof()
+        return code
+
+
+@pytest.mark.parametrize("outbox_first", [False, True], ids=["at-once", "outbox-stored"])
+async def test_sigkill_between_append_and_delivery_loses_nothing_and_sends_each_key_once(
+    tmp_path: Path, outbox_first: bool
+) -> None:
+    """Killed right after the append (the notice may not be in the outbox yet: it is
+    derived again from the checkpoint), or once its rows wait in the outbox."""
+    port = free_port()  # the receiver is down until the service has been killed
+    config = tmp_path / "service.toml"
+    config.write_text(
+        "[monitoring]\noffline_after_failures = 1\n"
+        f'[[providers]]\nname = "Down"\ncategory = "rpc_nodes"\n'
+        f'base_url = "http://127.0.0.1:{closed_port()}"\ninterval = "1h"\n'
+        + webhook(
+            "ops",
+            f"http://127.0.0.1:{port}/hook",
+            'hmac_secret_env = "CM_HOOK_SECRET"\nheaders = { "X-Key" = "env:CM_HOOK_HEADER" }',
+        )
+        + '\n[[notifications]]\nname = "tg"\nkind = "telegram"\nurl_env = "CM_TG_URL"\n'
+        "chat_id = -100123\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CRYPTOMON_API_TOKEN"}
+    env |= {
+        "CM_HOOK_SECRET": HMAC_SECRET,
+        "CM_HOOK_HEADER": HEADER_SECRET,
+        "CM_TG_URL": f"http://127.0.0.1:{port}/bot{TELEGRAM_TOKEN}/sendMessage",
+    }
+    db, log = tmp_path / "service.db", tmp_path / "service.log"
+
+    service = await Service.start(config, db, env, log)
+    triggered = await service.request("POST", "/api/scheduler/trigger/health_checks")
+    assert triggered["position"] > 0  # the failed probe, and so the alert, is committed
+    if outbox_first:
+        deadline = time.monotonic() + 10
+        while True:
+            body = await service.request("GET", "/api/notifications")
+            if all(c["retrying"] == 1 for c in body["channels"]):
+                break  # stored, and tried once against the receiver that is down
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.02)
+    assert await service.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    async with Receiver.start(port) as receiver:
+        service = await Service.start(config, db, env, log)
+        await eventually(lambda: len(receiver.ok()) == 2)
+        for request in receiver.requests:
+            assert request.json.get("event", "raised") == "raised"
+        [hook] = receiver.ok("/hook")
+        assert hook.json["provider"] == "Down" and hook.json["alert"]["kind"] == "offline"
+        signature = hmac.new(HMAC_SECRET.encode(), hook.body, hashlib.sha256).hexdigest()
+        assert hook.headers["X-Cryptomon-Signature"] == f"sha256={signature}"
+        [telegram] = receiver.ok(f"/bot{TELEGRAM_TOKEN}/sendMessage")
+        assert telegram.json["chat_id"] == -100123
+
+        async def delivered() -> dict[str, int]:
+            body = await service.request("GET", "/api/notifications")
+            return {c["name"]: c["delivered"] for c in body["channels"]}
+
+        deadline = time.monotonic() + 10
+        while await delivered() != {"ops": 1, "tg": 1}:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert await service.stop(signal.SIGTERM) == 0
+
+        # Started again, and replayed for an audit: nothing is sent again.
+        service = await Service.start(config, db, env, log)
+        body = await service.request("GET", "/api/notifications")
+        assert {c["name"]: (c["delivered"], c["pending"]) for c in body["channels"]} == {
+            "ops": (1, 0),
+            "tg": (1, 0),
+        }
+        assert await service.stop(signal.SIGTERM) == 0
+        code, out, _ = await run_cli("replay", "--config", str(config), "--db", str(db))
+        assert code == 0, out
+        assert len(receiver.requests) == 2
+        assert set(receiver.delivered.values()) == {1}
+
+    stored = database_bytes(tmp_path, "service.db")
+    logged = log.read_text()
+    assert "notifications: 2 channels from position" in logged
+    if outbox_first:
+        assert "failed (attempt 1): cannot connect: Connection refused" in logged
+        assert "2 channels from position 0; 2 waiting to be sent" in logged
+    for secret in SECRETS:
+        assert secret.encode() not in stored, secret
+        assert secret not in logged, secret

@@ -348,3 +348,23 @@ async def test_snapshots_round_trip_and_detect_corruption(store: EventStore) -> 
     with sqlite3.connect(store.path) as conn:
         conn.execute("UPDATE snapshots SET state = X'00' WHERE name = 'providers'")
     assert not (await store.load_snapshots())["providers"].intact
+
+
+async def test_a_caller_that_stops_waiting_for_exclusive_work_leaves_the_writer_running(
+    store: EventStore,
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def work(conn: object) -> int:
+        started.set()
+        await release.wait()
+        return 1
+
+    caller = asyncio.create_task(store.exclusive(work))
+    await started.wait()
+    caller.cancel()  # as a shutdown cancels a task waiting for a snapshot
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    release.set()
+    [position] = await asyncio.wait_for(store.append("s", [probe(1)]), 5)
+    assert position == store.head

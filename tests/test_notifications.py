@@ -283,7 +283,7 @@ async def test_webhook_json_signature_headers_and_idempotency_key(
     assert (body["provider"], body["category"]) == ("A", "market_data")
     assert body["severity"] == "critical"
     assert body["position"] == position
-    assert body["timestamp"].startswith("2027-01-15T08:00:00")
+    assert body["timestamp"] == "2027-01-15T08:00:00Z"
     assert body["alert"]["id"] == alert_id and body["alert"]["kind"] == "offline"
     assert body["alert"]["acknowledged"] is False
     assert "A is offline" in body["message"]
@@ -322,11 +322,13 @@ chat_id = -100123
 
     [slack] = receiver.ok("/services/T0/B0/slack-secret")
     body = slack.json
-    assert body["text"] == "[CRITICAL] R&D <B>: offline alert raised"
+    # Slack reads <...> as a link or mention: &, < and > are escaped.
+    assert body["text"] == "[CRITICAL] R&amp;D &lt;B&gt;: offline alert raised"
     assert body["blocks"][0]["type"] == "section"
-    assert "R&D <B> is offline" in body["blocks"][0]["text"]["text"]
+    assert "R&amp;D &lt;B&gt; is offline" in body["blocks"][0]["text"]["text"]
     facts = body["blocks"][1]["fields"]
     assert {"type": "mrkdwn", "text": "*Category*\nrpc_nodes"} in facts
+    assert {"type": "mrkdwn", "text": "*Provider*\nR&amp;D &lt;B&gt;"} in facts
     assert slack.key.startswith("slack:raised:")
 
     [discord] = receiver.ok("/discord")
@@ -337,6 +339,7 @@ chat_id = -100123
     assert embed["color"] == 0xE01E5A
     assert {"name": "Provider", "value": "R&D <B>", "inline": True} in embed["fields"]
     assert embed["footer"]["text"] == discord.key
+    assert body["allowed_mentions"] == {"parse": []}
 
     [telegram] = receiver.ok(f"/bot{TELEGRAM_TOKEN}/sendMessage")
     body = telegram.json

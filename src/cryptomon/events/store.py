@@ -384,12 +384,18 @@ class EventStore:
     async def _run_exclusive(self, item: _Exclusive) -> None:
         assert self._writer_conn is not None
         try:
-            item.future.set_result(await item.work(self._writer_conn))
+            result = await item.work(self._writer_conn)
         except Exception as exc:
             if self._writer_conn.in_transaction:
                 with contextlib.suppress(Exception):
                     await self._writer_conn.execute("ROLLBACK")
-            item.future.set_exception(StoreWriteError(f"write to {self.path} failed: {exc}"))
+            if not item.future.done():
+                item.future.set_exception(StoreWriteError(f"write to {self.path} failed: {exc}"))
+            return
+        # A caller cancelled while waiting has left: setting its future would raise, and
+        # kill the writer with it.
+        if not item.future.done():
+            item.future.set_result(result)
 
     async def exclusive(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run `work` on the writer connection, between commits, so maintenance

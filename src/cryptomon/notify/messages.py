@@ -24,14 +24,21 @@ from cryptomon.projections.notices import (
     AlertResolved,
     Notice,
     RateLimitHigh,
-    iso_time,
 )
+from cryptomon.projections.notices import iso_time as _iso
 
 NotificationEvent = Literal["raised", "acknowledged", "resolved", "rate_limit", "renotify", "test"]
 
 # Chat services cap message sizes (Discord 2000 characters of content); alert messages
 # are short, but a probe's error text is whatever the provider said.
 MAX_MESSAGE_CHARS = 1500
+
+
+def iso_time(timestamp: float) -> str:
+    """ISO 8601 in UTC with a Z, as the REST API writes times."""
+    return _iso(timestamp).replace("+00:00", "Z")
+
+
 _COLORS = {"critical": 0xE01E5A, "warning": 0xECB22E, "resolved": 0x2EB67D, "info": 0x5865F2}
 
 
@@ -258,11 +265,20 @@ def _facts(note: Notification) -> list[tuple[str, str]]:
     return facts
 
 
+def _slack_text(text: str) -> str:
+    # Slack reads <...> as links and mentions: its docs ask for these three escaped.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _slack(note: Notification) -> dict[str, Any]:
-    text = f"[{_label(note)}] {note.title}"
-    fields = [{"type": "mrkdwn", "text": f"*{name}*\n{value}"} for name, value in _facts(note)]
+    text = _slack_text(f"[{_label(note)}] {note.title}")
+    fields = [
+        {"type": "mrkdwn", "text": f"*{name}*\n{_slack_text(value)}"}
+        for name, value in _facts(note)
+    ]
+    message = _slack_text(note.message)
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n{note.message}"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n{message}"}},
     ]
     if fields:
         blocks.append({"type": "section", "fields": fields})
@@ -272,7 +288,9 @@ def _slack(note: Notification) -> dict[str, Any]:
             "elements": [
                 {
                     "type": "mrkdwn",
-                    "text": f"{note.timestamp} · position {note.position} · {note.idempotency_key}",
+                    "text": _slack_text(
+                        f"{note.timestamp} · position {note.position} · {note.idempotency_key}"
+                    ),
                 }
             ],
         }
@@ -289,7 +307,12 @@ def _discord(note: Notification) -> dict[str, Any]:
         "timestamp": note.timestamp,
         "footer": {"text": note.idempotency_key},
     }
-    return {"content": f"[{_label(note)}] {note.title}", "embeds": [embed]}
+    return {
+        "content": f"[{_label(note)}] {note.title}",
+        "embeds": [embed],
+        # A provider's error text saying "@everyone" must not ping anyone.
+        "allowed_mentions": {"parse": []},
+    }
 
 
 def _telegram(note: Notification, chat_id: int | str | None) -> dict[str, Any]:

@@ -59,8 +59,10 @@ T = TypeVar("T")
 YIELD_EVERY = 64
 # Rows buffered while catching up are stored at least this often.
 FLUSH_ROWS = 500
-# Delivered and given-up rows are kept this long, for /api/notifications and audits.
+# Delivered and given-up rows are kept this long, for /api/notifications and audits;
+# older ones are dropped at start and then at a checkpoint once a day.
 RETENTION_SECONDS = 30 * 86_400.0
+PRUNE_EVERY_SECONDS = 86_400.0
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(dict[str, tuple[int, bytes]])
@@ -139,6 +141,12 @@ class _Channel:
         )
 
 
+def _report(task: asyncio.Task[None]) -> None:
+    # A worker that ends by itself is a bug: say so, or notifications stop in silence.
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("notifications: task %s stopped", task.get_name(), exc_info=error)
+
+
 def _consume(task: asyncio.Future[Any]) -> None:
     # A shielded write whose caller was cancelled: nobody awaits it, so read its outcome.
     if not task.cancelled():
@@ -197,6 +205,7 @@ class Notifier:
         self._checkpoint_position = 0
         self._checkpoint_time = time.monotonic()
         self._caught_up_once = False
+        self._pruned_at = time.monotonic()
         # Every notice up to this position is stored in the outbox.
         self.stored_position = 0
         self._progress = asyncio.Event()
@@ -230,9 +239,7 @@ class Notifier:
         position = self.projections.position
         self._checkpoint_position = checkpoint.position if checkpoint is not None else 0
         now = time.time()
-        pruned = await self._write(
-            lambda conn: outbox.prune(conn, now - RETENTION_SECONDS, self._checkpoint_position)
-        )
+        pruned = await self._prune()
         pending = await self._write(outbox.load_pending)
         counts = await self._write(outbox.channel_counts)
         for name, count in counts.items():
@@ -263,6 +270,8 @@ class Notifier:
             )
         if self.renotify_check_every is not None:
             self._tasks.append(asyncio.create_task(self._renotify_loop(), name="notify:renotify"))
+        for task in (self._follower, *self._tasks):
+            task.add_done_callback(_report)
 
     async def _restore(
         self, checkpoint: Checkpoint | None, seed: Projections | None
@@ -415,7 +424,21 @@ class Notifier:
         if saved is not None:
             self._checkpoint_position = position
             self._checkpoint_time = time.monotonic()
+            if self._checkpoint_time - self._pruned_at >= PRUNE_EVERY_SECONDS:
+                await self._prune()
         self._reached(position)
+
+    async def _prune(self) -> int:
+        """Drop finished rows past retention (those the checkpoint covers: see outbox.prune).
+        The counts shown keep them: delivered and failed count the whole history of the
+        outbox until the next start."""
+        before, covered = time.time() - RETENTION_SECONDS, self._checkpoint_position
+        self._pruned_at = time.monotonic()
+        try:
+            return await self._write(lambda conn: outbox.prune(conn, before, covered))
+        except StoreError as exc:
+            log.warning("notifications: pruning the outbox failed: %s", exc)
+            return 0
 
     async def _store(self, rows: list[OutboxRow], checkpoint: Checkpoint | None) -> int:
         if not rows and checkpoint is None:
@@ -491,6 +514,9 @@ class Notifier:
                 await self._attempt(channel, row)
             except StoreError as exc:
                 log.warning("notifications: outbox update for %r failed: %s", channel.name, exc)
+            except Exception:  # a bug must not end this channel's deliveries for good
+                log.exception("notifications: delivery to %r failed unexpectedly", channel.name)
+                channel.blocked_until = time.time() + self.retry_cap
 
     async def _attempt(self, channel: _Channel, row: OutboxRow) -> None:
         age = time.time() - row.created_at

@@ -144,7 +144,8 @@ class _Channel:
 def _report(task: asyncio.Task[None]) -> None:
     # A worker that ends by itself is a bug: say so, or notifications stop in silence.
     if not task.cancelled() and (error := task.exception()) is not None:
-        log.error("notifications: task %s stopped", task.get_name(), exc_info=error)
+        # The type only: an exception's text could hold a channel URL with its secret.
+        log.error("notifications: task %s stopped (%s)", task.get_name(), type(error).__name__)
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
@@ -514,8 +515,13 @@ class Notifier:
                 await self._attempt(channel, row)
             except StoreError as exc:
                 log.warning("notifications: outbox update for %r failed: %s", channel.name, exc)
-            except Exception:  # a bug must not end this channel's deliveries for good
-                log.exception("notifications: delivery to %r failed unexpectedly", channel.name)
+            except Exception as exc:  # a bug must not end this channel's deliveries for good
+                # Only the type: an exception's text could hold a channel URL with its secret.
+                log.error(
+                    "notifications: delivery to %r failed unexpectedly (%s)",
+                    channel.name,
+                    type(exc).__name__,
+                )
                 channel.blocked_until = time.time() + self.retry_cap
 
     async def _attempt(self, channel: _Channel, row: OutboxRow) -> None:

@@ -74,6 +74,11 @@ class ServerConfig(_Table, frozen=True):
     # The name of the variable holding the bearer token for write endpoints.
     api_token_env: str = "CRYPTOMON_API_TOKEN"
     cors_origins: tuple[str, ...] = ()
+    # Per client address: sustained requests a second, the burst allowed on
+    # top, and open live-feed connections. Past them: 429 with Retry-After.
+    requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 100.0
+    request_burst: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    websocket_connections_per_address: Annotated[int, msgspec.Meta(ge=1)] = 1000
 
 
 class StorageConfig(_Table, frozen=True):

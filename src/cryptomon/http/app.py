@@ -20,6 +20,7 @@ from cryptomon.events.archive import archive_probe_events
 from cryptomon.events.store import EventStore
 from cryptomon.http import routes
 from cryptomon.http.errors import problem_middleware
+from cryptomon.http.limits import CLIENT_LIMITS, ClientLimits, limit_middleware
 from cryptomon.http.notifications import NOTIFIER
 from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE, Settings
 from cryptomon.monitor import Monitor
@@ -149,8 +150,14 @@ def _add_housekeeping(monitor: Monitor, models: ReadModels, config: Config) -> N
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=64 * 1024)
+    server = settings.config.server
+    app = web.Application(
+        middlewares=[limit_middleware, problem_middleware], client_max_size=64 * 1024
+    )
     app[SETTINGS] = settings
+    app[CLIENT_LIMITS] = ClientLimits(
+        server.requests_per_second, server.request_burst, server.websocket_connections_per_address
+    )
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.extend([_storage, _read_models, _notifications, _live_feed, _probing])
     app.on_shutdown.append(_close_sockets)

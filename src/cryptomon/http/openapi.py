@@ -44,7 +44,7 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
                 "description": "Unhealthy: the same body, saying what is wrong",
                 "content": responses["200"]["content"],
             }
-        statuses = set(endpoint.errors)
+        statuses = set(endpoint.errors) | {429}  # every route: per-client limits
         if any(p.where == "path" for p in endpoint.params):
             statuses.add(404)  # a path that matches no route
         for status in sorted(statuses):

@@ -16,6 +16,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from cryptomon.http import params
 from cryptomon.http.errors import Unauthorized
+from cryptomon.http.limits import CLIENT_LIMITS, too_many
 from cryptomon.http.schemas import ConnectionView, WebSocketStats, iso
 from cryptomon.http.settings import READ_MODELS, SETTINGS
 from cryptomon.ws.hub import CONTROL, Client, Hub
@@ -37,6 +38,8 @@ AUTH_TIMEOUT_SECONDS = 10.0
 INBOUND_BURST = 200
 INBOUND_PER_SECOND = 50.0
 POLICY_VIOLATION = WSCloseCode.POLICY_VIOLATION
+# How long a client refused for too many connections should wait before trying again.
+HEARTBEAT_RETRY_SECONDS = 30.0
 
 _decoder = msgspec.json.Decoder(ClientMessage)
 
@@ -52,6 +55,14 @@ async def live(request: web.Request) -> web.StreamResponse:
     query_token = params.text(request, "token", max_length=500)
     if token is not None and query_token is not None and not _token_ok(query_token, token):
         raise Unauthorized("the token is not the one configured")
+    limits = request.app[CLIENT_LIMITS]
+    address = request.remote or "unknown"
+    if not limits.may_connect(address):
+        return too_many(
+            request,
+            f"more than {limits.connections} live-feed connections from this address",
+            HEARTBEAT_RETRY_SECONDS,
+        )
     # No per-message compression: every client gets the same pre-encoded bytes.
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True, compress=False)
     await ws.prepare(request)
@@ -72,9 +83,13 @@ async def live(request: web.Request) -> web.StreamResponse:
     hub.attach(client, since if since >= 0 else None, Frame(0, CONTROL, None, encode(greeting)))
     sender = asyncio.create_task(hub.send_loop(client), name=f"ws-send:{client.client_id}")
     reason = "client_closed"
+    limits.open_connections[address] += 1
     try:
         reason = await _read(hub, client, request)
     finally:
+        limits.open_connections[address] -= 1
+        if not limits.open_connections[address]:
+            del limits.open_connections[address]
         hub.detach(client, reason)
         client.closing = True
         client.wake.set()

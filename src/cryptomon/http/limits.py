@@ -1,0 +1,74 @@
+"""Per-client limits: requests a second (a token bucket per address) and open
+live-feed connections per address. A client past them gets a 429 with
+`Retry-After`, and nobody else notices."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from cryptomon.http.errors import problem_response
+
+# Addresses not seen for this many refill periods are forgotten, so the table
+# of buckets stays as small as the set of recent clients.
+_FORGET_AFTER_FULL = 2.0
+_PRUNE_ABOVE = 10_000
+
+
+class ClientLimits:
+    def __init__(self, per_second: float, burst: int, connections: int) -> None:
+        self.per_second = per_second
+        self.burst = float(burst)
+        self.connections = connections
+        self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
+        self.open_connections: Counter[str] = Counter()
+        self.refused = 0
+
+    def wait_for_request(self, address: str, now: float | None = None) -> float:
+        """0 when the request may go ahead (and is counted); else seconds to wait."""
+        now = time.monotonic() if now is None else now
+        tokens, at = self._buckets.get(address, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.per_second)
+        if tokens < 1:
+            self.refused += 1
+            self._buckets[address] = (tokens, now)
+            return (1 - tokens) / self.per_second
+        self._buckets[address] = (tokens - 1, now)
+        if len(self._buckets) > _PRUNE_ABOVE:
+            self._prune(now)
+        return 0.0
+
+    def _prune(self, now: float) -> None:
+        idle = _FORGET_AFTER_FULL * self.burst / self.per_second
+        self._buckets = {a: b for a, b in self._buckets.items() if now - b[1] < idle}
+
+    def may_connect(self, address: str) -> bool:
+        return self.open_connections[address] < self.connections
+
+
+CLIENT_LIMITS = web.AppKey("client_limits", ClientLimits)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def too_many(request: web.Request, detail: str, retry_after: float) -> web.Response:
+    response = problem_response(429, "too-many-requests", "Too many requests", detail, request)
+    response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+@web.middleware
+async def limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    limits = request.app[CLIENT_LIMITS]
+    wait = limits.wait_for_request(request.remote or "unknown")
+    if wait:
+        return too_many(
+            request,
+            f"more than {limits.per_second:g} requests a second from this address",
+            wait,
+        )
+    return await handler(request)

@@ -1,0 +1,84 @@
+"""Per-client limits: requests a second and live-feed connections per address."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from cryptomon.config import ConfigError, load_config
+from cryptomon.http.app import create_app
+from cryptomon.http.limits import ClientLimits
+from cryptomon.http.settings import Settings
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[web.Application], Awaitable[Client]]
+
+
+def app_with(tmp_path: Path, server: str) -> web.Application:
+    path = tmp_path / "limits.toml"
+    path.write_text(f"providers = []\n[server]\n{server}\n")
+    settings = Settings.from_config(
+        load_config(path), database=tmp_path / "limits.db", environ={}, probing=False
+    )
+    return create_app(settings)
+
+
+async def test_a_client_past_its_rate_gets_429_with_retry_after(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(
+        app_with(tmp_path, "requests_per_second = 0.5\nrequest_burst = 3")
+    )
+    statuses = [(await client.get("/api/status")).status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    refused = await client.get("/api/status")
+    assert refused.status == 429
+    assert refused.content_type == "application/problem+json"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "requests a second" in (await refused.json())["detail"]
+
+
+def test_each_address_has_its_own_bucket_and_buckets_refill() -> None:
+    limits = ClientLimits(per_second=2.0, burst=2, connections=1)
+    assert limits.wait_for_request("10.0.0.1", now=0.0) == 0
+    assert limits.wait_for_request("10.0.0.1", now=0.0) == 0
+    assert limits.wait_for_request("10.0.0.1", now=0.0) == pytest.approx(0.5)
+    assert limits.wait_for_request("10.0.0.2", now=0.0) == 0  # another client is not affected
+    assert limits.wait_for_request("10.0.0.1", now=0.6) == 0  # refilled
+    assert limits.refused == 1
+
+
+async def test_too_many_live_feed_connections_from_one_address_get_429(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(app_with(tmp_path, "websocket_connections_per_address = 2"))
+    first = await client.ws_connect("/ws/live")
+    second = await client.ws_connect("/ws/live")
+    for ws in (first, second):
+        assert (await ws.receive_json(timeout=5))["type"] == "connection_established"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws/live")
+    assert refused.value.status == 429
+    await first.close()
+    deadline = time.monotonic() + 5
+    while (await (await client.get("/ws/stats")).json())["active_connections"] != 1:
+        assert time.monotonic() < deadline, "the closed connection was never released"
+    third = await client.ws_connect("/ws/live")
+    assert (await third.receive_json(timeout=5))["type"] == "connection_established"
+    await third.close()
+    await second.close()
+
+
+def test_limits_must_be_positive(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\nrequests_per_second = 0\nrequest_burst = -1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "server.requests_per_second" in str(caught.value)
+    assert "server.request_burst" in str(caught.value)

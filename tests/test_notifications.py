@@ -79,7 +79,7 @@ def free_port() -> int:
     return port
 
 
-async def eventually(condition: Callable[[], bool], within: float = 10.0) -> None:
+async def eventually(condition: Callable[[], bool], within: float = 30.0) -> None:
     """Poll `condition` until it holds; fail at the deadline."""
     deadline = time.monotonic() + within
     while not condition():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import pytest
 from cryptomon.events.store import EventStore
 from cryptomon.events.types import ProbeOutcome, ProbeRecorded, ProviderRegistered, RecordedEvent
 from cryptomon.projections import AlertRaised, Notice, Projections, ProjectionSettings
-from cryptomon.readmodels import ReadModels, SnapshotAheadOfLog, load_projections
+from cryptomon.readmodels import CorruptLog, ReadModels, SnapshotAheadOfLog, load_projections
 
 SETTINGS = ProjectionSettings()
 
@@ -146,3 +148,44 @@ async def test_replay_reports_where_live_state_differs(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout.startswith("DIFFERENT: a replay of 5 events")
     assert "providers.providers['A']" in result.stdout
+
+
+async def corrupt_after_snapshot(path: Path) -> None:
+    """A log with a snapshot at 3 and an edit at 5 that still decodes."""
+    store = await EventStore.open(path)
+    await fill(store, ["success"] * 3)
+    models = ReadModels(store, SETTINGS)
+    await models.start()
+    await models.stop()
+    await fill(store, ["success"] * 3, start=3)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE events SET payload = replace(payload, 'success', 'failed') WHERE position = 5"
+        )
+
+
+async def test_loading_a_log_whose_tail_breaks_the_chain_refuses(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    await corrupt_after_snapshot(path)
+    async with await EventStore.open(path, readonly=True) as store:
+        with pytest.raises(CorruptLog, match="corrupt at position 5"):
+            await load_projections(store, SETTINGS)
+
+
+def test_serve_refuses_to_start_on_a_corrupt_tail(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    asyncio.run(corrupt_after_snapshot(path))
+    config = tmp_path / "empty.toml"
+    config.write_text("providers = []\n")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "cryptomon", "serve", "--db", str(path), "--port", str(port),
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "corrupt at position 5" in result.stderr
+    assert "refusing to serve" in result.stderr

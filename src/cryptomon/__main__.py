@@ -25,6 +25,7 @@ from cryptomon.config import Config, ConfigError, describe_providers, load_confi
 from cryptomon.events.audit import export_jsonl, verify_chain
 from cryptomon.events.migrations import SchemaError
 from cryptomon.events.store import EventStore, StoreError
+from cryptomon.events.types import EventDecodeError
 from cryptomon.logformat import LOG_FORMATS, configure_logging
 from cryptomon.projections import Projections
 from cryptomon.readmodels import fold_log, load_projections, projection_settings
@@ -346,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return 1
-    except (StoreError, SchemaError) as exc:
+    except (StoreError, SchemaError, EventDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from cryptomon.config import Config
 from cryptomon.events.archive import iter_log_rows, segments
+from cryptomon.events.chain import GENESIS_HASH
 from cryptomon.events.store import EventStore, StoreError
 from cryptomon.events.types import RecordedEvent
 from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
@@ -59,8 +60,38 @@ async def load_projections(
             f" ends at {store.head}: events are missing; refusing to serve from it"
         )
     start = projections.position
+    await verify_tail(store, start)
     tail = await fold_log(projections, store, store.head, progress)
     return projections, LoadReport(start, tail, discarded)
+
+
+class CorruptLog(StoreError):
+    """The log after the snapshot fails its hash chain: serving it would be wrong."""
+
+
+async def verify_tail(store: EventStore, after: int) -> None:
+    """Check the hash chain of the events the start-up is about to fold (the
+    tail after the snapshot); refuse, naming the position, if it breaks."""
+    previous_hash = GENESIS_HASH
+    if after:
+        async for row in iter_log_rows(store, after=after - 1, to_position=after):
+            previous_hash = row.hash
+    expected_position = after + 1
+    async for row in iter_log_rows(store, after=after):
+        try:
+            intact = row.position == expected_position and (
+                row.expected_hash(previous_hash) == row.hash
+            )
+        except (TypeError, ValueError):
+            intact = False  # a field of the wrong type: edited outside cryptomon
+        if not intact:
+            raise CorruptLog(
+                f"the event log at {store.path} is corrupt at position {expected_position}"
+                " (the hash chain breaks there); refusing to serve from it."
+                " Run `python -m cryptomon verify` for details"
+            )
+        previous_hash = row.hash
+        expected_position += 1
 
 
 async def _from_snapshot(

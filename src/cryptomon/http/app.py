@@ -8,6 +8,7 @@ writer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -37,8 +38,10 @@ log = logging.getLogger(__name__)
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     store = await EventStore.open(app[SETTINGS].database)
     app[STORE] = store
-    yield
-    await store.close()
+    try:
+        yield
+    finally:
+        await store.close()
 
 
 async def _read_models(app: web.Application) -> AsyncIterator[None]:
@@ -57,8 +60,10 @@ async def _read_models(app: web.Application) -> AsyncIterator[None]:
         f"; snapshot discarded: {report.discarded}" if report.discarded else "",
     )
     app[READ_MODELS] = models
-    yield
-    await models.stop()
+    try:
+        yield
+    finally:
+        await models.stop()
 
 
 async def _notifications(app: web.Application) -> AsyncIterator[None]:
@@ -75,8 +80,10 @@ async def _notifications(app: web.Application) -> AsyncIterator[None]:
     # With no checkpoint yet, start from a copy of the read models, not a fold of the log.
     await notifier.start(seed=app[READ_MODELS].projections)
     app[NOTIFIER] = notifier
-    yield
-    await notifier.stop()
+    try:
+        yield
+    finally:
+        await notifier.stop()
 
 
 async def _live_feed(app: web.Application) -> AsyncIterator[None]:
@@ -89,8 +96,10 @@ async def _live_feed(app: web.Application) -> AsyncIterator[None]:
     )
     app[HUB] = hub
     hub.start()
-    yield
-    await hub.stop()
+    try:
+        yield
+    finally:
+        await hub.stop()
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -149,6 +158,18 @@ def _add_housekeeping(monitor: Monitor, models: ReadModels, config: Config) -> N
     scheduler.add_task("database_cleanup", "database_cleanup", cleanup, CronSchedule("0 3 * * *"))
 
 
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    """Every resource, opened in order and closed in reverse.
+
+    One exit stack rather than one cleanup context each: when a later one
+    fails to start (say, a corrupt log), aiohttp's runner does not unwind the
+    ones already started, and an open store would keep the process alive."""
+    async with contextlib.AsyncExitStack() as stack:
+        for resource in (_storage, _read_models, _notifications, _live_feed, _probing):
+            await stack.enter_async_context(contextlib.asynccontextmanager(resource)(app))
+        yield
+
+
 def create_app(settings: Settings) -> web.Application:
     server = settings.config.server
     app = web.Application(
@@ -159,7 +180,7 @@ def create_app(settings: Settings) -> web.Application:
         server.requests_per_second, server.request_burst, server.websocket_connections_per_address
     )
     app[STARTED_AT] = time.time()
-    app.cleanup_ctx.extend([_storage, _read_models, _notifications, _live_feed, _probing])
+    app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_sockets)
     routes.add_routes(app)
     _allow_origins(app, settings.config.server.cors_origins)

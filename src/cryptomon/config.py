@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 Category = Literal[
     "market_data",
@@ -322,7 +322,9 @@ class _Problems:
     ) -> None:
         who = f" (provider {provider!r})" if provider else ""
         who = f" (channel {channel!r})" if channel else who
-        self.messages.append(f"{self.source}: {key}{who}: {problem}")
+        # A key may hold any character; escaped, it cannot start a line of its own.
+        shown = key.encode("unicode_escape").decode("ascii")
+        self.messages.append(f"{self.source}: {shown}{who}: {problem}")
 
 
 def _check_cron(text: str) -> None:
@@ -330,6 +332,10 @@ def _check_cron(text: str) -> None:
         raise ValueError(
             f'{text!r} is not a cron expression: expected five fields like "*/5 * * * *"'
         )
+    try:
+        croniter(text, 0.0).get_next(float)
+    except CroniterBadDateError:
+        raise ValueError(f"{text!r} never fires (no such date)") from None
 
 
 def _check_base_url(text: str) -> None:

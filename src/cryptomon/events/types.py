@@ -212,6 +212,8 @@ def decode_event(position: int, event_type: str, schema_version: int, payload: b
     try:
         if schema_version == current:
             event = _decoder.decode(payload)
+        elif schema_version < 1:
+            raise EventDecodeError(position, event_type, f"no schema version {schema_version}")
         elif schema_version > current:
             raise EventDecodeError(
                 position,
@@ -225,6 +227,8 @@ def decode_event(position: int, event_type: str, schema_version: int, payload: b
             event = msgspec.convert(data, Event)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise EventDecodeError(position, event_type, str(exc)) from None
+    except RecursionError:
+        raise EventDecodeError(position, event_type, "nested too deeply") from None
     if type(event).__name__ != event_type:
         raise EventDecodeError(
             position, event_type, f"payload holds a {type(event).__name__} event"

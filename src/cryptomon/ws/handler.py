@@ -13,6 +13,7 @@ import time
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_websocket import WebSocketError
 
 from cryptomon.http import params
 from cryptomon.http.errors import Unauthorized
@@ -136,7 +137,9 @@ async def _read(hub: Hub, client: Client, request: web.Request) -> str:
         if message.type != WSMsgType.TEXT:
             break
         _handle(hub, client, request, message.data)
-    if ws.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+    # aiohttp overwrites close_code with the client's reply; the error keeps ours.
+    error = ws.exception()
+    if isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG:
         return "message_too_big"
     return "client_closed"
 

@@ -159,7 +159,9 @@ def _handle(hub: Hub, client: Client, request: web.Request, text: str) -> None:
             if unknown or not topics:
                 hub.send_error(
                     client,
-                    f"unknown topics {unknown}; topics are {', '.join(TOPICS)}, "
+                    # Quoted briefly: a reply must not grow with what the client sent.
+                    f"unknown topics {[t[:40] for t in unknown[:5]]}; "
+                    f"topics are {', '.join(TOPICS)}, "
                     f"or {PROVIDER_TOPIC_PREFIX}<name> for one provider"
                     if unknown
                     else f"{message.type} needs a non-empty list of topics",

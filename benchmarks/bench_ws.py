@@ -491,7 +491,9 @@ def start_server(
 ) -> tuple[subprocess.Popen[Any], int]:
     """`python -m cryptomon serve` on a free port; returns once it says it is listening."""
     config_path = tmp / f"{name}.toml"
-    config_path.write_text(config)
+    # Every benchmark client comes from 127.0.0.1: lift the per-address limits.
+    limits = "[server]\nwebsocket_connections_per_address = 100000\nrequest_burst = 100000\n"
+    config_path.write_text(limits + config)
     output = tmp / f"{name}.log"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "CRYPTOMON_API_TOKEN"}

@@ -59,6 +59,13 @@ HISTORY_PAGE = 1000
 class Client:
     """One connected socket: what it wants, what waits to be sent to it."""
 
+    # Slots: thousands of idle clients each save the cost of an attribute dict.
+    __slots__ = (
+        "client_id", "closing", "connected_at", "greeting", "history", "history_from_log",
+        "last_ping", "last_seen", "max_queue", "queue", "sent", "topics", "transport", "wake",
+        "ws",
+    )  # fmt: skip
+
     def __init__(
         self,
         client_id: str,

@@ -179,6 +179,13 @@ def _row_to_event(row: Any) -> RecordedEvent:
     )
 
 
+def _reason(exc: Exception) -> str:
+    """SQLite's message with its error code (SQLITE_BUSY, SQLITE_FULL, SQLITE_IOERR_WRITE...),
+    which tells an operator a lock, a full disk and a read-only file apart."""
+    code = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({code})" if code else str(exc)
+
+
 class EventStore:
     """The append-only event log in one SQLite file.
 
@@ -390,7 +397,9 @@ class EventStore:
                 with contextlib.suppress(Exception):
                     await self._writer_conn.execute("ROLLBACK")
             if not item.future.done():
-                item.future.set_exception(StoreWriteError(f"write to {self.path} failed: {exc}"))
+                item.future.set_exception(
+                    StoreWriteError(f"write to {self.path} failed: {_reason(exc)}")
+                )
             return
         # A caller cancelled while waiting has left: setting its future would raise, and
         # kill the writer with it.
@@ -411,7 +420,7 @@ class EventStore:
             await self._commit(batch)
             self.last_write_failed = False
         except Exception as exc:  # keep the writer alive for later appends
-            error = StoreWriteError(f"append to {self.path} failed: {exc}")
+            error = StoreWriteError(f"append to {self.path} failed: {_reason(exc)}")
             self.last_write_failed = True
             self.last_write_error = str(error)
             for request in batch:
@@ -523,7 +532,7 @@ class EventStore:
                     if not request.future.done():
                         self.failed_appends += len(request.events)
                         request.future.set_exception(
-                            StoreWriteError(f"append to {self.path} failed: {exc}")
+                            StoreWriteError(f"append to {self.path} failed: {_reason(exc)}")
                         )
             return
         self._head = position

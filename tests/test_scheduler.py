@@ -221,3 +221,31 @@ def test_offsets_spread_many_providers_over_the_interval() -> None:
     per_three_seconds = [sum(1 for o in offsets if b <= o < b + 3) for b in range(0, 30, 3)]
     assert max(per_three_seconds) <= 20
     assert spread_offset("CoinGecko", 30.0) == spread_offset("CoinGecko", 30.0)
+
+
+async def test_runs_of_providers_another_instance_holds_are_left_to_it(clock: ManualClock) -> None:
+    held = {"Mine"}
+    scheduler = Scheduler(clock, owns=lambda provider: provider in held)
+    runs: list[str] = []
+    scheduler.add_job("health_checks", "probe", "every 10s")
+    for name in ("Mine", "Theirs"):
+
+        async def run(planned: float, name: str = name) -> None:
+            runs.append(name)
+
+        scheduler.add_task(name, "health_checks", run, IntervalSchedule(10), provider=name)
+    scheduler.start()
+    try:
+        await clock.advance(30)
+        assert runs == ["Mine"] * 3
+        assert scheduler.stats.elsewhere == 3
+
+        held.add("Theirs")  # taken over: the other instance died
+        await clock.advance(10)
+        assert sorted(runs[3:]) == ["Mine", "Theirs"]
+
+        # A trigger runs every provider's task, whoever holds it.
+        held.clear()
+        assert await scheduler.run_now("health_checks") == 2
+    finally:
+        await scheduler.stop()

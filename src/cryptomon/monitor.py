@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 
 from cryptomon.config import Collection, Config, ProviderConfig
-from cryptomon.events.store import EventStore, StoreError
+from cryptomon.events.store import ConcurrencyError, EventStore, StoreError
 from cryptomon.events.types import (
     Event,
     EventMetadata,
@@ -97,13 +97,14 @@ class Monitor:
         clock: Clock | None = None,
         environ: Mapping[str, str] = os.environ,
         max_concurrency: int = 64,
+        owns: Callable[[str], bool] = lambda provider: True,
     ) -> None:
         self.config = config
         self.store = store
         self.session = session
         self.clock: Clock = clock or SystemClock()
         self.environ = environ
-        self.scheduler = Scheduler(self.clock, max_concurrency)
+        self.scheduler = Scheduler(self.clock, max_concurrency, owns)
         self.counters = ProbeCounters()
         self.probed = [p for p in config.providers if p.skip_reason(environ) is None]
         self.trackers = {
@@ -168,20 +169,26 @@ class Monitor:
         recorded = 0
         for provider in self.config.providers:
             registration = registration_of(provider, self.environ)
-            stream = registration_stream(provider.name)
+            recorded += await self._register(registration_stream(provider.name), registration)
+        return recorded
+
+    async def _register(self, stream: str, registration: ProviderRegistered) -> int:
+        while True:
             version = await self.store.stream_version(stream)
             if version:
                 [last] = await self.store.read_stream(stream, after_version=version - 1, limit=1)
                 if last.event == registration:
-                    continue
-            await self.store.append(
-                stream,
-                [registration],
-                expected_version=version,
-                metadata=EventMetadata(actor="config"),
-            )
-            recorded += 1
-        return recorded
+                    return 0
+            try:
+                await self.store.append(
+                    stream,
+                    [registration],
+                    expected_version=version,
+                    metadata=EventMetadata(actor="config"),
+                )
+                return 1
+            except ConcurrencyError:
+                continue  # another instance registered it meanwhile: compare with theirs
 
     async def trigger(self, job_id: str, actor: str) -> int:
         """Run a job now, recording who asked; return how many tasks ran."""
@@ -258,6 +265,8 @@ class Monitor:
     async def _rate_limit_snapshot(self, planned: float) -> None:
         now = self.clock.time()
         for name, tracker in self.trackers.items():
+            if not self.scheduler.owns(name):
+                continue  # the instance probing it keeps its usage
             change = tracker.refresh(now)
             if change is not None:
                 await self._append(name, [change])

@@ -142,13 +142,21 @@ class SchedulerStats:
     started: int = 0
     skipped_overlap: int = 0
     skipped_late: int = 0
+    elsewhere: int = 0  # runs left to the instance that holds the provider's lease
     # seconds from planned to actual start of recent runs, for status and benchmarks
     recent_lag: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 class Scheduler:
-    def __init__(self, clock: Clock | None = None, max_concurrency: int = 64) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        max_concurrency: int = 64,
+        owns: Callable[[str], bool] = lambda provider: True,
+    ) -> None:
         self.clock: Clock = clock or SystemClock()
+        # Whether this instance probes a provider (several instances share the providers).
+        self.owns = owns
         self._limit = asyncio.Semaphore(max_concurrency)
         self._jobs: dict[str, _Job] = {}
         self._tasks: list[_Task] = []
@@ -203,7 +211,10 @@ class Scheduler:
             await self.clock.sleep_until(planned)
             heapq.heappop(self._heap)
             now = self.clock.time()
-            self._dispatch(task, planned)
+            if task.provider is None or self.owns(task.provider):
+                self._dispatch(task, planned)
+            else:
+                self.stats.elsewhere += 1
             assert task.schedule is not None
             upcoming = task.schedule.next_after(max(planned, now))
             if isinstance(task.schedule, IntervalSchedule):
@@ -274,7 +285,8 @@ class Scheduler:
 
     async def run_now(self, job_id: str) -> int:
         """Run every task of a job now (skipping any still running); wait for
-        them and return how many ran."""
+        them and return how many ran. A trigger runs every provider's task, whichever
+        instance holds its lease: someone asked this instance to check now."""
         if job_id not in self._jobs:
             raise UnknownJobError(job_id, self.job_ids())
         now = self.clock.time()

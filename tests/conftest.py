@@ -1,11 +1,14 @@
-"""Shared fixtures: stand-in providers on 127.0.0.1."""
+"""Shared fixtures: stand-in providers on 127.0.0.1, a throwaway PostgreSQL cluster."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import pytest
+from pgcluster import postgres_cluster, postgres_url
 from standins import StandIn
+
+__all__ = ["postgres_cluster", "postgres_url"]  # fixtures for PostgreSQL-backed tests
 
 
 @pytest.fixture

@@ -5,6 +5,9 @@ Each archived line holds every stored field of its event, so the hash chain
 stays verifiable across archive and database. Segments are written whole
 (temporary file, fsync, rename) before their rows are deleted; a crash between
 the two leaves a row in both places, which readers take once.
+
+Archiving is SQLite-only: the segments sit beside the database file. On any other
+event log there are no segments and the log is the database alone.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import msgspec
 
+from cryptomon.events.log import EventLog
 from cryptomon.events.store import EventStore, StoredRow
 
 _SEGMENT = re.compile(r"^segment-(\d{12})-(\d{12})\.jsonl\.gz$")
@@ -64,6 +68,11 @@ def archive_dir(database: Path) -> Path:
     return database.with_name(database.name + ".archive")
 
 
+def log_segments(store: EventLog) -> list[tuple[int, int, Path]]:
+    """The archive segments of `store`'s log (none unless it is a SQLite file)."""
+    return segments(store.path) if isinstance(store, EventStore) else []
+
+
 def segments(database: Path) -> list[tuple[int, int, Path]]:
     """(first position, last position, file) of each segment, in order."""
     directory = archive_dir(database)
@@ -108,8 +117,13 @@ async def iter_archived_rows(database: Path, after: int = 0) -> AsyncIterator[St
                     yield row
 
 
+async def _no_rows() -> AsyncIterator[StoredRow]:
+    return
+    yield
+
+
 async def iter_log_rows(
-    store: EventStore,
+    store: EventLog,
     *,
     after: int = 0,
     to_position: int | None = None,
@@ -120,7 +134,9 @@ async def iter_log_rows(
     end = to_position if to_position is not None else 2**63 - 1
     low = since if since is not None else float("-inf")
     high = until if until is not None else float("inf")
-    archived = aiter(iter_archived_rows(store.path, after))
+    archived = aiter(
+        iter_archived_rows(store.path, after) if isinstance(store, EventStore) else _no_rows()
+    )
     live = aiter(store.iter_rows(after=after, to_position=to_position, since=since, until=until))
     next_archived = await anext(archived, None)
     next_live = await anext(live, None)

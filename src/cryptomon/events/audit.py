@@ -13,7 +13,7 @@ import msgspec
 
 from cryptomon.events.archive import ArchivedEvent, iter_log_rows
 from cryptomon.events.chain import GENESIS_HASH
-from cryptomon.events.store import EventStore
+from cryptomon.events.log import EventLog
 
 Progress = Callable[[int], None]
 
@@ -27,7 +27,7 @@ class ChainReport(msgspec.Struct, frozen=True):
     reason: str | None = None
 
 
-async def verify_chain(store: EventStore, progress: Progress | None = None) -> ChainReport:
+async def verify_chain(store: EventLog, progress: Progress | None = None) -> ChainReport:
     """Recompute every hash in order; report the first position that breaks."""
     previous_hash = GENESIS_HASH
     previous_position = 0
@@ -62,7 +62,7 @@ async def verify_chain(store: EventStore, progress: Progress | None = None) -> C
 
 
 async def export_jsonl(
-    store: EventStore,
+    store: EventLog,
     out: BinaryIO,
     *,
     from_position: int = 1,

@@ -1,7 +1,9 @@
 """Numbered SQL migrations, applied in order when the store opens.
 
 The files live in `migrations/` at the top of the repository; the wheel ships
-them inside the package as `cryptomon/migrations`.
+them inside the package as `cryptomon/migrations`. PostgreSQL's own numbered
+files live beside them in `migrations_postgres/` (applied by
+`cryptomon.events.postgres`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import aiosqlite
 
 _PACKAGED = Path(__file__).resolve().parent.parent / "migrations"
 _SOURCE_CHECKOUT = Path(__file__).resolve().parents[3] / "migrations"
+_PACKAGED_POSTGRES = Path(__file__).resolve().parent.parent / "migrations_postgres"
+_SOURCE_CHECKOUT_POSTGRES = Path(__file__).resolve().parents[3] / "migrations_postgres"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -33,6 +37,10 @@ def migrations_dir() -> Path:
     # An installed wheel carries the files in the package; an editable install
     # reads them from the checkout.
     return _PACKAGED if _PACKAGED.is_dir() else _SOURCE_CHECKOUT
+
+
+def postgres_migrations_dir() -> Path:
+    return _PACKAGED_POSTGRES if _PACKAGED_POSTGRES.is_dir() else _SOURCE_CHECKOUT_POSTGRES
 
 
 def load_migrations(directory: Path | None = None) -> list[Migration]:
@@ -64,7 +72,7 @@ async def applied_version(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def check_not_newer(path: Path, version: int, known: list[Migration]) -> None:
+def check_not_newer(path: Path | str, version: int, known: list[Migration]) -> None:
     latest = known[-1].version
     if version > latest:
         raise SchemaError(

@@ -322,6 +322,15 @@ class EventStore:
         await self.close()
 
     @property
+    def location(self) -> str:
+        """Where the log lives, fit to show in responses and log lines."""
+        return str(self.path)
+
+    def size_bytes(self) -> int:
+        files = (self.path, self.path.with_name(self.path.name + "-wal"))
+        return sum(f.stat().st_size for f in files if f.exists())
+
+    @property
     def head(self) -> int:
         """The position of the last committed event (0 for an empty log)."""
         return self._head

@@ -1,0 +1,155 @@
+"""The event log as the rest of cryptomon sees it, whichever database holds it.
+
+`EventLog` is the interface the service, the CLI and the audits use; the SQLite
+`EventStore` (the embedded default) and `PostgresEventStore` both provide it,
+and the same contract tests run against both. `open_event_log` opens the one a
+target names: a file path for SQLite, a `postgresql://` URL for PostgreSQL.
+
+Features that only exist on SQLite stay off this interface, on `EventStore`
+alone: `exclusive` (work on the writer's aiosqlite connection, which the
+notification outbox needs) and retention archiving (segments beside the file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from cryptomon.events.store import Snapshot, StoredRow
+from cryptomon.events.types import Event, EventMetadata, RecordedEvent
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+class EventLog(Protocol):
+    """Append-only, hash-chained, gap-free global order; see `EventStore` for the
+    meaning of each method."""
+
+    readonly: bool
+    failed_appends: int
+    last_write_failed: bool
+    last_write_error: str | None
+
+    @property
+    def location(self) -> str:
+        """Where the log lives, fit to show: a file path, or a URL without its password."""
+
+    @property
+    def head(self) -> int: ...
+
+    @property
+    def last_hash(self) -> str: ...
+
+    def size_bytes(self) -> int:
+        """The database's size as last seen (files on disk, or as last counted)."""
+
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> EventLog: ...
+
+    async def __aexit__(self, *_exc: object) -> None: ...
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None = None,
+        event_ids: Sequence[str] | None = None,
+        metadata: EventMetadata | None = None,
+    ) -> list[int]: ...
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
+
+    def pages(
+        self, *, after: int = 0, to_position: int | None = None, page_size: int = 5000
+    ) -> AsyncIterator[list[RecordedEvent]]: ...
+
+    async def read_filtered(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        event_type: str | None = None,
+        stream: str | None = None,
+    ) -> list[RecordedEvent]: ...
+
+    async def counts(self, max_age: float = 30.0) -> tuple[dict[str, int], dict[str, int]]: ...
+
+    async def read_stream(
+        self, stream: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]: ...
+
+    async def read_by_type(
+        self,
+        types: Sequence[str],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[RecordedEvent]: ...
+
+    async def read_by_label(
+        self,
+        labels: Sequence[str],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[RecordedEvent]: ...
+
+    async def save_snapshots(self, states: dict[str, tuple[int, bytes]], position: int) -> None: ...
+
+    async def load_snapshots(self) -> dict[str, Snapshot]: ...
+
+    def iter_rows(
+        self,
+        *,
+        after: int = 0,
+        to_position: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        event_type: str | None = None,
+        page_size: int = 5000,
+    ) -> AsyncIterator[StoredRow]: ...
+
+    async def sequence_high_water(self) -> int: ...
+
+    async def stream_version(self, stream: str) -> int: ...
+
+    def subscribe(
+        self, after: int = 0, *, page_size: int = 5000
+    ) -> AsyncIterator[RecordedEvent]: ...
+
+
+def is_postgres_url(target: str | Path) -> bool:
+    return isinstance(target, str) and urlsplit(target).scheme in POSTGRES_SCHEMES
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by `***`: what logs and responses may show."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and all(key != "password" for key, _ in query):
+        return url
+    if parts.password is not None:
+        user, _, host = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}")
+    if any(key == "password" for key, _ in query):
+        masked = [(key, "***" if key == "password" else value) for key, value in query]
+        parts = parts._replace(query=urlencode(masked, safe="/*"))
+    return urlunsplit(parts)
+
+
+async def open_event_log(target: str | Path, *, readonly: bool = False, **options: Any) -> EventLog:
+    """Open the log at `target`: a `postgresql://` URL, or else a SQLite file path."""
+    if is_postgres_url(target):
+        from cryptomon.events.postgres import PostgresEventStore
+
+        return await PostgresEventStore.open(str(target), readonly=readonly, **options)
+    from cryptomon.events.store import EventStore
+
+    return await EventStore.open(Path(target), readonly=readonly, **options)

@@ -1,0 +1,769 @@
+"""The event store on PostgreSQL (asyncpg): the SQLite store's log and contract,
+shared by several processes.
+
+Every append locks the one row of `log_head` (SELECT ... FOR UPDATE) before it
+reads the head position and last hash, and holds the lock until it commits: appends
+from every process are serialised, positions are gap-free, and no reader can see
+position N+1 before N is committed (N's transaction ended before N+1's began). The
+hash chain needs exactly this order anyway. Within one process a writer task
+group-commits concurrent appends, as the SQLite store does.
+
+New positions reach every process by NOTIFY, sent inside the appending transaction
+and so delivered on commit, and by a poll of `log_head` every `poll_interval`
+seconds: a missed notification (a dropped listener connection, say) delays an event,
+never loses it. Subscribers keep only a position and read forward, from a ring of
+this process's own commits or from the database, so every process's live feed
+carries every process's events.
+
+The URL's password is a secret: the store shows `location` (password masked) in
+every message, and scrubs it from driver errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import heapq
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import asyncpg
+import msgspec
+
+from cryptomon.events.chain import GENESIS_HASH, chain_hash
+from cryptomon.events.log import mask_url
+from cryptomon.events.migrations import (
+    SchemaError,
+    check_not_newer,
+    load_migrations,
+    postgres_migrations_dir,
+)
+from cryptomon.events.store import (
+    ConcurrencyError,
+    DuplicateEventIdError,
+    Snapshot,
+    StoreClosedError,
+    StoredRow,
+    StoreError,
+    StoreWriteError,
+)
+from cryptomon.events.types import (
+    SCHEMA_VERSIONS,
+    Event,
+    EventMetadata,
+    RecordedEvent,
+    encode_event,
+    event_label,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "cryptomon_events"
+# The advisory lock that keeps two instances starting at once from both migrating.
+_MIGRATION_LOCK = 0x6372_7970_746F
+_NO_METADATA = EventMetadata()
+_COLUMNS = (
+    "position, event_id, stream, version, type, schema_version, recorded_at,"
+    " payload, correlation_id, causation_id, actor, hash"
+)
+_COPY_COLUMNS = [*(name.strip() for name in _COLUMNS.split(",")), "label"]
+_LOCK_HEAD = "SELECT position, hash, recorded_at FROM log_head WHERE id = 1 FOR UPDATE"
+_SET_HEAD = "UPDATE log_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 1"
+_CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass(slots=True)
+class _Append:
+    stream: str
+    events: Sequence[Event]
+    event_ids: Sequence[str]
+    expected_version: int | None
+    metadata: EventMetadata
+    future: asyncio.Future[list[int]]
+    positions: list[int] = field(default_factory=list)
+    records: list[RecordedEvent] = field(default_factory=list)
+
+
+def _decode(row: asyncpg.Record) -> RecordedEvent:
+    return StoredRow(*row).decode()
+
+
+class PostgresEventStore:
+    """The append-only event log in a PostgreSQL database.
+
+    Open it with `await PostgresEventStore.open(url)`. Unlike SQLite, any number of
+    processes may write the same database at once. `readonly=True` opens it for
+    audits (no writer, read-only transactions).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        readonly: bool = False,
+        clock: Callable[[], float] = time.time,
+        max_batch: int = 5000,
+        ring_capacity: int = 8192,
+        poll_interval: float = 1.0,
+        pool_size: int = 4,
+    ) -> None:
+        self._url = url  # holds the password: never shown; `location` is what is shown
+        self.readonly = readonly
+        self._clock = clock
+        self._max_batch = max_batch
+        self._ring_capacity = ring_capacity
+        self._poll_interval = poll_interval
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._writer_conn: asyncpg.Connection | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+        self._head = 0
+        self._last_hash = GENESIS_HASH
+        self._ring: deque[list[RecordedEvent]] = deque()
+        self._ring_size = 0
+        self._commit_signal = asyncio.Event()
+        self._size = 0
+        self.failed_appends = 0
+        self.last_write_failed = False
+        self.last_write_error: str | None = None
+        self._counts: tuple[float, dict[str, int], dict[str, int]] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresEventStore({self.location!r})"
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> PostgresEventStore:
+        store = cls(url, **options)
+        try:
+            await store._open()
+        except BaseException:
+            await store._release()
+            raise
+        return store
+
+    async def _open(self) -> None:
+        settings = {"default_transaction_read_only": "on"} if self.readonly else {}
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._url, min_size=1, max_size=self._pool_size, server_settings=settings
+            )
+            if self.readonly:
+                await self._check_schema()
+            else:
+                self._writer_conn = await asyncpg.connect(self._url)
+                await self._migrate(self._writer_conn)
+            row = await self._pool.fetchrow("SELECT position, hash FROM log_head WHERE id = 1")
+            self._size = await self._pool.fetchval("SELECT pg_database_size(current_database())")
+            await self._listen()
+        except _CONNECTION_ERRORS as exc:
+            raise StoreError(
+                f"cannot open the event log at {self.location}: {self._scrub(exc)}"
+            ) from None
+        assert row is not None
+        self._head, self._last_hash = row["position"], row["hash"]
+        self._poll_task = asyncio.create_task(self._poll_loop(), name="event-log-poll")
+        if not self.readonly:
+            self._writer_task = asyncio.create_task(self._writer_loop(), name="event-writer")
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        """Apply pending migrations in one transaction (PostgreSQL's DDL is transactional),
+        under an advisory lock so concurrent start-ups migrate once."""
+        known = load_migrations(postgres_migrations_dir())
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            check_not_newer(self.location, current, known)
+            for migration in known[current:]:
+                try:
+                    await conn.execute(migration.sql)
+                except asyncpg.PostgresError as exc:
+                    raise SchemaError(
+                        f"migration {migration.name} failed on {self.location}: {exc}"
+                    ) from None
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    time.time(),
+                )
+
+    async def _check_schema(self) -> None:
+        assert self._pool is not None
+        known = load_migrations(postgres_migrations_dir())
+        version = 0
+        if await self._pool.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+            version = await self._pool.fetchval(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+            )
+        check_not_newer(self.location, version, known)
+        if version < known[-1].version:
+            raise SchemaError(
+                f"{self.location} has schema version {version}; start the service once "
+                f"to migrate it to {known[-1].version}"
+            )
+
+    async def _listen(self) -> None:
+        self._listener = await asyncpg.connect(self._url)
+        await self._listener.add_listener(CHANNEL, self._on_notification)
+
+    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        position, _, hash_ = str(payload).partition(" ")
+        with contextlib.suppress(ValueError):
+            self._observe(int(position), hash_)
+
+    def _observe(self, position: int, hash_: str) -> None:
+        """Another process (or this one) committed up to `position`."""
+        if position > self._head:
+            self._head, self._last_hash = position, hash_
+            self._wake_subscribers()
+
+    async def _poll_loop(self) -> None:
+        """The fallback for lost notifications: read the head now and then, and bring
+        a dropped listener connection back."""
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    await self._listen()
+                assert self._pool is not None
+                row = await self._pool.fetchrow("SELECT position, hash FROM log_head WHERE id = 1")
+            except _CONNECTION_ERRORS as exc:
+                # Only the type: the text could quote the connection string.
+                log.warning("event log poll of %s failed: %s", self.location, type(exc).__name__)
+                continue
+            if row is not None:
+                self._observe(row["position"], row["hash"])
+
+    async def close(self) -> None:
+        """Stop taking appends, commit everything already queued, then close."""
+        if self._closed:
+            return
+        self._closing = True
+        if self._writer_task is not None:
+            self._queue.put_nowait(None)
+            await self._writer_task
+        self._closed = True
+        self._wake_subscribers()
+        await self._release()
+
+    async def _release(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poll_task
+            self._poll_task = None
+        for conn in (self._listener, self._writer_conn):
+            if conn is not None:
+                with contextlib.suppress(*_CONNECTION_ERRORS):
+                    await conn.close(timeout=5)
+        self._listener = self._writer_conn = None
+        if self._pool is not None:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await self._pool.close()
+            self._pool = None
+
+    async def __aenter__(self) -> PostgresEventStore:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    @property
+    def location(self) -> str:
+        """The URL with its password masked: what logs and responses may show."""
+        return mask_url(self._url)
+
+    def size_bytes(self) -> int:
+        """The database's size when the store opened or last counted."""
+        return self._size
+
+    @property
+    def head(self) -> int:
+        """The last committed position this process knows of: its own commits, and
+        others' as their notifications (or the poll) arrive."""
+        return self._head
+
+    @property
+    def last_hash(self) -> str:
+        return self._last_hash
+
+    def _scrub(self, error: BaseException) -> str:
+        text = f"{type(error).__name__}: {error}"
+        parts = urlsplit(self._url)
+        secrets = [parts.password or ""]
+        secrets += [v for k, v in parse_qsl(parts.query) if k == "password"]
+        for secret in filter(None, secrets):
+            text = text.replace(secret, "***").replace(unquote(secret), "***")
+        return text.replace(self._url, self.location)
+
+    # ---- appending -----------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None = None,
+        event_ids: Sequence[str] | None = None,
+        metadata: EventMetadata | None = None,
+    ) -> list[int]:
+        """Append events to a stream; return their positions once committed (see
+        `EventStore.append`: the same contract)."""
+        if self._closing or self._writer_task is None:
+            raise StoreClosedError(f"the event store at {self.location} is closed")
+        if not events:
+            return []
+        if event_ids is None:
+            event_ids = [str(uuid.uuid4()) for _ in events]
+        elif len(event_ids) != len(events) or len(set(event_ids)) != len(event_ids):
+            raise ValueError("event_ids must give one distinct id per event")
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(
+            _Append(stream, events, event_ids, expected_version, metadata or _NO_METADATA, future)
+        )
+        return await future
+
+    async def _writer_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            size = len(first.events)
+            while size < self._max_batch and not self._queue.empty():
+                request = self._queue.get_nowait()
+                if request is None:
+                    stopping = True
+                    break
+                batch.append(request)
+                size += len(request.events)
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Append]) -> None:
+        try:
+            await self._commit(batch)
+            self.last_write_failed = False
+        except Exception as exc:  # keep the writer alive for later appends
+            error = StoreWriteError(f"append to {self.location} failed: {self._scrub(exc)}")
+            self.last_write_failed = True
+            self.last_write_error = str(error)
+            for request in batch:
+                request.positions.clear()
+                request.records.clear()
+                if not request.future.done():
+                    self.failed_appends += len(request.events)
+                    request.future.set_exception(error)
+            await self._reconnect_writer()
+
+    async def _reconnect_writer(self) -> None:
+        if self._writer_conn is not None and not self._writer_conn.is_closed():
+            return
+        try:
+            self._writer_conn = await asyncpg.connect(self._url)
+        except _CONNECTION_ERRORS as exc:
+            log.warning("event log writer cannot reconnect: %s", type(exc).__name__)
+
+    async def _commit(self, batch: list[_Append]) -> None:
+        """Under the head lock, check each append on its own, then commit the accepted
+        ones together; callers hear their outcome only after the commit."""
+        conn = self._writer_conn
+        if conn is None or conn.is_closed():
+            raise StoreWriteError("no connection to the database")
+        outcomes: list[tuple[_Append, list[int] | Exception]] = []
+        accepted: list[_Append] = []
+        async with conn.transaction():
+            head = await conn.fetchrow(_LOCK_HEAD)
+            assert head is not None
+            position, previous_hash, last_recorded_at = head
+            existing: dict[str, int] = {
+                row[0]: row[1]
+                for row in await conn.fetch(
+                    "SELECT event_id, position FROM events WHERE event_id = ANY($1::text[])",
+                    [i for r in batch for i in r.event_ids],
+                )
+            }
+            versions: dict[str, int] = {
+                row[0]: row[1]
+                for row in await conn.fetch(
+                    "SELECT s, COALESCE((SELECT version FROM events WHERE stream = s"
+                    " ORDER BY version DESC LIMIT 1), 0) FROM unnest($1::text[]) AS s",
+                    list({r.stream for r in batch}),
+                )
+            }
+            recorded_at = max(self._clock(), last_recorded_at)
+            rows: list[tuple[Any, ...]] = []
+            batch_ids: dict[str, int] = {}
+            for request in batch:
+                stored = [existing.get(i) for i in request.event_ids]
+                if all(p is not None for p in stored):
+                    outcomes.append((request, [p for p in stored if p is not None]))
+                    continue
+                if all(i in batch_ids for i in request.event_ids):
+                    # A retry racing its original in the same batch gets its positions.
+                    outcomes.append((request, [batch_ids[i] for i in request.event_ids]))
+                    continue
+                if any(p is not None for p in stored) or any(
+                    i in batch_ids for i in request.event_ids
+                ):
+                    outcomes.append(
+                        (
+                            request,
+                            DuplicateEventIdError(
+                                f"append to {request.stream!r} reuses event ids already stored"
+                                " or appended with other events"
+                            ),
+                        )
+                    )
+                    continue
+                version = versions[request.stream]
+                if request.expected_version is not None and request.expected_version != version:
+                    outcomes.append(
+                        (
+                            request,
+                            ConcurrencyError(request.stream, request.expected_version, version),
+                        )
+                    )
+                    continue
+                meta = request.metadata
+                for event, event_id in zip(request.events, request.event_ids, strict=True):
+                    position += 1
+                    version += 1
+                    event_type = type(event).__name__
+                    schema_version = SCHEMA_VERSIONS[event_type]
+                    payload = encode_event(event)
+                    hash_ = chain_hash(
+                        previous_hash, event_id, request.stream, version, event_type,
+                        schema_version, recorded_at, meta.correlation_id, meta.causation_id,
+                        meta.actor, payload,
+                    )  # fmt: skip
+                    rows.append(
+                        (position, event_id, request.stream, version, event_type, schema_version,
+                         recorded_at, payload, meta.correlation_id, meta.causation_id, meta.actor,
+                         hash_, event_label(event))
+                    )  # fmt: skip
+                    request.positions.append(position)
+                    request.records.append(
+                        RecordedEvent(
+                            position,
+                            event_id,
+                            request.stream,
+                            version,
+                            recorded_at,
+                            event,
+                            meta,
+                            hash_,
+                        )
+                    )
+                    batch_ids[event_id] = position
+                    previous_hash = hash_
+                versions[request.stream] = version
+                accepted.append(request)
+                outcomes.append((request, request.positions))
+            if rows:
+                await conn.copy_records_to_table("events", records=rows, columns=_COPY_COLUMNS)
+                await conn.execute(_SET_HEAD, position, previous_hash, recorded_at)
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", CHANNEL, f"{position} {previous_hash}"
+                )
+        if accepted:
+            self._remember([record for request in accepted for record in request.records])
+            self._observe(position, previous_hash)
+        for request, outcome in outcomes:
+            if request.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome)
+
+    async def append_stored(self, rows: Sequence[StoredRow]) -> None:
+        """Append rows copied from another log exactly as stored (positions, ids,
+        hashes): each must continue the chain at the head, or nothing is written."""
+        if self._closing or self._pool is None or self.readonly:
+            raise StoreClosedError(f"the event store at {self.location} is not open for writing")
+        if not rows:
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            head = await conn.fetchrow(_LOCK_HEAD)
+            assert head is not None
+            position, previous_hash, _ = head
+            records = []
+            for row in rows:
+                if row.position != position + 1 or row.expected_hash(previous_hash) != row.hash:
+                    raise StoreError(
+                        f"position {row.position} does not continue the chain of"
+                        f" {self.location} at position {position}"
+                    )
+                records.append((*msgspec.structs.astuple(row), event_label(row.decode().event)))
+                position, previous_hash = row.position, row.hash
+            await conn.copy_records_to_table("events", records=records, columns=_COPY_COLUMNS)
+            await conn.execute(_SET_HEAD, position, previous_hash, rows[-1].recorded_at)
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{position} {previous_hash}")
+        self._observe(position, previous_hash)
+
+    def _remember(self, committed: list[RecordedEvent]) -> None:
+        self._ring.append(committed)
+        self._ring_size += len(committed)
+        while self._ring_size > self._ring_capacity and len(self._ring) > 1:
+            self._ring_size -= len(self._ring.popleft())
+
+    def _wake_subscribers(self) -> None:
+        signal, self._commit_signal = self._commit_signal, asyncio.Event()
+        signal.set()
+
+    # ---- reading -------------------------------------------------------------
+
+    def _readers(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreClosedError(f"the event store at {self.location} is closed")
+        return self._pool
+
+    async def _fetch(self, sql: str, *params: Any) -> list[RecordedEvent]:
+        return [_decode(row) for row in await self._readers().fetch(sql, *params)]
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to `limit` events after position `after`, in order."""
+        return await self._fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            after,
+            limit,
+        )
+
+    async def pages(
+        self, *, after: int = 0, to_position: int | None = None, page_size: int = 5000
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        """Events after `after` (up to `to_position`), a page at a time."""
+        end = to_position if to_position is not None else 2**63 - 1
+        sql = (
+            f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND position <= $2"
+            " ORDER BY position LIMIT $3"
+        )
+        last = after
+        while rows := await self._readers().fetch(sql, last, end, page_size):
+            last = rows[-1][0]
+            yield [_decode(row) for row in rows]
+
+    async def read_filtered(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        event_type: str | None = None,
+        stream: str | None = None,
+    ) -> list[RecordedEvent]:
+        """A page of the log after `after`, optionally of one type or stream."""
+        if stream is not None:
+            return await self._fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND position > $2"
+                " AND ($3::text IS NULL OR type = $3) ORDER BY version LIMIT $4",
+                stream,
+                after,
+                event_type,
+                limit,
+            )
+        return await self._fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE position > $1"
+            " AND ($2::text IS NULL OR type = $2) ORDER BY position LIMIT $3",
+            after,
+            event_type,
+            limit,
+        )
+
+    async def counts(self, max_age: float = 30.0) -> tuple[dict[str, int], dict[str, int]]:
+        """(rows per table, events per type), counted at most every `max_age` seconds."""
+        now = time.monotonic()
+        if self._counts is None or now - self._counts[0] > max_age:
+            pool = self._readers()
+            by_type: dict[str, int] = {
+                row[0]: row[1]
+                for row in await pool.fetch("SELECT type, COUNT(*) FROM events GROUP BY type")
+            }
+            snapshots = await pool.fetchval("SELECT COUNT(*) FROM snapshots")
+            self._size = await pool.fetchval("SELECT pg_database_size(current_database())")
+            tables = {"events": sum(by_type.values()), "snapshots": snapshots}
+            self._counts = (now, tables, by_type)
+        return self._counts[1], self._counts[2]
+
+    async def read_stream(
+        self, stream: str, after_version: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        return await self._fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND version > $2"
+            " ORDER BY version LIMIT $3",
+            stream,
+            after_version,
+            limit,
+        )
+
+    async def read_by_type(
+        self,
+        types: Sequence[str],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[RecordedEvent]:
+        """Events of the given types recorded in [since, until)."""
+        order = "DESC" if newest_first else "ASC"
+        return await self._fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE type = ANY($1::text[])"
+            " AND recorded_at >= $2 AND recorded_at < $3"
+            f" ORDER BY recorded_at {order}, position {order} LIMIT $4",
+            list(types),
+            since if since is not None else float("-inf"),
+            until if until is not None else float("inf"),
+            limit,
+        )
+
+    async def read_by_label(
+        self,
+        labels: Sequence[str],
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[RecordedEvent]:
+        """Newest first, events carrying any of `labels` recorded in [since, until)."""
+        low = since if since is not None else float("-inf")
+        high = until if until is not None else float("inf")
+        per_label = [
+            await self._fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE label = $1 AND recorded_at >= $2"
+                " AND recorded_at < $3 ORDER BY recorded_at DESC, position DESC LIMIT $4",
+                label,
+                low,
+                high,
+                limit,
+            )
+            for label in labels
+        ]
+        merged = heapq.merge(*per_label, key=lambda e: (e.recorded_at, e.position), reverse=True)
+        return list(merged)[:limit]
+
+    async def save_snapshots(self, states: dict[str, tuple[int, bytes]], position: int) -> None:
+        """Store each read model's (version, state) as covering `position`, all in one
+        transaction."""
+        if self._closing or self.readonly:
+            raise StoreClosedError(f"the event store at {self.location} is not open for writing")
+        taken_at = self._clock()
+        rows = [
+            (name, version, position, state, hashlib.sha256(state).hexdigest(), taken_at)
+            for name, (version, state) in states.items()
+        ]
+        try:
+            async with self._readers().acquire() as conn, conn.transaction():
+                await conn.executemany(
+                    "INSERT INTO snapshots (name, version, position, state, sha256, taken_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET"
+                    " version = EXCLUDED.version, position = EXCLUDED.position,"
+                    " state = EXCLUDED.state, sha256 = EXCLUDED.sha256,"
+                    " taken_at = EXCLUDED.taken_at",
+                    rows,
+                )
+        except _CONNECTION_ERRORS as exc:
+            raise StoreWriteError(
+                f"snapshot to {self.location} failed: {self._scrub(exc)}"
+            ) from None
+
+    async def load_snapshots(self) -> dict[str, Snapshot]:
+        rows = await self._readers().fetch(
+            "SELECT name, version, position, state, sha256, taken_at FROM snapshots"
+        )
+        return {row[0]: Snapshot(*row) for row in rows}
+
+    async def iter_rows(
+        self,
+        *,
+        after: int = 0,
+        to_position: int | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        event_type: str | None = None,
+        page_size: int = 5000,
+    ) -> AsyncIterator[StoredRow]:
+        """Stored rows in position order, undecoded, one page in memory at a time."""
+        last = after
+        end = to_position if to_position is not None else 2**63 - 1
+        low = since if since is not None else float("-inf")
+        high = until if until is not None else float("inf")
+        while True:
+            rows = await self._readers().fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND position <= $2"
+                " AND recorded_at >= $3 AND recorded_at < $4"
+                " AND ($5::text IS NULL OR type = $5) ORDER BY position LIMIT $6",
+                last,
+                end,
+                low,
+                high,
+                event_type,
+                page_size,
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield StoredRow(*row)
+            last = rows[-1][0]
+
+    async def sequence_high_water(self) -> int:
+        """The last position handed out: `log_head`, which deleting rows leaves alone."""
+        return int(await self._readers().fetchval("SELECT position FROM log_head WHERE id = 1"))
+
+    async def stream_version(self, stream: str) -> int:
+        value = await self._readers().fetchval(
+            "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = $1", stream
+        )
+        return int(value)
+
+    # ---- subscriptions -------------------------------------------------------
+
+    def _from_ring(self, after: int) -> list[RecordedEvent] | None:
+        for committed in reversed(self._ring):
+            first = committed[0].position
+            if first <= after + 1 <= committed[-1].position:
+                return committed[after + 1 - first :]
+            if committed[-1].position <= after:
+                return None
+        return None
+
+    async def subscribe(
+        self, after: int = 0, *, page_size: int = 5000
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event after `after`, in order, from every process: stored ones
+        first, then live ones as they commit, with no gap and no duplicate. Ends
+        when the store closes."""
+        position = after
+        while True:
+            signal = self._commit_signal
+            if position < self._head:
+                events = self._from_ring(position)
+                if events is None:
+                    events = await self.read_all(after=position, limit=page_size)
+                if not events:
+                    raise StoreError(f"position {position + 1} is committed but unreadable")
+                for event in events:
+                    yield event
+                position = events[-1].position
+            elif self._closed:
+                return
+            else:
+                await signal.wait()

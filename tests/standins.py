@@ -1,13 +1,17 @@
 """Stand-in providers: real aiohttp servers on 127.0.0.1 that misbehave on request.
 
 Each route plays one thing a third-party API does to us: answer, fail, rate-limit, send
-garbage, stream too much, trickle, or hang. `StandIn.start()` runs one on a random port.
+garbage, stream too much, trickle, or hang. `StandIn.start()` runs one on a random port, over
+TLS when given a server context. `RawStandIn` misbehaves below HTTP, where a framework would not
+let it: connection resets and headers that trickle in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+import struct
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,14 +19,18 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 HUGE_BODY_BYTES = 5 * 1024 * 1024
+FLOOD_BYTES = 100 * 1024 * 1024  # what /flood offers, streamed: never built in memory
 _CHUNK = b"x" * 65_536
 
 
 class StandIn:
     """A running stand-in server; `url(path)` addresses one of its routes."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheme: str = "http") -> None:
+        self.scheme = scheme
         self.port = 0
+        # Bytes each /flood request handed to its transport before the client hung up.
+        self.flood_written: list[int] = []
         # Set when /hang has received a request, so a test can act while a probe is in flight.
         self.hanging = asyncio.Event()
         # Headers and query of the most recent /healthy request, to check what a probe sent.
@@ -30,12 +38,12 @@ class StandIn:
         self.last_query: dict[str, str] = {}
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     @classmethod
     @asynccontextmanager
-    async def start(cls) -> AsyncIterator[StandIn]:
-        standin = cls()
+    async def start(cls, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[StandIn]:
+        standin = cls("https" if ssl_context is not None else "http")
         app = web.Application()
         standin._add_routes(app.router)
         # handler_cancellation stops /hang and /endless as soon as the probe gives up; the
@@ -43,7 +51,7 @@ class StandIn:
         runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
         await runner.setup()
         try:
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
             standin.port = runner.addresses[0][1]
             yield standin
         finally:
@@ -60,6 +68,7 @@ class StandIn:
         router.add_get("/empty", self._empty)
         router.add_get("/endless", self._endless)
         router.add_get("/huge", self._huge)
+        router.add_get("/flood", self._flood)
         router.add_get("/trickle", self._trickle)
         router.add_get("/hang", self._hang)
         router.add_get("/disconnect", self._disconnect)
@@ -116,6 +125,22 @@ class StandIn:
         await response.write_eof()
         return response
 
+    async def _flood(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = FLOOD_BYTES
+        await response.prepare(request)
+        written = 0
+        try:
+            for _ in range(FLOOD_BYTES // len(_CHUNK)):
+                await response.write(_CHUNK)
+                written += len(_CHUNK)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client hung up, as it should once past its cap
+        finally:
+            self.flood_written.append(written)
+        return response
+
     async def _trickle(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         await response.prepare(request)
@@ -134,6 +159,99 @@ class StandIn:
         # Closing the connection cancels this handler (handler_cancellation); nothing is sent.
         await asyncio.sleep(3600)
         return web.Response()
+
+
+class _Raw(asyncio.Protocol):
+    """One connection to `RawStandIn`: waits for the request head, then misbehaves by path."""
+
+    def __init__(self, server: RawStandIn) -> None:
+        self.server = server
+        self.head = b""
+        self.transport: asyncio.Transport | None = None
+        self.trickling: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self.trickling is not None:
+            self.trickling.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None or b"\r\n\r\n" in self.head:
+            return  # the request was already answered (or is being): ignore the rest
+        self.head += data
+        if b"\r\n\r\n" not in self.head:
+            return
+        path = self.head.split(b" ", 2)[1].decode()
+        self.server.requests[path] = self.server.requests.get(path, 0) + 1
+        if path.startswith("/reset-mid-body"):
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"[" + b"1," * 500
+            )
+            # Let the partial body reach the client before the reset.
+            asyncio.get_running_loop().call_later(0.05, self.reset)
+        elif path.startswith("/reset"):
+            self.reset()
+        elif path.startswith("/trickle-headers"):
+            self.trickling = asyncio.create_task(self._trickle_headers())
+        else:
+            self.transport.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    def reset(self) -> None:
+        """Close with a TCP RST, not a FIN: SO_LINGER on, with a zero timeout."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        sock = self.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+    async def _trickle_headers(self) -> None:
+        assert self.transport is not None
+        self.transport.write(b"HTTP/1.1 200 OK\r\n")
+        while not self.transport.is_closing():
+            self.transport.write(b"X")  # one byte of a header line that never ends
+            await asyncio.sleep(0.2)
+
+
+class RawStandIn:
+    """A plain asyncio server for what HTTP frameworks will not do: by request path,
+    `/reset` resets the connection once the request is in, `/reset-mid-body` resets it
+    partway through a body it announced, and `/trickle-headers` sends its header one
+    byte at a time, forever."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections: set[_Raw] = set()
+        self.requests: dict[str, int] = {}  # requests seen, by path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    @classmethod
+    @asynccontextmanager
+    async def start(cls) -> AsyncIterator[RawStandIn]:
+        standin = cls()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Raw(standin), "127.0.0.1", 0)
+        standin.port = server.sockets[0].getsockname()[1]
+        try:
+            yield standin
+        finally:
+            server.close()
+            connections = list(standin.connections)
+            trickling = [c.trickling for c in connections if c.trickling is not None]
+            for connection in connections:
+                if connection.transport is not None:
+                    connection.transport.abort()
+            for task in trickling:
+                task.cancel()
+            await asyncio.gather(*trickling, return_exceptions=True)
+            await server.wait_closed()
 
 
 def closed_port() -> int:

@@ -22,6 +22,7 @@ from cryptomon.events.store import EventStore
 from cryptomon.http import routes
 from cryptomon.http.errors import problem_middleware
 from cryptomon.http.limits import CLIENT_LIMITS, ClientLimits, limit_middleware
+from cryptomon.http.looplag import loop_lag
 from cryptomon.http.notifications import NOTIFIER
 from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE, Settings
 from cryptomon.monitor import Monitor
@@ -165,7 +166,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     fails to start (say, a corrupt log), aiohttp's runner does not unwind the
     ones already started, and an open store would keep the process alive."""
     async with contextlib.AsyncExitStack() as stack:
-        for resource in (_storage, _read_models, _notifications, _live_feed, _probing):
+        for resource in (loop_lag, _storage, _read_models, _notifications, _live_feed, _probing):
             await stack.enter_async_context(contextlib.asynccontextmanager(resource)(app))
         yield
 

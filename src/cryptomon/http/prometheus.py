@@ -11,6 +11,7 @@ from itertools import accumulate
 
 from aiohttp import web
 
+from cryptomon.http.looplag import LOOP_LAG
 from cryptomon.http.notifications import NOTIFIER
 from cryptomon.http.settings import MONITOR, READ_MODELS, STORE
 from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS
@@ -108,6 +109,12 @@ async def metrics(request: web.Request) -> web.Response:
         ("rate_limited", monitor.counters.skipped_blocked),
     ):
         lines.append(f'cryptomon_probes_skipped_total{{reason="{reason}"}} {count}')
+    if LOOP_LAG in app:
+        lag = app[LOOP_LAG]
+        family("cryptomon_event_loop_lag_seconds", "gauge", "how late the loop woke a timer, last")
+        lines.append(f"cryptomon_event_loop_lag_seconds {lag.last:.6f}")
+        family("cryptomon_event_loop_lag_max_seconds", "gauge", "the same, worst in the last 60 s")
+        lines.append(f"cryptomon_event_loop_lag_max_seconds {lag.window_max:.6f}")
     family("cryptomon_websocket_clients", "gauge", "connected live-feed clients")
     hub = app[HUB]
     lines.append(f"cryptomon_websocket_clients {len(hub.clients)}")

@@ -3,9 +3,11 @@
 With no subcommand it serves (`serve`). The others: `check-config` validates a
 config file and lists what it would probe; `replay` rebuilds the read models
 and compares them with the live state; `verify` walks the hash chain;
-`export` writes a range of the log as JSON Lines; `notify-test` sends a test
+`export` writes a range of the log as JSON Lines; `copy-log` copies a SQLite
+log into PostgreSQL with its hash chain intact; `notify-test` sends a test
 message to one notification channel. Every subcommand takes `--config PATH`
-and `--db PATH` (the flag wins over the file).
+and `--db PATH` (a SQLite file or a postgresql:// URL; the flag wins over the
+file).
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from typing import Any, TextIO
 
 from cryptomon.config import Config, ConfigError, describe_providers, load_config
 from cryptomon.events.audit import export_jsonl, verify_chain
+from cryptomon.events.log import is_postgres_url, mask_url, open_event_log
 from cryptomon.events.migrations import SchemaError
-from cryptomon.events.store import EventStore, StoreError
+from cryptomon.events.store import EventStore, StoredRow, StoreError
 from cryptomon.events.types import EventDecodeError
 from cryptomon.logformat import LOG_FORMATS, configure_logging
 from cryptomon.projections import Projections
 from cryptomon.readmodels import fold_log, load_projections, projection_settings
+
+COPY_BATCH = 5000
 
 
 class ProgressLine:
@@ -90,8 +95,10 @@ def positive_int(text: str) -> int:
     return value
 
 
-def database_path(args: argparse.Namespace, config: Config) -> Path:
-    return Path(args.db) if args.db is not None else Path(config.storage.database)
+def database_path(args: argparse.Namespace, config: Config) -> Path | str:
+    """The event log to open: `--db`, else the config's storage.url or storage.database."""
+    text: str = args.db if args.db is not None else config.storage.target
+    return text if is_postgres_url(text) else Path(text)
 
 
 async def run_check_config(args: argparse.Namespace) -> int:
@@ -121,7 +128,7 @@ def serve(args: argparse.Namespace) -> int:
             raise ConfigError(["--demo writes its own config: leave out --config"])
         demo = SimulatedProviders()
         try:
-            demo_config = demo.write_config(args.db or DEMO_DATABASE)
+            demo_config = demo.write_config(Path(args.db) if args.db else DEMO_DATABASE)
         except (FileExistsError, OSError) as exc:
             demo.close()
             raise ConfigError([str(exc)]) from None
@@ -130,7 +137,11 @@ def serve(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config)
     settings = Settings.from_config(
-        config, database=args.db, host=args.host, port=args.port, environ=os.environ
+        config,
+        database=database_path(args, config),
+        host=args.host,
+        port=args.port,
+        environ=os.environ,
     )
     skipped = [
         (p.name, reason)
@@ -145,7 +156,7 @@ def serve(args: argparse.Namespace) -> int:
             print(line)
         print(f"cryptomon listening on {base}", flush=True)
         print(f"  dashboard: {base}/   API docs: {base}/docs   live feed: {base}/ws/live")
-        print(f"  database: {settings.database}")
+        print(f"  database: {settings.database_location}")
         print(f"  config: {config.source}")
         print(f"  monitoring {monitored} providers, skipping {len(skipped)}")
         for name, reason in skipped:
@@ -182,7 +193,7 @@ def serve(args: argparse.Namespace) -> int:
 
 async def run_verify(args: argparse.Namespace) -> int:
     db = database_path(args, load_config(args.config))
-    async with await EventStore.open(db, readonly=True) as store:
+    async with await open_event_log(db, readonly=True) as store:
         progress = ProgressLine("verifying", store.head)
         report = await verify_chain(store, progress)
         progress.finish()
@@ -199,7 +210,7 @@ async def run_verify(args: argparse.Namespace) -> int:
 async def run_replay(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     settings = projection_settings(config)
-    async with await EventStore.open(database_path(args, config), readonly=True) as store:
+    async with await open_event_log(database_path(args, config), readonly=True) as store:
         progress = ProgressLine("loading live state", store.head)
         live, report = await load_projections(store, settings, progress)
         progress.finish()
@@ -224,7 +235,7 @@ async def run_replay(args: argparse.Namespace) -> int:
 
 async def run_export(args: argparse.Namespace) -> int:
     db = database_path(args, load_config(args.config))
-    async with await EventStore.open(db, readonly=True) as store:
+    async with await open_event_log(db, readonly=True) as store:
         progress = ProgressLine("exporting", store.head)
         count = await export_jsonl(
             store,
@@ -237,6 +248,55 @@ async def run_export(args: argparse.Namespace) -> int:
         )
         progress.finish()
     print(f"exported {count} events", file=sys.stderr)
+    return 0
+
+
+async def run_copy_log(args: argparse.Namespace) -> int:
+    """Copy a SQLite log (archive included) and its snapshots into an empty PostgreSQL
+    database, row for row: same positions, ids and hashes. Then verify the copy."""
+    from cryptomon.events.archive import iter_log_rows
+    from cryptomon.events.postgres import PostgresEventStore
+
+    source_path = database_path(args, load_config(args.config))
+    if not isinstance(source_path, Path):
+        raise StoreError("copy-log copies from a SQLite file: give it with --db PATH")
+    if not is_postgres_url(args.to):
+        raise StoreError("--to must be a postgresql:// URL")
+    async with (
+        await EventStore.open(source_path, readonly=True) as source,
+        await PostgresEventStore.open(args.to) as target,
+    ):
+        if target.head != 0:
+            raise StoreError(
+                f"{target.location} already holds {target.head} events: copy into an empty database"
+            )
+        progress = ProgressLine("copying", source.head)
+        batch: list[StoredRow] = []
+        copied = 0
+        async for row in iter_log_rows(source):
+            batch.append(row)
+            if len(batch) == COPY_BATCH:
+                await target.append_stored(batch)
+                copied += len(batch)
+                batch.clear()
+                progress(copied)
+        await target.append_stored(batch)
+        copied += len(batch)
+        progress.finish()
+        snapshots = [s for s in (await source.load_snapshots()).values() if s.intact]
+        for position in sorted({s.position for s in snapshots}):
+            states = {s.name: (s.version, s.state) for s in snapshots if s.position == position}
+            await target.save_snapshots(states, position)
+        progress = ProgressLine("verifying", target.head)
+        report = await verify_chain(target, progress)
+        progress.finish()
+    if not report.ok:
+        print(f"BROKEN after the copy at position {report.broken_at}: {report.reason}")
+        return 1
+    print(
+        f"OK: copied {copied} events and {len(snapshots)} snapshots to {mask_url(args.to)};"
+        f" chain intact, last hash {report.last_hash}"
+    )
     return 0
 
 
@@ -280,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML config file (default: the bundled catalogue)",
     )
     common.add_argument(
-        "--db", type=Path, default=None, help="database file (default: data/cryptomon.db)"
+        "--db",
+        default=None,
+        metavar="PATH|URL",
+        help="database file, or a postgresql:// URL (default: data/cryptomon.db)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serving = commands.add_parser("serve", parents=[common], help="run the service (the default)")
@@ -322,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", type=parse_time, default=None, metavar="TIME")
     export.add_argument("--until", type=parse_time, default=None, metavar="TIME")
     export.set_defaults(run=run_export)
+    copy_log = commands.add_parser(
+        "copy-log",
+        parents=[common],
+        help="copy a SQLite log (--db) into an empty PostgreSQL database with its hash chain",
+    )
+    copy_log.add_argument("--to", required=True, metavar="URL", help="postgresql:// URL")
+    copy_log.set_defaults(run=run_copy_log)
     notify_test = commands.add_parser(
         "notify-test", parents=[common], help="send a test message to one notification channel"
     )

@@ -83,10 +83,23 @@ class ServerConfig(_Table, frozen=True):
 
 class StorageConfig(_Table, frozen=True):
     database: str = "data/cryptomon.db"
+    # A postgresql:// URL puts the event log in PostgreSQL instead of the SQLite file.
+    # Its password is a secret: never shown (leave it out and set PGPASSWORD instead).
+    url: str | None = None
     # Probe events older than this move out of the database into archive
     # segments (the rollups keep their history); unset keeps every event.
     archive_after: str | None = None
     snapshot_interval: str = "5m"
+
+    def __repr__(self) -> str:
+        # The URL may carry a password: a repr lands in tracebacks and log lines.
+        url = None if self.url is None else "***"
+        return f"StorageConfig(database={self.database!r}, url={url!r}, ...)"
+
+    @property
+    def target(self) -> str:
+        """Where the event log lives: the PostgreSQL URL if set, else the SQLite file."""
+        return self.url if self.url is not None else self.database
 
     @property
     def archive_after_seconds(self) -> float | None:
@@ -380,6 +393,15 @@ def _check_notification_url(text: str) -> None:
         )
 
 
+def _check_storage_url(text: str) -> None:
+    # The value is not echoed: it may carry a password.
+    parts = urlsplit(text)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            'not a PostgreSQL URL (value not shown): expected like "postgresql://user@host/db"'
+        )
+
+
 def _check_notification_headers(headers: dict[str, str]) -> None:
     for name, value in headers.items():
         _check_header_name(name)
@@ -414,6 +436,11 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "hmac_secret_env": _check_env_name,
     "headers": _check_notification_headers,
     "renotify_interval": parse_duration,
+}
+
+# Where a name means something else in one table: (table class, key).
+_TABLE_FIELD_CHECKS: dict[tuple[str, str], Callable[[Any], object]] = {
+    ("StorageConfig", "url"): _check_storage_url,
 }
 
 T = TypeVar("T", bound=_Table)
@@ -471,7 +498,7 @@ def _convert_table(
                 channel=channel,
             )
             continue
-        check = _FIELD_CHECKS.get(name)
+        check = _TABLE_FIELD_CHECKS.get((cls.__name__, name), _FIELD_CHECKS.get(name))
         try:
             converted = msgspec.convert(value, field.type)
             if check is not None and converted is not None:
@@ -660,6 +687,24 @@ def _decode_notifications(
     return tuple(channels)
 
 
+def _check_storage(sections: dict[str, Any], problems: _Problems) -> None:
+    """Features that keep their data beside a SQLite file are not there on PostgreSQL yet."""
+    storage = sections.get("storage")
+    if not isinstance(storage, StorageConfig) or storage.url is None:
+        return
+    if storage.archive_after is not None:
+        problems.add(
+            "storage.archive_after",
+            "archiving writes segments beside the SQLite file: not available with storage.url",
+        )
+    if sections.get("notifications"):
+        problems.add(
+            "notifications",
+            "notification channels keep their outbox in the SQLite file: not available with"
+            " storage.url (PostgreSQL) yet",
+        )
+
+
 def _parse(
     text: str, source: str, default_providers: Callable[[], tuple[ProviderConfig, ...]]
 ) -> Config:
@@ -686,6 +731,7 @@ def _parse(
         else:
             expected = ", ".join([*tables, "providers", "notifications"])
             problems.add(name, f"unknown key; expected one of: {expected}")
+    _check_storage(sections, problems)
     if problems.messages:
         raise ConfigError(problems.messages)
     if "providers" not in sections:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import aiohttp
 
 from cryptomon.config import Collection, Config, ProviderConfig
-from cryptomon.events.store import ConcurrencyError, EventStore, StoreError
+from cryptomon.events.log import EventLog
+from cryptomon.events.store import ConcurrencyError, StoreError
 from cryptomon.events.types import (
     Event,
     EventMetadata,
@@ -91,7 +92,7 @@ class Monitor:
     def __init__(
         self,
         config: Config,
-        store: EventStore,
+        store: EventLog,
         session: aiohttp.ClientSession,
         *,
         clock: Clock | None = None,

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptomon.config import Config
-from cryptomon.events.archive import iter_log_rows, segments
+from cryptomon.events.archive import iter_log_rows, log_segments
 from cryptomon.events.chain import GENESIS_HASH
-from cryptomon.events.store import EventStore, StoreError
+from cryptomon.events.log import EventLog
+from cryptomon.events.store import StoreError
 from cryptomon.events.types import RecordedEvent
 from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
 
@@ -50,13 +51,13 @@ class LoadReport:
 
 
 async def load_projections(
-    store: EventStore, settings: ProjectionSettings, progress: Progress | None = None
+    store: EventLog, settings: ProjectionSettings, progress: Progress | None = None
 ) -> tuple[Projections, LoadReport]:
     """The projections as of the store's head: snapshot plus tail, or a rebuild."""
     projections, discarded = await _from_snapshot(store, settings)
     if projections.position > store.head:
         raise SnapshotAheadOfLog(
-            f"the snapshot covers position {projections.position} but the log at {store.path}"
+            f"the snapshot covers position {projections.position} but the log at {store.location}"
             f" ends at {store.head}: events are missing; refusing to serve from it"
         )
     start = projections.position
@@ -69,7 +70,7 @@ class CorruptLog(StoreError):
     """The log after the snapshot fails its hash chain: serving it would be wrong."""
 
 
-async def verify_tail(store: EventStore, after: int) -> None:
+async def verify_tail(store: EventLog, after: int) -> None:
     """Check the hash chain of the events the start-up is about to fold (the
     tail after the snapshot); refuse, naming the position, if it breaks."""
     previous_hash = GENESIS_HASH
@@ -86,7 +87,7 @@ async def verify_tail(store: EventStore, after: int) -> None:
             intact = False  # a field of the wrong type: edited outside cryptomon
         if not intact:
             raise CorruptLog(
-                f"the event log at {store.path} is corrupt at position {expected_position}"
+                f"the event log at {store.location} is corrupt at position {expected_position}"
                 " (the hash chain breaks there); refusing to serve from it."
                 " Run `python -m cryptomon verify` for details"
             )
@@ -95,7 +96,7 @@ async def verify_tail(store: EventStore, after: int) -> None:
 
 
 async def _from_snapshot(
-    store: EventStore, settings: ProjectionSettings
+    store: EventLog, settings: ProjectionSettings
 ) -> tuple[Projections, str | None]:
     snapshots = await store.load_snapshots()
     if not snapshots:
@@ -117,13 +118,13 @@ async def _from_snapshot(
 
 
 async def fold_log(
-    projections: Projections, store: EventStore, until: int, progress: Progress | None = None
+    projections: Projections, store: EventLog, until: int, progress: Progress | None = None
 ) -> int:
     """Fold the log (archive included) after the projections' position up to
     `until`, without notices; return how many events were folded."""
     folded = 0
     fold = projections.fold
-    known = segments(store.path)
+    known = log_segments(store)
     archived_up_to = min(known[-1][1], until) if known else 0
     if projections.position < archived_up_to:
         # Archived probes interleave with events still in the database: merge them.
@@ -148,7 +149,7 @@ class ReadModels:
 
     def __init__(
         self,
-        store: EventStore,
+        store: EventLog,
         settings: ProjectionSettings,
         *,
         snapshot_every_events: int = 50_000,

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from cryptomon.config import Config
 from cryptomon.events.archive import archive_probe_events
+from cryptomon.events.log import open_event_log
 from cryptomon.events.store import EventStore
 from cryptomon.http import routes
 from cryptomon.http.errors import problem_middleware
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
-    store = await EventStore.open(app[SETTINGS].database)
+    store = await open_event_log(app[SETTINGS].database)
     app[STORE] = store
     try:
         yield
@@ -143,7 +144,8 @@ def _add_housekeeping(monitor: Monitor, models: ReadModels, config: Config) -> N
     archive_after = config.storage.archive_after_seconds
 
     async def cleanup(planned: float) -> None:
-        if archive_after is None:
+        # Archiving is SQLite-only; the config refuses archive_after with storage.url.
+        if archive_after is None or not isinstance(models.store, EventStore):
             return
         await models.save_snapshot()
         moved = await archive_probe_events(

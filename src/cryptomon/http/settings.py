@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from cryptomon.config import Config, ProviderConfig
-from cryptomon.events.store import EventStore
+from cryptomon.events.log import EventLog, is_postgres_url, mask_url
 from cryptomon.monitor import Monitor
 from cryptomon.readmodels import ReadModels
 
@@ -18,7 +18,8 @@ from cryptomon.readmodels import ReadModels
 @dataclass(frozen=True, slots=True)
 class Settings:
     config: Config
-    database: Path
+    # A SQLite file, or a postgresql:// URL (its password a secret: see `database_location`).
+    database: Path | str = field(repr=False)
     host: str
     port: int
     # Secrets: kept out of repr so no log line or traceback can show them.
@@ -32,12 +33,17 @@ class Settings:
         by_name = {provider.name: provider for provider in self.config.providers}
         object.__setattr__(self, "providers_by_name", by_name)  # frozen: set once, here
 
+    @property
+    def database_location(self) -> str:
+        """The database as it may be shown: a path, or a URL without its password."""
+        return mask_url(self.database) if isinstance(self.database, str) else str(self.database)
+
     @classmethod
     def from_config(
         cls,
         config: Config,
         *,
-        database: Path | None = None,
+        database: Path | str | None = None,
         host: str | None = None,
         port: int | None = None,
         environ: Mapping[str, str] = os.environ,
@@ -46,7 +52,7 @@ class Settings:
         """Flags win over the file; the API token comes from the env var the file names."""
         return cls(
             config=config,
-            database=database if database is not None else Path(config.storage.database),
+            database=database if database is not None else _storage_target(config.storage.target),
             host=host if host is not None else config.server.host,
             port=port if port is not None else config.server.port,
             api_token=environ.get(config.server.api_token_env) or None,
@@ -55,8 +61,12 @@ class Settings:
         )
 
 
+def _storage_target(text: str) -> Path | str:
+    return text if is_postgres_url(text) else Path(text)
+
+
 SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", EventStore)
+STORE = web.AppKey[EventLog]("store")
 READ_MODELS = web.AppKey("read_models", ReadModels)
 MONITOR = web.AppKey("monitor", Monitor)
 STARTED_AT = web.AppKey("started_at", float)

@@ -19,9 +19,10 @@ from aiohttp import web
 
 from cryptomon import __version__
 from cryptomon.config import ProviderConfig, mask_key
-from cryptomon.events.archive import segments
+from cryptomon.events.archive import log_segments
 from cryptomon.events.audit import verify_chain
-from cryptomon.events.store import ConcurrencyError, EventStore
+from cryptomon.events.log import EventLog
+from cryptomon.events.store import ConcurrencyError
 from cryptomon.events.types import (
     EVENT_TYPES,
     AlertAcknowledged,
@@ -100,7 +101,7 @@ def _models(request: web.Request) -> ReadModels:
     return request.app[READ_MODELS]
 
 
-def _store(request: web.Request) -> EventStore:
+def _store(request: web.Request) -> EventLog:
     return request.app[STORE]
 
 
@@ -207,21 +208,16 @@ async def info(request: web.Request) -> web.Response:
 
 def _database_component(request: web.Request) -> DatabaseComponent:
     store = _store(request)
-    size = _database_size(store)
+    size = store.size_bytes()
     failing = store.failed_appends > 0 and store.last_write_failed
     return DatabaseComponent(
         status="unhealthy" if failing else "healthy",
-        path=str(store.path),
+        path=store.location,
         size_mb=round(size / 1e6, 3),
         event_position=store.head,
         failed_appends=store.failed_appends,
         error=store.last_write_error if failing else None,
     )
-
-
-def _database_size(store: EventStore) -> int:
-    files = (store.path, store.path.with_name(store.path.name + "-wal"))
-    return sum(f.stat().st_size for f in files if f.exists())
 
 
 async def health(request: web.Request) -> web.Response:
@@ -662,11 +658,11 @@ async def database_stats(request: web.Request) -> web.Response:
     counts, by_type = await store.counts()
     return respond(
         DatabaseStats(
-            database_size_mb=round(_database_size(store) / 1e6, 3),
+            database_size_mb=round(store.size_bytes() / 1e6, 3),
             events=counts.get("events", 0),
             event_position=store.head,
             snapshots=counts.get("snapshots", 0),
-            archived_segments=len(segments(store.path)),
+            archived_segments=len(log_segments(store)),
             tables=counts,
             events_by_type=by_type,
         )
@@ -678,7 +674,7 @@ async def database_health(request: web.Request) -> web.Response:
     database = _database_component(request)
     body = DatabaseHealth(
         status=database.status,
-        path=str(store.path),
+        path=store.location,
         writable=not store.last_write_failed,
         size_mb=database.size_mb,
         event_position=store.head,

@@ -37,6 +37,7 @@ import aiosqlite
 import msgspec
 
 from cryptomon.config import NotificationChannel
+from cryptomon.events.log import EventLog
 from cryptomon.events.store import EventStore, StoreError
 from cryptomon.notify import outbox
 from cryptomon.notify.delivery import backoff, create_session, deliver
@@ -157,7 +158,7 @@ def _consume(task: asyncio.Future[Any]) -> None:
 class Notifier:
     def __init__(
         self,
-        store: EventStore,
+        store: EventLog,
         channels: Sequence[NotificationChannel],
         settings: ProjectionSettings,
         *,
@@ -233,7 +234,8 @@ class Notifier:
             return
         if not self._channels:
             # Nobody to tell: forget the position, so channels added later start from then.
-            await self._write(outbox.clear_checkpoint)
+            if isinstance(self.store, EventStore):
+                await self._write(outbox.clear_checkpoint)
             return
         checkpoint = await self._write(outbox.load_checkpoint)
         self.projections, save_now = await self._restore(checkpoint, seed)
@@ -351,6 +353,11 @@ class Notifier:
     async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run `work` on the store's writer. Shielded: a caller cancelled at shutdown must
         not cancel a write the writer has taken on."""
+        if not isinstance(self.store, EventStore):
+            # The configuration refuses channels on any other log (config._check_storage).
+            raise StoreError(
+                f"notification channels need a SQLite event log, not {self.store.location}"
+            )
         task = asyncio.ensure_future(self.store.exclusive(work))
         task.add_done_callback(_consume)
         return await asyncio.shield(task)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from aiohttp import WSCloseCode, web
 
-from cryptomon.events.store import EventStore
+from cryptomon.events.log import EventLog
 from cryptomon.events.types import RecordedEvent
 from cryptomon.http.schemas import iso
 from cryptomon.projections import Notice
@@ -114,7 +114,7 @@ class Client:
 class Hub:
     def __init__(
         self,
-        store: EventStore,
+        store: EventLog,
         models: ReadModels,
         *,
         status_interval: float = 10.0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from cryptomon.scheduler import (
     Scheduler,
     SystemClock,
     UnknownJobError,
+    everyone,
     spread_offset,
 )
 
@@ -98,9 +100,15 @@ class Monitor:
         clock: Clock | None = None,
         environ: Mapping[str, str] = os.environ,
         max_concurrency: int = 64,
-        owns: Callable[[str], bool] = lambda provider: True,
+        owns: Callable[[str], bool] = everyone,
+        instance: str | None = None,
     ) -> None:
         self.config = config
+        # Probe results name the instance that recorded them: with several instances on
+        # one log, an audit can tell who probed what.
+        self.metadata = EventMetadata(
+            actor=f"monitor@{instance or f'{socket.gethostname()}:{os.getpid()}'}"
+        )
         self.store = store
         self.session = session
         self.clock: Clock = clock or SystemClock()
@@ -156,6 +164,11 @@ class Monitor:
             self._rate_limit_snapshot,
             IntervalSchedule(RATE_LIMIT_SNAPSHOT_SECONDS),
         )
+
+    @property
+    def providers_probed(self) -> int:
+        """How many providers this instance probes on schedule right now."""
+        return sum(self.scheduler.owns(provider.name) for provider in self.probed)
 
     async def start(self) -> None:
         await self.register_providers()
@@ -274,7 +287,7 @@ class Monitor:
 
     async def _append(self, provider: str, events: list[Event]) -> None:
         try:
-            await self.store.append(provider_stream(provider), events)
+            await self.store.append(provider_stream(provider), events, metadata=self.metadata)
         except StoreError:
             self.counters.lost += 1
             raise

@@ -87,6 +87,11 @@ def spread_offset(name: str, interval: float) -> float:
 Action = Callable[[float], Awaitable[None]]
 
 
+def everyone(provider: str) -> bool:
+    """The ownership of a lone instance: it probes every provider."""
+    return True
+
+
 class UnknownJobError(KeyError):
     def __init__(self, job_id: str, known: list[str]) -> None:
         super().__init__(job_id)
@@ -152,7 +157,7 @@ class Scheduler:
         self,
         clock: Clock | None = None,
         max_concurrency: int = 64,
-        owns: Callable[[str], bool] = lambda provider: True,
+        owns: Callable[[str], bool] = everyone,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         # Whether this instance probes a provider (several instances share the providers).

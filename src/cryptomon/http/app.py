@@ -26,11 +26,12 @@ from cryptomon.http.limits import CLIENT_LIMITS, ClientLimits, limit_middleware
 from cryptomon.http.looplag import loop_lag
 from cryptomon.http.notifications import NOTIFIER
 from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE, Settings
+from cryptomon.leases import ProviderLeases
 from cryptomon.monitor import Monitor
 from cryptomon.notify import Notifier
 from cryptomon.probes import create_probe_session
 from cryptomon.readmodels import ReadModels, projection_settings
-from cryptomon.scheduler import CronSchedule, IntervalSchedule
+from cryptomon.scheduler import CronSchedule, IntervalSchedule, everyone
 from cryptomon.ws.handler import HUB
 from cryptomon.ws.hub import Hub
 
@@ -114,10 +115,24 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = app[STORE]
     session = create_probe_session()
-    monitor = Monitor(settings.config, store, session, environ=settings.environ)
+    # On a shared PostgreSQL log, instances divide the providers between them.
+    leases = (
+        ProviderLeases(settings.database, [p.name for p in settings.config.providers])
+        if isinstance(settings.database, str) and settings.probing
+        else None
+    )
+    monitor = Monitor(
+        settings.config,
+        store,
+        session,
+        environ=settings.environ,
+        owns=leases.owns if leases is not None else everyone,
+    )
     _add_housekeeping(monitor, app[READ_MODELS], settings.config)
     app[MONITOR] = monitor
     try:
+        if leases is not None:
+            await leases.start()
         if settings.probing:
             await monitor.start()
         else:
@@ -125,6 +140,8 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await monitor.stop()
+        if leases is not None:
+            await leases.stop()
         await session.close()
 
 

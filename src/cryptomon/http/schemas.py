@@ -51,6 +51,8 @@ class DatabaseComponent(Schema, frozen=True):
 class SchedulerComponent(Schema, frozen=True):
     status: str
     active_jobs: int
+    # Fewer than configured when other instances on the same log probe the rest.
+    providers_probed: int
 
 
 class WebSocketComponent(Schema, frozen=True):

@@ -240,6 +240,7 @@ async def health(request: web.Request) -> web.Response:
             scheduler=SchedulerComponent(
                 status="running" if monitor.scheduler.running else "stopped",
                 active_jobs=sum(job.running for job in monitor.scheduler.status()),
+                providers_probed=monitor.providers_probed if monitor.scheduler.running else 0,
             ),
             websocket=WebSocketComponent(
                 status="running" if hub.running else "stopped",

@@ -38,8 +38,11 @@ def find_binaries() -> Path | None:
 
 
 class PostgresCluster:
-    def __init__(self, binaries: Path) -> None:
+    def __init__(self, binaries: Path, *, durable: bool = False) -> None:
         self.binaries = binaries
+        # Tests skip fsync for speed; benchmarks keep PostgreSQL's durable defaults, to be
+        # compared fairly with SQLite's synchronous=FULL.
+        self.durable = durable
         self.directory = Path(tempfile.mkdtemp(prefix="cryptomon-pg-"))
         self.data = self.directory / "data"
         self._as_owner: list[str] = []
@@ -64,9 +67,10 @@ class PostgresCluster:
         )  # fmt: skip
         options = (
             f"-c listen_addresses='' -c unix_socket_directories='{self.directory}'"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             " -c max_connections=300"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             str(self.binaries / "pg_ctl"), "-D", str(self.data), "-l",
             str(self.directory / "server.log"), "-o", options, "-w", "-t", "60", "start",

@@ -14,15 +14,15 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from cryptomon.config import Config
 from cryptomon.events.archive import iter_log_rows, log_segments
 from cryptomon.events.chain import GENESIS_HASH
 from cryptomon.events.log import EventLog
-from cryptomon.events.store import StoreError
-from cryptomon.events.types import RecordedEvent
+from cryptomon.events.store import EventStore, StoreError
+from cryptomon.events.types import Event, RecordedEvent
 from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
 
 log = logging.getLogger(__name__)
@@ -135,13 +135,28 @@ async def fold_log(
             folded += 1
             if progress is not None and folded % 10_000 == 0:
                 progress(folded)
-    async for page in store.pages(after=projections.position, to_position=until):
-        for recorded in page:
-            fold(recorded)
-        folded += len(page)
+    fold_event = projections.fold_event
+    async for positions, times, events in _replay_pages(store, projections.position, until):
+        for position, recorded_at, event in zip(positions, times, events, strict=True):
+            fold_event(position, recorded_at, event)
+        folded += len(events)
         if progress is not None:
             progress(folded)
     return folded
+
+
+async def _replay_pages(
+    store: EventLog, after: int, until: int
+) -> AsyncIterator[tuple[Sequence[int], Sequence[float], list[Event]]]:
+    """The positions, recorded_at times and events in (after, until], a page at a time.
+    SQLite reads only these columns (`EventStore.replay_pages`, the replay's hot path);
+    another log gives whole events and the rest is dropped."""
+    if isinstance(store, EventStore):
+        async for columns in store.replay_pages(after=after, to_position=until):
+            yield columns
+        return
+    async for page in store.pages(after=after, to_position=until):
+        yield [r.position for r in page], [r.recorded_at for r in page], [r.event for r in page]
 
 
 class ReadModels:

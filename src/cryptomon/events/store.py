@@ -44,6 +44,7 @@ from cryptomon.events.types import (
     EventMetadata,
     RecordedEvent,
     decode_event,
+    decode_events,
     encode_event,
     event_label,
 )
@@ -611,6 +612,24 @@ class EventStore:
         while rows := await self._fetch_rows(sql, (last, end, page_size)):
             last = rows[-1][0]
             yield [_row_to_event(row) for row in rows]
+
+    async def replay_pages(
+        self, *, after: int = 0, to_position: int | None = None, page_size: int = 5000
+    ) -> AsyncIterator[tuple[Sequence[int], Sequence[float], list[Event]]]:
+        """`pages` for a replay, as columns: the positions, recorded_at times and events of a
+        page, the only parts of an event a fold reads. Leaving out ids, stream, metadata and
+        hash makes a page a third cheaper to fetch (measured), its payloads are decoded
+        together (`decode_events`), and columns spare a tuple per event."""
+        end = to_position if to_position is not None else 2**63 - 1
+        sql = (
+            "SELECT position, recorded_at, type, schema_version, payload FROM events"
+            " WHERE position > ? AND position <= ? ORDER BY position LIMIT ?"
+        )
+        last = after
+        while rows := await self._fetch_rows(sql, (last, end, page_size)):
+            last = rows[-1][0]
+            positions, times, types, versions, payloads = zip(*rows, strict=True)
+            yield positions, times, decode_events(positions, types, versions, payloads)
 
     async def _fetch_rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         async with self._reader_conn().execute(sql, params) as cursor:

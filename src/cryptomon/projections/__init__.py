@@ -119,20 +119,24 @@ class Projections:
             return []
         notices: list[Notice] = []
         notices += log_entries(recorded)
-        notices += self._fold(recorded)
+        notices += self._fold(recorded.position, recorded.recorded_at, recorded.event)
         return notices
 
     def fold(self, recorded: RecordedEvent) -> None:
         """`apply` for a replay: the same state, without log rows nobody will read."""
         if recorded.position > self.position:
-            self._fold(recorded)
+            self._fold(recorded.position, recorded.recorded_at, recorded.event)
 
-    def _fold(self, recorded: RecordedEvent) -> list[Notice]:
-        self.position = recorded.position
-        event = recorded.event
+    def fold_event(self, position: int, recorded_at: float, event: Event) -> None:
+        """`fold` from the parts of a recorded event that folds read: what a replay fetches."""
+        if position > self.position:
+            self._fold(position, recorded_at, event)
+
+    def _fold(self, position: int, recorded_at: float, event: Event) -> list[Notice]:
+        self.position = position
         notices: list[Notice] = []
         for handler in self._dispatch.get(type(event), ()):
-            notices += handler(recorded, event)
+            notices += handler(position, recorded_at, event)
         if notices:
             # Alerts follow the status the providers projection just decided.
             for change in [n for n in notices if isinstance(n, ProviderStatusChanged)]:

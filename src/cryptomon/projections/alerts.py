@@ -35,7 +35,6 @@ from cryptomon.events.types import (
     ProbeRecorded,
     ProviderRemoved,
     RateLimitChanged,
-    RecordedEvent,
 )
 from cryptomon.projections.base import Handler, Projection
 from cryptomon.projections.notices import (
@@ -182,17 +181,15 @@ class AlertsProjection(Projection[AlertsState]):
             )
         return notices
 
-    def _probe(self, recorded: RecordedEvent, probe: ProbeRecorded) -> list[Notice]:
+    def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
         block_ends = self.state.block_ends
         if block_ends and probe.started_at >= block_ends.get(probe.provider, math.inf):
             del block_ends[probe.provider]
-            resolved = self._resolve(
-                recorded.position, probe.started_at, probe.provider, "rate_limit"
-            )
-            return [resolved, *self._failure_rate(recorded, probe)]
-        return self._failure_rate(recorded, probe)
+            resolved = self._resolve(position, probe.started_at, probe.provider, "rate_limit")
+            return [resolved, *self._failure_rate(position, probe)]
+        return self._failure_rate(position, probe)
 
-    def _failure_rate(self, recorded: RecordedEvent, probe: ProbeRecorded) -> list[Notice]:
+    def _failure_rate(self, position: int, probe: ProbeRecorded) -> list[Notice]:
         window = self.state.windows.get(probe.provider)
         if window is None:
             window = self.state.windows[probe.provider] = FailureWindow()
@@ -221,26 +218,23 @@ class AlertsProjection(Projection[AlertsState]):
                 f"{probe.provider}: {len(failures)} of {len(probes)} probes failed in the last"
                 f" {minutes:g} min ({len(failures) / len(probes):.0%}, threshold {threshold:.0%})"
             )
-            return [
-                self._raise(
-                    recorded.position, now, probe.provider, "failure_rate", "warning", message
-                )
-            ]
+            return [self._raise(position, now, probe.provider, "failure_rate", "warning", message)]
         if is_open and not high:
-            return [self._resolve(recorded.position, now, probe.provider, "failure_rate")]
+            return [self._resolve(position, now, probe.provider, "failure_rate")]
         return []
 
-    def _removed(self, recorded: RecordedEvent, removal: ProviderRemoved) -> list[Notice]:
+    def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
         self.state.windows.pop(removal.provider, None)
         self.state.block_ends.pop(removal.provider, None)
-        at = recorded.recorded_at
+        at = recorded_at
         return [
-            self._resolve(recorded.position, at, removal.provider, kind)
+            self._resolve(position, at, removal.provider, kind)
             for kind in list(self.state.open.get(removal.provider, ()))
         ]
 
-    def _rate_limit(self, recorded: RecordedEvent, change: RateLimitChanged) -> list[Notice]:
-        position = recorded.position
+    def _rate_limit(
+        self, position: int, recorded_at: float, change: RateLimitChanged
+    ) -> list[Notice]:
         settings = self.settings
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         opened = self.state.open.get(change.provider, {})
@@ -275,7 +269,9 @@ class AlertsProjection(Projection[AlertsState]):
             return [AlertRaised(position, change.observed_at, _snapshot(alert))]
         return []
 
-    def _acknowledge(self, recorded: RecordedEvent, ack: AlertAcknowledged) -> list[Notice]:
+    def _acknowledge(
+        self, position: int, recorded_at: float, ack: AlertAcknowledged
+    ) -> list[Notice]:
         alert = self.state.alerts.get(ack.alert_id)
         if alert is None or alert.acknowledged:
             # Validated before it was appended; the alert may since have been pruned, or the
@@ -285,7 +281,7 @@ class AlertsProjection(Projection[AlertsState]):
         alert.acknowledged_by = ack.actor
         alert.acknowledged_at = ack.acknowledged_at
         alert.note = ack.note
-        return [AlertAcked(recorded.position, ack.acknowledged_at, _snapshot(alert))]
+        return [AlertAcked(position, ack.acknowledged_at, _snapshot(alert))]
 
     def _raise(
         self,

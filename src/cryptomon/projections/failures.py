@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import msgspec
 
-from cryptomon.events.types import Event, ProbeRecorded, RecordedEvent
+from cryptomon.events.types import Event, ProbeRecorded
 from cryptomon.projections.base import Handler, Projection
 from cryptomon.projections.notices import Notice
 
@@ -79,7 +79,7 @@ class FailuresProjection(Projection[FailuresState]):
     def handlers_by_type(self) -> dict[type[Event], Handler]:
         return {ProbeRecorded: self._probe}
 
-    def _probe(self, recorded: RecordedEvent, probe: ProbeRecorded) -> list[Notice]:
+    def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
         if probe.outcome == "success":
             return []
         state = self.state

@@ -30,7 +30,6 @@ from cryptomon.events.types import (
     ProviderRegistered,
     ProviderRemoved,
     RateLimitChanged,
-    RecordedEvent,
 )
 from cryptomon.projections.base import Handler, Projection
 from cryptomon.projections.notices import (
@@ -123,11 +122,11 @@ class ProvidersProjection(Projection[ProvidersState]):
             ProviderRemoved: self._removed,
         }
 
-    def _removed(self, recorded: RecordedEvent, removal: ProviderRemoved) -> list[Notice]:
+    def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
         self.state.providers.pop(removal.provider, None)
         return []
 
-    def _probe(self, recorded: RecordedEvent, probe: ProbeRecorded) -> list[Notice]:
+    def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
         provider = self.state.providers.get(probe.provider)
         if provider is None:
             provider = self.state.providers[probe.provider] = ProviderState(
@@ -165,7 +164,7 @@ class ProvidersProjection(Projection[ProvidersState]):
         new = self._next_status(provider, probe)
         if new == old:
             return []
-        return [self._change(provider, recorded.position, probe.started_at, new, probe)]
+        return [self._change(provider, position, probe.started_at, new, probe)]
 
     def _next_status(self, provider: ProviderState, probe: ProbeRecorded) -> ProviderStatus:
         """The status after a health probe (counters already updated). A recovery from
@@ -185,16 +184,18 @@ class ProvidersProjection(Projection[ProvidersState]):
             return "degraded"
         return "degraded" if provider.recent_failures else "online"
 
-    def _rate_limit(self, recorded: RecordedEvent, change: RateLimitChanged) -> list[Notice]:
+    def _rate_limit(
+        self, position: int, recorded_at: float, change: RateLimitChanged
+    ) -> list[Notice]:
         provider = self.state.providers.get(change.provider)
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         if provider is None or not blocked or provider.status in ("rate_limited", "unconfigured"):
             return []
-        return [
-            self._change(provider, recorded.position, change.observed_at, "rate_limited", change)
-        ]
+        return [self._change(provider, position, change.observed_at, "rate_limited", change)]
 
-    def _registered(self, recorded: RecordedEvent, config: ProviderRegistered) -> list[Notice]:
+    def _registered(
+        self, position: int, recorded_at: float, config: ProviderRegistered
+    ) -> list[Notice]:
         provider = self.state.providers.get(config.provider)
         if provider is None:
             provider = self.state.providers[config.provider] = ProviderState(
@@ -210,7 +211,7 @@ class ProvidersProjection(Projection[ProvidersState]):
             new = "unknown"  # until its next health probe
         else:
             return []
-        return [self._change(provider, recorded.position, recorded.recorded_at, new, config)]
+        return [self._change(provider, position, recorded_at, new, config)]
 
     def _change(
         self,

@@ -20,7 +20,6 @@ from cryptomon.events.types import (
     ProviderRegistered,
     ProviderRemoved,
     RateLimitChanged,
-    RecordedEvent,
 )
 from cryptomon.projections.base import Handler, Projection
 from cryptomon.projections.notices import Notice, RateLimitHigh
@@ -72,7 +71,7 @@ class RateLimitsProjection(Projection[RateLimitsState]):
             ProviderRemoved: self._removed,
         }
 
-    def _probe(self, recorded: RecordedEvent, probe: ProbeRecorded) -> list[Notice]:
+    def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
         # No event marks the end of a block: a probe started after it does.
         entry = self.state.limits.get(probe.provider)
         if entry is None or entry.blocked_until is None or probe.started_at < entry.blocked_until:
@@ -82,7 +81,7 @@ class RateLimitsProjection(Projection[RateLimitsState]):
         entry.updated_at = probe.started_at
         return []
 
-    def _removed(self, recorded: RecordedEvent, removal: ProviderRemoved) -> list[Notice]:
+    def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
         self.state.limits.pop(removal.provider, None)
         return []
 
@@ -91,11 +90,13 @@ class RateLimitsProjection(Projection[RateLimitsState]):
             return "blocked"
         return "warning" if percentage >= self.settings.rate_limit_warning else "ok"
 
-    def _registered(self, recorded: RecordedEvent, config: ProviderRegistered) -> list[Notice]:
+    def _registered(
+        self, position: int, recorded_at: float, config: ProviderRegistered
+    ) -> list[Notice]:
         spec = config.rate_limit
         if spec is None:
             return []
-        at = recorded.recorded_at
+        at = recorded_at
         entry = self.state.limits.get(config.provider)
         if entry is None:
             self.state.limits[config.provider] = RateLimitState(
@@ -115,7 +116,7 @@ class RateLimitsProjection(Projection[RateLimitsState]):
         entry.updated_at = at
         return []
 
-    def _changed(self, recorded: RecordedEvent, change: RateLimitChanged) -> list[Notice]:
+    def _changed(self, position: int, recorded_at: float, change: RateLimitChanged) -> list[Notice]:
         settings = self.settings
         entry = self.state.limits.get(change.provider)
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
@@ -138,7 +139,7 @@ class RateLimitsProjection(Projection[RateLimitsState]):
         critical = blocked or change.percentage >= settings.rate_limit_notice_critical
         return [
             RateLimitHigh(
-                recorded.position,
+                position,
                 change.observed_at,
                 change.provider,
                 change.percentage,

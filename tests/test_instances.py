@@ -66,7 +66,9 @@ def instances(
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             )  # fmt: skip
             started.append(Instance(process, port))
-            wait_listening(process)
+        # Started together: both register the providers at once, and one must yield.
+        for instance in started:
+            wait_listening(instance.process)
         yield started[0], started[1]
     finally:
         for instance in started:
@@ -154,10 +156,14 @@ async def test_two_instances_share_the_providers_and_one_takes_over_when_the_oth
     try:
         positions = [r[0] for r in await conn.fetch("SELECT position FROM events ORDER BY 1")]
         ids = await conn.fetchval("SELECT count(DISTINCT event_id) FROM events")
+        registrations = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE type = 'ProviderRegistered'"
+        )
     finally:
         await conn.close()
     assert positions == list(range(1, len(positions) + 1))
     assert ids == len(positions)
+    assert registrations == len(PROVIDERS)  # the instance that lost the race registered nothing
     second.process.terminate()
     assert second.process.wait(timeout=DEADLINE_S) == 0
     verify = await asyncio.create_subprocess_exec(

@@ -145,6 +145,12 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_wait(pid: int) -> float:
+    """Seconds the process's main thread (the event loop) has spent runnable but waiting
+    for a CPU, from /proc/<pid>/schedstat: what other processes took from it."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -601,6 +607,8 @@ async def live_phase(
         scheduler = await get_json(http, f"{base}/api/scheduler/status")
         before = await get_json(http, f"{base}/ws/stats")
         cpu = process_cpu(server.pid)
+        waited = run_queue_wait(server.pid)
+        load_start = os.getloadavg()[0]
         span = time.monotonic()
         rss_start = rss_kib(server.pid)
         rss_max = rss_start
@@ -609,6 +617,8 @@ async def live_phase(
             rss_max = max(rss_max, rss_kib(server.pid))
         after = await get_json(http, f"{base}/ws/stats")
         cpu = process_cpu(server.pid) - cpu
+        waited = run_queue_wait(server.pid) - waited
+        load_end = os.getloadavg()[0]
         span = time.monotonic() - span
         rss_end = rss_kib(server.pid)
         appended = (await get_json(http, f"{base}/info"))["event_position"] - position
@@ -707,6 +717,13 @@ async def live_phase(
         f"{per_thousand} per 1,000 delivered messages (all its work: probes and appends too)"
     )
     cores = os.cpu_count()
+    print(
+        f"  its event loop waited {waited:.1f}s of {span:.1f}s for a CPU (runnable, not "
+        f"running); load average {load_start:.1f} at the window's start, {load_end:.1f} at "
+        f"its end, on {cores} cores"
+    )
+    if appended:
+        print(f"  server CPU per appended event: {cpu / appended * 1000:.2f} ms (all its work)")
     measured_share = measured_cpu / seconds
     drainer_share = drainer_cpu / seconds / max(1, len(drained))
     print(

@@ -421,3 +421,139 @@ async def test_the_seed_python_client_works_unchanged(
     finally:
         process.kill()
         await process.wait()
+
+
+# ---- the flush: fast path and queue --------------------------------------------------
+
+
+class FakeTransport:
+    """Records what is written; its buffer is as full as the test says."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.buffered = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class FakeSocket:
+    closed = False
+
+    async def close(self, *, code: int, message: bytes) -> None:
+        self.closed = True
+
+
+def messages_in(wire: bytes) -> list[dict[str, Any]]:
+    """Decode the server's unmasked text frames."""
+    found = []
+    at = 0
+    while at < len(wire):
+        length, at = wire[at + 1] & 0x7F, at + 2
+        if length == 126:
+            length, at = int.from_bytes(wire[at : at + 2], "big"), at + 2
+        elif length == 127:
+            length, at = int.from_bytes(wire[at : at + 8], "big"), at + 8
+        found.append(json.loads(wire[at : at + length]))
+        at += length
+    return found
+
+
+def event_positions(transport: FakeTransport) -> list[int]:
+    return [m["position"] for m in messages_in(transport.written) if m["type"] == "event"]
+
+
+async def test_order_holds_across_the_fast_path_and_the_queue(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    """A client whose socket buffer fills gets frames queued; while anything is queued,
+    new frames go behind it, and once it is drained the shared writes resume: every
+    event once, in order."""
+    client = await aiohttp_client(make_app())
+    app = client.app
+    hub, store, models = app[HUB], app[STORE], app[READ_MODELS]
+    hub.flush()
+    hub.flush_seconds = 3600.0  # flushes happen when the test says
+    transport = FakeTransport()
+    fake = hub.new_client(FakeSocket(), transport)  # type: ignore[arg-type]
+    hub.attach(fake, None)
+
+    async def publish(count: int) -> None:
+        for _ in range(count):
+            event = ProbeRecorded("Gone", "health", "/", "failed", started_at=time.time())
+            await store.append("provider:Gone", [event])
+        await models.wait_for(store.head)
+
+    start = store.head
+    await publish(3)
+    hub.flush()
+    assert event_positions(transport) == [start + 1, start + 2, start + 3]
+
+    transport.buffered = 2 << 20  # not reading: past the high-water mark
+    await publish(3)
+    hub.flush()
+    assert len(event_positions(transport)) == 3
+    queued = [f.position for f in fake.queue if f.topic == "events"]
+    assert queued == [start + 4, start + 5, start + 6]
+
+    transport.buffered = 0  # reading again, but the queue still waits for its sender
+    await publish(1)
+    hub.flush()
+    assert len(event_positions(transport)) == 3, "a new frame must not overtake the queue"
+    assert fake.queue[-1].position == start + 7
+
+    sender = asyncio.create_task(hub.send_loop(fake))
+    while fake.queue:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    await publish(1)
+    hub.flush()
+    assert event_positions(transport) == list(range(start + 1, start + 9))
+    assert hub.clients[fake.client_id].sent == len(messages_in(transport.written))
+    fake.closing = True
+    fake.wake.set()
+    await sender
+
+
+async def test_a_client_attaching_between_flushes_gets_each_event_once(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    """Frames published but not yet flushed are already in the ring (and in the greeting's
+    position): a client attached then gets them from its history or not at all, never twice."""
+    client = await aiohttp_client(make_app())
+    app = client.app
+    hub, store, models = app[HUB], app[STORE], app[READ_MODELS]
+    hub.flush()
+    hub.flush_seconds = 3600.0
+    before = store.head
+    for n in range(4):
+        event = ProbeRecorded("Gone", "health", "/", "failed", started_at=time.time() + n)
+        await store.append("provider:Gone", [event])
+    await models.wait_for(store.head)
+    assert hub.pending  # published, not flushed yet
+
+    fresh, resuming = FakeTransport(), FakeTransport()
+    fakes = []
+    for transport, since in ((fresh, None), (resuming, before)):
+        fake = hub.new_client(FakeSocket(), transport)  # type: ignore[arg-type]
+        hub.attach(fake, since)
+        fakes.append(fake)
+    senders = [asyncio.create_task(hub.send_loop(fake)) for fake in fakes]
+    hub.flush()
+    event = ProbeRecorded("Gone", "health", "/", "failed", started_at=time.time())
+    await store.append("provider:Gone", [event])
+    await models.wait_for(store.head)
+    hub.flush()
+    while any(fake.queue or fake.history for fake in fakes):  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    assert event_positions(fresh) == [store.head]
+    assert event_positions(resuming) == list(range(before + 1, store.head + 1))
+    for fake in fakes:
+        fake.closing = True
+        fake.wake.set()
+    await asyncio.gather(*senders)

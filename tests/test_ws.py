@@ -22,6 +22,7 @@ from cryptomon.events.types import ProbeRecorded
 from cryptomon.http.app import create_app
 from cryptomon.http.settings import READ_MODELS, STORE, Settings
 from cryptomon.ws.handler import HUB
+from cryptomon.ws.hub import Client as FeedClient
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
@@ -450,7 +451,7 @@ class FakeSocket:
         self.closed = True
 
 
-def messages_in(wire: bytes) -> list[dict[str, Any]]:
+def messages_in(wire: bytes | bytearray) -> list[dict[str, Any]]:
     """Decode the server's unmasked text frames."""
     found = []
     at = 0
@@ -494,6 +495,7 @@ async def test_order_holds_across_the_fast_path_and_the_queue(
     await publish(3)
     hub.flush()
     assert event_positions(transport) == [start + 1, start + 2, start + 3]
+    assert fake.sender is None or fake.sender.done()  # nothing waited: no sender needed
 
     transport.buffered = 2 << 20  # not reading: past the high-water mark
     await publish(3)
@@ -501,23 +503,26 @@ async def test_order_holds_across_the_fast_path_and_the_queue(
     assert len(event_positions(transport)) == 3
     queued = [f.position for f in fake.queue if f.topic == "events"]
     assert queued == [start + 4, start + 5, start + 6]
+    assert fake.sender is not None and not fake.sender.done()  # waiting for the drain
 
-    transport.buffered = 0  # reading again, but the queue still waits for its sender
-    await publish(1)
+    await publish(1)  # pending until the flush below
+    transport.buffered = 0  # reading again, but the queue has not been sent yet
     hub.flush()
     assert len(event_positions(transport)) == 3, "a new frame must not overtake the queue"
     assert fake.queue[-1].position == start + 7
 
-    sender = asyncio.create_task(hub.send_loop(fake))
-    while fake.queue:  # noqa: ASYNC110
-        await asyncio.sleep(0)
+    await idle(fake)
     await publish(1)
     hub.flush()
     assert event_positions(transport) == list(range(start + 1, start + 9))
-    assert hub.clients[fake.client_id].sent == len(messages_in(transport.written))
-    fake.closing = True
-    fake.wake.set()
-    await sender
+    assert fake.sent == len(messages_in(transport.written))
+    await hub.stop_sending(fake)
+
+
+async def idle(client: FeedClient) -> None:
+    """Until the hub's sender has delivered everything waiting for the client and stopped."""
+    while client.queue or client.history or (client.sender and not client.sender.done()):  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
 
 
 async def test_a_client_attaching_between_flushes_gets_each_event_once(
@@ -543,17 +548,12 @@ async def test_a_client_attaching_between_flushes_gets_each_event_once(
         fake = hub.new_client(FakeSocket(), transport)  # type: ignore[arg-type]
         hub.attach(fake, since)
         fakes.append(fake)
-    senders = [asyncio.create_task(hub.send_loop(fake)) for fake in fakes]
     hub.flush()
     event = ProbeRecorded("Gone", "health", "/", "failed", started_at=time.time())
     await store.append("provider:Gone", [event])
     await models.wait_for(store.head)
     hub.flush()
-    while any(fake.queue or fake.history for fake in fakes):  # noqa: ASYNC110
-        await asyncio.sleep(0)
+    for fake in fakes:
+        await idle(fake)
     assert event_positions(fresh) == [store.head]
     assert event_positions(resuming) == list(range(before + 1, store.head + 1))
-    for fake in fakes:
-        fake.closing = True
-        fake.wake.set()
-    await asyncio.gather(*senders)

@@ -1,7 +1,8 @@
 """`/ws/live`: one connection from upgrade to close, and `/ws/stats`.
 
 The reading side lives here (auth, subscribe, unsubscribe, resume, pong);
-the sending side is the hub's `send_loop`, one task per client.
+the sending side is the hub's flush and, while frames wait for a client, its
+`send_loop`.
 """
 
 from __future__ import annotations
@@ -82,7 +83,6 @@ async def live(request: web.Request) -> web.StreamResponse:
         heartbeat_interval=hub.heartbeat_interval,
     )
     hub.attach(client, since if since >= 0 else None, Frame(0, CONTROL, None, encode(greeting)))
-    sender = asyncio.create_task(hub.send_loop(client), name=f"ws-send:{client.client_id}")
     reason = "client_closed"
     limits.open_connections[address] += 1
     try:
@@ -92,11 +92,7 @@ async def live(request: web.Request) -> web.StreamResponse:
         if not limits.open_connections[address]:
             del limits.open_connections[address]
         hub.detach(client, reason)
-        client.closing = True
-        client.wake.set()
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-            await sender
+        await hub.stop_sending(client)
     return ws
 
 
@@ -172,7 +168,7 @@ def _handle(hub: Hub, client: Client, request: web.Request, text: str) -> None:
             else:
                 client.topics = client.topics - set(topics)
             reply = Subscribed(timestamp=iso(time.time()) or "", topics=sorted(client.topics))
-            client.offer(Frame(0, CONTROL, None, encode(reply)))
+            hub.send(client, Frame(0, CONTROL, None, encode(reply)))
         case "resume":
             if message.since is None or message.since < 0:
                 hub.send_error(client, "resume needs since: the last position you received")

@@ -7,7 +7,8 @@ every client that has nothing else waiting (the fast path: one write per
 client per flush, whatever the event rate). A client with anything waiting
 (its greeting, history, replies, or a socket buffer past the high-water mark)
 gets the frames appended to its bounded queue instead, behind what waits, and
-its own sender task delivers them in order. So a slow client never delays the
+a sender task of its own, started then and gone once the queue is empty,
+delivers them in order (an idle client holds no task). So a slow client never delays the
 others or the event log: when its queue is full it is closed with 1013 (try
 again later) and can resume by position.
 
@@ -72,8 +73,8 @@ class Client:
     # Slots: thousands of idle clients each save the cost of an attribute dict.
     __slots__ = (
         "client_id", "closing", "connected_at", "greeting", "history", "history_from_log",
-        "last_ping", "last_seen", "max_queue", "queue", "replaying", "sent", "skip", "topics",
-        "transport", "wake", "ws",
+        "last_ping", "last_seen", "max_queue", "queue", "replaying", "sender", "sent", "skip",
+        "topics", "transport", "ws",
     )  # fmt: skip
 
     def __init__(
@@ -91,7 +92,8 @@ class Client:
         self.topics: frozenset[str] = DEFAULT_TOPICS
         self.queue: deque[Frame] = deque()
         self.max_queue = max_queue
-        self.wake = asyncio.Event()
+        # Runs only while something waits for this client (see Hub.wake).
+        self.sender: asyncio.Task[None] | None = None
         self.connected_at = time.time()
         self.last_seen = time.monotonic()
         self.last_ping: float | None = None
@@ -131,11 +133,10 @@ class Client:
         )
 
     def offer(self, frame: Frame) -> bool:
-        """Queue a frame without waiting; False when the queue is full."""
+        """Queue a frame without waiting (Hub.wake sends it); False when the queue is full."""
         if len(self.queue) >= self.max_queue:
             return False
         self.queue.append(frame)
-        self.wake.set()
         return True
 
 
@@ -225,7 +226,7 @@ class Hub:
                 client.history_from_log = (since, complete)
             client.history.extend(f for f in self.ring if f.position > max(since, complete))
         self.clients[client.client_id] = client
-        client.wake.set()
+        self.wake(client)
 
     def _complete_after(self) -> int:
         """Every frame of every position after this one is in the ring."""
@@ -240,7 +241,6 @@ class Hub:
 
     async def close(self, client: Client, code: int, reason: str) -> None:
         client.closing = True
-        client.wake.set()
         self.detach(client, reason)
         with contextlib.suppress(Exception):
             await client.ws.close(code=code, message=reason.encode())
@@ -308,10 +308,35 @@ class Hub:
                     self.close(client, TRY_AGAIN_LATER, "queue_overflow")
                 )
                 return
+        self.wake(client)
+
+    def send(self, client: Client, frame: Frame) -> None:
+        """Send one frame to one client (a reply), behind what waits for it."""
+        if client.offer(frame):
+            self.wake(client)
+        else:
+            self.dropped += 1
+
+    def wake(self, client: Client) -> None:
+        """Start the client's sender unless it is running: something waits for it."""
+        if not client.closing and (client.sender is None or client.sender.done()):
+            client.sender = asyncio.get_running_loop().create_task(
+                self.send_loop(client), name=f"ws-send:{client.client_id}"
+            )
+
+    async def stop_sending(self, client: Client) -> None:
+        """The connection is over: stop its sender, if one is running."""
+        client.closing = True
+        sender, client.sender = client.sender, None
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await sender
 
     async def send_loop(self, client: Client) -> None:
         """Deliver to one client what the flush could not write straight away:
-        greeting, history, then its queue, as many frames as are waiting in one write."""
+        greeting, history, then its queue, as many frames as are waiting in one write;
+        return when nothing is left (the flush writes to it directly again)."""
         transport = client.transport
         while not client.closing and not client.ws.closed and not transport.is_closing():
             if transport.get_write_buffer_size() > HIGH_WATER:
@@ -334,8 +359,7 @@ class Hub:
                 self.messages_sent += len(batch)
                 await asyncio.sleep(0)  # one client's backlog must not hold up the others
                 continue
-            client.wake.clear()
-            await client.wake.wait()
+            return
 
     def _take(self, client: Client) -> list[bytes]:
         """The wire bytes of the next frames this client wants, up to BATCH_BYTES."""
@@ -389,9 +413,9 @@ class Hub:
         self.messages_sent += 1
 
     def send_error(self, client: Client, text: str) -> None:
-        frame = Frame(0, CONTROL, None, encode(ErrorMessage(timestamp=_now(), message=text)))
-        if not client.offer(frame):
-            self.dropped += 1
+        self.send(
+            client, Frame(0, CONTROL, None, encode(ErrorMessage(timestamp=_now(), message=text)))
+        )
 
     # ---- timers --------------------------------------------------------------
 

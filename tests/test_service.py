@@ -158,3 +158,5 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_drift(
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:]
+    # The stateful phase follows the spec's links: alerts to acknowledge, jobs to trigger.
+    assert "API Links:" in result.stdout, result.stdout[-6000:]

@@ -39,6 +39,14 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
             }
         else:
             responses["200"] = {"description": "OK"}
+        if endpoint.links:
+            responses["200"]["links"] = {
+                link.operation_id: {
+                    "operationId": link.operation_id,
+                    "parameters": {link.parameter: link.value},
+                }
+                for link in endpoint.links
+            }
         if endpoint.unhealthy_status is not None:
             responses[str(endpoint.unhealthy_status)] = {
                 "description": "Unhealthy: the same body, saying what is wrong",

@@ -22,6 +22,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """An OpenAPI link: a value in this answer names the target operation's parameter,
+    so clients (and schemathesis' stateful tests) can follow it."""
+
+    operation_id: str
+    parameter: str
+    value: str  # a runtime expression, e.g. "$response.body#/alerts/0/id"
+
+
+@dataclass(frozen=True, slots=True)
 class Param:
     name: str
     where: str  # "query" or "path"
@@ -47,6 +57,7 @@ class Endpoint:
     unhealthy_status: int | None = None
     # Answered from the read models alone: reuse the answer for a second (see cache.py).
     cached: bool = False
+    links: tuple[Link, ...] = ()
 
 
 HOURS = Param("hours", "query", "number", "the window, in hours", minimum=1 / 60, maximum=24 * 400)
@@ -81,6 +92,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param("status", "query", "string", max_length=30, description="only this status"),
         ),
         cached=True,
+        links=tuple(
+            Link(operation, "name", "$response.body#/providers/0/name")
+            for operation in ("get_provider", "get_provider_stats", "get_provider_series")
+        ),
     ),
     Endpoint(
         "GET",
@@ -131,6 +146,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Rate-limit usage of every provider",
         schemas.RateLimitList,
         cached=True,
+        links=(Link("get_rate_limit", "name", "$response.body#/rate_limits/0/provider"),),
     ),
     Endpoint(
         "GET",
@@ -170,6 +186,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param("limit", "query", "integer", "alerts at most", minimum=1, maximum=5000),
         ),
         cached=True,
+        links=(Link("post_acknowledge_alert", "alert_id", "$response.body#/alerts/0/id"),),
     ),
     Endpoint(
         "POST",
@@ -194,6 +211,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.scheduler_status,
         "Scheduled jobs",
         schemas.SchedulerStatus,
+        links=(Link("post_trigger_job", "job_id", "$response.body#/jobs/0/id"),),
     ),
     Endpoint(
         "POST",

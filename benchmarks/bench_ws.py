@@ -23,14 +23,17 @@ clients (50 by default, in a process of their own) are aiohttp clients that
 parse every message and time it.
 
 Latency is from commit to receipt, on the measured clients: the receive wall
-time minus the event's `recorded_at` (taken as its batch commits); a
-`new_log_entry` or other notice is matched to its event's `recorded_at` by
-position. Only messages received inside the measured window count. A client
-closed by the server (1013 when its queue overflows) is not reconnected; it
-counts as a drop. Messages delivered are the server's count of messages
-written to the sockets in the window (every client reads all it is sent, so
-sent is delivered); server CPU per 1,000 of them is all its work in the
-window, probing and appending included. Then a fresh server with 3 quiet
+time minus the event's `recorded_at` (stamped as its batch's transaction
+begins, so the commit itself counts too); a `new_log_entry` or other notice is
+matched to its event's `recorded_at` by position. Only messages received
+inside the measured window count. A client closed by the server (1013 when its
+queue overflows) is not reconnected; it counts as a drop. Messages delivered
+are the server's count of messages written to the sockets in the window (every
+client reads all it is sent, so sent is delivered); server CPU per 1,000 of
+them is all its work in the window, probing and appending included. Also
+printed: how long the server's event loop was runnable but waited for a CPU
+(/proc/<pid>/schedstat) and the load average; on a shared machine they say how
+much of the latency other processes caused. Then a fresh server with 3 quiet
 providers takes `--idle` connections that never read, and its RSS before and
 after gives the memory per idle connection.
 

@@ -557,3 +557,22 @@ async def test_a_client_attaching_between_flushes_gets_each_event_once(
         await idle(fake)
     assert event_positions(fresh) == [store.head]
     assert event_positions(resuming) == list(range(before + 1, store.head + 1))
+
+
+async def test_nothing_is_written_after_a_close_frame(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    app = client.app
+    hub, store, models = app[HUB], app[STORE], app[READ_MODELS]
+    transport = FakeTransport()
+    closed = FakeSocket()
+    fake = hub.new_client(closed, transport)  # type: ignore[arg-type]
+    hub.attach(fake, None)
+    hub.flush()
+    closed.closed = True  # the client's close frame came in; the handler has not detached it yet
+    event = ProbeRecorded("Gone", "health", "/", "failed", started_at=time.time())
+    await store.append("provider:Gone", [event])
+    await models.wait_for(store.head)
+    hub.flush()
+    assert transport.written == b"" and not fake.queue

@@ -11,7 +11,7 @@ rebuilds from the log.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -127,10 +127,16 @@ class Projections:
         if recorded.position > self.position:
             self._fold(recorded.position, recorded.recorded_at, recorded.event)
 
-    def fold_event(self, position: int, recorded_at: float, event: Event) -> None:
-        """`fold` from the parts of a recorded event that folds read: what a replay fetches."""
-        if position > self.position:
-            self._fold(position, recorded_at, event)
+    def fold_columns(
+        self, positions: Sequence[int], times: Sequence[float], events: Sequence[Event]
+    ) -> None:
+        """`fold` over a page of events given as columns: their positions, recorded_at times
+        and the events, the only parts of a recorded event a fold reads (what a replay
+        fetches, see `EventStore.replay_pages`)."""
+        fold = self._fold
+        for position, recorded_at, event in zip(positions, times, events, strict=True):
+            if position > self.position:
+                fold(position, recorded_at, event)
 
     def _fold(self, position: int, recorded_at: float, event: Event) -> list[Notice]:
         self.position = position

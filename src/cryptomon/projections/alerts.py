@@ -24,6 +24,7 @@ new alert is raised (the only time their number grows).
 
 from __future__ import annotations
 
+import heapq
 import math
 from typing import ClassVar
 
@@ -92,6 +93,10 @@ class AlertsState(msgspec.Struct, gc=False):
     # after it does.
     block_ends: dict[str, float] = {}
     newest_hour: int = 0  # of the newest alert raised, in hours since the epoch
+    # (resolved_at, id) of every resolved alert still kept, a heap (heapq): pruning takes
+    # the oldest off its top instead of scanning every alert kept (tens of thousands over
+    # the retention), once an hour.
+    resolved: list[tuple[float, int]] = []
 
 
 _decoder = msgspec.msgpack.Decoder(AlertsState)
@@ -104,7 +109,7 @@ def _snapshot(alert: Alert) -> Alert:
 
 class AlertsProjection(Projection[AlertsState]):
     name: ClassVar[str] = "alerts"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: the `resolved` heap
 
     def new_state(self) -> AlertsState:
         return AlertsState()
@@ -311,13 +316,11 @@ class AlertsProjection(Projection[AlertsState]):
         return AlertRaised(position, at, _snapshot(alert))
 
     def _prune(self, before: float) -> None:
+        """Drop the alerts resolved before `before`."""
         alerts = self.state.alerts
-        for alert_id in [
-            alert.id
-            for alert in alerts.values()
-            if alert.resolved_at is not None and alert.resolved_at < before
-        ]:
-            del alerts[alert_id]
+        resolved = self.state.resolved
+        while resolved and resolved[0][0] < before:
+            del alerts[heapq.heappop(resolved)[1]]
 
     def _resolve(self, position: int, at: float, provider: str, kind: str) -> AlertResolved:
         opened = self.state.open[provider]
@@ -325,4 +328,5 @@ class AlertsProjection(Projection[AlertsState]):
         if not opened:
             del self.state.open[provider]
         alert.resolved_at = at
+        heapq.heappush(self.state.resolved, (at, alert.id))
         return AlertResolved(position, at, _snapshot(alert))

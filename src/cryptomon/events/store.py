@@ -629,7 +629,10 @@ class EventStore:
         while rows := await self._fetch_rows(sql, (last, end, page_size)):
             last = rows[-1][0]
             positions, times, types, versions, payloads = zip(*rows, strict=True)
-            yield positions, times, decode_events(positions, types, versions, payloads)
+            events = decode_events(positions, types, versions, payloads)
+            # A generator keeps its locals over the yield: let the rows and payloads go first.
+            del rows, types, versions, payloads
+            yield positions, times, events
 
     async def _fetch_rows(self, sql: str, params: Sequence[Any]) -> list[Any]:
         async with self._reader_conn().execute(sql, params) as cursor:

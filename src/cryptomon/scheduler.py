@@ -195,7 +195,6 @@ class Scheduler:
         for sequence, task in enumerate(self._tasks):
             if task.schedule is not None:
                 heapq.heappush(self._heap, (task.schedule.next_after(now), sequence, task))
-        self._refresh_next_runs()
         self._loop_task = asyncio.create_task(self._run(), name="scheduler")
 
     async def stop(self) -> None:
@@ -229,9 +228,10 @@ class Scheduler:
                     task.job.skipped += missed
             sequence += 1
             heapq.heappush(self._heap, (upcoming, sequence, task))
-            self._refresh_next_runs()
 
     def _refresh_next_runs(self) -> None:
+        # A scan of the whole plan: done when status is asked for, not on every dispatch
+        # (with thousands of tasks that made each dispatch cost thousands of steps).
         nexts: dict[str, float] = {}
         for planned, _, task in self._heap:
             job_id = task.job.id
@@ -282,6 +282,7 @@ class Scheduler:
         return list(self._jobs)
 
     def status(self) -> list[JobStatus]:
+        self._refresh_next_runs()
         fields = JobStatus.__struct_fields__
         return [
             JobStatus(**{name: getattr(job, name) for name in fields})

@@ -30,14 +30,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import asyncpg
 import msgspec
 
-from cryptomon.events.chain import GENESIS_HASH, chain_hash
+from cryptomon.events.chain import GENESIS_HASH
 from cryptomon.events.log import mask_url
 from cryptomon.events.migrations import (
     SchemaError,
@@ -46,20 +45,18 @@ from cryptomon.events.migrations import (
     postgres_migrations_dir,
 )
 from cryptomon.events.store import (
-    ConcurrencyError,
-    DuplicateEventIdError,
+    Append,
     Snapshot,
     StoreClosedError,
     StoredRow,
     StoreError,
     StoreWriteError,
+    plan_batch,
 )
 from cryptomon.events.types import (
-    SCHEMA_VERSIONS,
     Event,
     EventMetadata,
     RecordedEvent,
-    encode_event,
     event_label,
 )
 
@@ -77,18 +74,6 @@ _COPY_COLUMNS = [*(name.strip() for name in _COLUMNS.split(",")), "label"]
 _LOCK_HEAD = "SELECT position, hash, recorded_at FROM log_head WHERE id = 1 FOR UPDATE"
 _SET_HEAD = "UPDATE log_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 1"
 _CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-
-
-@dataclass(slots=True)
-class _Append:
-    stream: str
-    events: Sequence[Event]
-    event_ids: Sequence[str]
-    expected_version: int | None
-    metadata: EventMetadata
-    future: asyncio.Future[list[int]]
-    positions: list[int] = field(default_factory=list)
-    records: list[RecordedEvent] = field(default_factory=list)
 
 
 def _decode(row: asyncpg.Record) -> RecordedEvent:
@@ -124,7 +109,7 @@ class PostgresEventStore:
         self._pool: asyncpg.Pool | None = None
         self._writer_conn: asyncpg.Connection | None = None
         self._listener: asyncpg.Connection | None = None
-        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Append | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -337,7 +322,7 @@ class PostgresEventStore:
             raise ValueError("event_ids must give one distinct id per event")
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(
-            _Append(stream, events, event_ids, expected_version, metadata or _NO_METADATA, future)
+            Append(stream, events, event_ids, expected_version, metadata or _NO_METADATA, future)
         )
         return await future
 
@@ -358,7 +343,7 @@ class PostgresEventStore:
                 size += len(request.events)
             await self._commit_batch(batch)
 
-    async def _commit_batch(self, batch: list[_Append]) -> None:
+    async def _commit_batch(self, batch: list[Append]) -> None:
         try:
             await self._commit(batch)
             self.last_write_failed = False
@@ -382,18 +367,16 @@ class PostgresEventStore:
         except _CONNECTION_ERRORS as exc:
             log.warning("event log writer cannot reconnect: %s", type(exc).__name__)
 
-    async def _commit(self, batch: list[_Append]) -> None:
+    async def _commit(self, batch: list[Append]) -> None:
         """Under the head lock, check each append on its own, then commit the accepted
-        ones together; callers hear their outcome only after the commit."""
+        ones together; callers hear their positions only after the commit."""
         conn = self._writer_conn
         if conn is None or conn.is_closed():
             raise StoreWriteError("no connection to the database")
-        outcomes: list[tuple[_Append, list[int] | Exception]] = []
-        accepted: list[_Append] = []
         async with conn.transaction():
             head = await conn.fetchrow(_LOCK_HEAD)
             assert head is not None
-            position, previous_hash, last_recorded_at = head
+            position, last_hash, last_recorded_at = head
             existing: dict[str, int] = {
                 row[0]: row[1]
                 for row in await conn.fetch(
@@ -410,90 +393,22 @@ class PostgresEventStore:
                 )
             }
             recorded_at = max(self._clock(), last_recorded_at)
-            rows: list[tuple[Any, ...]] = []
-            batch_ids: dict[str, int] = {}
-            for request in batch:
-                stored = [existing.get(i) for i in request.event_ids]
-                if all(p is not None for p in stored):
-                    outcomes.append((request, [p for p in stored if p is not None]))
-                    continue
-                if all(i in batch_ids for i in request.event_ids):
-                    # A retry racing its original in the same batch gets its positions.
-                    outcomes.append((request, [batch_ids[i] for i in request.event_ids]))
-                    continue
-                if any(p is not None for p in stored) or any(
-                    i in batch_ids for i in request.event_ids
-                ):
-                    outcomes.append(
-                        (
-                            request,
-                            DuplicateEventIdError(
-                                f"append to {request.stream!r} reuses event ids already stored"
-                                " or appended with other events"
-                            ),
-                        )
-                    )
-                    continue
-                version = versions[request.stream]
-                if request.expected_version is not None and request.expected_version != version:
-                    outcomes.append(
-                        (
-                            request,
-                            ConcurrencyError(request.stream, request.expected_version, version),
-                        )
-                    )
-                    continue
-                meta = request.metadata
-                for event, event_id in zip(request.events, request.event_ids, strict=True):
-                    position += 1
-                    version += 1
-                    event_type = type(event).__name__
-                    schema_version = SCHEMA_VERSIONS[event_type]
-                    payload = encode_event(event)
-                    hash_ = chain_hash(
-                        previous_hash, event_id, request.stream, version, event_type,
-                        schema_version, recorded_at, meta.correlation_id, meta.causation_id,
-                        meta.actor, payload,
-                    )  # fmt: skip
-                    rows.append(
-                        (position, event_id, request.stream, version, event_type, schema_version,
-                         recorded_at, payload, meta.correlation_id, meta.causation_id, meta.actor,
-                         hash_, event_label(event))
-                    )  # fmt: skip
-                    request.positions.append(position)
-                    request.records.append(
-                        RecordedEvent(
-                            position,
-                            event_id,
-                            request.stream,
-                            version,
-                            recorded_at,
-                            event,
-                            meta,
-                            hash_,
-                        )
-                    )
-                    batch_ids[event_id] = position
-                    previous_hash = hash_
-                versions[request.stream] = version
-                accepted.append(request)
-                outcomes.append((request, request.positions))
-            if rows:
-                await conn.copy_records_to_table("events", records=rows, columns=_COPY_COLUMNS)
-                await conn.execute(_SET_HEAD, position, previous_hash, recorded_at)
+            plan = plan_batch(batch, existing, versions, position, last_hash, recorded_at)
+            if plan.rows:
+                await conn.copy_records_to_table("events", records=plan.rows, columns=_COPY_COLUMNS)
+                await conn.execute(_SET_HEAD, plan.head, plan.last_hash, recorded_at)
                 await conn.execute(
-                    "SELECT pg_notify($1, $2)", CHANNEL, f"{position} {previous_hash}"
+                    "SELECT pg_notify($1, $2)", CHANNEL, f"{plan.head} {plan.last_hash}"
                 )
-        if accepted:
-            self._remember([record for request in accepted for record in request.records])
-            self._observe(position, previous_hash)
-        for request, outcome in outcomes:
-            if request.future.done():
-                continue
-            if isinstance(outcome, Exception):
-                request.future.set_exception(outcome)
-            else:
-                request.future.set_result(outcome)
+        if plan.accepted:
+            self._remember([record for request in plan.accepted for record in request.records])
+            self._observe(plan.head, plan.last_hash)
+        for request in plan.accepted:
+            if not request.future.done():
+                request.future.set_result(request.positions)
+        for request, positions in plan.echoes:
+            if not request.future.done():
+                request.future.set_result(positions)
 
     async def append_stored(self, rows: Sequence[StoredRow]) -> None:
         """Append rows copied from another log exactly as stored (positions, ids,

@@ -150,7 +150,9 @@ class Snapshot(msgspec.Struct, frozen=True):
 
 
 @dataclass(slots=True)
-class _Append:
+class Append:
+    """One caller's append, waiting in a store's queue for the next group commit."""
+
     stream: str
     events: Sequence[Event]
     event_ids: Sequence[str]
@@ -159,6 +161,85 @@ class _Append:
     future: asyncio.Future[list[int]]
     positions: list[int] = field(default_factory=list)
     records: list[RecordedEvent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """What one group commit writes, and what it answers once committed."""
+
+    rows: list[tuple[Any, ...]]  # in the column order of the events table, label last
+    accepted: list[Append]  # their `positions` and `records` are filled in
+    echoes: list[tuple[Append, list[int]]]  # retries racing their original in this batch
+    versions: dict[str, int]  # each stream's version after the batch
+    head: int
+    last_hash: str
+
+
+def plan_batch(
+    batch: list[Append],
+    existing: dict[str, int],
+    versions: dict[str, int],
+    head: int,
+    last_hash: str,
+    recorded_at: float,
+) -> BatchPlan:
+    """Check each append on its own against the log (`existing`: positions of the batch's
+    event ids already stored; `versions`: each stream's current version) and lay out the
+    accepted ones after `head`, chained from `last_hash`. Appends decided without writing
+    are answered here: ids already stored get their positions (an idempotent retry), ids
+    reused with other events or a wrong expected version get their error. Both stores plan
+    with this, so the rules are the same whatever holds the log."""
+    plan = BatchPlan([], [], [], dict(versions), head, last_hash)
+    batch_ids: dict[str, int] = {}
+    for request in batch:
+        stored = [existing.get(i) for i in request.event_ids]
+        if all(p is not None for p in stored):
+            request.future.set_result([p for p in stored if p is not None])
+            continue
+        if all(i in batch_ids for i in request.event_ids):
+            plan.echoes.append((request, [batch_ids[i] for i in request.event_ids]))
+            continue
+        if any(p is not None for p in stored) or any(i in batch_ids for i in request.event_ids):
+            request.future.set_exception(
+                DuplicateEventIdError(
+                    f"append to {request.stream!r} reuses event ids already stored"
+                    " or appended with other events"
+                )
+            )
+            continue
+        version = plan.versions[request.stream]
+        if request.expected_version is not None and request.expected_version != version:
+            request.future.set_exception(
+                ConcurrencyError(request.stream, request.expected_version, version)
+            )
+            continue
+        meta = request.metadata
+        for event, event_id in zip(request.events, request.event_ids, strict=True):
+            plan.head += 1
+            version += 1
+            event_type = type(event).__name__
+            schema_version = SCHEMA_VERSIONS[event_type]
+            payload = encode_event(event)
+            hash_ = chain_hash(
+                plan.last_hash, event_id, request.stream, version, event_type, schema_version,
+                recorded_at, meta.correlation_id, meta.causation_id, meta.actor, payload,
+            )  # fmt: skip
+            plan.rows.append(
+                (plan.head, event_id, request.stream, version, event_type, schema_version,
+                 recorded_at, payload, meta.correlation_id, meta.causation_id, meta.actor,
+                 hash_, event_label(event))
+            )  # fmt: skip
+            request.positions.append(plan.head)
+            request.records.append(
+                RecordedEvent(
+                    plan.head, event_id, request.stream, version, recorded_at, event, meta, hash_
+                )
+            )
+            batch_ids[event_id] = plan.head
+            plan.last_hash = hash_
+        plan.versions[request.stream] = version
+        plan.accepted.append(request)
+    return plan
 
 
 def _row_to_event(row: Any) -> RecordedEvent:
@@ -214,7 +295,7 @@ class EventStore:
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
-        self._queue: asyncio.Queue[_Append | _Exclusive | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Append | _Exclusive | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
@@ -368,7 +449,7 @@ class EventStore:
             raise ValueError("event_ids must give one distinct id per event")
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(
-            _Append(stream, events, event_ids, expected_version, metadata or _NO_METADATA, future)
+            Append(stream, events, event_ids, expected_version, metadata or _NO_METADATA, future)
         )
         return await future
 
@@ -425,7 +506,7 @@ class EventStore:
         self._queue.put_nowait(_Exclusive(work, future))
         return await future
 
-    async def _commit_batch(self, batch: list[_Append]) -> None:
+    async def _commit_batch(self, batch: list[Append]) -> None:
         try:
             await self._commit(batch)
             self.last_write_failed = False
@@ -462,78 +543,24 @@ class EventStore:
             self._stream_versions[stream] = version
         return version
 
-    async def _commit(self, batch: list[_Append]) -> None:
+    async def _commit(self, batch: list[Append]) -> None:
         """Check each append on its own, then commit the accepted ones together."""
         existing = await self._existing_positions([i for r in batch for i in r.event_ids])
-        accepted: list[_Append] = []
-        rows: list[tuple[Any, ...]] = []
-        versions: dict[str, int] = {}
-        batch_ids: dict[str, int] = {}
-        position = self._head
-        previous_hash = self._last_hash
+        versions = {
+            stream: await self._stream_version(stream) for stream in {r.stream for r in batch}
+        }
         recorded_at = max(self._clock(), self._last_recorded_at)
-        # A retry racing its original in the same batch gets the original's positions.
-        echoes: list[tuple[_Append, list[int]]] = []
-        for request in batch:
-            stored = [existing.get(i) for i in request.event_ids]
-            if all(p is not None for p in stored):
-                request.future.set_result([p for p in stored if p is not None])
-                continue
-            if all(i in batch_ids for i in request.event_ids):
-                echoes.append((request, [batch_ids[i] for i in request.event_ids]))
-                continue
-            if any(p is not None for p in stored) or any(i in batch_ids for i in request.event_ids):
-                request.future.set_exception(
-                    DuplicateEventIdError(
-                        f"append to {request.stream!r} reuses event ids already stored"
-                        " or appended with other events"
-                    )
-                )
-                continue
-            version = versions.get(request.stream)
-            if version is None:
-                version = await self._stream_version(request.stream)
-            if request.expected_version is not None and request.expected_version != version:
-                request.future.set_exception(
-                    ConcurrencyError(request.stream, request.expected_version, version)
-                )
-                continue
-            meta = request.metadata
-            for event, event_id in zip(request.events, request.event_ids, strict=True):
-                position += 1
-                version += 1
-                event_type = type(event).__name__
-                schema_version = SCHEMA_VERSIONS[event_type]
-                payload = encode_event(event)
-                hash_ = chain_hash(
-                    previous_hash, event_id, request.stream, version, event_type, schema_version,
-                    recorded_at, meta.correlation_id, meta.causation_id, meta.actor, payload,
-                )  # fmt: skip
-                rows.append(
-                    (position, event_id, request.stream, version, event_type, schema_version,
-                     recorded_at, payload, meta.correlation_id, meta.causation_id, meta.actor,
-                     hash_, event_label(event))
-                )  # fmt: skip
-                request.positions.append(position)
-                request.records.append(
-                    RecordedEvent(
-                        position, event_id, request.stream, version, recorded_at, event, meta, hash_
-                    )
-                )
-                batch_ids[event_id] = position
-                previous_hash = hash_
-            versions[request.stream] = version
-            accepted.append(request)
-        if not accepted:
+        plan = plan_batch(batch, existing, versions, self._head, self._last_hash, recorded_at)
+        if not plan.accepted:
             return
         try:
-            await self._write_rows(rows)
+            await self._write_rows(plan.rows)
         except sqlite3.IntegrityError:
-            if len(accepted) == 1:
+            if len(plan.accepted) == 1:
                 raise
             # Something we could not see coming; never let one call fail the
             # others: commit each call on its own (an echo then finds its ids).
-            for request in [*accepted, *(echo for echo, _ in echoes)]:
+            for request in [*plan.accepted, *(echo for echo, _ in plan.echoes)]:
                 request.positions.clear()
                 request.records.clear()
                 try:
@@ -545,15 +572,14 @@ class EventStore:
                             StoreWriteError(f"append to {self.path} failed: {_reason(exc)}")
                         )
             return
-        self._head = position
-        self._last_hash = previous_hash
+        self._head = plan.head
+        self._last_hash = plan.last_hash
         self._last_recorded_at = recorded_at
-        self._stream_versions.update(versions)
-        committed = [record for request in accepted for record in request.records]
-        self._remember(committed)
-        for request in accepted:
+        self._stream_versions.update(plan.versions)
+        self._remember([record for request in plan.accepted for record in request.records])
+        for request in plan.accepted:
             request.future.set_result(request.positions)
-        for request, positions in echoes:
+        for request, positions in plan.echoes:
             request.future.set_result(positions)
         self._wake_subscribers()
 

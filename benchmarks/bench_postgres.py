@@ -26,27 +26,14 @@ import asyncpg
 
 from cryptomon.events.audit import verify_chain
 from cryptomon.events.log import EventLog, open_event_log
-from cryptomon.events.types import ProbeRecorded
 from cryptomon.projections import Projections, ProjectionSettings
 from cryptomon.readmodels import fold_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bench_event_store import sample_event  # the same events as the SQLite benchmark
 from pgcluster import PostgresCluster, find_binaries
 
 CALLERS = 1000
-
-
-def sample_event(n: int) -> ProbeRecorded:
-    return ProbeRecorded(
-        provider=f"provider-{n % 100}",
-        kind="health",
-        endpoint="/ping",
-        outcome="success" if n % 10 else "timeout",
-        started_at=1_790_000_000.0 + n,
-        latency_ms=120.5 + n % 50,
-        http_status=200,
-        response_bytes=512,
-    )
 
 
 async def append_concurrently(store: EventLog, count: int, callers: int, offset: int = 0) -> None:

@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import socket
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from cryptomon import readmodels
+from cryptomon.events.archive import archive_probe_events, segments
 from cryptomon.events.store import EventStore
-from cryptomon.events.types import ProbeOutcome, ProbeRecorded, ProviderRegistered, RecordedEvent
-from cryptomon.projections import AlertRaised, Notice, Projections, ProjectionSettings
-from cryptomon.readmodels import CorruptLog, ReadModels, SnapshotAheadOfLog, load_projections
+from cryptomon.events.types import (
+    ErrorKind,
+    Event,
+    ProbeOutcome,
+    ProbeRecorded,
+    ProviderRegistered,
+    RateLimitChanged,
+    RecordedEvent,
+)
+from cryptomon.projections import (
+    AlertRaised,
+    Notice,
+    Projections,
+    ProjectionSettings,
+    SnapshotMismatch,
+)
+from cryptomon.readmodels import (
+    CorruptLog,
+    FoldReport,
+    ReadModels,
+    SnapshotAheadOfLog,
+    fold_log,
+    load_projections,
+)
 
 SETTINGS = ProjectionSettings()
 
@@ -189,3 +215,132 @@ def test_serve_refuses_to_start_on_a_corrupt_tail(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "corrupt at position 5" in result.stderr
     assert "refusing to serve" in result.stderr
+
+
+# ---- folds in two processes ------------------------------------------------------------
+
+NEVER = sys.maxsize  # split_above for a fold in one process
+T0 = 1_800_000_000.0
+
+
+async def mixed_log(path: Path) -> EventStore:
+    """Three providers probed every 40 s for ten hours with runs of failures (status changes,
+    alerts), rate-limit changes, and the first four hours' probes archived (~1,100 events
+    of ~2,750)."""
+    rng = random.Random(4)
+    now = [T0]
+    store = await EventStore.open(path, clock=lambda: now[0])
+    for name in "ABC":
+        await store.append(f"config:{name}", [msgspec.structs.replace(REGISTERED, provider=name)])
+    failing = dict.fromkeys("ABC", 0)
+    for step in range(900):
+        at = now[0] = T0 + 40 * step
+        appends = []
+        for name in "ABC":
+            if failing[name] == 0 and rng.random() < 0.03:
+                failing[name] = rng.randint(1, 6)
+            outcome: ProbeOutcome = "success"
+            error: ErrorKind | None = None
+            if failing[name]:
+                failing[name] -= 1
+                outcome, error = rng.choice([("failed", "http_5xx"), ("timeout", "timeout")])
+            events: list[Event] = [
+                ProbeRecorded(name, "health" if step % 5 else "collection", "/", outcome, at,
+                              rng.lognormvariate(5, 1.2), error_kind=error, error_message=error)
+            ]  # fmt: skip
+            if rng.random() < 0.02:
+                used = rng.choice([50, 85, 100])
+                events.append(RateLimitChanged(name, used, 100, 60.0, float(used), at))
+            appends.append(store.append(f"provider:{name}", events))
+        await asyncio.gather(*appends)
+    assert await archive_probe_events(store, before=T0 + 4 * 3600, up_to_position=store.head)
+    return store
+
+
+async def serial_and_split(
+    store: EventStore, start: int, report: FoldReport
+) -> tuple[Projections, Projections]:
+    """The log folded from position `start` (folded serially up to there) in one process,
+    and in two."""
+    serial = Projections(SETTINGS)
+    await fold_log(serial, store, start, split_above=NEVER)
+    split = Projections.restore(serial.snapshot_state(), SETTINGS)
+    assert await fold_log(serial, store, store.head, split_above=NEVER) == store.head - start
+    assert await fold_log(split, store, store.head, split_above=1, report=report) == (
+        store.head - start
+    )
+    return serial, split
+
+
+@pytest.mark.parametrize("start", [0, 500, 2000])  # in the archive, after it
+async def test_a_fold_in_two_processes_equals_one_in_one(tmp_path: Path, start: int) -> None:
+    store = await mixed_log(tmp_path / "r.db")
+    assert segments(store.path)
+    report = FoldReport()
+    serial, split = await serial_and_split(store, start, report)
+    assert report.processes == 2 and report.child_peak_rss_mb is not None
+    assert split.position == serial.position == store.head
+    assert split.state_equal(serial) == []
+    assert split.snapshot_state() == serial.snapshot_state()
+    # Every projection has something in it: the comparison is not of empty states.
+    assert serial.alerts.state.alerts and serial.failures.state.hours
+    assert serial.metrics.state.health and serial.rate_limits.state.limits
+    await store.close()
+
+
+async def test_a_short_fold_stays_in_one_process(tmp_path: Path) -> None:
+    store = await EventStore.open(tmp_path / "r.db")
+    await fill(store, ["success"] * 10)
+    report = FoldReport()
+    assert await fold_log(Projections(SETTINGS), store, store.head, report=report) == 10
+    assert report.processes == 1
+    await store.close()
+
+
+CHILD_FAILURES = [
+    (("-c", "raise RuntimeError('boom')"), "exited with code 1: RuntimeError: boom"),
+    (("-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"), "exited with code -9"),
+    (("-c", "print('not an answer')"), "its answer does not decode"),
+    # A child that folds less than asked: the state it hands back covers another position.
+    (
+        (
+            "-c",
+            "import asyncio, sys, msgspec; from cryptomon import foldchild, readmodels;"
+            " r = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=readmodels.SplitRequest);"
+            " a = asyncio.run(foldchild.fold(msgspec.structs.replace(r, until=r.until - 1)));"
+            " sys.stdout.buffer.write(msgspec.msgpack.encode(a))",
+        ),
+        "events, this process",
+    ),
+    (("/nonexistent/foldchild.py",), "exited with code 2"),
+]
+
+
+@pytest.mark.parametrize(("command", "reason"), CHILD_FAILURES)
+async def test_a_failing_child_is_reported_and_its_projections_folded_here(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    command: tuple[str, ...],
+    reason: str,
+) -> None:
+    store = await mixed_log(tmp_path / "r.db")
+    monkeypatch.setattr(readmodels, "CHILD_COMMAND", command)
+    report = FoldReport()
+    with caplog.at_level(logging.WARNING, logger="cryptomon.readmodels"):
+        serial, split = await serial_and_split(store, 500, report)
+    assert report.processes == 1
+    assert "the child process folding metrics, failures failed" in caplog.text
+    assert reason in caplog.text
+    assert split.state_equal(serial) == []
+    assert split.snapshot_state() == serial.snapshot_state()
+    await store.close()
+
+
+def test_adopting_state_folded_to_another_position_is_refused() -> None:
+    here, there = Projections(SETTINGS), Projections(SETTINGS)
+    here.position, there.position = 10, 9
+    with pytest.raises(SnapshotMismatch, match="covers position 9, the rest covers 10"):
+        here.adopt(there.snapshot_state(["metrics"]), ["metrics"])
+    with pytest.raises(ValueError, match="fold together"):
+        here.subset(["providers"])

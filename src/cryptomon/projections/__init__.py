@@ -11,7 +11,8 @@ rebuilds from the log.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import copy
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -94,6 +95,16 @@ _meta_decoder = msgspec.msgpack.Decoder(_SnapshotMeta)
 
 Snapshot = Mapping[str, tuple[int, bytes]]
 
+# Every projection, in the order they fold an event; each is the attribute of its name.
+_KINDS: tuple[type[Projection[Any]], ...] = (
+    ProvidersProjection,
+    MetricsProjection,
+    AlertsProjection,
+    RateLimitsProjection,
+    FailuresProjection,
+)
+NAMES = tuple(kind.name for kind in _KINDS)
+
 
 class Projections:
     def __init__(self, settings: ProjectionSettings | None = None) -> None:
@@ -149,19 +160,36 @@ class Projections:
                 notices += self.alerts.observe_status(change)
         return notices
 
-    def _route(self) -> None:
+    def subset(self, names: Collection[str]) -> Projections:
+        """A view that folds only the named projections: the same projection objects (what it
+        folds lands in them), its own position, starting at this one. Two views fold the
+        log in two parts (see `readmodels.fold_log`). The providers and alerts projections
+        go together: alerts follow the status changes the providers fold decides."""
+        unknown = set(names) - set(NAMES)
+        if unknown:
+            raise ValueError(f"no projection named {', '.join(sorted(unknown))}")
+        if ("providers" in names) != ("alerts" in names):
+            raise ValueError("the providers and alerts projections fold together")
+        view = copy.copy(self)
+        view._route(names)
+        return view
+
+    def _route(self, names: Collection[str] = NAMES) -> None:
         """Who folds which event type: a lookup per event instead of a test per projection."""
         dispatch: dict[type[Event], list[Handler]] = {}
         for projection in self.all():
+            if projection.name not in names:
+                continue
             for kind, handler in projection.handlers.items():
                 dispatch.setdefault(kind, []).append(handler)
         self._dispatch = {kind: tuple(handlers) for kind, handlers in dispatch.items()}
 
     # ---- snapshots -----------------------------------------------------------
 
-    def snapshot_state(self) -> dict[str, tuple[int, bytes]]:
-        """name -> (version, msgpack state) per projection, plus `META` (position, settings)."""
-        snapshot = {p.name: (p.version, p.encode_state()) for p in self.all()}
+    def snapshot_state(self, names: Collection[str] = NAMES) -> dict[str, tuple[int, bytes]]:
+        """name -> (version, msgpack state) per projection (only those in `names`), plus
+        `META` (position, settings)."""
+        snapshot = {p.name: (p.version, p.encode_state()) for p in self.all() if p.name in names}
         snapshot[META] = (
             META_VERSION,
             _encoder.encode(_SnapshotMeta(self.position, self.settings)),
@@ -169,8 +197,15 @@ class Projections:
         return snapshot
 
     @classmethod
-    def restore(cls, snapshot: Snapshot, settings: ProjectionSettings | None = None) -> Projections:
-        """Projections continuing from `snapshot_state()` output.
+    def restore(
+        cls,
+        snapshot: Snapshot,
+        settings: ProjectionSettings | None = None,
+        *,
+        only: Collection[str] = NAMES,
+    ) -> Projections:
+        """Projections continuing from `snapshot_state()` output; with `only`, just those
+        projections are restored (the others start empty).
 
         Raises `SnapshotMismatch` when a projection is missing, has another version or
         does not decode, or when the snapshot was folded with other settings."""
@@ -184,22 +219,27 @@ class Projections:
             )
             raise SnapshotMismatch(f"the snapshot was folded with other settings ({changed})")
         restored.position = meta.position
-        current = restored.settings
-        restored.providers = ProvidersProjection(
-            current, _decode_projection(snapshot, ProvidersProjection)
-        )
-        restored.metrics = MetricsProjection(
-            current, _decode_projection(snapshot, MetricsProjection)
-        )
-        restored.alerts = AlertsProjection(current, _decode_projection(snapshot, AlertsProjection))
-        restored.rate_limits = RateLimitsProjection(
-            current, _decode_projection(snapshot, RateLimitsProjection)
-        )
-        restored.failures = FailuresProjection(
-            current, _decode_projection(snapshot, FailuresProjection)
-        )
+        for kind in _KINDS:
+            if kind.name in only:
+                state = _decode_projection(snapshot, kind)
+                setattr(restored, kind.name, kind(restored.settings, state))
         restored._route()
         return restored
+
+    def adopt(self, snapshot: Snapshot, names: Collection[str]) -> None:
+        """Take the named projections' state from `snapshot`, folded elsewhere up to this
+        position (the other half of a fold in two processes).
+
+        Raises `SnapshotMismatch` when it does not restore or covers another position."""
+        folded = Projections.restore(snapshot, self.settings, only=names)
+        if folded.position != self.position:
+            raise SnapshotMismatch(
+                f"the state of {', '.join(names)} covers position {folded.position},"
+                f" the rest covers {self.position}"
+            )
+        for name in names:
+            setattr(self, name, getattr(folded, name))
+        self._route()
 
     # ---- audit ---------------------------------------------------------------
 

@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import msgspec
 
@@ -51,9 +50,6 @@ CHILD_FOLDS = ("metrics", "failures")
 PARENT_FOLDS = ("providers", "alerts", "rate_limits")
 # How the child is started: `python -m` of its module (a test puts a failing one here).
 CHILD_COMMAND = ("-m", "cryptomon.foldchild")
-# Where this cryptomon is imported from: the child must run this very code, whatever the
-# current directory or installed version holds.
-_SOURCE = str(Path(__file__).resolve().parent.parent)
 Listener = Callable[[RecordedEvent, list[Notice]], None]
 Progress = Callable[[int], None]
 
@@ -273,7 +269,9 @@ async def _fold_in_child(request: SplitRequest) -> SplitAnswer:
     """Run the child (`cryptomon.foldchild`): the request on its stdin, the answer on its
     stdout; killed if this process stops waiting for it."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE, env.get("PYTHONPATH")) if p)
+    # This process's import path, in its order: the child runs this very code (a source
+    # checkout or an install), and the standard library still comes before site-packages.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     try:
         child = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -141,6 +141,18 @@ class EventStoreContract:
             versions = [e.version for e in stored if e.stream == f"worker-{worker}"]
             assert versions == list(range(1, 21))
 
+    async def test_replay_pages_give_the_columns_of_the_events_pages_give(
+        self, store: EventLog
+    ) -> None:
+        for n in range(25):
+            await store.append(f"provider-{n % 3}", [probe(n)])
+        events = [e async for page in store.pages(after=4, to_position=20) for e in page]
+        columns = [c async for c in store.replay_pages(after=4, to_position=20, page_size=7)]
+        assert [len(positions) for positions, _, _ in columns] == [7, 7, 2]
+        assert [p for positions, _, _ in columns for p in positions] == [e.position for e in events]
+        assert [t for _, times, _ in columns for t in times] == [e.recorded_at for e in events]
+        assert [x for _, _, page in columns for x in page] == [e.event for e in events]
+
     async def test_read_by_type_and_time_uses_recorded_time(self, target: str | Path) -> None:
         now = [1000.0]
         store = await open_event_log(target, clock=lambda: now[0])

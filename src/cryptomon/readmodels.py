@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -29,7 +29,7 @@ from cryptomon.events.archive import iter_log_rows, log_segments
 from cryptomon.events.chain import GENESIS_HASH
 from cryptomon.events.log import EventLog
 from cryptomon.events.store import EventStore, StoreError
-from cryptomon.events.types import Event, RecordedEvent
+from cryptomon.events.types import RecordedEvent
 from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,11 @@ async def fold_serial(
             if progress is not None and folded % 10_000 == 0:
                 progress(folded)
     with _collector_paused():
-        async for positions, times, events in _replay_pages(store, projections.position, until):
+        # Only the columns a fold reads, in large pages: the replay's hot path.
+        pages = store.replay_pages(
+            after=projections.position, to_position=until, page_size=REPLAY_PAGE_SIZE
+        )
+        async for positions, times, events in pages:
             projections.fold_columns(positions, times, events)
             folded += len(events)
             if progress is not None:
@@ -313,21 +317,6 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-async def _replay_pages(
-    store: EventLog, after: int, until: int
-) -> AsyncIterator[tuple[Sequence[int], Sequence[float], list[Event]]]:
-    """The positions, recorded_at times and events in (after, until], a page at a time.
-    SQLite reads only these columns (`EventStore.replay_pages`, the replay's hot path);
-    another log gives whole events and the rest is dropped."""
-    if isinstance(store, EventStore):
-        pages = store.replay_pages(after=after, to_position=until, page_size=REPLAY_PAGE_SIZE)
-        async for columns in pages:
-            yield columns
-        return
-    async for page in store.pages(after=after, to_position=until, page_size=REPLAY_PAGE_SIZE):
-        yield [r.position for r in page], [r.recorded_at for r in page], [r.event for r in page]
 
 
 class ReadModels:

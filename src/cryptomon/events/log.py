@@ -67,6 +67,10 @@ class EventLog(Protocol):
         self, *, after: int = 0, to_position: int | None = None, page_size: int = 5000
     ) -> AsyncIterator[list[RecordedEvent]]: ...
 
+    def replay_pages(
+        self, *, after: int = 0, to_position: int | None = None, page_size: int = 5000
+    ) -> AsyncIterator[tuple[Sequence[int], Sequence[float], list[Event]]]: ...
+
     async def read_filtered(
         self,
         *,

@@ -57,6 +57,7 @@ from cryptomon.events.types import (
     Event,
     EventMetadata,
     RecordedEvent,
+    decode_events,
     event_label,
 )
 
@@ -476,6 +477,23 @@ class PostgresEventStore:
         while rows := await self._readers().fetch(sql, last, end, page_size):
             last = rows[-1][0]
             yield [_decode(row) for row in rows]
+
+    async def replay_pages(
+        self, *, after: int = 0, to_position: int | None = None, page_size: int = 5000
+    ) -> AsyncIterator[tuple[Sequence[int], Sequence[float], list[Event]]]:
+        """`pages` for a replay, as columns: see `EventStore.replay_pages`."""
+        end = to_position if to_position is not None else 2**63 - 1
+        sql = (
+            "SELECT position, recorded_at, type, schema_version, payload FROM events"
+            " WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
+        )
+        last = after
+        while rows := await self._readers().fetch(sql, last, end, page_size):
+            last = rows[-1][0]
+            positions, times, types, versions, payloads = zip(*rows, strict=True)
+            events = decode_events(positions, types, versions, payloads)
+            del rows, types, versions, payloads
+            yield positions, times, events
 
     async def read_filtered(
         self,

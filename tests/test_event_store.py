@@ -113,6 +113,22 @@ class EventStoreContract:
             await store.append("s", [probe(1), probe(3)], event_ids=["id-1", "id-3"])
         assert store.head == 2
 
+    async def test_a_caller_that_stops_waiting_fails_no_one_else(self, store: EventLog) -> None:
+        await store.append("s", [probe(0)], event_ids=["stored"])
+        # Queued together, so one group commit holds them; two callers then stop waiting
+        # (cancelled, as at shutdown): one appending, one retrying an append already stored.
+        leaving = [
+            asyncio.ensure_future(store.append("a", [probe(1)])),
+            asyncio.ensure_future(store.append("s", [probe(0)], event_ids=["stored"])),
+        ]
+        staying = asyncio.ensure_future(store.append("b", [probe(2)]))
+        await asyncio.sleep(0)  # let all three reach the queue
+        for call in leaving:
+            call.cancel()
+        assert await staying == [3]
+        assert not store.last_write_failed
+        assert await store.append("c", [probe(3)]) == [4]
+
     async def test_retry_racing_its_original_gets_the_same_positions(self, store: EventLog) -> None:
         ids = ["same-a", "same-b"]
         first, second = await asyncio.gather(
@@ -489,6 +505,20 @@ class TestPostgresEventStore(EventStoreContract):
             return [tuple(row) for row in await conn.fetch(sql)]
         finally:
             await conn.close()
+
+    async def test_an_append_postgresql_refuses_fails_alone(self, store: EventLog) -> None:
+        # A text column cannot hold a NUL: that one append fails, not its batch-mates.
+        results = await asyncio.gather(
+            store.append("ok-1", [probe(1)]),
+            store.append("bad", [probe(2)], metadata=EventMetadata(actor="a\x00b")),
+            store.append("ok-2", [probe(3)]),
+            return_exceptions=True,
+        )
+        assert results[0] == [1]
+        assert isinstance(results[1], StoreWriteError)
+        assert results[2] == [2]
+        assert store.head == 2
+        assert not store.last_write_failed
 
     async def test_migrations_apply_once(self, postgres_url: str) -> None:
         async with await PostgresEventStore.open(postgres_url) as store:

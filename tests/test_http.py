@@ -404,6 +404,8 @@ async def test_bad_acknowledge_bodies_are_refused(start: Start) -> None:
         (b'"looking"', "body"),
         (json.dumps({"note": "x" * 1001}).encode(), "note"),
         (json.dumps({"actor": "y" * 1001}).encode(), "actor"),
+        (b'{"actor": "a\\u0000b"}', "actor"),  # no database text column holds a NUL
+        (b'{"note": "\\u0000"}', "note"),
     ]:
         problem = await service.problem("POST", path, 400, headers=json_type, data=data)
         assert problem.parameter == parameter, (data, problem)

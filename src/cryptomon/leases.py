@@ -21,6 +21,8 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from cryptomon.events.postgres import COMMAND_TIMEOUT_SECONDS
+
 log = logging.getLogger(__name__)
 
 # The first key of each advisory lock: what kind of thing the second key names.
@@ -74,7 +76,7 @@ class ProviderLeases:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await self._disconnect()
 
@@ -83,7 +85,7 @@ class ProviderLeases:
             await asyncio.sleep(ROUND_SECONDS)
             try:
                 await self.rebalance()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except Exception as exc:  # any failure: this task must live on
                 # Without the connection no lock is ours any more: probe nothing until back.
                 log.warning("provider leases lost (%s); reconnecting", type(exc).__name__)
                 await self._disconnect()
@@ -109,7 +111,7 @@ class ProviderLeases:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            conn = await asyncpg.connect(self._url)
+            conn = await asyncpg.connect(self._url, command_timeout=COMMAND_TIMEOUT_SECONDS)
             instance = int(await conn.fetchval("SELECT pg_backend_pid()"))
             await conn.execute("SELECT pg_advisory_lock($1, $2)", INSTANCE_LOCKS, instance)
             self._conn, self._instance, self._held = conn, instance, set()

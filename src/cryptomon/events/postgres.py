@@ -46,6 +46,7 @@ from cryptomon.events.migrations import (
 )
 from cryptomon.events.store import (
     Append,
+    BatchPlan,
     Snapshot,
     StoreClosedError,
     StoredRow,
@@ -75,6 +76,9 @@ _COPY_COLUMNS = [*(name.strip() for name in _COLUMNS.split(",")), "label"]
 _LOCK_HEAD = "SELECT position, hash, recorded_at FROM log_head WHERE id = 1 FOR UPDATE"
 _SET_HEAD = "UPDATE log_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 1"
 _CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# A statement that takes longer fails (TimeoutError): after a silent network partition
+# appends fail and /health says so, instead of piling up behind a write that never returns.
+COMMAND_TIMEOUT_SECONDS = 30.0
 
 
 def _decode(row: asyncpg.Record) -> RecordedEvent:
@@ -145,12 +149,18 @@ class PostgresEventStore:
         settings = {"default_transaction_read_only": "on"} if self.readonly else {}
         try:
             self._pool = await asyncpg.create_pool(
-                self._url, min_size=1, max_size=self._pool_size, server_settings=settings
+                self._url,
+                min_size=1,
+                max_size=self._pool_size,
+                server_settings=settings,
+                command_timeout=COMMAND_TIMEOUT_SECONDS,
             )
             if self.readonly:
                 await self._check_schema()
             else:
-                self._writer_conn = await asyncpg.connect(self._url)
+                self._writer_conn = await asyncpg.connect(
+                    self._url, command_timeout=COMMAND_TIMEOUT_SECONDS
+                )
                 await self._migrate(self._writer_conn)
             row = await self._pool.fetchrow("SELECT position, hash FROM log_head WHERE id = 1")
             self._size = await self._pool.fetchval("SELECT pg_database_size(current_database())")
@@ -364,7 +374,9 @@ class PostgresEventStore:
         if self._writer_conn is not None and not self._writer_conn.is_closed():
             return
         try:
-            self._writer_conn = await asyncpg.connect(self._url)
+            self._writer_conn = await asyncpg.connect(
+                self._url, command_timeout=COMMAND_TIMEOUT_SECONDS
+            )
         except _CONNECTION_ERRORS as exc:
             log.warning("event log writer cannot reconnect: %s", type(exc).__name__)
 
@@ -374,42 +386,61 @@ class PostgresEventStore:
         conn = self._writer_conn
         if conn is None or conn.is_closed():
             raise StoreWriteError("no connection to the database")
-        async with conn.transaction():
-            head = await conn.fetchrow(_LOCK_HEAD)
-            assert head is not None
-            position, last_hash, last_recorded_at = head
-            existing: dict[str, int] = {
-                row[0]: row[1]
-                for row in await conn.fetch(
-                    "SELECT event_id, position FROM events WHERE event_id = ANY($1::text[])",
-                    [i for r in batch for i in r.event_ids],
-                )
-            }
-            versions: dict[str, int] = {
-                row[0]: row[1]
-                for row in await conn.fetch(
-                    "SELECT s, COALESCE((SELECT version FROM events WHERE stream = s"
-                    " ORDER BY version DESC LIMIT 1), 0) FROM unnest($1::text[]) AS s",
-                    list({r.stream for r in batch}),
-                )
-            }
-            recorded_at = max(self._clock(), last_recorded_at)
-            plan = plan_batch(batch, existing, versions, position, last_hash, recorded_at)
-            if plan.rows:
-                await conn.copy_records_to_table("events", records=plan.rows, columns=_COPY_COLUMNS)
-                await conn.execute(_SET_HEAD, plan.head, plan.last_hash, recorded_at)
-                await conn.execute(
-                    "SELECT pg_notify($1, $2)", CHANNEL, f"{plan.head} {plan.last_hash}"
-                )
+        plan: BatchPlan | None = None
+        try:
+            async with conn.transaction():
+                head = await conn.fetchrow(_LOCK_HEAD)
+                assert head is not None
+                position, last_hash, last_recorded_at = head
+                existing: dict[str, int] = {
+                    row[0]: row[1]
+                    for row in await conn.fetch(
+                        "SELECT event_id, position FROM events WHERE event_id = ANY($1::text[])",
+                        [i for r in batch for i in r.event_ids],
+                    )
+                }
+                versions: dict[str, int] = {
+                    row[0]: row[1]
+                    for row in await conn.fetch(
+                        "SELECT s, COALESCE((SELECT version FROM events WHERE stream = s"
+                        " ORDER BY version DESC LIMIT 1), 0) FROM unnest($1::text[]) AS s",
+                        list({r.stream for r in batch}),
+                    )
+                }
+                recorded_at = max(self._clock(), last_recorded_at)
+                plan = plan_batch(batch, existing, versions, position, last_hash, recorded_at)
+                if plan.rows:
+                    await conn.copy_records_to_table(
+                        "events", records=plan.rows, columns=_COPY_COLUMNS
+                    )
+                    await conn.execute(_SET_HEAD, plan.head, plan.last_hash, recorded_at)
+                    await conn.execute(
+                        "SELECT pg_notify($1, $2)", CHANNEL, f"{plan.head} {plan.last_hash}"
+                    )
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
+            if plan is None or len(plan.accepted) == 1:
+                raise
+            # One append the database refuses (say, text it cannot hold) must not fail the
+            # others: commit each call on its own (an echo then finds its ids).
+            for request in [*plan.accepted, *(echo for echo, _ in plan.echoes)]:
+                request.positions.clear()
+                request.records.clear()
+                try:
+                    await self._commit([request])
+                except Exception as exc:
+                    if not request.future.done():
+                        self.failed_appends += len(request.events)
+                        request.fail(
+                            StoreWriteError(f"append to {self.location} failed: {self._scrub(exc)}")
+                        )
+            return
         if plan.accepted:
             self._remember([record for request in plan.accepted for record in request.records])
             self._observe(plan.head, plan.last_hash)
         for request in plan.accepted:
-            if not request.future.done():
-                request.future.set_result(request.positions)
+            request.resolve(request.positions)
         for request, positions in plan.echoes:
-            if not request.future.done():
-                request.future.set_result(positions)
+            request.resolve(positions)
 
     async def append_stored(self, rows: Sequence[StoredRow]) -> None:
         """Append rows copied from another log exactly as stored (positions, ids,
@@ -448,10 +479,10 @@ class PostgresEventStore:
 
     # ---- reading -------------------------------------------------------------
 
-    def _readers(self) -> asyncpg.Pool:
+    def _readers(self) -> _Reads:
         if self._pool is None:
             raise StoreClosedError(f"the event store at {self.location} is closed")
-        return self._pool
+        return _Reads(self._pool, self)
 
     async def _fetch(self, sql: str, *params: Any) -> list[RecordedEvent]:
         return [_decode(row) for row in await self._readers().fetch(sql, *params)]
@@ -604,7 +635,7 @@ class PostgresEventStore:
             for name, (version, state) in states.items()
         ]
         try:
-            async with self._readers().acquire() as conn, conn.transaction():
+            async with self._readers().pool.acquire() as conn, conn.transaction():
                 await conn.executemany(
                     "INSERT INTO snapshots (name, version, position, state, sha256, taken_at)"
                     " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET"
@@ -700,3 +731,27 @@ class PostgresEventStore:
                 return
             else:
                 await signal.wait()
+
+
+class _Reads:
+    """The read pool's queries, a database failure turned into a `StoreError`: the service
+    answers 503 with it, as it does when a SQLite log cannot be read."""
+
+    def __init__(self, pool: asyncpg.Pool, store: PostgresEventStore) -> None:
+        self.pool = pool
+        self._store = store
+
+    def _failed(self, exc: BaseException) -> StoreError:
+        return StoreError(f"read from {self._store.location} failed: {self._store._scrub(exc)}")
+
+    async def fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
+        try:
+            return list(await self.pool.fetch(sql, *params))
+        except _CONNECTION_ERRORS as exc:
+            raise self._failed(exc) from None
+
+    async def fetchval(self, sql: str, *params: Any) -> Any:
+        try:
+            return await self.pool.fetchval(sql, *params)
+        except _CONNECTION_ERRORS as exc:
+            raise self._failed(exc) from None

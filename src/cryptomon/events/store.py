@@ -162,6 +162,16 @@ class Append:
     positions: list[int] = field(default_factory=list)
     records: list[RecordedEvent] = field(default_factory=list)
 
+    # A caller may stop waiting (cancelled, say at shutdown) while its append is queued or
+    # being written: answering it then would raise, and fail the rest of the batch.
+    def resolve(self, positions: list[int]) -> None:
+        if not self.future.done():
+            self.future.set_result(positions)
+
+    def fail(self, error: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
 
 @dataclass(slots=True)
 class BatchPlan:
@@ -194,13 +204,13 @@ def plan_batch(
     for request in batch:
         stored = [existing.get(i) for i in request.event_ids]
         if all(p is not None for p in stored):
-            request.future.set_result([p for p in stored if p is not None])
+            request.resolve([p for p in stored if p is not None])
             continue
         if all(i in batch_ids for i in request.event_ids):
             plan.echoes.append((request, [batch_ids[i] for i in request.event_ids]))
             continue
         if any(p is not None for p in stored) or any(i in batch_ids for i in request.event_ids):
-            request.future.set_exception(
+            request.fail(
                 DuplicateEventIdError(
                     f"append to {request.stream!r} reuses event ids already stored"
                     " or appended with other events"
@@ -209,9 +219,7 @@ def plan_batch(
             continue
         version = plan.versions[request.stream]
         if request.expected_version is not None and request.expected_version != version:
-            request.future.set_exception(
-                ConcurrencyError(request.stream, request.expected_version, version)
-            )
+            request.fail(ConcurrencyError(request.stream, request.expected_version, version))
             continue
         meta = request.metadata
         for event, event_id in zip(request.events, request.event_ids, strict=True):
@@ -578,9 +586,9 @@ class EventStore:
         self._stream_versions.update(plan.versions)
         self._remember([record for request in plan.accepted for record in request.records])
         for request in plan.accepted:
-            request.future.set_result(request.positions)
+            request.resolve(request.positions)
         for request, positions in plan.echoes:
-            request.future.set_result(positions)
+            request.resolve(positions)
         self._wake_subscribers()
 
     async def _write_rows(self, rows: list[tuple[Any, ...]]) -> None:

@@ -166,6 +166,9 @@ async def _body(request: web.Request) -> AcknowledgeBody:
         value = getattr(body, name)
         if value is not None and len(value) > 1000:
             raise InvalidParameter(name, f"{name} must be at most 1000 characters")
+        if value is not None and "\x00" in value:
+            # No database text column can hold it (PostgreSQL refuses it outright).
+            raise InvalidParameter(name, f"{name} must not contain a NUL character")
     return body
 
 

@@ -27,8 +27,6 @@ import hashlib
 import heapq
 import logging
 import time
-import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -47,6 +45,7 @@ from cryptomon.events.migrations import (
 from cryptomon.events.store import (
     Append,
     BatchPlan,
+    QueuedLog,
     Snapshot,
     StoreClosedError,
     StoredRow,
@@ -85,7 +84,7 @@ def _decode(row: asyncpg.Record) -> RecordedEvent:
     return StoredRow(*row).decode()
 
 
-class PostgresEventStore:
+class PostgresEventStore(QueuedLog):
     """The append-only event log in a PostgreSQL database.
 
     Open it with `await PostgresEventStore.open(url)`. Unlike SQLite, any number of
@@ -104,26 +103,19 @@ class PostgresEventStore:
         poll_interval: float = 1.0,
         pool_size: int = 4,
     ) -> None:
+        super().__init__(ring_capacity)
         self._url = url  # holds the password: never shown; `location` is what is shown
         self.readonly = readonly
         self._clock = clock
         self._max_batch = max_batch
-        self._ring_capacity = ring_capacity
         self._poll_interval = poll_interval
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._writer_conn: asyncpg.Connection | None = None
         self._listener: asyncpg.Connection | None = None
         self._queue: asyncio.Queue[Append | None] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
         self._poll_task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._closed = False
-        self._head = 0
         self._last_hash = GENESIS_HASH
-        self._ring: deque[list[RecordedEvent]] = deque()
-        self._ring_size = 0
-        self._commit_signal = asyncio.Event()
         self._size = 0
         self.failed_appends = 0
         self.last_write_failed = False
@@ -312,30 +304,8 @@ class PostgresEventStore:
 
     # ---- appending -----------------------------------------------------------
 
-    async def append(
-        self,
-        stream: str,
-        events: Sequence[Event],
-        *,
-        expected_version: int | None = None,
-        event_ids: Sequence[str] | None = None,
-        metadata: EventMetadata | None = None,
-    ) -> list[int]:
-        """Append events to a stream; return their positions once committed (see
-        `EventStore.append`: the same contract)."""
-        if self._closing or self._writer_task is None:
-            raise StoreClosedError(f"the event store at {self.location} is closed")
-        if not events:
-            return []
-        if event_ids is None:
-            event_ids = [str(uuid.uuid4()) for _ in events]
-        elif len(event_ids) != len(events) or len(set(event_ids)) != len(event_ids):
-            raise ValueError("event_ids must give one distinct id per event")
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(
-            Append(stream, events, event_ids, expected_version, metadata or _NO_METADATA, future)
-        )
-        return await future
+    def _enqueue(self, request: Append) -> None:
+        self._queue.put_nowait(request)
 
     async def _writer_loop(self) -> None:
         stopping = False
@@ -466,16 +436,6 @@ class PostgresEventStore:
             await conn.execute(_SET_HEAD, position, previous_hash, rows[-1].recorded_at)
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{position} {previous_hash}")
         self._observe(position, previous_hash)
-
-    def _remember(self, committed: list[RecordedEvent]) -> None:
-        self._ring.append(committed)
-        self._ring_size += len(committed)
-        while self._ring_size > self._ring_capacity and len(self._ring) > 1:
-            self._ring_size -= len(self._ring.popleft())
-
-    def _wake_subscribers(self) -> None:
-        signal, self._commit_signal = self._commit_signal, asyncio.Event()
-        signal.set()
 
     # ---- reading -------------------------------------------------------------
 
@@ -697,40 +657,6 @@ class PostgresEventStore:
             "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = $1", stream
         )
         return int(value)
-
-    # ---- subscriptions -------------------------------------------------------
-
-    def _from_ring(self, after: int) -> list[RecordedEvent] | None:
-        for committed in reversed(self._ring):
-            first = committed[0].position
-            if first <= after + 1 <= committed[-1].position:
-                return committed[after + 1 - first :]
-            if committed[-1].position <= after:
-                return None
-        return None
-
-    async def subscribe(
-        self, after: int = 0, *, page_size: int = 5000
-    ) -> AsyncIterator[RecordedEvent]:
-        """Every event after `after`, in order, from every process: stored ones
-        first, then live ones as they commit, with no gap and no duplicate. Ends
-        when the store closes."""
-        position = after
-        while True:
-            signal = self._commit_signal
-            if position < self._head:
-                events = self._from_ring(position)
-                if events is None:
-                    events = await self.read_all(after=position, limit=page_size)
-                if not events:
-                    raise StoreError(f"position {position + 1} is committed but unreadable")
-                for event in events:
-                    yield event
-                position = events[-1].position
-            elif self._closed:
-                return
-            else:
-                await signal.wait()
 
 
 class _Reads:

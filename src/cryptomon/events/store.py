@@ -276,7 +276,110 @@ def _reason(exc: Exception) -> str:
     return f"{exc} ({code})" if code else str(exc)
 
 
-class EventStore:
+class QueuedLog:
+    """What both event stores do in this process, whatever database holds the log:
+    appends wait in a queue for the writer task's next group commit, recent commits
+    stay in a ring (a subscriber that keeps up never reads the database), and
+    subscriptions follow the head. A store supplies the queue, the writer and reads."""
+
+    def __init__(self, ring_capacity: int) -> None:
+        self._ring_capacity = ring_capacity
+        self._ring: deque[list[RecordedEvent]] = deque()
+        self._ring_size = 0
+        self._commit_signal = asyncio.Event()
+        self._head = 0
+        self._closing = False
+        self._closed = False
+        self._writer_task: asyncio.Task[None] | None = None
+
+    @property
+    def location(self) -> str:
+        raise NotImplementedError
+
+    def _enqueue(self, request: Append) -> None:
+        raise NotImplementedError
+
+    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        raise NotImplementedError
+
+    # ---- appending -----------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Event],
+        *,
+        expected_version: int | None = None,
+        event_ids: Sequence[str] | None = None,
+        metadata: EventMetadata | None = None,
+    ) -> list[int]:
+        """Append events to a stream; return their positions once committed.
+
+        `expected_version` (0 for a new stream) makes the append fail with
+        `ConcurrencyError` unless the stream is at that version. Appending
+        again with the same `event_ids` writes nothing and returns the
+        positions they were first stored at.
+        """
+        if self._closing or self._writer_task is None:
+            raise StoreClosedError(f"the event store at {self.location} is closed")
+        if not events:
+            return []
+        if event_ids is None:
+            event_ids = [str(uuid.uuid4()) for _ in events]
+        elif len(event_ids) != len(events) or len(set(event_ids)) != len(event_ids):
+            raise ValueError("event_ids must give one distinct id per event")
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._enqueue(
+            Append(stream, events, event_ids, expected_version, metadata or _NO_METADATA, future)
+        )
+        return await future
+
+    def _remember(self, committed: list[RecordedEvent]) -> None:
+        self._ring.append(committed)
+        self._ring_size += len(committed)
+        while self._ring_size > self._ring_capacity and len(self._ring) > 1:
+            self._ring_size -= len(self._ring.popleft())
+
+    def _wake_subscribers(self) -> None:
+        signal, self._commit_signal = self._commit_signal, asyncio.Event()
+        signal.set()
+
+    # ---- subscriptions -------------------------------------------------------
+
+    def _from_ring(self, after: int) -> list[RecordedEvent] | None:
+        for committed in reversed(self._ring):
+            first = committed[0].position
+            if first <= after + 1 <= committed[-1].position:
+                return committed[after + 1 - first :]
+            if committed[-1].position <= after:
+                return None
+        return None
+
+    async def subscribe(
+        self, after: int = 0, *, page_size: int = 5000
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event after `after`, in order: stored ones first, then live
+        ones as they commit (with several processes on one PostgreSQL log, theirs
+        too), with no gap and no duplicate. Ends when the store closes."""
+        position = after
+        while True:
+            signal = self._commit_signal
+            if position < self._head:
+                events = self._from_ring(position)
+                if events is None:
+                    events = await self.read_all(after=position, limit=page_size)
+                if not events:
+                    raise StoreError(f"position {position + 1} is committed but unreadable")
+                for event in events:
+                    yield event
+                position = events[-1].position
+            elif self._closed:
+                return
+            else:
+                await signal.wait()
+
+
+class EventStore(QueuedLog):
     """The append-only event log in one SQLite file.
 
     Open it with `await EventStore.open(path)`; only one writing process may
@@ -294,26 +397,19 @@ class EventStore:
         ring_capacity: int = 8192,
         busy_timeout_ms: int = 5000,
     ) -> None:
+        super().__init__(ring_capacity)
         self.path = path
         self.readonly = readonly
         self._clock = clock
         self._max_batch = max_batch
-        self._ring_capacity = ring_capacity
         self._busy_timeout_ms = busy_timeout_ms
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
         self._queue: asyncio.Queue[Append | _Exclusive | None] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._closed = False
-        self._head = 0
         self._last_hash = GENESIS_HASH
         self._last_recorded_at = 0.0
         self._stream_versions: dict[str, int] = {}
-        self._ring: deque[list[RecordedEvent]] = deque()
-        self._ring_size = 0
-        self._commit_signal = asyncio.Event()
         self.failed_appends = 0
         # The outcome of the latest write: health checks report a failing disk.
         self.last_write_failed = False
@@ -431,35 +527,8 @@ class EventStore:
 
     # ---- appending -----------------------------------------------------------
 
-    async def append(
-        self,
-        stream: str,
-        events: Sequence[Event],
-        *,
-        expected_version: int | None = None,
-        event_ids: Sequence[str] | None = None,
-        metadata: EventMetadata | None = None,
-    ) -> list[int]:
-        """Append events to a stream; return their positions once committed.
-
-        `expected_version` (0 for a new stream) makes the append fail with
-        `ConcurrencyError` unless the stream is at that version. Appending
-        again with the same `event_ids` writes nothing and returns the
-        positions they were first stored at.
-        """
-        if self._closing or self._writer_task is None:
-            raise StoreClosedError(f"the event store for {self.path} is closed")
-        if not events:
-            return []
-        if event_ids is None:
-            event_ids = [str(uuid.uuid4()) for _ in events]
-        elif len(event_ids) != len(events) or len(set(event_ids)) != len(event_ids):
-            raise ValueError("event_ids must give one distinct id per event")
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(
-            Append(stream, events, event_ids, expected_version, metadata or _NO_METADATA, future)
-        )
-        return await future
+    def _enqueue(self, request: Append) -> None:
+        self._queue.put_nowait(request)
 
     async def _writer_loop(self) -> None:
         stopping = False
@@ -603,16 +672,6 @@ class EventStore:
                 with contextlib.suppress(Exception):
                     await conn.execute("ROLLBACK")
             raise
-
-    def _remember(self, committed: list[RecordedEvent]) -> None:
-        self._ring.append(committed)
-        self._ring_size += len(committed)
-        while self._ring_size > self._ring_capacity and len(self._ring) > 1:
-            self._ring_size -= len(self._ring.popleft())
-
-    def _wake_subscribers(self) -> None:
-        signal, self._commit_signal = self._commit_signal, asyncio.Event()
-        signal.set()
 
     # ---- reading -------------------------------------------------------------
 
@@ -838,37 +897,3 @@ class EventStore:
         ) as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
-
-    # ---- subscriptions -------------------------------------------------------
-
-    def _from_ring(self, after: int) -> list[RecordedEvent] | None:
-        for committed in reversed(self._ring):
-            first = committed[0].position
-            if first <= after + 1 <= committed[-1].position:
-                return committed[after + 1 - first :]
-            if committed[-1].position <= after:
-                return None
-        return None
-
-    async def subscribe(
-        self, after: int = 0, *, page_size: int = 5000
-    ) -> AsyncIterator[RecordedEvent]:
-        """Every event after `after`, in order: stored ones first, then live
-        ones as they commit, with no gap and no duplicate. Ends when the store
-        closes."""
-        position = after
-        while True:
-            signal = self._commit_signal
-            if position < self._head:
-                events = self._from_ring(position)
-                if events is None:
-                    events = await self.read_all(after=position, limit=page_size)
-                if not events:
-                    raise StoreError(f"position {position + 1} is committed but unreadable")
-                for event in events:
-                    yield event
-                position = events[-1].position
-            elif self._closed:
-                return
-            else:
-                await signal.wait()

@@ -293,6 +293,18 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
     assert info["endpoints"]["openapi"] == "/openapi.json"
 
 
+async def test_an_over_long_request_line_gets_a_400_the_spec_documents(start: Start) -> None:
+    # aiohttp's parser refuses it before any handler runs, so it answers in its own words.
+    service = await start()
+    document = await service.get_json("/openapi.json")
+    for endpoint in routes.ENDPOINTS:
+        path = filled(endpoint.path, 1) + "?hours=" + "9" * 9000
+        status, content_type, _, _ = await service.request(endpoint.method, path)
+        assert status == 400, endpoint.path
+        operation = document["paths"][endpoint.path][endpoint.method.lower()]
+        assert content_type in operation["responses"]["400"]["content"], endpoint.path
+
+
 async def test_health_has_the_seed_shape_and_200_when_healthy(start: Start) -> None:
     service = await start(only_up=True)
     await service.trigger()

@@ -60,6 +60,10 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
                 "description": "A problem (RFC 9457)",
                 "content": {"application/problem+json": {"schema": by_type[Problem]}},
             }
+        # Any route: aiohttp's HTTP parser refuses a request line or header over
+        # 8190 bytes, or a malformed one, in plain text before our handlers see it.
+        refused = responses.setdefault("400", {"description": "A bad request", "content": {}})
+        refused["content"]["text/plain"] = {"schema": {"type": "string"}}
         operation: dict[str, Any] = {
             "summary": endpoint.summary,
             "operationId": f"{endpoint.method.lower()}_{endpoint.handler.__name__}",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from ci import IN_CI
 
 USER = "cryptomon"
 # Trust authentication ignores it; it is in the URL so tests can check it never leaks.
@@ -93,7 +94,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
             "PostgreSQL is not installed (no initdb/pg_ctl in /usr/lib/postgresql/*/bin"
             " or on PATH): install Debian's `postgresql` package"
         )
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if IN_CI:
             pytest.fail(f"{message}; CI must run the PostgreSQL tests", pytrace=False)
         pytest.skip(message)
     cluster = PostgresCluster(binaries)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ci import IN_CI
 
 
 def free_port() -> int:
@@ -153,7 +154,8 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_drift(
         ["schemathesis", "run", f"{service.url}/openapi.json", "--checks", "all",
          "--max-examples", "25", "--no-color", "--exclude-path", "/ws/live",
          # Health checks answer 503 by design when probes fail (no network here).
-         "--exclude-path", "/health", "--exclude-path", "/api/database/health"],
+         "--exclude-path", "/health", "--exclude-path", "/api/database/health",
+         *(["--seed", "1"] if IN_CI else [])],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,  # it leaves a cache dir
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )  # fmt: skip

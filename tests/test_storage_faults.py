@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from ci import IN_CI
 from pytest_aiohttp import AiohttpClient
 from standins import StandIn
 
@@ -48,7 +49,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MB ext4 file system mounted in tmp_path; the test's database lives on it."""
     reason = _can_mount()
     if reason is not None:
-        if os.environ.get("CI"):
+        if IN_CI:
             pytest.fail(f"storage-fault tests can't run in CI: {reason}")
         pytest.skip(reason)
     image, mount_point = tmp_path / "disk.img", tmp_path / "disk"

@@ -337,6 +337,7 @@ async def test_no_secret_reaches_storage_responses_the_feed_or_any_output(
         assert log_lines and all({"time", "level", "message"} <= line.keys() for line in log_lines)
         seen.add("service stdout", service_out)
         seen.add("service stderr (JSON log)", service_err)
+        assert service_err.count("refused a malformed HTTP request from 127.0.0.1") == 3
 
         code, exported = await run_cli(seen, environ, "export", *common)
         assert code == 0
@@ -437,6 +438,21 @@ async def exercise_the_service(
         async with session.get(f"{base}/ws/live{wrong}") as response:
             seen.add_response("GET /ws/live (wrong token)", response, await response.read())
             assert response.status == 401
+
+    # Requests aiohttp's parser refuses, each carrying the token in the line it refuses.
+    # Its answer quotes that line back to the sender alone; the log must not.
+    port = int(base.rsplit(":", 1)[1])
+    for request in (
+        f"GET /ws/live?token={API_TOKEN}&pad={'9' * 9000} HTTP/1.1\r\nHost: a\r\n\r\n",
+        f"GET /api/providers HTTP/1.1\r\nAuthorization: Bearer {API_TOKEN}\nX: 1\r\n\r\n",
+        f"GET / HTTP/1.1\r\nAuthorization: Bearer {API_TOKEN}{'t' * 9000}\r\n\r\n",
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request.encode())
+        status_line = await reader.readline()
+        assert status_line.split()[1:2] == [b"400"], status_line
+        writer.close()
+        await writer.wait_closed()
 
     # Archive old probe events and snapshot the read models.
     await api.post("/api/scheduler/trigger/database_cleanup")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -52,10 +53,28 @@ class TextFormatter(logging.Formatter):
         return text if provider is None else f"{text} [provider={provider}]"
 
 
+class RefusedRequestFilter(logging.Filter):
+    """aiohttp logs a request its parser refuses with a traceback quoting the bad
+    line, which may hold a `?token=` or an `Authorization` header: say only who
+    sent it and what was wrong with it, in one line at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if record.name == "aiohttp.server" and isinstance(error, HttpProcessingError):
+            # aiohttp's message is "Error handling request from %s", remote address
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "refused a malformed HTTP request from %s: %s (HTTP %d)"
+            record.args = (remote, type(error).__name__, error.code)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(log_format: LogFormat = "text", stream: TextIO | None = None) -> None:
     """Send INFO and above to `stream` (stderr) in the chosen format, replacing other handlers."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RefusedRequestFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

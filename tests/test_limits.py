@@ -20,11 +20,11 @@ Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
 
 
-def app_with(tmp_path: Path, server: str) -> web.Application:
+def app_with(tmp_path: Path, server: str, environ: dict[str, str] | None = None) -> web.Application:
     path = tmp_path / "limits.toml"
     path.write_text(f"providers = []\n[server]\n{server}\n")
     settings = Settings.from_config(
-        load_config(path), database=tmp_path / "limits.db", environ={}, probing=False
+        load_config(path), database=tmp_path / "limits.db", environ=environ or {}, probing=False
     )
     return create_app(settings)
 
@@ -65,6 +65,8 @@ async def test_too_many_live_feed_connections_from_one_address_get_429(
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/ws/live")
     assert refused.value.status == 429
+    assert refused.value.headers is not None
+    assert int(refused.value.headers["Retry-After"]) >= 1
     await first.close()
     deadline = time.monotonic() + 5
     while (await (await client.get("/ws/stats")).json())["active_connections"] != 1:
@@ -73,6 +75,25 @@ async def test_too_many_live_feed_connections_from_one_address_get_429(
     assert (await third.receive_json(timeout=5))["type"] == "connection_established"
     await third.close()
     await second.close()
+
+
+async def test_connections_still_to_authenticate_count_against_the_limit(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    token = "t" * 32
+    client = await aiohttp_client(
+        app_with(tmp_path, "websocket_connections_per_address = 2",
+                 environ={"CRYPTOMON_API_TOKEN": token})
+    )  # fmt: skip
+    # Handshakes done, auth messages not sent: each waits for its token and holds a place.
+    waiting = [await client.ws_connect("/ws/live") for _ in range(2)]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws/live")
+    assert refused.value.status == 429
+    await waiting[0].send_json({"type": "auth", "token": token})
+    assert (await waiting[0].receive_json(timeout=5))["type"] == "connection_established"
+    for ws in waiting:
+        await ws.close()
 
 
 def test_limits_must_be_positive(tmp_path: Path) -> None:

@@ -65,6 +65,19 @@ async def live(request: web.Request) -> web.StreamResponse:
             f"more than {limits.connections} live-feed connections from this address",
             HEARTBEAT_RETRY_SECONDS,
         )
+    # Counted from the handshake on: a client still to authenticate holds a connection too.
+    limits.open_connections[address] += 1
+    try:
+        return await _serve(request, hub, token if query_token is None else None, since)
+    finally:
+        limits.open_connections[address] -= 1
+        if not limits.open_connections[address]:
+            del limits.open_connections[address]
+
+
+async def _serve(
+    request: web.Request, hub: Hub, token_to_ask_for: str | None, since: int
+) -> web.WebSocketResponse:
     # No per-message compression: every client gets the same pre-encoded bytes.
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True, compress=False)
     await ws.prepare(request)
@@ -72,7 +85,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     if not isinstance(transport, asyncio.WriteTransport):
         return ws  # the connection went away during the handshake
     client = hub.new_client(ws, transport)
-    if token is not None and query_token is None and not await _authenticate(ws, token):
+    if token_to_ask_for is not None and not await _authenticate(ws, token_to_ask_for):
         return ws
     greeting = ConnectionEstablished(
         timestamp=iso(time.time()) or "",
@@ -84,13 +97,9 @@ async def live(request: web.Request) -> web.StreamResponse:
     )
     hub.attach(client, since if since >= 0 else None, Frame(0, CONTROL, None, encode(greeting)))
     reason = "client_closed"
-    limits.open_connections[address] += 1
     try:
         reason = await _read(hub, client, request)
     finally:
-        limits.open_connections[address] -= 1
-        if not limits.open_connections[address]:
-            del limits.open_connections[address]
         hub.detach(client, reason)
         await hub.stop_sending(client)
     return ws

@@ -581,14 +581,15 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
         [position] = await store.append(
             stream,
             [AlertAcknowledged(alert_id, actor, time.time(), body.note)],
-            # A second acknowledgement racing this one finds the stream moved on.
-            expected_version=await store.stream_version(stream),
+            # Only acknowledgements append to this stream, so an alert acknowledged
+            # already has version 1 here, even while the read models lag behind the log.
+            expected_version=0,
             metadata=EventMetadata(actor=actor),
         )
     except ConcurrencyError:
-        # This request lost that race: a 409 (already acknowledged), not a storage failure.
-        # Once the winner is visible, the check says by whom and when; the winner may not
-        # have committed yet (same batch), but only acknowledgements append to this stream.
+        # Acknowledged already: a 409, not a storage failure. Once that acknowledgement
+        # is visible, the check says by whom and when; it may not have committed yet
+        # (same batch), but it is at or before the head.
         await _visible(request, store.head)
         alerts_model.check_acknowledge(alert_id)
         raced = alerts_model.get(alert_id)

@@ -68,6 +68,19 @@ async def test_a_second_run_archives_only_what_is_new(tmp_path: Path) -> None:
     assert cli("verify", "--db", str(store.path)).returncode == 0
 
 
+async def test_a_backlog_is_archived_in_one_run_a_segment_at_a_time(tmp_path: Path) -> None:
+    store = await build_log(tmp_path / "log.db", 60)
+    moved = await archive_probe_events(
+        store, before=1050.0, up_to_position=store.head, segment_events=20
+    )
+    assert moved == 45  # positions 1..50 less five acknowledgements
+    assert row_count(store.path) == 15
+    await store.close()
+    # 20 probe events a segment; the acknowledgements at 6, 16, 26... stay in the database.
+    assert [(f, last) for f, last, _ in segments(store.path)] == [(1, 22), (23, 44), (45, 50)]
+    assert cli("verify", "--db", str(store.path)).returncode == 0
+
+
 async def test_only_what_snapshots_cover_is_archived(tmp_path: Path) -> None:
     store = await build_log(tmp_path / "log.db", 40)
     assert await archive_probe_events(store, before=2000.0, up_to_position=10) == 9

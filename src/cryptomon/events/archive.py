@@ -161,27 +161,32 @@ async def iter_log_rows(
 
 
 async def archive_probe_events(
-    store: EventStore, *, before: float, up_to_position: int, max_events: int = 200_000
+    store: EventStore, *, before: float, up_to_position: int, segment_events: int = 200_000
 ) -> int:
     """Move probe events recorded before `before` (and at or below
-    `up_to_position`, which snapshots already cover) into a new segment;
-    return how many moved."""
-    known = segments(store.path)
-    after = known[-1][1] if known else 0
-    rows: list[StoredRow] = []
-    async for row in store.iter_rows(
-        after=after, to_position=up_to_position, until=before, event_type="ProbeRecorded"
-    ):
-        rows.append(row)
-        if len(rows) == max_events:
-            break
-    if not rows:
-        return 0
-    directory = archive_dir(store.path)
-    target = directory / f"segment-{rows[0].position:012d}-{rows[-1].position:012d}.jsonl.gz"
-    await asyncio.to_thread(_write_segment, target, rows)
-    await store.delete_positions([row.position for row in rows])
-    return len(rows)
+    `up_to_position`, which snapshots already cover) into new segments of at
+    most `segment_events` each (memory stays bounded however far behind
+    retention is); return how many moved."""
+    moved = 0
+    while True:
+        known = segments(store.path)
+        after = known[-1][1] if known else 0
+        rows: list[StoredRow] = []
+        async for row in store.iter_rows(
+            after=after, to_position=up_to_position, until=before, event_type="ProbeRecorded"
+        ):
+            rows.append(row)
+            if len(rows) == segment_events:
+                break
+        if not rows:
+            return moved
+        directory = archive_dir(store.path)
+        target = directory / f"segment-{rows[0].position:012d}-{rows[-1].position:012d}.jsonl.gz"
+        await asyncio.to_thread(_write_segment, target, rows)
+        await store.delete_positions([row.position for row in rows])
+        moved += len(rows)
+        if len(rows) < segment_events:
+            return moved
 
 
 def _write_segment(target: Path, rows: list[StoredRow]) -> None:

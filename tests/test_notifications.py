@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -50,8 +51,9 @@ from cryptomon.readmodels import projection_settings
 T0 = 1_800_000_000.0
 HMAC_SECRET = "hmac-secret-5a1f0e9c"
 HEADER_SECRET = "header-secret-77d2b0"
+QUERY_SECRET = "query-secret+9c1/e4"  # percent-encoded in the URL, decoded by the receiver
 TELEGRAM_TOKEN = "123456:telegram-token-AAEh3k"
-SECRETS = (HMAC_SECRET, HEADER_SECRET, TELEGRAM_TOKEN)
+SECRETS = (HMAC_SECRET, HEADER_SECRET, QUERY_SECRET, TELEGRAM_TOKEN)
 
 PROVIDERS = """
 [monitoring]
@@ -108,7 +110,8 @@ class Received:
 
 class Receiver:
     """A webhook receiver: records every request, and answers 200 unless told to answer
-    500 (echoing the path it was called on, secrets and all) or to hang first."""
+    500 (echoing the path and query it was called on and the credential of its
+    Authorization header, secrets and all) or to hang first."""
 
     def __init__(self) -> None:
         self.port = 0
@@ -156,7 +159,12 @@ class Receiver:
             await asyncio.Event().wait()  # until the client gives up
         if self.fail_next:
             self.fail_next -= 1
-            return web.json_response({"error": f"boom at {request.path}"}, status=500)
+            echoed = f"boom at {request.path}"
+            if request.query:
+                echoed += f" {dict(request.query)}"
+            if "Authorization" in request.headers:
+                echoed += f", credential {request.headers['Authorization'].rpartition(' ')[2]}"
+            return web.json_response({"error": echoed}, status=500)
         self.delivered[received.key] += 1
         return web.json_response({"ok": True})
 
@@ -543,14 +551,14 @@ async def test_no_secret_in_the_database_or_the_logs(
     channels = (
         webhook(
             "ops",
-            receiver.url("/hook"),
+            receiver.url(f"/hook?token={quote(QUERY_SECRET, safe='')}"),
             'hmac_secret_env = "HOOK_SECRET"\nheaders = { "Authorization" = "env:HOOK_HEADER" }',
         )
         + '\n[[notifications]]\nname = "tg"\nkind = "telegram"\nurl_env = "TG_URL"\nchat_id = 7\n'
     )
     env = {
         "HOOK_SECRET": HMAC_SECRET,
-        "HOOK_HEADER": HEADER_SECRET,
+        "HOOK_HEADER": f"Bearer {HEADER_SECRET}",
         "TG_URL": receiver.url(f"/bot{TELEGRAM_TOKEN}/sendMessage"),
     }
     built = await rig(channels, env)

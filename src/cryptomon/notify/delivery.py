@@ -16,7 +16,7 @@ import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import aiohttp
 
@@ -84,9 +84,8 @@ def _prepare(
     else:
         assert channel.url is not None
         url = channel.url
-    # The whole URL, its path and query, and each longer piece of them may be a token.
+    secrets += _url_secrets(url)
     parts = urlsplit(url)
-    secrets += [url, parts.path, parts.query, *parts.path.split("/"), *parts.query.split("&")]
     if parts.scheme not in ("http", "https") or not parts.netloc:
         where = f"the value of {channel.url_env}" if channel.url_env else "url"
         raise _SetupError(f"{where} is not an http(s) URL")
@@ -94,7 +93,7 @@ def _prepare(
     for name, value in channel.headers.items():
         if value.startswith(ENV_PREFIX):
             value = _env(environ, value[len(ENV_PREFIX) :], f"header {name}")
-            secrets.append(value)
+            secrets += [value, value.split()[-1]]  # "Bearer X": a receiver may quote X alone
         headers[name] = value
     if channel.hmac_secret_env is not None:
         secret = _env(environ, channel.hmac_secret_env, "hmac_secret_env")
@@ -102,6 +101,16 @@ def _prepare(
         headers[SIGNATURE_HEADER] = sign(secret, body)
     kept = sorted({s for s in secrets if len(s) >= _MIN_SECRET_CHARS}, key=len, reverse=True)
     return _Request(url, headers, tuple(kept))
+
+
+def _url_secrets(url: str) -> list[str]:
+    """The URL and each piece of it that may be a token (path segments, query pairs
+    and values, a password), as written and percent-decoded: a receiver may quote either."""
+    parts = urlsplit(url)
+    pairs = parts.query.split("&")
+    pieces = [url, parts.path, parts.query, *parts.path.split("/"), *pairs]
+    pieces += [pair.partition("=")[2] for pair in pairs] + [parts.password or ""]
+    return pieces + [unquote_plus(piece) for piece in pieces]
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:

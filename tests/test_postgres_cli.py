@@ -136,3 +136,21 @@ def test_storage_url_is_checked_and_never_echoed(tmp_path: Path) -> None:
     loaded = load_config(config)
     assert loaded.storage.target == "postgresql://u:hunter2@db/log"
     assert "hunter2" not in repr(loaded)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:ab@c:{secret}@127.0.0.1:1/db",  # an unescaped @ and : in the password
+        "postgresql://u:ab?{secret}@127.0.0.1:1/db",  # an unescaped ?
+        "postgresql://u:ab/{secret}@127.0.0.1:1/db",  # an unescaped /
+        "postgresql://u@127.0.0.1:1/db?sslpassword={secret}",
+        "postgresql://u@127.0.0.1:1/db?password={secret}",
+    ],
+)
+async def test_a_url_that_fails_never_shows_its_password(url: str) -> None:
+    # Port 1 refuses the connection; a URL asyncpg cannot parse fails before that.
+    code, stdout, stderr = await cli("verify", "--db", url.format(secret=SECRET))
+    assert code != 0
+    assert "cannot open the event log at postgresql://" in stderr, stderr
+    assert "Traceback" not in stderr, stderr

@@ -338,6 +338,7 @@ async def test_no_secret_reaches_storage_responses_the_feed_or_any_output(
         seen.add("service stdout", service_out)
         seen.add("service stderr (JSON log)", service_err)
         assert service_err.count("refused a malformed HTTP request from 127.0.0.1") == 3
+        assert "offered only WebSocket subprotocols this server does not speak" in service_err
 
         code, exported = await run_cli(seen, environ, "export", *common)
         assert code == 0
@@ -438,6 +439,14 @@ async def exercise_the_service(
         async with session.get(f"{base}/ws/live{wrong}") as response:
             seen.add_response("GET /ws/live (wrong token)", response, await response.read())
             assert response.status == 401
+
+    # The token offered as a WebSocket subprotocol, as browsers' clients often do.
+    async with session.ws_connect(
+        f"{base}/ws/live?token={API_TOKEN}", protocols=("bearer", API_TOKEN)
+    ) as ws:
+        greeting = await ws.receive_json(timeout=10)
+        seen.add("the live feed (token as a subprotocol)", json.dumps(greeting))
+        assert greeting["type"] == "connection_established"
 
     # Requests aiohttp's parser refuses, each carrying the token in the line it refuses.
     # Its answer quotes that line back to the sender alone; the log must not.

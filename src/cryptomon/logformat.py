@@ -53,20 +53,24 @@ class TextFormatter(logging.Formatter):
         return text if provider is None else f"{text} [provider={provider}]"
 
 
-class RefusedRequestFilter(logging.Filter):
-    """aiohttp logs a request its parser refuses with a traceback quoting the bad
-    line, which may hold a `?token=` or an `Authorization` header: say only who
-    sent it and what was wrong with it, in one line at WARNING."""
+class ClientQuoteFilter(logging.Filter):
+    """Two of aiohttp's log lines quote what a client sent, which may hold a secret:
+    a request its parser refuses (the bad line: a `?token=` or an `Authorization`
+    header) and the WebSocket subprotocols offered (`bearer, <token>` is common).
+    Keep who and what went wrong, in one line, never the quote."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Both messages begin with the client's address.
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
         error = record.exc_info[1] if record.exc_info else None
         if record.name == "aiohttp.server" and isinstance(error, HttpProcessingError):
-            # aiohttp's message is "Error handling request from %s", remote address
-            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
             record.msg = "refused a malformed HTTP request from %s: %s (HTTP %d)"
             record.args = (remote, type(error).__name__, error.code)
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
+        elif record.name == "aiohttp.websocket" and "Client protocols" in str(record.msg):
+            record.msg = "%s: offered only WebSocket subprotocols this server does not speak"
+            record.args = (remote,)
         return True
 
 
@@ -74,7 +78,7 @@ def configure_logging(log_format: LogFormat = "text", stream: TextIO | None = No
     """Send INFO and above to `stream` (stderr) in the chosen format, replacing other handlers."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    handler.addFilter(RefusedRequestFilter())
+    handler.addFilter(ClientQuoteFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -133,17 +133,31 @@ def is_postgres_url(target: str | Path) -> bool:
     return isinstance(target, str) and urlsplit(target).scheme in POSTGRES_SCHEMES
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***`: what logs and responses may show."""
+# Query parameters libpq and asyncpg read a secret from.
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets a PostgreSQL URL carries: its password and secret parameters."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    if parts.password is None and all(key != "password" for key, _ in query):
-        return url
+    found = [parts.password or ""] + [v for k, v in query if k in SECRET_PARAMETERS]
+    return [secret for secret in found if secret]
+
+
+def mask_url(url: str) -> str:
+    """The URL with its secrets replaced by `***`: what logs and responses may show."""
+    parts = urlsplit(url)
+    if "@" in url and "@" not in parts.netloc:
+        # A password with an unescaped "/", "?" or "#" ends the host part early and
+        # spills into the path or query: nothing after the scheme is safe to show.
+        return f"{parts.scheme}://***"
+    query = parse_qsl(parts.query, keep_blank_values=True)
     if parts.password is not None:
         user, _, host = parts.netloc.rpartition("@")
         parts = parts._replace(netloc=f"{user.partition(':')[0]}:***@{host}")
-    if any(key == "password" for key, _ in query):
-        masked = [(key, "***" if key == "password" else value) for key, value in query]
+    if any(key in SECRET_PARAMETERS for key, _ in query):
+        masked = [(key, "***" if key in SECRET_PARAMETERS else value) for key, value in query]
         parts = parts._replace(query=urlencode(masked, safe="/*"))
     return urlunsplit(parts)
 

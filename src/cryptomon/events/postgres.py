@@ -29,13 +29,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote
 
 import asyncpg
 import msgspec
 
 from cryptomon.events.chain import GENESIS_HASH
-from cryptomon.events.log import mask_url
+from cryptomon.events.log import mask_url, url_secrets
 from cryptomon.events.migrations import (
     SchemaError,
     check_not_newer,
@@ -160,6 +160,12 @@ class PostgresEventStore(QueuedLog):
         except _CONNECTION_ERRORS as exc:
             raise StoreError(
                 f"cannot open the event log at {self.location}: {self._scrub(exc)}"
+            ) from None
+        except ValueError:
+            # asyncpg's URL parser quotes the piece it could not read, password and all.
+            raise StoreError(
+                f"cannot open the event log at {self.location}: not a valid PostgreSQL URL"
+                " (percent-encode any @ : / ? # in the user name or password)"
             ) from None
         assert row is not None
         self._head, self._last_hash = row["position"], row["hash"]
@@ -295,10 +301,7 @@ class PostgresEventStore(QueuedLog):
 
     def _scrub(self, error: BaseException) -> str:
         text = f"{type(error).__name__}: {error}"
-        parts = urlsplit(self._url)
-        secrets = [parts.password or ""]
-        secrets += [v for k, v in parse_qsl(parts.query) if k == "password"]
-        for secret in filter(None, secrets):
+        for secret in url_secrets(self._url):
             text = text.replace(secret, "***").replace(unquote(secret), "***")
         return text.replace(self._url, self.location)
 

@@ -150,7 +150,7 @@ def test_storage_url_is_checked_and_never_echoed(tmp_path: Path) -> None:
 )
 async def test_a_url_that_fails_never_shows_its_password(url: str) -> None:
     # Port 1 refuses the connection; a URL asyncpg cannot parse fails before that.
-    code, stdout, stderr = await cli("verify", "--db", url.format(secret=SECRET))
+    code, _, stderr = await cli("verify", "--db", url.format(secret=SECRET))
     assert code != 0
     assert "cannot open the event log at postgresql://" in stderr, stderr
     assert "Traceback" not in stderr, stderr

@@ -199,6 +199,32 @@ async def test_loading_a_log_whose_tail_breaks_the_chain_refuses(tmp_path: Path)
             await load_projections(store, SETTINGS)
 
 
+async def test_loading_a_log_whose_last_rows_were_deleted_refuses(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    store = await EventStore.open(path)
+    await fill(store, ["success"] * 6)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM events WHERE position >= 5")  # no chain link breaks
+    async with await EventStore.open(path, readonly=True) as store:
+        assert store.head == 4
+        with pytest.raises(CorruptLog, match="positions up to 6 were written"):
+            await load_projections(store, SETTINGS)
+
+
+async def test_archiving_everything_old_keeps_the_newest_row_and_the_head(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    store = await EventStore.open(path)
+    await fill(store, ["success"] * 6)
+    assert await archive_probe_events(store, before=2e9, up_to_position=store.head) == 5
+    await store.close()
+    async with await EventStore.open(path) as store:
+        assert store.head == 6
+        projections, _ = await load_projections(store, SETTINGS)
+        assert projections.position == 6
+        assert await store.append("provider:A", [probe(6, "success")]) == [7]
+
+
 def test_serve_refuses_to_start_on_a_corrupt_tail(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     asyncio.run(corrupt_after_snapshot(path))

@@ -112,6 +112,13 @@ async def load_projections(
             f"the snapshot covers position {projections.position} but the log at {store.location}"
             f" ends at {store.head}: events are missing; refusing to serve from it"
         )
+    high_water = await store.sequence_high_water()
+    if high_water > store.head:
+        raise CorruptLog(
+            f"the event log at {store.location} ends at {store.head} but positions up to"
+            f" {high_water} were written: the rows after {store.head} were deleted;"
+            " refusing to serve from it. Run `python -m cryptomon verify` for details"
+        )
     start = projections.position
     await verify_tail(store, start)
     tail = await fold_log(projections, store, store.head, progress)

@@ -167,6 +167,8 @@ async def archive_probe_events(
     `up_to_position`, which snapshots already cover) into new segments of at
     most `segment_events` each (memory stays bounded however far behind
     retention is); return how many moved."""
+    # The newest row stays: the store finds its head and last hash in the database.
+    up_to_position = min(up_to_position, store.head - 1)
     moved = 0
     while True:
         known = segments(store.path)

@@ -13,15 +13,18 @@ from typing import Any
 
 import aiohttp
 import pytest
+import websockets
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 from standins import StandIn, closed_port
 
 from cryptomon.config import load_config
+from cryptomon.events.archive import archive_probe_events, segments
+from cryptomon.events.store import EventStore
 from cryptomon.events.types import ProbeRecorded
 from cryptomon.http.app import create_app
 from cryptomon.http.settings import READ_MODELS, STORE, Settings
-from cryptomon.ws.handler import HUB
+from cryptomon.ws.handler import HUB, INBOUND_BURST
 from cryptomon.ws.hub import Client as FeedClient
 
 Client = TestClient[web.Request, web.Application]
@@ -250,6 +253,58 @@ async def test_resume_after_a_disconnect_has_no_gap_and_no_duplicate(
     assert positions == list(range(last_seen + 1, store.head + 1))
 
 
+async def archived_log(path: Path) -> int:
+    """A log of 30 probe events, positions 1-20 archived out of the database; its head."""
+    now = [1000.0]
+    store = await EventStore.open(path, clock=lambda: now[0])
+    for n in range(30):
+        now[0] = 1000.0 + n
+        event = ProbeRecorded("Gone", "health", "/", "failed", started_at=now[0])
+        await store.append("provider:Gone", [event])
+    assert await archive_probe_events(store, before=1020.0, up_to_position=store.head) == 20
+    head = store.head
+    await store.close()
+    return head
+
+
+async def test_resume_from_before_the_archive_sends_the_archived_events(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], tmp_path: Path
+) -> None:
+    archived_head = await archived_log(tmp_path / "ws.db")
+    client = await aiohttp_client(make_app())  # a restart: the ring starts after them
+    store = client.app[STORE]
+    async with client.ws_connect("/ws/live?since=5") as ws:
+        assert (await receive_json(ws))["type"] == "connection_established"
+        seen = await collect_until(
+            ws,
+            lambda s: (
+                any(m["type"] == "resync" for m in s)
+                and any(m["type"] == "event" and m["position"] == store.head for m in s)
+            ),
+        )
+    positions = [m["position"] for m in seen if m["type"] == "event"]
+    assert positions == list(range(6, store.head + 1))
+    resync = next(m for m in seen if m["type"] == "resync")
+    assert (resync["from_position"], resync["to_position"]) == (5, archived_head)
+    assert "unsent" not in resync and "not sent" not in resync["message"]
+
+
+async def test_resume_names_the_positions_an_unreadable_archive_kept_back(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], tmp_path: Path
+) -> None:
+    archived_head = await archived_log(tmp_path / "ws.db")
+    client = await aiohttp_client(make_app())
+    [(_first, _last, segment)] = segments(tmp_path / "ws.db")
+    segment.write_bytes(b"not gzip")  # after the read models have folded it
+    async with client.ws_connect("/ws/live?since=5") as ws:
+        assert (await receive_json(ws))["type"] == "connection_established"
+        seen = await collect_until(ws, lambda s: any(m["type"] == "resync" for m in s))
+    resync = seen[-1]
+    assert resync["unsent"] == [[6, archived_head]]
+    assert f"6-{archived_head}: not sent" in resync["message"]
+    assert not [m for m in seen if m["type"] == "event" and m["position"] <= archived_head]
+
+
 async def test_a_slow_client_is_dropped_while_a_fast_one_keeps_up(
     aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
 ) -> None:
@@ -312,6 +367,61 @@ async def test_a_silent_client_is_disconnected_after_two_heartbeats(
         assert await collect_closed(ws) == 1001
     stats = await (await client.get("/ws/stats")).json()
     assert stats["disconnect_reasons"]["heartbeat_timeout"] == 1
+
+
+async def test_protocol_pings_and_pongs_keep_a_client_connected(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    """A client that keeps alive with WebSocket pings (the `websockets` package's way)
+    or unsolicited pongs, never a JSON pong, stays past two heartbeat intervals and
+    gets its pongs; one that sends nothing is still closed."""
+    client = await aiohttp_client(make_app('[websocket]\nheartbeat_interval = "200ms"\n'))
+    url = f"ws://127.0.0.1:{client.port}/ws/live"
+    heartbeats = 6  # the keep-alive clients must outlast this many intervals
+
+    async def ping_on_each_heartbeat() -> int:
+        pongs = 0
+        async with websockets.connect(url, ping_interval=None) as ws:
+            assert json.loads(await ws.recv())["type"] == "connection_established"
+            while pongs < heartbeats:
+                if json.loads(await ws.recv())["type"] == "ping":
+                    pong = await ws.ping()  # a protocol PING, never a JSON pong
+                    await asyncio.wait_for(pong, 5)  # resolved by the server's PONG
+                    pongs += 1
+        return pongs
+
+    async def pong_on_each_heartbeat() -> int:
+        pings = 0
+        async with client.ws_connect("/ws/live") as ws:
+            await receive_json(ws)
+            while pings < heartbeats:
+                if (await receive_json(ws))["type"] == "ping":
+                    await ws.pong(b"still here")
+                    pings += 1
+            assert not ws.closed
+        return pings
+
+    pinger = asyncio.create_task(ping_on_each_heartbeat())
+    ponger = asyncio.create_task(pong_on_each_heartbeat())
+    async with client.ws_connect("/ws/live") as silent:
+        await receive_json(silent)
+        assert await collect_closed(silent) == 1001
+    assert await asyncio.wait_for(asyncio.gather(pinger, ponger), 20) == [heartbeats] * 2
+    stats = await (await client.get("/ws/stats")).json()
+    assert stats["disconnect_reasons"] == {"heartbeat_timeout": 1, "client_closed": 2}
+
+
+async def test_a_flood_of_protocol_pings_is_closed_like_a_flood_of_messages(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with client.ws_connect("/ws/live") as ws:
+        await receive_json(ws)
+        for _ in range(INBOUND_BURST + 100):
+            await ws.ping()
+        assert await collect_closed(ws) == 1008
+    stats = await (await client.get("/ws/stats")).json()
+    assert stats["disconnect_reasons"] == {"too_many_messages": 1}
 
 
 async def test_bad_messages_get_errors_and_the_connection_stays(

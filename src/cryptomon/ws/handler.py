@@ -1,6 +1,7 @@
 """`/ws/live`: one connection from upgrade to close, and `/ws/stats`.
 
-The reading side lives here (auth, subscribe, unsubscribe, resume, pong);
+The reading side lives here (auth, subscribe, unsubscribe, resume, pong, and
+WebSocket-level pings and pongs, which keep a client alive as a JSON pong does);
 the sending side is the hub's flush and, while frames wait for a client, its
 `send_loop`.
 """
@@ -79,7 +80,9 @@ async def _serve(
     request: web.Request, hub: Hub, token_to_ask_for: str | None, since: int
 ) -> web.WebSocketResponse:
     # No per-message compression: every client gets the same pre-encoded bytes.
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=True, compress=False)
+    # autoping=False: protocol pings reach `_read`, so they count as activity
+    # (clients such as the `websockets` package keep alive with them alone).
+    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, autoping=False, compress=False)
     await ws.prepare(request)
     transport = request.transport
     if not isinstance(transport, asyncio.WriteTransport):
@@ -106,12 +109,17 @@ async def _serve(
 
 
 async def _authenticate(ws: web.WebSocketResponse, token: str) -> bool:
-    """The first message must be {"type": "auth", "token": ...}."""
-    try:
+    """The first message must be {"type": "auth", "token": ...}; protocol pings
+    before it are answered (a few: a flood of them is no way to authenticate)."""
+    message = None
+    with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
-            message = await ws.receive()
-    except TimeoutError:
-        message = None
+            for _ in range(INBOUND_BURST):
+                message = await ws.receive()
+                if message.type == WSMsgType.PING:
+                    await _pong(ws, message.data)
+                elif message.type != WSMsgType.PONG:
+                    break
     ok = False
     if message is not None and message.type == WSMsgType.TEXT:
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
@@ -136,6 +144,13 @@ async def _read(hub: Hub, client: Client, request: web.Request) -> str:
             await hub.close(client, POLICY_VIOLATION, "too_many_messages")
             return "too_many_messages"
         allowance -= 1
+        # Protocol pings and pongs cost the allowance like any message (a keep-alive
+        # every few seconds never runs it down; a flood does).
+        if message.type == WSMsgType.PING:
+            await _pong(ws, message.data)
+            continue
+        if message.type == WSMsgType.PONG:
+            continue
         if message.type == WSMsgType.BINARY:
             await hub.close(client, WSCloseCode.UNSUPPORTED_DATA, "binary_frame")
             return "binary_frame"
@@ -147,6 +162,12 @@ async def _read(hub: Hub, client: Client, request: web.Request) -> str:
     if isinstance(error, WebSocketError) and error.code == WSCloseCode.MESSAGE_TOO_BIG:
         return "message_too_big"
     return "client_closed"
+
+
+async def _pong(ws: web.WebSocketResponse, data: bytes) -> None:
+    """Answer a protocol ping (as aiohttp's autoping would), unless the socket is closing."""
+    with contextlib.suppress(ConnectionError):
+        await ws.pong(data)
 
 
 def _handle(hub: Hub, client: Client, request: web.Request, text: str) -> None:

@@ -14,9 +14,10 @@ delays the others or the event log: when its queue is full it is closed with
 
 Recent frames are kept in a ring, so a client that reconnects with
 `since=<position>` gets everything after it with no gap and no duplicate.
-Older positions are re-read from the log: events and log entries are derived
-from it again; status and alert notices are not kept that long, and a
-`resync` message says so.
+Older positions are re-read from the log, archive segments included: events
+and log entries are derived from it again; status and alert notices are not
+kept that long, and a `resync` message says so (and names any positions the
+log could not be read at, which were not sent).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Callable
 
 from aiohttp import WSCloseCode, web
 
+from cryptomon.events.archive import iter_log_rows
 from cryptomon.events.log import EventLog
 from cryptomon.events.types import RecordedEvent
 from cryptomon.http.schemas import iso
@@ -61,6 +63,8 @@ HIGH_WATER = 1 << 20
 DRAIN_POLL_SECONDS = 0.02
 TRY_AGAIN_LATER = 1013  # RFC 6455 registry: the server is overloaded, come back later
 HISTORY_PAGE = 1000
+# A resync names at most this many ranges of positions it could not send.
+MAX_UNSENT_RANGES = 10
 # How often waiting frames are flushed to the clients. Each flush costs one write
 # (a send syscall) per client whatever it carries, so at 1,000 clients this, not the
 # event rate, sets the syscall rate; it adds at most this much to the delivery latency.
@@ -386,35 +390,61 @@ class Hub:
     async def _send_from_log(
         self, client: Client, transport: asyncio.WriteTransport, after: int, up_to: int
     ) -> None:
-        position = after
-        while position < up_to and not client.closing and not transport.is_closing():
-            page = await self.store.read_filtered(after=position, limit=HISTORY_PAGE)
-            page = [r for r in page if r.position <= up_to]
-            if not page:
-                break
-            wires = [
-                frame.wire
-                for recorded in page
-                for frame in (event_frame(recorded), *map(notice_frame, log_entries(recorded)))
-                if client.wants(frame)
-            ]
-            transport.write(b"".join(wires))
-            client.sent += len(wires)
-            self.messages_sent += len(wires)
-            position = page[-1].position
-            await _drained(transport)
+        """Send the events after `after` up to `up_to` from the log, archive included
+        (a page in memory at a time), then a `resync` naming any positions it could not."""
+        position = after  # the last position read
+        unsent: list[tuple[int, int]] = []
+        page: list[RecordedEvent] = []
+        try:
+            async for row in iter_log_rows(self.store, after=after, to_position=up_to):
+                if row.position > position + 1:  # positions are gap-free: these went missing
+                    _note_unsent(unsent, position + 1, row.position - 1)
+                position = row.position
+                page.append(row.decode())
+                if len(page) == HISTORY_PAGE:
+                    self._write_history(client, transport, page)
+                    page = []
+                    await _drained(transport)
+                    if client.closing or transport.is_closing():
+                        return
+        except Exception as exc:  # an unreadable segment or page: say what was not sent
+            log.warning("live feed: resuming %s stopped at %d: %s", client.client_id, position, exc)
+        if client.closing or transport.is_closing():
+            return
+        self._write_history(client, transport, page)
+        if position < up_to:
+            _note_unsent(unsent, position + 1, up_to)
+        text = (
+            "status and alert changes this old are not kept for replay; "
+            "fetch /api/providers and /api/alerts for the current state"
+        )
+        if unsent:
+            spans = ", ".join(f"{first}-{last}" for first, last in unsent)
+            text = f"the log could not be read at positions {spans}: not sent; {text}"
         message = Resync(
             timestamp=iso(time.time()) or "",
             from_position=after,
             to_position=up_to,
-            message=(
-                "status and alert changes this old are not kept for replay; "
-                "fetch /api/providers and /api/alerts for the current state"
-            ),
+            message=text,
+            unsent=unsent,
         )
         transport.write(Frame(0, CONTROL, None, encode(message)).wire)
         client.sent += 1
         self.messages_sent += 1
+
+    def _write_history(
+        self, client: Client, transport: asyncio.WriteTransport, page: list[RecordedEvent]
+    ) -> None:
+        wires = [
+            frame.wire
+            for recorded in page
+            for frame in (event_frame(recorded), *map(notice_frame, log_entries(recorded)))
+            if client.wants(frame)
+        ]
+        if wires:
+            transport.write(b"".join(wires))
+            client.sent += len(wires)
+            self.messages_sent += len(wires)
 
     def send_error(self, client: Client, text: str) -> None:
         self.send(
@@ -480,6 +510,14 @@ class Hub:
             if not client.closing:
                 client.last_ping = pinged
         self.broadcast(Frame(0, CONTROL, None, encode(Ping(timestamp=_now()))))
+
+
+def _note_unsent(unsent: list[tuple[int, int]], first: int, last: int) -> None:
+    """Add a range of positions not sent; past a few, the last range grows instead."""
+    if len(unsent) < MAX_UNSENT_RANGES:
+        unsent.append((first, last))
+    else:
+        unsent[-1] = (unsent[-1][0], last)
 
 
 def _joined(frames: list[Frame], client: Client) -> tuple[bytes, int]:

@@ -138,11 +138,14 @@ class Subscribed(_Message, frozen=True, tag="subscribed"):
 
 class Resync(_Message, frozen=True, tag="resync"):
     """Status and alert notices between these positions are no longer kept:
-    the client should refetch the REST state. Log entries and events were sent."""
+    the client should refetch the REST state. Log entries and events were sent,
+    except at the positions in `unsent` (first, last), which the log could not
+    be read at; left out when there are none."""
 
     from_position: int
     to_position: int
     message: str
+    unsent: list[tuple[int, int]] = []
 
 
 _encoder = msgspec.json.Encoder()

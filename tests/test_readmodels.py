@@ -9,12 +9,15 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from cryptomon import readmodels
+from cryptomon.config import load_config
 from cryptomon.events.archive import archive_probe_events, segments
 from cryptomon.events.store import EventStore
 from cryptomon.events.types import (
@@ -26,6 +29,8 @@ from cryptomon.events.types import (
     RateLimitChanged,
     RecordedEvent,
 )
+from cryptomon.http.app import create_app
+from cryptomon.http.settings import Settings
 from cryptomon.projections import (
     AlertRaised,
     Notice,
@@ -223,6 +228,63 @@ async def test_archiving_everything_old_keeps_the_newest_row_and_the_head(tmp_pa
         projections, _ = await load_projections(store, SETTINGS)
         assert projections.position == 6
         assert await store.append("provider:A", [probe(6, "success")]) == [7]
+
+
+async def corrupt_before_snapshot(path: Path) -> None:
+    """A log with an edit at 2 that still decodes and a snapshot at 6 covering it."""
+    store = await EventStore.open(path)
+    await fill(store, ["success"] * 6)
+    models = ReadModels(store, SETTINGS)
+    await models.start()
+    await models.stop()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE events SET payload = replace(payload, 'success', 'failed') WHERE position = 2"
+        )
+
+
+async def test_an_edit_before_the_snapshot_makes_the_database_unhealthy(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "r.db"
+    await corrupt_before_snapshot(path)
+    config = tmp_path / "empty.toml"
+    config.write_text("providers = []\n")
+    settings = Settings.from_config(load_config(config), database=path, environ={})
+    client = await aiohttp_client(create_app(settings))  # start-up folds only the tail
+    deadline = time.monotonic() + 30
+    while True:
+        async with client.get("/api/database/health") as response:
+            database = await response.json()
+        if database["history"] != "verifying":
+            break
+        assert time.monotonic() < deadline, "the history was never verified"
+        await asyncio.sleep(0.05)
+    assert (response.status, database["history"]) == (503, "broken")
+    assert "corrupt at position 2" in database["error"]
+    async with client.get("/health") as response:
+        assert response.status == 503
+        health = await response.json()
+    assert health["components"]["database"]["history"] == "broken"
+
+
+async def test_an_intact_history_is_said_to_be(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    async with await EventStore.open(path) as store:
+        await fill(store, ["success"] * 6)
+        models = ReadModels(store, SETTINGS)
+        await models.start()  # folds all six and snapshots them
+        await models.stop()
+        models = ReadModels(store, SETTINGS)
+        await models.start()
+        assert models.load_report is not None and models.load_report.snapshot_position == 6
+        deadline = time.monotonic() + 30
+        while models.history == "verifying":
+            assert time.monotonic() < deadline, "the history was never verified"
+            await asyncio.sleep(0.01)
+        await models.stop()
+    assert (models.history, models.history_error) == ("intact", None)
 
 
 def test_serve_refuses_to_start_on_a_corrupt_tail(tmp_path: Path) -> None:

@@ -21,11 +21,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import msgspec
 
 from cryptomon.config import Config
 from cryptomon.events.archive import iter_log_rows, log_segments
+from cryptomon.events.audit import verify_chain
 from cryptomon.events.chain import GENESIS_HASH
 from cryptomon.events.log import EventLog
 from cryptomon.events.store import EventStore, StoreError
@@ -93,6 +95,9 @@ class SplitAnswer(msgspec.Struct, frozen=True):
 
 class SplitFailed(Exception):
     """The child of a two-process fold failed or answered something unusable."""
+
+
+HistoryCheck = Literal["verifying", "intact", "broken", "unverified"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +355,10 @@ class ReadModels:
         # (position, future) of callers waiting for the read models to reach a position
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_sequence = 0
+        # The hash chain of the events before the snapshot, which start-up doesn't fold.
+        self.history: HistoryCheck = "verifying"
+        self.history_error: str | None = None
+        self._history_task: asyncio.Task[None] | None = None
 
     @property
     def position(self) -> int:
@@ -361,10 +370,41 @@ class ReadModels:
         if self.load_report.discarded is not None or self.load_report.tail_events:
             await self.save_snapshot()
         self._follower = asyncio.create_task(self._follow(), name="read-models")
+        self._history_task = asyncio.create_task(
+            self._verify_history(self.load_report.snapshot_position), name="verify-history"
+        )
         return self.load_report
+
+    async def _verify_history(self, snapshot_position: int) -> None:
+        """Start-up checked the chain after the snapshot and folded that; the events
+        before it are checked here, in the background, as a large log takes seconds.
+        A break there makes the database unhealthy: the log would serve edited events."""
+        if snapshot_position == 0:
+            self.history = "intact"
+            return
+        try:
+            report = await verify_chain(self.store, to_position=snapshot_position)
+        except StoreError as exc:
+            self.history = "unverified"
+            log.warning("could not verify the event log before the snapshot: %s", exc)
+            return
+        if report.ok:
+            self.history = "intact"
+            return
+        self.history = "broken"
+        self.history_error = (
+            f"the event log is corrupt at position {report.broken_at}: {report.reason}."
+            " Run `python -m cryptomon verify` for details"
+        )
+        log.error("%s", self.history_error)
 
     async def stop(self) -> None:
         """Fold what is committed, snapshot, stop following."""
+        if self._history_task is not None:
+            self._history_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._history_task
+            self._history_task = None
         if self._follower is None:
             return
         with contextlib.suppress(TimeoutError):

@@ -45,6 +45,9 @@ class DatabaseComponent(Schema, frozen=True):
     size_mb: float
     event_position: int
     failed_appends: int
+    # The hash chain before the start-up snapshot, checked in the background:
+    # verifying, intact, broken (unhealthy) or unverified (it could not be read).
+    history: str
     error: str | None = None
 
 
@@ -311,6 +314,8 @@ class DatabaseHealth(Schema, frozen=True):
     read_model_position: int
     failed_appends: int
     last_hash: str
+    history: str
+    error: str | None = None
 
 
 class ErrorSampleView(Schema, frozen=True):

@@ -211,15 +211,17 @@ async def info(request: web.Request) -> web.Response:
 
 def _database_component(request: web.Request) -> DatabaseComponent:
     store = _store(request)
+    models = _models(request)
     size = store.size_bytes()
     failing = store.failed_appends > 0 and store.last_write_failed
     return DatabaseComponent(
-        status="unhealthy" if failing else "healthy",
+        status="unhealthy" if failing or models.history == "broken" else "healthy",
         path=store.location,
         size_mb=round(size / 1e6, 3),
         event_position=store.head,
         failed_appends=store.failed_appends,
-        error=store.last_write_error if failing else None,
+        history=models.history,
+        error=store.last_write_error if failing else models.history_error,
     )
 
 
@@ -686,6 +688,8 @@ async def database_health(request: web.Request) -> web.Response:
         read_model_position=_models(request).position,
         failed_appends=store.failed_appends,
         last_hash=store.last_hash,
+        history=database.history,
+        error=database.error,
     )
     return respond(body, status=200 if database.status == "healthy" else 503)
 

@@ -25,7 +25,9 @@ from test_service import free_port, wait_listening
 
 from cryptomon.events.types import ProbeRecorded
 
-PROVIDERS = [f"P{n}" for n in range(8)]
+# Rendezvous hashing puts every provider on one instance with probability 2 / 2**n:
+# 16 makes that a one in 32,768 run, where the test waits for both to hold some.
+PROVIDERS = [f"P{n}" for n in range(16)]
 INTERVAL_S = 2.0
 DEADLINE_S = 60.0
 
@@ -141,6 +143,13 @@ async def test_two_instances_share_the_providers_and_one_takes_over_when_the_oth
                 if message.get("type") == "event" and message.get("event_type") == "ProbeRecorded":
                     providers_in_feed.add(message["event"]["provider"])
 
+        # Writes the first instance acknowledged just before it dies must survive it.
+        acknowledged = []
+        for _ in range(5):
+            async with session.post(first.url + "/api/scheduler/trigger/health_checks") as answer:
+                assert answer.status == 200, await answer.text()
+                acknowledged.append((await answer.json())["position"])
+
         first.process.kill()
         first.process.wait()
         killed_at = time.time()
@@ -159,10 +168,14 @@ async def test_two_instances_share_the_providers_and_one_takes_over_when_the_oth
         registrations = await conn.fetchval(
             "SELECT count(*) FROM events WHERE type = 'ProviderRegistered'"
         )
+        kept = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE position = ANY($1::bigint[])", acknowledged
+        )
     finally:
         await conn.close()
     assert positions == list(range(1, len(positions) + 1))
     assert ids == len(positions)
+    assert kept == len(acknowledged), acknowledged
     assert registrations == len(PROVIDERS)  # the instance that lost the race registered nothing
     second.process.terminate()
     assert second.process.wait(timeout=DEADLINE_S) == 0

@@ -375,9 +375,10 @@ async def test_protocol_pings_and_pongs_keep_a_client_connected(
     """A client that keeps alive with WebSocket pings (the `websockets` package's way)
     or unsolicited pongs, never a JSON pong, stays past two heartbeat intervals and
     gets its pongs; one that sends nothing is still closed."""
-    client = await aiohttp_client(make_app('[websocket]\nheartbeat_interval = "200ms"\n'))
+    # 500 ms: long enough that a stalled test loop doesn't look like a silent client.
+    client = await aiohttp_client(make_app('[websocket]\nheartbeat_interval = "500ms"\n'))
     url = f"ws://127.0.0.1:{client.port}/ws/live"
-    heartbeats = 6  # the keep-alive clients must outlast this many intervals
+    heartbeats = 4  # the keep-alive clients must outlast this many intervals
 
     async def ping_on_each_heartbeat() -> int:
         pongs = 0

@@ -186,6 +186,8 @@ class EventStoreContract:
             )
             assert [e.recorded_at for e in oldest_first] == [1000.0, 1010.0]
             assert [e.version for e in await store.read_stream("p", after_version=3)] == [4, 5]
+            in_p = await store.read_by_type(["ProbeRecorded", "AlertAcknowledged"], stream="p")
+            assert [e.stream for e in in_p] == ["p"] * 5
         finally:
             await store.close()
 
@@ -325,6 +327,10 @@ class EventStoreContract:
             assert [e.position for e in await store.read_by_label(["health:ok"], since=101.5)] == []
             both = await store.read_by_label(["health:ok", "health:fail"], limit=2)
             assert [e.position for e in both] == [3, 2]
+            await store.append("q", [ProbeRecorded("B", "health", "/", "failed", started_at=107)])
+            only_p = await store.read_by_label(["health:fail"], limit=1, stream="p")
+            assert [e.position for e in only_p] == [3]  # not 7, the newest, in "q"
+            assert await store.read_by_label(["health:fail"], stream="nowhere") == []
         finally:
             await store.close()
 

@@ -816,6 +816,12 @@ async def test_logs_are_newest_first_with_limit_and_hours(start: Start, tmp_path
     assert [r["position"] for r in limited.logs] == [r["position"] for r in connection.logs[:2]]
     only_up = await service.get("/api/logs/connection?provider=Up", LogPage)
     assert {row["provider"] for row in only_up.logs} == {"Up"}
+    for name in ("Up", "Down", "Limited"):  # the limit counts that provider's rows only
+        newest = await service.get(f"/api/logs/connection?provider={name}&limit=1", LogPage)
+        assert [row["provider"] for row in newest.logs] == [name]
+    for name in ("Limited", "Nobody"):
+        page = await service.get(f"/api/logs/rate_limit?provider={name}", LogPage)
+        assert {row["provider"] for row in page.logs} == ({name} if name == "Limited" else set())
 
     failure = await service.get("/api/logs/failure?hours=1", LogPage)
     newest_first(failure)

@@ -94,6 +94,7 @@ class EventLog(Protocol):
         until: float | None = None,
         limit: int = 100,
         newest_first: bool = True,
+        stream: str | None = None,
     ) -> list[RecordedEvent]: ...
 
     async def read_by_label(
@@ -103,6 +104,7 @@ class EventLog(Protocol):
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
+        stream: str | None = None,
     ) -> list[RecordedEvent]: ...
 
     async def save_snapshots(self, states: dict[str, tuple[int, bytes]], position: int) -> None: ...

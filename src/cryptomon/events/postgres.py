@@ -549,17 +549,19 @@ class PostgresEventStore(QueuedLog):
         until: float | None = None,
         limit: int = 100,
         newest_first: bool = True,
+        stream: str | None = None,
     ) -> list[RecordedEvent]:
-        """Events of the given types recorded in [since, until)."""
+        """Events of the given types (in `stream`, if given) recorded in [since, until)."""
         order = "DESC" if newest_first else "ASC"
         return await self._fetch(
             f"SELECT {_COLUMNS} FROM events WHERE type = ANY($1::text[])"
-            " AND recorded_at >= $2 AND recorded_at < $3"
+            " AND recorded_at >= $2 AND recorded_at < $3 AND ($5::text IS NULL OR stream = $5)"
             f" ORDER BY recorded_at {order}, position {order} LIMIT $4",
             list(types),
             since if since is not None else float("-inf"),
             until if until is not None else float("inf"),
             limit,
+            stream,
         )
 
     async def read_by_label(
@@ -569,18 +571,22 @@ class PostgresEventStore(QueuedLog):
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
+        stream: str | None = None,
     ) -> list[RecordedEvent]:
-        """Newest first, events carrying any of `labels` recorded in [since, until)."""
+        """Newest first, events carrying any of `labels`, in `stream` if given,
+        recorded in [since, until)."""
         low = since if since is not None else float("-inf")
         high = until if until is not None else float("inf")
         per_label = [
             await self._fetch(
                 f"SELECT {_COLUMNS} FROM events WHERE label = $1 AND recorded_at >= $2"
-                " AND recorded_at < $3 ORDER BY recorded_at DESC, position DESC LIMIT $4",
+                " AND recorded_at < $3 AND ($5::text IS NULL OR stream = $5)"
+                " ORDER BY recorded_at DESC, position DESC LIMIT $4",
                 label,
                 low,
                 high,
                 limit,
+                stream,
             )
             for label in labels
         ]

@@ -782,17 +782,18 @@ class EventStore(QueuedLog):
         until: float | None = None,
         limit: int = 100,
         newest_first: bool = True,
+        stream: str | None = None,
     ) -> list[RecordedEvent]:
-        """Events of the given types recorded in [since, until), through the
-        (type, recorded_at) index."""
+        """Events of the given types (in `stream`, if given) recorded in
+        [since, until), through the (type, recorded_at) index."""
         marks = ",".join("?" * len(types))
         order = "DESC" if newest_first else "ASC"
         return await self._fetch(
             f"SELECT {_COLUMNS} FROM events WHERE type IN ({marks})"
-            " AND recorded_at >= ? AND recorded_at < ?"
+            " AND recorded_at >= ? AND recorded_at < ? AND (? IS NULL OR stream = ?)"
             f" ORDER BY recorded_at {order}, position {order} LIMIT ?",
             (*types, since if since is not None else float("-inf"),
-             until if until is not None else float("inf"), limit),
+             until if until is not None else float("inf"), stream, stream, limit),
         )  # fmt: skip
 
     async def read_by_label(
@@ -802,16 +803,18 @@ class EventStore(QueuedLog):
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
+        stream: str | None = None,
     ) -> list[RecordedEvent]:
-        """Newest first, events carrying any of `labels` (see `event_label`)
-        recorded in [since, until): one index walk per label, merged."""
+        """Newest first, events carrying any of `labels` (see `event_label`), in
+        `stream` if given, recorded in [since, until): one index walk per label, merged."""
         low = since if since is not None else float("-inf")
         high = until if until is not None else float("inf")
         per_label = [
             await self._fetch(
                 f"SELECT {_COLUMNS} FROM events WHERE label = ? AND recorded_at >= ?"
-                " AND recorded_at < ? ORDER BY recorded_at DESC, position DESC LIMIT ?",
-                (label, low, high, limit),
+                " AND recorded_at < ? AND (? IS NULL OR stream = ?)"
+                " ORDER BY recorded_at DESC, position DESC LIMIT ?",
+                (label, low, high, stream, stream, limit),
             )
             for label in labels
         ]

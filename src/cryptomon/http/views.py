@@ -70,6 +70,7 @@ from cryptomon.http.schemas import (
     iso,
 )
 from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE
+from cryptomon.monitor import provider_stream
 from cryptomon.projections import AlreadyAcknowledgedError, WindowStats
 from cryptomon.projections.notices import limit_type, log_entries
 from cryptomon.projections.providers import ProviderState
@@ -518,13 +519,17 @@ async def logs(request: web.Request) -> web.Response:
     provider = params.text(request, "provider", max_length=100)
     since = time.time() - hours * HOUR
     store = _store(request)
+    # A provider's probes and rate-limit changes are its stream's events.
+    stream = provider_stream(provider) if provider is not None else None
     if log_type == "rate_limit":
-        found = await store.read_by_type(["RateLimitChanged"], since=since, limit=limit)
+        found = await store.read_by_type(
+            ["RateLimitChanged"], since=since, limit=limit, stream=stream
+        )
     else:
-        found = await store.read_by_label(LOG_LABELS[log_type], since=since, limit=limit)
+        found = await store.read_by_label(
+            LOG_LABELS[log_type], since=since, limit=limit, stream=stream
+        )
     rows = [_log_row(log_type, recorded) for recorded in found]
-    if provider is not None:
-        rows = [row for row in rows if row.get("provider") == provider]
     return respond(LogPage(log_type=log_type, hours=hours, count=len(rows), logs=rows))
 
 

@@ -181,6 +181,22 @@ async def test_replay_reports_where_live_state_differs(tmp_path: Path) -> None:
     assert "providers.providers['A']" in result.stdout
 
 
+async def test_replay_says_when_it_stopped_listing_differences(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    store = await EventStore.open(path)
+    for n in range(60):
+        await store.append(f"provider:P{n}", [ProbeRecorded(f"P{n}", "health", "/", "success", n)])
+    empty = Projections(SETTINGS)  # a live state that missed every provider
+    empty.position = store.head
+    await store.save_snapshots(empty.snapshot_state(), store.head)
+    await store.close()
+    result = replay(path)
+    assert result.returncode == 1
+    listed = [line for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert len(listed) == 51, result.stdout
+    assert listed[-1] == "  (listing stops at 50 differences; there may be more)"
+
+
 async def corrupt_after_snapshot(path: Path) -> None:
     """A log with a snapshot at 3 and an edit at 5 that still decodes."""
     store = await EventStore.open(path)

@@ -30,7 +30,7 @@ from cryptomon.events.migrations import SchemaError
 from cryptomon.events.store import EventStore, StoredRow, StoreError
 from cryptomon.events.types import EventDecodeError
 from cryptomon.logformat import LOG_FORMATS, configure_logging
-from cryptomon.projections import Projections
+from cryptomon.projections import MAX_DIFFERENCES, Projections
 from cryptomon.readmodels import fold_log, load_projections, projection_settings
 
 COPY_BATCH = 5000
@@ -225,6 +225,8 @@ async def run_replay(args: argparse.Namespace) -> int:
         print(f"DIFFERENT: a replay of {replayed} events does not match the live state:")
         for difference in differences:
             print(f"  {difference}")
+        if len(differences) == MAX_DIFFERENCES:
+            print(f"  (listing stops at {MAX_DIFFERENCES} differences; there may be more)")
         return 1
     print(
         f"OK: replayed {replayed} events; every read model equals the live state "

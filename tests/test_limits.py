@@ -103,3 +103,65 @@ def test_limits_must_be_positive(tmp_path: Path) -> None:
         load_config(path)
     assert "server.requests_per_second" in str(caught.value)
     assert "server.request_burst" in str(caught.value)
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(
+        app_with(
+            tmp_path,
+            'requests_per_second = 0.1\nrequest_burst = 2\ntrusted_proxies = ["127.0.0.1"]',
+        )
+    )
+
+    async def status_for(forwarded_for: str) -> int:
+        headers = {"X-Forwarded-For": forwarded_for}
+        return (await client.get("/api/status", headers=headers)).status
+
+    assert [await status_for("203.0.113.1") for _ in range(3)] == [200, 200, 429]
+    assert await status_for("203.0.113.2") == 200  # another client behind the same proxy
+    # The nearest untrusted hop counts: what the client itself claims beyond it does not.
+    assert await status_for("198.51.100.7, 203.0.113.1") == 429
+
+
+async def test_without_trusted_proxies_x_forwarded_for_buys_no_new_bucket(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(
+        app_with(tmp_path, "requests_per_second = 0.1\nrequest_burst = 2")
+    )
+    statuses = [
+        (await client.get("/api/status", headers={"X-Forwarded-For": f"203.0.113.{n}"})).status
+        for n in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+
+
+@pytest.mark.parametrize(
+    ("server", "forwarded_for", "status"),
+    [
+        ("", None, 404),  # loopback, no proxy: allowed (the alert is unknown)
+        ("", "127.0.0.1", 403),  # through a proxy nobody said to trust: not local
+        ('trusted_proxies = ["127.0.0.1"]', "203.0.113.9", 403),  # a remote client
+        ('trusted_proxies = ["127.0.0.1"]', "::1", 404),  # a local one, via the proxy
+        # Only trusted hops: whom the proxy forwards for is unknown, so not local.
+        ('trusted_proxies = ["127.0.0.1"]', "127.0.0.1", 403),
+    ],
+)
+async def test_writes_without_a_token_never_come_through_a_proxy_from_elsewhere(
+    aiohttp_client: MakeClient, tmp_path: Path, server: str, forwarded_for: str | None, status: int
+) -> None:
+    client = await aiohttp_client(app_with(tmp_path, server))
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    response = await client.post("/api/alerts/1/acknowledge", headers=headers)
+    assert response.status == status, await response.text()
+
+
+def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[server]\ntrusted_proxies = ["nginx"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "server.trusted_proxies" in str(caught.value)
+    assert "'nginx' is not an IP address" in str(caught.value)

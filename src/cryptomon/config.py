@@ -14,6 +14,7 @@ holds its key, and the key is read from the environment when it is needed.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import tomllib
@@ -79,6 +80,9 @@ class ServerConfig(_Table, frozen=True):
     requests_per_second: Annotated[float, msgspec.Meta(gt=0)] = 100.0
     request_burst: Annotated[int, msgspec.Meta(ge=1)] = 1000
     websocket_connections_per_address: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # Addresses of reverse proxies whose X-Forwarded-For names the client: the limits
+    # count, and the no-token loopback rule checks, that client instead of the proxy.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 class StorageConfig(_Table, frozen=True):
@@ -370,6 +374,14 @@ def _check_origins(origins: tuple[str, ...]) -> None:
             )
 
 
+def _check_addresses(addresses: tuple[str, ...]) -> None:
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IP address (like 127.0.0.1 or ::1)") from None
+
+
 def _check_env_name(text: str) -> None:
     # The value is not echoed: a key pasted here by mistake must not reach a log.
     if not _ENV_NAME.fullmatch(text):
@@ -428,6 +440,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "cron": _check_cron,
     "base_url": _check_base_url,
     "cors_origins": _check_origins,
+    "trusted_proxies": _check_addresses,
     "api_token_env": _check_env_name,
     "api_key_env": _check_env_name,
     "api_key_header": _check_header_name,

@@ -197,7 +197,10 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[CLIENT_LIMITS] = ClientLimits(
-        server.requests_per_second, server.request_burst, server.websocket_connections_per_address
+        server.requests_per_second,
+        server.request_burst,
+        server.websocket_connections_per_address,
+        server.trusted_proxies,
     )
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_resources)

@@ -1,9 +1,13 @@
 """Per-client limits: requests a second (a token bucket per address) and open
 live-feed connections per address. A client past them gets a 429 with
-`Retry-After`, and nobody else notices."""
+`Retry-After`, and nobody else notices.
+
+A client's address is the connection's peer, or, when the peer is one of
+`server.trusted_proxies`, the nearest address in X-Forwarded-For that is not."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import Counter
@@ -19,11 +23,22 @@ _FORGET_AFTER_FULL = 2.0
 _PRUNE_ABOVE = 10_000
 
 
+# Headers a proxy adds to say whom it forwards for.
+FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+
+
 class ClientLimits:
-    def __init__(self, per_second: float, burst: int, connections: int) -> None:
+    def __init__(
+        self,
+        per_second: float,
+        burst: int,
+        connections: int,
+        trusted_proxies: tuple[str, ...] = (),
+    ) -> None:
         self.per_second = per_second
         self.burst = float(burst)
         self.connections = connections
+        self.trusted_proxies = frozenset(trusted_proxies)
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
         self.open_connections: Counter[str] = Counter()
         self.refused = 0
@@ -46,6 +61,28 @@ class ClientLimits:
         idle = _FORGET_AFTER_FULL * self.burst / self.per_second
         self._buckets = {a: b for a, b in self._buckets.items() if now - b[1] < idle}
 
+    def address_of(self, request: web.BaseRequest) -> str:
+        """The client's address: the peer, or for a trusted proxy, whom it forwards for."""
+        peer = request.remote or "unknown"
+        if peer not in self.trusted_proxies:
+            return peer
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")
+        for hop in reversed([hop.strip() for hop in forwarded if hop.strip()]):
+            if hop not in self.trusted_proxies:
+                return hop[:64]  # the client's own claim beyond that: any text, kept short
+        return peer
+
+    def is_loopback(self, request: web.BaseRequest) -> bool:
+        """Whether the request comes from this machine: from a loopback address, and
+        not through a proxy (unless a trusted one forwards for a loopback client)."""
+        address = self.address_of(request)
+        if address == request.remote and any(h in request.headers for h in FORWARDING_HEADERS):
+            return False  # a proxy we don't trust to say for whom forwarded it
+        try:
+            return ipaddress.ip_address(address).is_loopback
+        except ValueError:
+            return False
+
     def may_connect(self, address: str) -> bool:
         return self.open_connections[address] < self.connections
 
@@ -64,7 +101,7 @@ def too_many(request: web.Request, detail: str, retry_after: float) -> web.Respo
 @web.middleware
 async def limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     limits = request.app[CLIENT_LIMITS]
-    wait = limits.wait_for_request(request.remote or "unknown")
+    wait = limits.wait_for_request(limits.address_of(request))
     if wait:
         return too_many(
             request,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import time
 from typing import Any
 
@@ -33,6 +32,7 @@ from cryptomon.events.types import (
 from cryptomon.http import params
 from cryptomon.http.cache import RESPONSE_CACHE
 from cryptomon.http.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
+from cryptomon.http.limits import CLIENT_LIMITS
 from cryptomon.http.schemas import (
     AcknowledgeBody,
     Acknowledged,
@@ -117,7 +117,8 @@ def authorize_write(request: web.Request) -> str:
     """The actor a write is recorded under; refuses anyone not allowed to write.
 
     With an API token configured, the bearer token must match (compared in
-    constant time). Without one, writes come only from loopback."""
+    constant time). Without one, writes come only from loopback, never through
+    a proxy (which would make everyone it serves look local)."""
     token = request.app[SETTINGS].api_token
     if token is not None:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -131,12 +132,7 @@ def authorize_write(request: web.Request) -> str:
         ):
             raise Unauthorized("the bearer token is not the one configured")
         return "token"
-    remote = request.remote or ""
-    try:
-        loopback = ipaddress.ip_address(remote).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not request.app[CLIENT_LIMITS].is_loopback(request):
         env = request.app[SETTINGS].config.server.api_token_env
         raise Forbidden(
             f"writes are allowed only from loopback while no API token is configured; set {env}"

@@ -59,7 +59,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     if token is not None and query_token is not None and not _token_ok(query_token, token):
         raise Unauthorized("the token is not the one configured")
     limits = request.app[CLIENT_LIMITS]
-    address = request.remote or "unknown"
+    address = limits.address_of(request)
     if not limits.may_connect(address):
         return too_many(
             request,

@@ -123,6 +123,9 @@ async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(
     assert await status_for("203.0.113.2") == 200  # another client behind the same proxy
     # The nearest untrusted hop counts: what the client itself claims beyond it does not.
     assert await status_for("198.51.100.7, 203.0.113.1") == 429
+    # A proxy may add its own header line after the client's: the last line counts.
+    forged_then_added = [("X-Forwarded-For", "203.0.113.3"), ("X-Forwarded-For", "203.0.113.1")]
+    assert (await client.get("/api/status", headers=forged_then_added)).status == 429
 
 
 async def test_without_trusted_proxies_x_forwarded_for_buys_no_new_bucket(
@@ -145,6 +148,8 @@ async def test_without_trusted_proxies_x_forwarded_for_buys_no_new_bucket(
         ("", "127.0.0.1", 403),  # through a proxy nobody said to trust: not local
         ('trusted_proxies = ["127.0.0.1"]', "203.0.113.9", 403),  # a remote client
         ('trusted_proxies = ["127.0.0.1"]', "::1", 404),  # a local one, via the proxy
+        # Written another way, the proxy's address is still the proxy's.
+        ('trusted_proxies = ["::ffff:127.0.0.1"]', "::1", 404),
         # Only trusted hops: whom the proxy forwards for is unknown, so not local.
         ('trusted_proxies = ["127.0.0.1"]', "127.0.0.1", 403),
     ],
@@ -156,6 +161,15 @@ async def test_writes_without_a_token_never_come_through_a_proxy_from_elsewhere(
     headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
     response = await client.post("/api/alerts/1/acknowledge", headers=headers)
     assert response.status == status, await response.text()
+
+
+async def test_a_forged_loopback_line_before_the_proxys_own_is_not_local(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(app_with(tmp_path, 'trusted_proxies = ["127.0.0.1"]'))
+    headers = [("X-Forwarded-For", "127.0.0.1"), ("X-Forwarded-For", "203.0.113.9")]
+    response = await client.post("/api/alerts/1/acknowledge", headers=headers)
+    assert response.status == 403, await response.text()
 
 
 def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:

@@ -27,6 +27,18 @@ _PRUNE_ABOVE = 10_000
 FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 
+def _normal(address: str) -> str:
+    """One spelling per address (`::1` for 0:0:0:0:0:0:0:1, 127.0.0.1 for
+    ::ffff:127.0.0.1); anything else, such as a forged hop, as text kept short."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
 class ClientLimits:
     def __init__(
         self,
@@ -38,7 +50,7 @@ class ClientLimits:
         self.per_second = per_second
         self.burst = float(burst)
         self.connections = connections
-        self.trusted_proxies = frozenset(trusted_proxies)
+        self.trusted_proxies = frozenset(_normal(address) for address in trusted_proxies)
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, at)
         self.open_connections: Counter[str] = Counter()
         self.refused = 0
@@ -63,21 +75,23 @@ class ClientLimits:
 
     def address_of(self, request: web.BaseRequest) -> str:
         """The client's address: the peer, or for a trusted proxy, whom it forwards for."""
-        peer = request.remote or "unknown"
+        peer = _normal(request.remote or "unknown")
         if peer not in self.trusted_proxies:
             return peer
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")
-        for hop in reversed([hop.strip() for hop in forwarded if hop.strip()]):
+        # Every X-Forwarded-For line: a proxy may add its own line after the client's.
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+        for hop in reversed([_normal(hop.strip()) for hop in forwarded if hop.strip()]):
             if hop not in self.trusted_proxies:
-                return hop[:64]  # the client's own claim beyond that: any text, kept short
+                return hop
         return peer
 
     def is_loopback(self, request: web.BaseRequest) -> bool:
         """Whether the request comes from this machine: from a loopback address, and
         not through a proxy (unless a trusted one forwards for a loopback client)."""
         address = self.address_of(request)
-        if address == request.remote and any(h in request.headers for h in FORWARDING_HEADERS):
-            return False  # a proxy we don't trust to say for whom forwarded it
+        forwarded = any(header in request.headers for header in FORWARDING_HEADERS)
+        if forwarded and address == _normal(request.remote or "unknown"):
+            return False  # a proxy forwarded it and did not say for whom in a way we trust
         try:
             return ipaddress.ip_address(address).is_loopback
         except ValueError:

@@ -303,6 +303,31 @@ async def test_an_intact_history_is_said_to_be(tmp_path: Path) -> None:
     assert (models.history, models.history_error) == ("intact", None)
 
 
+async def test_an_unreadable_archive_leaves_the_history_unverified_and_stop_still_works(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.db"
+    async with await EventStore.open(path) as store:
+        await fill(store, ["success"] * 6)
+        models = ReadModels(store, SETTINGS)
+        await models.start()  # folds all six and snapshots them
+        await models.stop()
+        assert await archive_probe_events(store, before=2e9, up_to_position=store.head) == 5
+        [(_first, _last, segment)] = segments(path)
+        segment.write_bytes(b"not gzip")
+        models = ReadModels(store, SETTINGS)
+        await models.start()
+        deadline = time.monotonic() + 30
+        while models.history == "verifying":
+            assert time.monotonic() < deadline, "the history check never ended"
+            await asyncio.sleep(0.01)
+        assert models.history == "unverified"
+        assert models.history_error is not None and "could not verify" in models.history_error
+        await fill(store, ["failed"], start=6)
+        await models.stop()  # folds the new event and snapshots, the failed check aside
+        assert models.position == 7
+
+
 def test_serve_refuses_to_start_on_a_corrupt_tail(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     asyncio.run(corrupt_after_snapshot(path))

@@ -117,7 +117,9 @@ async def load_projections(
             f"the snapshot covers position {projections.position} but the log at {store.location}"
             f" ends at {store.head}: events are missing; refusing to serve from it"
         )
-    high_water = await store.sequence_high_water()
+    # SQLite's sequence remembers deleted rows. (PostgreSQL's log_head moves with every
+    # instance's commits while this store's head waits for their notification.)
+    high_water = await store.sequence_high_water() if isinstance(store, EventStore) else 0
     if high_water > store.head:
         raise CorruptLog(
             f"the event log at {store.location} ends at {store.head} but positions up to"
@@ -384,9 +386,10 @@ class ReadModels:
             return
         try:
             report = await verify_chain(self.store, to_position=snapshot_position)
-        except StoreError as exc:
+        except Exception as exc:  # an unreadable archive segment, a read that failed
             self.history = "unverified"
-            log.warning("could not verify the event log before the snapshot: %s", exc)
+            self.history_error = f"could not verify the event log before the snapshot: {exc}"
+            log.warning("%s", self.history_error)
             return
         if report.ok:
             self.history = "intact"
@@ -397,6 +400,11 @@ class ReadModels:
             " Run `python -m cryptomon verify` for details"
         )
         log.error("%s", self.history_error)
+
+    async def history_checked(self) -> None:
+        """Wait for the background check of the history (archiving moves rows it reads)."""
+        if self._history_task is not None:
+            await asyncio.shield(self._history_task)
 
     async def stop(self) -> None:
         """Fold what is committed, snapshot, stop following."""

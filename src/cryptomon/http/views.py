@@ -517,7 +517,9 @@ async def logs(request: web.Request) -> web.Response:
     store = _store(request)
     # A provider's probes and rate-limit changes are its stream's events.
     stream = provider_stream(provider) if provider is not None else None
-    if log_type == "rate_limit":
+    if provider is not None and _models(request).projections.providers.get(provider) is None:
+        found = []  # nobody by that name: no index walk over everyone else's rows
+    elif log_type == "rate_limit":
         found = await store.read_by_type(
             ["RateLimitChanged"], since=since, limit=limit, stream=stream
         )

@@ -197,24 +197,26 @@ async def test_replay_says_when_it_stopped_listing_differences(tmp_path: Path) -
     assert listed[-1] == "  (listing stops at 50 differences; there may be more)"
 
 
-async def corrupt_after_snapshot(path: Path) -> None:
-    """A log with a snapshot at 3 and an edit at 5 that still decodes."""
+async def edited_log(path: Path, *, snapshot_at: int, events: int, edit_at: int) -> None:
+    """A log of `events` probes, snapshotted at `snapshot_at`, then edited at `edit_at`
+    so that the row still decodes (only the hash chain shows it)."""
     store = await EventStore.open(path)
-    await fill(store, ["success"] * 3)
+    await fill(store, ["success"] * snapshot_at)
     models = ReadModels(store, SETTINGS)
     await models.start()
     await models.stop()
-    await fill(store, ["success"] * 3, start=3)
+    await fill(store, ["success"] * (events - snapshot_at), start=snapshot_at)
     await store.close()
     with sqlite3.connect(path) as conn:
         conn.execute(
-            "UPDATE events SET payload = replace(payload, 'success', 'failed') WHERE position = 5"
+            "UPDATE events SET payload = replace(payload, 'success', 'failed') WHERE position = ?",
+            (edit_at,),
         )
 
 
 async def test_loading_a_log_whose_tail_breaks_the_chain_refuses(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
-    await corrupt_after_snapshot(path)
+    await edited_log(path, snapshot_at=3, events=6, edit_at=5)
     async with await EventStore.open(path, readonly=True) as store:
         with pytest.raises(CorruptLog, match="corrupt at position 5"):
             await load_projections(store, SETTINGS)
@@ -246,25 +248,11 @@ async def test_archiving_everything_old_keeps_the_newest_row_and_the_head(tmp_pa
         assert await store.append("provider:A", [probe(6, "success")]) == [7]
 
 
-async def corrupt_before_snapshot(path: Path) -> None:
-    """A log with an edit at 2 that still decodes and a snapshot at 6 covering it."""
-    store = await EventStore.open(path)
-    await fill(store, ["success"] * 6)
-    models = ReadModels(store, SETTINGS)
-    await models.start()
-    await models.stop()
-    await store.close()
-    with sqlite3.connect(path) as conn:
-        conn.execute(
-            "UPDATE events SET payload = replace(payload, 'success', 'failed') WHERE position = 2"
-        )
-
-
 async def test_an_edit_before_the_snapshot_makes_the_database_unhealthy(
     aiohttp_client: AiohttpClient, tmp_path: Path
 ) -> None:
     path = tmp_path / "r.db"
-    await corrupt_before_snapshot(path)
+    await edited_log(path, snapshot_at=6, events=6, edit_at=2)
     config = tmp_path / "empty.toml"
     config.write_text("providers = []\n")
     settings = Settings.from_config(load_config(config), database=path, environ={})
@@ -330,7 +318,7 @@ async def test_an_unreadable_archive_leaves_the_history_unverified_and_stop_stil
 
 def test_serve_refuses_to_start_on_a_corrupt_tail(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
-    asyncio.run(corrupt_after_snapshot(path))
+    asyncio.run(edited_log(path, snapshot_at=3, events=6, edit_at=5))
     config = tmp_path / "empty.toml"
     config.write_text("providers = []\n")
     with socket.socket() as sock:

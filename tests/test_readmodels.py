@@ -132,7 +132,9 @@ async def test_a_corrupt_snapshot_is_discarded_and_rebuilt(tmp_path: Path) -> No
     await store.close()
 
 
-async def test_a_snapshot_of_an_older_projection_version_is_rebuilt(tmp_path: Path) -> None:
+async def test_a_snapshot_of_an_older_projection_version_is_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "r.db"
     store = await EventStore.open(path)
     await fill(store, ["success"] * 3)
@@ -146,6 +148,9 @@ async def test_a_snapshot_of_an_older_projection_version_is_rebuilt(tmp_path: Pa
         projections, report = await load_projections(reader, SETTINGS)
     assert report.discarded is not None and "'metrics' is version" in report.discarded
     assert projections.position == 3
+    [message] = [r.getMessage() for r in caplog.records if "discarding" in r.getMessage()]
+    assert message.startswith("discarding the projection snapshot: the snapshot's 'metrics'")
+    assert message.endswith("; rebuilding from the log")
 
 
 async def test_a_snapshot_ahead_of_the_log_refuses_to_serve(tmp_path: Path) -> None:

@@ -179,6 +179,38 @@ async def test_connection_established_then_the_full_message_set(
         assert any(m["provider"] == "Flappy" and m["new_status"] == "online" for m in changes)
 
 
+async def test_status_updates_and_ws_stats_carry_their_fields(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], toggle: Toggle
+) -> None:
+    client = await aiohttp_client(make_app('[websocket]\nstatus_interval = "200ms"\n'))
+    toggle.up = False
+    await trigger(client, 3)  # Flappy goes offline: failures, an open alert
+    async with client.ws_connect("/ws/live") as ws:
+        await receive_json(ws)
+        await ws.send_json({"type": "unsubscribe", "topics": ["events"]})
+        seen = await collect_until(
+            ws,
+            lambda s: (
+                any(m["type"] == "status_update" for m in s)
+                and any(m["type"] == "subscribed" for m in s)
+            ),
+        )
+        update = next(m for m in seen if m["type"] == "status_update")
+        metrics = update["system_metrics"]
+        counts = ("online", "degraded", "offline", "rate_limited", "unconfigured", "unknown")
+        assert sum(metrics[f"{c}_count"] for c in counts) == metrics["total_providers"] == 3
+        assert metrics["offline_count"] >= 1
+        assert metrics["probes_last_minute"] >= metrics["failures_last_minute"] >= 3
+        assert metrics["open_alerts"] == update["alert_count"] >= 1
+        assert metrics["event_position"] == update["position"] == client.app[STORE].head
+        stats = await (await client.get("/ws/stats")).json()
+    [connection] = stats["connections"]
+    assert "events" not in connection["topics"]
+    assert {"status", "alerts", "providers"} <= set(connection["topics"])
+    assert connection["messages_sent"] >= len(seen) + 1  # the greeting too
+    assert stats["messages_sent"] >= connection["messages_sent"]
+
+
 async def test_acknowledging_reaches_the_feed(
     aiohttp_client: MakeClient, make_app: Callable[..., web.Application], toggle: Toggle
 ) -> None:

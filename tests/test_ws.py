@@ -285,6 +285,37 @@ async def test_resume_after_a_disconnect_has_no_gap_and_no_duplicate(
     assert positions == list(range(last_seen + 1, store.head + 1))
 
 
+async def test_a_resume_message_replays_from_its_position_with_no_gap_and_no_duplicate(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    store = client.app[STORE]
+
+    async def append(count: int) -> None:
+        for n in range(count):
+            event = ProbeRecorded("Gone", "health", "/", "failed", started_at=time.time() + n)
+            await store.append("provider:Gone", [event])
+
+    async with client.ws_connect("/ws/live") as ws:
+        await receive_json(ws)
+        await ws.send_json({"type": "unsubscribe", "topics": ["status"]})
+        await append(10)
+        first = await collect_until(ws, lambda s: sum(m["type"] == "event" for m in s) == 10)
+        since = [m["position"] for m in first if m["type"] == "event"][4]  # the fifth event
+        # Asked again from an earlier position on the same connection, while events arrive.
+        writer = asyncio.create_task(append(10))
+        await ws.send_json({"type": "resume", "since": since})
+        await writer
+        await client.app[READ_MODELS].wait_for(store.head)
+        again = await collect_until(
+            ws, lambda s: any(m["type"] == "event" and m["position"] == store.head for m in s)
+        )
+    # What the resume replaced may still arrive before it; from the resume on, each once.
+    positions = [m["position"] for m in again if m["type"] == "event"]
+    start = len(positions) - 1 - positions[::-1].index(since + 1)
+    assert positions[start:] == list(range(since + 1, store.head + 1))
+
+
 async def archived_log(path: Path) -> int:
     """A log of 30 probe events, positions 1-20 archived out of the database; its head."""
     now = [1000.0]

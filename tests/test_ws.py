@@ -20,6 +20,7 @@ from standins import StandIn, closed_port
 
 from cryptomon.config import load_config
 from cryptomon.events.archive import archive_probe_events, segments
+from cryptomon.events.log import EventLog
 from cryptomon.events.store import EventStore
 from cryptomon.events.types import ProbeRecorded
 from cryptomon.http.app import create_app
@@ -252,6 +253,13 @@ async def test_topics_narrow_what_a_client_gets(
         assert {provider_of(m) for m in seen} == {"Gone"}
 
 
+async def append_failures(store: EventLog, count: int) -> None:
+    """`count` failed probes of Gone, one append each."""
+    for n in range(count):
+        event = ProbeRecorded("Gone", "health", "/", "failed", started_at=time.time() + n)
+        await store.append("provider:Gone", [event])
+
+
 async def test_resume_after_a_disconnect_has_no_gap_and_no_duplicate(
     aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
 ) -> None:
@@ -259,19 +267,15 @@ async def test_resume_after_a_disconnect_has_no_gap_and_no_duplicate(
     app = client.app
     store = app[STORE]
 
-    async def append(count: int) -> None:
-        for n in range(count):
-            event = ProbeRecorded("Gone", "health", "/", "failed", started_at=time.time() + n)
-            await store.append("provider:Gone", [event])
-
     async with client.ws_connect("/ws/live") as ws:
         await receive_json(ws)
         await ws.send_json({"type": "unsubscribe", "topics": ["status"]})
-        await append(5)
+        await append_failures(store, 5)
         first = await collect_until(ws, lambda s: sum(m["type"] == "event" for m in s) == 5)
         last_seen = max(m["position"] for m in first if m["type"] == "event")
 
-    writer = asyncio.create_task(append(30))  # events keep arriving while reconnecting
+    # Events keep arriving while the client reconnects.
+    writer = asyncio.create_task(append_failures(store, 30))
     async with client.ws_connect(f"/ws/live?since={last_seen}") as ws:
         hello = await receive_json(ws)
         assert hello["type"] == "connection_established"
@@ -291,19 +295,14 @@ async def test_a_resume_message_replays_from_its_position_with_no_gap_and_no_dup
     client = await aiohttp_client(make_app())
     store = client.app[STORE]
 
-    async def append(count: int) -> None:
-        for n in range(count):
-            event = ProbeRecorded("Gone", "health", "/", "failed", started_at=time.time() + n)
-            await store.append("provider:Gone", [event])
-
     async with client.ws_connect("/ws/live") as ws:
         await receive_json(ws)
         await ws.send_json({"type": "unsubscribe", "topics": ["status"]})
-        await append(10)
+        await append_failures(store, 10)
         first = await collect_until(ws, lambda s: sum(m["type"] == "event" for m in s) == 10)
         since = [m["position"] for m in first if m["type"] == "event"][4]  # the fifth event
         # Asked again from an earlier position on the same connection, while events arrive.
-        writer = asyncio.create_task(append(10))
+        writer = asyncio.create_task(append_failures(store, 10))
         await ws.send_json({"type": "resume", "since": since})
         await writer
         await client.app[READ_MODELS].wait_for(store.head)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from cryptomon.config import Config, ConfigError, describe_providers, load_config
+from cryptomon.config import Config, ConfigError, describe_checks, describe_providers, load_config
 from cryptomon.events.audit import export_jsonl, verify_chain
 from cryptomon.events.log import is_postgres_url, mask_url, open_event_log
 from cryptomon.events.migrations import SchemaError
@@ -105,9 +105,17 @@ async def run_check_config(args: argparse.Namespace) -> int:
     path = args.path or args.config
     config = load_config(path)
     print(f"{config.source}: OK, {len(config.providers)} providers")
-    for line in describe_providers(config, os.environ):
+    lines = describe_providers(config, os.environ)
+    for provider, line in zip(config.providers, lines, strict=True):
         print(line)
-    return 0
+        for check in describe_checks(provider):
+            print(check)
+    if not args.live:
+        return 0
+    from cryptomon.livecheck import check_live
+
+    print()
+    return await check_live(config, os.environ, sys.stdout)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -370,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate a config file and list the providers it would monitor",
     )
     check.add_argument("path", nargs="?", type=Path, default=None, metavar="PATH")
+    check.add_argument(
+        "--live",
+        action="store_true",
+        help="also probe every provider once, now, and print what each answered; exit 1"
+        " when an enabled provider fails",
+    )
     check.set_defaults(run=run_check_config)
     commands.add_parser(
         "verify", parents=[common], help="check the hash chain of the whole log"

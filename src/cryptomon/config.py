@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 import msgspec
 from croniter import CroniterBadDateError, croniter
 
+from cryptomon.conditions import ConditionError, parse_condition, parse_observation
+
 Category = Literal[
     "market_data",
     "exchanges",
@@ -37,13 +39,20 @@ Category = Literal[
     "sentiment",
 ]
 CATEGORIES: tuple[str, ...] = get_args(Category)
-KeyStatus = Literal["configured", "unconfigured", "not_needed"]
+# `optional`: the provider takes a key but is probed without one while it is unset.
+KeyStatus = Literal["configured", "unconfigured", "not_needed", "optional"]
+HttpMethod = Literal["GET", "POST", "HEAD"]
+ENV_PREFIX = "env:"
+# Without a degraded_latency, a probe slower than this is degraded; half the timeout when
+# the timeout is not longer than it (a "2s" timeout alone is a valid provider).
+DEFAULT_DEGRADED_LATENCY_SECONDS = 2.0
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # RFC 9110 token characters: anything else makes aiohttp refuse the header.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_OBSERVATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def parse_duration(text: str) -> float:
@@ -132,40 +141,131 @@ class MonitoringConfig(_Table, frozen=True):
 
     offline_after_failures: Annotated[int, msgspec.Meta(ge=1)] = 3
     online_after_successes: Annotated[int, msgspec.Meta(ge=1)] = 2
+    # Time left on a provider's TLS certificate that raises a warning, then a critical alert.
+    certificate_warning: str = "14d"
+    certificate_critical: str = "3d"
+
+    @property
+    def certificate_warning_seconds(self) -> float:
+        return parse_duration(self.certificate_warning)
+
+    @property
+    def certificate_critical_seconds(self) -> float:
+        return parse_duration(self.certificate_critical)
 
 
 class RateLimit(_Table, frozen=True):
     requests: Annotated[int, msgspec.Meta(ge=1)]
     per: str
+    # Where the number comes from: the provider's page (a URL), or "unverified" when the
+    # provider publishes none and the number is a conservative guess.
+    source: str | None = None
 
     @property
     def per_seconds(self) -> float:
         return parse_duration(self.per)
 
 
-class Collection(_Table, frozen=True):
+class RpcCall(_Table, frozen=True):
+    """One JSON-RPC 2.0 call: `rpc = { method = "eth_blockNumber", params = [] }`."""
+
+    method: str
+    params: list[Any] | dict[str, Any] = msgspec.field(default_factory=list)
+
+
+class ProbeRequest(_Table, frozen=True, kw_only=True):
+    """What one probe sends and what its answer must show: shared by a provider's health
+    probe and its collections. Conditions and observations are Gatus-style expressions,
+    checked when the file loads (see `cryptomon.conditions`)."""
+
+    method: HttpMethod | None = None  # GET, or POST when there is a body
+    headers: dict[str, str] = {}  # a value "env:NAME" comes from that variable: a secret
+    body: Any = None  # sent as JSON
+    rpc: RpcCall | tuple[RpcCall, ...] | None = None  # a JSON-RPC call, or a batch
+    conditions: tuple[str, ...] = ()
+    observe: dict[str, str] = {}
+
+    @property
+    def http_method(self) -> HttpMethod:
+        if self.method is not None:
+            return self.method
+        return "POST" if self.body is not None or self.rpc is not None else "GET"
+
+    @property
+    def json_body(self) -> Any:
+        """The JSON document sent, None for none: `body`, or the JSON-RPC envelope."""
+        if self.rpc is None:
+            return self.body
+        if isinstance(self.rpc, RpcCall):
+            return _rpc_envelope(self.rpc, 1)
+        return [_rpc_envelope(call, index) for index, call in enumerate(self.rpc, 1)]
+
+    @property
+    def env_headers(self) -> dict[str, str]:
+        """Header name -> the variable its value comes from."""
+        return {
+            name: value[len(ENV_PREFIX) :]
+            for name, value in self.headers.items()
+            if value.startswith(ENV_PREFIX)
+        }
+
+    def request_headers(self, environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+        """The headers to send, with env: values read now, and those values (secrets)."""
+        headers: dict[str, str] = {}
+        secrets: list[str] = []
+        for name, value in self.headers.items():
+            if value.startswith(ENV_PREFIX):
+                value = environ.get(value[len(ENV_PREFIX) :], "").strip()
+                secrets.append(value)
+            headers[name] = value
+        return headers, secrets
+
+
+def _rpc_envelope(call: RpcCall, call_id: int) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": call_id, "method": call.method, "params": call.params}
+
+
+class Collection(ProbeRequest, frozen=True, kw_only=True):
     """A data endpoint probed alongside the health path (a "collection" probe)."""
 
     path: str
     expect_key: str | None = None
     expect_non_empty: bool = False
 
+    @property
+    def body_checks(self) -> tuple[str, ...]:
+        """`expect_key` and `expect_non_empty` as the conditions they are (error kind
+        `invalid_body`, as before conditions existed)."""
+        checks = []
+        if self.expect_key is not None:
+            checks.append(f"has([BODY].{self.expect_key}) == true")
+        if self.expect_non_empty:
+            checks.append("len([BODY]) > 0")
+        return tuple(checks)
 
-class ProviderConfig(_Table, frozen=True):
+
+class ProviderConfig(ProbeRequest, frozen=True, kw_only=True):
+    """A provider; the request keys it shares with collections shape its health probe."""
+
     name: str
     category: Category
     base_url: str
+    docs: str | None = None  # the provider's API documentation
     health_path: str = ""
     interval: str | None = None
     cron: str | None = None
     timeout: str = "10s"
-    degraded_latency: str = "2s"
+    degraded_latency: str | None = None
     rate_limit: RateLimit | None = None
     # Only the *name* of the variable: the key itself is read at call time.
     api_key_env: str | None = None
     api_key_header: str | None = None
     api_key_query: str | None = None
     api_key_prefix: str = ""
+    # Probe without the key while its variable is unset (a keyless tier exists).
+    api_key_optional: bool = False
+    # Conditions any of which means "the provider says it is in maintenance".
+    maintenance_when: tuple[str, ...] = ()
     enabled: bool = True
     collections: tuple[Collection, ...] = ()
 
@@ -179,7 +279,9 @@ class ProviderConfig(_Table, frozen=True):
 
     @property
     def degraded_latency_seconds(self) -> float:
-        return parse_duration(self.degraded_latency)
+        if self.degraded_latency is not None:
+            return parse_duration(self.degraded_latency)
+        return _default_degraded_latency(self.timeout_seconds)
 
     @property
     def schedule_text(self) -> str:
@@ -204,16 +306,35 @@ class ProviderConfig(_Table, frozen=True):
         return environ.get(self.api_key_env, "").strip() or None
 
     def key_status(self, environ: Mapping[str, str]) -> KeyStatus:
-        if self.api_key_env is None:
-            return "not_needed"
-        return "configured" if self.api_key(environ) else "unconfigured"
+        """Whether every secret this provider needs (its key, its env: headers) is set."""
+        if self.missing_env(environ):
+            return "unconfigured"
+        if self.api_key_env is not None and self.api_key(environ) is None:
+            return "optional"
+        needs = self.api_key_env is not None or any(
+            probe.env_headers for probe in (self, *self.collections)
+        )
+        return "configured" if needs else "not_needed"
+
+    def missing_env(self, environ: Mapping[str, str]) -> list[str]:
+        """The variables that must be set before this provider can be probed."""
+        missing = []
+        required_key = self.api_key_env is not None and not self.api_key_optional
+        if required_key and self.api_key_env is not None and self.api_key(environ) is None:
+            missing.append(self.api_key_env)
+        for probe in (self, *self.collections):
+            for name in probe.env_headers.values():
+                if not environ.get(name, "").strip() and name not in missing:
+                    missing.append(name)
+        return missing
 
     def skip_reason(self, environ: Mapping[str, str]) -> str | None:
         """Why this provider is not probed, or None when it is."""
         if not self.enabled:
             return "disabled"
-        if self.key_status(environ) == "unconfigured":
-            return f"set {self.api_key_env} to probe it"
+        missing = self.missing_env(environ)
+        if missing:
+            return f"set {' and '.join(missing)} to probe it"
         return None
 
     def request_auth(self, key: str | None) -> tuple[dict[str, str], dict[str, str]]:
@@ -235,7 +356,8 @@ ChannelKind = Literal["webhook", "slack", "discord", "telegram"]
 RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "idempotency-key", "x-cryptomon-signature"}
 )
-ENV_PREFIX = "env:"
+# Headers a probe's transport sets: a provider's `headers` may not.
+PROBE_RESERVED_HEADERS = frozenset({"content-length", "host", "transfer-encoding"})
 _CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -303,6 +425,29 @@ def describe_providers(config: Config, environ: Mapping[str, str]) -> list[str]:
         + f"  {row[3]}"
         for row in rows
     ]
+
+
+def describe_checks(provider: ProviderConfig) -> list[str]:
+    """Indented lines for each of the provider's probes that sends more than a GET or
+    checks more than its status: the request, its conditions (`expect_key` and
+    `expect_non_empty` shown as the conditions they are), maintenance and observations."""
+    lines = []
+    probes: list[tuple[str, ProbeRequest, str, tuple[str, ...], tuple[str, ...]]] = [
+        ("health", provider, provider.health_path, (), provider.maintenance_when)
+    ]
+    probes += [("collection", c, c.path, c.body_checks, ()) for c in provider.collections]
+    for label, request, path, body_checks, maintenance in probes:
+        conditions = (*body_checks, *request.conditions)
+        if not (conditions or maintenance or request.observe or request.http_method != "GET"):
+            continue
+        rpc = request.rpc
+        calls = () if rpc is None else (rpc,) if isinstance(rpc, RpcCall) else rpc
+        sent = f" JSON-RPC {', '.join(call.method for call in calls)}" if calls else ""
+        lines.append(f"    {label} {request.http_method} {path or '/'}{sent}")
+        lines += [f"      must hold:      {condition}" for condition in conditions]
+        lines += [f"      maintenance if: {condition}" for condition in maintenance]
+        lines += [f"      observe {name} = {text}" for name, text in request.observe.items()]
+    return lines
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -414,10 +559,26 @@ def _check_storage_url(text: str) -> None:
         )
 
 
+def _default_degraded_latency(timeout: float) -> float:
+    return (
+        DEFAULT_DEGRADED_LATENCY_SECONDS
+        if timeout > DEFAULT_DEGRADED_LATENCY_SECONDS
+        else timeout / 2
+    )
+
+
 def _check_notification_headers(headers: dict[str, str]) -> None:
+    _check_headers(headers, RESERVED_HEADERS)
+
+
+def _check_probe_headers(headers: dict[str, str]) -> None:
+    _check_headers(headers, PROBE_RESERVED_HEADERS)
+
+
+def _check_headers(headers: dict[str, str], reserved: frozenset[str]) -> None:
     for name, value in headers.items():
         _check_header_name(name)
-        if name.lower() in RESERVED_HEADERS:
+        if name.lower() in reserved:
             raise ValueError(f"{name!r} is set by cryptomon itself")
         if value.startswith(ENV_PREFIX):
             if not _ENV_NAME.fullmatch(value[len(ENV_PREFIX) :]):
@@ -426,6 +587,46 @@ def _check_notification_headers(headers: dict[str, str]) -> None:
                 )
         elif "\r" in value or "\n" in value:
             raise ValueError(f"header {name!r}: the value has a line break")
+
+
+def _check_docs_url(text: str) -> None:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f'{text!r} is not an http(s) URL: expected like "https://docs.example.com"'
+        )
+
+
+def _check_conditions(expressions: tuple[str, ...]) -> None:
+    for index, expression in enumerate(expressions):
+        _check_expression(parse_condition, expression, f"[{index}]")
+
+
+def _check_observations(observations: dict[str, str]) -> None:
+    for name, expression in observations.items():
+        if not _OBSERVATION_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not an observation name: expected letters, digits and _")
+        _check_expression(parse_observation, expression, f".{name}")
+
+
+def _check_expression(parse: Callable[[str], object], expression: str, where: str) -> None:
+    try:
+        parse(expression)
+    except ConditionError as exc:
+        raise _KeyedError(where, str(exc)) from None
+
+
+class _KeyedError(ValueError):
+    """A problem with one entry of a value: `where` extends the key (`[2]`, `.head`)."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+def _check_rate_limit_source(text: str) -> None:
+    if text != "unverified":
+        _check_docs_url(text)
 
 
 # Checks beyond the type, by key; field names mean the same in every table.
@@ -449,11 +650,20 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "hmac_secret_env": _check_env_name,
     "headers": _check_notification_headers,
     "renotify_interval": parse_duration,
+    "certificate_warning": parse_duration,
+    "certificate_critical": parse_duration,
+    "docs": _check_docs_url,
+    "conditions": _check_conditions,
+    "maintenance_when": _check_conditions,
+    "observe": _check_observations,
 }
 
 # Where a name means something else in one table: (table class, key).
 _TABLE_FIELD_CHECKS: dict[tuple[str, str], Callable[[Any], object]] = {
     ("StorageConfig", "url"): _check_storage_url,
+    ("ProviderConfig", "headers"): _check_probe_headers,
+    ("Collection", "headers"): _check_probe_headers,
+    ("RateLimit", "source"): _check_rate_limit_source,
 }
 
 T = TypeVar("T", bound=_Table)
@@ -521,6 +731,8 @@ def _convert_table(
             if check is parse_duration:
                 problem += ' (a duration such as "30s")'
             problems.add(where, problem, provider, channel=channel)
+        except _KeyedError as exc:
+            problems.add(where + exc.where, str(exc), provider, channel=channel)
         except ValueError as exc:
             problems.add(where, str(exc), provider, channel=channel)
         else:
@@ -557,10 +769,11 @@ def _check_provider(
     name = values.get("name")
     if name is not None and (not name.strip() or "/" in name):
         add("name", "expected a non-empty name without '/' (it appears in URLs)")
-    # Compare only durations that converted; a bad one is reported already.
-    if {"timeout", "degraded_latency"}.isdisjoint(raw.keys() - values.keys()):
+    # Compare only durations that converted; a bad one is reported already. Without a
+    # degraded_latency the default follows the timeout, so only one set by hand can clash.
+    if "degraded_latency" in values and "timeout" not in raw.keys() - values.keys():
         timeout = values.get("timeout", "10s")
-        if parse_duration(values.get("degraded_latency", "2s")) >= parse_duration(timeout):
+        if parse_duration(values["degraded_latency"]) >= parse_duration(timeout):
             add("degraded_latency", f"expected less than the timeout ({timeout})")
     rate_limit = values.get("rate_limit")
     if rate_limit is not None:
@@ -577,6 +790,20 @@ def _check_provider(
         add("api_key_env", "missing: name the environment variable that holds the key")
     if "api_key_prefix" in raw and "api_key_header" not in raw:
         add("api_key_prefix", "only applies to a key sent in api_key_header")
+    if values.get("api_key_optional") and "api_key_env" not in raw:
+        add("api_key_optional", "only applies with api_key_env")
+    _check_request(raw, add)
+
+
+def _check_request(raw: dict[str, Any], add: Callable[[str, str], None]) -> None:
+    """Rules that span the request keys of one probe (a provider's health probe or a
+    collection)."""
+    if "body" in raw and "rpc" in raw:
+        add("rpc", "set body or rpc, not both (rpc builds the JSON-RPC body)")
+    if raw.get("method") in ("GET", "HEAD") and ("body" in raw or "rpc" in raw):
+        add("method", f"a {raw['method']} request carries no body: leave method out or use POST")
+    if isinstance(raw.get("rpc"), list) and not raw["rpc"]:
+        add("rpc", "an empty batch: expected at least one call")
 
 
 def _decode_providers(raw: object, problems: _Problems) -> tuple[ProviderConfig, ...]:
@@ -592,9 +819,13 @@ def _decode_providers(raw: object, problems: _Problems) -> tuple[ProviderConfig,
         name = entry.get("name") if isinstance(entry, dict) else None
         provider = name if isinstance(name, str) else None
         before = len(problems.messages)
-        values = _convert_table(entry, ProviderConfig, key, problems, provider)
+        table = dict(entry) if isinstance(entry, dict) else entry
+        collections = table.pop("collections", None) if isinstance(table, dict) else None
+        values = _convert_table(table, ProviderConfig, key, problems, provider)
         if values is None:
             continue
+        if collections is not None:
+            values["collections"] = _decode_collections(collections, key, provider, problems)
         _check_provider(entry, values, key, provider, problems)
         if provider is not None:
             # Names are compared without case: they end up in URLs and metric labels.
@@ -608,6 +839,36 @@ def _decode_providers(raw: object, problems: _Problems) -> tuple[ProviderConfig,
         if len(problems.messages) == before:
             providers.append(ProviderConfig(**values))
     return tuple(providers)
+
+
+def _decode_collections(
+    raw: object, key: str, provider: str | None, problems: _Problems
+) -> tuple[Collection, ...]:
+    """Each collection converted and checked on its own, like a provider, so its
+    conditions are parsed and every mistake is reported with its index."""
+    if not isinstance(raw, list):
+        problems.add(
+            f"{key}.collections",
+            f"expected an array of tables ([[providers.collections]]), got {_toml_type(raw)}",
+            provider,
+        )
+        return ()
+    collections = []
+    for index, entry in enumerate(raw):
+        where = f"{key}.collections[{index}]"
+        before = len(problems.messages)
+        values = _convert_table(entry, Collection, where, problems, provider)
+        if values is None:
+            continue
+        assert isinstance(entry, dict)  # _convert_table returns None otherwise
+
+        def add(field: str, problem: str, where: str = where) -> None:
+            problems.add(f"{where}.{field}", problem, provider)
+
+        _check_request(entry, add)
+        if len(problems.messages) == before:
+            collections.append(Collection(**values))
+    return tuple(collections)
 
 
 def _check_channel(
@@ -745,6 +1006,15 @@ def _parse(
             expected = ", ".join([*tables, "providers", "notifications"])
             problems.add(name, f"unknown key; expected one of: {expected}")
     _check_storage(sections, problems)
+    monitoring = sections.get("monitoring")
+    if (
+        isinstance(monitoring, MonitoringConfig)
+        and monitoring.certificate_critical_seconds >= monitoring.certificate_warning_seconds
+    ):
+        problems.add(
+            "monitoring.certificate_critical",
+            f"expected less than certificate_warning ({monitoring.certificate_warning})",
+        )
     if problems.messages:
         raise ConfigError(problems.messages)
     if "providers" not in sections:

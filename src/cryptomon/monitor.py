@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 
-from cryptomon.config import Collection, Config, ProviderConfig
+from cryptomon.config import Collection, Config, ProbeRequest, ProviderConfig
 from cryptomon.events.log import EventLog
 from cryptomon.events.store import ConcurrencyError, StoreError
 from cryptomon.events.types import (
@@ -25,9 +26,10 @@ from cryptomon.events.types import (
     JobTriggered,
     ProbeKind,
     ProviderRegistered,
+    ProviderRemoved,
     RateLimitSpec,
 )
-from cryptomon.probes import BodyCheck, probe
+from cryptomon.probes import BodyCheck, ProbeResult, ProbeSpec, probe
 from cryptomon.ratelimit import RateLimitTracker
 from cryptomon.scheduler import (
     Action,
@@ -53,6 +55,8 @@ COLLECTION_JOBS: dict[str, tuple[tuple[str, ...], float]] = {
     "sentiment_collection": (("sentiment",), 900.0),
 }
 RATE_LIMIT_SNAPSHOT_SECONDS = 60.0
+# Configuration events are one per provider and config change: read them all at once.
+_ALL = 1_000_000
 # Without a configured limit, provider headers still report usage per minute.
 DEFAULT_WINDOW_SECONDS = 60.0
 
@@ -80,6 +84,73 @@ def registration_of(provider: ProviderConfig, environ: Mapping[str, str]) -> Pro
         api_key_env=provider.api_key_env,
         key_configured=provider.key_status(environ) != "unconfigured",
         collections=tuple(c.path for c in provider.collections),
+        method=provider.http_method,
+        conditions=provider.conditions,
+        maintenance_when=provider.maintenance_when,
+        observe=tuple(provider.observe),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    """One probe of a provider, its checks compiled: the health probe or a collection."""
+
+    provider: ProviderConfig
+    request: ProbeRequest
+    kind: ProbeKind
+    path: str
+    spec: ProbeSpec
+    check: BodyCheck | None  # a collection's expect_key / expect_non_empty
+
+    @classmethod
+    def health(cls, provider: ProviderConfig) -> ProbeTarget:
+        spec = ProbeSpec(provider, provider.maintenance_when)
+        return cls(provider, provider, "health", provider.health_path, spec, None)
+
+    @classmethod
+    def collection(cls, provider: ProviderConfig, collection: Collection) -> ProbeTarget:
+        check = BodyCheck(collection.expect_key, collection.expect_non_empty)
+        spec = ProbeSpec(collection)
+        return cls(provider, collection, "collection", collection.path, spec, check)
+
+
+def probe_targets(provider: ProviderConfig) -> list[ProbeTarget]:
+    """Every probe of `provider`: its health probe, then each collection."""
+    collections = [ProbeTarget.collection(provider, c) for c in provider.collections]
+    return [ProbeTarget.health(provider), *collections]
+
+
+async def send_probe(
+    session: aiohttp.ClientSession,
+    target: ProbeTarget,
+    environ: Mapping[str, str],
+    *,
+    scheduled_at: float | None = None,
+    clock: Callable[[], float] = time.time,
+    explain: bool = False,
+) -> ProbeResult:
+    """Probe `target` once, with its key and env: headers read from `environ` now."""
+    provider = target.provider
+    key = provider.api_key(environ)
+    auth_headers, params = provider.request_auth(key)
+    headers, secrets = target.request.request_headers(environ)
+    if key is not None:
+        secrets.append(key)
+    return await probe(
+        session,
+        provider=provider.name,
+        kind=target.kind,
+        url=provider.url(target.path),
+        endpoint=target.path,
+        timeout=provider.timeout_seconds,
+        headers={**headers, **auth_headers},
+        params=params,
+        spec=target.spec,
+        check=target.check,
+        secrets=secrets,
+        scheduled_at=scheduled_at,
+        clock=clock,
+        explain=explain,
     )
 
 
@@ -133,7 +204,7 @@ class Monitor:
             scheduler.add_task(
                 provider.name,
                 "health_checks",
-                self._health_action(provider),
+                self._probe_action(ProbeTarget.health(provider)),
                 _schedule(provider),
                 provider=provider.name,
             )
@@ -149,7 +220,7 @@ class Monitor:
                     scheduler.add_task(
                         name,
                         job_id,
-                        self._collection_action(provider, collection),
+                        self._probe_action(ProbeTarget.collection(provider, collection)),
                         IntervalSchedule(interval, spread_offset(name, interval)),
                         provider=provider.name,
                     )
@@ -178,15 +249,35 @@ class Monitor:
         await self.scheduler.stop()
 
     async def register_providers(self) -> int:
-        """Record each provider whose configuration differs from the last one
-        recorded; return how many were recorded."""
+        """Record each provider whose configuration differs from the last one recorded,
+        and `ProviderRemoved` for each registered one the config no longer has (so it is
+        not left behind as a ghost); return how many events were recorded."""
         recorded = 0
         for provider in self.config.providers:
             registration = registration_of(provider, self.environ)
             recorded += await self._register(registration_stream(provider.name), registration)
+        configured = {provider.name for provider in self.config.providers}
+        for name in await self._registered_names() - configured:
+            recorded += await self._register(registration_stream(name), ProviderRemoved(name))
         return recorded
 
-    async def _register(self, stream: str, registration: ProviderRegistered) -> int:
+    async def _registered_names(self) -> set[str]:
+        """Providers whose last configuration event is a registration, not a removal."""
+        events = await self.store.read_by_type(
+            ["ProviderRegistered", "ProviderRemoved"], limit=_ALL, newest_first=False
+        )
+        names: set[str] = set()
+        for recorded in events:
+            event = recorded.event
+            if isinstance(event, ProviderRegistered):
+                names.add(event.provider)
+            elif isinstance(event, ProviderRemoved):
+                names.discard(event.provider)
+        return names
+
+    async def _register(
+        self, stream: str, registration: ProviderRegistered | ProviderRemoved
+    ) -> int:
         while True:
             version = await self.store.stream_version(stream)
             if version:
@@ -216,48 +307,23 @@ class Monitor:
         )
         return await self.scheduler.run_now(job_id)
 
-    def _health_action(self, provider: ProviderConfig) -> Action:
+    def _probe_action(self, target: ProbeTarget) -> Action:
         async def run(planned: float) -> None:
-            await self._probe(provider, "health", provider.health_path, None, planned)
+            await self._probe(target, planned)
 
         return run
 
-    def _collection_action(self, provider: ProviderConfig, collection: Collection) -> Action:
-        check = BodyCheck(collection.expect_key, collection.expect_non_empty)
-
-        async def run(planned: float) -> None:
-            await self._probe(provider, "collection", collection.path, check, planned)
-
-        return run
-
-    async def _probe(
-        self,
-        provider: ProviderConfig,
-        kind: ProbeKind,
-        path: str,
-        check: BodyCheck | None,
-        planned: float,
-    ) -> None:
+    async def _probe(self, target: ProbeTarget, planned: float) -> None:
+        provider = target.provider
         tracker = self.trackers[provider.name]
         if tracker.is_blocked(self.clock.time()):
             # The block itself was recorded when it began; count what it costs.
             self.counters.skipped_blocked += 1
             return
-        headers, params = provider.request_auth(provider.api_key(self.environ))
         events: list[Event] = []
         crossed = tracker.record_request(self.clock.time())
-        result = await probe(
-            self.session,
-            provider=provider.name,
-            kind=kind,
-            url=provider.url(path),
-            endpoint=path,
-            timeout=provider.timeout_seconds,
-            headers=headers,
-            params=params,
-            check=check,
-            scheduled_at=planned,
-            clock=self.clock.time,
+        result = await send_probe(
+            self.session, target, self.environ, scheduled_at=planned, clock=self.clock.time
         )
         events.append(result.event)
         if crossed is not None:

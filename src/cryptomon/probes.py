@@ -13,7 +13,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,7 +22,16 @@ import aiohttp
 import msgspec
 
 from cryptomon import __version__
-from cryptomon.events.types import ErrorKind, ProbeKind, ProbeOutcome, ProbeRecorded
+from cryptomon.conditions import Answer, Condition, Observation, parse_condition, parse_observation
+from cryptomon.config import ProbeRequest
+from cryptomon.events.types import (
+    ConditionSeen,
+    ErrorKind,
+    ObservedValue,
+    ProbeKind,
+    ProbeOutcome,
+    ProbeRecorded,
+)
 
 USER_AGENT = f"cryptomon/{__version__}"
 
@@ -63,11 +72,67 @@ class BodyCheck(msgspec.Struct, frozen=True, gc=False):
         return None
 
 
+# The longest JSON-RPC error message kept in an event.
+_RPC_MESSAGE_LIMIT = 200
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_json_encoder = msgspec.json.Encoder()
+
+
+class ProbeSpec:
+    """One probe's request and answer checks, compiled once when monitoring starts: the
+    conditions and observations are parsed here, never per probe."""
+
+    __slots__ = (
+        "body",
+        "conditions",
+        "keeps_body",
+        "maintenance",
+        "method",
+        "observations",
+        "reads_error_bodies",
+        "rpc",
+        "rpc_batch",
+        "status_checked",
+    )
+
+    def __init__(self, request: ProbeRequest, maintenance_when: tuple[str, ...] = ()) -> None:
+        self.method = request.http_method
+        document = request.json_body
+        self.body: bytes | None = None if document is None else _json_encoder.encode(document)
+        self.rpc = request.rpc is not None
+        self.rpc_batch = isinstance(request.rpc, tuple)
+        self.conditions: tuple[Condition, ...] = tuple(map(parse_condition, request.conditions))
+        self.maintenance: tuple[Condition, ...] = tuple(map(parse_condition, maintenance_when))
+        self.observations: tuple[tuple[str, Observation], ...] = tuple(
+            (name, parse_observation(text)) for name, text in request.observe.items()
+        )
+        # A [STATUS] condition replaces the built-in 2xx rule.
+        self.status_checked = any(condition.uses_status for condition in self.conditions)
+        # A provider may say "maintenance" in an error page, so that body is read too.
+        self.reads_error_bodies = self.status_checked or bool(self.maintenance)
+        self.keeps_body = bool(self.rpc or self.conditions or self.maintenance or self.observations)
+
+
+PLAIN_GET = ProbeSpec(ProbeRequest())
+
+
+class CheckSeen(msgspec.Struct, frozen=True, gc=False):
+    """One condition judged on one answer, for a person reading `check-config --live`."""
+
+    condition: str
+    held: bool
+    seen: str
+    maintenance: bool = False  # from maintenance_when: holding means "in maintenance"
+
+
 class ProbeResult(msgspec.Struct, frozen=True):
-    """A probe's event, and the rate-limit headers of its response (lower-cased names)."""
+    """A probe's event, and the rate-limit headers of its response (lower-cased names).
+
+    `checks` holds every condition's verdict when the probe was asked to `explain`."""
 
     event: ProbeRecorded
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    checks: list[CheckSeen] = msgspec.field(default_factory=list)
 
 
 def create_probe_session(limit: int = 100, limit_per_host: int = 10) -> aiohttp.ClientSession:
@@ -109,13 +174,22 @@ def redact_url(url: str) -> str:
 class _Attempt:
     """What is known of one request so far; it outlives the cancellation a timeout causes."""
 
-    __slots__ = ("clock", "rate_headers", "received", "started_at", "started_perf", "status")
+    __slots__ = (
+        "certificate_not_after",
+        "clock",
+        "rate_headers",
+        "received",
+        "started_at",
+        "started_perf",
+        "status",
+    )
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.status: int | None = None
         self.received = 0
         self.rate_headers: dict[str, str] = {}
+        self.certificate_not_after: float | None = None
         self.restart()
 
     def restart(self) -> None:
@@ -134,6 +208,19 @@ async def _restart_clock_after_queue(
         attempt.restart()
 
 
+class _Verdict(msgspec.Struct, frozen=True, gc=False):
+    """How an answer was judged, before it becomes an event."""
+
+    outcome: ProbeOutcome
+    error_kind: ErrorKind | None = None
+    message: str | None = None
+    condition: ConditionSeen | None = None
+    rpc_error_code: int | None = None
+
+
+_SUCCESS = _Verdict("success")
+
+
 async def probe(
     session: aiohttp.ClientSession,
     *,
@@ -144,65 +231,197 @@ async def probe(
     timeout: float,  # noqa: ASYNC109 - running out of time is a result here, not an exception
     headers: Mapping[str, str] = {},
     params: Mapping[str, str] = {},
+    spec: ProbeSpec = PLAIN_GET,
     check: BodyCheck | None = None,
+    secrets: Sequence[str] = (),
     max_body_bytes: int = 1_048_576,
     scheduled_at: float | None = None,
     clock: Callable[[], float] = time.time,
+    explain: bool = False,
 ) -> ProbeResult:
-    """GET `url` once, within `timeout` seconds for connect, headers and body together.
+    """Send `spec`'s request to `url` once, within `timeout` seconds for connect, headers
+    and body together.
 
     `endpoint` is what the event records: the path only, never the URL with its query.
-    A 2xx is a success when `check` (if any) passes; a body over `max_body_bytes` fails as
-    `body_too_large`. Network failures become results; cancellation propagates.
+    Without a [STATUS] condition a 2xx is required; then `check`, a JSON-RPC error member,
+    the declared maintenance and the conditions judge the body. A body over
+    `max_body_bytes` fails as `body_too_large`. `secrets` (the key, env: header values)
+    never appear in what is recorded. `explain` judges every condition, for a person.
+    Network failures become results; cancellation propagates.
     """
+    observations: dict[str, ObservedValue] = {}
+    checks: list[CheckSeen] = []
 
-    def result(
-        outcome: ProbeOutcome, error_kind: ErrorKind | None = None, message: str | None = None
-    ) -> ProbeResult:
+    def result(verdict: _Verdict) -> ProbeResult:
         event = ProbeRecorded(
             provider=provider,
             kind=kind,
             endpoint=endpoint,
-            outcome=outcome,
+            outcome=verdict.outcome,
             started_at=attempt.started_at,
             latency_ms=round(attempt.elapsed_ms(), 3),
             http_status=attempt.status,
             response_bytes=attempt.received,
-            error_kind=error_kind,
-            error_message=message,
+            error_kind=verdict.error_kind,
+            error_message=verdict.message,
             scheduled_at=scheduled_at,
+            condition=verdict.condition,
+            rpc_error_code=verdict.rpc_error_code,
+            certificate_not_after=attempt.certificate_not_after,
+            observations=observations,
         )
-        return ProbeResult(event=event, headers=attempt.rate_headers)
+        return ProbeResult(event=event, headers=attempt.rate_headers, checks=checks)
 
     host = _host_of(url)
     attempt = _Attempt(clock)
+    if spec.body is not None:
+        headers = {**_JSON_HEADERS, **headers}
     try:
         async with (
             asyncio.timeout(timeout),
-            session.get(url, headers=headers, params=params, trace_request_ctx=attempt) as response,
+            session.request(
+                spec.method,
+                url,
+                headers=headers,
+                params=params,
+                data=spec.body,
+                trace_request_ctx=attempt,
+            ) as response,
         ):
-            attempt.status = response.status
+            attempt.status = status = response.status
             attempt.rate_headers = _rate_limit_headers(response.headers)
-            if response.status == 429:
-                return result("rate_limited", "rate_limited", f"{host} answered HTTP 429")
-            if not 200 <= response.status < 300:
+            attempt.certificate_not_after = _certificate_not_after(response)
+            if status == 429:
+                return result(_Verdict("rate_limited", "rate_limited", f"{host} answered HTTP 429"))
+            ok_status = 200 <= status < 300
+            if not ok_status and not spec.reads_error_bodies:
                 # An error page tells us nothing the status does not, so it is left unread.
-                return result("failed", *_status_error(host, response.status))
-            body = await _read_capped(response.content, attempt, max_body_bytes, check is not None)
+                return result(_Verdict("failed", *_status_error(host, status)))
+            keep = spec.keeps_body or check is not None
+            body = await _read_capped(response.content, attempt, max_body_bytes, keep)
             if body is None:
-                return result(
-                    "failed", "body_too_large", f"body from {host} exceeds {max_body_bytes} bytes"
-                )
-            failure = check.failure(body) if check is not None else None
-            if failure is not None:
-                return result("failed", "invalid_body", failure)
-            return result("success")
+                message = f"body from {host} exceeds {max_body_bytes} bytes"
+                return result(_Verdict("failed", "body_too_large", message))
+            if not keep:
+                return result(_SUCCESS)
+            answer = Answer(
+                status=status,
+                response_time_ms=attempt.elapsed_ms(),
+                headers=response.headers,
+                body=body,
+                certificate_expires_in_ms=_expires_in_ms(attempt),
+                secrets=secrets,
+            )
+            for name, observation in spec.observations:
+                value = observation.extract(answer)
+                if value is not None:
+                    observations[name] = value
+            if explain:
+                checks += _explain(spec, answer)
+            return result(_judge(spec, check, answer, host, status, ok_status))
     except TimeoutError:
         # Also catches aiohttp's own timeout errors, which subclass TimeoutError.
         stage = "body" if attempt.status is not None else "response"
-        return result("timeout", "timeout", f"no complete {stage} from {host} within {timeout:g}s")
+        message = f"no complete {stage} from {host} within {timeout:g}s"
+        return result(_Verdict("timeout", "timeout", message))
     except (aiohttp.ClientError, OSError) as exc:
-        return result("failed", *_network_error(host, exc))
+        return result(_Verdict("failed", *_network_error(host, exc)))
+
+
+def _judge(
+    spec: ProbeSpec,
+    check: BodyCheck | None,
+    answer: Answer,
+    host: str,
+    status: int,
+    ok_status: bool,
+) -> _Verdict:
+    """The verdict on a whole answer, in order: declared maintenance, the status, the
+    body check, a JSON-RPC error, then the conditions (the first that fails)."""
+    for condition in spec.maintenance:
+        verdict = condition.check(answer)
+        if verdict.held:
+            return _Verdict(
+                "maintenance",
+                message=f"{host} declares maintenance",
+                condition=ConditionSeen(condition.text, verdict.seen),
+            )
+    if not ok_status and not spec.status_checked:
+        return _Verdict("failed", *_status_error(host, status))
+    if check is not None:
+        failure = check.failure(answer.body)
+        if failure is not None:
+            return _Verdict("failed", "invalid_body", failure)
+    if spec.rpc:
+        rpc_failure = _rpc_failure(answer, host)
+        if rpc_failure is not None:
+            return rpc_failure
+    for condition in spec.conditions:
+        verdict = condition.check(answer)
+        if not verdict.held:
+            return _Verdict(
+                "failed",
+                "condition",
+                f"{condition.text} failed: saw {verdict.seen}",
+                ConditionSeen(condition.text, verdict.seen),
+            )
+    return _SUCCESS
+
+
+def _explain(spec: ProbeSpec, answer: Answer) -> list[CheckSeen]:
+    checks = []
+    for maintenance, conditions in ((True, spec.maintenance), (False, spec.conditions)):
+        for condition in conditions:
+            verdict = condition.check(answer)
+            checks.append(CheckSeen(condition.text, verdict.held, verdict.seen, maintenance))
+    return checks
+
+
+def _rpc_failure(answer: Answer, host: str) -> _Verdict | None:
+    """A JSON-RPC answer that is not JSON, or that carries an `error` member (in any call
+    of a batch): the node answered, but not with a result."""
+    document = answer.json
+    if document is None:
+        return _Verdict("failed", "invalid_body", f"{host} answered JSON-RPC with no JSON body")
+    for reply in document if isinstance(document, list) else [document]:
+        error = reply.get("error") if isinstance(reply, dict) else None
+        if error is None:
+            continue
+        code = error.get("code") if isinstance(error, dict) else None
+        text = error.get("message") if isinstance(error, dict) else error
+        message = answer.redact(str(text))[:_RPC_MESSAGE_LIMIT]
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        return _Verdict(
+            "failed",
+            "rpc_error",
+            f"JSON-RPC error {code if code is not None else '(no code)'}: {message}",
+            rpc_error_code=code,
+        )
+    return None
+
+
+def _certificate_not_after(response: aiohttp.ClientResponse) -> float | None:
+    """When the peer's TLS certificate expires (unix seconds); None over plain HTTP.
+
+    The date is recorded, not the days left, so a fold judging it stays deterministic.
+    """
+    connection = response.connection
+    if connection is None or connection.transport is None:
+        return None
+    ssl_object = connection.transport.get_extra_info("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject):
+        return None
+    certificate = ssl_object.getpeercert()
+    not_after = certificate.get("notAfter") if certificate else None
+    if not isinstance(not_after, str):
+        return None
+    return float(ssl.cert_time_to_seconds(not_after))
+
+
+def _expires_in_ms(attempt: _Attempt) -> float | None:
+    if attempt.certificate_not_after is None:
+        return None
+    return (attempt.certificate_not_after - attempt.clock()) * 1000.0
 
 
 async def _read_capped(

@@ -13,8 +13,9 @@ from typing import Any, Literal
 import msgspec
 
 ProbeKind = Literal["health", "collection"]
-# The seed's attempt statuses; users' scripts filter on these strings.
-ProbeOutcome = Literal["success", "failed", "timeout", "rate_limited"]
+# The seed's attempt statuses, which users' scripts filter on, and `maintenance`: the
+# provider's answer said it is in maintenance (a condition in `maintenance_when` held).
+ProbeOutcome = Literal["success", "failed", "timeout", "rate_limited", "maintenance"]
 ErrorKind = Literal[
     "timeout",
     "dns",
@@ -26,7 +27,11 @@ ErrorKind = Literal[
     "rate_limited",
     "invalid_body",
     "body_too_large",
+    "condition",
+    "rpc_error",
 ]
+# A value a probe extracted from its answer (`observe`): hex quantities arrive as ints.
+ObservedValue = int | float | str | bool
 
 
 class RateLimitSpec(msgspec.Struct, frozen=True, gc=False):
@@ -51,17 +56,32 @@ class ProviderRegistered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_d
     api_key_env: str | None = None
     key_configured: bool = True
     collections: tuple[str, ...] = ()
+    # The health probe's request and checks, as written (no header values: secrets).
+    method: str = "GET"
+    conditions: tuple[str, ...] = ()
+    maintenance_when: tuple[str, ...] = ()
+    observe: tuple[str, ...] = ()  # the names of its observations
 
 
 class ProviderRemoved(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
     provider: str
 
 
+class ConditionSeen(msgspec.Struct, frozen=True, gc=False):
+    """The condition that decided a probe (the first that failed, or the maintenance
+    condition that held) and the value seen, cut short and with no secret in it."""
+
+    condition: str
+    seen: str
+
+
 class ProbeRecorded(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
     """One request to a provider and what came of it.
 
     `started_at` is when the request left (unix seconds); `latency_ms` runs
-    from then to the end of the body or the failure.
+    from then to the end of the body or the failure. `certificate_not_after` is when
+    the peer's TLS certificate expires (a date, not the days left, so folds stay
+    deterministic); `observations` are the values the probe's `observe` extracted.
     """
 
     provider: str
@@ -75,6 +95,10 @@ class ProbeRecorded(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaul
     error_kind: ErrorKind | None = None
     error_message: str | None = None
     scheduled_at: float | None = None
+    condition: ConditionSeen | None = None
+    rpc_error_code: int | None = None
+    certificate_not_after: float | None = None
+    observations: dict[str, ObservedValue] = {}
 
 
 class RateLimitChanged(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
@@ -177,13 +201,42 @@ def _probe_recorded_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def _added_fields(payload: dict[str, Any]) -> dict[str, Any]:
+    """A step that only added fields with defaults: the old payload reads as the new."""
+    return payload
+
+
 # (type, from_version) -> function producing the payload of from_version + 1
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ProbeRecorded", 1): _probe_recorded_v1_to_v2,
+    # v3 added `condition`, `rpc_error_code`, `certificate_not_after`, `observations`, and
+    # the outcome `maintenance`.
+    ("ProbeRecorded", 2): _added_fields,
+    # v2 added the health probe's `method`, `conditions`, `maintenance_when`, `observe`.
+    ("ProviderRegistered", 1): _added_fields,
 }
 
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
-SCHEMA_VERSIONS["ProbeRecorded"] = 2
+SCHEMA_VERSIONS["ProbeRecorded"] = 3
+SCHEMA_VERSIONS["ProviderRegistered"] = 2
+
+
+def _reads_as_current(event_type: str, version: int) -> bool:
+    """Whether a payload of `version` decodes as the current type as it is: every step
+    from it to the current version only added fields with defaults."""
+    current = SCHEMA_VERSIONS.get(event_type, 0)
+    return 1 <= version <= current and all(
+        UPCASTERS.get((event_type, step)) is _added_fields for step in range(version, current)
+    )
+
+
+# (type, schema version) pairs the typed decoder reads directly, for the page fast path.
+_DIRECT_VERSIONS: frozenset[tuple[str, int]] = frozenset(
+    (name, version)
+    for name, current in SCHEMA_VERSIONS.items()
+    for version in range(1, current + 1)
+    if _reads_as_current(name, version)
+)
 
 
 def event_label(event: Event) -> str | None:
@@ -210,7 +263,7 @@ def decode_event(position: int, event_type: str, schema_version: int, payload: b
         raise EventDecodeError(position, event_type, "unknown event type")
     event: Event
     try:
-        if schema_version == current:
+        if (event_type, schema_version) in _DIRECT_VERSIONS:
             event = _decoder.decode(payload)
         elif schema_version < 1:
             raise EventDecodeError(position, event_type, f"no schema version {schema_version}")
@@ -253,7 +306,7 @@ def decode_events(
     if (
         events is None
         or [type(event).__name__ for event in events] != list(event_types)
-        or [SCHEMA_VERSIONS.get(name) for name in event_types] != list(schema_versions)
+        or not _DIRECT_VERSIONS.issuperset(zip(event_types, schema_versions, strict=True))
     ):
         return [
             decode_event(*row)

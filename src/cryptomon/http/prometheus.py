@@ -15,9 +15,9 @@ from cryptomon.http.looplag import LOOP_LAG
 from cryptomon.http.notifications import NOTIFIER
 from cryptomon.http.settings import MONITOR, READ_MODELS, STORE
 from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS
+from cryptomon.projections.notices import PROVIDER_STATUSES
 from cryptomon.ws.handler import HUB
 
-STATUSES = ("online", "degraded", "offline", "rate_limited", "unconfigured", "unknown")
 OUTCOMES = ("success", "failed", "timeout", "rate_limited")
 
 
@@ -42,11 +42,23 @@ async def metrics(request: web.Request) -> web.Response:
         lines.append(f'cryptomon_provider_up{{provider="{_label(state.name)}"}} {up}')
     family("cryptomon_provider_status", "gauge", "1 for the provider's current status")
     for state in states:
-        for status in STATUSES:
+        for status in PROVIDER_STATUSES:
             value = 1 if state.status == status else 0
             lines.append(
                 f'cryptomon_provider_status{{provider="{_label(state.name)}",'
                 f'status="{status}"}} {value}'
+            )
+
+    family(
+        "cryptomon_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "when the provider's TLS certificate expires, as its last HTTPS probe saw it",
+    )
+    for state in states:
+        if state.certificate_not_after is not None:
+            lines.append(
+                "cryptomon_certificate_expiry_timestamp_seconds"
+                f'{{provider="{_label(state.name)}"}} {state.certificate_not_after}'
             )
 
     family("cryptomon_probes_total", "counter", "probes by provider, kind and outcome")
@@ -130,13 +142,13 @@ async def metrics(request: web.Request) -> web.Response:
     )
     for channel in channels:
         name = _label(channel.name)
-        for status, count in (
+        for result, count in (
             ("delivered", channel.sent_total),
             ("failed", channel.failed_attempts_total),
             ("gave_up", channel.gave_up_total),
         ):
             lines.append(
-                f'cryptomon_notifications_total{{channel="{name}",status="{status}"}} {count}'
+                f'cryptomon_notifications_total{{channel="{name}",status="{result}"}} {count}'
             )
     family("cryptomon_notifications_pending", "gauge", "notifications waiting to be sent")
     for channel in channels:

@@ -100,6 +100,11 @@ class LatencyStats(Schema, frozen=True):
     p99_ms: float | None
 
 
+class ConditionView(Schema, frozen=True):
+    condition: str  # as configured
+    seen: str  # the value the answer showed, cut short, no secret in it
+
+
 class LastProbe(Schema, frozen=True):
     at: str
     outcome: str
@@ -108,6 +113,20 @@ class LastProbe(Schema, frozen=True):
     response_time_ms: float | None
     error_type: str | None
     error_message: str | None
+    # The condition that failed, or the maintenance condition that held.
+    condition: ConditionView | None = None
+    rpc_error_code: int | None = None
+
+
+class CertificateView(Schema, frozen=True):
+    expires_at: str
+    days_left: float  # from now; negative once expired
+
+
+class ObservationView(Schema, frozen=True):
+    value: int | float | str | bool
+    at: str  # when the probe that observed it started
+    endpoint: str
 
 
 class ProviderView(Schema, frozen=True):
@@ -125,6 +144,9 @@ class ProviderView(Schema, frozen=True):
     last_error: LastProbe | None
     api_key: str | None  # masked as "abcd…"; None when no key is configured
     rate_limit_percentage: float | None
+    # From the last HTTPS probe; None for a provider probed over plain HTTP.
+    certificate: CertificateView | None = None
+    observations: dict[str, ObservationView] = {}  # the last value of each, by name
 
 
 class ProviderList(Schema, frozen=True):

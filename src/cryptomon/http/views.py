@@ -38,6 +38,8 @@ from cryptomon.http.schemas import (
     Acknowledged,
     AlertList,
     AlertView,
+    CertificateView,
+    ConditionView,
     ConfigStats,
     DatabaseComponent,
     DatabaseHealth,
@@ -54,6 +56,7 @@ from cryptomon.http.schemas import (
     LatencyStats,
     LogPage,
     MetricsPoint,
+    ObservationView,
     ProviderList,
     ProviderSeries,
     ProviderStats,
@@ -280,6 +283,12 @@ def _last_probe(probe: ProbeRecorded | None) -> LastProbe | None:
         response_time_ms=_round(probe.latency_ms),
         error_type=probe.error_kind,
         error_message=probe.error_message,
+        condition=(
+            ConditionView(condition=probe.condition.condition, seen=probe.condition.seen)
+            if probe.condition is not None
+            else None
+        ),
+        rpc_error_code=probe.rpc_error_code,
     )
 
 
@@ -309,6 +318,19 @@ def _provider_view(request: web.Request, state: ProviderState, now: float) -> Pr
         last_error=_last_probe(state.last_error),
         api_key=mask_key(key) if key else None,
         rate_limit_percentage=limit.percentage if limit is not None else None,
+        certificate=_certificate(state.certificate_not_after, now),
+        observations={
+            name: ObservationView(value=seen.value, at=iso(seen.at) or "", endpoint=seen.endpoint)
+            for name, seen in state.observations.items()
+        },
+    )
+
+
+def _certificate(not_after: float | None, now: float) -> CertificateView | None:
+    if not_after is None:
+        return None
+    return CertificateView(
+        expires_at=iso(not_after) or "", days_left=round((not_after - now) / DAY, 2)
     )
 
 

@@ -13,7 +13,11 @@ Four conditions raise an alert, at most one open per provider and kind:
 - `failure_rate`: over the last `failure_rate_window_seconds` of probes (health
   and collection), more than `failure_rate_threshold` of at least
   `failure_rate_min_probes` did not succeed. It resolves when the rate is back
-  at or under the threshold.
+  at or under the threshold. A probe in a maintenance the provider declared counts
+  neither way, so the end of a maintenance does not fire a burst.
+- `certificate`: the provider's TLS certificate, as its last HTTPS probe saw it, expires
+  within `certificate_warning_seconds` (warning) or `certificate_critical_seconds`
+  (critical) of that probe's start. It resolves when a probe sees a renewed one.
 
 An alert's id derives from the position of the event that raised it (see
 `ALERT_ID_FACTOR`), so a replay gives every alert the same id and an
@@ -109,7 +113,7 @@ def _snapshot(alert: Alert) -> Alert:
 
 class AlertsProjection(Projection[AlertsState]):
     name: ClassVar[str] = "alerts"
-    version: ClassVar[int] = 2  # 2: the `resolved` heap
+    version: ClassVar[int] = 3  # 2: the `resolved` heap; 3: certificate alerts
 
     def new_state(self) -> AlertsState:
         return AlertsState()
@@ -187,12 +191,44 @@ class AlertsProjection(Projection[AlertsState]):
         return notices
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
+        notices: list[Notice] = []
         block_ends = self.state.block_ends
         if block_ends and probe.started_at >= block_ends.get(probe.provider, math.inf):
             del block_ends[probe.provider]
-            resolved = self._resolve(position, probe.started_at, probe.provider, "rate_limit")
-            return [resolved, *self._failure_rate(position, probe)]
-        return self._failure_rate(position, probe)
+            notices.append(self._resolve(position, probe.started_at, probe.provider, "rate_limit"))
+        if probe.certificate_not_after is not None:
+            notices += self._certificate(position, probe, probe.certificate_not_after)
+        if probe.outcome != "maintenance":
+            notices += self._failure_rate(position, probe)
+        return notices
+
+    def _certificate(self, position: int, probe: ProbeRecorded, not_after: float) -> list[Notice]:
+        left = not_after - probe.started_at
+        settings = self.settings
+        opened = self.state.open.get(probe.provider, {})
+        alert_id = opened.get("certificate")
+        if left >= settings.certificate_warning_seconds:
+            if alert_id is None:
+                return []
+            return [self._resolve(position, probe.started_at, probe.provider, "certificate")]
+        critical = left < settings.certificate_critical_seconds
+        severity: Severity = "critical" if critical else "warning"
+        days = left / 86_400
+        message = f"{probe.provider}: TLS certificate expires {iso_time(not_after)}" + (
+            f" ({days:.1f} days left)" if left > 0 else " (expired)"
+        )
+        if alert_id is None:
+            return [
+                self._raise(
+                    position, probe.started_at, probe.provider, "certificate", severity, message
+                )
+            ]
+        alert = self.state.alerts[alert_id]
+        if severity == "critical" and alert.severity == "warning":
+            alert.severity = "critical"
+            alert.message = message
+            return [AlertRaised(position, probe.started_at, _snapshot(alert))]
+        return []
 
     def _failure_rate(self, position: int, probe: ProbeRecorded) -> list[Notice]:
         window = self.state.windows.get(probe.provider)

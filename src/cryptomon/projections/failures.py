@@ -1,7 +1,8 @@
 """Failure analytics: unsuccessful probes counted per hour, by provider and error kind.
 
 Every probe that did not succeed (failed, timed out or rate limited; health or
-collection) is counted in the hour it started. Hours older than
+collection; not one in a maintenance the provider declared) is counted in the hour
+it started. Hours older than
 `failure_hour_retention_seconds` before the newest failure are dropped, so the
 state is bounded; the most recent failure of each error kind is kept whole.
 """
@@ -80,7 +81,7 @@ class FailuresProjection(Projection[FailuresState]):
         return {ProbeRecorded: self._probe}
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
-        if probe.outcome == "success":
+        if probe.outcome == "success" or probe.outcome == "maintenance":
             return []
         state = self.state
         hour = int(probe.started_at // HOUR) * HOUR

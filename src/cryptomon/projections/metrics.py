@@ -1,6 +1,7 @@
 """Probe metrics rolled up in minute, hour and day buckets, per provider and system-wide.
 
-A bucket counts probes by outcome and keeps the latency of successful probes as
+Probes in a maintenance the provider declared are left out: they say nothing of its
+uptime or latency. A bucket counts probes by outcome and keeps the latency of successful probes as
 a sum and a histogram over fixed, roughly log-spaced bounds, so averages are
 exact and percentiles are estimated within a bin. Queries read buckets, never
 events.
@@ -212,6 +213,8 @@ class MetricsProjection(Projection[MetricsState]):
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
         # The hottest code of a replay (every probe, twice): written out inline, not in helpers.
+        if probe.outcome == "maintenance":
+            return []  # the provider said it is not serving: no uptime, latency or failure
         state = self.state
         minutes = int(probe.started_at // MINUTE)  # since the epoch
         minute = minutes * MINUTE

@@ -8,7 +8,7 @@ the event that caused it and that event's time (`at`, unix seconds).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -21,8 +21,11 @@ from cryptomon.events.types import (
     RecordedEvent,
 )
 
-ProviderStatus = Literal["online", "degraded", "offline", "rate_limited", "unconfigured", "unknown"]
-AlertKind = Literal["offline", "degraded", "rate_limit", "failure_rate"]
+ProviderStatus = Literal[
+    "online", "degraded", "offline", "rate_limited", "maintenance", "unconfigured", "unknown"
+]
+PROVIDER_STATUSES: tuple[ProviderStatus, ...] = get_args(ProviderStatus)
+AlertKind = Literal["offline", "degraded", "rate_limit", "failure_rate", "certificate"]
 Severity = Literal["warning", "critical"]
 LogType = Literal["connection", "failure", "collection", "rate_limit"]
 
@@ -30,7 +33,13 @@ LogType = Literal["connection", "failure", "collection", "rate_limit"]
 # unique even when one event raises two alerts (a failure that takes a provider offline can also
 # push its failure rate over the threshold). `id // ALERT_ID_FACTOR` is the raising position.
 ALERT_ID_FACTOR = 10
-ALERT_KIND_SLOTS: dict[str, int] = {"offline": 0, "degraded": 1, "rate_limit": 2, "failure_rate": 3}
+ALERT_KIND_SLOTS: dict[str, int] = {
+    "offline": 0,
+    "degraded": 1,
+    "rate_limit": 2,
+    "failure_rate": 3,
+    "certificate": 4,
+}
 
 
 class Alert(msgspec.Struct, gc=False, kw_only=True):

@@ -13,6 +13,10 @@ reasons of its own. The rules, in order, for a health probe:
   among the last `recent_window` health probes: `degraded`.
 - otherwise `online`.
 
+A health probe whose outcome is `maintenance` (the provider's answer said so) makes the
+status `maintenance` and counts as neither success nor failure: the next other answer
+judges the provider again from where it stood.
+
 A provider registered without its API key is `unconfigured` until registered
 with one; its probes (if any) are recorded but do not change that.
 """
@@ -25,6 +29,7 @@ import msgspec
 
 from cryptomon.events.types import (
     Event,
+    ObservedValue,
     ProbeOutcome,
     ProbeRecorded,
     ProviderRegistered,
@@ -33,6 +38,7 @@ from cryptomon.events.types import (
 )
 from cryptomon.projections.base import Handler, Projection
 from cryptomon.projections.notices import (
+    PROVIDER_STATUSES,
     Notice,
     ProviderStatus,
     ProviderStatusChanged,
@@ -57,6 +63,15 @@ class ProviderState(msgspec.Struct, gc=False, kw_only=True):
     last_status_change: float | None = None
     recent: list[ProbeOutcome] = []  # outcomes of the last health probes, oldest first
     recent_failures: int = 0  # failed or timed out, among `recent`
+    # From the last probe over HTTPS: when its certificate expires.
+    certificate_not_after: float | None = None
+    observations: dict[str, Observed] = {}  # by name, the last value each probe observed
+
+
+class Observed(msgspec.Struct, frozen=True, gc=False):
+    value: ObservedValue
+    at: float  # the probe's start
+    endpoint: str
 
 
 class ProvidersState(msgspec.Struct, gc=False):
@@ -69,6 +84,7 @@ class ProvidersSummary(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     degraded: int
     offline: int
     rate_limited: int
+    maintenance: int
     unconfigured: int
     unknown: int
     system_health: str  # the seed's: healthy / degraded / unhealthy
@@ -79,7 +95,7 @@ _decoder = msgspec.msgpack.Decoder(ProvidersState)
 
 class ProvidersProjection(Projection[ProvidersState]):
     name: ClassVar[str] = "providers"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: certificates, observations, maintenance
 
     def new_state(self) -> ProvidersState:
         return ProvidersState()
@@ -99,15 +115,14 @@ class ProvidersProjection(Projection[ProvidersState]):
 
     def summary(self) -> ProvidersSummary:
         """Counts by status, and the seed's system health: healthy when at least 90% of
-        the providers with a known status (not unconfigured, not yet probed) are online,
-        degraded from 70%. A service that has probed nothing yet is not unhealthy."""
-        counts = dict.fromkeys(
-            ("online", "degraded", "offline", "rate_limited", "unconfigured", "unknown"), 0
-        )
+        the providers with a known status (not unconfigured, not yet probed, not in a
+        maintenance they declared) are online, degraded from 70%. A service that has
+        probed nothing yet is not unhealthy."""
+        counts = dict.fromkeys(PROVIDER_STATUSES, 0)
         for provider in self.state.providers.values():
             counts[provider.status] += 1
         total = len(self.state.providers)
-        monitored = total - counts["unconfigured"] - counts["unknown"]
+        monitored = total - counts["unconfigured"] - counts["unknown"] - counts["maintenance"]
         ratio = counts["online"] / monitored if monitored else 1.0
         health = "healthy" if ratio >= 0.9 else "degraded" if ratio >= 0.7 else "unhealthy"
         return ProvidersSummary(total=total, system_health=health, **counts)
@@ -136,8 +151,17 @@ class ProvidersProjection(Projection[ProvidersState]):
         outcome = probe.outcome
         if outcome != "success":
             provider.last_error = probe
+        if probe.certificate_not_after is not None:
+            provider.certificate_not_after = probe.certificate_not_after
+        if probe.observations:
+            for name, value in probe.observations.items():
+                provider.observations[name] = Observed(value, probe.started_at, probe.endpoint)
         if probe.kind != "health":
             return []
+        if outcome == "maintenance":
+            if provider.status in ("maintenance", "unconfigured"):
+                return []
+            return [self._change(provider, position, probe.started_at, "maintenance", probe)]
 
         recent = provider.recent
         recent.append(outcome)
@@ -245,6 +269,11 @@ class ProvidersProjection(Projection[ProvidersState]):
             return "no API key configured" if new == "unconfigured" else "API key configured"
         if new == "rate_limited":
             return f"{cause.endpoint} answered HTTP 429"
+        if new == "maintenance":
+            said = cause.condition
+            return f"{cause.endpoint} declares maintenance" + (
+                f": {said.condition} (saw {said.seen})" if said else ""
+            )
         if new == "offline":
             last = (
                 f"{cause.error_kind}: {cause.error_message}" if cause.error_kind else cause.outcome

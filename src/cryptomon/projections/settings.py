@@ -33,6 +33,9 @@ class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     minute_retention_seconds: float = 2 * _HOUR
     hour_retention_seconds: float = 8 * _DAY
     day_retention_seconds: float = 400 * _DAY
+    # Time left on a TLS certificate that raises a warning, then a critical alert.
+    certificate_warning_seconds: float = 14 * _DAY
+    certificate_critical_seconds: float = 3 * _DAY
     # Resolved alerts and hourly failure counts are kept this long.
     alert_retention_seconds: float = 30 * _DAY
     failure_hour_retention_seconds: float = 30 * _DAY

@@ -36,6 +36,10 @@ class StandIn:
         # Headers and query of the most recent /healthy request, to check what a probe sent.
         self.last_headers: dict[str, str] = {}
         self.last_query: dict[str, str] = {}
+        # The chain head /rpc/node reports: it moves one block per eth_blockNumber call.
+        self.head = 0x1000
+        self.kraken_status = "maintenance"  # online, maintenance, cancel_only, post_only
+        self.rpc_bodies: list[object] = []  # every JSON-RPC request body, parsed
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}{path}"
@@ -72,6 +76,15 @@ class StandIn:
         router.add_get("/trickle", self._trickle)
         router.add_get("/hang", self._hang)
         router.add_get("/disconnect", self._disconnect)
+        # Crypto providers that fail while answering HTTP 200, as their docs describe them.
+        router.add_get("/kraken/SystemStatus", self._kraken_status)
+        router.add_get("/bitfinex/platform/status", self._bitfinex_status)
+        router.add_get("/solana/health", self._solana_health)
+        router.add_post("/solana", self._solana_rpc)
+        router.add_get("/etherscan/api", self._etherscan_v1)
+        router.add_post("/rpc/node", self._rpc_node)
+        router.add_post("/rpc/error", self._rpc_error)
+        router.add_post("/rpc/slow", self._rpc_slow)
 
     def _seen(self, request: web.Request) -> None:
         self.last_headers = dict(request.headers)
@@ -159,6 +172,69 @@ class StandIn:
         # Closing the connection cancels this handler (handler_cancellation); nothing is sent.
         await asyncio.sleep(3600)
         return web.Response()
+
+
+    async def _kraken_status(self, request: web.Request) -> web.Response:
+        # docs.kraken.com/api/docs/rest-api/get-system-status
+        result = {"status": self.kraken_status, "timestamp": "2026-12-01T12:00:00Z"}
+        return web.json_response({"error": [], "result": result})
+
+    async def _bitfinex_status(self, request: web.Request) -> web.Response:
+        return web.json_response([0])  # docs.bitfinex.com: [1] operative, [0] maintenance
+
+    async def _solana_health(self, request: web.Request) -> web.Response:
+        return web.Response(text="behind")  # "ok", "behind" or "unknown"
+
+    async def _solana_rpc(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        call = await request.json()
+        self.rpc_bodies.append(call)
+        error = {
+            "code": -32005,
+            "message": "Node is behind by 42 slots",
+            "data": {"numSlotsBehind": 42},
+        }
+        return web.json_response({"jsonrpc": "2.0", "error": error, "id": call["id"]})
+
+    async def _etherscan_v1(self, request: web.Request) -> web.Response:
+        # What Etherscan's retired V1 API answers since 2025-08-15, with HTTP 200.
+        return web.json_response(
+            {
+                "status": "0",
+                "message": "NOTOK",
+                "result": "Exception: You are using a deprecated V1 endpoint, switch to"
+                " Etherscan API V2 using https://docs.etherscan.io/v2-migration",
+            }
+        )
+
+    async def _rpc_node(self, request: web.Request) -> web.Response:
+        """A healthy EVM node: eth_blockNumber moves on each call, eth_chainId is mainnet's.
+        A batch is answered in reverse order, as the JSON-RPC spec allows."""
+        body = await request.json()
+        self.rpc_bodies.append(body)
+        calls = body if isinstance(body, list) else [body]
+        replies = []
+        for call in calls:
+            if call["method"] == "eth_blockNumber":
+                self.head += 1
+                result: object = hex(self.head)
+            elif call["method"] == "eth_chainId":
+                result = "0x1"
+            else:
+                error = {"code": -32601, "message": "the method does not exist"}
+                replies.append({"jsonrpc": "2.0", "id": call["id"], "error": error})
+                continue
+            replies.append({"jsonrpc": "2.0", "id": call["id"], "result": result})
+        return web.json_response(replies[::-1] if isinstance(body, list) else replies[0])
+
+    async def _rpc_error(self, request: web.Request) -> web.Response:
+        call = await request.json()
+        error = {"code": -32000, "message": "header not found"}
+        return web.json_response({"jsonrpc": "2.0", "id": call["id"], "error": error})
+
+    async def _rpc_slow(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(int(request.query.get("ms", "300")) / 1000)
+        return await self._rpc_node(request)
 
 
 class _Raw(asyncio.Protocol):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from cryptomon.events.types import (
     AlertAcknowledged,
+    ConditionSeen,
     ErrorKind,
     Event,
     EventMetadata,
@@ -409,6 +410,88 @@ def test_failure_rate_alert_over_the_window() -> None:
     # 7 of 14 is at the threshold, no longer over it.
     [resolved] = of_type(fold(probe("A", T0 + 20, kind="collection")), AlertResolved)
     assert resolved.alert.kind == "failure_rate"
+
+
+def maintenance(provider: str, at: float, kind: ProbeKind = "health") -> ProbeRecorded:
+    return msgspec.structs.replace(
+        probe(provider, at, kind=kind),
+        outcome="maintenance",
+        condition=ConditionSeen("[BODY][0] == 0", "0"),
+    )
+
+
+def test_declared_maintenance_sets_the_status_raises_nothing_and_judges_afresh_after() -> None:
+    fold = Harness(ProjectionSettings(failure_rate_min_probes=3))
+    fold(registration("A"), probe("A", T0), probe("A", T0 + 1))
+    assert fold.status("A") == "online"
+    # Three failures would make it offline; declared maintenance is no failure at all.
+    notices = fold(*(maintenance("A", T0 + 2 + i) for i in range(5)))
+    assert changes(notices) == [("online", "maintenance")]
+    assert of_type(notices, AlertRaised) == []
+    [change] = of_type(notices, ProviderStatusChanged)
+    assert change.details == "/ping declares maintenance: [BODY][0] == 0 (saw 0)"
+    state = fold.projections.providers.get("A")
+    assert state is not None
+    assert (state.consecutive_failures, state.recent_failures) == (0, 0)
+    assert fold.projections.providers.summary().maintenance == 1
+    # Maintenance probes don't enter the failure-rate window, nor the metrics or failures.
+    assert fold.projections.alerts.state.windows["A"].probes == [T0, T0 + 1]
+    assert fold.projections.metrics.window("A", T0, T0 + HOUR, "health").count == 2
+    assert fold.projections.failures.analyze(T0, T0 + HOUR).total_failures == 0
+    # After it, the next answer judges the provider from where it stood.
+    assert changes(fold(probe("A", T0 + 10))) == [("maintenance", "online")]
+
+
+def test_a_failure_after_maintenance_counts_from_before_it() -> None:
+    fold = Harness()
+    fold(registration("A"), probe("A", T0, "failed"), probe("A", T0 + 1, "failed"))
+    fold(maintenance("A", T0 + 2))
+    assert changes(fold(probe("A", T0 + 3, "failed"))) == [("maintenance", "offline")]
+
+
+def certified(provider: str, at: float, days_left: float) -> ProbeRecorded:
+    return msgspec.structs.replace(probe(provider, at), certificate_not_after=at + days_left * DAY)
+
+
+def test_certificate_alert_warns_then_turns_critical_then_resolves_on_renewal() -> None:
+    fold = Harness()
+    assert of_type(fold(registration("A"), certified("A", T0, 30)), AlertRaised) == []
+    [warned] = of_type(fold(certified("A", T0 + HOUR, 13.5)), AlertRaised)
+    assert (warned.alert.kind, warned.alert.severity) == ("certificate", "warning")
+    assert warned.alert.message == (
+        "A: TLS certificate expires 2023-11-28T13:00:00+00:00 (13.5 days left)"
+    )
+    assert warned.alert.id % ALERT_ID_FACTOR == ALERT_KIND_SLOTS["certificate"]
+    assert of_type(fold(certified("A", T0 + 2 * HOUR, 13)), AlertRaised) == []  # still open
+    [critical] = of_type(fold(certified("A", T0 + 3 * HOUR, 2.5)), AlertRaised)
+    assert (critical.alert.id, critical.alert.severity) == (warned.alert.id, "critical")
+    [resolved] = of_type(fold(certified("A", T0 + 4 * HOUR, 90)), AlertResolved)
+    assert resolved.alert.id == warned.alert.id
+    state = fold.projections.providers.get("A")
+    assert state is not None and state.certificate_not_after == T0 + 4 * HOUR + 90 * DAY
+
+
+def test_an_expired_certificate_is_critical_and_thresholds_come_from_settings() -> None:
+    fold = Harness(ProjectionSettings(certificate_warning_seconds=40 * DAY))
+    [raised] = of_type(fold(certified("A", T0, 35)), AlertRaised)
+    assert raised.alert.severity == "warning"
+    fold = Harness()
+    [raised] = of_type(fold(certified("A", T0, -1)), AlertRaised)
+    assert raised.alert.severity == "critical"
+    assert raised.alert.message.endswith("(expired)")
+
+
+def test_observations_keep_the_last_value_of_each_name() -> None:
+    fold = Harness()
+    first = msgspec.structs.replace(probe("A", T0), observations={"head": 100, "peers": 3})
+    second = msgspec.structs.replace(probe("A", T0 + 30), observations={"head": 102})
+    fold(registration("A"), first, second)
+    state = fold.projections.providers.get("A")
+    assert state is not None
+    assert {name: (seen.value, seen.at) for name, seen in state.observations.items()} == {
+        "head": (102, T0 + 30),
+        "peers": (3, T0),
+    }
 
 
 def test_failures_leave_the_failure_rate_window_with_time() -> None:

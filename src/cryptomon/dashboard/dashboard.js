@@ -325,7 +325,7 @@
     } else if (!state.loading) {
       loadState(); // a provider we have not seen: registered after our load
     }
-    const level = { online: "good", offline: "bad", degraded: "warn", rate_limited: "warn" }[message.new_status] || "info";
+    const level = { online: "good", offline: "bad", degraded: "warn", rate_limited: "warn", maintenance: "info" }[message.new_status] || "info";
     addLogEntry(
       "status",
       {
@@ -410,7 +410,7 @@
   function renderSummary() {
     const counts = {};
     for (const provider of state.providers.values()) counts[provider.status] = (counts[provider.status] || 0) + 1;
-    const parts = ["online", "degraded", "offline", "rate_limited", "unknown", "unconfigured"]
+    const parts = ["online", "degraded", "offline", "rate_limited", "maintenance", "unknown", "unconfigured"]
       .filter((status) => counts[status])
       .map((status) => `<b>${counts[status]}</b> ${status.replace("_", " ")}`);
     // Only numbers and fixed words go into this markup.
@@ -440,7 +440,7 @@
     const head = el("div", "head");
     head.append(el("h3", "name", name), el("span", "status"));
     const meta = el("div", "meta");
-    meta.append(el("span", "category"), el("span", "checked"));
+    meta.append(el("span", "category"), el("span", "checked"), el("span", "certificate"));
     const figures = el("dl", "figures");
     for (const [key, label] of [["latency", "latency now"], ["p95", "p95 24 h"], ["uptime", "uptime 24 h"]]) {
       const cell = el("div");
@@ -468,6 +468,12 @@
     const checked = card.querySelector(".checked");
     checked.dataset.time = provider.last_check || "";
     checked.textContent = provider.last_check ? `checked ${ago(provider.last_check)}` : "not checked yet";
+    const certificate = card.querySelector(".certificate");
+    const days = provider.certificate ? provider.certificate.days_left : null;
+    certificate.textContent = days === null ? "" : `TLS ${days < 0 ? "expired" : `${Math.floor(days)} d left`}`;
+    certificate.title = provider.certificate ? `certificate expires ${provider.certificate.expires_at}` : "";
+    // The server's default warning threshold: the alert says more.
+    certificate.classList.toggle("soon", days !== null && days < 14);
     card.querySelector(".latency").textContent = ms(provider.response_time_ms);
     card.querySelector(".p95").textContent = ms(provider.p95_ms_24h);
     card.querySelector(".uptime").textContent = percent(provider.uptime_24h);

@@ -172,6 +172,7 @@ class SystemStatus(Schema, frozen=True):
     degraded: int
     offline: int
     rate_limited: int
+    maintenance: int
     unconfigured: int
     unknown: int
     avg_response_time_ms: float | None

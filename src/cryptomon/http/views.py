@@ -448,6 +448,7 @@ async def status(request: web.Request) -> web.Response:
             degraded=summary.degraded,
             offline=summary.offline,
             rate_limited=summary.rate_limited,
+            maintenance=summary.maintenance,
             unconfigured=summary.unconfigured,
             unknown=summary.unknown,
             avg_response_time_ms=_round(window.avg_latency_ms),

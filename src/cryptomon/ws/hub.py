@@ -466,6 +466,7 @@ class Hub:
             "degraded_count": summary.degraded,
             "offline_count": summary.offline,
             "rate_limited_count": summary.rate_limited,
+            "maintenance_count": summary.maintenance,
             "unconfigured_count": summary.unconfigured,
             "unknown_count": summary.unknown,
             "avg_response_time_ms": hour.avg_latency_ms,

@@ -159,6 +159,7 @@ def create_probe_session(limit: int = 100, limit_per_host: int = 10) -> aiohttp.
         headers={"User-Agent": USER_AGENT},
         timeout=aiohttp.ClientTimeout(total=None),
         trace_configs=[tracing],
+        response_class=_ProbeResponse,
     )
 
 
@@ -290,7 +291,8 @@ async def probe(
         ):
             attempt.status = status = response.status
             attempt.rate_headers = _rate_limit_headers(response.headers)
-            attempt.certificate_not_after = _certificate_not_after(response)
+            if isinstance(response, _ProbeResponse):
+                attempt.certificate_not_after = response.certificate_not_after
             if status == 429:
                 return result(_Verdict("rate_limited", "rate_limited", f"{host} answered HTTP 429"))
             ok_status = 200 <= status < 300
@@ -400,22 +402,25 @@ def _rpc_failure(answer: Answer, host: str) -> _Verdict | None:
     return None
 
 
-def _certificate_not_after(response: aiohttp.ClientResponse) -> float | None:
-    """When the peer's TLS certificate expires (unix seconds); None over plain HTTP.
+class _ProbeResponse(aiohttp.ClientResponse):
+    """A response that keeps when the peer's TLS certificate expires (unix seconds; None
+    over plain HTTP), read while the connection is in hand: aiohttp hands a connection
+    back to its pool as soon as a short body has arrived, before a caller could ask.
 
     The date is recorded, not the days left, so a fold judging it stays deterministic.
     """
-    connection = response.connection
-    if connection is None or connection.transport is None:
-        return None
-    ssl_object = connection.transport.get_extra_info("ssl_object")
-    if not isinstance(ssl_object, ssl.SSLObject):
-        return None
-    certificate = ssl_object.getpeercert()
-    not_after = certificate.get("notAfter") if certificate else None
-    if not isinstance(not_after, str):
-        return None
-    return float(ssl.cert_time_to_seconds(not_after))
+
+    certificate_not_after: float | None = None
+
+    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        ssl_object = None if transport is None else transport.get_extra_info("ssl_object")
+        if isinstance(ssl_object, ssl.SSLObject):
+            certificate = ssl_object.getpeercert()
+            not_after = certificate.get("notAfter") if certificate else None
+            if isinstance(not_after, str):
+                self.certificate_not_after = float(ssl.cert_time_to_seconds(not_after))
+        return await super().start(connection)
 
 
 def _expires_in_ms(attempt: _Attempt) -> float | None:

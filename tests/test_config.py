@@ -57,7 +57,7 @@ def only_error(tmp_path: Path, text: str) -> str:
 def test_bundled_catalogue_loads_with_every_category() -> None:
     config = load_config(None)
     assert config.source.endswith("catalogue.toml")
-    assert len(config.providers) >= 22
+    assert len(config.providers) >= 30
     assert {p.category for p in config.providers} == set(CATEGORIES)
     for p in config.providers:
         assert p.health_url.startswith("https://"), p.name
@@ -68,26 +68,26 @@ def test_bundled_catalogue_loads_with_every_category() -> None:
 @pytest.mark.parametrize(
     ("name", "category", "health_url", "requests", "per_seconds"),
     [
-        ("CoinGecko", "market_data", "https://api.coingecko.com/api/v3/ping", 50, 60),
+        ("CoinGecko", "market_data", "https://api.coingecko.com/api/v3/ping", 10, 60),
         (
             "CoinMarketCap",
             "market_data",
-            "https://pro-api.coinmarketcap.com/v1/cryptocurrency/map?limit=1",
-            100,
-            3600,
+            "https://pro-api.coinmarketcap.com/v1/key/info",
+            30,
+            60,
         ),
         (
             "Etherscan",
             "blockchain_explorers",
-            "https://api.etherscan.io/api?module=stats&action=ethsupply",
-            5,
+            "https://api.etherscan.io/v2/api?chainid=1&module=stats&action=ethsupply",
+            3,
             1,
         ),
         (
             "BscScan",
             "blockchain_explorers",
-            "https://api.bscscan.com/api?module=stats&action=bnbsupply",
-            5,
+            "https://api.etherscan.io/v2/api?chainid=56&module=stats&action=bnbsupply",
+            3,
             1,
         ),
         (
@@ -97,8 +97,14 @@ def test_bundled_catalogue_loads_with_every_category() -> None:
             60,
             60,
         ),
-        ("CryptoPanic", "news", "https://cryptopanic.com/api/v1/posts/?public=true", 100, 3600),
-        ("NewsData", "news", "https://newsdata.io/api/1/news?category=business", 200, 86400),
+        (
+            "CryptoPanic",
+            "news",
+            "https://cryptopanic.com/api/developer/v2/posts/?public=true",
+            100,
+            30 * 86400,
+        ),
+        ("NewsData", "news", "https://newsdata.io/api/1/latest?category=business", 200, 86400),
         ("Alternative.me", "sentiment", "https://api.alternative.me/fng/", 60, 60),
         (
             "CryptoCompare",
@@ -124,14 +130,60 @@ def test_catalogue_places_seed_keys_where_the_providers_expect_them() -> None:
     by_name = {p.name: p for p in load_config(None).providers}
     auth = {name: by_name[name].request_auth("k3y") for name in by_name}
     assert auth["CoinMarketCap"] == ({"X-CMC_PRO_API_KEY": "k3y"}, {})
+    assert auth["CoinMarketCap Fear & Greed"] == ({"X-CMC_PRO_API_KEY": "k3y"}, {})
     assert auth["Etherscan"] == ({}, {"apikey": "k3y"})
     assert auth["BscScan"] == ({}, {"apikey": "k3y"})
     assert auth["TronScan"] == ({"TRON-PRO-API-KEY": "k3y"}, {})
+    assert auth["TronGrid"] == ({"TRON-PRO-API-KEY": "k3y"}, {})
     assert auth["CryptoPanic"] == ({}, {"auth_token": "k3y"})
     assert auth["NewsData"] == ({}, {"apikey": "k3y"})
     assert auth["CryptoCompare"] == ({"authorization": "Apikey k3y"}, {})
-    for name in ("CoinGecko", "Alternative.me"):
+    # BscScan moved to Etherscan V2: one Etherscan key serves both.
+    assert by_name["BscScan"].api_key_env == by_name["Etherscan"].api_key_env
+    for name in ("CoinMarketCap", "CryptoCompare", "Etherscan", "BscScan", "CryptoPanic"):
+        assert by_name[name].key_status({}) == "unconfigured", name
+        assert by_name[name].skip_reason({}) is not None, name
+    for name in ("CoinGecko", "Alternative.me", "Ethereum (PublicNode)"):
         assert by_name[name].key_status({}) == "not_needed"
+    # TronGrid is probed without its key until one is set.
+    assert by_name["TronGrid"].key_status({}) == "optional"
+    assert by_name["TronGrid"].skip_reason({}) is None
+    assert by_name["TronGrid"].key_status({"TRONGRID_API_KEY": "k3y"}) == "configured"
+
+
+def test_catalogue_rpc_nodes_check_their_chain_and_observe_their_head() -> None:
+    chain_ids = {
+        "Ethereum (PublicNode)": "0x1",
+        "Ethereum (dRPC)": "0x1",
+        "BSC (BNB Chain dataseed)": "0x38",
+        "Base (mainnet.base.org)": "0x2105",
+        "Arbitrum One (arb1.arbitrum.io)": "0xa4b1",
+    }
+    by_name = {p.name: p for p in load_config(None).providers}
+    for name, chain_id in chain_ids.items():
+        p = by_name[name]
+        assert p.category == "rpc_nodes"
+        assert p.http_method == "POST"
+        assert [call["method"] for call in p.json_body] == ["eth_blockNumber", "eth_chainId"]
+        assert p.observe == {"head": "[BODY][0].result"}
+        assert p.conditions == (f"[BODY][1].result == {chain_id}",)
+    # Flashbots refuses batches: one call for the head, the chain id in a collection.
+    flashbots = by_name["Ethereum (Flashbots Protect)"]
+    assert flashbots.json_body["method"] == "eth_blockNumber"
+    assert flashbots.observe == {"head": "[BODY].result"}
+    (chain,) = flashbots.collections
+    assert chain.json_body["method"] == "eth_chainId"
+    assert chain.conditions == ("[BODY].result == 0x1",)
+
+
+def test_catalogue_maintenance_and_body_checks() -> None:
+    by_name = {p.name: p for p in load_config(None).providers}
+    assert by_name["Bitfinex"].maintenance_when == ("[BODY][0] == 0",)
+    assert by_name["Kraken"].maintenance_when
+    assert "[BODY].status == 1" in by_name["Etherscan"].conditions
+    assert "[BODY] == ok" in by_name["Solana RPC"].conditions
+    assert by_name["TronGrid"].http_method == "POST"
+    assert by_name["Aptos"].health_url.endswith("/-/healthy?duration_secs=30")
 
 
 # --- a user's file -----------------------------------------------------------

@@ -178,6 +178,30 @@ async def test_registration_is_recorded_only_when_it_changes(
     assert store.head == 6
 
 
+async def test_a_provider_the_config_no_longer_has_is_recorded_as_removed_once(
+    monitor: Monitor, store: EventStore, tmp_path: Path, standin: StandIn
+) -> None:
+    assert await monitor.register_providers() == 6
+    full = write_config(tmp_path / "cryptomon.toml", standin).read_text()
+    # The same file without "Broken" and "Down".
+    blocks = full.split("[[providers]]")
+    kept = [b for b in blocks if 'name = "Broken"' not in b and 'name = "Down"' not in b]
+    (tmp_path / "fewer.toml").write_text("[[providers]]".join(kept))
+    session = create_probe_session()
+    try:
+        environ = {"HEALTHY_KEY": SECRET}
+        fewer = Monitor(load_config(tmp_path / "fewer.toml"), store, session, environ=environ)
+        assert await fewer.register_providers() == 2
+        assert await fewer.register_providers() == 0  # removed once, not at every start
+    finally:
+        await session.close()
+    removed = await store.read_by_type(["ProviderRemoved"], limit=10)
+    assert sorted(r.event.provider for r in removed) == ["Broken", "Down"]  # type: ignore[union-attr]
+    assert {r.stream for r in removed} == {"config:Broken", "config:Down"}
+    # Configured again, it is registered again.
+    assert await monitor.register_providers() == 2
+
+
 async def test_unknown_job_is_a_clear_error_and_records_nothing(
     monitor: Monitor, store: EventStore
 ) -> None:

@@ -21,7 +21,8 @@ import tomllib
 from collections.abc import Callable, Mapping
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
@@ -663,7 +664,6 @@ _TABLE_FIELD_CHECKS: dict[tuple[str, str], Callable[[Any], object]] = {
     ("StorageConfig", "url"): _check_storage_url,
     ("ProviderConfig", "headers"): _check_probe_headers,
     ("Collection", "headers"): _check_probe_headers,
-    ("RateLimit", "source"): _check_rate_limit_source,
 }
 
 T = TypeVar("T", bound=_Table)
@@ -683,6 +683,9 @@ def _explain(error: msgspec.ValidationError, key: str, field_type: Any) -> tuple
     if match := re.fullmatch(r"Object missing required field `(.+)`", problem):
         return f"{key}.{match[1]}", "missing; this key is required"
     problem = problem.replace("`object`", "`table`")
+    if get_origin(field_type) in (Union, UnionType):  # an optional key: `X | None`
+        choices = [arg for arg in get_args(field_type) if arg is not type(None)]
+        field_type = choices[0] if len(choices) == 1 else field_type
     if get_origin(field_type) is Literal and not path:
         problem = f"{problem}; expected one of: {', '.join(get_args(field_type))}"
     elif get_origin(field_type) is tuple and re.fullmatch(r"\[\d+\]", path.rstrip("`")):
@@ -781,6 +784,11 @@ def _check_provider(
             parse_duration(rate_limit.per)
         except ValueError as exc:
             add("rate_limit.per", str(exc))
+        try:
+            if rate_limit.source is not None:
+                _check_rate_limit_source(rate_limit.source)
+        except ValueError as exc:
+            add("rate_limit.source", f'{exc}, or "unverified"')
     if "api_key_header" in raw and "api_key_query" in raw:
         add("api_key_query", "set api_key_header or api_key_query, not both")
     placed = "api_key_header" in raw or "api_key_query" in raw

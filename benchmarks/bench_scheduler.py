@@ -111,7 +111,7 @@ async def run(providers: int, seconds: float, port: int, checks: bool) -> float:
             if isinstance(event, ProbeRecorded) and event.scheduled_at is not None:
                 lags.append((event.started_at - event.scheduled_at) * 1000)
                 outcomes[event.outcome] += 1
-                assert not checks or event.observations.get("head") == 0x13A5C8F, event
+                assert not checks or (event.observations or {}).get("head") == 0x13A5C8F, event
             if recorded.position == store.head:
                 break
         await store.close()

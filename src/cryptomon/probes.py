@@ -269,7 +269,7 @@ async def probe(
             condition=verdict.condition,
             rpc_error_code=verdict.rpc_error_code,
             certificate_not_after=attempt.certificate_not_after,
-            observations=observations,
+            observations=observations or None,
         )
         return ProbeResult(event=event, headers=attempt.rate_headers, checks=checks)
 

@@ -98,7 +98,7 @@ class ProbeRecorded(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaul
     condition: ConditionSeen | None = None
     rpc_error_code: int | None = None
     certificate_not_after: float | None = None
-    observations: dict[str, ObservedValue] = {}
+    observations: dict[str, ObservedValue] | None = None
 
 
 class RateLimitChanged(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):

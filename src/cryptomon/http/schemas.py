@@ -12,7 +12,9 @@ from typing import Any
 
 import msgspec
 
+from cryptomon.events.types import ErrorKind, ProbeOutcome
 from cryptomon.projections import Alert
+from cryptomon.projections.notices import AlertKind, ProviderStatus
 from cryptomon.projections.providers import ProvidersSummary
 
 
@@ -107,11 +109,11 @@ class ConditionView(Schema, frozen=True):
 
 class LastProbe(Schema, frozen=True):
     at: str
-    outcome: str
+    outcome: ProbeOutcome
     endpoint: str
     http_status: int | None
     response_time_ms: float | None
-    error_type: str | None
+    error_type: ErrorKind | None
     error_message: str | None
     # The condition that failed, or the maintenance condition that held.
     condition: ConditionView | None = None
@@ -133,7 +135,7 @@ class ProviderView(Schema, frozen=True):
     name: str
     category: str
     base_url: str
-    status: str
+    status: ProviderStatus
     response_time_ms: float | None
     p95_ms_24h: float | None
     uptime_24h: float | None
@@ -236,7 +238,7 @@ class LogPage(Schema, frozen=True):
 class AlertView(Schema, frozen=True):
     id: int
     provider: str
-    kind: str
+    kind: AlertKind
     alert_type: str
     severity: str
     message: str

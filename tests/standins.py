@@ -85,6 +85,7 @@ class StandIn:
         router.add_post("/rpc/node", self._rpc_node)
         router.add_post("/rpc/error", self._rpc_error)
         router.add_post("/rpc/slow", self._rpc_slow)
+        router.add_route("*", "/echo", self._echo)
 
     def _seen(self, request: web.Request) -> None:
         self.last_headers = dict(request.headers)
@@ -173,7 +174,6 @@ class StandIn:
         await asyncio.sleep(3600)
         return web.Response()
 
-
     async def _kraken_status(self, request: web.Request) -> web.Response:
         # docs.kraken.com/api/docs/rest-api/get-system-status
         result = {"status": self.kraken_status, "timestamp": "2026-12-01T12:00:00Z"}
@@ -226,6 +226,20 @@ class StandIn:
                 continue
             replies.append({"jsonrpc": "2.0", "id": call["id"], "result": result})
         return web.json_response(replies[::-1] if isinstance(body, list) else replies[0])
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        """What a careless API does: quote the request back, key and all, with the status
+        asked for (?status=503)."""
+        self._seen(request)
+        body = await request.read()
+        echoed = {
+            "method": request.method,
+            "key": request.headers.get("X-Api-Key", ""),
+            "body": body.decode(),
+            "error": {"code": -32001, "message": f"bad key {request.headers.get('X-Api-Key')}"},
+        }
+        status = int(request.query.get("status", "200"))
+        return web.json_response(echoed, status=status)
 
     async def _rpc_error(self, request: web.Request) -> web.Response:
         call = await request.json()

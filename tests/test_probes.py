@@ -12,7 +12,15 @@ import msgspec
 import pytest
 from standins import StandIn, closed_port
 
-from cryptomon.probes import BodyCheck, ProbeResult, create_probe_session, probe, redact_url
+from cryptomon.config import ProbeRequest
+from cryptomon.probes import (
+    BodyCheck,
+    ProbeResult,
+    ProbeSpec,
+    create_probe_session,
+    probe,
+    redact_url,
+)
 
 # Slack for a loaded CI machine: bounds below are "timeout + margin", never exact.
 MARGIN = 0.5
@@ -325,3 +333,84 @@ async def test_cancellation_propagates(session: aiohttp.ClientSession, standin: 
 )
 def test_redact_url(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+# --- requests and checks ------------------------------------------------------
+
+
+def spec(**keys: Any) -> ProbeSpec:
+    maintenance = keys.pop("maintenance_when", ())
+    return ProbeSpec(msgspec.convert(keys, ProbeRequest), maintenance)
+
+
+async def test_a_post_sends_its_json_body_and_head_reads_no_body(
+    session: aiohttp.ClientSession, standin: StandIn
+) -> None:
+    posted = await run(session, standin.url("/echo"), spec=spec(body={"q": [1, 2]}))
+    assert posted.event.outcome == "success"
+    assert standin.last_headers["Content-Type"] == "application/json"
+    head = await run(session, standin.url("/echo"), spec=spec(method="HEAD"))
+    assert (head.event.outcome, head.event.http_status) == ("success", 200)
+    assert standin.last_headers.get("Content-Length") in (None, "0")
+
+
+async def test_a_status_condition_replaces_the_2xx_rule_but_not_rate_limiting(
+    session: aiohttp.ClientSession, standin: StandIn
+) -> None:
+    # A 503 whose body is checked: the condition decides.
+    wanted = spec(conditions=["[STATUS] == 503", "[BODY].method == GET"])
+    event = (await run(session, standin.url("/echo?status=503"), spec=wanted)).event
+    assert (event.outcome, event.error_kind, event.http_status) == ("success", None, 503)
+    # Without a [STATUS] condition a 503 fails as before, its body unread.
+    event = (await run(session, standin.url("/echo?status=503"), spec=spec())).event
+    assert (event.outcome, event.error_kind) == ("failed", "http_5xx")
+    event = (await run(session, standin.url("/echo?status=200"), spec=wanted)).event
+    assert (event.outcome, event.error_kind) == ("failed", "condition")
+    assert event.condition is not None
+    assert (event.condition.condition, event.condition.seen) == ("[STATUS] == 503", "200")
+    # A 429 is rate_limited whatever the conditions say.
+    limited = spec(conditions=["[STATUS] == 429"])
+    event = (await run(session, standin.url("/ratelimited"), spec=limited)).event
+    assert (event.outcome, event.error_kind) == ("rate_limited", "rate_limited")
+
+
+async def test_a_provider_echoing_the_key_never_gets_it_recorded(
+    session: aiohttp.ClientSession, standin: StandIn
+) -> None:
+    key = "SECRET-KEY-0123456789abcdef"
+    checks = spec(conditions=["[BODY].key == something else"], observe={"key": "[BODY].key"})
+    result = await run(
+        session, standin.url("/echo"), spec=checks, headers={"X-Api-Key": key}, secrets=[key]
+    )
+    event = result.event
+    assert standin.last_headers["X-Api-Key"] == key
+    assert event.condition is not None and event.condition.seen == "***"
+    assert event.observations == {"key": "***"}
+    assert key not in msgspec.json.encode(event).decode()
+    # The same for a JSON-RPC error message that quotes it.
+    rpc = spec(rpc={"method": "eth_chainId"})
+    result = await run(
+        session, standin.url("/echo"), spec=rpc, headers={"X-Api-Key": key}, secrets=[key]
+    )
+    assert (result.event.error_kind, result.event.rpc_error_code) == ("rpc_error", -32001)
+    assert result.event.error_message == "JSON-RPC error -32001: bad key ***"
+
+
+async def test_explain_judges_every_condition_for_a_person(
+    session: aiohttp.ClientSession, standin: StandIn
+) -> None:
+    checks = spec(
+        conditions=["[STATUS] == 200", "[BODY].method == POST", "[BODY].method == GET"],
+        maintenance_when=["[BODY].method == PUT"],
+    )
+    result = await run(session, standin.url("/echo"), spec=checks, explain=True)
+    assert [(c.condition, c.held, c.seen, c.maintenance) for c in result.checks] == [
+        ("[BODY].method == PUT", False, "GET", True),
+        ("[STATUS] == 200", True, "200", False),
+        ("[BODY].method == POST", False, "GET", False),
+        ("[BODY].method == GET", True, "GET", False),
+    ]
+    assert result.event.condition is not None
+    assert result.event.condition.condition == "[BODY].method == POST"  # the first failing
+    plain = await run(session, standin.url("/echo"), spec=checks)
+    assert plain.checks == []

@@ -549,11 +549,15 @@ class Notifier:
             channel.rows.pop(row.key, None)
             channel.consecutive_failures = 0
             channel.blocked_until = 0.0
-            channel.delivered += 1
-            channel.sent_total += 1
-            channel.last_delivered_at = at
             attempts = row.attempts
-            await self._write(lambda conn: outbox.mark_delivered(conn, row.key, attempts, at))
+            try:
+                await self._write(lambda conn: outbox.mark_delivered(conn, row.key, attempts, at))
+            finally:
+                # The receiver has it whether or not the row was marked: a send to count.
+                channel.sent_total += 1
+            # Only once the outbox says so: stats must not claim what a crash would undo.
+            channel.delivered += 1
+            channel.last_delivered_at = at
             return
         error = outcome.error or "failed"
         channel.consecutive_failures += 1
@@ -582,8 +586,6 @@ class Notifier:
     async def _give_up(self, channel: _Channel, row: OutboxRow, error: str) -> None:
         at = time.time()
         channel.rows.pop(row.key, None)
-        channel.gave_up += 1
-        channel.gave_up_total += 1
         channel.last_error, channel.last_error_at = error, at
         log.error(
             "notifications: giving up on %s to channel %r after %d attempts: %s",
@@ -593,3 +595,6 @@ class Notifier:
             error,
         )
         await self._write(lambda conn: outbox.mark_failed(conn, row, error, at, gave_up=True))
+        # After the write, as for a delivery: a give-up counted is a give-up stored.
+        channel.gave_up += 1
+        channel.gave_up_total += 1

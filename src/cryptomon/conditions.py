@@ -209,6 +209,11 @@ class Answer:
             document = self._document = self._decode()
         return document
 
+    def replace_document(self, document: Any) -> None:
+        """Judge `document` as the body's JSON from now on (the prober puts a JSON-RPC
+        batch's replies back in call order, as they may arrive in any)."""
+        self._document = document
+
     def _decode(self) -> Any:
         body = self.body
         if not body or body.isspace():

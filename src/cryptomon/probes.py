@@ -314,6 +314,8 @@ async def probe(
                 certificate_expires_in_ms=_expires_in_ms(attempt),
                 secrets=secrets,
             )
+            if spec.rpc_batch:
+                _in_call_order(answer)
             for name, observation in spec.observations:
                 value = observation.extract(answer)
                 if value is not None:
@@ -368,6 +370,19 @@ def _judge(
                 ConditionSeen(condition.text, verdict.seen),
             )
     return _SUCCESS
+
+
+def _in_call_order(answer: Answer) -> None:
+    """A batch's replies sorted by id (the calls' order): a node may answer a batch in
+    any order, and conditions name replies by index."""
+    document = answer.json
+    if isinstance(document, list):
+        answer.replace_document(sorted(document, key=_reply_id))
+
+
+def _reply_id(reply: object) -> int:
+    call_id = reply.get("id") if isinstance(reply, dict) else None
+    return call_id if isinstance(call_id, int) else sys.maxsize
 
 
 def _explain(spec: ProbeSpec, answer: Answer) -> list[CheckSeen]:

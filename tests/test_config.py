@@ -60,7 +60,7 @@ def test_bundled_catalogue_loads_with_every_category() -> None:
     assert len(config.providers) >= 30
     assert {p.category for p in config.providers} == set(CATEGORIES)
     for p in config.providers:
-        assert p.health_url.startswith("https://"), p.name
+        assert p.url(p.health_path).startswith("https://"), p.name
         interval = p.interval_seconds
         assert p.cron is not None or (interval is not None and 30 <= interval <= 300), p.name
 
@@ -120,7 +120,7 @@ def test_catalogue_keeps_the_seed_providers(
 ) -> None:
     by_name = {p.name: p for p in load_config(None).providers}
     p = by_name[name]
-    assert (p.category, p.health_url) == (category, health_url)
+    assert (p.category, p.url(p.health_path)) == (category, health_url)
     assert p.rate_limit is not None
     assert (p.rate_limit.requests, p.rate_limit.per_seconds) == (requests, per_seconds)
     assert p.timeout_seconds == 10
@@ -183,7 +183,9 @@ def test_catalogue_maintenance_and_body_checks() -> None:
     assert "[BODY].status == 1" in by_name["Etherscan"].conditions
     assert "[BODY] == ok" in by_name["Solana RPC"].conditions
     assert by_name["TronGrid"].http_method == "POST"
-    assert by_name["Aptos"].health_url.endswith("/-/healthy?duration_secs=30")
+    assert (
+        by_name["Aptos"].url(by_name["Aptos"].health_path).endswith("/-/healthy?duration_secs=30")
+    )
 
 
 # --- a user's file -----------------------------------------------------------
@@ -236,7 +238,7 @@ expect_non_empty = true
     assert p.schedule_text == "cron */5 * * * *"
     assert (p.timeout_seconds, p.degraded_latency_seconds) == (5, 1.5)
     # The trailing slash of base_url is kept for a query, dropped for a path.
-    assert p.health_url == "https://scan.example.com/api/?module=stats"
+    assert p.url(p.health_path) == "https://scan.example.com/api/?module=stats"
     assert p.url(p.collections[0].path) == "https://scan.example.com/api/blocks?limit=1"
     assert p.collections[0].expect_non_empty
 
@@ -258,7 +260,7 @@ def test_provider_defaults(tmp_path: Path) -> None:
     assert (p.timeout_seconds, p.degraded_latency_seconds, p.interval_seconds) == (10, 2, 30)
     assert p.schedule_text == "every 30s"
     assert p.enabled and p.rate_limit is None and p.collections == ()
-    assert p.health_url == "https://api.example.com/v1/ping"
+    assert p.url(p.health_path) == "https://api.example.com/v1/ping"
 
 
 # --- errors ------------------------------------------------------------------

@@ -71,7 +71,7 @@ async def test_slow_is_slower_than_its_degraded_latency(
     providers, _ = simulated
     config = load_config(providers.write_config(tmp_path / "demo.db"))
     slow = next(p for p in config.providers if p.name == "Slow")
-    status, _, _, seconds = await fetch(slow.health_url)
+    status, _, _, seconds = await fetch(slow.url(slow.health_path))
     assert status == 200
     assert slow.degraded_latency_seconds < seconds < slow.timeout_seconds
 

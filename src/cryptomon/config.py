@@ -288,10 +288,6 @@ class ProviderConfig(ProbeRequest, frozen=True, kw_only=True):
     def schedule_text(self) -> str:
         return f"every {self.interval}" if self.interval is not None else f"cron {self.cron}"
 
-    @property
-    def health_url(self) -> str:
-        return self.url(self.health_path)
-
     def url(self, path: str) -> str:
         """`base_url` joined with a path ("/ping"), a query ("?module=stats") or nothing."""
         if not path:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -161,15 +161,6 @@ def create_probe_session(limit: int = 100, limit_per_host: int = 10) -> aiohttp.
         trace_configs=[tracing],
         response_class=_ProbeResponse,
     )
-
-
-def redact_url(url: str) -> str:
-    """`url` without query string, fragment or credentials: safe for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    return urlunsplit((parts.scheme, _authority(parts.netloc), parts.path, "", ""))
 
 
 class _Attempt:

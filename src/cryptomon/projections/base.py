@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 
-from cryptomon.events.types import Event, RecordedEvent
+from cryptomon.events.types import Event
 from cryptomon.projections.notices import Notice
 from cryptomon.projections.settings import ProjectionSettings
 
@@ -52,9 +52,3 @@ class Projection(ABC, Generic[StateT]):
     def handlers_by_type(self) -> dict[type[Event], Handler]:
         """The event types this projection folds, each with its handler. Dispatching on
         the exact type, once per event, keeps replays fast."""
-
-    def apply(self, recorded: RecordedEvent) -> list[Notice]:
-        """Fold one event in; types this projection does not care about change nothing."""
-        event = recorded.event
-        handler = self.handlers.get(type(event))
-        return [] if handler is None else handler(recorded.position, recorded.recorded_at, event)

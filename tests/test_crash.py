@@ -40,8 +40,9 @@ from standins import StandIn, closed_port
 CYCLES = int(os.environ.get("CRYPTOMON_CRASH_CYCLES", "20"))
 START_DEADLINE = 30.0
 ACTOR = "crash-test"
-# Answered 503 by design while providers fail: not a server error.
-HEALTH_PATHS = ("/health", "/api/database/health")
+# Providers failing never make these 503 (only cryptomon's own failures would): any 5xx
+# from them here is a server error like any other.
+HEALTH_PATHS = ("/health", "/readyz", "/livez", "/api/database/health")
 READ_PATHS = (
     "/api/providers",
     "/api/providers/Flap-A",
@@ -291,7 +292,7 @@ async def read_loop(session: aiohttp.ClientSession, url: str, ledger: Ledger, se
         path = rng.choice(READ_PATHS)
         async with session.get(url + path) as response:
             await response.read()
-            if response.status >= 500 and not (response.status == 503 and path in HEALTH_PATHS):
+            if response.status >= 500:
                 ledger.server_errors.append(f"{path}: {response.status}")
             ledger.reads += 1
 

@@ -34,13 +34,15 @@ from cryptomon.http.schemas import (
     AlertList,
     EventPage,
     Health,
+    Liveness,
     LogPage,
     ProviderList,
     ProviderView,
+    Readiness,
     SystemStatus,
     Triggered,
 )
-from cryptomon.http.settings import READ_MODELS, STORE, Settings
+from cryptomon.http.settings import MONITOR, READ_MODELS, STORE, Settings
 
 TOKEN = "s3cret-token"
 API_KEY = "SECRET-KEY-0123456789abcdef"
@@ -117,7 +119,8 @@ class Service:
             body = await response.read()
             self.bodies.append(body)
             # Only the health endpoints answer 5xx, and only to say the service is unwell.
-            unwell = response.status == 503 and path in ("/health", "/api/database/health")
+            health = ("/health", "/readyz", "/api/database/health")
+            unwell = response.status == 503 and path in health
             assert response.status < 500 or unwell, (method, path, response.status, body[:500])
             return response.status, response.content_type, body, response.headers
 
@@ -252,9 +255,9 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
         status, content_type, body, _ = await service.request(
             endpoint.method, path, headers=headers
         )
-        # Down is offline and Limited rate-limited: one of three online is unhealthy.
-        # /ws/live is a WebSocket: a plain GET gets its documented 400.
-        expected = {"/health": 503, "/ws/live": 400}.get(endpoint.path, 200)
+        # Down is offline and Limited rate-limited, yet /health is 200: providers never
+        # make it 503. /ws/live is a WebSocket: a plain GET gets its documented 400.
+        expected = {"/ws/live": 400}.get(endpoint.path, 200)
         assert status == expected, (endpoint.path, status, body[:500])
         assert expected in (200, endpoint.unhealthy_status, *endpoint.errors)
         if endpoint.path == "/ws/live":
@@ -309,28 +312,123 @@ async def test_health_has_the_seed_shape_and_200_when_healthy(start: Start) -> N
     service = await start(only_up=True)
     await service.trigger()
     health = await service.get_json("/health")
-    assert set(health) == {"status", "timestamp", "components", "metrics"}
-    assert health["status"] == "healthy"
+    assert set(health) == {"status", "timestamp", "components", "metrics", "problems"}
+    assert (health["status"], health["problems"]) == ("healthy", [])
     components = health["components"]
-    assert set(components) == {"database", "scheduler", "websocket", "providers"}
+    assert set(components) == {"database", "scheduler", "websocket", "read_models", "providers"}
     assert {"status", "path", "size_mb"} <= set(components["database"])
     assert {"status", "active_jobs"} <= set(components["scheduler"])
     assert {"status", "active_connections"} <= set(components["websocket"])
+    assert components["read_models"] == {
+        "status": "following",
+        "position": service.app[STORE].head,
+        "lag": 0,
+    }
     providers = components["providers"]
-    assert {"total", "online", "degraded", "offline"} <= set(providers)
+    assert {"total", "online", "degraded", "offline", "system_health"} <= set(providers)
     assert (providers["total"], providers["online"], providers["offline"]) == (1, 1, 0)
     msgspec.json.decode(json.dumps(health), type=Health)
 
 
-async def test_health_is_503_when_unhealthy(start: Start) -> None:
-    service = await start()
-    await service.take_down()
+async def test_health_and_readiness_stay_200_while_probed_providers_are_offline(
+    tmp_path: Path, standin: StandIn, aiohttp_client: AiohttpClient
+) -> None:
+    # Probing on, fast: two providers whose ports refuse go offline on their own.
+    config = tmp_path / "offline.toml"
+    config.write_text(
+        config_text(standin, only_up=True).replace('interval = "30s"', 'interval = "200ms"')
+        + "".join(
+            f'\n[[providers]]\nname = "Gone {n}"\ncategory = "rpc_nodes"\n'
+            f'base_url = "http://127.0.0.1:{closed_port()}"\ninterval = "200ms"\n'
+            for n in (1, 2)
+        )
+    )
+    settings = Settings.from_config(
+        load_config(config), database=tmp_path / "x.db", environ={"UP_API_KEY": API_KEY}
+    )
+    service = Service(await aiohttp_client(create_app(settings)))
+    deadline = time.monotonic() + 30
+    while True:
+        status, _, body, _ = await service.request("GET", "/health")
+        # Every answer on the way, not only the last: a provider going down never 503s.
+        assert status == 200, body[:500]
+        health = msgspec.json.decode(body, type=Health)
+        if health.components.providers.offline == 2:
+            break
+        assert time.monotonic() < deadline, "the refusing providers never went offline"
+        await asyncio.sleep(0.05)
+    assert (health.status, health.problems) == ("healthy", [])
+    providers = health.components.providers
+    assert (providers.total, providers.online, providers.offline) == (3, 1, 2)
+    assert providers.system_health == "unhealthy"  # the seed's verdict on the providers
+    assert health.components.scheduler.status == "running"
+    assert health.metrics.failures_last_hour >= 2
+    ready = await service.get("/readyz", Readiness)
+    assert (ready.status, ready.problems) == ("ready", [])
+    status_body = await service.get("/api/status", SystemStatus)
+    assert (status_body.offline, status_body.system_health) == (2, "unhealthy")
+
+
+async def test_health_and_readiness_answer_503_naming_stopped_read_models(start: Start) -> None:
+    service = await start(only_up=True)
+    await service.trigger()
+    assert (await service.get("/readyz", Readiness)).status == "ready"
+    await service.app[READ_MODELS].stop()  # as if their follower had ended
     status, _, body, _ = await service.request("GET", "/health")
     assert status == 503
     health = msgspec.json.decode(body, type=Health)
     assert health.status == "unhealthy"
-    assert health.components.providers.offline == 1
-    assert health.components.providers.online == 1
+    assert health.components.read_models.status == "stopped"
+    [problem] = health.problems
+    assert problem.component == "read_models"
+    assert f"at position {service.app[STORE].head}" in problem.detail
+    assert health.components.providers.online == 1  # the body still says it all
+    ready = await service.get("/readyz", Readiness, status=503)
+    assert ready.status == "not_ready"
+    assert [p.component for p in ready.problems] == ["read_models"]
+    assert ready.checked == ["database", "read_models", "scheduler"]
+    # Alive all the same: restarting the process is the orchestrator's call, not ours.
+    assert await service.get("/livez", Liveness) == Liveness(status="alive")
+
+
+async def test_readiness_answers_503_naming_a_stopped_scheduler(
+    tmp_path: Path, standin: StandIn, aiohttp_client: AiohttpClient
+) -> None:
+    config = tmp_path / "probing.toml"
+    config.write_text(config_text(standin, only_up=True))
+    settings = Settings.from_config(
+        load_config(config), database=tmp_path / "x.db", environ={"UP_API_KEY": API_KEY}
+    )
+    service = Service(await aiohttp_client(create_app(settings)))
+    assert (await service.get("/readyz", Readiness)).status == "ready"
+    await service.app[MONITOR].scheduler.stop()
+    ready = await service.get("/readyz", Readiness, status=503)
+    assert [(p.component, p.detail) for p in ready.problems] == [
+        ("scheduler", "the scheduler is not running")
+    ]
+    health = await service.get("/health", Health, status=503)
+    assert health.components.scheduler.status == "stopped"
+    assert [p.component for p in health.problems] == ["scheduler"]
+
+
+async def test_livez_answers_a_tiny_body_and_checks_nothing(start: Start) -> None:
+    service = await start()
+    got, content_type, body, _ = await service.request("GET", "/livez")
+    assert (got, content_type, body) == (200, "application/json", b'{"status":"alive"}')
+
+
+async def test_openapi_says_what_health_and_readiness_answers_mean(start: Start) -> None:
+    service = await start()
+    paths = (await service.get_json("/openapi.json"))["paths"]
+    health = paths["/health"]["get"]["responses"]
+    assert "components.providers" in health["200"]["description"]
+    assert "Never answered because of the monitored providers" in health["503"]["description"]
+    readyz = paths["/readyz"]["get"]["responses"]
+    assert set(readyz) >= {"200", "503"}
+    assert readyz["503"]["content"] == readyz["200"]["content"]
+    livez = paths["/livez"]["get"]["responses"]
+    assert "503" not in livez
+    assert livez["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Liveness")
 
 
 # ---- errors --------------------------------------------------------------------

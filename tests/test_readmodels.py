@@ -276,6 +276,10 @@ async def test_an_edit_before_the_snapshot_makes_the_database_unhealthy(
         assert response.status == 503
         health = await response.json()
     assert health["components"]["database"]["history"] == "broken"
+    assert [p["component"] for p in health["problems"]] == ["history"]
+    # Still ready: every instance reads this log, so sending traffic elsewhere mends nothing.
+    async with client.get("/readyz") as response:
+        assert (response.status, (await response.json())["problems"]) == (200, [])
 
 
 async def test_an_intact_history_is_said_to_be(tmp_path: Path) -> None:

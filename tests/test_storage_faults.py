@@ -2,9 +2,10 @@
 
 Each test runs the real app with probing on, its SQLite file on a small ext4 file system
 that the test mounts from a loop device (so the fault is real: `chattr +i` makes writes to
-the open file fail, a filler file fills the disk). While the fault lasts `/health` says
-unhealthy with the error, writes answer 503 and lost probes are counted; once it clears
-the service records again, with the hash chain intact and nothing recorded before lost.
+the open file fail, a filler file fills the disk). While the fault lasts `/health` and
+`/readyz` answer 503 naming the database and its error, writes answer 503 and lost probes
+are counted; once it clears the service records again, with the hash chain intact and
+nothing recorded before lost.
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ async def check_fault_and_recovery(
     assert database["status"] == "unhealthy"
     assert error in database["error"]
     assert database["failed_appends"] > 0
+    assert [p["component"] for p in health["problems"]] == ["database"]
+    status, ready = await get_json(client, "/readyz")
+    assert (status, ready["status"]) == (503, "not_ready")
+    [problem] = ready["problems"]
+    assert problem["component"] == "database" and error in problem["detail"]
+    assert (await get_json(client, "/livez"))[0] == 200  # alive: no restart needed
     await until(lambda: _probes_lost(client), "a lost probe to be counted")
     status, database_health = await get_json(client, "/api/database/health")
     assert (status, database_health["writable"]) == (503, False)
@@ -132,6 +139,8 @@ async def check_fault_and_recovery(
 
     clear()
     await until(lambda: health_is(client, "healthy"), "/health to recover")
+    status, ready = await get_json(client, "/readyz")
+    assert (status, ready["status"], ready["problems"]) == (200, "ready", [])
     after = await recorded(client)
     await until(lambda: _more_than(client, after), "probes to be recorded again")
     async with client.post("/api/scheduler/trigger/health_checks") as response:

@@ -368,6 +368,12 @@ class ReadModels:
     def position(self) -> int:
         return self.projections.position
 
+    @property
+    def following(self) -> bool:
+        """Applying the log as it grows: started, not stopped, and not ended by an error
+        (then the read models would answer from a position that never moves again)."""
+        return self._follower is not None and not self._follower.done()
+
     async def start(self) -> LoadReport:
         self.projections, self.load_report = await load_projections(self.store, self.settings)
         self._snapshot_position = self.load_report.snapshot_position

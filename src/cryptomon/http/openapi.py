@@ -29,7 +29,7 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
         responses: dict[str, Any] = {}
         if endpoint.response is not None:
             responses["200"] = {
-                "description": "OK",
+                "description": endpoint.ok_description,
                 "content": {"application/json": {"schema": by_type[endpoint.response]}},
             }
         elif endpoint.path == "/metrics":
@@ -38,7 +38,7 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             }
         else:
-            responses["200"] = {"description": "OK"}
+            responses["200"] = {"description": endpoint.ok_description}
         if endpoint.links:
             responses["200"]["links"] = {
                 link.operation_id: {
@@ -49,7 +49,7 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
             }
         if endpoint.unhealthy_status is not None:
             responses[str(endpoint.unhealthy_status)] = {
-                "description": "Unhealthy: the same body, saying what is wrong",
+                "description": endpoint.unhealthy_description,
                 "content": responses["200"]["content"],
             }
         statuses = set(endpoint.errors) | {429}  # every route: per-client limits

@@ -53,8 +53,11 @@ class Endpoint:
     params: tuple[Param, ...] = ()
     write: bool = False  # needs the bearer token when one is configured
     errors: tuple[int, ...] = field(default=(400,))  # answered with a problem body
-    # Health checks answer 503 with their own body when something is wrong.
+    # Health checks answer 503 with their own body when something is wrong; the
+    # descriptions say what their 200 and that answer mean, in the OpenAPI document.
     unhealthy_status: int | None = None
+    ok_description: str = "OK"
+    unhealthy_description: str = "Unhealthy: the same body, saying what is wrong"
     # Answered from the read models alone: reuse the answer for a second (see cache.py).
     cached: bool = False
     links: tuple[Link, ...] = ()
@@ -76,10 +79,43 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/health",
         views.health,
-        "Health of the service",
+        "Health of the service, with the monitored providers' state in the body",
         schemas.Health,
         errors=(),
         unhealthy_status=503,
+        ok_description=(
+            "cryptomon's own components are healthy: the database accepts appends, the"
+            " scheduler runs, the read models follow the log and its history is not broken."
+            " Providers being offline or degraded does not change this answer: see"
+            " components.providers (system_health is the seed's verdict on them)"
+        ),
+        unhealthy_description=(
+            "One of cryptomon's own components is failing: `problems` names each one and"
+            " why. Never answered because of the monitored providers"
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/livez",
+        views.livez,
+        "Liveness: the process answers (no dependency is checked)",
+        schemas.Liveness,
+        errors=(),
+        ok_description="The process is alive and its event loop answers",
+    ),
+    Endpoint(
+        "GET",
+        "/readyz",
+        views.readyz,
+        "Readiness: the store accepts appends, the read models follow the log, the scheduler runs",
+        schemas.Readiness,
+        errors=(),
+        unhealthy_status=503,
+        ok_description="Ready to serve and record",
+        unhealthy_description=(
+            "Not ready: `problems` names each component that is not (database, read_models,"
+            " scheduler) and why"
+        ),
     ),
     Endpoint(
         "GET",

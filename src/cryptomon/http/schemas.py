@@ -8,7 +8,7 @@ seed where its users' scripts read them. Times are ISO 8601 in UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -65,11 +65,29 @@ class WebSocketComponent(Schema, frozen=True):
     active_connections: int
 
 
+class ReadModelsComponent(Schema, frozen=True):
+    # following: applying the log as it grows; stopped: their answers no longer move.
+    status: Literal["following", "stopped"]
+    position: int
+    lag: int  # events committed and not yet applied
+
+
 class HealthComponents(Schema, frozen=True):
     database: DatabaseComponent
     scheduler: SchedulerComponent
     websocket: WebSocketComponent
+    read_models: ReadModelsComponent
+    # The monitored providers: reported here, never a reason for a 503.
     providers: ProvidersSummary
+
+
+# cryptomon's own parts that /health and /readyz judge (the history only in /health).
+Component = Literal["database", "history", "read_models", "scheduler"]
+
+
+class ComponentProblem(Schema, frozen=True):
+    component: Component
+    detail: str  # what is wrong, for a person reading a probe's output
 
 
 class HealthMetrics(Schema, frozen=True):
@@ -82,10 +100,24 @@ class HealthMetrics(Schema, frozen=True):
 
 
 class Health(Schema, frozen=True):
-    status: str
+    # cryptomon's own health, answered 200 or 503 with it; the providers' verdict (the
+    # seed's healthy / degraded / unhealthy) is components.providers.system_health.
+    status: Literal["healthy", "unhealthy"]
     timestamp: str
     components: HealthComponents
     metrics: HealthMetrics
+    problems: list[ComponentProblem]  # empty when healthy
+
+
+class Liveness(Schema, frozen=True):
+    status: Literal["alive"]
+
+
+class Readiness(Schema, frozen=True):
+    status: Literal["ready", "not_ready"]
+    timestamp: str
+    checked: list[Component]
+    problems: list[ComponentProblem]  # empty when ready
 
 
 class LatencyStats(Schema, frozen=True):

@@ -24,7 +24,6 @@ from cryptomon.events.log import EventLog
 from cryptomon.events.store import ConcurrencyError
 from cryptomon.events.types import (
     EVENT_TYPES,
-    AlertAcknowledged,
     EventMetadata,
     ProbeRecorded,
     RecordedEvent,
@@ -39,6 +38,8 @@ from cryptomon.http.schemas import (
     AlertList,
     AlertView,
     CertificateView,
+    Component,
+    ComponentProblem,
     ConditionView,
     ConfigStats,
     DatabaseComponent,
@@ -54,6 +55,7 @@ from cryptomon.http.schemas import (
     JobView,
     LastProbe,
     LatencyStats,
+    Liveness,
     LogPage,
     MetricsPoint,
     ObservationView,
@@ -63,6 +65,8 @@ from cryptomon.http.schemas import (
     ProviderView,
     RateLimitList,
     RateLimitView,
+    Readiness,
+    ReadModelsComponent,
     SchedulerComponent,
     SchedulerStatus,
     ServiceInfo,
@@ -225,23 +229,49 @@ def _database_component(request: web.Request) -> DatabaseComponent:
     )
 
 
+# What /readyz checks: the parts without which this instance can't serve and record.
+# A broken history turns /health 503 (a person must look) but not /readyz: every
+# instance reads the same log, so sending traffic elsewhere would mend nothing.
+READINESS: tuple[Component, ...] = ("database", "read_models", "scheduler")
+
+
+def _problems(request: web.Request) -> list[ComponentProblem]:
+    """cryptomon's own components that are failing, and why. The monitored providers are
+    never among them: their outages are what this service reports, and a probe that
+    restarted it for them would blind it exactly when it is needed."""
+    store = _store(request)
+    models = _models(request)
+    problems = []
+    if store.failed_appends > 0 and store.last_write_failed:
+        detail = store.last_write_error or "the last append failed"
+        problems.append(ComponentProblem(component="database", detail=detail))
+    if models.history == "broken":
+        detail = models.history_error or "the event log's hash chain is broken"
+        problems.append(ComponentProblem(component="history", detail=detail))
+    if not models.following:
+        detail = f"the read models stopped following the log at position {models.position}"
+        problems.append(ComponentProblem(component="read_models", detail=detail))
+    if request.app[SETTINGS].probing and not request.app[MONITOR].scheduler.running:
+        problems.append(
+            ComponentProblem(component="scheduler", detail="the scheduler is not running")
+        )
+    return problems
+
+
 async def health(request: web.Request) -> web.Response:
     models = _models(request)
     monitor = request.app[MONITOR]
     hub = request.app[HUB]
     summary = models.projections.providers.summary()
-    database = _database_component(request)
-    scheduler_running = monitor.scheduler.running or not request.app[SETTINGS].probing
+    problems = _problems(request)
     now = time.time()
     window = models.projections.metrics.window(None, now - HOUR, now)
-    status = summary.system_health
-    if database.status != "healthy" or not scheduler_running:
-        status = "unhealthy"
+    lag = _store(request).head - models.position
     body = Health(
-        status=status,
+        status="unhealthy" if problems else "healthy",
         timestamp=iso(now) or "",
         components=HealthComponents(
-            database=database,
+            database=_database_component(request),
             scheduler=SchedulerComponent(
                 status="running" if monitor.scheduler.running else "stopped",
                 active_jobs=sum(job.running for job in monitor.scheduler.status()),
@@ -251,6 +281,11 @@ async def health(request: web.Request) -> web.Response:
                 status="running" if hub.running else "stopped",
                 active_connections=len(hub.clients),
             ),
+            read_models=ReadModelsComponent(
+                status="following" if models.following else "stopped",
+                position=models.position,
+                lag=lag,
+            ),
             providers=summary,
         ),
         metrics=HealthMetrics(
@@ -259,10 +294,31 @@ async def health(request: web.Request) -> web.Response:
             avg_response_time_ms=_round(window.avg_latency_ms),
             open_alerts=len(models.projections.alerts.query(open_only=True)),
             probes_lost=monitor.counters.lost,
-            read_model_lag=_store(request).head - models.position,
+            read_model_lag=lag,
         ),
+        problems=problems,
     )
-    return respond(body, status=503 if status == "unhealthy" else 200)
+    return respond(body, status=503 if problems else 200)
+
+
+_ALIVE = msgspec.json.encode(Liveness(status="alive"))
+
+
+async def livez(request: web.Request) -> web.Response:
+    # The process and its event loop answer; nothing else is looked at, so a failing
+    # database never makes an orchestrator kill a process that would recover by itself.
+    return web.Response(body=_ALIVE, content_type="application/json")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    problems = [p for p in _problems(request) if p.component in READINESS]
+    body = Readiness(
+        status="not_ready" if problems else "ready",
+        timestamp=iso(time.time()) or "",
+        checked=list(READINESS),
+        problems=problems,
+    )
+    return respond(body, status=503 if problems else 200)
 
 
 # ---- providers ----------------------------------------------------------------
@@ -604,11 +660,11 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
     alerts_model.check_acknowledge(alert_id)
     actor = body.actor or identity
     store = _store(request)
-    stream = f"alert:{alert_id}"
+    stream, acknowledgement = alerts_model.acknowledgement(alert_id, actor, time.time(), body.note)
     try:
         [position] = await store.append(
             stream,
-            [AlertAcknowledged(alert_id, actor, time.time(), body.note)],
+            [acknowledgement],
             # Only acknowledgements append to this stream, so an alert acknowledged
             # already has version 1 here, even while the read models lag behind the log.
             expected_version=0,

@@ -256,10 +256,11 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
             endpoint.method, path, headers=headers
         )
         # Down is offline and Limited rate-limited, yet /health is 200: providers never
-        # make it 503. /ws/live is a WebSocket: a plain GET gets its documented 400.
-        expected = {"/ws/live": 400}.get(endpoint.path, 200)
+        # make it 503. /ws/live is a WebSocket: a plain GET gets its documented 426.
+        expected = {"/ws/live": 426}.get(endpoint.path, 200)
         assert status == expected, (endpoint.path, status, body[:500])
-        assert expected in (200, endpoint.unhealthy_status, *endpoint.errors)
+        websocket = (426,) if endpoint.websocket else ()
+        assert expected in (200, endpoint.unhealthy_status, *endpoint.errors, *websocket)
         if endpoint.path == "/ws/live":
             assert content_type == PROBLEM_TYPE
             async with service.client.ws_connect(endpoint.path) as ws:
@@ -417,6 +418,25 @@ async def test_livez_answers_a_tiny_body_and_checks_nothing(start: Start) -> Non
     assert (got, content_type, body) == (200, "application/json", b'{"status":"alive"}')
 
 
+async def test_a_plain_get_of_the_live_feed_is_426_upgrade_required(start: Start) -> None:
+    service = await start()
+    got, _, _, headers = await service.request("GET", "/ws/live?since=0")
+    assert (got, headers["Upgrade"]) == (426, "websocket")
+    problem = await service.problem("GET", "/ws/live", 426)
+    assert problem.type == "/problems/upgrade-required"
+    assert "WebSocket" in problem.detail
+    # The kept-alive connection still serves the next request as HTTP.
+    assert (await service.get("/livez", Liveness)).status == "alive"
+    # A bad parameter is still named before the missing upgrade.
+    assert (await service.problem("GET", "/ws/live?since=-1", 400)).parameter == "since"
+    # And the spec says so: 426 with its Upgrade header; success is the handshake.
+    document = await service.get_json("/openapi.json")
+    responses = document["paths"]["/ws/live"]["get"]["responses"]
+    assert "101" in responses and "200" not in responses
+    assert responses["426"]["headers"]["Upgrade"]["schema"]["const"] == "websocket"
+    assert PROBLEM_TYPE in responses["426"]["content"]
+
+
 async def test_openapi_says_what_health_and_readiness_answers_mean(start: Start) -> None:
     service = await start()
     paths = (await service.get_json("/openapi.json"))["paths"]
@@ -545,12 +565,15 @@ async def test_no_query_value_makes_a_server_error(start: Start) -> None:
                 status, content_type, body, _ = await service.request(
                     "GET", f"{path}?{param.name}={value}"
                 )
-                assert status in (200, 400), (path, param.name, value, status, body[:300])
+                # /ws/live takes good values, then refuses a GET that is no upgrade.
+                good = 426 if endpoint.websocket else 200
+                assert status in (good, 400), (path, param.name, value, status, body[:300])
                 if status == 400:
                     assert content_type == PROBLEM_TYPE
                     named = msgspec.json.decode(body, type=Problem).parameter
-                    # /ws/live takes good values, then refuses a GET that is no upgrade.
-                    assert named == param.name or endpoint.response is None, (path, value)
+                    assert named == param.name, (path, value)
+                elif endpoint.websocket:
+                    assert content_type == PROBLEM_TYPE
                 else:
                     assert endpoint.response is not None
                     msgspec.json.decode(body, type=endpoint.response)

@@ -27,7 +27,10 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         responses: dict[str, Any] = {}
-        if endpoint.response is not None:
+        if endpoint.websocket:
+            # Its success is the handshake, never a 200.
+            responses["101"] = {"description": "Switching Protocols: the WebSocket is open"}
+        elif endpoint.response is not None:
             responses["200"] = {
                 "description": endpoint.ok_description,
                 "content": {"application/json": {"schema": by_type[endpoint.response]}},
@@ -55,10 +58,22 @@ def build(endpoints: tuple[Endpoint, ...]) -> bytes:
         statuses = set(endpoint.errors) | {429}  # every route: per-client limits
         if any(p.where == "path" for p in endpoint.params):
             statuses.add(404)  # a path that matches no route
+        if endpoint.websocket:
+            statuses.add(426)
         for status in sorted(statuses):
             responses[str(status)] = {
                 "description": "A problem (RFC 9457)",
                 "content": {"application/problem+json": {"schema": by_type[Problem]}},
+            }
+        if endpoint.websocket:
+            responses["426"]["description"] = (
+                "Upgrade Required: a plain GET, without `Upgrade: websocket`"
+            )
+            responses["426"]["headers"] = {
+                "Upgrade": {
+                    "description": "The protocol to upgrade to",
+                    "schema": {"type": "string", "const": "websocket"},
+                }
             }
         # Any route: aiohttp's HTTP parser refuses a request line or header over
         # 8190 bytes, or a malformed one, in plain text before our handlers see it.

@@ -58,6 +58,8 @@ class Endpoint:
     unhealthy_status: int | None = None
     ok_description: str = "OK"
     unhealthy_description: str = "Unhealthy: the same body, saying what is wrong"
+    # A WebSocket: a plain GET (no Upgrade header) answers 426 with `Upgrade: websocket`.
+    websocket: bool = False
     # Answered from the read models alone: reuse the answer for a second (see cache.py).
     cached: bool = False
     links: tuple[Link, ...] = ()
@@ -334,6 +336,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             ),
         ),
         errors=(400, 401),
+        websocket=True,
     ),
     Endpoint(
         "GET",

@@ -14,11 +14,11 @@ import hmac
 import time
 
 import msgspec
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.http_websocket import WebSocketError
 
 from cryptomon.http import params
-from cryptomon.http.errors import Unauthorized
+from cryptomon.http.errors import Unauthorized, problem_response
 from cryptomon.http.limits import CLIENT_LIMITS, too_many
 from cryptomon.http.schemas import ConnectionView, WebSocketStats, iso
 from cryptomon.http.settings import READ_MODELS, SETTINGS
@@ -58,6 +58,8 @@ async def live(request: web.Request) -> web.StreamResponse:
     query_token = params.text(request, "token", max_length=500)
     if token is not None and query_token is not None and not _token_ok(query_token, token):
         raise Unauthorized("the token is not the one configured")
+    if request.headers.get(hdrs.UPGRADE, "").strip().lower() != "websocket":
+        return _upgrade_required(request)
     limits = request.app[CLIENT_LIMITS]
     address = limits.address_of(request)
     if not limits.may_connect(address):
@@ -74,6 +76,23 @@ async def live(request: web.Request) -> web.StreamResponse:
         limits.open_connections[address] -= 1
         if not limits.open_connections[address]:
             del limits.open_connections[address]
+
+
+def _upgrade_required(request: web.Request) -> web.Response:
+    """A plain GET of the feed: say it is a WebSocket (RFC 9110's 426), not just 400.
+    A handshake that asks for the upgrade but is malformed still gets aiohttp's 400."""
+    response = problem_response(
+        426,
+        "upgrade-required",
+        "Upgrade required",
+        f"{request.path} is a WebSocket: connect with a WebSocket client"
+        " (ws://<host>/ws/live), which sends Upgrade: websocket",
+        request,
+    )
+    # No `Connection: upgrade` with it: aiohttp's client would then switch a kept-alive
+    # connection to the other protocol after this body, and misread the next answer.
+    response.headers[hdrs.UPGRADE] = "websocket"
+    return response
 
 
 async def _serve(

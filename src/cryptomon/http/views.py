@@ -24,6 +24,7 @@ from cryptomon.events.log import EventLog
 from cryptomon.events.store import ConcurrencyError
 from cryptomon.events.types import (
     EVENT_TYPES,
+    AlertAcknowledged,
     EventMetadata,
     ProbeRecorded,
     RecordedEvent,
@@ -660,11 +661,11 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
     alerts_model.check_acknowledge(alert_id)
     actor = body.actor or identity
     store = _store(request)
-    stream, acknowledgement = alerts_model.acknowledgement(alert_id, actor, time.time(), body.note)
+    stream = f"alert:{alert_id}"
     try:
         [position] = await store.append(
             stream,
-            [acknowledgement],
+            [AlertAcknowledged(alert_id, actor, time.time(), body.note)],
             # Only acknowledgements append to this stream, so an alert acknowledged
             # already has version 1 here, even while the read models lag behind the log.
             expected_version=0,

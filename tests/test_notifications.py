@@ -208,7 +208,15 @@ class Rig:
     async def take_down(self, provider: str = "A", at: float = T0) -> int:
         """A failed probe takes the provider offline; the offline alert's id."""
         position = await self.append(f"provider:{provider}", probe(provider, at))
-        return position * 10
+        [alert] = self.notifier.projections.alerts.query(provider=provider, open_only=True)
+        assert (alert.kind, alert.position) == ("offline", position)
+        return alert.id
+
+    def raised_at(self, alert_id: int) -> int:
+        """The position of the event that raised the alert."""
+        alert = self.notifier.projections.alerts.get(alert_id)
+        assert alert is not None
+        return alert.position
 
     async def bring_up(self, provider: str = "A", at: float = T0 + 60) -> None:
         await self.append(f"provider:{provider}", probe(provider, at, "success"))
@@ -285,7 +293,7 @@ async def test_webhook_json_signature_headers_and_idempotency_key(
 
     [request] = receiver.requests
     body = request.json
-    position = alert_id // 10
+    position = built.raised_at(alert_id)
     assert request.key == f"ops:raised:{alert_id}:{position}" == body["idempotency_key"]
     assert body["event"] == "raised"
     assert (body["provider"], body["category"]) == ("A", "market_data")
@@ -368,7 +376,8 @@ async def test_retries_after_500s_then_delivers_once(
     alert_id = await built.take_down()
     await eventually(lambda: len(receiver.ok()) == 1)
     keys = [request.key for request in receiver.requests]
-    assert keys == [f"ops:raised:{alert_id}:{alert_id // 10}"] * 3  # the same key each time
+    position = built.raised_at(alert_id)
+    assert keys == [f"ops:raised:{alert_id}:{position}"] * 3  # the same key each time
     assert [r.body for r in receiver.requests[1:]] == [receiver.requests[0].body] * 2
     assert receiver.delivered[keys[0]] == 1
     await eventually(lambda: built.notifier.stats()[0].delivered == 1)

@@ -116,10 +116,26 @@ class RateLimitChanged(msgspec.Struct, frozen=True, gc=False, tag=True, omit_def
 
 
 class AlertAcknowledged(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
-    alert_id: int
+    """A person acknowledged an alert.
+
+    `alert_id` is the id they were shown; the alerts fold numbers alerts in the order it
+    raises them. `raised_position`, `provider` and `kind` name the alert itself (the event
+    that raised it, whose alert, what kind): the fold finds the alert by them, so a rebuild
+    under other rules, which may number the alerts otherwise, still acknowledges the same
+    alert or none. A schema-1 acknowledgement named its alert by the id of that time,
+    `position * 10 + slot of its kind`: upcast, that id is `legacy_alert_id`, `alert_id` is
+    None (the number may be another alert's id today) and the position and kind come from
+    the old id; its provider is unknown (one event judged one provider then).
+    """
+
+    alert_id: int | None
     actor: str
     acknowledged_at: float
     note: str | None = None
+    raised_position: int | None = None
+    provider: str | None = None
+    kind: str | None = None
+    legacy_alert_id: int | None = None
 
 
 class JobTriggered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
@@ -201,6 +217,27 @@ def _probe_recorded_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+# The alert kinds of schema-1 acknowledgements, by slot: their ids were
+# `position * 10 + slot`. History, never extended: later kinds never had such an id.
+_V1_ALERT_SLOTS = ("offline", "degraded", "rate_limit", "failure_rate", "certificate")
+
+
+def _alert_acknowledged_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1's `alert_id` was `position * 10 + slot of the alert's kind`; v2 names the alert
+    by the raising position and kind (see `AlertAcknowledged`) and keeps the old id as
+    `legacy_alert_id`."""
+    upgraded = dict(payload)
+    if "alert_id" not in upgraded:
+        return upgraded  # not a valid v1 payload: it fails as one
+    legacy = upgraded["alert_id"]
+    upgraded["alert_id"] = None
+    upgraded["legacy_alert_id"] = legacy
+    if type(legacy) is int and legacy >= 0 and legacy % 10 < len(_V1_ALERT_SLOTS):
+        upgraded["raised_position"] = legacy // 10
+        upgraded["kind"] = _V1_ALERT_SLOTS[legacy % 10]
+    return upgraded
+
+
 def _added_fields(payload: dict[str, Any]) -> dict[str, Any]:
     """A step that only added fields with defaults: the old payload reads as the new."""
     return payload
@@ -214,11 +251,13 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ProbeRecorded", 2): _added_fields,
     # v2 added the health probe's `method`, `conditions`, `maintenance_when`, `observe`.
     ("ProviderRegistered", 1): _added_fields,
+    ("AlertAcknowledged", 1): _alert_acknowledged_v1_to_v2,
 }
 
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
 SCHEMA_VERSIONS["ProbeRecorded"] = 3
 SCHEMA_VERSIONS["ProviderRegistered"] = 2
+SCHEMA_VERSIONS["AlertAcknowledged"] = 2
 
 
 def _reads_as_current(event_type: str, version: int) -> bool:
@@ -297,19 +336,24 @@ def decode_events(
 ) -> list[Event]:
     """`decode_event` over many stored rows (a replay's page): the same events, or the same
     error. A decode per payload, then the type and schema checks once over the page: a
-    third cheaper than a `decode_event` call per row (measured). A page holding anything
-    else (an older schema to upcast, a payload that fails) is decoded row by row."""
+    third cheaper than a `decode_event` call per row (measured). Rows of an older schema
+    to upcast, in a page that otherwise decodes (an acknowledgement of schema 1 among
+    probes), are decoded again alone; a page where a payload fails or a type differs is
+    decoded row by row."""
     try:
         events: list[Event] | None = list(map(_decoder.decode, payloads))
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         events = None
-    if (
-        events is None
-        or [type(event).__name__ for event in events] != list(event_types)
-        or not _DIRECT_VERSIONS.issuperset(zip(event_types, schema_versions, strict=True))
-    ):
+    if events is None or [type(event).__name__ for event in events] != list(event_types):
         return [
             decode_event(*row)
             for row in zip(positions, event_types, schema_versions, payloads, strict=True)
         ]
+    if not _DIRECT_VERSIONS.issuperset(zip(event_types, schema_versions, strict=True)):
+        # Read as the current type those rows may mean something else: upcast them.
+        for index, row in enumerate(
+            zip(positions, event_types, schema_versions, payloads, strict=True)
+        ):
+            if (row[1], row[2]) not in _DIRECT_VERSIONS:
+                events[index] = decode_event(*row)
     return events

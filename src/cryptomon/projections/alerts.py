@@ -1,6 +1,6 @@
 """Alerts: raised by the fold, resolved by the fold, acknowledged by people.
 
-Four conditions raise an alert, at most one open per provider and kind:
+Five conditions raise an alert, at most one open per provider and kind:
 
 - `offline` (critical) and `degraded` (warning) follow the provider's status,
   which the providers projection decides: the aggregate hands each
@@ -19,11 +19,17 @@ Four conditions raise an alert, at most one open per provider and kind:
   within `certificate_warning_seconds` (warning) or `certificate_critical_seconds`
   (critical) of that probe's start. It resolves when a probe sees a renewed one.
 
-An alert's id derives from the position of the event that raised it (see
-`ALERT_ID_FACTOR`), so a replay gives every alert the same id and an
-`AlertAcknowledged` in the log finds its alert again. Resolved alerts are
-dropped `alert_retention_seconds` after they resolved, by event time, when a
-new alert is raised (the only time their number grows).
+The fold numbers alerts 1, 2, 3... in the order it raises them (a number is
+never reused, pruning or not), so a replay of the same log gives every alert the
+same id, and any number of alerts can be raised by one event. An alert is also
+named by what raised it: the event's position, the provider and the kind, which
+no two alerts share. An `AlertAcknowledged` names it both ways and the fold
+matches the name, not the number (see `AlertAcknowledged`): a rebuild under
+changed rules may number alerts otherwise, and an acknowledgement must then
+still find its own alert, or none. The acknowledgements of schema 1 name the
+position and kind only, which was enough then. Resolved alerts are dropped
+`alert_retention_seconds` after they resolved, by event time, when a new alert
+is raised (the only time their number grows).
 """
 
 from __future__ import annotations
@@ -43,8 +49,6 @@ from cryptomon.events.types import (
 )
 from cryptomon.projections.base import Handler, Projection
 from cryptomon.projections.notices import (
-    ALERT_ID_FACTOR,
-    ALERT_KIND_SLOTS,
     Alert,
     AlertAcked,
     AlertKind,
@@ -101,6 +105,10 @@ class AlertsState(msgspec.Struct, gc=False):
     # the oldest off its top instead of scanning every alert kept (tens of thousands over
     # the retention), once an hour.
     resolved: list[tuple[float, int]] = []
+    next_id: int = 1  # of the next alert raised: the fold numbers them in order, from 1
+    # position -> ids of the alerts kept that the event at that position raised, for an
+    # acknowledgement to find its alert by name (see `AlertAcknowledged`).
+    raised_by: dict[int, list[int]] = {}
 
 
 _decoder = msgspec.msgpack.Decoder(AlertsState)
@@ -113,7 +121,8 @@ def _snapshot(alert: Alert) -> Alert:
 
 class AlertsProjection(Projection[AlertsState]):
     name: ClassVar[str] = "alerts"
-    version: ClassVar[int] = 3  # 2: the `resolved` heap; 3: certificate alerts
+    # 2: the `resolved` heap; 3: certificate alerts; 4: ids numbered by the fold, `raised_by`
+    version: ClassVar[int] = 4
 
     def new_state(self) -> AlertsState:
         return AlertsState()
@@ -135,6 +144,27 @@ class AlertsProjection(Projection[AlertsState]):
             raise UnknownAlertError(alert_id)
         if alert.acknowledged:
             raise AlreadyAcknowledgedError(alert)
+
+    def acknowledgement(
+        self, alert_id: int, actor: str, at: float, note: str | None = None
+    ) -> tuple[str, AlertAcknowledged]:
+        """The stream to append to, at version 0, and the event acknowledging `alert_id`;
+        `check_acknowledge` first. The stream is named for the alert, not its number: two
+        acknowledgements of one alert conflict, and no alert numbered before (schema-1
+        acknowledgements appended to `alert:<old id>`) or under other rules shares it."""
+        alert = self.state.alerts.get(alert_id)
+        if alert is None:
+            raise UnknownAlertError(alert_id)
+        event = AlertAcknowledged(
+            alert_id,
+            actor,
+            at,
+            note,
+            raised_position=alert.position,
+            provider=alert.provider,
+            kind=alert.kind,
+        )
+        return f"alert:{alert.position}:{alert.kind}:{alert.provider}", event
 
     def query(
         self,
@@ -310,10 +340,21 @@ class AlertsProjection(Projection[AlertsState]):
             return [AlertRaised(position, change.observed_at, _snapshot(alert))]
         return []
 
+    def _acknowledged(self, ack: AlertAcknowledged) -> Alert | None:
+        """The alert `ack` names, if it is kept: by its name when the event has one, else by
+        its id (an event appended with the id alone)."""
+        if ack.raised_position is None:
+            return None if ack.alert_id is None else self.state.alerts.get(ack.alert_id)
+        for alert_id in self.state.raised_by.get(ack.raised_position, ()):
+            alert = self.state.alerts[alert_id]
+            if alert.kind == ack.kind and (ack.provider is None or alert.provider == ack.provider):
+                return alert
+        return None
+
     def _acknowledge(
         self, position: int, recorded_at: float, ack: AlertAcknowledged
     ) -> list[Notice]:
-        alert = self.state.alerts.get(ack.alert_id)
+        alert = self._acknowledged(ack)
         if alert is None or alert.acknowledged:
             # Validated before it was appended; the alert may since have been pruned, or the
             # rules changed and a rebuild no longer raises it.
@@ -338,8 +379,9 @@ class AlertsProjection(Projection[AlertsState]):
             # The alerts only grow here, so pruning here (at most hourly) bounds them.
             self.state.newest_hour = hour
             self._prune(hour * _HOUR - self.settings.alert_retention_seconds)
+        state = self.state
         alert = Alert(
-            id=position * ALERT_ID_FACTOR + ALERT_KIND_SLOTS[kind],
+            id=state.next_id,
             position=position,
             provider=provider,
             kind=kind,
@@ -347,16 +389,27 @@ class AlertsProjection(Projection[AlertsState]):
             message=message,
             raised_at=at,
         )
-        self.state.alerts[alert.id] = alert
-        self.state.open.setdefault(provider, {})[kind] = alert.id
+        state.next_id += 1
+        state.alerts[alert.id] = alert
+        state.open.setdefault(provider, {})[kind] = alert.id
+        raised_by = state.raised_by.get(position)
+        if raised_by is None:
+            state.raised_by[position] = [alert.id]
+        else:
+            raised_by.append(alert.id)
         return AlertRaised(position, at, _snapshot(alert))
 
     def _prune(self, before: float) -> None:
         """Drop the alerts resolved before `before`."""
         alerts = self.state.alerts
         resolved = self.state.resolved
+        raised_by = self.state.raised_by
         while resolved and resolved[0][0] < before:
-            del alerts[heapq.heappop(resolved)[1]]
+            alert = alerts.pop(heapq.heappop(resolved)[1])
+            siblings = raised_by[alert.position]
+            siblings.remove(alert.id)
+            if not siblings:
+                del raised_by[alert.position]
 
     def _resolve(self, position: int, at: float, provider: str, kind: str) -> AlertResolved:
         opened = self.state.open[provider]

@@ -29,23 +29,11 @@ AlertKind = Literal["offline", "degraded", "rate_limit", "failure_rate", "certif
 Severity = Literal["warning", "critical"]
 LogType = Literal["connection", "failure", "collection", "rate_limit"]
 
-# An alert's id is `position * ALERT_ID_FACTOR + slot of its kind`: stable across replays, and
-# unique even when one event raises two alerts (a failure that takes a provider offline can also
-# push its failure rate over the threshold). `id // ALERT_ID_FACTOR` is the raising position.
-ALERT_ID_FACTOR = 10
-ALERT_KIND_SLOTS: dict[str, int] = {
-    "offline": 0,
-    "degraded": 1,
-    "rate_limit": 2,
-    "failure_rate": 3,
-    "certificate": 4,
-}
-
 
 class Alert(msgspec.Struct, gc=False, kw_only=True):
     """A condition worth a person's attention, from raising to resolution."""
 
-    id: int
+    id: int  # numbered by the alerts fold in the order raised, from 1
     position: int  # of the event that raised it
     provider: str
     kind: AlertKind

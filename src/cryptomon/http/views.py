@@ -24,7 +24,6 @@ from cryptomon.events.log import EventLog
 from cryptomon.events.store import ConcurrencyError
 from cryptomon.events.types import (
     EVENT_TYPES,
-    AlertAcknowledged,
     EventMetadata,
     ProbeRecorded,
     RecordedEvent,
@@ -661,11 +660,11 @@ async def acknowledge_alert(request: web.Request) -> web.Response:
     alerts_model.check_acknowledge(alert_id)
     actor = body.actor or identity
     store = _store(request)
-    stream = f"alert:{alert_id}"
+    stream, acknowledgement = alerts_model.acknowledgement(alert_id, actor, time.time(), body.note)
     try:
         [position] = await store.append(
             stream,
-            [AlertAcknowledged(alert_id, actor, time.time(), body.note)],
+            [acknowledgement],
             # Only acknowledgements append to this stream, so an alert acknowledged
             # already has version 1 here, even while the read models lag behind the log.
             expected_version=0,

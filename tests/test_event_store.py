@@ -19,17 +19,18 @@ import asyncpg
 import pytest
 
 from cryptomon.events.audit import export_jsonl, verify_chain
-from cryptomon.events.log import EventLog, open_event_log
-from cryptomon.events.migrations import SchemaError, migrations_dir
-from cryptomon.events.postgres import PostgresEventStore
-from cryptomon.events.store import (
+from cryptomon.events.log import (
     ConcurrencyError,
     DuplicateEventIdError,
-    EventStore,
+    EventLog,
     StoreClosedError,
     StoreLockedError,
     StoreWriteError,
+    open_event_log,
 )
+from cryptomon.events.migrations import SchemaError, migrations_dir
+from cryptomon.events.postgres import PostgresEventStore
+from cryptomon.events.store import EventStore
 from cryptomon.events.types import (
     AlertAcknowledged,
     EventDecodeError,

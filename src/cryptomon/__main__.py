@@ -25,9 +25,15 @@ from typing import Any, TextIO
 
 from cryptomon.config import Config, ConfigError, describe_checks, describe_providers, load_config
 from cryptomon.events.audit import export_jsonl, verify_chain
-from cryptomon.events.log import is_postgres_url, mask_url, open_event_log
+from cryptomon.events.log import (
+    StoredRow,
+    StoreError,
+    is_postgres_url,
+    mask_url,
+    open_event_log,
+)
 from cryptomon.events.migrations import SchemaError
-from cryptomon.events.store import EventStore, StoredRow, StoreError
+from cryptomon.events.store import EventStore
 from cryptomon.events.types import EventDecodeError
 from cryptomon.logformat import LOG_FORMATS, configure_logging
 from cryptomon.projections import MAX_DIFFERENCES, Projections

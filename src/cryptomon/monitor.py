@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from cryptomon.config import Collection, Config, ProbeRequest, ProviderConfig
-from cryptomon.events.log import EventLog
-from cryptomon.events.store import ConcurrencyError, StoreError
+from cryptomon.events.log import ConcurrencyError, EventLog, StoreError
 from cryptomon.events.types import (
     Event,
     EventMetadata,

@@ -1,9 +1,12 @@
-"""The event log as the rest of cryptomon sees it, whichever database holds it.
+"""The event log's contract, whichever database holds it: the `EventLog` interface, its
+errors, the stored row and snapshot types, and opening a log from a target.
 
-`EventLog` is the interface the service, the CLI and the audits use; the SQLite
-`EventStore` (the embedded default) and `PostgresEventStore` both provide it,
-and the same contract tests run against both. `open_event_log` opens the one a
-target names: a file path for SQLite, a `postgresql://` URL for PostgreSQL.
+The service, the CLI and the audits use `EventLog`; the SQLite `EventStore` (the
+embedded default) and `PostgresEventStore` both provide it, and the same contract
+tests run against both. The backends import this module (and `core`, what they share)
+and never each other; this module names a backend only inside `open_event_log`, which
+opens the one a target names: a file path for SQLite, a `postgresql://` URL for
+PostgreSQL.
 
 Features that only exist on SQLite stay off this interface, on `EventStore`
 alone: `exclusive` (work on the writer's aiosqlite connection, which the
@@ -12,13 +15,121 @@ notification outbox needs) and retention archiving (segments beside the file).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from cryptomon.events.store import Snapshot, StoredRow
-from cryptomon.events.types import Event, EventMetadata, RecordedEvent
+import msgspec
+
+from cryptomon.events.chain import chain_hash
+from cryptomon.events.types import Event, EventMetadata, RecordedEvent, decode_event
+
+NO_METADATA = EventMetadata()
+
+
+class StoreError(RuntimeError):
+    """Base class of event-store failures."""
+
+
+class ConcurrencyError(StoreError):
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, but the append expected {expected}"
+        )
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class DuplicateEventIdError(StoreError):
+    """Some, but not all, of an append's event ids are already stored."""
+
+
+class StoreClosedError(StoreError):
+    pass
+
+
+class StoreWriteError(StoreError):
+    """The database refused the write (read-only, disk full, locked...)."""
+
+
+class StoreLockedError(StoreError):
+    pass
+
+
+class StoredRow(msgspec.Struct, frozen=True, gc=False):
+    """An event row exactly as stored, undecoded: what audits read."""
+
+    position: int
+    event_id: str
+    stream: str
+    version: int
+    type: str
+    schema_version: int
+    recorded_at: float
+    payload: bytes
+    correlation_id: str | None
+    causation_id: str | None
+    actor: str | None
+    hash: str
+
+    def decode(self) -> RecordedEvent:
+        return decode_row(
+            (self.position, self.event_id, self.stream, self.version, self.type,
+             self.schema_version, self.recorded_at, self.payload, self.correlation_id,
+             self.causation_id, self.actor, self.hash)
+        )  # fmt: skip
+
+    def expected_hash(self, previous_hash: str) -> str:
+        return chain_hash(
+            previous_hash,
+            self.event_id,
+            self.stream,
+            self.version,
+            self.type,
+            self.schema_version,
+            self.recorded_at,
+            self.correlation_id,
+            self.causation_id,
+            self.actor,
+            self.payload,
+        )
+
+
+def decode_row(row: Any) -> RecordedEvent:
+    """A row in `StoredRow`'s column order (a database row, or a tuple), decoded."""
+    (position, event_id, stream, version, event_type, schema_version, recorded_at, payload,
+     correlation_id, causation_id, actor, hash_) = row  # fmt: skip
+    if correlation_id is None and causation_id is None and actor is None:
+        metadata = NO_METADATA
+    else:
+        metadata = EventMetadata(correlation_id, causation_id, actor)
+    return RecordedEvent(
+        position,
+        event_id,
+        stream,
+        version,
+        recorded_at,
+        decode_event(position, event_type, schema_version, payload),
+        metadata,
+        hash_,
+    )
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    name: str
+    version: int
+    position: int
+    state: bytes
+    sha256: str
+    taken_at: float
+
+    @property
+    def intact(self) -> bool:
+        return hashlib.sha256(self.state).hexdigest() == self.sha256
+
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 

@@ -35,38 +35,29 @@ import asyncpg
 import msgspec
 
 from cryptomon.events.chain import GENESIS_HASH
-from cryptomon.events.log import mask_url, url_secrets
+from cryptomon.events.core import Append, BatchPlan, QueuedLog, plan_batch
+from cryptomon.events.log import (
+    Snapshot,
+    StoreClosedError,
+    StoredRow,
+    StoreError,
+    StoreWriteError,
+    mask_url,
+    url_secrets,
+)
 from cryptomon.events.migrations import (
     SchemaError,
     check_not_newer,
     load_migrations,
     postgres_migrations_dir,
 )
-from cryptomon.events.store import (
-    Append,
-    BatchPlan,
-    QueuedLog,
-    Snapshot,
-    StoreClosedError,
-    StoredRow,
-    StoreError,
-    StoreWriteError,
-    plan_batch,
-)
-from cryptomon.events.types import (
-    Event,
-    EventMetadata,
-    RecordedEvent,
-    decode_events,
-    event_label,
-)
+from cryptomon.events.types import Event, RecordedEvent, decode_events, event_label
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "cryptomon_events"
 # The advisory lock that keeps two instances starting at once from both migrating.
 _MIGRATION_LOCK = 0x6372_7970_746F
-_NO_METADATA = EventMetadata()
 _COLUMNS = (
     "position, event_id, stream, version, type, schema_version, recorded_at,"
     " payload, correlation_id, causation_id, actor, hash"

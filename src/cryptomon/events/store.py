@@ -20,17 +20,24 @@ import heapq
 import os
 import sqlite3
 import time
-import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
-import msgspec
 
-from cryptomon.events.chain import GENESIS_HASH, chain_hash
+from cryptomon.events.chain import GENESIS_HASH
+from cryptomon.events.core import Append, QueuedLog, plan_batch
+from cryptomon.events.log import (
+    Snapshot,
+    StoreClosedError,
+    StoredRow,
+    StoreError,
+    StoreLockedError,
+    StoreWriteError,
+    decode_row,
+)
 from cryptomon.events.migrations import (
     SchemaError,
     applied_version,
@@ -38,18 +45,8 @@ from cryptomon.events.migrations import (
     load_migrations,
     migrate,
 )
-from cryptomon.events.types import (
-    SCHEMA_VERSIONS,
-    Event,
-    EventMetadata,
-    RecordedEvent,
-    decode_event,
-    decode_events,
-    encode_event,
-    event_label,
-)
+from cryptomon.events.types import Event, RecordedEvent, decode_events
 
-_NO_METADATA = EventMetadata()
 _COLUMNS = (
     "position, event_id, stream, version, type, schema_version, recorded_at,"
     " payload, correlation_id, causation_id, actor, hash"
@@ -57,75 +54,6 @@ _COLUMNS = (
 _INSERT = f"INSERT INTO events ({_COLUMNS}, label) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _ID_LOOKUP_CHUNK = 500
 T = TypeVar("T")
-
-
-class StoreError(RuntimeError):
-    """Base class of event-store failures."""
-
-
-class ConcurrencyError(StoreError):
-    def __init__(self, stream: str, expected: int, actual: int) -> None:
-        super().__init__(
-            f"stream {stream!r} is at version {actual}, but the append expected {expected}"
-        )
-        self.stream = stream
-        self.expected = expected
-        self.actual = actual
-
-
-class DuplicateEventIdError(StoreError):
-    """Some, but not all, of an append's event ids are already stored."""
-
-
-class StoreClosedError(StoreError):
-    pass
-
-
-class StoreWriteError(StoreError):
-    """The database refused the write (read-only, disk full, locked...)."""
-
-
-class StoreLockedError(StoreError):
-    pass
-
-
-class StoredRow(msgspec.Struct, frozen=True, gc=False):
-    """An event row exactly as stored, undecoded: what audits read."""
-
-    position: int
-    event_id: str
-    stream: str
-    version: int
-    type: str
-    schema_version: int
-    recorded_at: float
-    payload: bytes
-    correlation_id: str | None
-    causation_id: str | None
-    actor: str | None
-    hash: str
-
-    def decode(self) -> RecordedEvent:
-        return _row_to_event(
-            (self.position, self.event_id, self.stream, self.version, self.type,
-             self.schema_version, self.recorded_at, self.payload, self.correlation_id,
-             self.causation_id, self.actor, self.hash)
-        )  # fmt: skip
-
-    def expected_hash(self, previous_hash: str) -> str:
-        return chain_hash(
-            previous_hash,
-            self.event_id,
-            self.stream,
-            self.version,
-            self.type,
-            self.schema_version,
-            self.recorded_at,
-            self.correlation_id,
-            self.causation_id,
-            self.actor,
-            self.payload,
-        )
 
 
 @dataclass(slots=True)
@@ -136,247 +64,11 @@ class _Exclusive:
     future: asyncio.Future[Any]
 
 
-class Snapshot(msgspec.Struct, frozen=True):
-    name: str
-    version: int
-    position: int
-    state: bytes
-    sha256: str
-    taken_at: float
-
-    @property
-    def intact(self) -> bool:
-        return hashlib.sha256(self.state).hexdigest() == self.sha256
-
-
-@dataclass(slots=True)
-class Append:
-    """One caller's append, waiting in a store's queue for the next group commit."""
-
-    stream: str
-    events: Sequence[Event]
-    event_ids: Sequence[str]
-    expected_version: int | None
-    metadata: EventMetadata
-    future: asyncio.Future[list[int]]
-    positions: list[int] = field(default_factory=list)
-    records: list[RecordedEvent] = field(default_factory=list)
-
-    # A caller may stop waiting (cancelled, say at shutdown) while its append is queued or
-    # being written: answering it then would raise, and fail the rest of the batch.
-    def resolve(self, positions: list[int]) -> None:
-        if not self.future.done():
-            self.future.set_result(positions)
-
-    def fail(self, error: Exception) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
-
-
-@dataclass(slots=True)
-class BatchPlan:
-    """What one group commit writes, and what it answers once committed."""
-
-    rows: list[tuple[Any, ...]]  # in the column order of the events table, label last
-    accepted: list[Append]  # their `positions` and `records` are filled in
-    echoes: list[tuple[Append, list[int]]]  # retries racing their original in this batch
-    versions: dict[str, int]  # each stream's version after the batch
-    head: int
-    last_hash: str
-
-
-def plan_batch(
-    batch: list[Append],
-    existing: dict[str, int],
-    versions: dict[str, int],
-    head: int,
-    last_hash: str,
-    recorded_at: float,
-) -> BatchPlan:
-    """Check each append on its own against the log (`existing`: positions of the batch's
-    event ids already stored; `versions`: each stream's current version) and lay out the
-    accepted ones after `head`, chained from `last_hash`. Appends decided without writing
-    are answered here: ids already stored get their positions (an idempotent retry), ids
-    reused with other events or a wrong expected version get their error. Both stores plan
-    with this, so the rules are the same whatever holds the log."""
-    plan = BatchPlan([], [], [], dict(versions), head, last_hash)
-    batch_ids: dict[str, int] = {}
-    for request in batch:
-        stored = [existing.get(i) for i in request.event_ids]
-        if all(p is not None for p in stored):
-            request.resolve([p for p in stored if p is not None])
-            continue
-        if all(i in batch_ids for i in request.event_ids):
-            plan.echoes.append((request, [batch_ids[i] for i in request.event_ids]))
-            continue
-        if any(p is not None for p in stored) or any(i in batch_ids for i in request.event_ids):
-            request.fail(
-                DuplicateEventIdError(
-                    f"append to {request.stream!r} reuses event ids already stored"
-                    " or appended with other events"
-                )
-            )
-            continue
-        version = plan.versions[request.stream]
-        if request.expected_version is not None and request.expected_version != version:
-            request.fail(ConcurrencyError(request.stream, request.expected_version, version))
-            continue
-        meta = request.metadata
-        for event, event_id in zip(request.events, request.event_ids, strict=True):
-            plan.head += 1
-            version += 1
-            event_type = type(event).__name__
-            schema_version = SCHEMA_VERSIONS[event_type]
-            payload = encode_event(event)
-            hash_ = chain_hash(
-                plan.last_hash, event_id, request.stream, version, event_type, schema_version,
-                recorded_at, meta.correlation_id, meta.causation_id, meta.actor, payload,
-            )  # fmt: skip
-            plan.rows.append(
-                (plan.head, event_id, request.stream, version, event_type, schema_version,
-                 recorded_at, payload, meta.correlation_id, meta.causation_id, meta.actor,
-                 hash_, event_label(event))
-            )  # fmt: skip
-            request.positions.append(plan.head)
-            request.records.append(
-                RecordedEvent(
-                    plan.head, event_id, request.stream, version, recorded_at, event, meta, hash_
-                )
-            )
-            batch_ids[event_id] = plan.head
-            plan.last_hash = hash_
-        plan.versions[request.stream] = version
-        plan.accepted.append(request)
-    return plan
-
-
-def _row_to_event(row: Any) -> RecordedEvent:
-    (position, event_id, stream, version, event_type, schema_version, recorded_at, payload,
-     correlation_id, causation_id, actor, hash_) = row  # fmt: skip
-    if correlation_id is None and causation_id is None and actor is None:
-        metadata = _NO_METADATA
-    else:
-        metadata = EventMetadata(correlation_id, causation_id, actor)
-    return RecordedEvent(
-        position,
-        event_id,
-        stream,
-        version,
-        recorded_at,
-        decode_event(position, event_type, schema_version, payload),
-        metadata,
-        hash_,
-    )
-
-
 def _reason(exc: Exception) -> str:
     """SQLite's message with its error code (SQLITE_BUSY, SQLITE_FULL, SQLITE_IOERR_WRITE...),
     which tells an operator a lock, a full disk and a read-only file apart."""
     code = getattr(exc, "sqlite_errorname", None)
     return f"{exc} ({code})" if code else str(exc)
-
-
-class QueuedLog:
-    """What both event stores do in this process, whatever database holds the log:
-    appends wait in a queue for the writer task's next group commit, recent commits
-    stay in a ring (a subscriber that keeps up never reads the database), and
-    subscriptions follow the head. A store supplies the queue, the writer and reads."""
-
-    def __init__(self, ring_capacity: int) -> None:
-        self._ring_capacity = ring_capacity
-        self._ring: deque[list[RecordedEvent]] = deque()
-        self._ring_size = 0
-        self._commit_signal = asyncio.Event()
-        self._head = 0
-        self._closing = False
-        self._closed = False
-        self._writer_task: asyncio.Task[None] | None = None
-
-    @property
-    def location(self) -> str:
-        raise NotImplementedError
-
-    def _enqueue(self, request: Append) -> None:
-        raise NotImplementedError
-
-    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        raise NotImplementedError
-
-    # ---- appending -----------------------------------------------------------
-
-    async def append(
-        self,
-        stream: str,
-        events: Sequence[Event],
-        *,
-        expected_version: int | None = None,
-        event_ids: Sequence[str] | None = None,
-        metadata: EventMetadata | None = None,
-    ) -> list[int]:
-        """Append events to a stream; return their positions once committed.
-
-        `expected_version` (0 for a new stream) makes the append fail with
-        `ConcurrencyError` unless the stream is at that version. Appending
-        again with the same `event_ids` writes nothing and returns the
-        positions they were first stored at.
-        """
-        if self._closing or self._writer_task is None:
-            raise StoreClosedError(f"the event store at {self.location} is closed")
-        if not events:
-            return []
-        if event_ids is None:
-            event_ids = [str(uuid.uuid4()) for _ in events]
-        elif len(event_ids) != len(events) or len(set(event_ids)) != len(event_ids):
-            raise ValueError("event_ids must give one distinct id per event")
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._enqueue(
-            Append(stream, events, event_ids, expected_version, metadata or _NO_METADATA, future)
-        )
-        return await future
-
-    def _remember(self, committed: list[RecordedEvent]) -> None:
-        self._ring.append(committed)
-        self._ring_size += len(committed)
-        while self._ring_size > self._ring_capacity and len(self._ring) > 1:
-            self._ring_size -= len(self._ring.popleft())
-
-    def _wake_subscribers(self) -> None:
-        signal, self._commit_signal = self._commit_signal, asyncio.Event()
-        signal.set()
-
-    # ---- subscriptions -------------------------------------------------------
-
-    def _from_ring(self, after: int) -> list[RecordedEvent] | None:
-        for committed in reversed(self._ring):
-            first = committed[0].position
-            if first <= after + 1 <= committed[-1].position:
-                return committed[after + 1 - first :]
-            if committed[-1].position <= after:
-                return None
-        return None
-
-    async def subscribe(
-        self, after: int = 0, *, page_size: int = 5000
-    ) -> AsyncIterator[RecordedEvent]:
-        """Every event after `after`, in order: stored ones first, then live
-        ones as they commit (with several processes on one PostgreSQL log, theirs
-        too), with no gap and no duplicate. Ends when the store closes."""
-        position = after
-        while True:
-            signal = self._commit_signal
-            if position < self._head:
-                events = self._from_ring(position)
-                if events is None:
-                    events = await self.read_all(after=position, limit=page_size)
-                if not events:
-                    raise StoreError(f"position {position + 1} is committed but unreadable")
-                for event in events:
-                    yield event
-                position = events[-1].position
-            elif self._closed:
-                return
-            else:
-                await signal.wait()
 
 
 class EventStore(QueuedLog):
@@ -681,7 +373,7 @@ class EventStore(QueuedLog):
         return self._reader
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[RecordedEvent]:
-        return [_row_to_event(row) for row in await self._fetch_rows(sql, params)]
+        return [decode_row(row) for row in await self._fetch_rows(sql, params)]
 
     async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to `limit` events after position `after`, in order."""
@@ -704,7 +396,7 @@ class EventStore(QueuedLog):
         last = after
         while rows := await self._fetch_rows(sql, (last, end, page_size)):
             last = rows[-1][0]
-            yield [_row_to_event(row) for row in rows]
+            yield [decode_row(row) for row in rows]
 
     async def replay_pages(
         self, *, after: int = 0, to_position: int | None = None, page_size: int = 5000

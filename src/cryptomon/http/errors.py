@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from aiohttp import web
 
-from cryptomon.events.store import StoreClosedError, StoreError
+from cryptomon.events.log import StoreClosedError, StoreError
 from cryptomon.projections import AlreadyAcknowledgedError, UnknownAlertError
 from cryptomon.scheduler import UnknownJobError
 

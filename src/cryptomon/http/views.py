@@ -20,8 +20,7 @@ from cryptomon import __version__
 from cryptomon.config import ProviderConfig, mask_key
 from cryptomon.events.archive import log_segments
 from cryptomon.events.audit import verify_chain
-from cryptomon.events.log import EventLog
-from cryptomon.events.store import ConcurrencyError
+from cryptomon.events.log import ConcurrencyError, EventLog
 from cryptomon.events.types import (
     EVENT_TYPES,
     EventMetadata,

@@ -37,8 +37,8 @@ import aiosqlite
 import msgspec
 
 from cryptomon.config import NotificationChannel
-from cryptomon.events.log import EventLog
-from cryptomon.events.store import EventStore, StoreError
+from cryptomon.events.log import EventLog, StoreError
+from cryptomon.events.store import EventStore
 from cryptomon.notify import outbox
 from cryptomon.notify.delivery import backoff, create_session, deliver
 from cryptomon.notify.messages import (

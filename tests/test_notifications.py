@@ -31,6 +31,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from aiohttp import web
+from msgspec import structs
 from pytest_aiohttp import AiohttpClient
 from standins import closed_port
 
@@ -45,7 +46,9 @@ from cryptomon.events.types import (
 )
 from cryptomon.http.app import create_app
 from cryptomon.http.settings import Settings
-from cryptomon.notify import Notifier
+from cryptomon.notify import Notifier, outbox
+from cryptomon.notify.messages import encode, renotification
+from cryptomon.notify.outbox import OutboxRow
 from cryptomon.readmodels import projection_settings
 
 T0 = 1_800_000_000.0
@@ -522,6 +525,56 @@ async def test_renotifies_an_open_alert_each_interval_until_acknowledged(
         assert await notifier.check_renotify() == 0
     await eventually(lambda: len(receiver.ok()) == 4)
     assert receiver.ok()[-1].json["event"] == "acknowledged"
+
+
+async def test_after_alerts_are_renumbered_a_restart_does_not_remind_twice_in_an_interval(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """An upgrade that numbers the alerts otherwise (the alerts fold's own numbers replaced
+    `position * 10 + slot`): the reminder queued before it, keyed by the old id, is found
+    by the alert's name, and the next interval's goes out under the new id."""
+    path = tmp_path / "notify.toml"
+    path.write_text(PROVIDERS + webhook("ops", receiver.url("/hook"), 'renotify_interval = "10m"'))
+    config = load_config(path)
+    now = [T0]
+
+    def notifier(store: EventStore) -> Notifier:
+        settings = projection_settings(config)
+        # The test drives the checks.
+        return Notifier(
+            store, config.notifications, settings, clock=lambda: now[0], renotify_check_every=3600
+        )
+
+    async with await EventStore.open(tmp_path / "n.db") as store:
+        first = notifier(store)
+        await first.start()
+        [position] = await store.append("provider:A", [probe("A", T0)])
+        await first.wait_for(position)
+        [alert] = first.projections.alerts.query(open_only=True)
+        await eventually(lambda: len(receiver.ok()) == 1)  # raised
+        # The first reminder as the cryptomon of `position * 10 + slot` queued it.
+        now[0] = T0 + 11 * 60
+        old_style = renotification("ops", structs.replace(alert, id=position * 10), 1, None, now[0])
+        row = OutboxRow(old_style.idempotency_key, "ops", position, encode(old_style), T0, T0)
+        await store.exclusive(lambda conn: outbox.store_rows(conn, [row], None, now[0]))
+        await first.stop()
+
+        second = notifier(store)
+        await second.start()
+        await eventually(lambda: len(receiver.ok()) == 2)  # the pending reminder, delivered
+        now[0] = T0 + 12 * 60
+        assert await second.check_renotify() == 0  # reminded in this interval already
+        now[0] = T0 + 20 * 60
+        assert await second.check_renotify() == 1
+        await eventually(lambda: len(receiver.ok()) == 3)
+        await second.stop()
+    assert sorted(r.key for r in receiver.ok()) == sorted(
+        [
+            f"ops:raised:{alert.id}:{position}",
+            f"ops:renotify:{position * 10}:1",
+            f"ops:renotify:{alert.id}:2",
+        ]
+    )
 
 
 async def test_a_restart_resumes_from_the_checkpoint_and_sends_nothing_twice(

@@ -254,6 +254,7 @@ class Notifier:
             if (channel := self._channels.get(row.channel)) is not None:
                 row.next_attempt_at = min(row.next_attempt_at, now)  # a restart retries at once
                 channel.rows[row.key] = row
+        await self._recall_reminders()
         if save_now:
             await self._flush(checkpoint=True)
         self._reached(position)
@@ -496,6 +497,36 @@ class Notifier:
                     )
                 )
         return await self._store(rows, None)
+
+    async def _recall_reminders(self) -> None:
+        """Which reminder each open, unacknowledged alert last had on each channel, from the
+        outbox, so a restart does not remind of it again in the same interval.
+
+        The key names the alert by its id, which the alerts fold gives in the order it
+        raises them, and a rebuild under other rules (an upgrade) may number them
+        otherwise: the same reminder would get another key. So the stored message is
+        matched by the alert's name (position, provider, kind) instead."""
+        if self.renotify_check_every is None:
+            return
+        open_alerts = self.projections.alerts.query(acknowledged=False, open_only=True)
+        if not open_alerts:
+            return
+        by_name: dict[tuple[int, str, str], int] = {
+            (a.position, a.provider, a.kind): a.id for a in open_alerts
+        }
+        since = min(position for position, _, _ in by_name)
+        for key, payload in await self._write(lambda conn: outbox.reminders(conn, since)):
+            try:
+                note = decode(payload)
+                slot = int(key.rsplit(":", 1)[1])
+            except (msgspec.DecodeError, msgspec.ValidationError, IndexError, ValueError):
+                continue
+            channel = self._channels.get(note.channel)
+            if note.event != "renotify" or note.alert is None or channel is None:
+                continue
+            alert_id = by_name.get((note.alert.position, note.provider or "", note.alert.kind))
+            if alert_id is not None:
+                channel.renotified[alert_id] = max(slot, channel.renotified.get(alert_id, 0))
 
     async def _renotify_loop(self) -> None:
         assert self.renotify_check_every is not None

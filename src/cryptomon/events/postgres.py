@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import heapq
+import itertools
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
 import asyncpg
 import msgspec
 
-from cryptomon.events.chain import GENESIS_HASH
-from cryptomon.events.core import Append, BatchPlan, QueuedLog, plan_batch
+from cryptomon.events.core import COLUMNS, Append, BatchPlan, Queries, QueuedLog, plan_batch
 from cryptomon.events.log import (
-    Snapshot,
     StoreClosedError,
     StoredRow,
     StoreError,
@@ -51,18 +49,14 @@ from cryptomon.events.migrations import (
     load_migrations,
     postgres_migrations_dir,
 )
-from cryptomon.events.types import Event, RecordedEvent, decode_events, event_label
+from cryptomon.events.types import event_label
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "cryptomon_events"
 # The advisory lock that keeps two instances starting at once from both migrating.
 _MIGRATION_LOCK = 0x6372_7970_746F
-_COLUMNS = (
-    "position, event_id, stream, version, type, schema_version, recorded_at,"
-    " payload, correlation_id, causation_id, actor, hash"
-)
-_COPY_COLUMNS = [*(name.strip() for name in _COLUMNS.split(",")), "label"]
+_COPY_COLUMNS = [*(name.strip() for name in COLUMNS.split(",")), "label"]
 _LOCK_HEAD = "SELECT position, hash, recorded_at FROM log_head WHERE id = 1 FOR UPDATE"
 _SET_HEAD = "UPDATE log_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 1"
 _CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -71,8 +65,18 @@ _CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyn
 COMMAND_TIMEOUT_SECONDS = 30.0
 
 
-def _decode(row: asyncpg.Record) -> RecordedEvent:
-    return StoredRow(*row).decode()
+_PARAMETER = re.compile(r"\?( IS NULL)?")
+
+
+def postgres_spelling(sql: str) -> str:
+    """A shared query (`core.Queries`) in PostgreSQL's spelling: its `?` parameters
+    numbered `$1`, `$2`... in order, and a parameter that is only tested for NULL given
+    its type, which PostgreSQL cannot infer from `IS NULL` (the shared queries test only
+    text parameters so)."""
+    numbers = itertools.count(1)
+    return _PARAMETER.sub(
+        lambda m: f"${next(numbers)}" + ("::text IS NULL" if m.group(1) else ""), sql
+    )
 
 
 class PostgresEventStore(QueuedLog):
@@ -82,6 +86,8 @@ class PostgresEventStore(QueuedLog):
     processes may write the same database at once. `readonly=True` opens it for
     audits (no writer, read-only transactions).
     """
+
+    queries = Queries(postgres_spelling, high_water="SELECT position FROM log_head WHERE id = 1")
 
     def __init__(
         self,
@@ -94,24 +100,17 @@ class PostgresEventStore(QueuedLog):
         poll_interval: float = 1.0,
         pool_size: int = 4,
     ) -> None:
-        super().__init__(ring_capacity)
+        super().__init__(
+            readonly=readonly, clock=clock, max_batch=max_batch, ring_capacity=ring_capacity
+        )
         self._url = url  # holds the password: never shown; `location` is what is shown
-        self.readonly = readonly
-        self._clock = clock
-        self._max_batch = max_batch
         self._poll_interval = poll_interval
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._writer_conn: asyncpg.Connection | None = None
         self._listener: asyncpg.Connection | None = None
-        self._queue: asyncio.Queue[Append | None] = asyncio.Queue()
         self._poll_task: asyncio.Task[None] | None = None
-        self._last_hash = GENESIS_HASH
         self._size = 0
-        self.failed_appends = 0
-        self.last_write_failed = False
-        self.last_write_error: str | None = None
-        self._counts: tuple[float, dict[str, int], dict[str, int]] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresEventStore({self.location!r})"
@@ -120,13 +119,7 @@ class PostgresEventStore(QueuedLog):
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> PostgresEventStore:
-        store = cls(url, **options)
-        try:
-            await store._open()
-        except BaseException:
-            await store._release()
-            raise
-        return store
+        return await cls(url, **options)._opened()
 
     async def _open(self) -> None:
         settings = {"default_transaction_read_only": "on"} if self.readonly else {}
@@ -150,7 +143,7 @@ class PostgresEventStore(QueuedLog):
             await self._listen()
         except _CONNECTION_ERRORS as exc:
             raise StoreError(
-                f"cannot open the event log at {self.location}: {self._scrub(exc)}"
+                f"cannot open the event log at {self.location}: {self._reason(exc)}"
             ) from None
         except ValueError:
             # asyncpg's URL parser quotes the piece it could not read, password and all.
@@ -216,8 +209,7 @@ class PostgresEventStore(QueuedLog):
 
     def _observe(self, position: int, hash_: str) -> None:
         """Another process (or this one) committed up to `position`."""
-        if position > self._head:
-            self._head, self._last_hash = position, hash_
+        if self._advance(position, hash_):
             self._wake_subscribers()
 
     async def _poll_loop(self) -> None:
@@ -237,18 +229,6 @@ class PostgresEventStore(QueuedLog):
             if row is not None:
                 self._observe(row["position"], row["hash"])
 
-    async def close(self) -> None:
-        """Stop taking appends, commit everything already queued, then close."""
-        if self._closed:
-            return
-        self._closing = True
-        if self._writer_task is not None:
-            self._queue.put_nowait(None)
-            await self._writer_task
-        self._closed = True
-        self._wake_subscribers()
-        await self._release()
-
     async def _release(self) -> None:
         if self._poll_task is not None:
             self._poll_task.cancel()
@@ -265,12 +245,6 @@ class PostgresEventStore(QueuedLog):
                 await self._pool.close()
             self._pool = None
 
-    async def __aenter__(self) -> PostgresEventStore:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
     @property
     def location(self) -> str:
         """The URL with its password masked: what logs and responses may show."""
@@ -280,17 +254,8 @@ class PostgresEventStore(QueuedLog):
         """The database's size when the store opened or last counted."""
         return self._size
 
-    @property
-    def head(self) -> int:
-        """The last committed position this process knows of: its own commits, and
-        others' as their notifications (or the poll) arrive."""
-        return self._head
-
-    @property
-    def last_hash(self) -> str:
-        return self._last_hash
-
-    def _scrub(self, error: BaseException) -> str:
+    def _reason(self, error: BaseException) -> str:
+        """A driver error, fit to show: the password and secret parameters scrubbed."""
         text = f"{type(error).__name__}: {error}"
         for secret in url_secrets(self._url):
             text = text.replace(secret, "***").replace(unquote(secret), "***")
@@ -298,41 +263,8 @@ class PostgresEventStore(QueuedLog):
 
     # ---- appending -----------------------------------------------------------
 
-    def _enqueue(self, request: Append) -> None:
-        self._queue.put_nowait(request)
-
-    async def _writer_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            size = len(first.events)
-            while size < self._max_batch and not self._queue.empty():
-                request = self._queue.get_nowait()
-                if request is None:
-                    stopping = True
-                    break
-                batch.append(request)
-                size += len(request.events)
-            await self._commit_batch(batch)
-
-    async def _commit_batch(self, batch: list[Append]) -> None:
-        try:
-            await self._commit(batch)
-            self.last_write_failed = False
-        except Exception as exc:  # keep the writer alive for later appends
-            error = StoreWriteError(f"append to {self.location} failed: {self._scrub(exc)}")
-            self.last_write_failed = True
-            self.last_write_error = str(error)
-            for request in batch:
-                request.positions.clear()
-                request.records.clear()
-                if not request.future.done():
-                    self.failed_appends += len(request.events)
-                    request.future.set_exception(error)
-            await self._reconnect_writer()
+    async def _after_write_failure(self) -> None:
+        await self._reconnect_writer()
 
     async def _reconnect_writer(self) -> None:
         if self._writer_conn is not None and not self._writer_conn.is_closed():
@@ -384,27 +316,9 @@ class PostgresEventStore(QueuedLog):
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError):
             if plan is None or len(plan.accepted) == 1:
                 raise
-            # One append the database refuses (say, text it cannot hold) must not fail the
-            # others: commit each call on its own (an echo then finds its ids).
-            for request in [*plan.accepted, *(echo for echo, _ in plan.echoes)]:
-                request.positions.clear()
-                request.records.clear()
-                try:
-                    await self._commit([request])
-                except Exception as exc:
-                    if not request.future.done():
-                        self.failed_appends += len(request.events)
-                        request.fail(
-                            StoreWriteError(f"append to {self.location} failed: {self._scrub(exc)}")
-                        )
+            await self._commit_each(plan)
             return
-        if plan.accepted:
-            self._remember([record for request in plan.accepted for record in request.records])
-            self._observe(plan.head, plan.last_hash)
-        for request in plan.accepted:
-            request.resolve(request.positions)
-        for request, positions in plan.echoes:
-            request.resolve(positions)
+        self._committed(plan)
 
     async def append_stored(self, rows: Sequence[StoredRow]) -> None:
         """Append rows copied from another log exactly as stored (positions, ids,
@@ -438,162 +352,18 @@ class PostgresEventStore(QueuedLog):
             raise StoreClosedError(f"the event store at {self.location} is closed")
         return _Reads(self._pool, self)
 
-    async def _fetch(self, sql: str, *params: Any) -> list[RecordedEvent]:
-        return [_decode(row) for row in await self._readers().fetch(sql, *params)]
+    async def _fetch_rows(self, sql: str, params: Sequence[Any]) -> list[asyncpg.Record]:
+        return await self._readers().fetch(sql, *params)
 
-    async def read_all(self, after: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        """Up to `limit` events after position `after`, in order."""
-        return await self._fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-            after,
-            limit,
-        )
-
-    async def pages(
-        self, *, after: int = 0, to_position: int | None = None, page_size: int = 5000
-    ) -> AsyncIterator[list[RecordedEvent]]:
-        """Events after `after` (up to `to_position`), a page at a time."""
-        end = to_position if to_position is not None else 2**63 - 1
-        sql = (
-            f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND position <= $2"
-            " ORDER BY position LIMIT $3"
-        )
-        last = after
-        while rows := await self._readers().fetch(sql, last, end, page_size):
-            last = rows[-1][0]
-            yield [_decode(row) for row in rows]
-
-    async def replay_pages(
-        self, *, after: int = 0, to_position: int | None = None, page_size: int = 5000
-    ) -> AsyncIterator[tuple[Sequence[int], Sequence[float], list[Event]]]:
-        """`pages` for a replay, as columns: see `EventStore.replay_pages`."""
-        end = to_position if to_position is not None else 2**63 - 1
-        sql = (
-            "SELECT position, recorded_at, type, schema_version, payload FROM events"
-            " WHERE position > $1 AND position <= $2 ORDER BY position LIMIT $3"
-        )
-        last = after
-        while rows := await self._readers().fetch(sql, last, end, page_size):
-            last = rows[-1][0]
-            positions, times, types, versions, payloads = zip(*rows, strict=True)
-            events = decode_events(positions, types, versions, payloads)
-            del rows, types, versions, payloads
-            yield positions, times, events
-
-    async def read_filtered(
-        self,
-        *,
-        after: int = 0,
-        limit: int = 100,
-        event_type: str | None = None,
-        stream: str | None = None,
-    ) -> list[RecordedEvent]:
-        """A page of the log after `after`, optionally of one type or stream."""
-        if stream is not None:
-            return await self._fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND position > $2"
-                " AND ($3::text IS NULL OR type = $3) ORDER BY version LIMIT $4",
-                stream,
-                after,
-                event_type,
-                limit,
-            )
-        return await self._fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE position > $1"
-            " AND ($2::text IS NULL OR type = $2) ORDER BY position LIMIT $3",
-            after,
-            event_type,
-            limit,
-        )
-
-    async def counts(self, max_age: float = 30.0) -> tuple[dict[str, int], dict[str, int]]:
-        """(rows per table, events per type), counted at most every `max_age` seconds."""
-        now = time.monotonic()
-        if self._counts is None or now - self._counts[0] > max_age:
-            pool = self._readers()
-            by_type: dict[str, int] = {
-                row[0]: row[1]
-                for row in await pool.fetch("SELECT type, COUNT(*) FROM events GROUP BY type")
-            }
-            snapshots = await pool.fetchval("SELECT COUNT(*) FROM snapshots")
-            self._size = await pool.fetchval("SELECT pg_database_size(current_database())")
-            tables = {"events": sum(by_type.values()), "snapshots": snapshots}
-            self._counts = (now, tables, by_type)
-        return self._counts[1], self._counts[2]
-
-    async def read_stream(
-        self, stream: str, after_version: int = 0, limit: int = 1000
-    ) -> list[RecordedEvent]:
-        return await self._fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND version > $2"
-            " ORDER BY version LIMIT $3",
-            stream,
-            after_version,
-            limit,
-        )
-
-    async def read_by_type(
-        self,
-        types: Sequence[str],
-        *,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        newest_first: bool = True,
-        stream: str | None = None,
-    ) -> list[RecordedEvent]:
-        """Events of the given types (in `stream`, if given) recorded in [since, until)."""
-        order = "DESC" if newest_first else "ASC"
-        return await self._fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE type = ANY($1::text[])"
-            " AND recorded_at >= $2 AND recorded_at < $3 AND ($5::text IS NULL OR stream = $5)"
-            f" ORDER BY recorded_at {order}, position {order} LIMIT $4",
-            list(types),
-            since if since is not None else float("-inf"),
-            until if until is not None else float("inf"),
-            limit,
-            stream,
-        )
-
-    async def read_by_label(
-        self,
-        labels: Sequence[str],
-        *,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        stream: str | None = None,
-    ) -> list[RecordedEvent]:
-        """Newest first, events carrying any of `labels`, in `stream` if given,
-        recorded in [since, until)."""
-        low = since if since is not None else float("-inf")
-        high = until if until is not None else float("inf")
-        per_label = [
-            await self._fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE label = $1 AND recorded_at >= $2"
-                " AND recorded_at < $3 AND ($5::text IS NULL OR stream = $5)"
-                " ORDER BY recorded_at DESC, position DESC LIMIT $4",
-                label,
-                low,
-                high,
-                limit,
-                stream,
-            )
-            for label in labels
-        ]
-        merged = heapq.merge(*per_label, key=lambda e: (e.recorded_at, e.position), reverse=True)
-        return list(merged)[:limit]
+    async def _recount(self) -> None:
+        self._size = await self._readers().fetchval("SELECT pg_database_size(current_database())")
 
     async def save_snapshots(self, states: dict[str, tuple[int, bytes]], position: int) -> None:
         """Store each read model's (version, state) as covering `position`, all in one
         transaction."""
         if self._closing or self.readonly:
             raise StoreClosedError(f"the event store at {self.location} is not open for writing")
-        taken_at = self._clock()
-        rows = [
-            (name, version, position, state, hashlib.sha256(state).hexdigest(), taken_at)
-            for name, (version, state) in states.items()
-        ]
+        rows = self._snapshot_rows(states, position)
         try:
             async with self._readers().pool.acquire() as conn, conn.transaction():
                 await conn.executemany(
@@ -606,57 +376,8 @@ class PostgresEventStore(QueuedLog):
                 )
         except _CONNECTION_ERRORS as exc:
             raise StoreWriteError(
-                f"snapshot to {self.location} failed: {self._scrub(exc)}"
+                f"snapshot to {self.location} failed: {self._reason(exc)}"
             ) from None
-
-    async def load_snapshots(self) -> dict[str, Snapshot]:
-        rows = await self._readers().fetch(
-            "SELECT name, version, position, state, sha256, taken_at FROM snapshots"
-        )
-        return {row[0]: Snapshot(*row) for row in rows}
-
-    async def iter_rows(
-        self,
-        *,
-        after: int = 0,
-        to_position: int | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        event_type: str | None = None,
-        page_size: int = 5000,
-    ) -> AsyncIterator[StoredRow]:
-        """Stored rows in position order, undecoded, one page in memory at a time."""
-        last = after
-        end = to_position if to_position is not None else 2**63 - 1
-        low = since if since is not None else float("-inf")
-        high = until if until is not None else float("inf")
-        while True:
-            rows = await self._readers().fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND position <= $2"
-                " AND recorded_at >= $3 AND recorded_at < $4"
-                " AND ($5::text IS NULL OR type = $5) ORDER BY position LIMIT $6",
-                last,
-                end,
-                low,
-                high,
-                event_type,
-                page_size,
-            )
-            if not rows:
-                return
-            for row in rows:
-                yield StoredRow(*row)
-            last = rows[-1][0]
-
-    async def sequence_high_water(self) -> int:
-        """The last position handed out: `log_head`, which deleting rows leaves alone."""
-        return int(await self._readers().fetchval("SELECT position FROM log_head WHERE id = 1"))
-
-    async def stream_version(self, stream: str) -> int:
-        value = await self._readers().fetchval(
-            "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = $1", stream
-        )
-        return int(value)
 
 
 class _Reads:
@@ -668,7 +389,7 @@ class _Reads:
         self._store = store
 
     def _failed(self, exc: BaseException) -> StoreError:
-        return StoreError(f"read from {self._store.location} failed: {self._store._scrub(exc)}")
+        return StoreError(f"read from {self._store.location} failed: {self._store._reason(exc)}")
 
     async def fetch(self, sql: str, *params: Any) -> list[asyncpg.Record]:
         try:

@@ -93,9 +93,10 @@ async def test_a_log_of_schema_1_acknowledgements_folds_to_the_same_acknowledged
 
     # At start-up: its snapshot (alerts version 3) is discarded and the log folded again.
     projections, report = await load_projections(v1_log, ProjectionSettings())
-    assert (
-        report.discarded == "the snapshot's 'alerts' is version 3, this cryptomon builds version 4"
-    )
+    # (Named for the first projection whose version differs: alerts, unless an earlier one
+    # has moved on since.)
+    assert report.snapshot_position == 0
+    assert report.discarded is not None and "is version" in report.discarded
     alerts = list(reversed(projections.alerts.query()))
     assert described(alerts) == v1_described()
     # Every alert that was acknowledged is, by the same actor, with the same note and time;

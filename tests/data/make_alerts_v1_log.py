@@ -17,13 +17,13 @@ snapshot of that version's read models is saved before the last events.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-from cryptomon.events.store import EventStore
 from cryptomon.events.types import (
     AlertAcknowledged,
     EventMetadata,
@@ -34,6 +34,9 @@ from cryptomon.events.types import (
 )
 from cryptomon.projections import AlertRaised, Projections
 from cryptomon.projections.notices import ALERT_ID_FACTOR  # only in the old tree
+
+# By its name in 507d8ef, the tree this runs against (it was renamed since).
+EventStore = importlib.import_module("cryptomon.events.store").EventStore
 
 T0 = 1_800_000_000.0
 DAY = 86_400.0

@@ -61,7 +61,13 @@ def described(alerts: list[Any]) -> list[dict[str, Any]]:
 
 
 def v1_described() -> list[dict[str, Any]]:
-    return [{name: alert[name] for name in ALERT_FIELDS} for alert in V1["alerts"]]
+    """The fixture's alerts, their messages' times spelled with a Z as cryptomon writes them
+    now (that cryptomon wrote `+00:00`)."""
+    return [
+        {name: alert[name] for name in ALERT_FIELDS}
+        | {"message": alert["message"].replace("+00:00", "Z")}
+        for alert in V1["alerts"]
+    ]
 
 
 @pytest.fixture

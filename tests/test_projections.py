@@ -458,7 +458,7 @@ def test_certificate_alert_warns_then_turns_critical_then_resolves_on_renewal() 
     [warned] = of_type(fold(certified("A", T0 + HOUR, 13.5)), AlertRaised)
     assert (warned.alert.kind, warned.alert.severity) == ("certificate", "warning")
     assert warned.alert.message == (
-        "A: TLS certificate expires 2023-11-28T13:00:00+00:00 (13.5 days left)"
+        "A: TLS certificate expires 2023-11-28T13:00:00Z (13.5 days left)"
     )
     assert (warned.alert.id, warned.alert.position) == (1, 3)
     assert of_type(fold(certified("A", T0 + 2 * HOUR, 13)), AlertRaised) == []  # still open
@@ -801,7 +801,7 @@ def test_apply_adds_log_entries_with_the_seeds_fields() -> None:
         "http_status": 200,
         "error_type": None,
         "error_message": None,
-        "timestamp": "2023-11-15T00:00:00.500000+00:00",
+        "timestamp": "2023-11-15T00:00:00.500000Z",
     }
     notices = fold.with_log_rows(probe("A", T0 + 1, "failed", kind="collection"))
     entries = of_type(notices, LogEntry)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
+
+from cryptomon.isotime import iso_time
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -25,9 +26,7 @@ CONTEXT_FIELDS = ("provider", "task")
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "time": iso_time(record.created, "milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cryptomon.http.schemas import NotificationChannelView, NotificationsView, iso
+from cryptomon.http.schemas import NotificationChannelView, NotificationsView
 from cryptomon.http.views import respond
+from cryptomon.isotime import iso_time
 from cryptomon.notify import Notifier
 
 NOTIFIER = web.AppKey("notifier", Notifier)
@@ -23,8 +24,8 @@ async def notifications(request: web.Request) -> web.Response:
             retrying=stats.retrying,
             pending=stats.pending,
             last_error=stats.last_error,
-            last_error_at=iso(stats.last_error_at),
-            last_delivered_at=iso(stats.last_delivered_at),
+            last_error_at=iso_time(stats.last_error_at),
+            last_delivered_at=iso_time(stats.last_delivered_at),
         )
         for stats in notifier.stats()
     ]

@@ -7,21 +7,15 @@ seed where its users' scripts read them. Times are ISO 8601 in UTC.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
 
 from cryptomon.events.types import ErrorKind, ProbeOutcome
+from cryptomon.isotime import iso_time
 from cryptomon.projections import Alert
 from cryptomon.projections.notices import AlertKind, ProviderStatus
 from cryptomon.projections.providers import ProvidersSummary
-
-
-def iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
 
 
 class Schema(msgspec.Struct, frozen=True, kw_only=True):
@@ -292,13 +286,13 @@ class AlertView(Schema, frozen=True):
             alert_type=alert.kind,
             severity=alert.severity,
             message=alert.message,
-            raised_at=iso(alert.raised_at) or "",
-            timestamp=iso(alert.raised_at) or "",
+            raised_at=iso_time(alert.raised_at),
+            timestamp=iso_time(alert.raised_at),
             acknowledged=alert.acknowledged,
             acknowledged_by=alert.acknowledged_by,
-            acknowledged_at=iso(alert.acknowledged_at),
+            acknowledged_at=iso_time(alert.acknowledged_at),
             note=alert.note,
-            resolved_at=iso(alert.resolved_at),
+            resolved_at=iso_time(alert.resolved_at),
             position=alert.position,
         )
 

@@ -73,9 +73,9 @@ from cryptomon.http.schemas import (
     SystemStatus,
     Triggered,
     WebSocketComponent,
-    iso,
 )
 from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE
+from cryptomon.isotime import iso_time
 from cryptomon.monitor import provider_stream
 from cryptomon.projections import AlreadyAcknowledgedError, WindowStats
 from cryptomon.projections.notices import limit_type, log_entries
@@ -201,7 +201,7 @@ async def info(request: web.Request) -> web.Response:
             name="cryptomon",
             version=__version__,
             description="Monitor for the third-party APIs crypto products depend on",
-            started_at=iso(started) or "",
+            started_at=iso_time(started),
             uptime_seconds=round(time.time() - started, 3),
             event_position=_store(request).head,
             providers=len(app[SETTINGS].config.providers),
@@ -268,7 +268,7 @@ async def health(request: web.Request) -> web.Response:
     lag = _store(request).head - models.position
     body = Health(
         status="unhealthy" if problems else "healthy",
-        timestamp=iso(now) or "",
+        timestamp=iso_time(now),
         components=HealthComponents(
             database=_database_component(request),
             scheduler=SchedulerComponent(
@@ -313,7 +313,7 @@ async def readyz(request: web.Request) -> web.Response:
     problems = [p for p in _problems(request) if p.component in READINESS]
     body = Readiness(
         status="not_ready" if problems else "ready",
-        timestamp=iso(time.time()) or "",
+        timestamp=iso_time(time.time()),
         checked=list(READINESS),
         problems=problems,
     )
@@ -331,7 +331,7 @@ def _last_probe(probe: ProbeRecorded | None) -> LastProbe | None:
     if probe is None:
         return None
     return LastProbe(
-        at=iso(probe.started_at) or "",
+        at=iso_time(probe.started_at),
         outcome=probe.outcome,
         endpoint=probe.endpoint,
         http_status=probe.http_status,
@@ -367,15 +367,15 @@ def _provider_view(request: web.Request, state: ProviderState, now: float) -> Pr
         p95_ms_24h=_round(day.p95),
         uptime_24h=_round(None if day.uptime is None else day.uptime * 100, 2),
         consecutive_failures=state.consecutive_failures,
-        last_check=iso(last.started_at) if last is not None else None,
-        last_status_change=iso(state.last_status_change),
+        last_check=iso_time(last.started_at) if last is not None else None,
+        last_status_change=iso_time(state.last_status_change),
         last_probe=_last_probe(last),
         last_error=_last_probe(state.last_error),
         api_key=mask_key(key) if key else None,
         rate_limit_percentage=limit.percentage if limit is not None else None,
         certificate=_certificate(state.certificate_not_after, now),
         observations={
-            name: ObservationView(value=seen.value, at=iso(seen.at) or "", endpoint=seen.endpoint)
+            name: ObservationView(value=seen.value, at=iso_time(seen.at), endpoint=seen.endpoint)
             for name, seen in state.observations.items()
         },
     )
@@ -385,7 +385,7 @@ def _certificate(not_after: float | None, now: float) -> CertificateView | None:
     if not_after is None:
         return None
     return CertificateView(
-        expires_at=iso(not_after) or "", days_left=round((not_after - now) / DAY, 2)
+        expires_at=iso_time(not_after), days_left=round((not_after - now) / DAY, 2)
     )
 
 
@@ -466,7 +466,7 @@ async def provider_series(request: web.Request) -> web.Response:
     since = (now - hours * HOUR) // step * step
     points = [
         MetricsPoint(
-            timestamp=iso(point.start) or "",
+            timestamp=iso_time(point.start),
             probes=point.probes,
             failures=point.failures,
             avg_response_time_ms=_round(point.avg_latency_ms),
@@ -507,7 +507,7 @@ async def status(request: web.Request) -> web.Response:
             unconfigured=summary.unconfigured,
             unknown=summary.unknown,
             avg_response_time_ms=_round(window.avg_latency_ms),
-            last_update=iso(last_update),
+            last_update=iso_time(last_update),
             system_health=summary.system_health,
             open_alerts=len(projections.alerts.query(open_only=True)),
             event_position=projections.position,
@@ -523,7 +523,7 @@ async def status_metrics(request: web.Request) -> web.Response:
     since = now - hours * HOUR
     points = [
         MetricsPoint(
-            timestamp=iso(point.start) or "",
+            timestamp=iso_time(point.start),
             probes=point.probes,
             failures=point.failures,
             avg_response_time_ms=_round(point.avg_latency_ms),
@@ -555,13 +555,13 @@ def _rate_limit_view(state: RateLimitState, now: float) -> RateLimitView:
         limit_value=state.limit,
         current_usage=state.used,
         percentage=state.percentage,
-        reset_time=iso(state.reset_at),
+        reset_time=iso_time(state.reset_at),
         reset_in_seconds=(
             None if state.reset_at is None else round(max(0.0, state.reset_at - now), 1)
         ),
-        blocked_until=iso(state.blocked_until) if blocked else None,
+        blocked_until=iso_time(state.blocked_until) if blocked else None,
         status="blocked" if blocked else state.status,
-        updated_at=iso(state.updated_at),
+        updated_at=iso_time(state.updated_at),
     )
 
 
@@ -695,8 +695,8 @@ async def scheduler_status(request: web.Request) -> web.Response:
             id=job.id,
             description=job.description,
             schedule=job.schedule,
-            next_run=iso(job.next_run),
-            last_run=iso(job.last_run),
+            next_run=iso_time(job.next_run),
+            last_run=iso_time(job.last_run),
             last_duration_ms=_round(job.last_duration_ms),
             runs=job.runs,
             errors=job.errors,
@@ -789,11 +789,11 @@ async def failure_analytics(request: web.Request) -> web.Response:
             total_failures=analysis.total_failures,
             failures_by_error_type=analysis.by_error_kind,
             failures_by_provider=analysis.by_provider,
-            failures_by_hour={iso(h.start) or "": h.failures for h in analysis.by_hour},
+            failures_by_hour={iso_time(h.start): h.failures for h in analysis.by_hour},
             top_failing_providers=[msgspec.to_builtins(p) for p in analysis.top_failing_providers],
             recent_errors={
                 kind: ErrorSampleView(
-                    at=iso(sample.at) or "",
+                    at=iso_time(sample.at),
                     provider=sample.provider,
                     endpoint=sample.endpoint,
                     message=sample.message,
@@ -857,7 +857,7 @@ async def events(request: web.Request) -> web.Response:
             stream=e.stream,
             version=e.version,
             type=e.type,
-            recorded_at=iso(e.recorded_at) or "",
+            recorded_at=iso_time(e.recorded_at),
             correlation_id=e.metadata.correlation_id,
             causation_id=e.metadata.causation_id,
             actor=e.metadata.actor,

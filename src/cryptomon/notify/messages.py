@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from cryptomon.config import NotificationChannel, NotifyEvent
+from cryptomon.isotime import iso_time
 from cryptomon.projections.notices import (
     Alert,
     AlertAcked,
@@ -25,18 +26,12 @@ from cryptomon.projections.notices import (
     Notice,
     RateLimitHigh,
 )
-from cryptomon.projections.notices import iso_time as _iso
 
 NotificationEvent = Literal["raised", "acknowledged", "resolved", "rate_limit", "renotify", "test"]
 
 # Chat services cap message sizes (Discord 2000 characters of content); alert messages
 # are short, but a probe's error text is whatever the provider said.
 MAX_MESSAGE_CHARS = 1500
-
-
-def iso_time(timestamp: float) -> str:
-    """ISO 8601 in UTC with a Z, as the REST API writes times."""
-    return _iso(timestamp).replace("+00:00", "Z")
 
 
 _COLORS = {"critical": 0xE01E5A, "warning": 0xECB22E, "resolved": 0x2EB67D, "info": 0x5865F2}
@@ -65,11 +60,9 @@ class AlertFields(msgspec.Struct, frozen=True, kw_only=True):
             raised_at=iso_time(alert.raised_at),
             acknowledged=alert.acknowledged,
             acknowledged_by=alert.acknowledged_by,
-            acknowledged_at=None
-            if alert.acknowledged_at is None
-            else iso_time(alert.acknowledged_at),
+            acknowledged_at=iso_time(alert.acknowledged_at),
             note=alert.note,
-            resolved_at=None if alert.resolved_at is None else iso_time(alert.resolved_at),
+            resolved_at=iso_time(alert.resolved_at),
             position=alert.position,
         )
 

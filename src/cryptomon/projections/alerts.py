@@ -47,6 +47,7 @@ from cryptomon.events.types import (
     ProviderRemoved,
     RateLimitChanged,
 )
+from cryptomon.isotime import iso_time
 from cryptomon.projections.base import Handler, Projection
 from cryptomon.projections.notices import (
     Alert,
@@ -57,7 +58,6 @@ from cryptomon.projections.notices import (
     Notice,
     ProviderStatusChanged,
     Severity,
-    iso_time,
 )
 
 _HOUR = 3600

@@ -7,7 +7,6 @@ the event that caused it and that event's time (`at`, unix seconds).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import msgspec
@@ -20,6 +19,7 @@ from cryptomon.events.types import (
     RateLimitChanged,
     RecordedEvent,
 )
+from cryptomon.isotime import iso_time
 
 ProviderStatus = Literal[
     "online", "degraded", "offline", "rate_limited", "maintenance", "unconfigured", "unknown"
@@ -107,10 +107,6 @@ def event_time(recorded: RecordedEvent) -> float:
     return recorded.recorded_at
 
 
-def iso_time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
-
-
 def limit_type(window_seconds: float) -> str:
     """The seed's name for a rate-limit window: `per_minute` and the like."""
     named = {1.0: "per_second", 60.0: "per_minute", 3600.0: "per_hour", 86_400.0: "per_day"}
@@ -154,8 +150,8 @@ def log_entries(recorded: RecordedEvent) -> list[LogEntry]:
             "limit_value": event.limit,
             "current_usage": event.used,
             "percentage": event.percentage,
-            "reset_time": None if event.reset_at is None else iso_time(event.reset_at),
-            "blocked_until": None if event.blocked_until is None else iso_time(event.blocked_until),
+            "reset_time": iso_time(event.reset_at),
+            "blocked_until": iso_time(event.blocked_until),
             "reason": event.reason,
             "timestamp": iso_time(at),
         }

@@ -36,13 +36,13 @@ from cryptomon.events.types import (
     ProviderRemoved,
     RateLimitChanged,
 )
+from cryptomon.isotime import iso_time
 from cryptomon.projections.base import Handler, Projection
 from cryptomon.projections.notices import (
     PROVIDER_STATUSES,
     Notice,
     ProviderStatus,
     ProviderStatusChanged,
-    iso_time,
 )
 
 UNKNOWN_CATEGORY = "unknown"

@@ -20,8 +20,9 @@ from aiohttp.http_websocket import WebSocketError
 from cryptomon.http import params
 from cryptomon.http.errors import Unauthorized, problem_response
 from cryptomon.http.limits import CLIENT_LIMITS, too_many
-from cryptomon.http.schemas import ConnectionView, WebSocketStats, iso
+from cryptomon.http.schemas import ConnectionView, WebSocketStats
 from cryptomon.http.settings import READ_MODELS, SETTINGS
+from cryptomon.isotime import iso_time
 from cryptomon.ws.hub import CONTROL, Client, Hub
 from cryptomon.ws.messages import (
     PROVIDER_TOPIC_PREFIX,
@@ -110,7 +111,7 @@ async def _serve(
     if token_to_ask_for is not None and not await _authenticate(ws, token_to_ask_for):
         return ws
     greeting = ConnectionEstablished(
-        timestamp=iso(time.time()) or "",
+        timestamp=iso_time(time.time()),
         client_id=client.client_id,
         message="Connected to cryptomon live feed",
         position=hub.position,
@@ -216,7 +217,7 @@ def _handle(hub: Hub, client: Client, request: web.Request, text: str) -> None:
                 client.topics = client.topics | set(topics)
             else:
                 client.topics = client.topics - set(topics)
-            reply = Subscribed(timestamp=iso(time.time()) or "", topics=sorted(client.topics))
+            reply = Subscribed(timestamp=iso_time(time.time()), topics=sorted(client.topics))
             hub.send(client, Frame(0, CONTROL, None, encode(reply)))
         case "resume":
             if message.since is None or message.since < 0:
@@ -245,8 +246,8 @@ async def stats(request: web.Request) -> web.Response:
     connections = [
         ConnectionView(
             client_id=c.client_id,
-            connected_at=iso(c.connected_at) or "",
-            last_ping=iso(c.last_ping),
+            connected_at=iso_time(c.connected_at),
+            last_ping=iso_time(c.last_ping),
             topics=sorted(c.topics),
             queue_depth=len(c.queue) + len(c.history),
             messages_sent=c.sent,
@@ -257,7 +258,7 @@ async def stats(request: web.Request) -> web.Response:
         active_connections=len(connections),
         connections=connections,
         background_tasks_running=hub.running,
-        timestamp=iso(time.time()) or "",
+        timestamp=iso_time(time.time()),
         messages_sent=hub.messages_sent,
         dropped=hub.dropped,
         disconnect_reasons=dict(hub.disconnects),

@@ -34,7 +34,7 @@ from aiohttp import WSCloseCode, web
 from cryptomon.events.archive import iter_log_rows
 from cryptomon.events.log import EventLog
 from cryptomon.events.types import RecordedEvent
-from cryptomon.http.schemas import iso
+from cryptomon.isotime import iso_time
 from cryptomon.projections import Notice
 from cryptomon.projections.notices import log_entries
 from cryptomon.readmodels import ReadModels
@@ -422,7 +422,7 @@ class Hub:
             spans = ", ".join(f"{first}-{last}" for first, last in unsent)
             text = f"the log could not be read at positions {spans}: not sent; {text}"
         message = Resync(
-            timestamp=iso(time.time()) or "",
+            timestamp=iso_time(time.time()),
             from_position=after,
             to_position=up_to,
             message=text,
@@ -535,4 +535,4 @@ async def _drained(transport: asyncio.WriteTransport) -> None:
 
 
 def _now() -> str:
-    return iso(time.time()) or ""
+    return iso_time(time.time())

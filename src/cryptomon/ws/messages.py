@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 
 from cryptomon.events.types import RecordedEvent
-from cryptomon.http.schemas import AlertView, iso
+from cryptomon.http.schemas import AlertView
+from cryptomon.isotime import iso_time
 from cryptomon.projections import (
     AlertAcked,
     AlertRaised,
@@ -156,7 +157,7 @@ def encode(message: _Message) -> bytes:
 
 
 def notice_frame(notice: Notice) -> Frame:
-    at = iso(notice.at) or ""
+    at = iso_time(notice.at)
     position = notice.position
     match notice:
         case LogEntry(log_type=log_type, data=data):
@@ -199,11 +200,11 @@ def notice_frame(notice: Notice) -> Frame:
 def event_frame(recorded: RecordedEvent) -> Frame:
     event = recorded.event
     message = EventMessage(
-        timestamp=iso(recorded.recorded_at) or "",
+        timestamp=iso_time(recorded.recorded_at),
         position=recorded.position,
         stream=recorded.stream,
         event_type=recorded.type,
-        recorded_at=iso(recorded.recorded_at) or "",
+        recorded_at=iso_time(recorded.recorded_at),
         event=msgspec.to_builtins(event),
     )
     return Frame(recorded.position, "events", getattr(event, "provider", None), encode(message))

@@ -325,6 +325,68 @@ async def test_an_unreadable_archive_leaves_the_history_unverified_and_stop_stil
         assert models.position == 7
 
 
+async def chain_reaches(models: ReadModels, position: int) -> None:
+    """Poll the chain check until it has verified up to `position` (or stopped short)."""
+    deadline = time.monotonic() + 30
+    while models.chain.position < position and models.chain.state in ("verifying", "intact"):
+        assert time.monotonic() < deadline, f"the chain check stayed at {models.chain.position}"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_chain_check_follows_the_head_one_walk_a_burst(tmp_path: Path) -> None:
+    async with await EventStore.open(tmp_path / "r.db") as store:
+        await fill(store, ["success"] * 6)
+        models = ReadModels(store, SETTINGS)
+        await models.start()
+        await chain_reaches(models, 6)
+        assert (models.history, models.chain.position, models.chain.hash) == (
+            "intact",
+            6,
+            store.last_hash,
+        )
+        walks = models.chain.walks
+        # One commit of 300 events: the read models apply them one by one, and every one
+        # wakes the check, which walks once, from position 6 to the head.
+        await store.append("provider:A", [probe(n) for n in range(6, 306)])
+        await chain_reaches(models, 306)
+        assert (models.history, models.chain.hash) == ("intact", store.last_hash)
+        assert models.chain.walks == walks + 1
+        verified_at = models.chain.verified_at
+        assert verified_at is not None
+        await fill(store, ["failed"], start=306)
+        await chain_reaches(models, 307)
+        assert models.chain.walks == walks + 2
+        assert models.chain.verified_at is not None and models.chain.verified_at >= verified_at
+        await models.stop()
+
+
+async def test_an_edit_of_a_row_committed_after_start_up_is_found_as_it_lands(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.db"
+    async with await EventStore.open(path) as store:
+        await fill(store, ["success"] * 3)
+        models = ReadModels(store, SETTINGS)
+        await models.start()
+        await chain_reaches(models, 3)
+        async with models.chain.rows_moving():  # holds off the check while the row is edited
+            await fill(store, ["success"] * 4, start=3)  # positions 4..7
+            with sqlite3.connect(path) as conn:
+                conn.execute(
+                    "UPDATE events SET payload = replace(payload, 'success', 'failed')"
+                    " WHERE position = 6"
+                )
+        await chain_reaches(models, 7)
+        assert models.history == "broken"
+        assert (models.chain.broken_at, models.chain.position) == (6, 5)
+        assert models.history_error is not None
+        assert "corrupt at position 6" in models.history_error
+        await fill(store, ["success"], start=7)
+        await models.wait_for(8)
+        assert (models.history, models.chain.position) == ("broken", 5)  # not walked past it
+        await models.stop()
+
+
 def test_serve_refuses_to_start_on_a_corrupt_tail(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     asyncio.run(edited_log(path, snapshot_at=3, events=6, edit_at=5))

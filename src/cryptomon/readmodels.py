@@ -4,7 +4,9 @@ At start the latest snapshot is loaded (or discarded, with the reason logged,
 when it is corrupt or from another projection version) and only the tail
 after it is folded. Then every committed event is applied as it arrives and
 its notices go to the listeners (the live feed); a replay drops notices.
-Snapshots are taken every so many events or seconds, and at stop.
+Snapshots are taken every so many events or seconds, and at stop. The hash chain
+is checked as it grows (`ChainCheck`): the tail before it is folded, the history
+before the snapshot in the background, then every commit as it lands.
 
 A long fold of a SQLite log runs in two processes, to use two cores (`fold_log`).
 """
@@ -21,13 +23,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import msgspec
 
 from cryptomon.config import Config
 from cryptomon.events.archive import iter_log_rows, log_segments
-from cryptomon.events.audit import verify_chain
+from cryptomon.events.audit import ChainCheck, ChainReport, ChainState, verify_chain
 from cryptomon.events.chain import GENESIS_HASH
 from cryptomon.events.log import EventLog, StoreError
 from cryptomon.events.store import EventStore
@@ -99,14 +100,14 @@ class SplitFailed(Exception):
     """The child of a two-process fold failed or answered something unusable."""
 
 
-HistoryCheck = Literal["verifying", "intact", "broken", "unverified"]
-
-
 @dataclass(frozen=True, slots=True)
 class LoadReport:
     snapshot_position: int  # 0 when built from the start of the log
     tail_events: int
     discarded: str | None  # why a snapshot was not used, if there was one
+    # Where start-up's check of the tail's hash chain ended: the position and its hash.
+    verified_position: int = 0
+    verified_hash: str = GENESIS_HASH
 
 
 async def load_projections(
@@ -129,38 +130,33 @@ async def load_projections(
             " refusing to serve from it. Run `python -m cryptomon verify` for details"
         )
     start = projections.position
-    await verify_tail(store, start)
+    verified = await verify_tail(store, start)
     tail = await fold_log(projections, store, store.head, progress)
-    return projections, LoadReport(start, tail, discarded)
+    report = LoadReport(start, tail, discarded, verified.last_position, verified.last_hash)
+    return projections, report
 
 
 class CorruptLog(StoreError):
     """The log after the snapshot fails its hash chain: serving it would be wrong."""
 
 
-async def verify_tail(store: EventLog, after: int) -> None:
+async def verify_tail(store: EventLog, after: int) -> ChainReport:
     """Check the hash chain of the events the start-up is about to fold (the
-    tail after the snapshot); refuse, naming the position, if it breaks."""
+    tail after the snapshot, up to the head); refuse, naming the position, if it breaks."""
     previous_hash = GENESIS_HASH
     if after:
         async for row in iter_log_rows(store, after=after - 1, to_position=after):
             previous_hash = row.hash
-    expected_position = after + 1
-    async for row in iter_log_rows(store, after=after):
-        try:
-            intact = row.position == expected_position and (
-                row.expected_hash(previous_hash) == row.hash
-            )
-        except (TypeError, ValueError):
-            intact = False  # a field of the wrong type: edited outside cryptomon
-        if not intact:
-            raise CorruptLog(
-                f"the event log at {store.location} is corrupt at position {expected_position}"
-                " (the hash chain breaks there); refusing to serve from it."
-                " Run `python -m cryptomon verify` for details"
-            )
-        previous_hash = row.hash
-        expected_position += 1
+    report = await verify_chain(
+        store, after=after, after_hash=previous_hash, to_position=store.head
+    )
+    if not report.ok:
+        raise CorruptLog(
+            f"the event log at {store.location} is corrupt at position {report.broken_at}"
+            " (the hash chain breaks there); refusing to serve from it."
+            " Run `python -m cryptomon verify` for details"
+        )
+    return report
 
 
 async def _from_snapshot(
@@ -359,10 +355,9 @@ class ReadModels:
         # (position, future) of callers waiting for the read models to reach a position
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_sequence = 0
-        # The hash chain of the events before the snapshot, which start-up doesn't fold.
-        self.history: HistoryCheck = "verifying"
-        self.history_error: str | None = None
-        self._history_task: asyncio.Task[None] | None = None
+        # The hash chain: the history before the snapshot (start-up doesn't fold it),
+        # then every commit as it lands.
+        self.chain = ChainCheck(store)
 
     @property
     def position(self) -> int:
@@ -374,53 +369,28 @@ class ReadModels:
         (then the read models would answer from a position that never moves again)."""
         return self._follower is not None and not self._follower.done()
 
+    @property
+    def history(self) -> ChainState:
+        """The chain check's state: a break makes the database unhealthy (/health)."""
+        return self.chain.state
+
+    @property
+    def history_error(self) -> str | None:
+        return self.chain.error
+
     async def start(self) -> LoadReport:
         self.projections, self.load_report = await load_projections(self.store, self.settings)
         self._snapshot_position = self.load_report.snapshot_position
         if self.load_report.discarded is not None or self.load_report.tail_events:
             await self.save_snapshot()
         self._follower = asyncio.create_task(self._follow(), name="read-models")
-        self._history_task = asyncio.create_task(
-            self._verify_history(self.load_report.snapshot_position), name="verify-history"
-        )
+        report = self.load_report
+        self.chain.start(report.snapshot_position, report.verified_position, report.verified_hash)
         return self.load_report
-
-    async def _verify_history(self, snapshot_position: int) -> None:
-        """Start-up checked the chain after the snapshot and folded that; the events
-        before it are checked here, in the background, as a large log takes seconds.
-        A break there makes the database unhealthy: the log would serve edited events."""
-        if snapshot_position == 0:
-            self.history = "intact"
-            return
-        try:
-            report = await verify_chain(self.store, to_position=snapshot_position)
-        except Exception as exc:  # an unreadable archive segment, a read that failed
-            self.history = "unverified"
-            self.history_error = f"could not verify the event log before the snapshot: {exc}"
-            log.warning("%s", self.history_error)
-            return
-        if report.ok:
-            self.history = "intact"
-            return
-        self.history = "broken"
-        self.history_error = (
-            f"the event log is corrupt at position {report.broken_at}: {report.reason}."
-            " Run `python -m cryptomon verify` for details"
-        )
-        log.error("%s", self.history_error)
-
-    async def history_checked(self) -> None:
-        """Wait for the background check of the history (archiving moves rows it reads)."""
-        if self._history_task is not None:
-            await asyncio.shield(self._history_task)
 
     async def stop(self) -> None:
         """Fold what is committed, snapshot, stop following."""
-        if self._history_task is not None:
-            self._history_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._history_task
-            self._history_task = None
+        await self.chain.stop()
         if self._follower is None:
             return
         with contextlib.suppress(TimeoutError):
@@ -451,6 +421,7 @@ class ReadModels:
         waiters = self._waiters
         async for recorded in self.store.subscribe(after=self.projections.position):
             notices = self.projections.apply(recorded)
+            self.chain.wake()
             for listener in self.listeners:
                 listener(recorded, notices)
             if recorded.position % YIELD_EVERY == 0:

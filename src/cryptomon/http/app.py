@@ -164,11 +164,11 @@ def _add_housekeeping(monitor: Monitor, models: ReadModels, config: Config) -> N
         # Archiving is SQLite-only; the config refuses archive_after with storage.url.
         if archive_after is None or not isinstance(models.store, EventStore):
             return
-        await models.history_checked()  # it reads rows archiving would move mid-read
         await models.save_snapshot()
-        moved = await archive_probe_events(
-            models.store, before=planned - archive_after, up_to_position=models.position
-        )
+        async with models.chain.rows_moving():  # walks of the chain read the rows it moves
+            moved = await archive_probe_events(
+                models.store, before=planned - archive_after, up_to_position=models.position
+            )
         log.info("archived %d probe events older than %s", moved, config.storage.archive_after)
 
     scheduler.add_job(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import time
 from typing import Any
 
@@ -82,6 +81,7 @@ from cryptomon.projections.notices import limit_type, log_entries
 from cryptomon.projections.providers import ProviderState
 from cryptomon.projections.rate_limits import RateLimitState
 from cryptomon.readmodels import ReadModels
+from cryptomon.tokens import token_matches
 from cryptomon.ws.handler import HUB
 
 HOUR = 3600.0
@@ -130,12 +130,7 @@ def authorize_write(request: web.Request) -> str:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not given:
             raise Unauthorized("this endpoint needs an Authorization: Bearer <token> header")
-        # aiohttp decodes header bytes that are not UTF-8 as lone surrogates; surrogateescape
-        # turns them back into those bytes, so a garbled header is a 401, never a 500.
-        if not hmac.compare_digest(
-            given.strip().encode("utf-8", "surrogateescape"),
-            token.encode("utf-8", "surrogateescape"),
-        ):
+        if not token_matches(given.strip(), token):
             raise Unauthorized("the bearer token is not the one configured")
         return "token"
     if not request.app[CLIENT_LIMITS].is_loopback(request):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import time
 
 import msgspec
@@ -23,6 +22,7 @@ from cryptomon.http.limits import CLIENT_LIMITS, too_many
 from cryptomon.http.schemas import ConnectionView, WebSocketStats
 from cryptomon.http.settings import READ_MODELS, SETTINGS
 from cryptomon.isotime import iso_time
+from cryptomon.tokens import token_matches
 from cryptomon.ws.hub import CONTROL, Client, Hub
 from cryptomon.ws.messages import (
     PROVIDER_TOPIC_PREFIX,
@@ -48,16 +48,12 @@ HEARTBEAT_RETRY_SECONDS = 30.0
 _decoder = msgspec.json.Decoder(ClientMessage)
 
 
-def _token_ok(given: str | None, token: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
-
-
 async def live(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     token = request.app[SETTINGS].api_token
     since = params.integer(request, "since", -1, low=0, high=2**62)
     query_token = params.text(request, "token", max_length=500)
-    if token is not None and query_token is not None and not _token_ok(query_token, token):
+    if token is not None and query_token is not None and not token_matches(query_token, token):
         raise Unauthorized("the token is not the one configured")
     if request.headers.get(hdrs.UPGRADE, "").strip().lower() != "websocket":
         return _upgrade_required(request)
@@ -144,7 +140,7 @@ async def _authenticate(ws: web.WebSocketResponse, token: str) -> bool:
     if message is not None and message.type == WSMsgType.TEXT:
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
             first = _decoder.decode(message.data)
-            ok = first.type == "auth" and _token_ok(first.token, token)
+            ok = first.type == "auth" and token_matches(first.token, token)
     if not ok:
         await ws.close(code=POLICY_VIOLATION, message=b"authentication required")
     return ok

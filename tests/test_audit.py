@@ -19,12 +19,13 @@ from cryptomon.events.store import EventStore
 from cryptomon.events.types import ProbeRecorded
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cryptomon", *args],
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
 
 
@@ -90,6 +91,43 @@ def test_verify_detects_two_swapped_rows(log_path: Path) -> None:
     result = run_cli("verify", "--db", str(log_path))
     assert result.returncode == 1
     assert result.stdout.startswith("BROKEN at position 5:"), result.stdout
+
+
+def test_verify_json_prints_the_report_as_one_object(log_path: Path) -> None:
+    with sqlite3.connect(log_path) as conn:
+        [(hash_6,), (hash_20,)] = conn.execute(
+            "SELECT hash FROM events WHERE position IN (6, 20) ORDER BY position"
+        ).fetchall()
+    result = run_cli("verify", "--json", "--db", str(log_path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "ok": True, "count": 20, "last_position": 20, "last_hash": hash_20,
+        "broken_at": None, "reason": None,
+    }  # fmt: skip
+    with sqlite3.connect(log_path) as conn:
+        conn.execute(
+            "UPDATE events SET payload = replace(payload, 'ping', 'pong') WHERE position = 7"
+        )
+    result = run_cli("verify", "--json", "--db", str(log_path))
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert (report["broken_at"], report["count"], report["last_position"]) == (7, 6, 6)
+    assert report["last_hash"] == hash_6
+    assert "hash does not match" in report["reason"]
+
+
+def test_db_env_names_the_variable_holding_the_database(log_path: Path) -> None:
+    env = {**os.environ, "CRYPTOMON_TEST_DB": str(log_path)}
+    result = run_cli("verify", "--db-env", "CRYPTOMON_TEST_DB", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("OK: 20 events")
+    both = run_cli("verify", "--db-env", "CRYPTOMON_TEST_DB", "--db", str(log_path), env=env)
+    assert both.returncode == 1
+    assert "give --db or --db-env, not both" in both.stderr
+    unset = run_cli("verify", "--db-env", "CRYPTOMON_TEST_UNSET_DB")
+    assert unset.returncode == 1
+    assert "--db-env names CRYPTOMON_TEST_UNSET_DB, which is not set" in unset.stderr
 
 
 def test_export_writes_a_position_range_as_json_lines(log_path: Path) -> None:

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
+
 from cryptomon.config import Config, ConfigError, describe_checks, describe_providers, load_config
 from cryptomon.events.audit import export_jsonl, verify_chain
 from cryptomon.events.log import (
@@ -102,8 +104,17 @@ def positive_int(text: str) -> int:
 
 
 def database_path(args: argparse.Namespace, config: Config) -> Path | str:
-    """The event log to open: `--db`, else the config's storage.url or storage.database."""
-    text: str = args.db if args.db is not None else config.storage.target
+    """The event log to open: `--db`, or the variable `--db-env` names, else the
+    config's storage.url or storage.database."""
+    text: str | None = args.db
+    if args.db_env is not None:
+        if text is not None:
+            raise ConfigError(["give --db or --db-env, not both"])
+        text = os.environ.get(args.db_env) or None
+        if text is None:
+            raise ConfigError([f"--db-env names {args.db_env}, which is not set"])
+    if text is None:
+        text = config.storage.target
     return text if is_postgres_url(text) else Path(text)
 
 
@@ -211,6 +222,9 @@ async def run_verify(args: argparse.Namespace) -> int:
         progress = ProgressLine("verifying", store.head)
         report = await verify_chain(store, progress)
         progress.finish()
+    if args.json:
+        print(msgspec.json.encode(report).decode())
+        return 0 if report.ok else 1
     if report.ok:
         print(f"OK: {report.count} events, chain intact, last hash {report.last_hash}")
         return 0
@@ -361,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH|URL",
         help="database file, or a postgresql:// URL (default: data/cryptomon.db)",
     )
+    common.add_argument(
+        "--db-env",
+        default=None,
+        metavar="NAME",
+        help="read --db from this environment variable instead (keeps a URL's password"
+        " out of the process list)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serving = commands.add_parser("serve", parents=[common], help="run the service (the default)")
     serving.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
@@ -391,9 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
         " when an enabled provider fails",
     )
     check.set_defaults(run=run_check_config)
-    commands.add_parser(
+    verify = commands.add_parser(
         "verify", parents=[common], help="check the hash chain of the whole log"
-    ).set_defaults(run=run_verify)
+    )
+    verify.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object (ok, count, last_position, last_hash,"
+        " broken_at, reason); the exit code is the same",
+    )
+    verify.set_defaults(run=run_verify)
     commands.add_parser(
         "replay",
         parents=[common],

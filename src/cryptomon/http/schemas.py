@@ -12,10 +12,9 @@ from typing import Any, Literal
 import msgspec
 
 from cryptomon.events.types import ErrorKind, ProbeOutcome
-from cryptomon.isotime import iso_time
-from cryptomon.projections import Alert
-from cryptomon.projections.notices import AlertKind, ProviderStatus
+from cryptomon.projections.notices import ProviderStatus
 from cryptomon.projections.providers import ProvidersSummary
+from cryptomon.projections.views import AlertView
 
 
 class Schema(msgspec.Struct, frozen=True, kw_only=True):
@@ -259,42 +258,6 @@ class LogPage(Schema, frozen=True):
     hours: float
     count: int
     logs: list[dict[str, Any]]
-
-
-class AlertView(Schema, frozen=True):
-    id: int
-    provider: str
-    kind: AlertKind
-    alert_type: str
-    severity: str
-    message: str
-    raised_at: str
-    timestamp: str
-    acknowledged: bool
-    acknowledged_by: str | None
-    acknowledged_at: str | None
-    note: str | None
-    resolved_at: str | None
-    position: int
-
-    @classmethod
-    def of(cls, alert: Alert) -> AlertView:
-        return cls(
-            id=alert.id,
-            provider=alert.provider,
-            kind=alert.kind,
-            alert_type=alert.kind,
-            severity=alert.severity,
-            message=alert.message,
-            raised_at=iso_time(alert.raised_at),
-            timestamp=iso_time(alert.raised_at),
-            acknowledged=alert.acknowledged,
-            acknowledged_by=alert.acknowledged_by,
-            acknowledged_at=iso_time(alert.acknowledged_at),
-            note=alert.note,
-            resolved_at=iso_time(alert.resolved_at),
-            position=alert.position,
-        )
 
 
 class AlertList(Schema, frozen=True):

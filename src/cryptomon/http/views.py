@@ -34,7 +34,6 @@ from cryptomon.http.schemas import (
     AcknowledgeBody,
     Acknowledged,
     AlertList,
-    AlertView,
     CertificateView,
     Component,
     ComponentProblem,
@@ -80,6 +79,7 @@ from cryptomon.projections import AlreadyAcknowledgedError, WindowStats
 from cryptomon.projections.notices import limit_type, log_entries
 from cryptomon.projections.providers import ProviderState
 from cryptomon.projections.rate_limits import RateLimitState
+from cryptomon.projections.views import AlertView
 from cryptomon.readmodels import ReadModels
 from cryptomon.tokens import token_matches
 from cryptomon.ws.handler import HUB

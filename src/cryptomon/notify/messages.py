@@ -26,6 +26,7 @@ from cryptomon.projections.notices import (
     Notice,
     RateLimitHigh,
 )
+from cryptomon.projections.views import AlertView
 
 NotificationEvent = Literal["raised", "acknowledged", "resolved", "rate_limit", "renotify", "test"]
 
@@ -52,19 +53,9 @@ class AlertFields(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def of(cls, alert: Alert) -> AlertFields:
-        return cls(
-            id=alert.id,
-            kind=alert.kind,
-            severity=alert.severity,
-            message=alert.message,
-            raised_at=iso_time(alert.raised_at),
-            acknowledged=alert.acknowledged,
-            acknowledged_by=alert.acknowledged_by,
-            acknowledged_at=iso_time(alert.acknowledged_at),
-            note=alert.note,
-            resolved_at=iso_time(alert.resolved_at),
-            position=alert.position,
-        )
+        """The alert's view (as REST and the live feed show it), these fields of it."""
+        view = AlertView.of(alert)
+        return cls(**{name: getattr(view, name) for name in cls.__struct_fields__})
 
 
 class RateLimitFields(msgspec.Struct, frozen=True, kw_only=True):

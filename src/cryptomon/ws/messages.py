@@ -14,7 +14,6 @@ from typing import Any
 import msgspec
 
 from cryptomon.events.types import RecordedEvent
-from cryptomon.http.schemas import AlertView
 from cryptomon.isotime import iso_time
 from cryptomon.projections import (
     AlertAcked,
@@ -25,6 +24,7 @@ from cryptomon.projections import (
     ProviderStatusChanged,
     RateLimitHigh,
 )
+from cryptomon.projections.views import AlertView
 
 LOG_TOPICS = ("logs.connection", "logs.failure", "logs.collection", "logs.rate_limit")
 TOPICS = ("status", "providers", "alerts", "rate_limits", "events", *LOG_TOPICS)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cryptomon.events.chain import GENESIS_HASH, chain_hash
 from cryptomon.events.migrations import load_migrations
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import SCHEMA_VERSIONS, ProbeRecorded, encode_event, event_label
 
 

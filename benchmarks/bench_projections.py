@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import (
     ErrorKind,
     Event,

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from cryptomon.config import load_config
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
 from cryptomon.monitor import Monitor
 from cryptomon.probes import create_probe_session

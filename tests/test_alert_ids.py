@@ -21,7 +21,7 @@ from test_projections import SMALL, T0, Ack, Log, fold_all, probe, steps, usage
 
 from cryptomon.config import load_config
 from cryptomon.events.audit import verify_chain
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import (
     AlertAcknowledged,
     Event,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from cryptomon.events.archive import archive_dir, archive_probe_events, segments
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import AlertAcknowledged, ProbeRecorded
 
 

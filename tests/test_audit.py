@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
 
 
@@ -168,7 +168,7 @@ def test_help_lists_the_commands() -> None:
 
 APPENDER = """
 import asyncio, sys
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
 
 async def main() -> None:

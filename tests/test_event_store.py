@@ -30,7 +30,7 @@ from cryptomon.events.log import (
 )
 from cryptomon.events.migrations import SchemaError, migrations_dir
 from cryptomon.events.postgres import PostgresEventStore
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import (
     AlertAcknowledged,
     EventDecodeError,

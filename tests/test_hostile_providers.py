@@ -22,7 +22,7 @@ import trustme
 from standins import FLOOD_BYTES, RawStandIn, StandIn
 
 from cryptomon.config import load_config
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
 from cryptomon.monitor import Monitor
 from cryptomon.probes import create_probe_session

@@ -24,7 +24,7 @@ from pytest_aiohttp import AiohttpClient
 from standins import StandIn, closed_port
 
 from cryptomon.config import load_config
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
 from cryptomon.http import routes
 from cryptomon.http.app import create_app

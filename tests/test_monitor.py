@@ -12,7 +12,7 @@ import pytest
 from standins import StandIn, closed_port
 
 from cryptomon.config import load_config
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import JobTriggered, ProbeRecorded, ProviderRegistered, RateLimitChanged
 from cryptomon.monitor import Monitor
 from cryptomon.probes import create_probe_session

@@ -36,7 +36,7 @@ from pytest_aiohttp import AiohttpClient
 from standins import closed_port
 
 from cryptomon.config import ConfigError, load_config
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import (
     AlertAcknowledged,
     ProbeOutcome,

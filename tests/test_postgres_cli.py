@@ -15,7 +15,7 @@ import pytest
 from cryptomon.config import ConfigError, load_config
 from cryptomon.events.archive import archive_probe_events
 from cryptomon.events.postgres import PostgresEventStore
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import AlertAcknowledged, EventMetadata, ProbeRecorded
 from cryptomon.readmodels import load_projections, projection_settings
 

@@ -19,7 +19,7 @@ from pytest_aiohttp import AiohttpClient
 from cryptomon import readmodels
 from cryptomon.config import load_config
 from cryptomon.events.archive import archive_probe_events, segments
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import (
     ErrorKind,
     Event,

@@ -21,7 +21,7 @@ from standins import StandIn, closed_port
 from cryptomon.config import load_config
 from cryptomon.events.archive import archive_probe_events, segments
 from cryptomon.events.log import EventLog
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
 from cryptomon.http.app import create_app
 from cryptomon.http.settings import READ_MODELS, STORE, Settings

@@ -35,7 +35,7 @@ from cryptomon.events.log import (
     open_event_log,
 )
 from cryptomon.events.migrations import SchemaError
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import EventDecodeError
 from cryptomon.logformat import LOG_FORMATS, configure_logging
 from cryptomon.projections import MAX_DIFFERENCES, Projections

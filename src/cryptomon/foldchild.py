@@ -15,7 +15,7 @@ import sys
 
 import msgspec
 
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.projections import Projections
 from cryptomon.readmodels import CHILD_FOLDS, SplitAnswer, SplitRequest, fold_serial
 

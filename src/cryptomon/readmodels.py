@@ -31,7 +31,7 @@ from cryptomon.events.archive import iter_log_rows, log_segments
 from cryptomon.events.audit import ChainCheck, ChainReport, ChainState, verify_chain
 from cryptomon.events.chain import GENESIS_HASH
 from cryptomon.events.log import EventLog, StoreError
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import RecordedEvent
 from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
 

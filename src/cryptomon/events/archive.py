@@ -22,7 +22,7 @@ from pathlib import Path
 import msgspec
 
 from cryptomon.events.log import EventLog, StoredRow
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 
 _SEGMENT = re.compile(r"^segment-(\d{12})-(\d{12})\.jsonl\.gz$")
 _READ_BATCH = 5000

@@ -9,7 +9,7 @@
   backend supplies: `_fetch_rows` (run one query) and `Queries` (the shared SQL in its
   database's spelling).
 
-A backend (`store` for SQLite, `postgres`) supplies the database: opening it, writing a
+A backend (`sqlite`, `postgres`) supplies the database: opening it, writing a
 planned batch, and those hooks.
 """
 

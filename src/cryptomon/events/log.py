@@ -281,6 +281,6 @@ async def open_event_log(target: str | Path, *, readonly: bool = False, **option
         from cryptomon.events.postgres import PostgresEventStore
 
         return await PostgresEventStore.open(str(target), readonly=readonly, **options)
-    from cryptomon.events.store import EventStore
+    from cryptomon.events.sqlite import EventStore
 
     return await EventStore.open(Path(target), readonly=readonly, **options)

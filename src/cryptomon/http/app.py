@@ -19,7 +19,7 @@ from aiohttp import web
 from cryptomon.config import Config
 from cryptomon.events.archive import archive_probe_events
 from cryptomon.events.log import open_event_log
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.http import routes
 from cryptomon.http.errors import problem_middleware
 from cryptomon.http.limits import CLIENT_LIMITS, ClientLimits, limit_middleware

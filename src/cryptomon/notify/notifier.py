@@ -38,7 +38,7 @@ import msgspec
 
 from cryptomon.config import NotificationChannel
 from cryptomon.events.log import EventLog, StoreError
-from cryptomon.events.store import EventStore
+from cryptomon.events.sqlite import EventStore
 from cryptomon.notify import outbox
 from cryptomon.notify.delivery import backoff, create_session, deliver
 from cryptomon.notify.messages import (

@@ -34,7 +34,7 @@ from aiohttp import web
 from standins import StandIn, closed_port
 
 from cryptomon.http.routes import ENDPOINTS
-from cryptomon.http.views import LOG_TYPES
+from cryptomon.projections.notices import LOG_TYPES
 
 
 def secret(label: str) -> str:

@@ -346,6 +346,7 @@ class ProviderConfig(ProbeRequest, frozen=True, kw_only=True):
 
 
 AlertSeverity = Literal["warning", "critical"]
+ALERT_SEVERITIES: tuple[AlertSeverity, ...] = get_args(AlertSeverity)
 NotifyEvent = Literal["raised", "acknowledged", "resolved", "rate_limit"]
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
 ChannelKind = Literal["webhook", "slack", "discord", "telegram"]

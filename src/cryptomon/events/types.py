@@ -8,11 +8,12 @@ older version is upcast on read, and the stored bytes are never rewritten.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
 ProbeKind = Literal["health", "collection"]
+PROBE_KINDS: tuple[ProbeKind, ...] = get_args(ProbeKind)
 # The seed's attempt statuses, which users' scripts filter on, and `maintenance`: the
 # provider's answer said it is in maintenance (a condition in `maintenance_when` held).
 ProbeOutcome = Literal["success", "failed", "timeout", "rate_limited", "maintenance"]

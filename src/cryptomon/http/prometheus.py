@@ -11,6 +11,7 @@ from itertools import accumulate
 
 from aiohttp import web
 
+from cryptomon.events.types import PROBE_KINDS, ProbeOutcome
 from cryptomon.http.looplag import LOOP_LAG
 from cryptomon.http.notifications import NOTIFIER
 from cryptomon.http.settings import MONITOR, READ_MODELS, STORE
@@ -18,7 +19,8 @@ from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS
 from cryptomon.projections.notices import PROVIDER_STATUSES
 from cryptomon.ws.handler import HUB
 
-OUTCOMES = ("success", "failed", "timeout", "rate_limited")
+# The outcomes a probe counter shows; a maintenance answer counts as a success.
+OUTCOMES: tuple[ProbeOutcome, ...] = ("success", "failed", "timeout", "rate_limited")
 
 
 def _label(value: str) -> str:
@@ -66,7 +68,7 @@ async def metrics(request: web.Request) -> web.Response:
     latency_lines: list[str] = []
     for state in states:
         name = _label(state.name)
-        for kind in ("health", "collection"):
+        for kind in PROBE_KINDS:
             bucket = projections.metrics.bucket(state.name, 0.0, now + 86_400, kind)
             if not bucket.probes:
                 continue

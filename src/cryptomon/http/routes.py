@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 import msgspec
 from aiohttp import web
 
+from cryptomon.config import ALERT_SEVERITIES
 from cryptomon.events.audit import ChainReport
 from cryptomon.events.types import EVENT_TYPES
 from cryptomon.http import dashboard, notifications, openapi, prometheus, schemas, views
 from cryptomon.http.cache import RESPONSE_CACHE, cached
+from cryptomon.projections.notices import LOG_TYPES
 from cryptomon.ws import handler
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -203,7 +205,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Log rows from the event log, newest first",
         schemas.LogPage,
         (
-            Param("log_type", "path", "string", "which log", enum=views.LOG_TYPES),
+            Param("log_type", "path", "string", "which log", enum=LOG_TYPES),
             HOURS,
             Param("limit", "query", "integer", "rows at most", minimum=1, maximum=1000),
             Param("provider", "query", "string", max_length=100, description="only this provider"),
@@ -219,7 +221,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param("acknowledged", "query", "boolean", "only (un)acknowledged alerts"),
             HOURS,
             Param("provider", "query", "string", max_length=100, description="only this provider"),
-            Param("severity", "query", "string", "only this severity", enum=views.SEVERITIES),
+            Param("severity", "query", "string", "only this severity", enum=ALERT_SEVERITIES),
             Param("open", "query", "boolean", "only alerts not yet resolved"),
             Param("limit", "query", "integer", "alerts at most", minimum=1, maximum=5000),
         ),

@@ -16,7 +16,7 @@ import msgspec
 from aiohttp import web
 
 from cryptomon import __version__
-from cryptomon.config import ProviderConfig, mask_key
+from cryptomon.config import ALERT_SEVERITIES, ProviderConfig, mask_key
 from cryptomon.events.archive import log_segments
 from cryptomon.events.audit import verify_chain
 from cryptomon.events.log import ConcurrencyError, EventLog
@@ -76,7 +76,7 @@ from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, 
 from cryptomon.isotime import iso_time
 from cryptomon.monitor import provider_stream
 from cryptomon.projections import AlreadyAcknowledgedError, WindowStats
-from cryptomon.projections.notices import limit_type, log_entries
+from cryptomon.projections.notices import LOG_TYPES, limit_type, log_entries
 from cryptomon.projections.providers import ProviderState
 from cryptomon.projections.rate_limits import RateLimitState
 from cryptomon.projections.views import AlertView
@@ -87,13 +87,11 @@ from cryptomon.ws.handler import HUB
 HOUR = 3600.0
 DAY = 24 * HOUR
 MAX_HOURS = 24 * 400  # the day rollups keep 400 days
-LOG_TYPES = ("connection", "failure", "collection", "rate_limit")
 LOG_LABELS = {
     "connection": ["health:ok", "health:fail"],
     "failure": ["health:fail", "collection:fail"],
     "collection": ["collection:ok", "collection:fail"],
 }
-SEVERITIES = ("warning", "critical")
 # Reads waiting for the read models to show a write they just made.
 WRITE_VISIBLE_SECONDS = 5.0
 
@@ -618,7 +616,7 @@ async def alerts(request: web.Request) -> web.Response:
     acknowledged = params.boolean(request, "acknowledged")
     hours = _hours(request, 24)
     provider = params.text(request, "provider", max_length=100)
-    severity = params.choice(request, "severity", SEVERITIES)
+    severity = params.choice(request, "severity", ALERT_SEVERITIES)
     open_only = params.boolean(request, "open") or False
     limit = params.integer(request, "limit", 500, low=1, high=5000)
     found = _models(request).projections.alerts.query(

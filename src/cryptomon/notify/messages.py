@@ -28,7 +28,7 @@ from cryptomon.projections.notices import (
 )
 from cryptomon.projections.views import AlertView
 
-NotificationEvent = Literal["raised", "acknowledged", "resolved", "rate_limit", "renotify", "test"]
+NotificationEvent = Literal[NotifyEvent, "renotify", "test"]
 
 # Chat services cap message sizes (Discord 2000 characters of content); alert messages
 # are short, but a probe's error text is whatever the provider said.

@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
+from cryptomon.config import AlertSeverity
 from cryptomon.events.types import (
     AlertAcknowledged,
     Event,
@@ -26,8 +27,9 @@ ProviderStatus = Literal[
 ]
 PROVIDER_STATUSES: tuple[ProviderStatus, ...] = get_args(ProviderStatus)
 AlertKind = Literal["offline", "degraded", "rate_limit", "failure_rate", "certificate"]
-Severity = Literal["warning", "critical"]
+Severity = AlertSeverity  # what a channel filters on (config) is what alerts carry
 LogType = Literal["connection", "failure", "collection", "rate_limit"]
+LOG_TYPES: tuple[LogType, ...] = get_args(LogType)
 
 
 class Alert(msgspec.Struct, gc=False, kw_only=True):

@@ -24,9 +24,10 @@ from cryptomon.projections import (
     ProviderStatusChanged,
     RateLimitHigh,
 )
+from cryptomon.projections.notices import LOG_TYPES
 from cryptomon.projections.views import AlertView
 
-LOG_TOPICS = ("logs.connection", "logs.failure", "logs.collection", "logs.rate_limit")
+LOG_TOPICS = tuple(f"logs.{log_type}" for log_type in LOG_TYPES)
 TOPICS = ("status", "providers", "alerts", "rate_limits", "events", *LOG_TOPICS)
 PROVIDER_TOPIC_PREFIX = "provider:"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -618,6 +619,7 @@ async def test_with_a_token_writes_need_the_bearer_token(start: Start, tmp_path:
     writes = [
         ("POST", "/api/scheduler/trigger/health_checks"),
         ("POST", "/api/alerts/1/acknowledge"),
+        ("POST", "/api/audit/verify"),
     ]
     for method, path in writes:
         for headers in [
@@ -646,6 +648,7 @@ async def test_with_a_token_writes_need_the_bearer_token(start: Start, tmp_path:
     status, body = await service.acknowledge(alert.id, {"note": "on it"}, token=TOKEN)
     assert status == 200, body
     assert msgspec.json.decode(body, type=Acknowledged).alert.acknowledged_by == "token"
+    assert (await walk_afresh(service, token=TOKEN))["ok"] is True
 
     # Reads need no token; the token itself shows up nowhere.
     for endpoint in routes.ENDPOINTS:
@@ -689,7 +692,8 @@ async def test_without_a_token_other_addresses_may_not_write(
 
     app.middlewares.append(from_elsewhere)
     service = Service(await aiohttp_client(app))
-    for path in ("/api/scheduler/trigger/health_checks", "/api/alerts/1/acknowledge"):
+    writes = ("/api/scheduler/trigger/health_checks", "/api/alerts/1/acknowledge")
+    for path in (*writes, "/api/audit/verify"):
         problem = await service.problem("POST", path, 403)
         assert "CRYPTOMON_API_TOKEN" in problem.detail
     assert (await service.get("/api/status", SystemStatus)).total_apis == 3
@@ -889,12 +893,111 @@ async def test_events_page_with_a_cursor_and_filter_by_type_and_stream(start: St
     assert (await service.get(f"/api/events?after={head}", EventPage)).events == []
 
 
-async def test_audit_verify_over_http(start: Start) -> None:
+async def caught_up(service: Service) -> Any:
+    """GET /api/audit/verify until the chain check has reached the log's head."""
+    deadline = time.monotonic() + 30
+    while True:
+        report = await service.get_json("/api/audit/verify")
+        if report["last_position"] == service.app[STORE].head:
+            return report
+        assert time.monotonic() < deadline, f"the chain check never reached the head: {report}"
+        await asyncio.sleep(0.02)
+
+
+async def walk_afresh(service: Service, token: str | None = None) -> Any:
+    status, _, body, _ = await service.request(
+        "POST", "/api/audit/verify", headers=service._headers(token)
+    )
+    assert status == 200, body[:500]
+    return json.loads(body)
+
+
+def edit_payload(database: Path, position: int, old: bytes, new: bytes) -> None:
+    """What an outside tool would do to a committed row: change its payload in place."""
+    with sqlite3.connect(database) as conn:
+        [payload] = conn.execute("SELECT payload FROM events WHERE position = ?", (position,))
+        assert old in payload[0]
+        edited = payload[0].replace(old, new)
+        conn.execute("UPDATE events SET payload = ? WHERE position = ?", (edited, position))
+
+
+async def test_audit_verify_answers_from_the_check_that_follows_the_head(
+    start: Start, tmp_path: Path
+) -> None:
     service = await start()
     await service.trigger()
-    report = await service.get_json("/api/audit/verify")
-    assert report["ok"] is True
-    assert report["count"] == report["last_position"] == service.app[STORE].head
+    first = await caught_up(service)
+    head = service.app[STORE].head
+    assert (first["ok"], first["status"]) == (True, "intact")
+    assert first["count"] == first["last_position"] == first["head"] == head
+    assert first["last_hash"] == service.app[STORE].last_hash
+    assert first["verified_at"].endswith("Z")
+    assert (first["broken_at"], first["reason"], first["walking"]) == (None, None, False)
+    assert first["full_walk_at"] is None
+    for _ in range(2):
+        await service.trigger()
+    later = await caught_up(service)
+    assert later["ok"] is True and later["last_position"] > head
+
+    # An outside tool edits a row the check verified already. GET answers from the
+    # check, which walks on from its position and never over that row again...
+    probes = await service.get("/api/events?type=ProbeRecorded&limit=1", EventPage)
+    edited = probes.events[0].position
+    edit_payload(tmp_path / "x.db", edited, b'"provider":"', b'"provider":"X')
+    assert (await service.get_json("/api/audit/verify"))["status"] == "intact"
+    assert (await service.request("GET", "/health"))[0] == 200
+    # ...and a fresh walk finds it.
+    walked = await walk_afresh(service)
+    assert (walked["ok"], walked["status"], walked["broken_at"]) == (False, "broken", edited)
+    assert walked["count"] == walked["last_position"] == edited - 1
+    assert "hash does not match" in walked["reason"]
+    assert walked["full_walk_at"].endswith("Z") and walked["walking"] is False
+    assert await service.get_json("/api/audit/verify") == walked
+    health = await service.get_json("/health", status=503)
+    [problem] = health["problems"]
+    assert problem["component"] == "history"
+    assert f"corrupt at position {edited}" in problem["detail"]
+    assert health["components"]["database"]["history"] == "broken"
+    # New commits are not verified past a break: it stays broken where it was found.
+    await service.trigger()
+    still = await service.get_json("/api/audit/verify")
+    assert (still["status"], still["broken_at"], still["head"]) == (
+        "broken",
+        edited,
+        service.app[STORE].head,
+    )
+
+    # Undone, a fresh walk finds the chain intact, and the check follows the head again.
+    edit_payload(tmp_path / "x.db", edited, b'"provider":"X', b'"provider":"')
+    mended = await walk_afresh(service)
+    assert (mended["ok"], mended["status"], mended["broken_at"]) == (True, "intact", None)
+    assert mended["last_position"] == service.app[STORE].head
+    assert (await service.request("GET", "/health"))[0] == 200
+    await service.trigger()
+    assert (await caught_up(service))["ok"] is True
+
+
+async def test_two_fresh_walks_at_once_are_one_walk(start: Start) -> None:
+    service = await start()
+    await service.trigger()
+    chain = service.app[READ_MODELS].chain
+    async with chain.rows_moving():  # as archiving does: no walk starts meanwhile
+        posts = [
+            asyncio.create_task(service.request("POST", "/api/audit/verify")) for _ in range(2)
+        ]
+        deadline = time.monotonic() + 30
+        while chain.waiting < 2:
+            assert time.monotonic() < deadline, "the two requests never both waited"
+            await asyncio.sleep(0.01)
+        running = await service.get_json("/api/audit/verify")
+        assert running["walking"] is True
+    answers = await asyncio.gather(*posts)
+    assert [status for status, *_ in answers] == [200, 200]
+    first, second = (json.loads(body) for _, _, body, _ in answers)
+    assert first == second
+    assert (first["ok"], first["walking"]) == (True, False)
+    assert first["last_position"] == service.app[STORE].head
+    assert chain.full_walks == 1
 
 
 # ---- logs ----------------------------------------------------------------------

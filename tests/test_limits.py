@@ -163,6 +163,26 @@ async def test_writes_without_a_token_never_come_through_a_proxy_from_elsewhere(
     assert response.status == status, await response.text()
 
 
+@pytest.mark.parametrize(
+    ("server", "forwarded_for", "status"),
+    [
+        ("", None, 200),  # loopback, no proxy: the walk runs
+        ("", "127.0.0.1", 403),
+        ('trusted_proxies = ["127.0.0.1"]', "203.0.113.9", 403),
+        ('trusted_proxies = ["127.0.0.1"]', "::1", 200),
+    ],
+)
+async def test_a_fresh_walk_of_the_chain_is_a_write(
+    aiohttp_client: MakeClient, tmp_path: Path, server: str, forwarded_for: str | None, status: int
+) -> None:
+    client = await aiohttp_client(app_with(tmp_path, server))
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    response = await client.post("/api/audit/verify", headers=headers)
+    assert response.status == status, await response.text()
+    if status == 200:
+        assert (await response.json())["ok"] is True
+
+
 async def test_a_forged_loopback_line_before_the_proxys_own_is_not_local(
     aiohttp_client: MakeClient, tmp_path: Path
 ) -> None:

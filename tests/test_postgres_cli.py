@@ -10,13 +10,18 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from cryptomon.config import ConfigError, load_config
 from cryptomon.events.archive import archive_probe_events
 from cryptomon.events.postgres import PostgresEventStore
 from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import AlertAcknowledged, EventMetadata, ProbeRecorded
+from cryptomon.http.app import create_app
+from cryptomon.http.audit import DATABASE_ENV, verify_command
+from cryptomon.http.settings import Settings
 from cryptomon.readmodels import load_projections, projection_settings
 
 SECRET = "pg-secret"  # part of the password tests/pgcluster.py puts in every URL
@@ -154,3 +159,45 @@ async def test_a_url_that_fails_never_shows_its_password(url: str) -> None:
     assert code != 0
     assert "cannot open the event log at postgresql://" in stderr, stderr
     assert "Traceback" not in stderr, stderr
+
+
+async def test_a_fresh_walk_of_a_postgresql_log_keeps_the_password_out_of_the_arguments(
+    tmp_path: Path, postgres_url: str, aiohttp_client: AiohttpClient
+) -> None:
+    # A process's arguments are visible to every user: the URL goes in the child's env.
+    command, environ = verify_command(postgres_url)
+    assert SECRET in postgres_url and SECRET not in " ".join(command)
+    assert command[-2:] == ["--db-env", DATABASE_ENV]
+    assert environ[DATABASE_ENV] == postgres_url
+    async with await PostgresEventStore.open(postgres_url) as store:
+        for n in range(5):
+            probe = ProbeRecorded("P", "health", "/ping", "success", started_at=float(n))
+            await store.append("provider-P", [probe])
+    config = tmp_path / "empty.toml"
+    config.write_text("providers = []\n")
+    settings = Settings.from_config(
+        load_config(config), database=postgres_url, environ={}, probing=False
+    )
+    client = await aiohttp_client(create_app(settings))
+    async with client.post("/api/audit/verify") as response:
+        assert response.status == 200, await response.text()
+        walked = await response.json()
+    assert (walked["ok"], walked["count"], walked["last_position"]) == (True, 5, 5)
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        edited = await connection.execute(
+            "UPDATE events SET payload = convert_to(replace(convert_from(payload, 'UTF8'),"
+            " 'ping', 'pong'), 'UTF8')"
+            " WHERE position = 3 AND position('ping'::bytea in payload) > 0"
+        )
+        assert edited == "UPDATE 1"
+    finally:
+        await connection.close()
+    async with client.post("/api/audit/verify") as response:
+        assert response.status == 200, await response.text()
+        body = await response.text()
+    assert SECRET not in body
+    walked = json.loads(body)
+    assert (walked["ok"], walked["status"], walked["broken_at"]) == (False, "broken", 3)
+    async with client.get("/health") as response:
+        assert response.status == 503

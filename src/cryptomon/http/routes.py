@@ -13,9 +13,8 @@ import msgspec
 from aiohttp import web
 
 from cryptomon.config import ALERT_SEVERITIES
-from cryptomon.events.audit import ChainReport
 from cryptomon.events.types import EVENT_TYPES
-from cryptomon.http import dashboard, notifications, openapi, prometheus, schemas, views
+from cryptomon.http import audit, dashboard, notifications, openapi, prometheus, schemas, views
 from cryptomon.http.cache import RESPONSE_CACHE, cached
 from cryptomon.projections.notices import LOG_TYPES
 from cryptomon.ws import handler
@@ -314,9 +313,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/audit/verify",
-        views.audit_verify,
-        "Verify the hash chain of the whole log",
-        ChainReport,
+        audit.audit_verify,
+        "The hash chain as verified so far: at start-up, then each commit as it lands"
+        " (no walk per request)",
+        schemas.ChainStatus,
+    ),
+    Endpoint(
+        "POST",
+        "/api/audit/verify",
+        audit.audit_verify_afresh,
+        "Walk the whole hash chain again, in a child process; a request while one walk"
+        " runs waits for its result",
+        schemas.ChainStatus,
+        write=True,
+        errors=(401, 403, 503),
     ),
     Endpoint("GET", "/ws/stats", handler.stats, "Live feed connections", schemas.WebSocketStats),
     Endpoint(

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from cryptomon.events.audit import ChainState
 from cryptomon.events.types import ErrorKind, ProbeOutcome
 from cryptomon.projections.notices import ProviderStatus
 from cryptomon.projections.providers import ProvidersSummary
@@ -40,8 +41,9 @@ class DatabaseComponent(Schema, frozen=True):
     size_mb: float
     event_position: int
     failed_appends: int
-    # The hash chain before the start-up snapshot, checked in the background:
-    # verifying, intact, broken (unhealthy) or unverified (it could not be read).
+    # The hash chain check (GET /api/audit/verify): verifying (the history before the
+    # start-up snapshot, in the background), intact, broken (unhealthy) or unverified
+    # (the history could not be read).
     history: str
     error: str | None = None
 
@@ -330,6 +332,27 @@ class DatabaseHealth(Schema, frozen=True):
     last_hash: str
     history: str
     error: str | None = None
+
+
+class ChainStatus(Schema, frozen=True):
+    """The hash chain as the service's check knows it: verified at start-up, then each
+    commit as it lands. `ok` is true when the chain is intact from position 1 up to
+    `last_position` (`count` events); while start-up's check of the history runs
+    (`status` verifying) it is false with no `broken_at`. A break gives `broken_at` and
+    `reason`, as `python -m cryptomon verify` would. `head` is the log's head: the check
+    catches up with it after each commit."""
+
+    ok: bool
+    status: ChainState
+    count: int
+    last_position: int
+    last_hash: str
+    head: int
+    verified_at: str | None  # when a walk last found it intact up to last_position
+    broken_at: int | None = None
+    reason: str | None = None  # why it is broken, or could not be verified
+    walking: bool = False  # a fresh full walk (POST) is running
+    full_walk_at: str | None = None  # when the last fresh full walk ended
 
 
 class ErrorSampleView(Schema, frozen=True):

@@ -18,7 +18,6 @@ from aiohttp import web
 from cryptomon import __version__
 from cryptomon.config import ALERT_SEVERITIES, ProviderConfig, mask_key
 from cryptomon.events.archive import log_segments
-from cryptomon.events.audit import verify_chain
 from cryptomon.events.log import ConcurrencyError, EventLog
 from cryptomon.events.types import (
     EVENT_TYPES,
@@ -863,7 +862,3 @@ async def events(request: web.Request) -> web.Response:
     return respond(
         EventPage(count=len(views), events=views, next_after=next_after, head=store.head)
     )
-
-
-async def audit_verify(request: web.Request) -> web.Response:
-    return respond(await verify_chain(_store(request)))

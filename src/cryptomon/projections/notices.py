@@ -12,14 +12,7 @@ from typing import Any, Literal, get_args
 import msgspec
 
 from cryptomon.config import AlertSeverity
-from cryptomon.events.types import (
-    AlertAcknowledged,
-    Event,
-    JobTriggered,
-    ProbeRecorded,
-    RateLimitChanged,
-    RecordedEvent,
-)
+from cryptomon.events.types import ProbeRecorded, RateLimitChanged, RecordedEvent
 from cryptomon.isotime import iso_time
 
 ProviderStatus = Literal[
@@ -93,20 +86,6 @@ class LogEntry(_Notice, frozen=True, gc=False):
 
 
 Notice = ProviderStatusChanged | AlertRaised | AlertResolved | AlertAcked | RateLimitHigh | LogEntry
-
-
-def event_time(recorded: RecordedEvent) -> float:
-    """When the event happened, by the event's own clock; the recording time otherwise."""
-    event: Event = recorded.event
-    if isinstance(event, ProbeRecorded):
-        return event.started_at
-    if isinstance(event, RateLimitChanged):
-        return event.observed_at
-    if isinstance(event, AlertAcknowledged):
-        return event.acknowledged_at
-    if isinstance(event, JobTriggered):
-        return event.triggered_at
-    return recorded.recorded_at
 
 
 def limit_type(window_seconds: float) -> str:

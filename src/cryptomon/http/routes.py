@@ -15,6 +15,7 @@ from aiohttp import web
 from cryptomon.config import ALERT_SEVERITIES
 from cryptomon.events.types import EVENT_TYPES
 from cryptomon.http import audit, dashboard, notifications, openapi, prometheus, schemas, views
+from cryptomon.http.authorization import writes
 from cryptomon.http.cache import RESPONSE_CACHE, cached
 from cryptomon.projections.notices import LOG_TYPES
 from cryptomon.ws import handler
@@ -52,7 +53,9 @@ class Endpoint:
     summary: str
     response: type[msgspec.Struct] | None  # None: not JSON
     params: tuple[Param, ...] = ()
-    write: bool = False  # needs the bearer token when one is configured
+    # Runs only for a client allowed to write (`authorization.writes`): the bearer
+    # token when one is configured, loopback otherwise.
+    write: bool = False
     errors: tuple[int, ...] = field(default=(400,))  # answered with a problem body
     # Health checks answer 503 with their own body when something is wrong; the
     # descriptions say what their 200 and that answer mean, in the OpenAPI document.
@@ -366,7 +369,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 def add_routes(app: web.Application) -> None:
     app[RESPONSE_CACHE] = {}
     for endpoint in ENDPOINTS:
-        handler = cached(endpoint.handler) if endpoint.cached else endpoint.handler
+        handler = writes(endpoint.handler) if endpoint.write else endpoint.handler
+        handler = cached(handler) if endpoint.cached else handler
         app.router.add_route(endpoint.method, endpoint.path, handler)
     app[openapi.OPENAPI_DOCUMENT] = openapi.build(ENDPOINTS)
     dashboard.add_routes(app)  # its files under /static/: not API, not in the document

@@ -26,9 +26,9 @@ from cryptomon.events.types import (
     RecordedEvent,
 )
 from cryptomon.http import params
+from cryptomon.http.authorization import WRITER
 from cryptomon.http.cache import RESPONSE_CACHE
-from cryptomon.http.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
-from cryptomon.http.limits import CLIENT_LIMITS
+from cryptomon.http.errors import InvalidParameter, NotFound
 from cryptomon.http.schemas import (
     AcknowledgeBody,
     Acknowledged,
@@ -80,7 +80,6 @@ from cryptomon.projections.providers import ProviderState
 from cryptomon.projections.rate_limits import RateLimitState
 from cryptomon.projections.views import AlertView
 from cryptomon.readmodels import ReadModels
-from cryptomon.tokens import token_matches
 from cryptomon.ws.handler import HUB
 
 HOUR = 3600.0
@@ -113,29 +112,7 @@ def _hours(request: web.Request, default: float) -> float:
     return params.number(request, "hours", default, low=1 / 60, high=MAX_HOURS)
 
 
-# ---- writes: who may, and as whom ---------------------------------------------
-
-
-def authorize_write(request: web.Request) -> str:
-    """The actor a write is recorded under; refuses anyone not allowed to write.
-
-    With an API token configured, the bearer token must match (compared in
-    constant time). Without one, writes come only from loopback, never through
-    a proxy (which would make everyone it serves look local)."""
-    token = request.app[SETTINGS].api_token
-    if token is not None:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise Unauthorized("this endpoint needs an Authorization: Bearer <token> header")
-        if not token_matches(given.strip(), token):
-            raise Unauthorized("the bearer token is not the one configured")
-        return "token"
-    if not request.app[CLIENT_LIMITS].is_loopback(request):
-        env = request.app[SETTINGS].config.server.api_token_env
-        raise Forbidden(
-            f"writes are allowed only from loopback while no API token is configured; set {env}"
-        )
-    return "local"
+# ---- writes: reading them back -----------------------------------------------
 
 
 async def _visible(request: web.Request, position: int) -> None:
@@ -643,7 +620,7 @@ def _alert_id(request: web.Request) -> int:
 
 
 async def acknowledge_alert(request: web.Request) -> web.Response:
-    identity = authorize_write(request)
+    identity = request[WRITER]
     alert_id = _alert_id(request)
     body = await _body(request)
     models = _models(request)
@@ -714,7 +691,7 @@ async def scheduler_status(request: web.Request) -> web.Response:
 
 
 async def trigger_job(request: web.Request) -> web.Response:
-    actor = authorize_write(request)
+    actor = request[WRITER]
     job_id = request.match_info["job_id"]
     monitor = request.app[MONITOR]
     ran = await monitor.trigger(job_id, actor)

@@ -59,9 +59,10 @@ from cryptomon.events.types import (
     encode_event,
 )
 from cryptomon.http.app import create_app
+from cryptomon.http.keys import HUB
 from cryptomon.http.routes import ENDPOINTS, Endpoint
 from cryptomon.http.settings import Settings
-from cryptomon.ws.handler import HUB, INBOUND_BURST, MAX_MESSAGE_BYTES
+from cryptomon.ws.handler import INBOUND_BURST, MAX_MESSAGE_BYTES
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]

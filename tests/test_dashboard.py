@@ -34,7 +34,8 @@ from standins import StandIn, closed_port
 from cryptomon.config import load_config
 from cryptomon.http.app import create_app
 from cryptomon.http.dashboard import prefers_html
-from cryptomon.http.settings import READ_MODELS, STORE, Settings
+from cryptomon.http.keys import READ_MODELS, STORE
+from cryptomon.http.settings import Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

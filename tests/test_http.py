@@ -30,6 +30,7 @@ from cryptomon.events.types import ProbeRecorded
 from cryptomon.http import routes
 from cryptomon.http.app import create_app
 from cryptomon.http.errors import PROBLEM_TYPE, Problem
+from cryptomon.http.keys import MONITOR, READ_MODELS, STORE
 from cryptomon.http.schemas import (
     Acknowledged,
     AlertList,
@@ -43,7 +44,7 @@ from cryptomon.http.schemas import (
     SystemStatus,
     Triggered,
 )
-from cryptomon.http.settings import MONITOR, READ_MODELS, STORE, Settings
+from cryptomon.http.settings import Settings
 
 TOKEN = "s3cret-token"
 API_KEY = "SECRET-KEY-0123456789abcdef"

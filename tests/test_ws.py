@@ -24,8 +24,9 @@ from cryptomon.events.log import EventLog
 from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
 from cryptomon.http.app import create_app
-from cryptomon.http.settings import READ_MODELS, STORE, Settings
-from cryptomon.ws.handler import HUB, INBOUND_BURST
+from cryptomon.http.keys import HUB, READ_MODELS, STORE
+from cryptomon.http.settings import Settings
+from cryptomon.ws.handler import INBOUND_BURST
 from cryptomon.ws.hub import Client as FeedClient
 
 Client = TestClient[web.Request, web.Application]

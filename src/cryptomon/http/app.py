@@ -22,17 +22,25 @@ from cryptomon.events.log import open_event_log
 from cryptomon.events.sqlite import EventStore
 from cryptomon.http import routes
 from cryptomon.http.errors import problem_middleware
-from cryptomon.http.limits import CLIENT_LIMITS, ClientLimits, limit_middleware
+from cryptomon.http.keys import (
+    CLIENT_LIMITS,
+    HUB,
+    MONITOR,
+    NOTIFIER,
+    READ_MODELS,
+    SETTINGS,
+    STARTED_AT,
+    STORE,
+)
+from cryptomon.http.limits import ClientLimits, limit_middleware
 from cryptomon.http.looplag import loop_lag
-from cryptomon.http.notifications import NOTIFIER
-from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE, Settings
+from cryptomon.http.settings import Settings
 from cryptomon.leases import ProviderLeases
 from cryptomon.monitor import Monitor
 from cryptomon.notify import Notifier
 from cryptomon.probes import create_probe_session
 from cryptomon.readmodels import ReadModels, projection_settings
 from cryptomon.scheduler import CronSchedule, IntervalSchedule, everyone
-from cryptomon.ws.handler import HUB
 from cryptomon.ws.hub import Hub
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from aiohttp import web
 
 from cryptomon.events.audit import ChainReport
 from cryptomon.events.log import StoreError, is_postgres_url
+from cryptomon.http.keys import READ_MODELS, SETTINGS, STORE
 from cryptomon.http.schemas import ChainStatus
-from cryptomon.http.settings import READ_MODELS, SETTINGS, STORE
 from cryptomon.http.views import respond
 from cryptomon.isotime import iso_time
 

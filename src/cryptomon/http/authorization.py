@@ -9,14 +9,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from cryptomon.http.errors import Forbidden, Unauthorized
-from cryptomon.http.limits import CLIENT_LIMITS
-from cryptomon.http.settings import SETTINGS
+from cryptomon.http.keys import CLIENT_LIMITS, SETTINGS, WRITER
 from cryptomon.tokens import token_matches
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# The actor a write is recorded under, set before a write handler runs.
-WRITER = web.RequestKey("writer", str)
 
 
 def authorize_write(request: web.Request) -> str:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from cryptomon.http.keys import RESPONSE_CACHE
+
 MAX_AGE = 1.0
 MAX_ENTRIES = 1024
 
@@ -22,14 +24,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
+class CachedAnswer:
     expires: float
     status: int
     content_type: str
     body: bytes
-
-
-RESPONSE_CACHE = web.AppKey("response_cache", dict[str, _Entry])
 
 
 def cached(handler: Handler) -> Handler:
@@ -46,7 +45,7 @@ def cached(handler: Handler) -> Handler:
         if isinstance(response, web.Response) and isinstance(response.body, bytes):
             if len(entries) >= MAX_ENTRIES:
                 entries.clear()  # many distinct queries: start over rather than grow
-            entries[key] = _Entry(
+            entries[key] = CachedAnswer(
                 now + MAX_AGE, response.status, response.content_type, response.body
             )
         return response

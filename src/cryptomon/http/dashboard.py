@@ -17,6 +17,7 @@ from aiohttp import web
 
 from cryptomon.http import views
 from cryptomon.http.errors import NotFound
+from cryptomon.http.keys import DASHBOARD_ASSETS
 
 STATIC_PREFIX = "/static/"
 CONTENT_TYPES = {
@@ -38,9 +39,6 @@ class Asset:
     body: bytes
     content_type: str
     etag: str
-
-
-DASHBOARD_ASSETS = web.AppKey("dashboard_assets", dict[str, Asset])
 
 
 def load_assets() -> dict[str, Asset]:

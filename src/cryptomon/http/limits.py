@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from cryptomon.http.errors import problem_response
+from cryptomon.http.keys import CLIENT_LIMITS
 
 # Addresses not seen for this many refill periods are forgotten, so the table
 # of buckets stays as small as the set of recent clients.
@@ -100,8 +101,6 @@ class ClientLimits:
     def may_connect(self, address: str) -> bool:
         return self.open_connections[address] < self.connections
 
-
-CLIENT_LIMITS = web.AppKey("client_limits", ClientLimits)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from cryptomon.http.keys import LOOP_LAG
+
 SAMPLE_EVERY = 0.25
 WINDOW_SECONDS = 60.0
 
@@ -49,9 +51,6 @@ class LoopLag:
     @property
     def window_max(self) -> float:
         return max(self.samples, default=0.0)
-
-
-LOOP_LAG = web.AppKey("loop_lag", LoopLag)
 
 
 async def loop_lag(app: web.Application) -> AsyncIterator[None]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from cryptomon.http.keys import NOTIFIER
 from cryptomon.http.schemas import NotificationChannelView, NotificationsView
 from cryptomon.http.views import respond
 from cryptomon.isotime import iso_time
-from cryptomon.notify import Notifier
-
-NOTIFIER = web.AppKey("notifier", Notifier)
 
 
 async def notifications(request: web.Request) -> web.Response:

@@ -10,11 +10,10 @@ from aiohttp import web
 
 from cryptomon import __version__
 from cryptomon.http.errors import Problem
+from cryptomon.http.keys import OPENAPI_DOCUMENT
 
 if TYPE_CHECKING:
     from cryptomon.http.routes import Endpoint
-
-OPENAPI_DOCUMENT = web.AppKey("openapi_document", bytes)
 
 
 def build(endpoints: tuple[Endpoint, ...]) -> bytes:

@@ -12,12 +12,9 @@ from itertools import accumulate
 from aiohttp import web
 
 from cryptomon.events.types import PROBE_KINDS, ProbeOutcome
-from cryptomon.http.looplag import LOOP_LAG
-from cryptomon.http.notifications import NOTIFIER
-from cryptomon.http.settings import MONITOR, READ_MODELS, STORE
+from cryptomon.http.keys import HUB, LOOP_LAG, MONITOR, NOTIFIER, READ_MODELS, STORE
 from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS
 from cryptomon.projections.notices import PROVIDER_STATUSES
-from cryptomon.ws.handler import HUB
 
 # The outcomes a probe counter shows; a maintenance answer counts as a success.
 OUTCOMES: tuple[ProbeOutcome, ...] = ("success", "failed", "timeout", "rate_limited")

@@ -16,7 +16,8 @@ from cryptomon.config import ALERT_SEVERITIES
 from cryptomon.events.types import EVENT_TYPES
 from cryptomon.http import audit, dashboard, notifications, openapi, prometheus, schemas, views
 from cryptomon.http.authorization import writes
-from cryptomon.http.cache import RESPONSE_CACHE, cached
+from cryptomon.http.cache import cached
+from cryptomon.http.keys import OPENAPI_DOCUMENT, RESPONSE_CACHE
 from cryptomon.projections.notices import LOG_TYPES
 from cryptomon.ws import handler
 
@@ -372,5 +373,5 @@ def add_routes(app: web.Application) -> None:
         handler = writes(endpoint.handler) if endpoint.write else endpoint.handler
         handler = cached(handler) if endpoint.cached else handler
         app.router.add_route(endpoint.method, endpoint.path, handler)
-    app[openapi.OPENAPI_DOCUMENT] = openapi.build(ENDPOINTS)
+    app[OPENAPI_DOCUMENT] = openapi.build(ENDPOINTS)
     dashboard.add_routes(app)  # its files under /static/: not API, not in the document

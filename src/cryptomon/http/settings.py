@@ -7,12 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiohttp import web
-
 from cryptomon.config import Config, ProviderConfig
-from cryptomon.events.log import EventLog, is_postgres_url, mask_url
-from cryptomon.monitor import Monitor
-from cryptomon.readmodels import ReadModels
+from cryptomon.events.log import is_postgres_url, mask_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +59,3 @@ class Settings:
 
 def _storage_target(text: str) -> Path | str:
     return text if is_postgres_url(text) else Path(text)
-
-
-SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey[EventLog]("store")
-READ_MODELS = web.AppKey("read_models", ReadModels)
-MONITOR = web.AppKey("monitor", Monitor)
-STARTED_AT = web.AppKey("started_at", float)

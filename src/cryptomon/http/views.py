@@ -26,9 +26,17 @@ from cryptomon.events.types import (
     RecordedEvent,
 )
 from cryptomon.http import params
-from cryptomon.http.authorization import WRITER
-from cryptomon.http.cache import RESPONSE_CACHE
 from cryptomon.http.errors import InvalidParameter, NotFound
+from cryptomon.http.keys import (
+    HUB,
+    MONITOR,
+    READ_MODELS,
+    RESPONSE_CACHE,
+    SETTINGS,
+    STARTED_AT,
+    STORE,
+    WRITER,
+)
 from cryptomon.http.schemas import (
     AcknowledgeBody,
     Acknowledged,
@@ -71,7 +79,6 @@ from cryptomon.http.schemas import (
     Triggered,
     WebSocketComponent,
 )
-from cryptomon.http.settings import MONITOR, READ_MODELS, SETTINGS, STARTED_AT, STORE
 from cryptomon.isotime import iso_time
 from cryptomon.monitor import provider_stream
 from cryptomon.projections import AlreadyAcknowledgedError, WindowStats
@@ -80,7 +87,6 @@ from cryptomon.projections.providers import ProviderState
 from cryptomon.projections.rate_limits import RateLimitState
 from cryptomon.projections.views import AlertView
 from cryptomon.readmodels import ReadModels
-from cryptomon.ws.handler import HUB
 
 HOUR = 3600.0
 DAY = 24 * HOUR

@@ -18,9 +18,9 @@ from aiohttp.http_websocket import WebSocketError
 
 from cryptomon.http import params
 from cryptomon.http.errors import Unauthorized, problem_response
-from cryptomon.http.limits import CLIENT_LIMITS, too_many
+from cryptomon.http.keys import CLIENT_LIMITS, HUB, READ_MODELS, SETTINGS
+from cryptomon.http.limits import too_many
 from cryptomon.http.schemas import ConnectionView, WebSocketStats
-from cryptomon.http.settings import READ_MODELS, SETTINGS
 from cryptomon.isotime import iso_time
 from cryptomon.tokens import token_matches
 from cryptomon.ws.hub import CONTROL, Client, Hub
@@ -33,8 +33,6 @@ from cryptomon.ws.messages import (
     Subscribed,
     encode,
 )
-
-HUB = web.AppKey("hub", Hub)
 
 MAX_MESSAGE_BYTES = 64 * 1024
 AUTH_TIMEOUT_SECONDS = 10.0

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from cryptomon.http.dashboard import Asset
     from cryptomon.http.limits import ClientLimits
     from cryptomon.http.looplag import LoopLag
+    from cryptomon.http.params import Arguments
     from cryptomon.http.settings import Settings
     from cryptomon.monitor import Monitor
     from cryptomon.notify import Notifier
@@ -43,3 +44,5 @@ OPENAPI_DOCUMENT: web.AppKey[bytes] = web.AppKey("openapi_document")
 # Per request: the actor a write is recorded under, set by the route table's check
 # before a write handler runs (see authorization.py).
 WRITER: web.RequestKey[str] = web.RequestKey("writer")
+# Per request: its parameters as the route table's declaration parsed them (params.py).
+ARGUMENTS: web.RequestKey[Arguments] = web.RequestKey("arguments")

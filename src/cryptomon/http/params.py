@@ -1,13 +1,131 @@
-"""Query and path parameters, validated: a bad value is an `InvalidParameter`
-naming the parameter and what was expected."""
+"""Query and path parameters, declared once and validated: a bad value is an
+`InvalidParameter` naming the parameter and what was expected.
+
+A route's `Param`s in the route table are read by `read` before its handler
+runs; the handler finds the parsed values in `request[ARGUMENTS]`."""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import cast
 
 from aiohttp import web
 
 from cryptomon.http.errors import InvalidParameter
+from cryptomon.http.keys import ARGUMENTS
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Value = float | int | bool | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    where: str  # "query" or "path"
+    type: str  # JSON schema type
+    description: str
+    enum: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = None  # strings are 1 to max_length characters
+    default: float | None = None  # a number's value when the query does not give it
+    # A path id's noun: "alert" answers "alert ids are whole numbers" and "no alert has id 7".
+    noun: str | None = None
+
+
+class Arguments:
+    """A route's parameters as its declaration parsed them."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Value]) -> None:
+        self._values = values
+
+    def number(self, name: str) -> float:
+        return cast(float, self._values[name])
+
+    def integer(self, name: str) -> int:
+        return cast(int, self._values[name])
+
+    def boolean(self, name: str) -> bool | None:
+        return cast(bool | None, self._values[name])
+
+    def text(self, name: str) -> str | None:
+        return cast(str | None, self._values[name])
+
+    def path(self, name: str) -> str:
+        return cast(str, self._values[name])
+
+
+def read(request: web.Request, declared: tuple[Param, ...]) -> Arguments:
+    """Every declared parameter, parsed and checked in the order declared."""
+    values = {param.name: _parse(request, param) for param in declared}
+    # A text with both a length and an enum: its length is checked in turn with the
+    # others, its value once all are read (so of several bad ones, the same is named).
+    for param in declared:
+        value = values[param.name]
+        if param.enum and param.max_length is not None and isinstance(value, str):
+            _one_of(param.name, value, param.enum)
+    return Arguments(values)
+
+
+def parsed(handler: Handler, declared: tuple[Param, ...]) -> Handler:
+    """`handler`, run with its parameters read into `request[ARGUMENTS]`."""
+
+    @functools.wraps(handler)
+    async def with_arguments(request: web.Request) -> web.StreamResponse:
+        request[ARGUMENTS] = read(request, declared)
+        return await handler(request)
+
+    return with_arguments
+
+
+def _parse(request: web.Request, param: Param) -> Value:
+    name = param.name
+    if param.where == "path":
+        given = request.match_info[name]
+        if param.enum:
+            return _one_of(name, given, param.enum)
+        if param.type == "integer":
+            return _path_id(param, given)
+        return given
+    if param.type in ("number", "integer"):
+        assert param.minimum is not None and param.maximum is not None
+        default = param.default if param.default is not None else 0
+        if param.type == "number":
+            return number(request, name, default, low=param.minimum, high=param.maximum)
+        return integer(request, name, int(default), low=int(param.minimum), high=int(param.maximum))
+    if param.type == "boolean":
+        return boolean(request, name)
+    if param.max_length is not None:
+        return text(request, name, max_length=param.max_length)
+    if param.enum:
+        return choice(request, name, param.enum)
+    return _raw(request, name)
+
+
+def _path_id(param: Param, given: str) -> int:
+    assert param.noun is not None and param.minimum is not None and param.maximum is not None
+    try:
+        value = int(given)
+    except ValueError:
+        raise InvalidParameter(
+            param.name, f"{param.noun} ids are whole numbers, not {given[:40]!r}"
+        ) from None
+    if not param.minimum <= value <= param.maximum:
+        raise InvalidParameter(param.name, f"no {param.noun} has id {value}")
+    return value
+
+
+def _one_of(name: str, given: str, allowed: tuple[str, ...]) -> str:
+    if given not in allowed:
+        raise InvalidParameter(
+            name, f"{name} must be one of {', '.join(allowed)}; not {given[:40]!r}"
+        )
+    return given
 
 
 def _raw(request: web.Request, name: str) -> str | None:
@@ -59,13 +177,7 @@ def boolean(request: web.Request, name: str) -> bool | None:
 
 def choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
     text = _raw(request, name)
-    if text is None:
-        return None
-    if text not in allowed:
-        raise InvalidParameter(
-            name, f"{name} must be one of {', '.join(allowed)}; not {text[:40]!r}"
-        )
-    return text
+    return None if text is None else _one_of(name, text, allowed)
 
 
 def text(request: web.Request, name: str, *, max_length: int = 200) -> str | None:

@@ -18,6 +18,7 @@ from cryptomon.http import audit, dashboard, notifications, openapi, prometheus,
 from cryptomon.http.authorization import writes
 from cryptomon.http.cache import cached
 from cryptomon.http.keys import OPENAPI_DOCUMENT, RESPONSE_CACHE
+from cryptomon.http.params import Param, parsed
 from cryptomon.projections.notices import LOG_TYPES
 from cryptomon.ws import handler
 
@@ -32,18 +33,6 @@ class Link:
     operation_id: str
     parameter: str
     value: str  # a runtime expression, e.g. "$response.body#/alerts/0/id"
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    name: str
-    where: str  # "query" or "path"
-    type: str  # JSON schema type
-    description: str
-    enum: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    max_length: int | None = None  # strings are 1 to max_length characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +59,20 @@ class Endpoint:
     links: tuple[Link, ...] = ()
 
 
-HOURS = Param("hours", "query", "number", "the window, in hours", minimum=1 / 60, maximum=24 * 400)
+def hours(default: float) -> Param:
+    """The window, in hours, `default` when the query does not say (the day rollups
+    keep 400 days)."""
+    return Param(
+        "hours",
+        "query",
+        "number",
+        "the window, in hours",
+        minimum=1 / 60,
+        maximum=24 * 400,
+        default=default,
+    )
+
+
 NAME = Param("name", "path", "string", "the provider's name")
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -156,7 +158,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.provider_stats,
         "Uptime, latency percentiles and failures of one provider over a window",
         schemas.ProviderStats,
-        (NAME, HOURS),
+        (NAME, hours(24)),
         errors=(400, 404),
         cached=True,
     ),
@@ -166,7 +168,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.provider_series,
         "Health probes and average latency of one provider per minute (hour, day)",
         schemas.ProviderSeries,
-        (NAME, HOURS),
+        (NAME, hours(1)),
         errors=(400, 404),
         cached=True,
     ),
@@ -179,7 +181,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.status_metrics,
         "System metrics history",
         schemas.SystemMetrics,
-        (HOURS,),
+        (hours(1),),
         cached=True,
     ),
     Endpoint(
@@ -209,8 +211,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         schemas.LogPage,
         (
             Param("log_type", "path", "string", "which log", enum=LOG_TYPES),
-            HOURS,
-            Param("limit", "query", "integer", "rows at most", minimum=1, maximum=1000),
+            hours(24),
+            Param(
+                "limit", "query", "integer", "rows at most", minimum=1, maximum=1000, default=100
+            ),
             Param("provider", "query", "string", max_length=100, description="only this provider"),
         ),
     ),
@@ -222,11 +226,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         schemas.AlertList,
         (
             Param("acknowledged", "query", "boolean", "only (un)acknowledged alerts"),
-            HOURS,
+            hours(24),
             Param("provider", "query", "string", max_length=100, description="only this provider"),
             Param("severity", "query", "string", "only this severity", enum=ALERT_SEVERITIES),
             Param("open", "query", "boolean", "only alerts not yet resolved"),
-            Param("limit", "query", "integer", "alerts at most", minimum=1, maximum=5000),
+            Param(
+                "limit", "query", "integer", "alerts at most", minimum=1, maximum=5000, default=500
+            ),
         ),
         cached=True,
         links=(Link("post_acknowledge_alert", "alert_id", "$response.body#/alerts/0/id"),),
@@ -237,7 +243,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.acknowledge_alert,
         "Acknowledge an alert (optional JSON body: note, actor)",
         schemas.Acknowledged,
-        (Param("alert_id", "path", "integer", "the alert's id", minimum=1, maximum=2**62),),
+        (
+            Param(
+                "alert_id",
+                "path",
+                "integer",
+                "the alert's id",
+                minimum=1,
+                maximum=2**62,
+                noun="alert",
+            ),
+        ),
         write=True,
         errors=(400, 401, 403, 404, 409),
     ),
@@ -288,7 +304,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         views.failure_analytics,
         "Failure analysis",
         schemas.FailureAnalysisView,
-        (HOURS,),
+        (hours(24),),
         cached=True,
     ),
     Endpoint(
@@ -307,10 +323,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         schemas.EventPage,
         (
             Param(
-                "after", "query", "integer", "events after this position", minimum=0, maximum=2**62
+                "after",
+                "query",
+                "integer",
+                "events after this position",
+                minimum=0,
+                maximum=2**62,
+                default=0,
             ),
-            Param("limit", "query", "integer", "events at most", minimum=1, maximum=1000),
-            Param("type", "query", "string", "only this event type", enum=tuple(EVENT_TYPES)),
+            Param(
+                "limit", "query", "integer", "events at most", minimum=1, maximum=1000, default=100
+            ),
+            Param(
+                "type",
+                "query",
+                "string",
+                "only this event type",
+                enum=tuple(EVENT_TYPES),
+                max_length=60,
+            ),
             Param("stream", "query", "string", max_length=200, description="only this stream"),
         ),
     ),
@@ -341,7 +372,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         (
             Param(
-                "since", "query", "integer", "resume after this position", minimum=0, maximum=2**62
+                "since",
+                "query",
+                "integer",
+                "resume after this position",
+                minimum=0,
+                maximum=2**62,
+                default=-1,
             ),
             Param(
                 "token",
@@ -370,7 +407,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 def add_routes(app: web.Application) -> None:
     app[RESPONSE_CACHE] = {}
     for endpoint in ENDPOINTS:
-        handler = writes(endpoint.handler) if endpoint.write else endpoint.handler
+        # The declaration is the check: parameters parsed and validated, writes
+        # refused to whoever may not write (before any parameter is looked at).
+        handler = parsed(endpoint.handler, endpoint.params) if endpoint.params else endpoint.handler
+        handler = writes(handler) if endpoint.write else handler
         handler = cached(handler) if endpoint.cached else handler
         app.router.add_route(endpoint.method, endpoint.path, handler)
     app[OPENAPI_DOCUMENT] = openapi.build(ENDPOINTS)

@@ -16,18 +16,17 @@ import msgspec
 from aiohttp import web
 
 from cryptomon import __version__
-from cryptomon.config import ALERT_SEVERITIES, ProviderConfig, mask_key
+from cryptomon.config import ProviderConfig, mask_key
 from cryptomon.events.archive import log_segments
 from cryptomon.events.log import ConcurrencyError, EventLog
 from cryptomon.events.types import (
-    EVENT_TYPES,
     EventMetadata,
     ProbeRecorded,
     RecordedEvent,
 )
-from cryptomon.http import params
 from cryptomon.http.errors import InvalidParameter, NotFound
 from cryptomon.http.keys import (
+    ARGUMENTS,
     HUB,
     MONITOR,
     READ_MODELS,
@@ -82,7 +81,7 @@ from cryptomon.http.schemas import (
 from cryptomon.isotime import iso_time
 from cryptomon.monitor import provider_stream
 from cryptomon.projections import AlreadyAcknowledgedError, WindowStats
-from cryptomon.projections.notices import LOG_TYPES, limit_type, log_entries
+from cryptomon.projections.notices import limit_type, log_entries
 from cryptomon.projections.providers import ProviderState
 from cryptomon.projections.rate_limits import RateLimitState
 from cryptomon.projections.views import AlertView
@@ -90,7 +89,6 @@ from cryptomon.readmodels import ReadModels
 
 HOUR = 3600.0
 DAY = 24 * HOUR
-MAX_HOURS = 24 * 400  # the day rollups keep 400 days
 LOG_LABELS = {
     "connection": ["health:ok", "health:fail"],
     "failure": ["health:fail", "collection:fail"],
@@ -112,10 +110,6 @@ def _models(request: web.Request) -> ReadModels:
 
 def _store(request: web.Request) -> EventLog:
     return request.app[STORE]
-
-
-def _hours(request: web.Request, default: float) -> float:
-    return params.number(request, "hours", default, low=1 / 60, high=MAX_HOURS)
 
 
 # ---- writes: reading them back -----------------------------------------------
@@ -365,7 +359,7 @@ def _certificate(not_after: float | None, now: float) -> CertificateView | None:
 
 
 def _provider_state(request: web.Request) -> ProviderState:
-    name = request.match_info["name"]
+    name = request[ARGUMENTS].path("name")
     state = _models(request).projections.providers.get(name)
     if state is None:
         raise NotFound("provider", f"no provider named {name[:100]!r}; see /api/providers")
@@ -373,8 +367,9 @@ def _provider_state(request: web.Request) -> ProviderState:
 
 
 async def providers(request: web.Request) -> web.Response:
-    category = params.text(request, "category", max_length=60)
-    status = params.text(request, "status", max_length=30)
+    args = request[ARGUMENTS]
+    category = args.text("category")
+    status = args.text("status")
     now = time.time()
     views = [
         _provider_view(request, state, now)
@@ -407,7 +402,7 @@ def _latency_stats(stats: WindowStats) -> LatencyStats:
 
 async def provider_stats(request: web.Request) -> web.Response:
     state = _provider_state(request)
-    hours = _hours(request, 24)
+    hours = request[ARGUMENTS].number("hours")
     now = time.time()
     metrics = _models(request).projections.metrics
     health_window = metrics.window(state.name, now - hours * HOUR, now, "health")
@@ -434,7 +429,7 @@ async def provider_stats(request: web.Request) -> web.Response:
 
 async def provider_series(request: web.Request) -> web.Response:
     state = _provider_state(request)
-    hours = _hours(request, 1)
+    hours = request[ARGUMENTS].number("hours")
     step = _series_step(hours)
     now = time.time()
     # Whole steps, so each point is whole minute (hour, day) buckets.
@@ -491,7 +486,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def status_metrics(request: web.Request) -> web.Response:
-    hours = _hours(request, 1)
+    hours = request[ARGUMENTS].number("hours")
     step = _series_step(hours)
     now = time.time()
     metrics = _models(request).projections.metrics
@@ -558,14 +553,11 @@ async def rate_limit(request: web.Request) -> web.Response:
 
 
 async def logs(request: web.Request) -> web.Response:
-    log_type = request.match_info["log_type"]
-    if log_type not in LOG_TYPES:
-        raise InvalidParameter(
-            "log_type", f"log_type must be one of {', '.join(LOG_TYPES)}; not {log_type[:40]!r}"
-        )
-    hours = _hours(request, 24)
-    limit = params.integer(request, "limit", 100, low=1, high=1000)
-    provider = params.text(request, "provider", max_length=100)
+    args = request[ARGUMENTS]
+    log_type = args.path("log_type")
+    hours = args.number("hours")
+    limit = args.integer("limit")
+    provider = args.text("provider")
     since = time.time() - hours * HOUR
     store = _store(request)
     # A provider's probes and rate-limit changes are its stream's events.
@@ -595,12 +587,13 @@ def _log_row(log_type: str, recorded: RecordedEvent) -> dict[str, Any]:
 
 
 async def alerts(request: web.Request) -> web.Response:
-    acknowledged = params.boolean(request, "acknowledged")
-    hours = _hours(request, 24)
-    provider = params.text(request, "provider", max_length=100)
-    severity = params.choice(request, "severity", ALERT_SEVERITIES)
-    open_only = params.boolean(request, "open") or False
-    limit = params.integer(request, "limit", 500, low=1, high=5000)
+    args = request[ARGUMENTS]
+    acknowledged = args.boolean("acknowledged")
+    hours = args.number("hours")
+    provider = args.text("provider")
+    severity = args.text("severity")
+    open_only = args.boolean("open") or False
+    limit = args.integer("limit")
     found = _models(request).projections.alerts.query(
         acknowledged=acknowledged,
         since=time.time() - hours * HOUR,
@@ -612,22 +605,9 @@ async def alerts(request: web.Request) -> web.Response:
     return respond(AlertList(count=len(found), alerts=[AlertView.of(a) for a in found]))
 
 
-def _alert_id(request: web.Request) -> int:
-    text = request.match_info["alert_id"]
-    try:
-        alert_id = int(text)
-    except ValueError:
-        raise InvalidParameter(
-            "alert_id", f"alert ids are whole numbers, not {text[:40]!r}"
-        ) from None
-    if not 0 < alert_id <= 2**62:
-        raise InvalidParameter("alert_id", f"no alert has id {alert_id}")
-    return alert_id
-
-
 async def acknowledge_alert(request: web.Request) -> web.Response:
     identity = request[WRITER]
-    alert_id = _alert_id(request)
+    alert_id = request[ARGUMENTS].integer("alert_id")
     body = await _body(request)
     models = _models(request)
     alerts_model = models.projections.alerts
@@ -698,7 +678,7 @@ async def scheduler_status(request: web.Request) -> web.Response:
 
 async def trigger_job(request: web.Request) -> web.Response:
     actor = request[WRITER]
-    job_id = request.match_info["job_id"]
+    job_id = request[ARGUMENTS].path("job_id")
     monitor = request.app[MONITOR]
     ran = await monitor.trigger(job_id, actor)
     await _visible(request, _store(request).head)
@@ -754,7 +734,7 @@ async def database_health(request: web.Request) -> web.Response:
 
 
 async def failure_analytics(request: web.Request) -> web.Response:
-    hours = _hours(request, 24)
+    hours = request[ARGUMENTS].number("hours")
     now = time.time()
     analysis = _models(request).projections.failures.analyze(now - hours * HOUR, now)
     monitor = request.app[MONITOR]
@@ -815,14 +795,11 @@ _payload_builtins = msgspec.to_builtins
 
 
 async def events(request: web.Request) -> web.Response:
-    after = params.integer(request, "after", 0, low=0, high=2**62)
-    limit = params.integer(request, "limit", 100, low=1, high=1000)
-    event_type = params.text(request, "type", max_length=60)
-    stream = params.text(request, "stream", max_length=200)
-    if event_type is not None and event_type not in EVENT_TYPES:
-        raise InvalidParameter(
-            "type", f"type must be one of {', '.join(EVENT_TYPES)}; not {event_type[:40]!r}"
-        )
+    args = request[ARGUMENTS]
+    after = args.integer("after")
+    limit = args.integer("limit")
+    event_type = args.text("type")
+    stream = args.text("stream")
     store = _store(request)
     page = await store.read_filtered(after=after, limit=limit, event_type=event_type, stream=stream)
     views = [

@@ -16,9 +16,8 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.http_websocket import WebSocketError
 
-from cryptomon.http import params
 from cryptomon.http.errors import Unauthorized, problem_response
-from cryptomon.http.keys import CLIENT_LIMITS, HUB, READ_MODELS, SETTINGS
+from cryptomon.http.keys import ARGUMENTS, CLIENT_LIMITS, HUB, READ_MODELS, SETTINGS
 from cryptomon.http.limits import too_many
 from cryptomon.http.schemas import ConnectionView, WebSocketStats
 from cryptomon.isotime import iso_time
@@ -49,8 +48,9 @@ _decoder = msgspec.json.Decoder(ClientMessage)
 async def live(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     token = request.app[SETTINGS].api_token
-    since = params.integer(request, "since", -1, low=0, high=2**62)
-    query_token = params.text(request, "token", max_length=500)
+    args = request[ARGUMENTS]
+    since = args.integer("since")
+    query_token = args.text("token")
     if token is not None and query_token is not None and not token_matches(query_token, token):
         raise Unauthorized("the token is not the one configured")
     if request.headers.get(hdrs.UPGRADE, "").strip().lower() != "websocket":

@@ -15,9 +15,9 @@ from importlib.resources import files
 
 from aiohttp import web
 
-from cryptomon.http import views
 from cryptomon.http.errors import NotFound
 from cryptomon.http.keys import DASHBOARD_ASSETS
+from cryptomon.http.views import service
 
 STATIC_PREFIX = "/static/"
 CONTENT_TYPES = {
@@ -93,7 +93,7 @@ async def root(request: web.Request) -> web.StreamResponse:
     """The dashboard for browsers; the service information (JSON) for everyone else."""
     if prefers_html(request.headers.get("Accept", "")):
         return _answer(request, request.app[DASHBOARD_ASSETS]["index.html"])
-    response = await views.info(request)
+    response = await service.info(request)
     response.headers["Vary"] = "Accept"
     return response
 

@@ -14,11 +14,23 @@ from aiohttp import web
 
 from cryptomon.config import ALERT_SEVERITIES
 from cryptomon.events.types import EVENT_TYPES
-from cryptomon.http import audit, dashboard, notifications, openapi, prometheus, schemas, views
+from cryptomon.http import audit, dashboard, notifications, openapi, prometheus, schemas
 from cryptomon.http.authorization import writes
 from cryptomon.http.cache import cached
 from cryptomon.http.keys import OPENAPI_DOCUMENT, RESPONSE_CACHE
 from cryptomon.http.params import Param, parsed
+from cryptomon.http.views import (
+    alerts,
+    analytics,
+    database,
+    events,
+    logs,
+    providers,
+    rate_limits,
+    scheduler,
+    service,
+    status,
+)
 from cryptomon.projections.notices import LOG_TYPES
 from cryptomon.ws import handler
 
@@ -83,11 +95,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Service information (browsers asking for text/html get the dashboard page)",
         schemas.ServiceInfo,
     ),
-    Endpoint("GET", "/info", views.info, "Service information", schemas.ServiceInfo),
+    Endpoint("GET", "/info", service.info, "Service information", schemas.ServiceInfo),
     Endpoint(
         "GET",
         "/health",
-        views.health,
+        service.health,
         "Health of the service, with the monitored providers' state in the body",
         schemas.Health,
         errors=(),
@@ -106,7 +118,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/livez",
-        views.livez,
+        service.livez,
         "Liveness: the process answers (no dependency is checked)",
         schemas.Liveness,
         errors=(),
@@ -115,7 +127,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/readyz",
-        views.readyz,
+        service.readyz,
         "Readiness: the store accepts appends, the read models follow the log, the scheduler runs",
         schemas.Readiness,
         errors=(),
@@ -129,7 +141,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/providers",
-        views.providers,
+        providers.providers,
         "Providers and their status",
         schemas.ProviderList,
         (
@@ -145,7 +157,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/providers/{name}",
-        views.provider,
+        providers.provider,
         "One provider",
         schemas.ProviderView,
         (NAME,),
@@ -155,7 +167,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/providers/{name}/stats",
-        views.provider_stats,
+        providers.provider_stats,
         "Uptime, latency percentiles and failures of one provider over a window",
         schemas.ProviderStats,
         (NAME, hours(24)),
@@ -165,7 +177,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/providers/{name}/series",
-        views.provider_series,
+        providers.provider_series,
         "Health probes and average latency of one provider per minute (hour, day)",
         schemas.ProviderSeries,
         (NAME, hours(1)),
@@ -173,12 +185,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         cached=True,
     ),
     Endpoint(
-        "GET", "/api/status", views.status, "System status", schemas.SystemStatus, cached=True
+        "GET", "/api/status", status.status, "System status", schemas.SystemStatus, cached=True
     ),
     Endpoint(
         "GET",
         "/api/status/metrics",
-        views.status_metrics,
+        status.status_metrics,
         "System metrics history",
         schemas.SystemMetrics,
         (hours(1),),
@@ -187,7 +199,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/rate-limits",
-        views.rate_limits,
+        rate_limits.rate_limits,
         "Rate-limit usage of every provider",
         schemas.RateLimitList,
         cached=True,
@@ -196,7 +208,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/rate-limits/{name}",
-        views.rate_limit,
+        rate_limits.rate_limit,
         "Rate-limit usage of one provider",
         schemas.RateLimitView,
         (NAME,),
@@ -206,7 +218,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/logs/{log_type}",
-        views.logs,
+        logs.logs,
         "Log rows from the event log, newest first",
         schemas.LogPage,
         (
@@ -221,7 +233,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/alerts",
-        views.alerts,
+        alerts.alerts,
         "Alerts, newest first",
         schemas.AlertList,
         (
@@ -240,7 +252,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "POST",
         "/api/alerts/{alert_id}/acknowledge",
-        views.acknowledge_alert,
+        alerts.acknowledge_alert,
         "Acknowledge an alert (optional JSON body: note, actor)",
         schemas.Acknowledged,
         (
@@ -267,7 +279,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/scheduler/status",
-        views.scheduler_status,
+        scheduler.scheduler_status,
         "Scheduled jobs",
         schemas.SchedulerStatus,
         links=(Link("post_trigger_job", "job_id", "$response.body#/jobs/0/id"),),
@@ -275,7 +287,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "POST",
         "/api/scheduler/trigger/{job_id}",
-        views.trigger_job,
+        scheduler.trigger_job,
         "Run a job now",
         schemas.Triggered,
         (Param("job_id", "path", "string", "the job's id"),),
@@ -285,14 +297,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/database/stats",
-        views.database_stats,
+        database.database_stats,
         "Database statistics",
         schemas.DatabaseStats,
     ),
     Endpoint(
         "GET",
         "/api/database/health",
-        views.database_health,
+        database.database_health,
         "Database health",
         schemas.DatabaseHealth,
         errors=(),
@@ -301,7 +313,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/analytics/failures",
-        views.failure_analytics,
+        analytics.failure_analytics,
         "Failure analysis",
         schemas.FailureAnalysisView,
         (hours(24),),
@@ -310,7 +322,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/config/stats",
-        views.config_stats,
+        analytics.config_stats,
         "Configuration statistics",
         schemas.ConfigStats,
         cached=True,
@@ -318,7 +330,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
         "/api/events",
-        views.events,
+        events.events,
         "The event log, oldest first, with a cursor",
         schemas.EventPage,
         (

@@ -1,0 +1,187 @@
+"""`/api/providers`: each provider, its stats and its series."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from cryptomon.config import ProviderConfig, mask_key
+from cryptomon.events.types import (
+    ProbeRecorded,
+)
+from cryptomon.http.errors import NotFound
+from cryptomon.http.keys import (
+    ARGUMENTS,
+    SETTINGS,
+)
+from cryptomon.http.schemas import (
+    CertificateView,
+    ConditionView,
+    LastProbe,
+    LatencyStats,
+    MetricsPoint,
+    ObservationView,
+    ProviderList,
+    ProviderSeries,
+    ProviderStats,
+    ProviderView,
+)
+from cryptomon.http.views import DAY, HOUR, models_of, respond, rounded, series_step
+from cryptomon.isotime import iso_time
+from cryptomon.projections import WindowStats
+from cryptomon.projections.providers import ProviderState
+
+
+def _last_probe(probe: ProbeRecorded | None) -> LastProbe | None:
+    if probe is None:
+        return None
+    return LastProbe(
+        at=iso_time(probe.started_at),
+        outcome=probe.outcome,
+        endpoint=probe.endpoint,
+        http_status=probe.http_status,
+        response_time_ms=rounded(probe.latency_ms),
+        error_type=probe.error_kind,
+        error_message=probe.error_message,
+        condition=(
+            ConditionView(condition=probe.condition.condition, seen=probe.condition.seen)
+            if probe.condition is not None
+            else None
+        ),
+        rpc_error_code=probe.rpc_error_code,
+    )
+
+
+def _configured(request: web.Request, name: str) -> ProviderConfig | None:
+    return request.app[SETTINGS].providers_by_name.get(name)
+
+
+def _provider_view(request: web.Request, state: ProviderState, now: float) -> ProviderView:
+    projections = models_of(request).projections
+    day = projections.metrics.window(state.name, now - DAY, now, "health")
+    configured = _configured(request, state.name)
+    key = configured.api_key(request.app[SETTINGS].environ) if configured else None
+    limit = projections.rate_limits.get(state.name)
+    last = state.last_probe
+    return ProviderView(
+        name=state.name,
+        category=state.category,
+        base_url=state.base_url,
+        status=state.status,
+        response_time_ms=rounded(last.latency_ms) if last is not None else None,
+        p95_ms_24h=rounded(day.p95),
+        uptime_24h=rounded(None if day.uptime is None else day.uptime * 100, 2),
+        consecutive_failures=state.consecutive_failures,
+        last_check=iso_time(last.started_at) if last is not None else None,
+        last_status_change=iso_time(state.last_status_change),
+        last_probe=_last_probe(last),
+        last_error=_last_probe(state.last_error),
+        api_key=mask_key(key) if key else None,
+        rate_limit_percentage=limit.percentage if limit is not None else None,
+        certificate=_certificate(state.certificate_not_after, now),
+        observations={
+            name: ObservationView(value=seen.value, at=iso_time(seen.at), endpoint=seen.endpoint)
+            for name, seen in state.observations.items()
+        },
+    )
+
+
+def _certificate(not_after: float | None, now: float) -> CertificateView | None:
+    if not_after is None:
+        return None
+    return CertificateView(
+        expires_at=iso_time(not_after), days_left=round((not_after - now) / DAY, 2)
+    )
+
+
+def provider_state(request: web.Request) -> ProviderState:
+    name = request[ARGUMENTS].path("name")
+    state = models_of(request).projections.providers.get(name)
+    if state is None:
+        raise NotFound("provider", f"no provider named {name[:100]!r}; see /api/providers")
+    return state
+
+
+async def providers(request: web.Request) -> web.Response:
+    args = request[ARGUMENTS]
+    category = args.text("category")
+    status = args.text("status")
+    now = time.time()
+    views = [
+        _provider_view(request, state, now)
+        for state in models_of(request).projections.providers.all()
+        if (category is None or state.category == category)
+        and (status is None or state.status == status)
+    ]
+    return respond(ProviderList(count=len(views), providers=views))
+
+
+async def provider(request: web.Request) -> web.Response:
+    return respond(_provider_view(request, provider_state(request), time.time()))
+
+
+def _latency_stats(stats: WindowStats) -> LatencyStats:
+    return LatencyStats(
+        total_attempts=stats.count,
+        successful=stats.successes,
+        failed=stats.by_outcome.get("failed", 0),
+        timeout=stats.by_outcome.get("timeout", 0),
+        rate_limited=stats.by_outcome.get("rate_limited", 0),
+        success_rate=rounded(None if stats.uptime is None else stats.uptime * 100, 2),
+        uptime=rounded(None if stats.uptime is None else stats.uptime * 100, 2),
+        avg_response_time_ms=rounded(stats.avg_latency_ms),
+        p50_ms=rounded(stats.p50),
+        p95_ms=rounded(stats.p95),
+        p99_ms=rounded(stats.p99),
+    )
+
+
+async def provider_stats(request: web.Request) -> web.Response:
+    state = provider_state(request)
+    hours = request[ARGUMENTS].number("hours")
+    now = time.time()
+    metrics = models_of(request).projections.metrics
+    health_window = metrics.window(state.name, now - hours * HOUR, now, "health")
+    collection_window = metrics.window(state.name, now - hours * HOUR, now, "collection")
+
+    def uptime(seconds: float) -> float | None:
+        value = metrics.window(state.name, now - seconds, now, "health").uptime
+        return rounded(None if value is None else value * 100, 2)
+
+    return respond(
+        ProviderStats(
+            provider_name=state.name,
+            time_window_hours=hours,
+            connection_stats=_latency_stats(health_window),
+            data_collection_stats=_latency_stats(collection_window),
+            failure_count=health_window.failures + collection_window.failures,
+            uptime_1h=uptime(HOUR),
+            uptime_24h=uptime(DAY),
+            uptime_7d=uptime(7 * DAY),
+            uptime_30d=uptime(30 * DAY),
+        )
+    )
+
+
+async def provider_series(request: web.Request) -> web.Response:
+    state = provider_state(request)
+    hours = request[ARGUMENTS].number("hours")
+    step = series_step(hours)
+    now = time.time()
+    # Whole steps, so each point is whole minute (hour, day) buckets.
+    since = (now - hours * HOUR) // step * step
+    points = [
+        MetricsPoint(
+            timestamp=iso_time(point.start),
+            probes=point.probes,
+            failures=point.failures,
+            avg_response_time_ms=rounded(point.avg_latency_ms),
+        )
+        for point in models_of(request).projections.metrics.series(
+            state.name, since, now, step, "health"
+        )
+    ]
+    return respond(
+        ProviderSeries(provider=state.name, hours=hours, step_seconds=step, points=points)
+    )

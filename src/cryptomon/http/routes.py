@@ -1,7 +1,10 @@
 """Every route in one table: the handler, its parameters and its response type.
 
-`add_routes` registers them and `/openapi.json` is built from the same table,
-so the docs list exactly what is served.
+One declaration drives everything derived from it: `add_routes` registers
+each handler behind its parameters' parsing (`params.parsed`: the handler finds
+them in `request[ARGUMENTS]`) and, for `write=True`, behind the write check
+(`authorization.writes`); `/openapi.json` is built from the same table, so the
+docs list exactly what is served and checked.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import msgspec
@@ -1019,3 +1020,46 @@ def test_independent_replays_agree(plan: list[tuple[float, Any]]) -> None:
     for projection in live.all():
         state = projection.state
         assert msgspec.json.decode(msgspec.json.encode(state), type=type(state)) == state
+
+
+def late_by(events: Sequence[RecordedEvent], lateness: Sequence[float]) -> list[RecordedEvent]:
+    """The same log with probes started earlier by `lateness` (one each, in turn): late
+    appends, which land in coarser buckets or an hour already left."""
+    out = []
+    for recorded, late in zip(events, [*lateness, *[0.0] * len(events)], strict=False):
+        probe = recorded.event
+        if isinstance(probe, ProbeRecorded) and late:
+            started = probe.started_at - late
+            recorded = msgspec.structs.replace(
+                recorded, event=msgspec.structs.replace(probe, started_at=started)
+            )
+        out.append(recorded)
+    return out
+
+
+@settings(max_examples=75, deadline=None)
+@given(
+    plan=steps,
+    lateness=st.lists(st.one_of(st.just(0.0), st.just(0.0), st.floats(0, 3 * HOUR)), max_size=120),
+    cuts=st.lists(st.integers(0, 120), max_size=8),
+    overlap=st.integers(0, 5),
+)
+def test_folding_pages_equals_applying_each_event(
+    plan: list[tuple[float, Any]], lateness: list[float], cuts: list[int], overlap: int
+) -> None:
+    """A replay folds pages of columns (projections with `folds_pages` take a page at once):
+    the same state as applying event by event, late probes and re-read positions included."""
+    events = late_by(materialize(plan), lateness)
+    live = Projections(SMALL)
+    for recorded in events:
+        live.apply(recorded)
+    paged = Projections(SMALL)
+    bounds = sorted({0, len(events), *(min(cut, len(events)) for cut in cuts)})
+    for start, end in pairwise(bounds):
+        page = events[max(0, start - overlap) : end]  # the overlap was folded already
+        paged.fold_columns(
+            [r.position for r in page], [r.recorded_at for r in page], [r.event for r in page]
+        )
+    assert paged.position == live.position
+    assert paged.state_equal(live) == []
+    assert paged.snapshot_state() == live.snapshot_state()

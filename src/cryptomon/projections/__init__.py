@@ -12,6 +12,7 @@ rebuilds from the log.
 from __future__ import annotations
 
 import copy
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -141,18 +142,31 @@ class Projections:
     def fold_columns(
         self, positions: Sequence[int], times: Sequence[float], events: Sequence[Event]
     ) -> None:
-        """`fold` over a page of events given as columns: their positions, recorded_at times
-        and the events, the only parts of a recorded event a fold reads (what a replay
-        fetches, see `EventStore.replay_pages`)."""
-        fold = self._fold
+        """`fold` over a page of events given as columns: their positions (ascending),
+        recorded_at times and the events, the only parts of a recorded event a fold reads
+        (what a replay fetches, see `EventStore.replay_pages`). The projections that fold a
+        page at once (`Projection.folds_pages`) take it whole, the others event by event."""
+        skip = bisect_right(positions, self.position)  # applied already
+        if skip:
+            positions, times, events = positions[skip:], times[skip:], events[skip:]
+        if not positions:
+            return
+        for projection in self._page_folds:
+            projection.fold_page(positions, times, events)
+        dispatch, fold = self._event_dispatch, self._fold_with
         for position, recorded_at, event in zip(positions, times, events, strict=True):
-            if position > self.position:
-                fold(position, recorded_at, event)
+            fold(dispatch.get(type(event), ()), position, recorded_at, event)
+        self.position = positions[-1]
 
     def _fold(self, position: int, recorded_at: float, event: Event) -> list[Notice]:
         self.position = position
+        return self._fold_with(self._dispatch.get(type(event), ()), position, recorded_at, event)
+
+    def _fold_with(
+        self, handlers: Sequence[Handler], position: int, recorded_at: float, event: Event
+    ) -> list[Notice]:
         notices: list[Notice] = []
-        for handler in self._dispatch.get(type(event), ()):
+        for handler in handlers:
             notices += handler(position, recorded_at, event)
         if notices:
             # Alerts follow the status the providers projection just decided.
@@ -175,14 +189,22 @@ class Projections:
         return view
 
     def _route(self, names: Collection[str] = NAMES) -> None:
-        """Who folds which event type: a lookup per event instead of a test per projection."""
+        """Who folds which event type: a lookup per event instead of a test per projection.
+        A replay's pages skip the handlers of the projections that fold pages themselves."""
         dispatch: dict[type[Event], list[Handler]] = {}
+        by_event: dict[type[Event], list[Handler]] = {}
+        self._page_folds: tuple[Projection[Any], ...] = ()
         for projection in self.all():
             if projection.name not in names:
                 continue
+            if projection.folds_pages:
+                self._page_folds += (projection,)
             for kind, handler in projection.handlers.items():
                 dispatch.setdefault(kind, []).append(handler)
+                if not projection.folds_pages:
+                    by_event.setdefault(kind, []).append(handler)
         self._dispatch = {kind: tuple(handlers) for kind, handlers in dispatch.items()}
+        self._event_dispatch = {kind: tuple(handlers) for kind, handlers in by_event.items()}
 
     # ---- snapshots -----------------------------------------------------------
 

@@ -6,9 +6,11 @@ a sum and a histogram over fixed, roughly log-spaced bounds, so averages are
 exact and percentiles are estimated within a bin. Queries read buckets, never
 events.
 
-Minute buckets are stored an hour at a time, as columns (`MinuteBlock`): a
-provider is probed a few times a minute at most, and one small struct per hour
-costs far less to fill, keep and fold than sixty sparse ones.
+Minute buckets are stored an hour at a time (`MinuteBlock`): a provider is
+probed a few times a minute at most, and one small struct per hour costs far
+less to fill, keep and fold than sixty sparse ones. A block counts each minute's
+probes by one code (a latency bin for a success, else how it ended), so a probe
+is one count and, for a success, one latency added: the replay's hottest code.
 
 Memory stays bounded by event time: when the newest probe enters a new hour,
 minute buckets older than `minute_retention_seconds` fold into hours, hours
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import accumulate
 from typing import ClassVar
 
@@ -44,6 +46,10 @@ LATENCY_BOUNDS_MS: tuple[float, ...] = (
 BINS = len(LATENCY_BOUNDS_MS) + 1
 _FLOAT_BOUNDS = tuple(float(bound) for bound in LATENCY_BOUNDS_MS)  # the same, exactly
 MAX_SERIES_POINTS = 10_000
+# A minute block's codes: 0 to BINS - 1 a success in that latency bin, then these.
+FAILED, TIMEOUT, RATE_LIMITED, NO_LATENCY = BINS, BINS + 1, BINS + 2, BINS + 3
+CODES = BINS + 4
+_OUTCOME_CODES = {"failed": FAILED, "timeout": TIMEOUT, "rate_limited": RATE_LIMITED}
 
 
 class Bucket(msgspec.Struct, gc=False, array_like=True):
@@ -70,57 +76,49 @@ class Bucket(msgspec.Struct, gc=False, array_like=True):
 
 
 class MinuteBlock(msgspec.Struct, gc=False, array_like=True):
-    """The sixty minute buckets of one hour, as columns indexed by minute of the hour."""
+    """The sixty minute buckets of one hour: `counts[minute * CODES + code]` probes of each
+    minute of the hour by code (a success's latency bin, `FAILED`, `TIMEOUT`,
+    `RATE_LIMITED` or `NO_LATENCY`: a success without one), and the latency sum of each
+    minute's successes."""
 
-    probes: list[int]
-    failed: list[int]
-    timeout: list[int]
-    rate_limited: list[int]
-    latency_count: list[int]
+    counts: list[int]
     latency_sum: list[float]
-    histogram: dict[int, int]  # minute * BINS + bin -> count
 
     @classmethod
     def empty(cls) -> MinuteBlock:
-        zeros = [0] * 60
-        return cls(zeros, zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy(), [0.0] * 60, {})
+        return cls([0] * (60 * CODES), [0.0] * 60)
 
     def total(self, first: int = 0, last: int = 60) -> Bucket:
         """Minutes `first` to `last` (exclusive) of the hour as one bucket."""
-        histogram: dict[int, int] = {}
-        low, high = first * BINS, last * BINS
-        for key, count in self.histogram.items():
-            if low <= key < high:
-                slot = key % BINS
-                histogram[slot] = histogram.get(slot, 0) + count
-        return Bucket(
-            sum(self.probes[first:last]),
-            sum(self.failed[first:last]),
-            sum(self.timeout[first:last]),
-            sum(self.rate_limited[first:last]),
-            sum(self.latency_count[first:last]),
-            sum(self.latency_sum[first:last]),
-            histogram,
-        )
+        counts = self.counts
+        low, high = first * CODES, last * CODES
+        by_code = [sum(counts[low + code : high : CODES]) for code in range(CODES)]
+        return _bucket(by_code, sum(self.latency_sum[first:last]))
 
     def minutes(self) -> dict[int, Bucket]:
         """Each minute with probes as a bucket, by minute of the hour."""
-        minutes = {
-            i: Bucket(
-                self.probes[i],
-                self.failed[i],
-                self.timeout[i],
-                self.rate_limited[i],
-                self.latency_count[i],
-                self.latency_sum[i],
-                {},
-            )
-            for i in range(60)
-            if self.probes[i]
-        }
-        for key, count in self.histogram.items():
-            minutes[key // BINS].histogram[key % BINS] = count
+        counts = self.counts
+        minutes: dict[int, Bucket] = {}
+        for minute in range(60):
+            by_code = counts[minute * CODES : (minute + 1) * CODES]
+            if any(by_code):
+                minutes[minute] = _bucket(by_code, self.latency_sum[minute])
         return minutes
+
+
+def _bucket(by_code: list[int], latency_sum: float) -> Bucket:
+    """A bucket from probe counts by minute-block code."""
+    histogram = {slot: count for slot, count in enumerate(by_code[:BINS]) if count}
+    latency_count = sum(by_code[:BINS])
+    return Bucket(
+        latency_count + sum(by_code[BINS:]),
+        by_code[FAILED],
+        by_code[TIMEOUT],
+        by_code[RATE_LIMITED],
+        latency_count,
+        latency_sum,
+        histogram,
+    )
 
 
 class Rollup(msgspec.Struct, gc=False):
@@ -197,7 +195,8 @@ def _floor(value: float, width: int) -> int:
 
 class MetricsProjection(Projection[MetricsState]):
     name: ClassVar[str] = "metrics"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: minute blocks count probes by one code per minute
+    folds_pages: ClassVar[bool] = True
 
     def new_state(self) -> MetricsState:
         return MetricsState()
@@ -212,54 +211,83 @@ class MetricsProjection(Projection[MetricsState]):
         return {ProbeRecorded: self._probe}
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
-        # The hottest code of a replay (every probe, twice): written out inline, not in helpers.
-        if probe.outcome == "maintenance":
-            return []  # the provider said it is not serving: no uptime, latency or failure
-        state = self.state
-        minutes = int(probe.started_at // MINUTE)  # since the epoch
-        minute = minutes * MINUTE
-        if minute > state.newest_minute:
-            entered_hour = minute // HOUR != state.newest_minute // HOUR
-            state.newest_minute = minute
-            if entered_hour:
-                self._compact()
-        if minute < state.minute_floor:
-            self._late(probe, minute)
-            return []
+        self._add((probe,))
+        return []
 
-        rollups = state.health if probe.kind == "health" else state.collection
+    def fold_page(
+        self, positions: Sequence[int], times: Sequence[float], events: Sequence[Event]
+    ) -> None:
+        self._add([event for event in events if type(event) is ProbeRecorded])
+
+    def _add(self, probes: Iterable[ProbeRecorded]) -> None:
+        """Count probes into their minute blocks, in order. The hottest code of a replay, run
+        over a page at a time: written out inline, not in helpers, in whole minutes, with
+        the two blocks of each provider and kind (its own and everyone's) looked up once an
+        hour."""
+        state = self.state
+        # In minutes since the epoch: both are whole minutes (the floor whole hours).
+        newest, floor = state.newest_minute // MINUTE, state.minute_floor // MINUTE
+        bounds, outcome_codes, bins = _FLOAT_BOUNDS, _OUTCOME_CODES, BINS
+        blocks: dict[tuple[str, str], tuple[MinuteBlock, MinuteBlock]] = {}
+        blocks_hour = -1  # the hour (since the epoch) of the blocks in `blocks`
+        latency = 0.0
+        for probe in probes:
+            outcome = probe.outcome
+            if outcome == "success":
+                # Latency statistics are of successful probes; floats bisect faster among floats.
+                measured = probe.latency_ms
+                if measured is None:
+                    code = NO_LATENCY
+                else:
+                    latency = measured
+                    code = bisect_left(bounds, latency)
+            elif outcome == "maintenance":
+                continue  # the provider said it is not serving: no uptime, latency or failure
+            else:
+                code = outcome_codes[outcome]
+            minutes = int(probe.started_at // MINUTE)
+            if minutes > newest:
+                entered_hour = minutes // 60 != newest // 60
+                newest = minutes
+                state.newest_minute = minutes * MINUTE
+                if entered_hour:
+                    self._compact()
+                    floor = state.minute_floor // MINUTE
+            if minutes < floor:
+                self._late(probe, minutes * MINUTE)
+                continue
+            hour = minutes // 60
+            if hour != blocks_hour:
+                blocks.clear()
+                blocks_hour = hour
+            pair = blocks.get((probe.kind, probe.provider))
+            if pair is None:
+                pair = blocks[probe.kind, probe.provider] = self._blocks(probe, hour * HOUR)
+            own, everyone = pair
+            of_hour = minutes % 60
+            index = of_hour * CODES + code
+            own.counts[index] += 1
+            everyone.counts[index] += 1
+            if code < bins:
+                own.latency_sum[of_hour] += latency
+                everyone.latency_sum[of_hour] += latency
+
+    def _blocks(self, probe: ProbeRecorded, hour: int) -> tuple[MinuteBlock, MinuteBlock]:
+        """The minute blocks of `hour` a probe counts in: its provider's and everyone's."""
+        rollups = self.state.health if probe.kind == "health" else self.state.collection
         own = rollups.get(probe.provider)
         if own is None:
             own = rollups[probe.provider] = Rollup()
         everyone = rollups.get(ALL)
         if everyone is None:
             everyone = rollups[ALL] = Rollup()
-        hour = minute - minute % HOUR
-        of_hour = minutes % 60
-        outcome = probe.outcome
-        latency = probe.latency_ms
-        if latency is not None and outcome == "success":
-            # The histogram's key for this minute and bin; floats bisect faster among floats.
-            key = of_hour * BINS + bisect_left(_FLOAT_BOUNDS, latency)
-        else:
-            latency, key = 0.0, -1  # latency statistics are of successful probes
-        for blocks in (own.minutes, everyone.minutes):
-            block = blocks.get(hour)
+        pair = []
+        for rollup in (own, everyone):
+            block = rollup.minutes.get(hour)
             if block is None:
-                block = blocks[hour] = MinuteBlock.empty()
-            block.probes[of_hour] += 1
-            if key >= 0:
-                block.latency_count[of_hour] += 1
-                block.latency_sum[of_hour] += latency
-                histogram = block.histogram
-                histogram[key] = histogram.get(key, 0) + 1
-            elif outcome == "failed":
-                block.failed[of_hour] += 1
-            elif outcome == "timeout":
-                block.timeout[of_hour] += 1
-            elif outcome == "rate_limited":
-                block.rate_limited[of_hour] += 1
-        return []
+                block = rollup.minutes[hour] = MinuteBlock.empty()
+            pair.append(block)
+        return pair[0], pair[1]
 
     def _late(self, probe: ProbeRecorded, minute: int) -> None:
         """A probe that started before its minutes were folded (a late append) goes straight

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from msgspec import structs
@@ -48,7 +49,9 @@ from cryptomon.http.app import create_app
 from cryptomon.http.settings import Settings
 from cryptomon.notify import Notifier, outbox
 from cryptomon.notify.messages import encode, renotification
+from cryptomon.notify.notifier import FOLDS
 from cryptomon.notify.outbox import OutboxRow
+from cryptomon.projections import Projections
 from cryptomon.readmodels import projection_settings
 
 T0 = 1_800_000_000.0
@@ -606,6 +609,48 @@ async def test_a_restart_resumes_from_the_checkpoint_and_sends_nothing_twice(
         await second.stop()
     assert [r.json["event"] for r in receiver.requests] == ["raised", "resolved"]
     assert all(count == 1 for count in receiver.delivered.values())
+
+
+async def test_folds_only_what_it_reads_and_resumes_from_a_checkpoint_of_every_projection(
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Providers, alerts and rate limits alone are folded and checkpointed; a checkpoint of
+    all five projections, as notifiers wrote before, is still resumed from: the others'
+    versions do not matter."""
+    path = tmp_path / "notify.toml"
+    path.write_text(PROVIDERS + webhook("ops", receiver.url("/hook")))
+    config = load_config(path)
+    settings = projection_settings(config)
+
+    async with await EventStore.open(tmp_path / "n.db") as store:
+        first = Notifier(store, config.notifications, settings)
+        await first.start()
+        await store.append("provider:A", [probe("A", T0)])
+        await first.wait_for(store.head)
+        assert first.projections.folds == FOLDS
+        assert not first.projections.metrics.state.health
+        assert not first.projections.failures.state.hours
+        await first.stop()
+        saved = await store.exclusive(outbox.load_checkpoint)
+        assert saved is not None
+        assert set(msgspec.msgpack.decode(saved.state)) == {*FOLDS, "__meta__"}
+
+        # As notifiers wrote before: every projection, metrics at a version no longer built.
+        everything = Projections(settings)
+        for recorded in await store.read_all():
+            everything.fold(recorded)
+        snapshot = everything.snapshot_state()
+        snapshot["metrics"] = (1, snapshot["metrics"][1])
+        older = outbox.Checkpoint(store.head, msgspec.msgpack.encode(snapshot))
+        await store.exclusive(lambda conn: outbox.store_rows(conn, [], older, time.time()))
+        await store.append("provider:A", [probe("A", T0 + 60, "success")] * 2)
+        second = Notifier(store, config.notifications, settings)
+        with caplog.at_level(logging.WARNING, logger="cryptomon.notify.notifier"):
+            await second.start()
+        await eventually(lambda: len(receiver.ok()) == 2)
+        await second.stop()
+    assert "discarding the checkpoint" not in caplog.text
+    assert [r.json["event"] for r in receiver.requests] == ["raised", "resolved"]
 
 
 # ---- no secret leaves the process ---------------------------------------------------------

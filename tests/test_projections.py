@@ -850,6 +850,32 @@ def test_snapshot_restores_into_the_same_state() -> None:
     assert restored.snapshot_state() == snapshot
 
 
+def test_projections_built_for_some_fold_and_snapshot_those_alone() -> None:
+    some = ("providers", "alerts", "rate_limits")
+    every = Harness()
+    events = [probe("A", T0 + i, "failed") for i in range(3)] + [usage("A", T0 + 5, 90.0)]
+    every(*events)
+    few = Projections(only=some)
+    for recorded in every.log.events:
+        few.apply(recorded)
+    assert few.folds == some
+    assert few.providers.state == every.projections.providers.state
+    assert few.alerts.state == every.projections.alerts.state
+    assert few.rate_limits.state == every.projections.rate_limits.state
+    assert few.metrics.state == Projections().metrics.state  # never folded
+    assert few.failures.state == Projections().failures.state
+    assert set(few.snapshot_state()) == {*some, "__meta__"}
+    # From a snapshot of every projection, or of these alone; either folds these alone.
+    for snapshot in (every.projections.snapshot_state(), few.snapshot_state()):
+        restored = Projections.restore(snapshot, only=some)
+        assert restored.folds == some
+        assert restored.snapshot_state() == few.snapshot_state()
+    with pytest.raises(ValueError, match="fold together"):
+        Projections(only=("alerts",))
+    with pytest.raises(ValueError, match="no projection named nothing"):
+        Projections(only=("nothing",))
+
+
 def test_a_snapshot_that_does_not_fit_is_a_clear_mismatch() -> None:
     snapshot = Harness().projections.snapshot_state()
     with pytest.raises(SnapshotMismatch, match="'alerts' is version 99, this cryptomon builds"):

@@ -1,10 +1,10 @@
 """The notifier: a subscriber of the event log that delivers notices at least once.
 
-It folds the log into projections of its own (not the read models': their
-snapshots and the notifier's checkpoint move independently) and keeps a
-durable checkpoint, the projections' state and the position it covers. At
-start it restores them from the checkpoint and follows the log from there;
-each notice a channel wants becomes an outbox row keyed
+It folds the log into projections of its own, only those its notices come from
+(`FOLDS`; not the read models': their snapshots and the notifier's checkpoint
+move independently) and keeps a durable checkpoint, the projections' state and
+the position it covers. At start it restores them from the checkpoint and
+follows the log from there; each notice a channel wants becomes an outbox row keyed
 `channel:event:alert-or-provider:position`. Rows are stored as soon as the
 notifier is caught up, the checkpoint every so often, and never a checkpoint
 before the rows it covers, so a crash re-derives at most the notices after the
@@ -64,6 +64,10 @@ FLUSH_ROWS = 500
 # older ones are dropped at start and then at a checkpoint once a day.
 RETENTION_SECONDS = 30 * 86_400.0
 PRUNE_EVERY_SECONDS = 86_400.0
+# The projections the notifier folds (its checkpoint holds these alone): alerts and rate
+# limits give its notices, providers the status changes alerts follow and each provider's
+# category for the channels' filters. Metrics and failures would be folded for nothing.
+FOLDS = ("providers", "alerts", "rate_limits")
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(dict[str, tuple[int, bytes]])
@@ -181,7 +185,7 @@ class Notifier:
         self.store = store
         self.settings = settings
         self.environ = environ
-        self.projections = Projections(settings)
+        self.projections = Projections(settings, only=FOLDS)
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.max_attempts = max_attempts
@@ -285,9 +289,11 @@ class Notifier:
             projections = None
             if seed is not None:
                 with contextlib.suppress(SnapshotMismatch):
-                    projections = Projections.restore(seed.snapshot_state(), self.settings)
+                    projections = Projections.restore(
+                        seed.snapshot_state(FOLDS), self.settings, only=FOLDS
+                    )
             if projections is None:
-                projections = Projections(self.settings)
+                projections = Projections(self.settings, only=FOLDS)
                 await fold_log(projections, self.store, self.store.head)
             log.info(
                 "notifications: no checkpoint; starting at position %d (earlier events are"
@@ -296,7 +302,9 @@ class Notifier:
             )
             return projections, True
         try:
-            restored = Projections.restore(_state_decoder.decode(checkpoint.state), self.settings)
+            restored = Projections.restore(
+                _state_decoder.decode(checkpoint.state), self.settings, only=FOLDS
+            )
             if restored.position != checkpoint.position:
                 raise SnapshotMismatch(
                     f"it covers {restored.position}, saved as {checkpoint.position}"
@@ -314,7 +322,7 @@ class Notifier:
                 exc,
                 until,
             )
-            projections = Projections(self.settings)
+            projections = Projections(self.settings, only=FOLDS)
             await fold_log(projections, self.store, until)
             return projections, True
 

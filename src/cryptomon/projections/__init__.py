@@ -107,10 +107,26 @@ _KINDS: tuple[type[Projection[Any]], ...] = (
 NAMES = tuple(kind.name for kind in _KINDS)
 
 
+def _folds(names: Collection[str]) -> tuple[str, ...]:
+    """`names` checked, in folding order. The providers and alerts projections go together:
+    alerts follow the status changes the providers fold decides."""
+    unknown = set(names) - set(NAMES)
+    if unknown:
+        raise ValueError(f"no projection named {', '.join(sorted(unknown))}")
+    if ("providers" in names) != ("alerts" in names):
+        raise ValueError("the providers and alerts projections fold together")
+    return tuple(name for name in NAMES if name in names)
+
+
 class Projections:
-    def __init__(self, settings: ProjectionSettings | None = None) -> None:
+    def __init__(
+        self, settings: ProjectionSettings | None = None, *, only: Collection[str] = NAMES
+    ) -> None:
+        """Every projection, or with `only` just those, folding: the others stay empty (a
+        subscriber that reads a few projections folds no more)."""
         self.settings = ProjectionSettings() if settings is None else settings
         self.position = 0
+        self.folds = _folds(only)
         self.providers = ProvidersProjection(self.settings)
         self.metrics = MetricsProjection(self.settings)
         self.alerts = AlertsProjection(self.settings)
@@ -177,25 +193,20 @@ class Projections:
     def subset(self, names: Collection[str]) -> Projections:
         """A view that folds only the named projections: the same projection objects (what it
         folds lands in them), its own position, starting at this one. Two views fold the
-        log in two parts (see `readmodels.fold_log`). The providers and alerts projections
-        go together: alerts follow the status changes the providers fold decides."""
-        unknown = set(names) - set(NAMES)
-        if unknown:
-            raise ValueError(f"no projection named {', '.join(sorted(unknown))}")
-        if ("providers" in names) != ("alerts" in names):
-            raise ValueError("the providers and alerts projections fold together")
+        log in two parts (see `readmodels.fold_log`)."""
         view = copy.copy(self)
-        view._route(names)
+        view.folds = _folds(names)
+        view._route()
         return view
 
-    def _route(self, names: Collection[str] = NAMES) -> None:
+    def _route(self) -> None:
         """Who folds which event type: a lookup per event instead of a test per projection.
         A replay's pages skip the handlers of the projections that fold pages themselves."""
         dispatch: dict[type[Event], list[Handler]] = {}
         by_event: dict[type[Event], list[Handler]] = {}
         self._page_folds: tuple[Projection[Any], ...] = ()
         for projection in self.all():
-            if projection.name not in names:
+            if projection.name not in self.folds:
                 continue
             if projection.folds_pages:
                 self._page_folds += (projection,)
@@ -208,9 +219,10 @@ class Projections:
 
     # ---- snapshots -----------------------------------------------------------
 
-    def snapshot_state(self, names: Collection[str] = NAMES) -> dict[str, tuple[int, bytes]]:
-        """name -> (version, msgpack state) per projection (only those in `names`), plus
-        `META` (position, settings)."""
+    def snapshot_state(self, names: Collection[str] | None = None) -> dict[str, tuple[int, bytes]]:
+        """name -> (version, msgpack state) per projection folded (or only those in `names`),
+        plus `META` (position, settings)."""
+        names = self.folds if names is None else names
         snapshot = {p.name: (p.version, p.encode_state()) for p in self.all() if p.name in names}
         snapshot[META] = (
             META_VERSION,
@@ -227,11 +239,11 @@ class Projections:
         only: Collection[str] = NAMES,
     ) -> Projections:
         """Projections continuing from `snapshot_state()` output; with `only`, just those
-        projections are restored (the others start empty).
+        projections are restored and fold on (the others stay empty, see `__init__`).
 
         Raises `SnapshotMismatch` when a projection is missing, has another version or
         does not decode, or when the snapshot was folded with other settings."""
-        restored = cls(settings)
+        restored = cls(settings, only=only)
         meta = _decode_entry(snapshot, META, META_VERSION, _meta_decoder.decode)
         if meta.settings != restored.settings:
             changed = ", ".join(
@@ -242,7 +254,7 @@ class Projections:
             raise SnapshotMismatch(f"the snapshot was folded with other settings ({changed})")
         restored.position = meta.position
         for kind in _KINDS:
-            if kind.name in only:
+            if kind.name in restored.folds:
                 state = _decode_projection(snapshot, kind)
                 setattr(restored, kind.name, kind(restored.settings, state))
         restored._route()

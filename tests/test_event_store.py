@@ -24,6 +24,7 @@ from cryptomon.events.log import (
     DuplicateEventIdError,
     EventLog,
     StoreClosedError,
+    StoreError,
     StoreLockedError,
     StoreWriteError,
     open_event_log,
@@ -385,6 +386,19 @@ class TestSQLiteEventStore(EventStoreContract):
         yield opened
         await opened.close()
 
+    async def test_what_a_file_log_can_do(self, store: EventLog, target: str | Path) -> None:
+        # Asked of the contract, never of the type: archiving and a second process
+        # read the file, one writer at a time, and the outbox works on its connection.
+        assert store.path == target
+        assert store.single_writer and store.supports_exclusive
+
+        async def count(conn: Any) -> int:
+            async with conn.execute("SELECT COUNT(*) FROM events") as cursor:
+                return int((await cursor.fetchone())[0])
+
+        await store.append("p", [probe(1)])
+        assert await store.exclusive(count) == 1
+
     async def test_second_writer_is_refused(self, sqlite_store: EventStore) -> None:
         with pytest.raises(StoreLockedError, match="in use by another cryptomon process"):
             await EventStore.open(sqlite_store.path)
@@ -512,6 +526,20 @@ class TestPostgresEventStore(EventStoreContract):
             return [tuple(row) for row in await conn.fetch(sql)]
         finally:
             await conn.close()
+
+    async def test_what_a_server_log_cannot_do(self, store: EventLog) -> None:
+        # No file to archive beside or hand a second process, other instances append,
+        # and no SQLite connection to run the outbox's work on.
+        assert store.path is None
+        assert not store.single_writer and not store.supports_exclusive
+
+        async def work(conn: Any) -> None:
+            raise AssertionError("never run")
+
+        with pytest.raises(StoreError, match="runs no work"):
+            await store.exclusive(work)
+        with pytest.raises(StoreError, match="keeps every event"):
+            await store.delete_positions([1])
 
     async def test_an_append_postgresql_refuses_fails_alone(self, store: EventLog) -> None:
         # A text column cannot hold a NUL: that one append fails, not its batch-mates.

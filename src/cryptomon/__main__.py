@@ -35,7 +35,6 @@ from cryptomon.events.log import (
     open_event_log,
 )
 from cryptomon.events.migrations import SchemaError
-from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import EventDecodeError
 from cryptomon.logformat import LOG_FORMATS, configure_logging
 from cryptomon.projections import MAX_DIFFERENCES, Projections
@@ -293,7 +292,7 @@ async def run_copy_log(args: argparse.Namespace) -> int:
     if not is_postgres_url(args.to):
         raise StoreError("--to must be a postgresql:// URL")
     async with (
-        await EventStore.open(source_path, readonly=True) as source,
+        await open_event_log(source_path, readonly=True) as source,
         await PostgresEventStore.open(args.to) as target,
     ):
         if target.head != 0:

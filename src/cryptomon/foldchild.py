@@ -15,7 +15,7 @@ import sys
 
 import msgspec
 
-from cryptomon.events.sqlite import EventStore
+from cryptomon.events.log import open_event_log
 from cryptomon.projections import Projections
 from cryptomon.readmodels import CHILD_FOLDS, SplitAnswer, SplitRequest, fold_serial
 
@@ -23,7 +23,7 @@ from cryptomon.readmodels import CHILD_FOLDS, SplitAnswer, SplitRequest, fold_se
 async def fold(request: SplitRequest) -> SplitAnswer:
     start = Projections.restore(request.start, request.settings, only=CHILD_FOLDS)
     projections = start.subset(CHILD_FOLDS)
-    async with await EventStore.open(request.database, readonly=True) as store:
+    async with await open_event_log(request.database, readonly=True) as store:
         folded = await fold_serial(projections, store, request.until)
     # ru_maxrss is in KiB on Linux.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

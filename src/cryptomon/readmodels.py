@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 
@@ -31,7 +32,6 @@ from cryptomon.events.archive import iter_log_rows, log_segments
 from cryptomon.events.audit import ChainCheck, ChainReport, ChainState, verify_chain
 from cryptomon.events.chain import GENESIS_HASH
 from cryptomon.events.log import EventLog, StoreError
-from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import RecordedEvent
 from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
 
@@ -120,9 +120,9 @@ async def load_projections(
             f"the snapshot covers position {projections.position} but the log at {store.location}"
             f" ends at {store.head}: events are missing; refusing to serve from it"
         )
-    # SQLite's sequence remembers deleted rows. (PostgreSQL's log_head moves with every
-    # instance's commits while this store's head waits for their notification.)
-    high_water = await store.sequence_high_water() if isinstance(store, EventStore) else 0
+    # One writer's sequence remembers deleted rows. (Where several instances write, as on
+    # PostgreSQL, it moves with their commits while this store's head waits to hear of them.)
+    high_water = await store.sequence_high_water() if store.single_writer else 0
     if high_water > store.head:
         raise CorruptLog(
             f"the event log at {store.location} ends at {store.head} but positions up to"
@@ -193,12 +193,12 @@ async def fold_log(
     """Fold the log (archive included) after the projections' position up to
     `until`, without notices; return how many events were folded.
 
-    At least `split_above` events of a SQLite log fold in two processes: a child
-    folds `CHILD_FOLDS`, this one the rest, each reading the log itself; the state is
-    the same as a fold in one (`tests/test_readmodels.py` checks it)."""
+    At least `split_above` events of a log that is a file (SQLite's) fold in two
+    processes: a child folds `CHILD_FOLDS`, this one the rest, each reading the log
+    itself; the state is the same as a fold in one (`tests/test_readmodels.py` checks it)."""
     to_fold = min(until, store.head) - projections.position
-    if isinstance(store, EventStore) and to_fold >= split_above:
-        return await _fold_split(projections, store, until, progress, report)
+    if store.path is not None and to_fold >= split_above:
+        return await _fold_split(projections, store, store.path, until, progress, report)
     return await fold_serial(projections, store, until, progress)
 
 
@@ -234,7 +234,8 @@ async def fold_serial(
 
 async def _fold_split(
     projections: Projections,
-    store: EventStore,
+    store: EventLog,
+    database: Path,
     until: int,
     progress: Progress | None,
     report: FoldReport | None,
@@ -246,7 +247,7 @@ async def _fold_split(
     here = projections.subset(PARENT_FOLDS)
     there = projections.subset(CHILD_FOLDS)  # at the start: folded here if the child fails
     request = SplitRequest(
-        str(store.path), until, projections.settings, projections.snapshot_state(CHILD_FOLDS)
+        str(database), until, projections.settings, projections.snapshot_state(CHILD_FOLDS)
     )
     child = asyncio.create_task(_fold_in_child(request))
     try:

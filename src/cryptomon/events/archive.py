@@ -6,8 +6,9 @@ stays verifiable across archive and database. Segments are written whole
 (temporary file, fsync, rename) before their rows are deleted; a crash between
 the two leaves a row in both places, which readers take once.
 
-Archiving is SQLite-only: the segments sit beside the database file. On any other
-event log there are no segments and the log is the database alone.
+Archiving needs a log that is a file (`EventLog.path`: SQLite's): the segments sit
+beside it. On any other event log there are no segments and the log is the database
+alone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 import msgspec
 
 from cryptomon.events.log import EventLog, StoredRow
-from cryptomon.events.sqlite import EventStore
 
 _SEGMENT = re.compile(r"^segment-(\d{12})-(\d{12})\.jsonl\.gz$")
 _READ_BATCH = 5000
@@ -69,8 +69,8 @@ def archive_dir(database: Path) -> Path:
 
 
 def log_segments(store: EventLog) -> list[tuple[int, int, Path]]:
-    """The archive segments of `store`'s log (none unless it is a SQLite file)."""
-    return segments(store.path) if isinstance(store, EventStore) else []
+    """The archive segments of `store`'s log (none unless it is a file)."""
+    return segments(store.path) if store.path is not None else []
 
 
 def segments(database: Path) -> list[tuple[int, int, Path]]:
@@ -135,7 +135,7 @@ async def iter_log_rows(
     low = since if since is not None else float("-inf")
     high = until if until is not None else float("inf")
     archived = aiter(
-        iter_archived_rows(store.path, after) if isinstance(store, EventStore) else _no_rows()
+        iter_archived_rows(store.path, after) if store.path is not None else _no_rows()
     )
     live = aiter(store.iter_rows(after=after, to_position=to_position, since=since, until=until))
     next_archived = await anext(archived, None)
@@ -161,17 +161,20 @@ async def iter_log_rows(
 
 
 async def archive_probe_events(
-    store: EventStore, *, before: float, up_to_position: int, segment_events: int = 200_000
+    store: EventLog, *, before: float, up_to_position: int, segment_events: int = 200_000
 ) -> int:
     """Move probe events recorded before `before` (and at or below
     `up_to_position`, which snapshots already cover) into new segments of at
     most `segment_events` each (memory stays bounded however far behind
-    retention is); return how many moved."""
+    retention is); return how many moved. The log must be a file (`path`)."""
+    database = store.path
+    if database is None:
+        raise ArchiveError(f"the event log at {store.location} is no file to archive beside")
     # The newest row stays: the store finds its head and last hash in the database.
     up_to_position = min(up_to_position, store.head - 1)
     moved = 0
     while True:
-        known = segments(store.path)
+        known = segments(database)
         after = known[-1][1] if known else 0
         rows: list[StoredRow] = []
         async for row in store.iter_rows(
@@ -182,7 +185,7 @@ async def archive_probe_events(
                 break
         if not rows:
             return moved
-        directory = archive_dir(store.path)
+        directory = archive_dir(database)
         target = directory / f"segment-{rows[0].position:012d}-{rows[-1].position:012d}.jsonl.gz"
         await asyncio.to_thread(_write_segment, target, rows)
         await store.delete_positions([row.position for row in rows])

@@ -23,7 +23,8 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from pathlib import Path
+from typing import Any, Self, TypeVar
 
 from cryptomon.events.chain import GENESIS_HASH, chain_hash
 from cryptomon.events.log import (
@@ -53,6 +54,7 @@ COLUMNS = (
     " payload, correlation_id, causation_id, actor, hash"
 )
 _LAST_POSITION = 2**63 - 1
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -235,6 +237,10 @@ class QueuedLog:
     `queries`) and its own writes (snapshots, and anything only it offers)."""
 
     queries: Queries
+    # The capabilities a caller asks for (see `EventLog`): none, unless a backend has them.
+    path: Path | None = None
+    single_writer = False
+    supports_exclusive = False
 
     def __init__(
         self, *, readonly: bool, clock: Callable[[], float], max_batch: int, ring_capacity: int
@@ -291,6 +297,12 @@ class QueuedLog:
 
     async def _recount(self) -> None:
         """Called when `counts` counts again (say, to measure the database's size)."""
+
+    async def exclusive(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        raise StoreError(f"the event log at {self.location} runs no work on its connection")
+
+    async def delete_positions(self, positions: Sequence[int]) -> None:
+        raise StoreError(f"the event log at {self.location} keeps every event: none archived")
 
     # ---- lifecycle -----------------------------------------------------------
 

@@ -8,17 +8,18 @@ and never each other; this module names a backend only inside `open_event_log`, 
 opens the one a target names: a file path for SQLite, a `postgresql://` URL for
 PostgreSQL.
 
-Features that only exist on SQLite stay off this interface, on `EventStore`
-alone: `exclusive` (work on the writer's aiosqlite connection, which the
-notification outbox needs) and retention archiving (segments beside the file).
+What only some backends can do is on the interface too, as a capability a caller
+asks for (`path`, `single_writer`, `supports_exclusive`) rather than a type it checks:
+a log on a database server has no file to archive beside or to hand a second process,
+other instances append to it, and the notification outbox's tables are SQLite's.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
@@ -26,7 +27,11 @@ import msgspec
 from cryptomon.events.chain import chain_hash
 from cryptomon.events.types import Event, EventMetadata, RecordedEvent, decode_event
 
+if TYPE_CHECKING:
+    import aiosqlite
+
 NO_METADATA = EventMetadata()
+T = TypeVar("T")
 
 
 class StoreError(RuntimeError):
@@ -240,6 +245,33 @@ class EventLog(Protocol):
     def subscribe(
         self, after: int = 0, *, page_size: int = 5000
     ) -> AsyncIterator[RecordedEvent]: ...
+
+    # ---- what only some backends can do: ask, never check the type ----------
+
+    @property
+    def path(self) -> Path | None:
+        """The database file, when the log is one file on this machine (SQLite): another
+        process may open it read-only, and retention archives beside it. None for a log
+        on a database server (PostgreSQL)."""
+
+    @property
+    def single_writer(self) -> bool:
+        """Whether one process at a time writes the log (a SQLite file's lock): a position
+        past the head that this store never saw was then deleted, not appended by another
+        instance."""
+
+    @property
+    def supports_exclusive(self) -> bool:
+        """Whether `exclusive` runs work on the log's own SQLite connection (where the
+        notification outbox keeps its tables)."""
+
+    async def exclusive(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `work` on the writer's connection between two commits; a `StoreError`
+        where `supports_exclusive` is False."""
+
+    async def delete_positions(self, positions: Sequence[int]) -> None:
+        """Remove rows archived beside the log's file (retention); a `StoreError` where
+        `path` is None."""
 
 
 def is_postgres_url(target: str | Path) -> bool:

@@ -57,6 +57,9 @@ class EventStore(QueuedLog):
 
     # The shared queries are written in SQLite's spelling already.
     queries = Queries(str, high_water="SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+    path: Path  # always a file
+    single_writer = True  # the file's lock (`_take_lock`)
+    supports_exclusive = True
 
     def __init__(
         self,

@@ -19,7 +19,6 @@ from aiohttp import web
 from cryptomon.config import Config
 from cryptomon.events.archive import archive_probe_events
 from cryptomon.events.log import open_event_log
-from cryptomon.events.sqlite import EventStore
 from cryptomon.http import routes
 from cryptomon.http.errors import problem_middleware
 from cryptomon.http.keys import (
@@ -169,8 +168,9 @@ def _add_housekeeping(monitor: Monitor, models: ReadModels, config: Config) -> N
     archive_after = config.storage.archive_after_seconds
 
     async def cleanup(planned: float) -> None:
-        # Archiving is SQLite-only; the config refuses archive_after with storage.url.
-        if archive_after is None or not isinstance(models.store, EventStore):
+        # Segments go beside the log's file (SQLite's); the config refuses archive_after
+        # with storage.url.
+        if archive_after is None or models.store.path is None:
             return
         await models.save_snapshot()
         async with models.chain.rows_moving():  # walks of the chain read the rows it moves

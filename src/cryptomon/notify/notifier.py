@@ -38,7 +38,6 @@ import msgspec
 
 from cryptomon.config import NotificationChannel
 from cryptomon.events.log import EventLog, StoreError
-from cryptomon.events.sqlite import EventStore
 from cryptomon.notify import outbox
 from cryptomon.notify.delivery import backoff, create_session, deliver
 from cryptomon.notify.messages import (
@@ -238,7 +237,7 @@ class Notifier:
             return
         if not self._channels:
             # Nobody to tell: forget the position, so channels added later start from then.
-            if isinstance(self.store, EventStore):
+            if self.store.supports_exclusive:
                 await self._write(outbox.clear_checkpoint)
             return
         checkpoint = await self._write(outbox.load_checkpoint)
@@ -362,8 +361,9 @@ class Notifier:
     async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run `work` on the store's writer. Shielded: a caller cancelled at shutdown must
         not cancel a write the writer has taken on."""
-        if not isinstance(self.store, EventStore):
-            # The configuration refuses channels on any other log (config._check_storage).
+        if not self.store.supports_exclusive:
+            # The outbox's tables are in a SQLite log's file; the configuration refuses
+            # channels on any other log (config._check_storage).
             raise StoreError(
                 f"notification channels need a SQLite event log, not {self.store.location}"
             )

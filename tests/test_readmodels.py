@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import socket
 import sqlite3
@@ -16,7 +15,6 @@ import msgspec
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from cryptomon import readmodels
 from cryptomon.config import load_config
 from cryptomon.events.archive import archive_probe_events, segments
 from cryptomon.events.sqlite import EventStore
@@ -36,11 +34,9 @@ from cryptomon.projections import (
     Notice,
     Projections,
     ProjectionSettings,
-    SnapshotMismatch,
 )
 from cryptomon.readmodels import (
     CorruptLog,
-    FoldReport,
     ReadModels,
     SnapshotAheadOfLog,
     fold_log,
@@ -405,9 +401,8 @@ def test_serve_refuses_to_start_on_a_corrupt_tail(tmp_path: Path) -> None:
     assert "refusing to serve" in result.stderr
 
 
-# ---- folds in two processes ------------------------------------------------------------
+# ---- folds over the archive and the database --------------------------------------------
 
-NEVER = sys.maxsize  # split_above for a fold in one process
 T0 = 1_800_000_000.0
 
 
@@ -445,90 +440,22 @@ async def mixed_log(path: Path) -> EventStore:
     return store
 
 
-async def serial_and_split(
-    store: EventStore, start: int, report: FoldReport
-) -> tuple[Projections, Projections]:
-    """The log folded from position `start` (folded serially up to there) in one process,
-    and in two."""
-    serial = Projections(SETTINGS)
-    await fold_log(serial, store, start, split_above=NEVER)
-    split = Projections.restore(serial.snapshot_state(), SETTINGS)
-    assert await fold_log(serial, store, store.head, split_above=NEVER) == store.head - start
-    assert await fold_log(split, store, store.head, split_above=1, report=report) == (
-        store.head - start
-    )
-    return serial, split
-
-
 @pytest.mark.parametrize("start", [0, 500, 2000])  # in the archive, after it
-async def test_a_fold_in_two_processes_equals_one_in_one(tmp_path: Path, start: int) -> None:
-    store = await mixed_log(tmp_path / "r.db")
-    assert segments(store.path)
-    report = FoldReport()
-    serial, split = await serial_and_split(store, start, report)
-    assert report.processes == 2 and report.child_peak_rss_mb is not None
-    assert split.position == serial.position == store.head
-    assert split.state_equal(serial) == []
-    assert split.snapshot_state() == serial.snapshot_state()
-    # Every projection has something in it: the comparison is not of empty states.
-    assert serial.alerts.state.alerts and serial.failures.state.hours
-    assert serial.metrics.state.health and serial.rate_limits.state.limits
-    await store.close()
-
-
-async def test_a_short_fold_stays_in_one_process(tmp_path: Path) -> None:
-    store = await EventStore.open(tmp_path / "r.db")
-    await fill(store, ["success"] * 10)
-    report = FoldReport()
-    assert await fold_log(Projections(SETTINGS), store, store.head, report=report) == 10
-    assert report.processes == 1
-    await store.close()
-
-
-CHILD_FAILURES = [
-    (("-c", "raise RuntimeError('boom')"), "exited with code 1: RuntimeError: boom"),
-    (("-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"), "exited with code -9"),
-    (("-c", "print('not an answer')"), "its answer does not decode"),
-    # A child that folds less than asked: the state it hands back covers another position.
-    (
-        (
-            "-c",
-            "import asyncio, sys, msgspec; from cryptomon import foldchild, readmodels;"
-            " r = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=readmodels.SplitRequest);"
-            " a = asyncio.run(foldchild.fold(msgspec.structs.replace(r, until=r.until - 1)));"
-            " sys.stdout.buffer.write(msgspec.msgpack.encode(a))",
-        ),
-        "events, this process",
-    ),
-    (("/nonexistent/foldchild.py",), "exited with code 2"),
-]
-
-
-@pytest.mark.parametrize(("command", "reason"), CHILD_FAILURES)
-async def test_a_failing_child_is_reported_and_its_projections_folded_here(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    command: tuple[str, ...],
-    reason: str,
+async def test_a_fold_resumed_from_a_snapshot_equals_one_straight_through(
+    tmp_path: Path, start: int
 ) -> None:
     store = await mixed_log(tmp_path / "r.db")
-    monkeypatch.setattr(readmodels, "CHILD_COMMAND", command)
-    report = FoldReport()
-    with caplog.at_level(logging.WARNING, logger="cryptomon.readmodels"):
-        serial, split = await serial_and_split(store, 500, report)
-    assert report.processes == 1
-    assert "the child process folding metrics, failures failed" in caplog.text
-    assert reason in caplog.text
-    assert split.state_equal(serial) == []
-    assert split.snapshot_state() == serial.snapshot_state()
+    assert segments(store.path)
+    straight = Projections(SETTINGS)
+    assert await fold_log(straight, store, store.head) == store.head
+    prefix = Projections(SETTINGS)
+    await fold_log(prefix, store, start)
+    resumed = Projections.restore(prefix.snapshot_state(), SETTINGS)
+    assert await fold_log(resumed, store, store.head) == store.head - start
+    assert resumed.position == straight.position == store.head
+    assert resumed.state_equal(straight) == []
+    assert resumed.snapshot_state() == straight.snapshot_state()
+    # Every projection has something in it: the comparison is not of empty states.
+    assert straight.alerts.state.alerts and straight.failures.state.hours
+    assert straight.metrics.state.health and straight.rate_limits.state.limits
     await store.close()
-
-
-def test_adopting_state_folded_to_another_position_is_refused() -> None:
-    here, there = Projections(SETTINGS), Projections(SETTINGS)
-    here.position, there.position = 10, 9
-    with pytest.raises(SnapshotMismatch, match="covers position 9, the rest covers 10"):
-        here.adopt(there.snapshot_state(["metrics"]), ["metrics"])
-    with pytest.raises(ValueError, match="fold together"):
-        here.subset(["providers"])

@@ -8,7 +8,7 @@ Snapshots are taken every so many events or seconds, and at stop. The hash chain
 is checked as it grows (`ChainCheck`): the tail before it is folded, the history
 before the snapshot in the background, then every commit as it lands.
 
-A long fold of a SQLite log runs in two processes, to use two cores (`fold_log`).
+A replay folds in this process, a page of columns at a time (`fold_log`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,9 @@ import contextlib
 import gc
 import heapq
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-
-import msgspec
 
 from cryptomon.config import Config
 from cryptomon.events.archive import iter_log_rows, log_segments
@@ -42,17 +37,6 @@ YIELD_EVERY = 64
 # (1M-event replay, events per CPU second: about 142,000 at 5,000 a page, 161,000 at 20,000,
 # 178,000 at 50,000); a page of 50,000 holds about 40 MB while it is folded.
 REPLAY_PAGE_SIZE = 50_000
-# A fold of at least this many events (of a SQLite log) runs in two processes: below it the
-# child's start (~0.2 s: an interpreter and the imports) costs more than it saves.
-SPLIT_ABOVE = 200_000
-# The split of a two-process fold, balanced by the profile of a serial replay (py-spy): the
-# metrics rollups take ~33% of it and failures ~2%, against providers ~15%, alerts ~13% and
-# rate limits ~1%; each process also pays for reading and decoding the log (~16%).
-# Alerts follow the status changes the providers fold decides, so those two stay together.
-CHILD_FOLDS = ("metrics", "failures")
-PARENT_FOLDS = ("providers", "alerts", "rate_limits")
-# How the child is started: `python -m` of its module (a test puts a failing one here).
-CHILD_COMMAND = ("-m", "cryptomon.foldchild")
 Listener = Callable[[RecordedEvent, list[Notice]], None]
 Progress = Callable[[int], None]
 
@@ -68,36 +52,6 @@ def projection_settings(config: Config) -> ProjectionSettings:
 
 class SnapshotAheadOfLog(StoreError):
     """The snapshot covers positions the log does not have: serving from it would be wrong."""
-
-
-@dataclass(slots=True)
-class FoldReport:
-    """How a fold ran, for whoever asks (the benchmark)."""
-
-    processes: int = 1
-    child_peak_rss_mb: float | None = None  # the child's peak resident memory
-
-
-class SplitRequest(msgspec.Struct, frozen=True):
-    """What the child of a two-process fold folds: the child's projections' state at the
-    start (`Projections.snapshot_state`), from that position up to `until` in `database`."""
-
-    database: str
-    until: int
-    settings: ProjectionSettings
-    start: dict[str, tuple[int, bytes]]
-
-
-class SplitAnswer(msgspec.Struct, frozen=True):
-    """What it hands back: their state at the end, how many events it folded, its peak RSS."""
-
-    state: dict[str, tuple[int, bytes]]
-    folded: int
-    peak_rss_kb: int
-
-
-class SplitFailed(Exception):
-    """The child of a two-process fold failed or answered something unusable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,30 +136,10 @@ async def _from_snapshot(
 
 
 async def fold_log(
-    projections: Projections,
-    store: EventLog,
-    until: int,
-    progress: Progress | None = None,
-    *,
-    split_above: int = SPLIT_ABOVE,
-    report: FoldReport | None = None,
-) -> int:
-    """Fold the log (archive included) after the projections' position up to
-    `until`, without notices; return how many events were folded.
-
-    At least `split_above` events of a log that is a file (SQLite's) fold in two
-    processes: a child folds `CHILD_FOLDS`, this one the rest, each reading the log
-    itself; the state is the same as a fold in one (`tests/test_readmodels.py` checks it)."""
-    to_fold = min(until, store.head) - projections.position
-    if store.path is not None and to_fold >= split_above:
-        return await _fold_split(projections, store, store.path, until, progress, report)
-    return await fold_serial(projections, store, until, progress)
-
-
-async def fold_serial(
     projections: Projections, store: EventLog, until: int, progress: Progress | None = None
 ) -> int:
-    """`fold_log` in this process alone."""
+    """Fold the log (archive included) after the projections' position up to
+    `until`, without notices; return how many events were folded."""
     folded = 0
     fold = projections.fold
     known = log_segments(store)
@@ -230,90 +164,6 @@ async def fold_serial(
             if progress is not None:
                 progress(folded)
     return folded
-
-
-async def _fold_split(
-    projections: Projections,
-    store: EventLog,
-    database: Path,
-    until: int,
-    progress: Progress | None,
-    report: FoldReport | None,
-) -> int:
-    """The fold in two processes. A fold is one thread of Python: a second process is the
-    only way to a second core. The child is a fresh interpreter (`python -m`), never a fork
-    of this one, which has threads (aiosqlite's) and an event loop. If the child fails, its
-    projections are folded here after all, with a warning: slower, never wrong."""
-    here = projections.subset(PARENT_FOLDS)
-    there = projections.subset(CHILD_FOLDS)  # at the start: folded here if the child fails
-    request = SplitRequest(
-        str(database), until, projections.settings, projections.snapshot_state(CHILD_FOLDS)
-    )
-    child = asyncio.create_task(_fold_in_child(request))
-    try:
-        folded = await fold_serial(here, store, until, progress)
-    except BaseException:
-        child.cancel()
-        with contextlib.suppress(asyncio.CancelledError, SplitFailed):
-            await child
-        raise
-    projections.position = here.position
-    try:
-        answer = await child
-        if answer.folded != folded:
-            raise SplitFailed(f"it folded {answer.folded} events, this process {folded}")
-        projections.adopt(answer.state, CHILD_FOLDS)
-    except (SplitFailed, SnapshotMismatch) as exc:
-        log.warning(
-            "the child process folding %s failed (%s); folding them here instead",
-            ", ".join(CHILD_FOLDS),
-            exc,
-        )
-        await fold_serial(there, store, until)
-        if there.position != projections.position:
-            raise StoreError(
-                f"the log changed during a replay: {', '.join(CHILD_FOLDS)} reached position"
-                f" {there.position}, the rest {projections.position}"
-            ) from None
-        return folded
-    if report is not None:
-        report.processes = 2
-        report.child_peak_rss_mb = answer.peak_rss_kb / 1024
-    return folded
-
-
-async def _fold_in_child(request: SplitRequest) -> SplitAnswer:
-    """Run the child (`cryptomon.foldchild`): the request on its stdin, the answer on its
-    stdout; killed if this process stops waiting for it."""
-    env = dict(os.environ)
-    # This process's import path, in its order: the child runs this very code (a source
-    # checkout or an install), and the standard library still comes before site-packages.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    try:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *CHILD_COMMAND,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-    except OSError as exc:
-        raise SplitFailed(f"it did not start: {exc}") from None
-    try:
-        out, err = await child.communicate(msgspec.msgpack.encode(request))
-    except BaseException:
-        if child.returncode is None:
-            child.kill()
-            await child.wait()
-        raise
-    if child.returncode != 0:
-        last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        raise SplitFailed(f"it exited with code {child.returncode}: {last[0]}")
-    try:
-        return msgspec.msgpack.decode(out, type=SplitAnswer)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise SplitFailed(f"its answer does not decode: {exc}") from None
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ rebuilds from the log.
 
 from __future__ import annotations
 
-import copy
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
@@ -190,15 +189,6 @@ class Projections:
                 notices += self.alerts.observe_status(change)
         return notices
 
-    def subset(self, names: Collection[str]) -> Projections:
-        """A view that folds only the named projections: the same projection objects (what it
-        folds lands in them), its own position, starting at this one. Two views fold the
-        log in two parts (see `readmodels.fold_log`)."""
-        view = copy.copy(self)
-        view.folds = _folds(names)
-        view._route()
-        return view
-
     def _route(self) -> None:
         """Who folds which event type: a lookup per event instead of a test per projection.
         A replay's pages skip the handlers of the projections that fold pages themselves."""
@@ -259,21 +249,6 @@ class Projections:
                 setattr(restored, kind.name, kind(restored.settings, state))
         restored._route()
         return restored
-
-    def adopt(self, snapshot: Snapshot, names: Collection[str]) -> None:
-        """Take the named projections' state from `snapshot`, folded elsewhere up to this
-        position (the other half of a fold in two processes).
-
-        Raises `SnapshotMismatch` when it does not restore or covers another position."""
-        folded = Projections.restore(snapshot, self.settings, only=names)
-        if folded.position != self.position:
-            raise SnapshotMismatch(
-                f"the state of {', '.join(names)} covers position {folded.position},"
-                f" the rest covers {self.position}"
-            )
-        for name in names:
-            setattr(self, name, getattr(folded, name))
-        self._route()
 
     # ---- audit ---------------------------------------------------------------
 

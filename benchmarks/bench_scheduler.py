@@ -27,8 +27,8 @@ from pathlib import Path
 from cryptomon.config import load_config
 from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
-from cryptomon.monitor import Monitor
-from cryptomon.probes import create_probe_session
+from cryptomon.probing.monitor import Monitor
+from cryptomon.probing.probes import create_probe_session
 
 STANDIN = """
 import json, sys

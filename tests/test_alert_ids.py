@@ -34,7 +34,6 @@ from cryptomon.events.types import (
     decode_events,
     encode_event,
 )
-from cryptomon.http.app import create_app
 from cryptomon.http.settings import Settings
 from cryptomon.projections import (
     AlertRaised,
@@ -45,6 +44,7 @@ from cryptomon.projections import (
     ProviderStatusChanged,
 )
 from cryptomon.readmodels import fold_log, load_projections
+from cryptomon.service.app import create_app
 
 DATA = Path(__file__).parent / "data"
 # What the cryptomon of that time made of the log (tests/data/make_alerts_v1_log.py).

@@ -58,10 +58,10 @@ from cryptomon.events.types import (
     decode_event,
     encode_event,
 )
-from cryptomon.http.app import create_app
 from cryptomon.http.keys import HUB
-from cryptomon.http.routes import ENDPOINTS, Endpoint
+from cryptomon.http.routes import Endpoint
 from cryptomon.http.settings import Settings
+from cryptomon.service.app import ENDPOINTS, create_app
 from cryptomon.ws.handler import INBOUND_BURST, MAX_MESSAGE_BYTES
 
 Client = TestClient[web.Request, web.Application]

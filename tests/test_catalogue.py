@@ -18,7 +18,7 @@ import pytest
 from croniter import croniter
 
 from cryptomon.config import ProviderConfig, load_config
-from cryptomon.monitor import COLLECTION_JOBS
+from cryptomon.probing.monitor import COLLECTION_JOBS
 
 DAY = 86400.0
 MONTH = 30 * DAY
@@ -181,7 +181,8 @@ def provider_blocks(text: str) -> dict[str, str]:
 
 
 def test_an_entry_without_a_rate_limit_says_none_is_published() -> None:
-    text = resources.files("cryptomon").joinpath("catalogue.toml").read_text(encoding="utf-8")
+    catalogue = resources.files("cryptomon.config").joinpath("catalogue.toml")
+    text = catalogue.read_text(encoding="utf-8")
     blocks = provider_blocks(text)
     for provider in load_config(None).providers:
         if provider.rate_limit is None:

@@ -22,9 +22,9 @@ from standins import StandIn
 
 from cryptomon.config import load_config
 from cryptomon.events.types import ProbeRecorded
-from cryptomon.http.app import create_app
 from cryptomon.http.keys import READ_MODELS, STORE
 from cryptomon.http.settings import Settings
+from cryptomon.service.app import create_app
 
 Client = TestClient[web.Request, web.Application]
 SOLANA_KEY = "solana-secret-0123456789"

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from cryptomon import conditions
-from cryptomon.conditions import (
+from cryptomon.config import conditions
+from cryptomon.config.conditions import (
     SEEN_LIMIT,
     Answer,
     ConditionError,

@@ -32,10 +32,10 @@ from pytest_aiohttp import AiohttpClient
 from standins import StandIn, closed_port
 
 from cryptomon.config import load_config
-from cryptomon.http.app import create_app
 from cryptomon.http.dashboard import prefers_html
 from cryptomon.http.keys import READ_MODELS, STORE
 from cryptomon.http.settings import Settings
+from cryptomon.service.app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

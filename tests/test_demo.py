@@ -19,16 +19,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from cryptomon.config import load_config
-from cryptomon.demo import (
+from cryptomon.cli.demo import (
     FLAP_SECONDS,
     PROVIDERS,
     RATE_LIMIT_REQUESTS,
     RATE_LIMIT_WINDOW_SECONDS,
     SimulatedProviders,
 )
-from cryptomon.logformat import JsonFormatter, TextFormatter, configure_logging
-from cryptomon.scheduler import Scheduler
+from cryptomon.cli.logformat import JsonFormatter, TextFormatter, configure_logging
+from cryptomon.config import load_config
+from cryptomon.probing.scheduler import Scheduler
 
 
 class FakeClock:
@@ -225,7 +225,13 @@ def test_demo_makes_its_own_config(tmp_path: Path) -> None:
 
 def record(**extra: Any) -> logging.LogRecord:
     made = logging.LogRecord(
-        "cryptomon.scheduler", logging.WARNING, __file__, 1, "run of %s failed", ("Kraken",), None
+        "cryptomon.probing.scheduler",
+        logging.WARNING,
+        __file__,
+        1,
+        "run of %s failed",
+        ("Kraken",),
+        None,
     )
     made.__dict__.update(extra)
     return made
@@ -234,7 +240,7 @@ def record(**extra: Any) -> logging.LogRecord:
 def test_json_lines_carry_level_logger_and_provider_and_nothing_else() -> None:
     line = json.loads(JsonFormatter().format(record(provider="Kraken", api_key="SECRET-KEY")))
     assert set(line) == {"time", "level", "logger", "message", "provider"}
-    assert line["level"] == "WARNING" and line["logger"] == "cryptomon.scheduler"
+    assert line["level"] == "WARNING" and line["logger"] == "cryptomon.probing.scheduler"
     assert line["message"] == "run of Kraken failed" and line["provider"] == "Kraken"
     assert "provider" not in json.loads(JsonFormatter().format(record()))
     try:
@@ -247,7 +253,9 @@ def test_json_lines_carry_level_logger_and_provider_and_nothing_else() -> None:
 
 def test_text_lines_name_the_provider() -> None:
     text = TextFormatter().format(record(provider="Kraken"))
-    assert text.endswith("WARNING cryptomon.scheduler: run of Kraken failed [provider=Kraken]")
+    assert text.endswith(
+        "WARNING cryptomon.probing.scheduler: run of Kraken failed [provider=Kraken]"
+    )
 
 
 def test_configure_logging_replaces_the_handlers() -> None:
@@ -273,9 +281,9 @@ async def test_a_failed_run_is_logged_with_its_provider(caplog: pytest.LogCaptur
         raise RuntimeError("the log refused it")
 
     scheduler.add_task("Kraken", "health_checks", fails, provider="Kraken")
-    with caplog.at_level(logging.WARNING, logger="cryptomon.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="cryptomon.probing.scheduler"):
         assert await scheduler.run_now("health_checks") == 1
-    [failed] = [r for r in caplog.records if r.name == "cryptomon.scheduler"]
+    [failed] = [r for r in caplog.records if r.name == "cryptomon.probing.scheduler"]
     line = json.loads(JsonFormatter().format(failed))
     assert line["provider"] == "Kraken" and line["task"] == "Kraken"
     assert line["level"] == "WARNING" and "the log refused it" in line["message"]

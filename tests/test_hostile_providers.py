@@ -24,8 +24,8 @@ from standins import FLOOD_BYTES, RawStandIn, StandIn
 from cryptomon.config import load_config
 from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
-from cryptomon.monitor import Monitor
-from cryptomon.probes import create_probe_session
+from cryptomon.probing.monitor import Monitor
+from cryptomon.probing.probes import create_probe_session
 
 HEALTHY_INTERVAL = 1.0
 HOSTILE_INTERVAL = 2.0

@@ -27,8 +27,6 @@ from standins import StandIn, closed_port
 from cryptomon.config import load_config
 from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
-from cryptomon.http import routes
-from cryptomon.http.app import create_app
 from cryptomon.http.errors import PROBLEM_TYPE, Problem
 from cryptomon.http.keys import MONITOR, READ_MODELS, STORE
 from cryptomon.http.schemas import (
@@ -45,6 +43,7 @@ from cryptomon.http.schemas import (
     Triggered,
 )
 from cryptomon.http.settings import Settings
+from cryptomon.service.app import ENDPOINTS, create_app
 
 TOKEN = "s3cret-token"
 API_KEY = "SECRET-KEY-0123456789abcdef"
@@ -250,8 +249,8 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
     service = await start()
     await service.trigger("market_data")
     alert_id = await service.take_down()
-    paths = {e.path for e in routes.ENDPOINTS}
-    for endpoint in routes.ENDPOINTS:
+    paths = {e.path for e in ENDPOINTS}
+    for endpoint in ENDPOINTS:
         path = filled(endpoint.path, alert_id)
         headers = {"Content-Type": "application/json"} if endpoint.method == "POST" else None
         status, content_type, body, _ = await service.request(
@@ -287,7 +286,7 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
             document = json.loads(body)
             assert document["openapi"].startswith("3.")
             assert set(document["paths"]) == paths
-            for described in routes.ENDPOINTS:
+            for described in ENDPOINTS:
                 assert described.method.lower() in document["paths"][described.path]
         elif endpoint.path == "/docs":
             assert content_type == "text/html"
@@ -303,7 +302,7 @@ async def test_an_over_long_request_line_gets_a_400_the_spec_documents(start: St
     # aiohttp's parser refuses it before any handler runs, so it answers in its own words.
     service = await start()
     document = await service.get_json("/openapi.json")
-    for endpoint in routes.ENDPOINTS:
+    for endpoint in ENDPOINTS:
         path = filled(endpoint.path, 1) + "?hours=" + "9" * 9000
         status, content_type, _, _ = await service.request(endpoint.method, path)
         assert status == 400, endpoint.path
@@ -556,7 +555,7 @@ ODD_VALUES = ["", "x", "-1", "0", "1e999", "nan", "-inf", "9" * 40, "true", "☃
 async def test_no_query_value_makes_a_server_error(start: Start) -> None:
     service = await start()
     await service.trigger()
-    for endpoint in routes.ENDPOINTS:
+    for endpoint in ENDPOINTS:
         if endpoint.method != "GET":
             continue
         for param in endpoint.params:
@@ -652,7 +651,7 @@ async def test_with_a_token_writes_need_the_bearer_token(start: Start, tmp_path:
     assert (await walk_afresh(service, token=TOKEN))["ok"] is True
 
     # Reads need no token; the token itself shows up nowhere.
-    for endpoint in routes.ENDPOINTS:
+    for endpoint in ENDPOINTS:
         if endpoint.method == "GET":
             await service.request("GET", filled(endpoint.path, alert.id))
     config = await service.get_json("/api/config/stats")
@@ -1120,7 +1119,7 @@ async def test_an_api_key_is_masked_and_never_stored_or_served(
         "Down": None,
         "Limited": None,
     }
-    for endpoint in routes.ENDPOINTS:
+    for endpoint in ENDPOINTS:
         if endpoint.method == "GET":
             await service.request("GET", filled(endpoint.path, 1))
     for path in ("/api/logs/collection", "/api/logs/connection", "/api/events?limit=1000"):

@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from cryptomon.config import ConfigError, load_config
-from cryptomon.http.app import create_app
 from cryptomon.http.limits import ClientLimits
 from cryptomon.http.settings import Settings
+from cryptomon.service.app import create_app
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]

@@ -14,9 +14,9 @@ from standins import StandIn, closed_port
 from cryptomon.config import load_config
 from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import JobTriggered, ProbeRecorded, ProviderRegistered, RateLimitChanged
-from cryptomon.monitor import Monitor
-from cryptomon.probes import create_probe_session
-from cryptomon.scheduler import UnknownJobError
+from cryptomon.probing.monitor import Monitor
+from cryptomon.probing.probes import create_probe_session
+from cryptomon.probing.scheduler import UnknownJobError
 
 SECRET = "SECRET-KEY-0123456789abcdef"
 

@@ -45,7 +45,6 @@ from cryptomon.events.types import (
     ProviderRegistered,
     RateLimitChanged,
 )
-from cryptomon.http.app import create_app
 from cryptomon.http.settings import Settings
 from cryptomon.notify import Notifier, outbox
 from cryptomon.notify.messages import encode, renotification
@@ -53,6 +52,7 @@ from cryptomon.notify.notifier import FOLDS
 from cryptomon.notify.outbox import OutboxRow
 from cryptomon.projections import Projections
 from cryptomon.readmodels import projection_settings
+from cryptomon.service.app import create_app
 
 T0 = 1_800_000_000.0
 HMAC_SECRET = "hmac-secret-5a1f0e9c"

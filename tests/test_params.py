@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from cryptomon.config import load_config
-from cryptomon.http.app import create_app
 from cryptomon.http.settings import Settings
+from cryptomon.service.app import create_app
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]

@@ -19,10 +19,10 @@ from cryptomon.events.archive import archive_probe_events
 from cryptomon.events.postgres import PostgresEventStore
 from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import AlertAcknowledged, EventMetadata, ProbeRecorded
-from cryptomon.http.app import create_app
 from cryptomon.http.audit import DATABASE_ENV, verify_command
 from cryptomon.http.settings import Settings
 from cryptomon.readmodels import load_projections, projection_settings
+from cryptomon.service.app import create_app
 
 SECRET = "pg-secret"  # part of the password tests/pgcluster.py puts in every URL
 

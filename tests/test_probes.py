@@ -13,7 +13,7 @@ import pytest
 from standins import StandIn, closed_port
 
 from cryptomon.config import ProbeRequest
-from cryptomon.probes import (
+from cryptomon.probing.probes import (
     BodyCheck,
     ProbeResult,
     ProbeSpec,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from email.utils import formatdate
 
-from cryptomon.ratelimit import RateLimitTracker
+from cryptomon.probing.ratelimit import RateLimitTracker
 
 NOW = 1_800_000_000.0
 

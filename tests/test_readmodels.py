@@ -27,7 +27,6 @@ from cryptomon.events.types import (
     RateLimitChanged,
     RecordedEvent,
 )
-from cryptomon.http.app import create_app
 from cryptomon.http.settings import Settings
 from cryptomon.projections import (
     AlertRaised,
@@ -42,6 +41,7 @@ from cryptomon.readmodels import (
     fold_log,
     load_projections,
 )
+from cryptomon.service.app import create_app
 
 SETTINGS = ProjectionSettings()
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from cryptomon.scheduler import (
+from cryptomon.probing.scheduler import (
     CronSchedule,
     IntervalSchedule,
     Scheduler,

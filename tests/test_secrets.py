@@ -33,8 +33,8 @@ import aiohttp
 from aiohttp import web
 from standins import StandIn, closed_port
 
-from cryptomon.http.routes import ENDPOINTS
 from cryptomon.projections.notices import LOG_TYPES
+from cryptomon.service.app import ENDPOINTS
 
 
 def secret(label: str) -> str:

@@ -28,8 +28,8 @@ from pytest_aiohttp import AiohttpClient
 from standins import StandIn
 
 from cryptomon.config import load_config
-from cryptomon.http.app import create_app
 from cryptomon.http.settings import Settings
+from cryptomon.service.app import create_app
 
 Client = TestClient[web.Request, web.Application]
 DEADLINE_S = 30.0

@@ -23,9 +23,9 @@ from cryptomon.events.archive import archive_probe_events, segments
 from cryptomon.events.log import EventLog
 from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import ProbeRecorded
-from cryptomon.http.app import create_app
 from cryptomon.http.keys import HUB, READ_MODELS, STORE
 from cryptomon.http.settings import Settings
+from cryptomon.service.app import create_app
 from cryptomon.ws.handler import INBOUND_BURST
 from cryptomon.ws.hub import Client as FeedClient
 

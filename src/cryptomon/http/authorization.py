@@ -1,18 +1,32 @@
 """Who may write, and as whom: the check the route table puts in front of every
-route it declares `write=True`, so no write handler can forget it."""
+route it declares `write=True`, so no write handler can forget it; and the API
+token comparison that it and the live feed share."""
 
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from cryptomon.http.errors import Forbidden, Unauthorized
 from cryptomon.http.keys import CLIENT_LIMITS, SETTINGS, WRITER
-from cryptomon.tokens import token_matches
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def token_matches(given: str | None, token: str) -> bool:
+    """Whether `given` is the configured API token, compared in constant time.
+
+    aiohttp decodes header bytes that are not UTF-8 as lone surrogates, and so does
+    Python an environment variable's; surrogatepass encodes every string, those
+    included, so a garbled token is refused (a 401), never a 500."""
+    if given is None:
+        return False
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+    )
 
 
 def authorize_write(request: web.Request) -> str:

@@ -15,8 +15,8 @@ import msgspec
 from aiohttp import web
 
 from cryptomon.events.log import StoreClosedError, StoreError
+from cryptomon.probing.scheduler import UnknownJobError
 from cryptomon.projections import AlreadyAcknowledgedError, UnknownAlertError
-from cryptomon.scheduler import UnknownJobError
 
 log = logging.getLogger(__name__)
 

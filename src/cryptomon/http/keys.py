@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from cryptomon.http.looplag import LoopLag
     from cryptomon.http.params import Arguments
     from cryptomon.http.settings import Settings
-    from cryptomon.monitor import Monitor
     from cryptomon.notify import Notifier
+    from cryptomon.probing.monitor import Monitor
     from cryptomon.readmodels import ReadModels
     from cryptomon.ws.hub import Hub
 

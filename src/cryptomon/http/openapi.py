@@ -3,6 +3,7 @@ and `/docs`, a self-contained page that renders it (no CDN: works offline)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from cryptomon.http.routes import Endpoint
 
 
-def build(endpoints: tuple[Endpoint, ...]) -> bytes:
+def build(endpoints: Sequence[Endpoint]) -> bytes:
     types: list[type[msgspec.Struct]] = [Problem]
     types += [e.response for e in endpoints if e.response is not None and e.response not in types]
     refs, components = msgspec.json.schema_components(

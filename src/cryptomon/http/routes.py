@@ -9,7 +9,7 @@ docs list exactly what is served and checked.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -35,7 +35,6 @@ from cryptomon.http.views import (
     status,
 )
 from cryptomon.projections.notices import LOG_TYPES
-from cryptomon.ws import handler
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -378,34 +377,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         write=True,
         errors=(401, 403, 503),
     ),
-    Endpoint("GET", "/ws/stats", handler.stats, "Live feed connections", schemas.WebSocketStats),
-    Endpoint(
-        "GET",
-        "/ws/live",
-        handler.live,
-        "The live feed (WebSocket; ?since=<position> resumes, ?token= when one is configured)",
-        None,
-        (
-            Param(
-                "since",
-                "query",
-                "integer",
-                "resume after this position",
-                minimum=0,
-                maximum=2**62,
-                default=-1,
-            ),
-            Param(
-                "token",
-                "query",
-                "string",
-                max_length=500,
-                description="the API token, when one is configured",
-            ),
-        ),
-        errors=(400, 401),
-        websocket=True,
-    ),
     Endpoint(
         "GET",
         "/metrics",
@@ -419,14 +390,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
+    """Route `endpoints` (REST's `ENDPOINTS` and the live feed's, as the composition root
+    puts them together) and document them."""
     app[RESPONSE_CACHE] = {}
-    for endpoint in ENDPOINTS:
+    for endpoint in endpoints:
         # The declaration is the check: parameters parsed and validated, writes
         # refused to whoever may not write (before any parameter is looked at).
         handler = parsed(endpoint.handler, endpoint.params) if endpoint.params else endpoint.handler
         handler = writes(handler) if endpoint.write else handler
         handler = cached(handler) if endpoint.cached else handler
         app.router.add_route(endpoint.method, endpoint.path, handler)
-    app[OPENAPI_DOCUMENT] = openapi.build(ENDPOINTS)
+    app[OPENAPI_DOCUMENT] = openapi.build(endpoints)
     dashboard.add_routes(app)  # its files under /static/: not API, not in the document

@@ -16,12 +16,14 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.http_websocket import WebSocketError
 
+from cryptomon.http.authorization import token_matches
 from cryptomon.http.errors import Unauthorized, problem_response
 from cryptomon.http.keys import ARGUMENTS, CLIENT_LIMITS, HUB, READ_MODELS, SETTINGS
 from cryptomon.http.limits import too_many
+from cryptomon.http.params import Param
+from cryptomon.http.routes import Endpoint
 from cryptomon.http.schemas import ConnectionView, WebSocketStats
 from cryptomon.isotime import iso_time
-from cryptomon.tokens import token_matches
 from cryptomon.ws.hub import CONTROL, Client, Hub
 from cryptomon.ws.messages import (
     PROVIDER_TOPIC_PREFIX,
@@ -258,3 +260,36 @@ async def stats(request: web.Request) -> web.Response:
         disconnect_reasons=dict(hub.disconnects),
     )
     return web.Response(body=msgspec.json.encode(body), content_type="application/json")
+
+
+# The live feed's routes, declared as REST's are; the composition root routes both.
+ENDPOINTS = (
+    Endpoint("GET", "/ws/stats", stats, "Live feed connections", WebSocketStats),
+    Endpoint(
+        "GET",
+        "/ws/live",
+        live,
+        "The live feed (WebSocket; ?since=<position> resumes, ?token= when one is configured)",
+        None,
+        (
+            Param(
+                "since",
+                "query",
+                "integer",
+                "resume after this position",
+                minimum=0,
+                maximum=2**62,
+                default=-1,
+            ),
+            Param(
+                "token",
+                "query",
+                "string",
+                max_length=500,
+                description="the API token, when one is configured",
+            ),
+        ),
+        errors=(400, 401),
+        websocket=True,
+    ),
+)

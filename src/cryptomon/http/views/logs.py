@@ -17,7 +17,7 @@ from cryptomon.http.schemas import (
     LogPage,
 )
 from cryptomon.http.views import HOUR, log_of, models_of, respond
-from cryptomon.monitor import provider_stream
+from cryptomon.probing.monitor import provider_stream
 from cryptomon.projections.notices import log_entries
 
 LOG_LABELS = {

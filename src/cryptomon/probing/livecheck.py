@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from cryptomon.config import Config
-from cryptomon.monitor import ProbeTarget, probe_targets, send_probe
-from cryptomon.probes import ProbeResult, create_probe_session
+from cryptomon.probing.monitor import ProbeTarget, probe_targets, send_probe
+from cryptomon.probing.probes import ProbeResult, create_probe_session
 
 # Probes in flight at once: enough to check a catalogue in seconds, few enough that no
 # provider sees more than one request from us at a time.

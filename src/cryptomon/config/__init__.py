@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import msgspec
 from croniter import CroniterBadDateError, croniter
 
-from cryptomon.conditions import ConditionError, parse_condition, parse_observation
+from cryptomon.config.conditions import ConditionError, parse_condition, parse_observation
 
 Category = Literal[
     "market_data",
@@ -177,7 +177,7 @@ class RpcCall(_Table, frozen=True):
 class ProbeRequest(_Table, frozen=True, kw_only=True):
     """What one probe sends and what its answer must show: shared by a provider's health
     probe and its collections. Conditions and observations are Gatus-style expressions,
-    checked when the file loads (see `cryptomon.conditions`)."""
+    checked when the file loads (see `cryptomon.config.conditions`)."""
 
     method: HttpMethod | None = None  # GET, or POST when there is a body
     headers: dict[str, str] = {}  # a value "env:NAME" comes from that variable: a secret
@@ -456,7 +456,7 @@ def load_config(path: Path | None = None) -> Config:
     monitors none.
     """
     if path is None:
-        resource = files("cryptomon") / "catalogue.toml"
+        resource = files("cryptomon.config") / "catalogue.toml"
         return _parse(resource.read_text(encoding="utf-8"), str(resource), tuple)
     try:
         text = path.read_bytes().decode("utf-8")

@@ -22,8 +22,14 @@ import aiohttp
 import msgspec
 
 from cryptomon import __version__
-from cryptomon.conditions import Answer, Condition, Observation, parse_condition, parse_observation
 from cryptomon.config import ProbeRequest
+from cryptomon.config.conditions import (
+    Answer,
+    Condition,
+    Observation,
+    parse_condition,
+    parse_observation,
+)
 from cryptomon.events.types import (
     ConditionSeen,
     ErrorKind,

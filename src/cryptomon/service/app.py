@@ -16,8 +16,6 @@ from collections.abc import AsyncIterator
 import aiohttp_cors
 from aiohttp import web
 
-from cryptomon.config import Config
-from cryptomon.events.archive import archive_probe_events
 from cryptomon.events.log import open_event_log
 from cryptomon.http import routes
 from cryptomon.http.errors import problem_middleware
@@ -34,15 +32,20 @@ from cryptomon.http.keys import (
 from cryptomon.http.limits import ClientLimits, limit_middleware
 from cryptomon.http.looplag import loop_lag
 from cryptomon.http.settings import Settings
-from cryptomon.leases import ProviderLeases
-from cryptomon.monitor import Monitor
 from cryptomon.notify import Notifier
-from cryptomon.probes import create_probe_session
+from cryptomon.probing.leases import ProviderLeases
+from cryptomon.probing.monitor import Monitor
+from cryptomon.probing.probes import create_probe_session
+from cryptomon.probing.scheduler import everyone
 from cryptomon.readmodels import ReadModels, projection_settings
-from cryptomon.scheduler import CronSchedule, IntervalSchedule, everyone
+from cryptomon.service.housekeeping import add_housekeeping
+from cryptomon.ws import handler as feed
 from cryptomon.ws.hub import Hub
 
 log = logging.getLogger(__name__)
+
+# Every route the service answers: REST's and the live feed's.
+ENDPOINTS = (*routes.ENDPOINTS, *feed.ENDPOINTS)
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
@@ -135,7 +138,7 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
         environ=settings.environ,
         owns=leases.owns if leases is not None else everyone,
     )
-    _add_housekeeping(monitor, app[READ_MODELS], settings.config)
+    add_housekeeping(monitor.scheduler, app[READ_MODELS], settings.config)
     app[MONITOR] = monitor
     try:
         if leases is not None:
@@ -150,41 +153,6 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
         if leases is not None:
             await leases.stop()
         await session.close()
-
-
-def _add_housekeeping(monitor: Monitor, models: ReadModels, config: Config) -> None:
-    """The seed's housekeeping job ids: snapshot the rollups, archive old probes."""
-    scheduler = monitor.scheduler
-    interval = config.storage.snapshot_interval_seconds
-
-    async def snapshot(planned: float) -> None:
-        await models.save_snapshot()
-
-    scheduler.add_job("metrics_aggregation", "snapshot the read models", f"every {interval:g}s")
-    scheduler.add_task(
-        "metrics_aggregation", "metrics_aggregation", snapshot, IntervalSchedule(interval)
-    )
-
-    archive_after = config.storage.archive_after_seconds
-
-    async def cleanup(planned: float) -> None:
-        # Segments go beside the log's file (SQLite's); the config refuses archive_after
-        # with storage.url.
-        if archive_after is None or models.store.path is None:
-            return
-        await models.save_snapshot()
-        async with models.chain.rows_moving():  # walks of the chain read the rows it moves
-            moved = await archive_probe_events(
-                models.store, before=planned - archive_after, up_to_position=models.position
-            )
-        log.info("archived %d probe events older than %s", moved, config.storage.archive_after)
-
-    scheduler.add_job(
-        "database_cleanup",
-        "archive probe events past storage.archive_after",
-        "cron 0 3 * * *",
-    )
-    scheduler.add_task("database_cleanup", "database_cleanup", cleanup, CronSchedule("0 3 * * *"))
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -214,7 +182,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STARTED_AT] = time.time()
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_sockets)
-    routes.add_routes(app)
+    routes.add_routes(app, ENDPOINTS)
     _allow_origins(app, settings.config.server.cors_origins)
     return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cryptomon.tokens import token_matches
+from cryptomon.http.authorization import token_matches
 
 
 def test_the_configured_token_matches_and_nothing_else_does() -> None:

@@ -28,9 +28,9 @@ from cryptomon.events.types import (
     ProviderRemoved,
     RateLimitSpec,
 )
-from cryptomon.probes import BodyCheck, ProbeResult, ProbeSpec, probe
-from cryptomon.ratelimit import RateLimitTracker
-from cryptomon.scheduler import (
+from cryptomon.probing.probes import BodyCheck, ProbeResult, ProbeSpec, probe
+from cryptomon.probing.ratelimit import RateLimitTracker
+from cryptomon.probing.scheduler import (
     Action,
     Clock,
     CronSchedule,

@@ -1,0 +1,477 @@
+"""`python -m cryptomon`: the command line.
+
+With no subcommand it serves (`serve`). The others: `check-config` validates a
+config file and lists what it would probe; `replay` rebuilds the read models
+and compares them with the live state; `verify` walks the hash chain;
+`export` writes a range of the log as JSON Lines; `copy-log` copies a SQLite
+log into PostgreSQL with its hash chain intact; `notify-test` sends a test
+message to one notification channel. Every subcommand takes `--config PATH`
+and `--db PATH` (a SQLite file or a postgresql:// URL; the flag wins over the
+file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+
+from cryptomon.cli.logformat import LOG_FORMATS, configure_logging
+from cryptomon.config import Config, ConfigError, describe_checks, describe_providers, load_config
+from cryptomon.events.audit import export_jsonl, verify_chain
+from cryptomon.events.log import (
+    StoredRow,
+    StoreError,
+    is_postgres_url,
+    mask_url,
+    open_event_log,
+)
+from cryptomon.events.migrations import SchemaError
+from cryptomon.events.types import EventDecodeError
+from cryptomon.projections import MAX_DIFFERENCES, Projections
+from cryptomon.readmodels import fold_log, load_projections, projection_settings
+
+COPY_BATCH = 5000
+
+
+class ProgressLine:
+    """A progress counter on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, label: str, total: int, stream: TextIO = sys.stderr) -> None:
+        self.label = label
+        self.total = total
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self._shown_at = 0.0
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._shown_at < 0.2:
+            return
+        self._shown_at = now
+        share = f" ({100 * done / self.total:.0f}%)" if self.total else ""
+        self.stream.write(f"\r{self.label} {done:,}/{self.total:,}{share}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def parse_time(text: str) -> float:
+    """Unix seconds, or an ISO 8601 time (UTC when no offset is given)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use ISO 8601 (2026-11-25T10:00:00Z) or unix seconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def port_number(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def database_path(args: argparse.Namespace, config: Config) -> Path | str:
+    """The event log to open: `--db`, or the variable `--db-env` names, else the
+    config's storage.url or storage.database."""
+    text: str | None = args.db
+    if args.db_env is not None:
+        if text is not None:
+            raise ConfigError(["give --db or --db-env, not both"])
+        text = os.environ.get(args.db_env) or None
+        if text is None:
+            raise ConfigError([f"--db-env names {args.db_env}, which is not set"])
+    if text is None:
+        text = config.storage.target
+    return text if is_postgres_url(text) else Path(text)
+
+
+async def run_check_config(args: argparse.Namespace) -> int:
+    path = args.path or args.config
+    config = load_config(path)
+    print(f"{config.source}: OK, {len(config.providers)} providers")
+    lines = describe_providers(config, os.environ)
+    for provider, line in zip(config.providers, lines, strict=True):
+        print(line)
+        for check in describe_checks(provider):
+            print(check)
+    if not args.live:
+        return 0
+    from cryptomon.probing.livecheck import check_live
+
+    print()
+    return await check_live(config, os.environ, sys.stdout)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the service until SIGINT or SIGTERM; exit 0 after a clean shutdown."""
+    from aiohttp import web
+
+    from cryptomon.cli.demo import DEFAULT_DATABASE as DEMO_DATABASE
+    from cryptomon.cli.demo import SimulatedProviders
+    from cryptomon.cli.demo import banner as demo_banner
+    from cryptomon.http.settings import Settings
+    from cryptomon.service.app import create_app
+
+    configure_logging(args.log_format)
+    demo: SimulatedProviders | None = None
+    demo_lines: list[str] = []
+    if args.demo:
+        if args.config is not None:
+            raise ConfigError(["--demo writes its own config: leave out --config"])
+        demo = SimulatedProviders()
+        try:
+            demo_config = demo.write_config(Path(args.db) if args.db else DEMO_DATABASE)
+        except (FileExistsError, OSError) as exc:
+            demo.close()
+            raise ConfigError([str(exc)]) from None
+        demo_lines = demo_banner(demo, demo_config)
+        config = load_config(demo_config)
+    else:
+        config = load_config(args.config)
+    settings = Settings.from_config(
+        config,
+        database=database_path(args, config),
+        host=args.host,
+        port=args.port,
+        environ=os.environ,
+    )
+    skipped = [
+        (p.name, reason)
+        for p in config.providers
+        if (reason := p.skip_reason(os.environ)) is not None
+    ]
+    monitored = len(config.providers) - len(skipped)
+    base = f"http://{settings.host}:{settings.port}"
+
+    def announce(_text: str) -> None:
+        for line in demo_lines:
+            print(line)
+        print(f"cryptomon listening on {base}", flush=True)
+        print(f"  dashboard: {base}/   API docs: {base}/docs   live feed: {base}/ws/live")
+        print(f"  database: {settings.database_location}")
+        print(f"  config: {config.source}")
+        print(f"  monitoring {monitored} providers, skipping {len(skipped)}")
+        for name, reason in skipped:
+            print(f"    {name}: {reason}")
+        sys.stdout.flush()
+
+    app = create_app(settings)
+    if demo is not None:
+        # First in, last out: the simulated providers outlive the probing of them.
+        app.cleanup_ctx.insert(0, demo.cleanup_ctx)
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=announce,
+            shutdown_timeout=10.0,
+            access_log=None,
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(
+            f"error: cannot listen on {settings.host}:{settings.port}: the address is in use "
+            "(another cryptomon?); pick another with --port",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        if demo is not None:
+            demo.close()
+    return 0
+
+
+async def run_verify(args: argparse.Namespace) -> int:
+    db = database_path(args, load_config(args.config))
+    async with await open_event_log(db, readonly=True) as store:
+        progress = ProgressLine("verifying", store.head)
+        report = await verify_chain(store, progress)
+        progress.finish()
+    if args.json:
+        print(msgspec.json.encode(report).decode())
+        return 0 if report.ok else 1
+    if report.ok:
+        print(f"OK: {report.count} events, chain intact, last hash {report.last_hash}")
+        return 0
+    print(
+        f"BROKEN at position {report.broken_at}: {report.reason} "
+        f"({report.count} events verified before it)"
+    )
+    return 1
+
+
+async def run_replay(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    settings = projection_settings(config)
+    async with await open_event_log(database_path(args, config), readonly=True) as store:
+        progress = ProgressLine("loading live state", store.head)
+        live, report = await load_projections(store, settings, progress)
+        progress.finish()
+        rebuilt = Projections(settings)
+        progress = ProgressLine("replaying", store.head)
+        replayed = await fold_log(rebuilt, store, live.position, progress)
+        progress.finish()
+    if report.discarded is not None:
+        print(f"note: the stored snapshot was not used: {report.discarded}")
+    differences = rebuilt.state_equal(live)
+    if differences:
+        print(f"DIFFERENT: a replay of {replayed} events does not match the live state:")
+        for difference in differences:
+            print(f"  {difference}")
+        if len(differences) == MAX_DIFFERENCES:
+            print(f"  (listing stops at {MAX_DIFFERENCES} differences; there may be more)")
+        return 1
+    print(
+        f"OK: replayed {replayed} events; every read model equals the live state "
+        f"(snapshot at position {report.snapshot_position} + {report.tail_events} events)"
+    )
+    return 0
+
+
+async def run_export(args: argparse.Namespace) -> int:
+    db = database_path(args, load_config(args.config))
+    async with await open_event_log(db, readonly=True) as store:
+        progress = ProgressLine("exporting", store.head)
+        count = await export_jsonl(
+            store,
+            sys.stdout.buffer,
+            from_position=args.from_position,
+            to_position=args.to_position,
+            since=args.since,
+            until=args.until,
+            progress=progress,
+        )
+        progress.finish()
+    print(f"exported {count} events", file=sys.stderr)
+    return 0
+
+
+async def run_copy_log(args: argparse.Namespace) -> int:
+    """Copy a SQLite log (archive included) and its snapshots into an empty PostgreSQL
+    database, row for row: same positions, ids and hashes. Then verify the copy."""
+    from cryptomon.events.archive import iter_log_rows
+    from cryptomon.events.postgres import PostgresEventStore
+
+    source_path = database_path(args, load_config(args.config))
+    if not isinstance(source_path, Path):
+        raise StoreError("copy-log copies from a SQLite file: give it with --db PATH")
+    if not is_postgres_url(args.to):
+        raise StoreError("--to must be a postgresql:// URL")
+    async with (
+        await open_event_log(source_path, readonly=True) as source,
+        await PostgresEventStore.open(args.to) as target,
+    ):
+        if target.head != 0:
+            raise StoreError(
+                f"{target.location} already holds {target.head} events: copy into an empty database"
+            )
+        progress = ProgressLine("copying", source.head)
+        batch: list[StoredRow] = []
+        copied = 0
+        async for row in iter_log_rows(source):
+            batch.append(row)
+            if len(batch) == COPY_BATCH:
+                await target.append_stored(batch)
+                copied += len(batch)
+                batch.clear()
+                progress(copied)
+        await target.append_stored(batch)
+        copied += len(batch)
+        progress.finish()
+        snapshots = [s for s in (await source.load_snapshots()).values() if s.intact]
+        for position in sorted({s.position for s in snapshots}):
+            states = {s.name: (s.version, s.state) for s in snapshots if s.position == position}
+            await target.save_snapshots(states, position)
+        progress = ProgressLine("verifying", target.head)
+        report = await verify_chain(target, progress)
+        progress.finish()
+    if not report.ok:
+        print(f"BROKEN after the copy at position {report.broken_at}: {report.reason}")
+        return 1
+    print(
+        f"OK: copied {copied} events and {len(snapshots)} snapshots to {mask_url(args.to)};"
+        f" chain intact, last hash {report.last_hash}"
+    )
+    return 0
+
+
+async def run_notify_test(args: argparse.Namespace) -> int:
+    """Send a test message to one channel now; exit 1 when it fails, 2 for no such channel."""
+    from cryptomon.notify import deliver, trial_notification
+    from cryptomon.notify.delivery import create_session
+
+    config = load_config(args.config)
+    channel = next(
+        (c for c in config.notifications if c.name.casefold() == args.channel.casefold()), None
+    )
+    if channel is None:
+        known = ", ".join(c.name for c in config.notifications) or "none configured"
+        print(
+            f"error: {config.source} has no notification channel {args.channel!r}"
+            f" (channels: {known})",
+            file=sys.stderr,
+        )
+        return 2
+    async with create_session() as session:
+        note = trial_notification(channel.name, time.time())
+        outcome = await deliver(session, channel, note, os.environ)
+    if outcome.ok:
+        print(f"{channel.name}: HTTP {outcome.status}, delivered")
+        return 0
+    print(f"{channel.name}: failed: {outcome.error}")
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cryptomon",
+        description="Monitor the third-party APIs crypto products depend on.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config file (default: the bundled catalogue)",
+    )
+    common.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH|URL",
+        help="database file, or a postgresql:// URL (default: data/cryptomon.db)",
+    )
+    common.add_argument(
+        "--db-env",
+        default=None,
+        metavar="NAME",
+        help="read --db from this environment variable instead (keeps a URL's password"
+        " out of the process list)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serving = commands.add_parser("serve", parents=[common], help="run the service (the default)")
+    serving.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serving.add_argument("--port", type=port_number, default=None, help="port (default 7860)")
+    serving.add_argument(
+        "--demo",
+        action="store_true",
+        help="monitor simulated providers on 127.0.0.1 (no network or keys needed); "
+        "database data/demo.db unless --db",
+    )
+    serving.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="log lines as readable text (default) or one JSON object a line",
+    )
+    serving.set_defaults(serve=True)
+    check = commands.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate a config file and list the providers it would monitor",
+    )
+    check.add_argument("path", nargs="?", type=Path, default=None, metavar="PATH")
+    check.add_argument(
+        "--live",
+        action="store_true",
+        help="also probe every provider once, now, and print what each answered; exit 1"
+        " when an enabled provider fails",
+    )
+    check.set_defaults(run=run_check_config)
+    verify = commands.add_parser(
+        "verify", parents=[common], help="check the hash chain of the whole log"
+    )
+    verify.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object (ok, count, last_position, last_hash,"
+        " broken_at, reason); the exit code is the same",
+    )
+    verify.set_defaults(run=run_verify)
+    commands.add_parser(
+        "replay",
+        parents=[common],
+        help="rebuild every read model from the log and compare with the live state",
+    ).set_defaults(run=run_replay)
+    export = commands.add_parser(
+        "export", parents=[common], help="write a range of the log as JSON Lines to stdout"
+    )
+    export.add_argument("--from-position", type=positive_int, default=1, metavar="N")
+    export.add_argument("--to-position", type=positive_int, default=None, metavar="M")
+    export.add_argument("--since", type=parse_time, default=None, metavar="TIME")
+    export.add_argument("--until", type=parse_time, default=None, metavar="TIME")
+    export.set_defaults(run=run_export)
+    copy_log = commands.add_parser(
+        "copy-log",
+        parents=[common],
+        help="copy a SQLite log (--db) into an empty PostgreSQL database with its hash chain",
+    )
+    copy_log.add_argument("--to", required=True, metavar="URL", help="postgresql:// URL")
+    copy_log.set_defaults(run=run_copy_log)
+    notify_test = commands.add_parser(
+        "notify-test", parents=[common], help="send a test message to one notification channel"
+    )
+    notify_test.add_argument("channel", metavar="CHANNEL", help="the channel's name")
+    notify_test.set_defaults(run=run_notify_test)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # No command (nothing, or only flags) means serve: `python -m cryptomon` runs the service.
+    if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
+        arguments.insert(0, "serve")
+    args = parser.parse_args(arguments)
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] | None = getattr(
+        args, "run", None
+    )
+    try:
+        if run is None:
+            return serve(args)
+        return asyncio.run(run(args))
+    except ConfigError as exc:
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        return 1
+    except (StoreError, SchemaError, EventDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
 import sqlite3
@@ -128,7 +129,7 @@ async def test_a_corrupt_snapshot_is_discarded_and_rebuilt(tmp_path: Path) -> No
     await store.close()
 
 
-async def test_a_snapshot_of_an_older_projection_version_is_rebuilt(
+async def test_a_snapshot_of_an_older_projection_version_rebuilds_that_one_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "r.db"
@@ -137,16 +138,49 @@ async def test_a_snapshot_of_an_older_projection_version_is_rebuilt(
     models = ReadModels(store, SETTINGS)
     await models.start()
     await models.stop()
+    await fill(store, ["failed"] * 2, start=3)  # a tail after the snapshot
+    full = Projections(SETTINGS)
+    await fold_log(full, store, store.head)
     await store.close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE snapshots SET version = version - 1 WHERE name = 'metrics'")
+    with caplog.at_level(logging.INFO, logger="cryptomon.readmodels"):
+        async with await EventStore.open(path, readonly=True) as reader:
+            projections, report = await load_projections(reader, SETTINGS)
+    assert report.discarded is None
+    assert report.rebuilt == ("metrics",)
+    assert (report.snapshot_position, report.tail_events) == (3, 2)
+    assert projections.position == 5
+    assert projections.state_equal(full) == []
+    [message] = [r.getMessage() for r in caplog.records if "no current state" in r.getMessage()]
+    assert message == (
+        "the snapshot has no current state of metrics; folding them from the start of the"
+        " log up to position 3"
+    )
+
+
+async def test_a_snapshot_without_a_new_projection_rebuilds_it_and_what_reads_it(
+    tmp_path: Path,
+) -> None:
+    """An upgrade that adds a projection (as chains and quotes were added) folds it from the
+    start; the projections whose folds read its notices are folded again with it, and the
+    others continue from the snapshot."""
+    path = tmp_path / "r.db"
+    store = await EventStore.open(path)
+    await fill(store, ["success", "failed", "failed", "failed", "success"])
+    models = ReadModels(store, SETTINGS)
+    await models.start()
+    await models.stop()
+    full = Projections(SETTINGS)
+    await fold_log(full, store, store.head)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM snapshots WHERE name = 'chains'")
     async with await EventStore.open(path, readonly=True) as reader:
         projections, report = await load_projections(reader, SETTINGS)
-    assert report.discarded is not None and "'metrics' is version" in report.discarded
-    assert projections.position == 3
-    [message] = [r.getMessage() for r in caplog.records if "discarding" in r.getMessage()]
-    assert message.startswith("discarding the projection snapshot: the snapshot's 'metrics'")
-    assert message.endswith("; rebuilding from the log")
+    assert report.rebuilt == ("chains", "providers", "alerts")
+    assert report.discarded is None
+    assert projections.state_equal(full) == []
 
 
 async def test_a_snapshot_ahead_of_the_log_refuses_to_serve(tmp_path: Path) -> None:

@@ -22,13 +22,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from cryptomon.config import Config
+from cryptomon.config import Config, parse_duration, parse_uint
 from cryptomon.events.archive import iter_log_rows, log_segments
 from cryptomon.events.audit import ChainCheck, ChainReport, ChainState, verify_chain
 from cryptomon.events.chain import GENESIS_HASH
 from cryptomon.events.log import EventLog, StoreError
 from cryptomon.events.types import RecordedEvent
-from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
+from cryptomon.projections import (
+    Notice,
+    Projections,
+    ProjectionSettings,
+    SnapshotMismatch,
+    with_needs,
+)
+from cryptomon.projections.settings import ChainSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,22 @@ def projection_settings(config: Config) -> ProjectionSettings:
         online_after_successes=config.monitoring.online_after_successes,
         certificate_warning_seconds=config.monitoring.certificate_warning_seconds,
         certificate_critical_seconds=config.monitoring.certificate_critical_seconds,
+        chains=tuple(
+            ChainSettings(
+                name=name,
+                chain_id=None if chain.chain_id is None else parse_uint(chain.chain_id),
+                lag_blocks=chain.lag_blocks,
+                lag_probes=chain.lag_probes,
+                stale_blocks=chain.stale_blocks,
+                stale_after_seconds=(
+                    None if chain.stale_after is None else parse_duration(chain.stale_after)
+                ),
+            )
+            for name, chain in sorted(config.chains.items())
+        ),
+        quote_deviation_percent=config.quotes.deviation_percent,
+        quote_deviation_probes=config.quotes.deviation_probes,
+        quote_max_staleness_seconds=config.quotes.max_staleness_seconds,
     )
 
 
@@ -59,6 +82,9 @@ class LoadReport:
     snapshot_position: int  # 0 when built from the start of the log
     tail_events: int
     discarded: str | None  # why a snapshot was not used, if there was one
+    # The projections the snapshot had no current state of, folded from the start of the
+    # log up to its position (the rest continued from it).
+    rebuilt: tuple[str, ...] = ()
     # Where start-up's check of the tail's hash chain ended: the position and its hash.
     verified_position: int = 0
     verified_hash: str = GENESIS_HASH
@@ -74,6 +100,9 @@ async def load_projections(
             f"the snapshot covers position {projections.position} but the log at {store.location}"
             f" ends at {store.head}: events are missing; refusing to serve from it"
         )
+    rebuilt = projections.stale
+    if rebuilt:
+        await _rebuild_stale(projections, store)
     # One writer's sequence remembers deleted rows. (Where several instances write, as on
     # PostgreSQL, it moves with their commits while this store's head waits to hear of them.)
     high_water = await store.sequence_high_water() if store.single_writer else 0
@@ -86,7 +115,7 @@ async def load_projections(
     start = projections.position
     verified = await verify_tail(store, start)
     tail = await fold_log(projections, store, store.head, progress)
-    report = LoadReport(start, tail, discarded, verified.last_position, verified.last_hash)
+    report = LoadReport(start, tail, discarded, rebuilt, verified.last_position, verified.last_hash)
     return projections, report
 
 
@@ -125,7 +154,9 @@ async def _from_snapshot(
     else:
         try:
             restored = Projections.restore(
-                {name: (s.version, s.state) for name, s in snapshots.items()}, settings
+                {name: (s.version, s.state) for name, s in snapshots.items()},
+                settings,
+                partial=True,
             )
         except SnapshotMismatch as exc:
             reason = str(exc)
@@ -133,6 +164,20 @@ async def _from_snapshot(
             return restored, None
     log.warning("discarding the projection snapshot: %s; rebuilding from the log", reason)
     return Projections(settings), reason
+
+
+async def _rebuild_stale(restored: Projections, store: EventLog) -> None:
+    """Fold the projections the snapshot had no usable state of from the start of the log
+    up to its position, the others as they were restored."""
+    log.info(
+        "the snapshot has no current state of %s; folding them from the start of the log"
+        " up to position %d",
+        ", ".join(restored.stale),
+        restored.position,
+    )
+    rebuilt = Projections(restored.settings, only=with_needs(restored.stale))
+    await fold_log(rebuilt, store, restored.position)
+    restored.adopt(rebuilt)
 
 
 async def fold_log(

@@ -155,6 +155,35 @@ class MonitoringConfig(_Table, frozen=True):
         return parse_duration(self.certificate_critical)
 
 
+class ChainConfig(_Table, frozen=True):
+    """`[chains.<name>]`: how the nodes of one chain are judged against each other. A key
+    left out takes the chain's default (`cryptomon.projections.chains.CHAIN_DEFAULTS`)."""
+
+    # The chain id every node must answer (observed as `chain_id`), as a number or "0x..".
+    chain_id: int | str | None = None
+    # Lagging: more than `lag_blocks` behind the best head for `lag_probes` probes in a row.
+    lag_blocks: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    lag_probes: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # Stale: the head did not move while the best head moved more than `stale_blocks`; a
+    # chain with one node: the head did not move for `stale_after`.
+    stale_blocks: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    stale_after: str | None = None
+
+
+class QuotesConfig(_Table, frozen=True):
+    """`[quotes]`: how the prices providers quote for one pair are judged."""
+
+    # Deviating: more than this many percent off the pair's median, `deviation_probes` in a row.
+    deviation_percent: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    deviation_probes: Annotated[int, msgspec.Meta(ge=1)] = 2
+    # Stale: the time the answer says its data is from (`price_time`) is older than this.
+    max_staleness: str = "60s"
+
+    @property
+    def max_staleness_seconds(self) -> float:
+        return parse_duration(self.max_staleness)
+
+
 class RateLimit(_Table, frozen=True):
     requests: Annotated[int, msgspec.Meta(ge=1)]
     per: str
@@ -269,6 +298,15 @@ class ProviderConfig(ProbeRequest, frozen=True, kw_only=True):
     maintenance_when: tuple[str, ...] = ()
     enabled: bool = True
     collections: tuple[Collection, ...] = ()
+    # The chain whose nodes it is compared with (its `head` observation, and its
+    # `chain_id` if observed), and the pair it quotes (its `price`, and `price_time`).
+    chain: str | None = None
+    quote: str | None = None
+
+    @property
+    def observed(self) -> set[str]:
+        """The names of the values any of its probes observes."""
+        return {name for probe in (self, *self.collections) for name in probe.observe}
 
     @property
     def interval_seconds(self) -> float | None:
@@ -398,6 +436,8 @@ class Config(_Table, frozen=True):
     monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
     providers: tuple[ProviderConfig, ...] = ()
     notifications: tuple[NotificationChannel, ...] = ()
+    chains: dict[str, ChainConfig] = {}
+    quotes: QuotesConfig = msgspec.field(default_factory=QuotesConfig)
     # The file this came from, for messages; not a key a file may set.
     source: str = ""
 
@@ -622,6 +662,45 @@ class _KeyedError(ValueError):
         self.where = where
 
 
+_CHAIN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+_PAIR = re.compile(r"[A-Z0-9]{1,12}-[A-Z0-9]{1,12}")
+
+
+def _check_chain_name(name: str) -> None:
+    if not _CHAIN_NAME.fullmatch(name):
+        raise ValueError(
+            "expected a chain name of lowercase letters, digits, '_' or '-' (like \"ethereum\")"
+        )
+
+
+def _check_pair(pair: str) -> None:
+    if not _PAIR.fullmatch(pair):
+        raise ValueError('expected a pair of upper-case symbols like "BTC-USD"')
+
+
+def _check_chain_id(chain_id: int | str) -> None:
+    if parse_uint(chain_id) is None:
+        raise ValueError('expected a chain id: a number, or hexadecimal like "0x1"')
+
+
+def parse_uint(value: object) -> int | None:
+    """A non-negative integer (a chain id, a block number) from an int, or a decimal or
+    "0x" hexadecimal string (as `eth_chainId` and `eth_blockNumber` answer); None for
+    anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            number = int(text, 16) if text.startswith("0x") else int(text, 10)
+        except ValueError:
+            return None
+        return number if number >= 0 else None
+    return None
+
+
 def _check_rate_limit_source(text: str) -> None:
     if text != "unverified":
         _check_docs_url(text)
@@ -654,6 +733,11 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "conditions": _check_conditions,
     "maintenance_when": _check_conditions,
     "observe": _check_observations,
+    "stale_after": parse_duration,
+    "max_staleness": parse_duration,
+    "chain": _check_chain_name,
+    "quote": _check_pair,
+    "chain_id": _check_chain_id,
 }
 
 # Where a name means something else in one table: (table class, key).
@@ -798,6 +882,17 @@ def _check_provider(
     if values.get("api_key_optional") and "api_key_env" not in raw:
         add("api_key_optional", "only applies with api_key_env")
     _check_request(raw, add)
+    observed = {
+        name
+        for probe in (values, *values.get("collections", ()))
+        for name in (probe.get("observe", {}) if isinstance(probe, dict) else probe.observe)
+    }
+    if "chain" in values and "head" not in observed:
+        add(
+            "chain", 'its head is compared with the chain\'s: observe it, as head = "[BODY].result"'
+        )
+    if "quote" in values and "price" not in observed:
+        add("quote", 'the price is compared with the pair\'s: observe it, as price = "[BODY].usd"')
 
 
 def _check_request(raw: dict[str, Any], add: Callable[[str, str], None]) -> None:
@@ -966,6 +1061,25 @@ def _decode_notifications(
     return tuple(channels)
 
 
+def _decode_chains(raw: object, problems: _Problems) -> dict[str, ChainConfig]:
+    if not isinstance(raw, dict):
+        problems.add(
+            "chains", f"expected a table of chains ([chains.ethereum]), got {_toml_type(raw)}"
+        )
+        return {}
+    chains = {}
+    for name, entry in raw.items():
+        try:
+            _check_chain_name(name)
+        except ValueError as exc:
+            problems.add(f"chains.{name}", str(exc))
+            continue
+        chain = _decode_table(entry, ChainConfig, f"chains.{name}", problems)
+        if chain is not None:
+            chains[name] = chain
+    return chains
+
+
 def _check_storage(sections: dict[str, Any], problems: _Problems) -> None:
     """Features that keep their data beside a SQLite file are not there on PostgreSQL yet."""
     storage = sections.get("storage")
@@ -1005,10 +1119,14 @@ def _parse(
         elif name == "notifications":
             known = _provider_names(document.get("providers"), default_providers)
             sections[name] = _decode_notifications(value, known, problems)
+        elif name == "chains":
+            sections[name] = _decode_chains(value, problems)
+        elif name == "quotes":
+            sections[name] = _decode_table(value, QuotesConfig, name, problems)
         elif name in tables:
             sections[name] = _decode_table(value, tables[name], name, problems)
         else:
-            expected = ", ".join([*tables, "providers", "notifications"])
+            expected = ", ".join([*tables, "providers", "notifications", "chains", "quotes"])
             problems.add(name, f"unknown key; expected one of: {expected}")
     _check_storage(sections, problems)
     monitoring = sections.get("monitoring")

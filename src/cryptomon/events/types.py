@@ -62,6 +62,8 @@ class ProviderRegistered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_d
     conditions: tuple[str, ...] = ()
     maintenance_when: tuple[str, ...] = ()
     observe: tuple[str, ...] = ()  # the names of its observations
+    chain: str | None = None  # the chain whose nodes it is compared with
+    quote: str | None = None  # the pair whose price it is compared with
 
 
 class ProviderRemoved(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
@@ -252,12 +254,14 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ProbeRecorded", 2): _added_fields,
     # v2 added the health probe's `method`, `conditions`, `maintenance_when`, `observe`.
     ("ProviderRegistered", 1): _added_fields,
+    # v3 added `chain` and `quote`.
+    ("ProviderRegistered", 2): _added_fields,
     ("AlertAcknowledged", 1): _alert_acknowledged_v1_to_v2,
 }
 
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
 SCHEMA_VERSIONS["ProbeRecorded"] = 3
-SCHEMA_VERSIONS["ProviderRegistered"] = 2
+SCHEMA_VERSIONS["ProviderRegistered"] = 3
 SCHEMA_VERSIONS["AlertAcknowledged"] = 2
 
 

@@ -87,6 +87,8 @@ def registration_of(provider: ProviderConfig, environ: Mapping[str, str]) -> Pro
         conditions=provider.conditions,
         maintenance_when=provider.maintenance_when,
         observe=tuple(provider.observe),
+        chain=provider.chain,
+        quote=provider.quote,
     )
 
 

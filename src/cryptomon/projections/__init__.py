@@ -25,6 +25,7 @@ from cryptomon.projections.alerts import (
     UnknownAlertError,
 )
 from cryptomon.projections.base import Handler, Projection, StateT
+from cryptomon.projections.chains import ChainsProjection
 from cryptomon.projections.failures import FailureAnalysis, FailuresProjection
 from cryptomon.projections.metrics import ALL, MetricsProjection, SeriesPoint, WindowStats
 from cryptomon.projections.notices import (
@@ -32,6 +33,7 @@ from cryptomon.projections.notices import (
     AlertAcked,
     AlertRaised,
     AlertResolved,
+    Judged,
     LogEntry,
     Notice,
     ProviderStatusChanged,
@@ -39,6 +41,7 @@ from cryptomon.projections.notices import (
     log_entries,
 )
 from cryptomon.projections.providers import ProvidersProjection, ProviderState
+from cryptomon.projections.quotes import QuotesProjection
 from cryptomon.projections.rate_limits import RateLimitsProjection, RateLimitState
 from cryptomon.projections.settings import ProjectionSettings
 
@@ -51,6 +54,7 @@ __all__ = [
     "AlertResolved",
     "AlertsProjection",
     "AlreadyAcknowledgedError",
+    "ChainsProjection",
     "FailureAnalysis",
     "FailuresProjection",
     "LogEntry",
@@ -62,6 +66,7 @@ __all__ = [
     "ProviderState",
     "ProviderStatusChanged",
     "ProvidersProjection",
+    "QuotesProjection",
     "RateLimitHigh",
     "RateLimitState",
     "RateLimitsProjection",
@@ -96,7 +101,11 @@ _meta_decoder = msgspec.msgpack.Decoder(_SnapshotMeta)
 Snapshot = Mapping[str, tuple[int, bytes]]
 
 # Every projection, in the order they fold an event; each is the attribute of its name.
+# Chains and quotes come before providers: their judgements of a probe reach the
+# provider's status as the providers projection folds that probe.
 _KINDS: tuple[type[Projection[Any]], ...] = (
+    ChainsProjection,
+    QuotesProjection,
     ProvidersProjection,
     MetricsProjection,
     AlertsProjection,
@@ -106,15 +115,46 @@ _KINDS: tuple[type[Projection[Any]], ...] = (
 NAMES = tuple(kind.name for kind in _KINDS)
 
 
+# What each projection's fold reads of others' (their notices): folding it needs them.
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "providers": ("chains", "quotes", "alerts"),
+    "alerts": ("providers",),
+}
+
+
 def _folds(names: Collection[str]) -> tuple[str, ...]:
-    """`names` checked, in folding order. The providers and alerts projections go together:
-    alerts follow the status changes the providers fold decides."""
+    """`names` checked, in folding order. Alerts follow the status changes the providers
+    fold decides, which follows the chains' and quotes' judgements: those fold together."""
     unknown = set(names) - set(NAMES)
     if unknown:
         raise ValueError(f"no projection named {', '.join(sorted(unknown))}")
-    if ("providers" in names) != ("alerts" in names):
-        raise ValueError("the providers and alerts projections fold together")
+    for name in names:
+        missing = [need for need in _NEEDS.get(name, ()) if need not in names]
+        if missing:
+            raise ValueError(f"the {name} projection must fold together with {', '.join(missing)}")
     return tuple(name for name in NAMES if name in names)
+
+
+def with_needs(names: Collection[str]) -> tuple[str, ...]:
+    """`names` and every projection their folds read, in folding order: what a fold of
+    `names` must fold."""
+    folded = set(names)
+    while True:
+        more = {need for name in folded for need in _NEEDS.get(name, ())} - folded
+        if not more:
+            return tuple(name for name in NAMES if name in folded)
+        folded |= more
+
+
+def _dependents(names: Collection[str]) -> tuple[str, ...]:
+    """`names` and every projection whose fold reads theirs, in folding order: what must be
+    rebuilt when they are. Folded together they need nothing else (see `_NEEDS`)."""
+    rebuilt = set(names)
+    while True:
+        more = {name for name, needs in _NEEDS.items() if rebuilt & set(needs)} - rebuilt
+        if not more:
+            return tuple(name for name in NAMES if name in rebuilt)
+        rebuilt |= more
 
 
 class Projections:
@@ -126,6 +166,10 @@ class Projections:
         self.settings = ProjectionSettings() if settings is None else settings
         self.position = 0
         self.folds = _folds(only)
+        # After a partial `restore`: the projections to fold from the start of the log.
+        self.stale: tuple[str, ...] = ()
+        self.chains = ChainsProjection(self.settings)
+        self.quotes = QuotesProjection(self.settings)
         self.providers = ProvidersProjection(self.settings)
         self.metrics = MetricsProjection(self.settings)
         self.alerts = AlertsProjection(self.settings)
@@ -134,7 +178,15 @@ class Projections:
         self._route()
 
     def all(self) -> tuple[Projection[Any], ...]:
-        return (self.providers, self.metrics, self.alerts, self.rate_limits, self.failures)
+        return (
+            self.chains,
+            self.quotes,
+            self.providers,
+            self.metrics,
+            self.alerts,
+            self.rate_limits,
+            self.failures,
+        )
 
     # ---- folding -------------------------------------------------------------
 
@@ -183,24 +235,49 @@ class Projections:
         notices: list[Notice] = []
         for handler in handlers:
             notices += handler(position, recorded_at, event)
-        if notices:
-            # Alerts follow the status the providers projection just decided.
-            for change in [n for n in notices if isinstance(n, ProviderStatusChanged)]:
-                notices += self.alerts.observe_status(change)
+        if notices and self._judges:
+            # Alerts follow the status the providers projection just decided, and the
+            # judgements (which reached that status through `_judging`).
+            for notice in list(notices):
+                if isinstance(notice, ProviderStatusChanged):
+                    notices += self.alerts.observe_status(notice)
+                elif isinstance(notice, Judged):
+                    notices += self.alerts.observe_judged(notice)
         return notices
+
+    def _judging(self, handler: Handler) -> Handler:
+        """A chains or quotes handler whose judgements reach the providers' status at once,
+        before the providers projection folds the same event."""
+        judge = self.providers.judge
+
+        def judged(position: int, recorded_at: float, event: Any) -> list[Notice]:
+            notices = handler(position, recorded_at, event)
+            if not notices:
+                return notices
+            for notice in list(notices):
+                if isinstance(notice, Judged):
+                    notices += judge(notice)
+            return notices
+
+        return judged
 
     def _route(self) -> None:
         """Who folds which event type: a lookup per event instead of a test per projection.
         A replay's pages skip the handlers of the projections that fold pages themselves."""
         dispatch: dict[type[Event], list[Handler]] = {}
         by_event: dict[type[Event], list[Handler]] = {}
+        # Whether status changes and judgements are followed (by providers and alerts).
+        self._judges = "providers" in self.folds
         self._page_folds: tuple[Projection[Any], ...] = ()
         for projection in self.all():
             if projection.name not in self.folds:
                 continue
             if projection.folds_pages:
                 self._page_folds += (projection,)
+            judging = self._judges and projection.name in ("chains", "quotes")
             for kind, handler in projection.handlers.items():
+                if judging:
+                    handler = self._judging(handler)
                 dispatch.setdefault(kind, []).append(handler)
                 if not projection.folds_pages:
                     by_event.setdefault(kind, []).append(handler)
@@ -227,12 +304,16 @@ class Projections:
         settings: ProjectionSettings | None = None,
         *,
         only: Collection[str] = NAMES,
+        partial: bool = False,
     ) -> Projections:
         """Projections continuing from `snapshot_state()` output; with `only`, just those
         projections are restored and fold on (the others stay empty, see `__init__`).
 
         Raises `SnapshotMismatch` when a projection is missing, has another version or
-        does not decode, or when the snapshot was folded with other settings."""
+        does not decode, or when the snapshot was folded with other settings. With
+        `partial`, such projections (and those folding together with them) are left empty
+        and named in `stale` instead, for the caller to fold from the start of the log
+        (`adopt`): an upgrade that adds or changes one projection rebuilds that one alone."""
         restored = cls(settings, only=only)
         meta = _decode_entry(snapshot, META, META_VERSION, _meta_decoder.decode)
         if meta.settings != restored.settings:
@@ -243,12 +324,34 @@ class Projections:
             )
             raise SnapshotMismatch(f"the snapshot was folded with other settings ({changed})")
         restored.position = meta.position
+        states: dict[str, Any] = {}
+        stale: set[str] = set()
         for kind in _KINDS:
             if kind.name in restored.folds:
-                state = _decode_projection(snapshot, kind)
-                setattr(restored, kind.name, kind(restored.settings, state))
+                try:
+                    states[kind.name] = _decode_projection(snapshot, kind)
+                except SnapshotMismatch:
+                    if not partial:
+                        raise
+                    stale.add(kind.name)
+        restored.stale = _dependents(stale)
+        for kind in _KINDS:
+            if kind.name in states and kind.name not in restored.stale:
+                setattr(restored, kind.name, kind(restored.settings, states[kind.name]))
         restored._route()
         return restored
+
+    def adopt(self, rebuilt: Projections) -> None:
+        """Take the `stale` projections' state from `rebuilt`, folded from the start of the
+        log up to this position."""
+        if rebuilt.position != self.position:
+            raise SnapshotMismatch(
+                f"the rebuilt projections cover {rebuilt.position}, the rest {self.position}"
+            )
+        for name in self.stale:
+            setattr(self, name, getattr(rebuilt, name))
+        self.stale = ()
+        self._route()
 
     # ---- audit ---------------------------------------------------------------
 

@@ -55,6 +55,7 @@ from cryptomon.projections.notices import (
     AlertKind,
     AlertRaised,
     AlertResolved,
+    Judged,
     Notice,
     ProviderStatusChanged,
     Severity,
@@ -208,10 +209,13 @@ class AlertsProjection(Projection[AlertsState]):
         """Follow a provider's status: raise `offline` / `degraded`, resolve them after."""
         notices: list[Notice] = []
         opened = self.state.open.get(change.provider, {})
-        for kind in _STATUS_KINDS:
-            if change.new_status != kind and kind in opened:
-                notices.append(self._resolve(change.position, change.at, change.provider, kind))
         new = change.new_status
+        for kind in _STATUS_KINDS:
+            # Degraded by a judgement alone: its own kind of alert says so (observe_judged).
+            if (change.judged or new != kind) and kind in opened:
+                notices.append(self._resolve(change.position, change.at, change.provider, kind))
+        if change.judged:
+            return notices
         if (new == "offline" or new == "degraded") and new not in opened:
             severity: Severity = "critical" if new == "offline" else "warning"
             message = f"{change.provider} is {new}: {change.details}"
@@ -219,6 +223,22 @@ class AlertsProjection(Projection[AlertsState]):
                 self._raise(change.position, change.at, change.provider, new, severity, message)
             )
         return notices
+
+    def observe_judged(self, judged: Judged) -> list[Notice]:
+        """Follow a judgement against a chain or pair: raise its alert while it holds (a
+        wrong chain is critical, the rest warnings), resolve it when it ends."""
+        opened = self.state.open.get(judged.provider, {})
+        kind = judged.judgement
+        if not judged.active:
+            if kind not in opened:
+                return []
+            return [self._resolve(judged.position, judged.at, judged.provider, kind)]
+        if kind in opened:
+            return []
+        severity: Severity = "critical" if kind == "wrong_chain" else "warning"
+        what = kind.replace("_", " ")
+        message = f"{judged.provider} is {what} ({judged.group}): {judged.details}"
+        return [self._raise(judged.position, judged.at, judged.provider, kind, severity, message)]
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
         notices: list[Notice] = []

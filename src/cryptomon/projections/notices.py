@@ -19,7 +19,21 @@ ProviderStatus = Literal[
     "online", "degraded", "offline", "rate_limited", "maintenance", "unconfigured", "unknown"
 ]
 PROVIDER_STATUSES: tuple[ProviderStatus, ...] = get_args(ProviderStatus)
-AlertKind = Literal["offline", "degraded", "rate_limit", "failure_rate", "certificate"]
+# How a provider stands against the others of its chain or pair (see chains.py, quotes.py).
+Judgement = Literal["lagging", "stale", "wrong_chain", "deviation", "quote_stale"]
+JUDGEMENTS: tuple[Judgement, ...] = get_args(Judgement)
+AlertKind = Literal[
+    "offline",
+    "degraded",
+    "rate_limit",
+    "failure_rate",
+    "certificate",
+    "lagging",
+    "stale",
+    "wrong_chain",
+    "deviation",
+    "quote_stale",
+]
 Severity = AlertSeverity  # what a channel filters on (config) is what alerts carry
 LogType = Literal["connection", "failure", "collection", "rate_limit"]
 LOG_TYPES: tuple[LogType, ...] = get_args(LogType)
@@ -51,6 +65,20 @@ class ProviderStatusChanged(_Notice, frozen=True, gc=False):
     provider: str
     old_status: ProviderStatus
     new_status: ProviderStatus
+    details: str
+    # Degraded by a judgement against its chain or pair alone, which raises an alert of
+    # its own kind: no `degraded` alert besides.
+    judged: bool = False
+
+
+class Judged(_Notice, frozen=True, gc=False):
+    """A provider entered (`active`) or left one of the states judged against the other
+    providers of its chain (`group` "chain:ethereum") or pair ("pair:BTC-USD")."""
+
+    provider: str
+    group: str
+    judgement: Judgement
+    active: bool
     details: str
 
 
@@ -85,7 +113,15 @@ class LogEntry(_Notice, frozen=True, gc=False):
     data: dict[str, Any]
 
 
-Notice = ProviderStatusChanged | AlertRaised | AlertResolved | AlertAcked | RateLimitHigh | LogEntry
+Notice = (
+    ProviderStatusChanged
+    | Judged
+    | AlertRaised
+    | AlertResolved
+    | AlertAcked
+    | RateLimitHigh
+    | LogEntry
+)
 
 
 def limit_type(window_seconds: float) -> str:

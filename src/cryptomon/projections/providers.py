@@ -19,6 +19,11 @@ judges the provider again from where it stood.
 
 A provider registered without its API key is `unconfigured` until registered
 with one; its probes (if any) are recorded but do not change that.
+
+A judgement against its chain or pair (lagging, stale, wrong chain, deviating, a stale
+quote: see chains.py and quotes.py) makes an `online` provider `degraded` while it
+holds, with the judgement as the reason (`judge`). The status its probes alone give
+is kept as `probe_status`.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from cryptomon.isotime import iso_time
 from cryptomon.projections.base import Handler, Projection
 from cryptomon.projections.notices import (
     PROVIDER_STATUSES,
+    Judged,
     Notice,
     ProviderStatus,
     ProviderStatusChanged,
@@ -55,6 +61,9 @@ class ProviderState(msgspec.Struct, gc=False, kw_only=True):
     degraded_latency_ms: int | None = None
     key_configured: bool = True
     status: ProviderStatus = "unknown"
+    probe_status: ProviderStatus = "unknown"  # the status before judgements (see `judge`)
+    # The judgements against its chain or pair that hold: judgement -> details.
+    judged: dict[str, str] = {}
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     # The probe events themselves: any kind, and the last that did not succeed.
@@ -95,7 +104,8 @@ _decoder = msgspec.msgpack.Decoder(ProvidersState)
 
 class ProvidersProjection(Projection[ProvidersState]):
     name: ClassVar[str] = "providers"
-    version: ClassVar[int] = 2  # 2: certificates, observations, maintenance
+    # 2: certificates, observations, maintenance; 3: judgements (probe_status, judged)
+    version: ClassVar[int] = 3
 
     def new_state(self) -> ProvidersState:
         return ProvidersState()
@@ -161,6 +171,7 @@ class ProvidersProjection(Projection[ProvidersState]):
         if outcome == "maintenance":
             if provider.status in ("maintenance", "unconfigured"):
                 return []
+            provider.probe_status = "maintenance"
             return [self._change(provider, position, probe.started_at, "maintenance", probe)]
 
         recent = provider.recent
@@ -182,13 +193,49 @@ class ProvidersProjection(Projection[ProvidersState]):
             # A 429 proves the provider answers, but it is no success either.
             provider.consecutive_failures = provider.consecutive_successes = 0
 
-        old = provider.status
-        if old == "unconfigured":
+        if provider.status == "unconfigured":
             return []
-        new = self._next_status(provider, probe)
-        if new == old:
+        was_judged_alone = _judged_alone(provider)
+        provider.probe_status = self._next_status(provider, probe)
+        new = _shown(provider)
+        # Degraded by its probes or by its judgements alone is a change too: the first
+        # raises a `degraded` alert, the second resolves it.
+        if new == provider.status and _judged_alone(provider) == was_judged_alone:
             return []
         return [self._change(provider, position, probe.started_at, new, probe)]
+
+    def judge(self, judged: Judged) -> list[Notice]:
+        """Follow a judgement against the provider's chain or pair: while one holds, an
+        `online` provider shows as `degraded`, with it as the reason."""
+        provider = self.state.providers.get(judged.provider)
+        if provider is None:
+            return []
+        if judged.active:
+            provider.judged[judged.judgement] = judged.details
+        else:
+            provider.judged.pop(judged.judgement, None)
+        new = _shown(provider)
+        if new == provider.status:
+            return []
+        old = provider.status
+        provider.status = new
+        provider.last_status_change = judged.at
+        details = (
+            f"{judged.judgement.replace('_', ' ')}: {judged.details}"
+            if judged.active
+            else f"no longer {judged.judgement.replace('_', ' ')}: {judged.details}"
+        )
+        return [
+            ProviderStatusChanged(
+                judged.position,
+                judged.at,
+                provider.name,
+                old,
+                new,
+                details,
+                judged=new == "degraded",
+            )
+        ]
 
     def _next_status(self, provider: ProviderState, probe: ProbeRecorded) -> ProviderStatus:
         """The status after a health probe (counters already updated). A recovery from
@@ -198,7 +245,7 @@ class ProvidersProjection(Projection[ProvidersState]):
             return "rate_limited"
         if provider.consecutive_failures >= self.settings.offline_after_failures:
             return "offline"
-        if provider.status == "offline":
+        if provider.probe_status == "offline":
             successes = provider.consecutive_successes
             if successes < self.settings.online_after_successes:
                 return "offline"
@@ -219,6 +266,7 @@ class ProvidersProjection(Projection[ProvidersState]):
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         if provider is None or not blocked or provider.status in ("rate_limited", "unconfigured"):
             return []
+        provider.probe_status = "rate_limited"
         return [self._change(provider, position, change.observed_at, "rate_limited", change)]
 
     def _registered(
@@ -239,6 +287,7 @@ class ProvidersProjection(Projection[ProvidersState]):
             new = "unknown"  # until its next health probe
         else:
             return []
+        provider.probe_status = new
         return [self._change(provider, position, recorded_at, new, config)]
 
     def _change(
@@ -252,6 +301,12 @@ class ProvidersProjection(Projection[ProvidersState]):
         old = provider.status
         provider.status = new
         provider.last_status_change = at
+        if _judged_alone(provider):
+            details = "; ".join(
+                f"{judgement.replace('_', ' ')}: {said}"
+                for judgement, said in provider.judged.items()
+            )
+            return ProviderStatusChanged(position, at, provider.name, old, new, details, True)
         return ProviderStatusChanged(
             position, at, provider.name, old, new, self._details(provider, new, cause)
         )
@@ -285,6 +340,17 @@ class ProvidersProjection(Projection[ProvidersState]):
             return f"{provider.recent_failures} of the last {len(provider.recent)} probes failed"
         successes = provider.consecutive_successes
         return f"{successes} consecutive successes" if successes > 1 else "probe succeeded"
+
+
+def _shown(provider: ProviderState) -> ProviderStatus:
+    """The status shown: the probes' own, made `degraded` from `online` by a judgement."""
+    status = provider.probe_status
+    return "degraded" if status == "online" and provider.judged else status
+
+
+def _judged_alone(provider: ProviderState) -> bool:
+    """Degraded by its judgements while its probes alone say online."""
+    return provider.status == "degraded" and provider.probe_status == "online"
 
 
 def _slow(provider: ProviderState, probe: ProbeRecorded) -> bool:

@@ -13,6 +13,19 @@ _HOUR = 3600.0
 _DAY = 86_400.0
 
 
+class ChainSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """A chain's judging thresholds as its `[chains.<name>]` table sets them; None takes
+    the chain's default (`chains.CHAIN_DEFAULTS`), so a default changed in a new version
+    is a change of the chains projection's version, not of these settings."""
+
+    name: str
+    chain_id: int | None = None
+    lag_blocks: int | None = None
+    lag_probes: int | None = None
+    stale_blocks: int | None = None
+    stale_after_seconds: float | None = None
+
+
 class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     # Provider status: one blip is not an outage, one success is not a recovery.
     offline_after_failures: int = 3
@@ -36,6 +49,13 @@ class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     # Time left on a TLS certificate that raises a warning, then a critical alert.
     certificate_warning_seconds: float = 14 * _DAY
     certificate_critical_seconds: float = 3 * _DAY
+    # Chains the config file sets thresholds for, by name (the rest take their defaults).
+    chains: tuple[ChainSettings, ...] = ()
+    # Quotes: deviating more than this many percent from the pair's median for
+    # `quote_deviation_probes` probes in a row; data older than `quote_max_staleness_seconds`.
+    quote_deviation_percent: float = 2.0
+    quote_deviation_probes: int = 2
+    quote_max_staleness_seconds: float = 60.0
     # Resolved alerts and hourly failure counts are kept this long.
     alert_retention_seconds: float = 30 * _DAY
     failure_hour_retention_seconds: float = 30 * _DAY

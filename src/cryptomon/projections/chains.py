@@ -1,0 +1,380 @@
+"""Chains: each node's head against the best head of the nodes of its chain.
+
+A provider registered with a `chain` is a node of that chain; its probes observe its
+`head` (block number, slot, tip height) and may observe its `chain_id`. Every
+judgement of a node is made at its own probe, from the events alone:
+
+- **Best head**, as of the probe: the highest head that at least two nodes whose last
+  probe succeeded have reached (the second highest of their heads), so one runaway
+  node cannot make every other look behind; with one node, its own head.
+- **A common time.** Nodes are probed at different phases. Each other node's head is
+  carried forward to the time of this probe at the chain's block rate (the median of
+  the nodes' own rates, each measured over at least `RATE_SPAN_SECONDS` of its heads),
+  so a node is not behind because the chain moved between two probes.
+- **Lag**: blocks behind that best head, rounded down, never negative. **Lagging**:
+  more than `lag_blocks` behind for `lag_probes` probes in a row; ends at the first
+  probe within `lag_blocks`.
+- **Stale**: the head has not moved while the best head moved more than
+  `stale_blocks` since it last moved. A chain with one node: it has not moved for
+  `stale_after_seconds`. Ends when the head moves.
+- **Wrong chain**: its `chain_id` is not the chain's.
+
+Each state entering or leaving is a `Judged` notice; the providers projection degrades
+the provider while one holds and the alerts projection raises an alert of its kind.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import ClassVar
+
+import msgspec
+
+from cryptomon.config import parse_uint
+from cryptomon.events.types import Event, ProbeRecorded, ProviderRegistered, ProviderRemoved
+from cryptomon.isotime import iso_time
+from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.notices import Judged, Judgement, Notice
+from cryptomon.projections.settings import ChainSettings, ProjectionSettings
+
+# A node's block rate is measured over at least this long a stretch of its own heads.
+RATE_SPAN_SECONDS = 300.0
+# Hourly lag rollups are kept this long.
+LAG_HISTORY_SECONDS = 7 * 86_400.0
+_HOUR = 3600.0
+
+
+class ChainDefaults(msgspec.Struct, frozen=True, gc=False):
+    chain_id: int | None  # None: the chain has no EVM chain id to check
+    lag_blocks: int
+    stale_blocks: int
+    stale_after_seconds: float
+
+
+# Thresholds fit to each chain's block time: about 30 s of blocks for a lag (one
+# block for Bitcoin, whose blocks come every 10 min or so), the same again for
+# staleness; a lone node is stale after minutes without a new block (2 h for Bitcoin).
+CHAIN_DEFAULTS: dict[str, ChainDefaults] = {
+    "ethereum": ChainDefaults(1, 3, 3, 120.0),  # a slot every 12 s
+    "bitcoin": ChainDefaults(None, 1, 1, 7200.0),
+    "solana": ChainDefaults(None, 50, 100, 60.0),  # a slot every 0.4 s
+    "bsc": ChainDefaults(56, 20, 20, 60.0),  # 0.75 s
+    "base": ChainDefaults(8453, 10, 10, 60.0),  # 2 s
+    "optimism": ChainDefaults(10, 10, 10, 60.0),  # 2 s
+    "polygon": ChainDefaults(137, 10, 10, 60.0),  # 2 s
+    "arbitrum": ChainDefaults(42161, 40, 40, 60.0),  # 0.25 s
+    "avalanche": ChainDefaults(43114, 10, 10, 60.0),  # ~2 s
+}
+OTHER_CHAIN = ChainDefaults(None, 5, 5, 300.0)
+DEFAULT_LAG_PROBES = 2
+
+
+class ChainRules(msgspec.Struct, frozen=True, gc=False):
+    """One chain's thresholds: its `[chains.<name>]` keys over its defaults."""
+
+    chain_id: int | None
+    lag_blocks: int
+    lag_probes: int
+    stale_blocks: int
+    stale_after_seconds: float
+
+
+def chain_rules(name: str, configured: ChainSettings | None) -> ChainRules:
+    default = CHAIN_DEFAULTS.get(name, OTHER_CHAIN)
+    given = configured or ChainSettings(name=name)
+    return ChainRules(
+        chain_id=given.chain_id if given.chain_id is not None else default.chain_id,
+        lag_blocks=given.lag_blocks if given.lag_blocks is not None else default.lag_blocks,
+        lag_probes=given.lag_probes if given.lag_probes is not None else DEFAULT_LAG_PROBES,
+        stale_blocks=(
+            given.stale_blocks if given.stale_blocks is not None else default.stale_blocks
+        ),
+        stale_after_seconds=(
+            given.stale_after_seconds
+            if given.stale_after_seconds is not None
+            else default.stale_after_seconds
+        ),
+    )
+
+
+class LagHour(msgspec.Struct, gc=False):
+    """One hour of a node's lag, as measured at its probes."""
+
+    hour: int  # unix time // 3600
+    probes: int = 0
+    lag_sum: int = 0
+    lag_max: int = 0
+
+
+class Node(msgspec.Struct, gc=False, kw_only=True):
+    provider: str
+    head: int | None = None
+    head_at: float | None = None  # the start of the probe that observed it
+    endpoint: str | None = None  # the probe that observes the head
+    succeeded: bool = False  # whether that probe's last run succeeded
+    moved_at: float | None = None  # when the head last moved
+    best_when_moved: int | None = None  # the best head then
+    chain_id: int | None = None  # as last observed
+    lag: int | None = None  # at the last probe
+    lag_seconds: float | None = None
+    over: int = 0  # probes in a row more than lag_blocks behind
+    states: list[Judgement] = []  # the judgements that hold, in the order they began
+    rate: float | None = None  # blocks per second, over its own heads
+    rate_head: int | None = None  # where its rate is measured from
+    rate_at: float | None = None
+    history: list[LagHour] = []  # oldest first
+
+
+class Chain(msgspec.Struct, gc=False, kw_only=True):
+    name: str
+    best: int | None = None  # the best head at the last probe of any node
+    best_at: float | None = None
+    rate: float | None = None  # blocks per second: the median of the nodes' rates
+    nodes: dict[str, Node] = {}
+
+
+class ChainsState(msgspec.Struct, gc=False):
+    chains: dict[str, Chain] = {}
+    chain_of: dict[str, str] = {}  # provider -> chain
+
+
+_decoder = msgspec.msgpack.Decoder(ChainsState)
+
+
+class ChainsProjection(Projection[ChainsState]):
+    name: ClassVar[str] = "chains"
+    version: ClassVar[int] = 1
+
+    def __init__(self, settings: ProjectionSettings, state: ChainsState | None = None) -> None:
+        super().__init__(settings, state)
+        configured = {chain.name: chain for chain in settings.chains}
+        self._configured = configured
+        self._rules: dict[str, ChainRules] = {}
+
+    def new_state(self) -> ChainsState:
+        return ChainsState()
+
+    @classmethod
+    def decode_state(cls, data: bytes) -> ChainsState:
+        return _decoder.decode(data)
+
+    def rules(self, chain: str) -> ChainRules:
+        rules = self._rules.get(chain)
+        if rules is None:
+            rules = self._rules[chain] = chain_rules(chain, self._configured.get(chain))
+        return rules
+
+    # ---- queries -------------------------------------------------------------
+
+    def all(self) -> list[Chain]:
+        return sorted(self.state.chains.values(), key=lambda chain: chain.name)
+
+    def get(self, name: str) -> Chain | None:
+        return self.state.chains.get(name)
+
+    def node(self, provider: str) -> Node | None:
+        chain = self.state.chain_of.get(provider)
+        return None if chain is None else self.state.chains[chain].nodes.get(provider)
+
+    # ---- the fold ------------------------------------------------------------
+
+    def handlers_by_type(self) -> dict[type[Event], Handler]:
+        return {
+            ProviderRegistered: self._registered,
+            ProviderRemoved: self._removed,
+            ProbeRecorded: self._probe,
+        }
+
+    def _registered(
+        self, position: int, recorded_at: float, config: ProviderRegistered
+    ) -> list[Notice]:
+        provider = config.provider
+        current = self.state.chain_of.get(provider)
+        if current == config.chain:
+            return []
+        notices = self._leave(position, recorded_at, provider)
+        if config.chain is not None:
+            chain = self.state.chains.get(config.chain)
+            if chain is None:
+                chain = self.state.chains[config.chain] = Chain(name=config.chain)
+            chain.nodes[provider] = Node(provider=provider)
+            self.state.chain_of[provider] = config.chain
+        return notices
+
+    def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
+        return self._leave(position, recorded_at, removal.provider)
+
+    def _leave(self, position: int, at: float, provider: str) -> list[Notice]:
+        """The provider is no node of its chain any more: its states end."""
+        name = self.state.chain_of.pop(provider, None)
+        if name is None:
+            return []
+        chain = self.state.chains[name]
+        node = chain.nodes.pop(provider)
+        if not chain.nodes:
+            del self.state.chains[name]
+        return [
+            Judged(position, at, provider, f"chain:{name}", state, False, "no longer a node")
+            for state in node.states
+        ]
+
+    def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
+        name = self.state.chain_of.get(probe.provider)
+        if name is None:
+            return []
+        chain = self.state.chains[name]
+        node = chain.nodes[probe.provider]
+        observed = probe.observations
+        head = parse_uint(observed.get("head")) if observed else None
+        if head is None:
+            if probe.endpoint == node.endpoint and probe.outcome != "success":
+                node.succeeded = False  # the probe that observes the head failed
+            if observed and "chain_id" in observed:
+                return self._chain_id(position, probe, chain, node)
+            return []
+        node.endpoint = probe.endpoint
+        node.succeeded = True
+        at = probe.started_at
+        self._measure_rate(chain, node, head, at)
+        best = self._best_head(chain, node, head, at)
+        chain.best, chain.best_at = best, at
+        rules = self.rules(name)
+        lag = max(0, best - head)
+        node.lag = lag
+        node.lag_seconds = lag / chain.rate if chain.rate else None
+        self._record_lag(node, lag, at)
+        notices: list[Notice] = []
+        node.over = node.over + 1 if lag > rules.lag_blocks else 0
+        lagging = node.over >= rules.lag_probes
+        if lagging != ("lagging" in node.states):
+            details = (
+                f"{lag} blocks behind the best head {best} for {node.over} probes"
+                f" (more than {rules.lag_blocks} is lagging)"
+                if lagging
+                else f"{lag} blocks behind the best head {best}: caught up"
+            )
+            notices.append(self._flip(position, at, chain, node, "lagging", lagging, details))
+        notices += self._staleness(position, at, chain, node, head, best, rules)
+        node.head, node.head_at = head, at
+        if observed and "chain_id" in observed:
+            notices += self._chain_id(position, probe, chain, node)
+        return notices
+
+    def _measure_rate(self, chain: Chain, node: Node, head: int, at: float) -> None:
+        if node.rate_at is None or node.rate_head is None or head < node.rate_head:
+            node.rate_head, node.rate_at = head, at
+            return
+        span = at - node.rate_at
+        if span < RATE_SPAN_SECONDS:
+            return
+        node.rate = (head - node.rate_head) / span
+        node.rate_head, node.rate_at = head, at
+        rates = [n.rate for n in chain.nodes.values() if n.rate is not None]
+        chain.rate = statistics.median(rates)
+
+    def _best_head(self, chain: Chain, node: Node, head: int, at: float) -> int:
+        """The second highest head of the nodes whose last probe succeeded, each carried
+        forward to `at` at the chain's rate; with one such node, that node's head."""
+        rate = chain.rate or 0.0
+        heads = [float(head)]
+        for other in chain.nodes.values():
+            if other is node or not other.succeeded or other.head is None:
+                continue
+            assert other.head_at is not None
+            heads.append(other.head + rate * max(0.0, at - other.head_at))
+        if len(heads) == 1:
+            return head
+        first = second = -1.0
+        for value in heads:
+            if value > first:
+                first, second = value, first
+            elif value > second:
+                second = value
+        return int(second)
+
+    def _staleness(
+        self,
+        position: int,
+        at: float,
+        chain: Chain,
+        node: Node,
+        head: int,
+        best: int,
+        rules: ChainRules,
+    ) -> list[Notice]:
+        moved = node.head is None or head != node.head
+        if moved:
+            node.moved_at, node.best_when_moved = at, best
+            if "stale" in node.states:
+                details = f"head moved to {head}"
+                return [self._flip(position, at, chain, node, "stale", False, details)]
+            return []
+        if "stale" in node.states:
+            return []
+        assert node.moved_at is not None and node.best_when_moved is not None
+        if len(chain.nodes) == 1:
+            still = at - node.moved_at
+            if still <= rules.stale_after_seconds:
+                return []
+            details = (
+                f"head {head} has not moved for {still:.0f} s"
+                f" (more than {rules.stale_after_seconds:g} s is stale)"
+            )
+        else:
+            moved_by = best - node.best_when_moved
+            if moved_by <= rules.stale_blocks:
+                return []
+            details = (
+                f"head {head} has not moved since {iso_time(node.moved_at)} while the best"
+                f" head moved {moved_by} blocks (more than {rules.stale_blocks} is stale)"
+            )
+        return [self._flip(position, at, chain, node, "stale", True, details)]
+
+    def _chain_id(
+        self, position: int, probe: ProbeRecorded, chain: Chain, node: Node
+    ) -> list[Notice]:
+        assert probe.observations is not None
+        seen = parse_uint(probe.observations["chain_id"])
+        node.chain_id = seen
+        expected = self.rules(chain.name).chain_id
+        if expected is None or seen is None:
+            return []
+        wrong = seen != expected
+        if wrong == ("wrong_chain" in node.states):
+            return []
+        details = (
+            f"answers chain id {seen} ({hex(seen)}); {chain.name} is {expected} ({hex(expected)})"
+            if wrong
+            else f"answers chain id {seen}, {chain.name}'s"
+        )
+        return [self._flip(position, probe.started_at, chain, node, "wrong_chain", wrong, details)]
+
+    def _flip(
+        self,
+        position: int,
+        at: float,
+        chain: Chain,
+        node: Node,
+        state: Judgement,
+        active: bool,
+        details: str,
+    ) -> Judged:
+        if active:
+            node.states.append(state)
+        else:
+            node.states.remove(state)
+        return Judged(position, at, node.provider, f"chain:{chain.name}", state, active, details)
+
+    def _record_lag(self, node: Node, lag: int, at: float) -> None:
+        hour = int(at // _HOUR)
+        history = node.history
+        # A probe from an earlier hour than the last (clocks are not monotonic) counts in it.
+        if not history or hour > history[-1].hour:
+            history.append(LagHour(hour))
+            oldest = hour - int(LAG_HISTORY_SECONDS // _HOUR)
+            while history[0].hour < oldest:
+                del history[0]
+        bucket = history[-1]
+        bucket.probes += 1
+        bucket.lag_sum += lag
+        bucket.lag_max = max(bucket.lag_max, lag)

@@ -1,0 +1,253 @@
+"""Quotes: each provider's price of a pair against the median of every source of it.
+
+A provider registered with a `quote` (a pair such as `BTC-USD`) is a source of that
+pair; its probes observe its `price`, and may observe `price_time`, the time its
+answer says the data is from. Every judgement of a source is made at its own probe:
+
+- **Median**: of the latest prices of the pair's sources whose last quote succeeded
+  and was observed at most `QUOTE_WINDOW_SECONDS` before this probe, this one
+  included. Fewer than `MIN_SOURCES` such sources: no median, and no deviation judged.
+- **Deviation**: the source's price off the median, in percent. **Deviating**: more
+  than `quote_deviation_percent` off for `quote_deviation_probes` probes in a row;
+  ends at the first probe within it.
+- **Stale quote**: `price_time` older than `quote_max_staleness_seconds` at the probe;
+  ends at the first probe with fresh data.
+
+Each state entering or leaving is a `Judged` notice, as for chains.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import UTC, datetime
+from typing import ClassVar
+
+import msgspec
+
+from cryptomon.events.types import (
+    Event,
+    ObservedValue,
+    ProbeRecorded,
+    ProviderRegistered,
+    ProviderRemoved,
+)
+from cryptomon.isotime import iso_time
+from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.notices import Judged, Judgement, Notice
+
+# A pair's median needs this many sources: with two, neither can be told wrong.
+MIN_SOURCES = 3
+# A source's price counts towards the median this long after it was observed.
+QUOTE_WINDOW_SECONDS = 300.0
+# A `price_time` above this is in milliseconds (1e11 s is the year 5138).
+_MILLISECONDS_ABOVE = 1e11
+
+
+class Source(msgspec.Struct, gc=False, kw_only=True):
+    provider: str
+    price: float | None = None
+    at: float | None = None  # the start of the probe that observed it
+    endpoint: str | None = None
+    succeeded: bool = False
+    data_time: float | None = None  # when the answer says its price is from
+    deviation: float | None = None  # percent off the median, at its last probe
+    over: int = 0  # probes in a row more than the threshold off
+    states: list[Judgement] = []
+
+
+class Pair(msgspec.Struct, gc=False, kw_only=True):
+    name: str
+    median: float | None = None  # at the last probe of any source; None below MIN_SOURCES
+    median_at: float | None = None
+    sources: dict[str, Source] = {}
+
+
+class QuotesState(msgspec.Struct, gc=False):
+    pairs: dict[str, Pair] = {}
+    pair_of: dict[str, str] = {}  # provider -> pair
+
+
+_decoder = msgspec.msgpack.Decoder(QuotesState)
+
+
+def as_price(value: ObservedValue | None) -> float | None:
+    """A price from an observed value: a number, or a string holding one (APIs such as
+    Binance's and Kraken's quote prices as strings)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        price = float(value)
+    else:
+        try:
+            price = float(value)
+        except ValueError:
+            return None
+    return price if price > 0 and price != float("inf") else None
+
+
+def as_time(value: ObservedValue | None) -> float | None:
+    """Unix seconds from an observed time: seconds or milliseconds as a number or a
+    numeric string, or ISO 8601 text."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                return None
+            # A time without a zone is UTC, whatever the machine's zone: replay == live.
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    else:
+        number = float(value)
+    return number / 1000 if number > _MILLISECONDS_ABOVE else number
+
+
+class QuotesProjection(Projection[QuotesState]):
+    name: ClassVar[str] = "quotes"
+    version: ClassVar[int] = 1
+
+    def new_state(self) -> QuotesState:
+        return QuotesState()
+
+    @classmethod
+    def decode_state(cls, data: bytes) -> QuotesState:
+        return _decoder.decode(data)
+
+    # ---- queries -------------------------------------------------------------
+
+    def all(self) -> list[Pair]:
+        return sorted(self.state.pairs.values(), key=lambda pair: pair.name)
+
+    def get(self, name: str) -> Pair | None:
+        return self.state.pairs.get(name)
+
+    def source(self, provider: str) -> Source | None:
+        pair = self.state.pair_of.get(provider)
+        return None if pair is None else self.state.pairs[pair].sources.get(provider)
+
+    # ---- the fold ------------------------------------------------------------
+
+    def handlers_by_type(self) -> dict[type[Event], Handler]:
+        return {
+            ProviderRegistered: self._registered,
+            ProviderRemoved: self._removed,
+            ProbeRecorded: self._probe,
+        }
+
+    def _registered(
+        self, position: int, recorded_at: float, config: ProviderRegistered
+    ) -> list[Notice]:
+        provider = config.provider
+        if self.state.pair_of.get(provider) == config.quote:
+            return []
+        notices = self._leave(position, recorded_at, provider)
+        if config.quote is not None:
+            pair = self.state.pairs.get(config.quote)
+            if pair is None:
+                pair = self.state.pairs[config.quote] = Pair(name=config.quote)
+            pair.sources[provider] = Source(provider=provider)
+            self.state.pair_of[provider] = config.quote
+        return notices
+
+    def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
+        return self._leave(position, recorded_at, removal.provider)
+
+    def _leave(self, position: int, at: float, provider: str) -> list[Notice]:
+        name = self.state.pair_of.pop(provider, None)
+        if name is None:
+            return []
+        pair = self.state.pairs[name]
+        source = pair.sources.pop(provider)
+        if not pair.sources:
+            del self.state.pairs[name]
+        return [
+            Judged(position, at, provider, f"pair:{name}", state, False, "no longer a source")
+            for state in source.states
+        ]
+
+    def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
+        name = self.state.pair_of.get(probe.provider)
+        if name is None:
+            return []
+        pair = self.state.pairs[name]
+        source = pair.sources[probe.provider]
+        observed = probe.observations
+        price = as_price(observed.get("price")) if observed else None
+        if price is None:
+            if probe.endpoint == source.endpoint and probe.outcome != "success":
+                source.succeeded = False
+            return []
+        at = probe.started_at
+        source.price, source.at, source.endpoint, source.succeeded = price, at, probe.endpoint, True
+        source.data_time = as_time(observed.get("price_time")) if observed else None
+        notices = self._deviation(position, at, pair, source, price)
+        notices += self._staleness(position, at, pair, source)
+        return notices
+
+    def _deviation(
+        self, position: int, at: float, pair: Pair, source: Source, price: float
+    ) -> list[Notice]:
+        since = at - QUOTE_WINDOW_SECONDS
+        prices = [
+            other.price
+            for other in pair.sources.values()
+            if other.succeeded and other.price is not None and (other.at or 0.0) >= since
+        ]
+        settings = self.settings
+        if len(prices) < MIN_SOURCES:
+            pair.median, pair.median_at = None, at
+            source.deviation = None
+            source.over = 0
+            if "deviation" not in source.states:
+                return []
+            details = f"{len(prices)} sources quote {pair.name}: no median to compare with"
+            return [self._flip(position, at, pair, source, "deviation", False, details)]
+        median = statistics.median(prices)
+        pair.median, pair.median_at = median, at
+        deviation = (price - median) / median * 100
+        source.deviation = deviation
+        threshold = settings.quote_deviation_percent
+        source.over = source.over + 1 if abs(deviation) > threshold else 0
+        deviating = source.over >= settings.quote_deviation_probes
+        if deviating == ("deviation" in source.states):
+            return []
+        details = (
+            f"{price:g} is {deviation:+.2f}% off the median {median:g} of {len(prices)}"
+            f" sources for {source.over} probes (more than {threshold:g}% is deviating)"
+            if deviating
+            else f"{price:g} is {deviation:+.2f}% off the median {median:g}: back in line"
+        )
+        return [self._flip(position, at, pair, source, "deviation", deviating, details)]
+
+    def _staleness(self, position: int, at: float, pair: Pair, source: Source) -> list[Notice]:
+        data_time = source.data_time
+        limit = self.settings.quote_max_staleness_seconds
+        stale = data_time is not None and at - data_time > limit
+        if stale == ("quote_stale" in source.states):
+            return []
+        details = (
+            f"its data is from {iso_time(data_time)}, {at - data_time:.0f} s before the probe"
+            f" (more than {limit:g} s is stale)"
+            if stale and data_time is not None
+            else "its data is fresh"
+        )
+        return [self._flip(position, at, pair, source, "quote_stale", stale, details)]
+
+    def _flip(
+        self,
+        position: int,
+        at: float,
+        pair: Pair,
+        source: Source,
+        state: Judgement,
+        active: bool,
+        details: str,
+    ) -> Judged:
+        if active:
+            source.states.append(state)
+        else:
+            source.states.remove(state)
+        return Judged(position, at, source.provider, f"pair:{pair.name}", state, active, details)

@@ -7,10 +7,15 @@ judgement of a node is made at its own probe, from the events alone:
 - **Best head**, as of the probe: the highest head that at least two nodes whose last
   probe succeeded have reached (the second highest of their heads), so one runaway
   node cannot make every other look behind; with one node, its own head.
-- **A common time.** Nodes are probed at different phases. Each other node's head is
-  carried forward to the time of this probe at the chain's block rate (the median of
-  the nodes' own rates, each measured over at least `RATE_SPAN_SECONDS` of its heads),
-  so a node is not behind because the chain moved between two probes.
+- **A common time.** Nodes are probed at different phases, and a probe that started
+  later may be recorded first. Each other node's head counts as of this probe's start:
+  one observed earlier as it is (the head now is at least that), one observed later
+  less the blocks the chain made in between, at the chain's block rate (the median of
+  the nodes' own rates, each measured over at least `RATE_SPAN_SECONDS` of its heads;
+  until the log shows a rate, a later head does not count).
+  So a node is never behind because the chain moved between two probes; the price is
+  that a lag can read short by the blocks made since the others were probed (at most
+  the rate times the probe interval), never long.
 - **Lag**: blocks behind that best head, rounded down, never negative. **Lagging**:
   more than `lag_blocks` behind for `lag_probes` probes in a row; ends at the first
   probe within `lag_blocks`.
@@ -113,7 +118,7 @@ class Node(msgspec.Struct, gc=False, kw_only=True):
     endpoint: str | None = None  # the probe that observes the head
     succeeded: bool = False  # whether that probe's last run succeeded
     moved_at: float | None = None  # when the head last moved
-    best_when_moved: int | None = None  # the best head then
+    best_when_moved: int | None = None  # the best head then, or its own if higher
     chain_id: int | None = None  # as last observed
     lag: int | None = None  # at the last probe
     lag_seconds: float | None = None
@@ -139,6 +144,20 @@ class ChainsState(msgspec.Struct, gc=False):
 
 
 _decoder = msgspec.msgpack.Decoder(ChainsState)
+
+
+def best_head(heads: list[float]) -> int:
+    """The highest head that at least two of `heads` have reached (the second highest),
+    rounded down; with one head, that one."""
+    if len(heads) == 1:
+        return int(heads[0])
+    first = second = -1.0
+    for value in heads:
+        if value > first:
+            first, second = value, first
+        elif value > second:
+            second = value
+    return int(second)
 
 
 class ChainsProjection(Projection[ChainsState]):
@@ -273,24 +292,22 @@ class ChainsProjection(Projection[ChainsState]):
         chain.rate = statistics.median(rates)
 
     def _best_head(self, chain: Chain, node: Node, head: int, at: float) -> int:
-        """The second highest head of the nodes whose last probe succeeded, each carried
-        forward to `at` at the chain's rate; with one such node, that node's head."""
-        rate = chain.rate or 0.0
+        """The best head as of `at`: this node's new head with the others whose last probe
+        succeeded. A head observed before `at` counts as it is (the chain only grows: the
+        head at `at` is at least that); one observed after `at` (a probe that started later
+        but was recorded first) less the blocks the chain made in between, at its rate."""
+        rate = chain.rate
         heads = [float(head)]
         for other in chain.nodes.values():
             if other is node or not other.succeeded or other.head is None:
                 continue
             assert other.head_at is not None
-            heads.append(other.head + rate * max(0.0, at - other.head_at))
-        if len(heads) == 1:
-            return head
-        first = second = -1.0
-        for value in heads:
-            if value > first:
-                first, second = value, first
-            elif value > second:
-                second = value
-        return int(second)
+            later = other.head_at - at
+            if later <= 0:
+                heads.append(float(other.head))
+            elif rate is not None:  # until the log shows the rate, a later head can't count
+                heads.append(other.head - rate * later)
+        return best_head(heads)
 
     def _staleness(
         self,
@@ -304,7 +321,9 @@ class ChainsProjection(Projection[ChainsState]):
     ) -> list[Notice]:
         moved = node.head is None or head != node.head
         if moved:
-            node.moved_at, node.best_when_moved = at, best
+            # The best head then, or its own if it was ahead: the group catching up with it
+            # is not the group moving on without it.
+            node.moved_at, node.best_when_moved = at, max(best, head)
             if "stale" in node.states:
                 details = f"head moved to {head}"
                 return [self._flip(position, at, chain, node, "stale", False, details)]

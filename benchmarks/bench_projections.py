@@ -3,9 +3,11 @@
     python benchmarks/bench_projections.py [--events 1000000] [--keep PATH]
 
 Builds a log of realistic events (100 providers probed every 30 s, mixed
-outcomes, rate-limit changes), then, over that log in the same run, prints the
-rate of reading and decoding it alone (`replay_pages`, no fold) and of the full
-replay into every projection (`readmodels.fold_log`), and their ratio; then the
+outcomes, rate-limit changes; 20 chain nodes observing heads and 8 sources quoting
+prices), then, over that log in the same run, prints the rate of reading and
+decoding it alone (`replay_pages`, no fold), of the full replay into every
+projection (`readmodels.fold_log`) and of the same replay without the chains and
+quotes folds, and their ratios; then the
 start-up time from a snapshot plus a 10,000-event tail, resident memory after the
 replay, and database bytes per event.
 """
@@ -37,6 +39,38 @@ from cryptomon.readmodels import REPLAY_PAGE_SIZE, fold_log, load_projections
 PROVIDERS = 100
 START = 1_790_000_000.0
 TAIL = 10_000
+# The first providers are chain nodes (5 per chain, their heads observed), the next ones
+# quote a pair (4 per pair, their prices observed); the rest are plain APIs.
+CHAINS = {"ethereum": 1 / 12, "bitcoin": 1 / 600, "solana": 2.5, "base": 0.5}  # blocks/s
+NODES_PER_CHAIN = 5
+PAIRS = {"BTC-USD": 60_000.0, "ETH-USD": 3_000.0}
+SOURCES_PER_PAIR = 4
+
+
+def role(p: int) -> tuple[str | None, str | None]:
+    """Provider p's chain and pair."""
+    chains, pairs = list(CHAINS), list(PAIRS)
+    if p < len(chains) * NODES_PER_CHAIN:
+        return chains[p // NODES_PER_CHAIN], None
+    p -= len(chains) * NODES_PER_CHAIN
+    if p < len(pairs) * SOURCES_PER_PAIR:
+        return None, pairs[p // SOURCES_PER_PAIR]
+    return None, None
+
+
+def observations(
+    rng: random.Random, p: int, at: float
+) -> dict[str, int | float | str | bool] | None:
+    """What provider p's probe at `at` observes: a head (now and then a few blocks behind),
+    or a price (now and then a few percent off), or nothing."""
+    chain, pair = role(p)
+    if chain is not None:
+        behind = rng.choice((0, 0, 0, 0, 1, 2, 10))
+        return {"head": hex(int((at - START) * CHAINS[chain]) + 1_000_000 - behind)}
+    if pair is not None:
+        off = rng.choice((0.0, 0.0, 0.0, 0.001, -0.001, 0.05))
+        return {"price": round(PAIRS[pair] * (1 + off), 2), "price_time": at - 2}
+    return None
 
 
 def probe_events(count: int, seed: int = 7) -> list[tuple[str, Event]]:
@@ -45,7 +79,8 @@ def probe_events(count: int, seed: int = 7) -> list[tuple[str, Event]]:
     events: list[tuple[str, Event]] = []
     n = 0
     while len(events) < count:
-        provider = f"provider-{n % PROVIDERS:03d}"
+        p = n % PROVIDERS
+        provider = f"provider-{p:03d}"
         at = START + (n // PROVIDERS) * 30 + (n % PROVIDERS) * 0.3
         roll = rng.random()
         outcome: ProbeOutcome = "success"
@@ -74,6 +109,7 @@ def probe_events(count: int, seed: int = 7) -> list[tuple[str, Event]]:
                     error_kind=error,
                     error_message=None if error is None else f"{error} from api.example.com",
                     scheduled_at=at - 0.001,
+                    observations=observations(rng, p, at) if outcome == "success" else None,
                 ),
             )
         )
@@ -93,9 +129,10 @@ async def build_log(path: Path, count: int) -> None:
     clock_now = [START]
     store = await EventStore.open(path, clock=lambda: clock_now[0])
     for p in range(PROVIDERS):
+        chain, pair = role(p)
         registered = ProviderRegistered(
             f"provider-{p:03d}", "market_data", "https://api.example.com", "/ping", "every 30s",
-            10_000, 2_000, RateLimitSpec(100, 60.0),
+            10_000, 2_000, RateLimitSpec(100, 60.0), chain=chain, quote=pair,
         )  # fmt: skip
         await store.append(f"config:provider-{p:03d}", [registered])
     events = probe_events(count - PROVIDERS)
@@ -179,6 +216,13 @@ async def run(count: int, keep: Path | None) -> None:
         projections = Projections(settings)
         with Timed() as replay_timed:
             folded = await fold_log(projections, store, until)
+        # The same replay without the chains and quotes folds, to price them: a cut no
+        # service makes (the providers projection then hears no judgement).
+        unjudged = Projections(settings)
+        unjudged.folds = tuple(n for n in unjudged.folds if n not in ("chains", "quotes"))
+        unjudged._route()
+        with Timed() as unjudged_timed:
+            assert await fold_log(unjudged, store, until) == folded
         await store.close()
         rss_after, rss_peak = rss_mb(), rss_mb("VmHWM")
         assert read == folded
@@ -196,6 +240,16 @@ async def run(count: int, keep: Path | None) -> None:
         print(f"events in the log: {head:,}")
         decode_rate = line("read and decode alone (no fold)", read, decode_timed)
         rate = line("replay into all projections", folded, replay_timed)
+        without = line("replay without the chains and quotes folds", folded, unjudged_timed)
+        print(
+            f"  with / without chains and quotes: {rate / without:.2f} (goal >= 0.85:"
+            f" {'met' if rate >= 0.85 * without else 'NOT met'})"
+        )
+        chains = projections.chains.all()
+        judged = sum(len(n.states) for c in chains for n in c.nodes.values())
+        print(
+            f"  {len(chains)} chains, {len(projections.quotes.all())} pairs, {judged} states held"
+        )
         print(f"  goal >= 200,000 events/s: {'met' if rate >= 200_000 else 'NOT met'}")
         ratio = rate / decode_rate
         print(

@@ -237,29 +237,13 @@ class Projections:
             notices += handler(position, recorded_at, event)
         if notices and self._judges:
             # Alerts follow the status the providers projection just decided, and the
-            # judgements (which reached that status through `_judging`).
+            # judgements (which reached that status through the judges' `forward`).
             for notice in list(notices):
                 if isinstance(notice, ProviderStatusChanged):
                     notices += self.alerts.observe_status(notice)
                 elif isinstance(notice, Judged):
                     notices += self.alerts.observe_judged(notice)
         return notices
-
-    def _judging(self, handler: Handler) -> Handler:
-        """A chains or quotes handler whose judgements reach the providers' status at once,
-        before the providers projection folds the same event."""
-        judge = self.providers.judge
-
-        def judged(position: int, recorded_at: float, event: Any) -> list[Notice]:
-            notices = handler(position, recorded_at, event)
-            if not notices:
-                return notices
-            for notice in list(notices):
-                if isinstance(notice, Judged):
-                    notices += judge(notice)
-            return notices
-
-        return judged
 
     def _route(self) -> None:
         """Who folds which event type: a lookup per event instead of a test per projection.
@@ -268,16 +252,15 @@ class Projections:
         by_event: dict[type[Event], list[Handler]] = {}
         # Whether status changes and judgements are followed (by providers and alerts).
         self._judges = "providers" in self.folds
+        forward = self.providers.judge if self._judges else None
+        self.chains.forward = self.quotes.forward = forward
         self._page_folds: tuple[Projection[Any], ...] = ()
         for projection in self.all():
             if projection.name not in self.folds:
                 continue
             if projection.folds_pages:
                 self._page_folds += (projection,)
-            judging = self._judges and projection.name in ("chains", "quotes")
             for kind, handler in projection.handlers.items():
-                if judging:
-                    handler = self._judging(handler)
                 dispatch.setdefault(kind, []).append(handler)
                 if not projection.folds_pages:
                     by_event.setdefault(kind, []).append(handler)

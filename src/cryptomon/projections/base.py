@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import msgspec
 
 from cryptomon.events.types import Event
-from cryptomon.projections.notices import Notice
+from cryptomon.projections.notices import Judged, Notice
 from cryptomon.projections.settings import ProjectionSettings
 
 StateT = TypeVar("StateT", bound=msgspec.Struct)
@@ -62,3 +62,21 @@ class Projection(ABC, Generic[StateT]):
         """Fold a page of events given as columns (see `Projections.fold_columns`), without
         notices, into the same state as their handlers: only with `folds_pages`."""
         raise NotImplementedError(f"the {self.name} projection folds event by event")
+
+
+class JudgingProjection(Projection[StateT]):
+    """A projection that judges providers against each other (chains, quotes). Its
+    judgements must reach the providers' status before the providers projection folds the
+    same event: `forward` (set by `Projections` when providers are folded) takes each one
+    and returns the notices it causes, which join the handler's own."""
+
+    forward: Callable[[Judged], list[Notice]] | None = None
+
+    def forwarded(self, notices: list[Notice]) -> list[Notice]:
+        forward = self.forward
+        if forward is None or not notices:
+            return notices
+        for notice in list(notices):
+            if isinstance(notice, Judged):
+                notices += forward(notice)
+        return notices

@@ -36,9 +36,15 @@ from typing import ClassVar
 import msgspec
 
 from cryptomon.config import parse_uint
-from cryptomon.events.types import Event, ProbeRecorded, ProviderRegistered, ProviderRemoved
+from cryptomon.events.types import (
+    Event,
+    ObservedValue,
+    ProbeRecorded,
+    ProviderRegistered,
+    ProviderRemoved,
+)
 from cryptomon.isotime import iso_time
-from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.base import Handler, JudgingProjection
 from cryptomon.projections.notices import Judged, Judgement, Notice
 from cryptomon.projections.settings import ChainSettings, ProjectionSettings
 
@@ -146,6 +152,17 @@ class ChainsState(msgspec.Struct, gc=False):
 _decoder = msgspec.msgpack.Decoder(ChainsState)
 
 
+def _block(value: ObservedValue | None) -> int | None:
+    """A head as observed: "0x..." (what eth_blockNumber answers) read directly, anything
+    else as `parse_uint` reads it."""
+    if type(value) is str and value.startswith("0x"):
+        try:
+            return int(value, 16)
+        except ValueError:
+            return None
+    return parse_uint(value)
+
+
 def best_head(heads: list[float]) -> int:
     """The highest head that at least two of `heads` have reached (the second highest),
     rounded down; with one head, that one."""
@@ -160,7 +177,7 @@ def best_head(heads: list[float]) -> int:
     return int(second)
 
 
-class ChainsProjection(Projection[ChainsState]):
+class ChainsProjection(JudgingProjection[ChainsState]):
     name: ClassVar[str] = "chains"
     version: ClassVar[int] = 1
 
@@ -211,7 +228,7 @@ class ChainsProjection(Projection[ChainsState]):
         current = self.state.chain_of.get(provider)
         if current == config.chain:
             return []
-        notices = self._leave(position, recorded_at, provider)
+        notices = self.forwarded(self._leave(position, recorded_at, provider))
         if config.chain is not None:
             chain = self.state.chains.get(config.chain)
             if chain is None:
@@ -221,7 +238,7 @@ class ChainsProjection(Projection[ChainsState]):
         return notices
 
     def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
-        return self._leave(position, recorded_at, removal.provider)
+        return self.forwarded(self._leave(position, recorded_at, removal.provider))
 
     def _leave(self, position: int, at: float, provider: str) -> list[Notice]:
         """The provider is no node of its chain any more: its states end."""
@@ -241,10 +258,13 @@ class ChainsProjection(Projection[ChainsState]):
         name = self.state.chain_of.get(probe.provider)
         if name is None:
             return []
-        chain = self.state.chains[name]
+        return self.forwarded(self._judge(position, probe, self.state.chains[name]))
+
+    def _judge(self, position: int, probe: ProbeRecorded, chain: Chain) -> list[Notice]:
         node = chain.nodes[probe.provider]
+        name = chain.name
         observed = probe.observations
-        head = parse_uint(observed.get("head")) if observed else None
+        head = _block(observed.get("head")) if observed else None
         if head is None:
             if probe.endpoint == node.endpoint and probe.outcome != "success":
                 node.succeeded = False  # the probe that observes the head failed
@@ -257,25 +277,42 @@ class ChainsProjection(Projection[ChainsState]):
         self._measure_rate(chain, node, head, at)
         best = self._best_head(chain, node, head, at)
         chain.best, chain.best_at = best, at
-        rules = self.rules(name)
-        lag = max(0, best - head)
+        rules = self._rules.get(name) or self.rules(name)
+        lag = best - head if best > head else 0
         node.lag = lag
         node.lag_seconds = lag / chain.rate if chain.rate else None
-        self._record_lag(node, lag, at)
+        # The hour's lag rollup (a probe from an earlier hour, clocks not being monotonic,
+        # counts in the last one).
+        history = node.history
+        hour = int(at // _HOUR)
+        bucket = history[-1] if history and history[-1].hour >= hour else _new_hour(history, hour)
+        bucket.probes += 1
+        bucket.lag_sum += lag
+        if lag > bucket.lag_max:
+            bucket.lag_max = lag
         notices: list[Notice] = []
-        node.over = node.over + 1 if lag > rules.lag_blocks else 0
-        lagging = node.over >= rules.lag_probes
-        if lagging != ("lagging" in node.states):
+        states = node.states
+        over = node.over = node.over + 1 if lag > rules.lag_blocks else 0
+        lagging = over >= rules.lag_probes
+        if lagging != ("lagging" in states):
             details = (
-                f"{lag} blocks behind the best head {best} for {node.over} probes"
+                f"{lag} blocks behind the best head {best} for {over} probes"
                 f" (more than {rules.lag_blocks} is lagging)"
                 if lagging
                 else f"{lag} blocks behind the best head {best}: caught up"
             )
             notices.append(self._flip(position, at, chain, node, "lagging", lagging, details))
-        notices += self._staleness(position, at, chain, node, head, best, rules)
+        if node.head is None or head != node.head:
+            # The best head then, or its own if it was ahead: the group catching up with it
+            # is not the group moving on without it.
+            node.moved_at, node.best_when_moved = at, best if best > head else head
+            if "stale" in states:
+                details = f"head moved to {head}"
+                notices.append(self._flip(position, at, chain, node, "stale", False, details))
+        elif "stale" not in states:
+            notices += self._stale(position, at, chain, node, head, best, rules)
         node.head, node.head_at = head, at
-        if observed and "chain_id" in observed:
+        if observed is not None and "chain_id" in observed:
             notices += self._chain_id(position, probe, chain, node)
         return notices
 
@@ -297,19 +334,27 @@ class ChainsProjection(Projection[ChainsState]):
         head at `at` is at least that); one observed after `at` (a probe that started later
         but was recorded first) less the blocks the chain made in between, at its rate."""
         rate = chain.rate
-        heads = [float(head)]
+        # The second highest of the heads, this one included (see `best_head`), inline:
+        # this runs at every probe of every node.
+        first, second = float(head), -1.0
         for other in chain.nodes.values():
             if other is node or not other.succeeded or other.head is None:
                 continue
             assert other.head_at is not None
             later = other.head_at - at
             if later <= 0:
-                heads.append(float(other.head))
+                value = float(other.head)
             elif rate is not None:  # until the log shows the rate, a later head can't count
-                heads.append(other.head - rate * later)
-        return best_head(heads)
+                value = other.head - rate * later
+            else:
+                continue
+            if value > first:
+                first, second = value, first
+            elif value > second:
+                second = value
+        return int(second) if second >= 0 else head
 
-    def _staleness(
+    def _stale(
         self,
         position: int,
         at: float,
@@ -319,17 +364,7 @@ class ChainsProjection(Projection[ChainsState]):
         best: int,
         rules: ChainRules,
     ) -> list[Notice]:
-        moved = node.head is None or head != node.head
-        if moved:
-            # The best head then, or its own if it was ahead: the group catching up with it
-            # is not the group moving on without it.
-            node.moved_at, node.best_when_moved = at, max(best, head)
-            if "stale" in node.states:
-                details = f"head moved to {head}"
-                return [self._flip(position, at, chain, node, "stale", False, details)]
-            return []
-        if "stale" in node.states:
-            return []
+        """Whether a node whose head did not move has gone stale."""
         assert node.moved_at is not None and node.best_when_moved is not None
         if len(chain.nodes) == 1:
             still = at - node.moved_at
@@ -384,16 +419,12 @@ class ChainsProjection(Projection[ChainsState]):
             node.states.remove(state)
         return Judged(position, at, node.provider, f"chain:{chain.name}", state, active, details)
 
-    def _record_lag(self, node: Node, lag: int, at: float) -> None:
-        hour = int(at // _HOUR)
-        history = node.history
-        # A probe from an earlier hour than the last (clocks are not monotonic) counts in it.
-        if not history or hour > history[-1].hour:
-            history.append(LagHour(hour))
-            oldest = hour - int(LAG_HISTORY_SECONDS // _HOUR)
-            while history[0].hour < oldest:
-                del history[0]
-        bucket = history[-1]
-        bucket.probes += 1
-        bucket.lag_sum += lag
-        bucket.lag_max = max(bucket.lag_max, lag)
+
+def _new_hour(history: list[LagHour], hour: int) -> LagHour:
+    """A new hour's lag rollup at the end of `history`, dropping those past the retention."""
+    bucket = LagHour(hour)
+    history.append(bucket)
+    oldest = hour - int(LAG_HISTORY_SECONDS // _HOUR)
+    while history[0].hour < oldest:
+        del history[0]
+    return bucket

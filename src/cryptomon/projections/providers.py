@@ -195,12 +195,19 @@ class ProvidersProjection(Projection[ProvidersState]):
 
         if provider.status == "unconfigured":
             return []
-        was_judged_alone = _judged_alone(provider)
-        provider.probe_status = self._next_status(provider, probe)
+        old = provider.status
+        was = provider.probe_status
+        now = provider.probe_status = self._next_status(provider, probe)
+        if now == was and not provider.judged:
+            return (
+                []
+                if now == old
+                else [self._change(provider, position, probe.started_at, now, probe)]
+            )
         new = _shown(provider)
         # Degraded by its probes or by its judgements alone is a change too: the first
         # raises a `degraded` alert, the second resolves it.
-        if new == provider.status and _judged_alone(provider) == was_judged_alone:
+        if new == old and (now == "online") == (was == "online"):
             return []
         return [self._change(provider, position, probe.started_at, new, probe)]
 

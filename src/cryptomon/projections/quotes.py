@@ -18,7 +18,6 @@ Each state entering or leaving is a `Judged` notice, as for chains.
 
 from __future__ import annotations
 
-import statistics
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -32,7 +31,7 @@ from cryptomon.events.types import (
     ProviderRemoved,
 )
 from cryptomon.isotime import iso_time
-from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.base import Handler, JudgingProjection
 from cryptomon.projections.notices import Judged, Judgement, Notice
 
 # A pair's median needs this many sources: with two, neither can be told wrong.
@@ -105,7 +104,7 @@ def as_time(value: ObservedValue | None) -> float | None:
     return number / 1000 if number > _MILLISECONDS_ABOVE else number
 
 
-class QuotesProjection(Projection[QuotesState]):
+class QuotesProjection(JudgingProjection[QuotesState]):
     name: ClassVar[str] = "quotes"
     version: ClassVar[int] = 1
 
@@ -143,7 +142,7 @@ class QuotesProjection(Projection[QuotesState]):
         provider = config.provider
         if self.state.pair_of.get(provider) == config.quote:
             return []
-        notices = self._leave(position, recorded_at, provider)
+        notices = self.forwarded(self._leave(position, recorded_at, provider))
         if config.quote is not None:
             pair = self.state.pairs.get(config.quote)
             if pair is None:
@@ -153,7 +152,7 @@ class QuotesProjection(Projection[QuotesState]):
         return notices
 
     def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
-        return self._leave(position, recorded_at, removal.provider)
+        return self.forwarded(self._leave(position, recorded_at, removal.provider))
 
     def _leave(self, position: int, at: float, provider: str) -> list[Notice]:
         name = self.state.pair_of.pop(provider, None)
@@ -185,7 +184,7 @@ class QuotesProjection(Projection[QuotesState]):
         source.data_time = as_time(observed.get("price_time")) if observed else None
         notices = self._deviation(position, at, pair, source, price)
         notices += self._staleness(position, at, pair, source)
-        return notices
+        return self.forwarded(notices)
 
     def _deviation(
         self, position: int, at: float, pair: Pair, source: Source, price: float
@@ -205,7 +204,9 @@ class QuotesProjection(Projection[QuotesState]):
                 return []
             details = f"{len(prices)} sources quote {pair.name}: no median to compare with"
             return [self._flip(position, at, pair, source, "deviation", False, details)]
-        median = statistics.median(prices)
+        prices.sort()
+        middle = len(prices) // 2
+        median = prices[middle] if len(prices) % 2 else (prices[middle - 1] + prices[middle]) / 2
         pair.median, pair.median_at = median, at
         deviation = (price - median) / median * 100
         source.deviation = deviation

@@ -229,12 +229,15 @@ class QuotesProjection(JudgingProjection[QuotesState]):
         stale = data_time is not None and at - data_time > limit
         if stale == ("quote_stale" in source.states):
             return []
-        details = (
-            f"its data is from {iso_time(data_time)}, {at - data_time:.0f} s before the probe"
-            f" (more than {limit:g} s is stale)"
-            if stale and data_time is not None
-            else "its data is fresh"
-        )
+        if stale and data_time is not None:
+            details = (
+                f"its data is from {iso_time(data_time)}, {at - data_time:.0f} s before the"
+                f" probe (more than {limit:g} s is stale)"
+            )
+        elif data_time is None:
+            details = "its answer no longer says when its data is from"
+        else:
+            details = "its data is fresh"
         return [self._flip(position, at, pair, source, "quote_stale", stale, details)]
 
     def _flip(

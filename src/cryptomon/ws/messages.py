@@ -143,8 +143,8 @@ class QuoteDeviation(_Message, frozen=True, tag="quote_deviation"):
 
 class HeadUpdate(_Message, frozen=True, tag="head_update"):
     """A node's head moved (or was first seen): one per such probe. `timestamp` is the
-    probe's start; `previous_head` is None for the first head seen since the feed
-    started."""
+    probe's start; `previous_head` is None for the node's first head (the hub starts from
+    the heads the read models hold)."""
 
     provider: str
     chain: str

@@ -1060,7 +1060,14 @@ async def test_a_flooder_that_never_reads_holds_a_bounded_queue(client: Client) 
 
 # ---- HTTP: traversal, injection, oversized headers ----------------------------------------
 
-PATH_VALUES = {"name": "Up", "log_type": "connection", "alert_id": "1", "job_id": "health_checks"}
+PATH_VALUES = {
+    "name": "Up",
+    "log_type": "connection",
+    "alert_id": "1",
+    "job_id": "health_checks",
+    "chain": "ethereum",
+    "pair": "BTC-USD",
+}
 TRAVERSALS = (
     "..%2f..%2fetc%2fpasswd",
     "..%2F..%2F..%2F..%2Fetc%2Fpasswd",

@@ -55,7 +55,8 @@ T = TypeVar("T")
 
 
 def config_text(standin: StandIn, *, server: str = "", only_up: bool = False) -> str:
-    """Up answers, Down refuses connections, Limited answers 429 with Retry-After."""
+    """Up answers, Down refuses connections, Limited answers 429 with Retry-After. Down is
+    an Ethereum node and Limited quotes BTC-USD, neither ever observing a value."""
     up = f"""
 [[providers]]
 name = "Up"
@@ -81,6 +82,8 @@ name = "Down"
 category = "rpc_nodes"
 base_url = "http://127.0.0.1:{closed_port()}"
 interval = "1m"
+observe = {{ head = "[BODY].result" }}
+chain = "ethereum"
 
 [[providers]]
 name = "Limited"
@@ -88,6 +91,8 @@ category = "news"
 base_url = "{standin.url("")}"
 health_path = "/ratelimited"
 interval = "1m"
+observe = {{ price = "[BODY].price" }}
+quote = "BTC-USD"
 """
     )
 
@@ -227,6 +232,8 @@ def filled(path: str, alert_id: int) -> str:
         .replace("{log_type}", "connection")
         .replace("{alert_id}", str(alert_id))
         .replace("{job_id}", "rate_limit_snapshot")
+        .replace("{chain}", "ethereum")  # Down is its node
+        .replace("{pair}", "BTC-USD")  # Limited quotes it
     )
 
 

@@ -206,6 +206,8 @@ api_key_env = "CM_TEST_HEADER_KEY"
 api_key_header = "X-Api-Key"
 api_key_prefix = "Token "
 rate_limit = {{ requests = 100, per = "60s" }}
+observe = {{ price = "[BODY].data[0]" }}
+quote = "BTC-USD"
 [[providers.collections]]
 path = "/error500?vs=usd"
 
@@ -218,9 +220,11 @@ interval = "1h"
 api_key_env = "CM_TEST_QUERY_KEY"
 api_key_query = "apikey"
 rate_limit = {{ requests = 5, per = "1h" }}
+chain = "ethereum"
 [[providers.collections]]
 path = "/healthy?module=proxy"
 expect_key = "ok"
+observe = {{ head = "[BODY].data[0]" }}
 [[providers.collections]]
 path = "/garbage"
 expect_key = "ok"
@@ -468,7 +472,12 @@ async def exercise_the_service(
     await api.post("/api/scheduler/trigger/metrics_aggregation")
 
     # Every GET endpoint, as a client without and with the token.
-    path_values = {"name": ("HeaderKeyed", "QueryKeyed"), "log_type": LOG_TYPES}
+    path_values = {
+        "name": ("HeaderKeyed", "QueryKeyed"),
+        "log_type": LOG_TYPES,
+        "chain": ("ethereum",),  # QueryKeyed is its node
+        "pair": ("BTC-USD",),  # HeaderKeyed quotes it
+    }
     paths: list[str] = []
     for endpoint in ENDPOINTS:
         if endpoint.method != "GET" or endpoint.path == "/ws/live":

@@ -7,12 +7,14 @@ Counters and the latency histogram cover every probe the rollups still hold
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from itertools import accumulate
 
 from aiohttp import web
 
 from cryptomon.events.types import PROBE_KINDS, ProbeOutcome
 from cryptomon.http.keys import HUB, LOOP_LAG, MONITOR, NOTIFIER, READ_MODELS, STORE
+from cryptomon.projections import Projections
 from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS
 from cryptomon.projections.notices import PROVIDER_STATUSES
 
@@ -22,6 +24,63 @@ OUTCOMES: tuple[ProbeOutcome, ...] = ("success", "failed", "timeout", "rate_limi
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _chains_and_quotes(
+    projections: Projections, family: Callable[[str, str, str], None], lines: list[str]
+) -> None:
+    """Each chain's best head and each node's head and lag; each source's price and how far
+    it is off its pair's median. A value not known yet (no head, no median) has no line."""
+    chains = projections.chains.all()
+    nodes = [
+        (_label(chain.name), _label(node.provider), node)
+        for chain in chains
+        for node in sorted(chain.nodes.values(), key=lambda node: node.provider)
+    ]
+    family("cryptomon_chain_best_head", "gauge", "the best head of each chain, in blocks")
+    for chain in chains:
+        if chain.best is not None:
+            lines.append(f'cryptomon_chain_best_head{{chain="{_label(chain.name)}"}} {chain.best}')
+    for name, field, help_text in (
+        ("cryptomon_chain_head", "head", "each node's head, in blocks"),
+        (
+            "cryptomon_chain_lag_blocks",
+            "lag",
+            "blocks each node is behind its chain's best head, at its last probe",
+        ),
+        (
+            "cryptomon_chain_lag_seconds",
+            "lag_seconds",
+            "that lag at the chain's block rate, in seconds",
+        ),
+    ):
+        family(name, "gauge", help_text)
+        for chain_name, provider, node in nodes:
+            value = getattr(node, field)
+            if value is not None:
+                lines.append(f'{name}{{chain="{chain_name}",provider="{provider}"}} {value}')
+    sources = [
+        (_label(pair.name), _label(source.provider), source)
+        for pair in projections.quotes.all()
+        for source in sorted(pair.sources.values(), key=lambda source: source.provider)
+    ]
+    family("cryptomon_quote_price", "gauge", "each source's last price of its pair")
+    for pair_name, provider, source in sources:
+        if source.price is not None:
+            lines.append(
+                f'cryptomon_quote_price{{pair="{pair_name}",provider="{provider}"}} {source.price}'
+            )
+    family(
+        "cryptomon_quote_deviation_ratio",
+        "gauge",
+        "(price - median) / median of each source at its last probe (0.01 is 1% above)",
+    )
+    for pair_name, provider, source in sources:
+        if source.deviation is not None:
+            lines.append(
+                f'cryptomon_quote_deviation_ratio{{pair="{pair_name}",provider="{provider}"}}'
+                f" {source.deviation / 100}"
+            )
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -99,6 +158,8 @@ async def metrics(request: web.Request) -> web.Response:
         lines.append(
             f'cryptomon_rate_limit_usage_ratio{{provider="{_label(limit.provider)}"}} {ratio}'
         )
+
+    _chains_and_quotes(projections, family, lines)
 
     family("cryptomon_alerts_open", "gauge", "alerts not yet resolved")
     lines.append(f"cryptomon_alerts_open {len(projections.alerts.query(open_only=True))}")

@@ -25,10 +25,12 @@ from cryptomon.http.params import Param, parsed
 from cryptomon.http.views import (
     alerts,
     analytics,
+    chains,
     database,
     events,
     logs,
     providers,
+    quotes,
     rate_limits,
     scheduler,
     service,
@@ -88,6 +90,8 @@ def hours(default: float) -> Param:
 
 
 NAME = Param("name", "path", "string", "the provider's name")
+CHAIN = Param("chain", "path", "string", "the chain's name, as its nodes' `chain` says")
+PAIR = Param("pair", "path", "string", "the pair, as its sources' `quote` says (BTC-USD)")
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -184,6 +188,44 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         schemas.ProviderSeries,
         (NAME, hours(1)),
         errors=(400, 404),
+        cached=True,
+    ),
+    Endpoint(
+        "GET",
+        "/api/chains",
+        chains.chains,
+        "Chains: each one's best head, block rate and nodes",
+        schemas.ChainList,
+        cached=True,
+        links=(Link("get_chain", "chain", "$response.body#/chains/0/name"),),
+    ),
+    Endpoint(
+        "GET",
+        "/api/chains/{chain}",
+        chains.chain,
+        "One chain: its best head and each node's head, lag, states and hourly lag",
+        schemas.ChainView,
+        (CHAIN,),
+        errors=(404,),
+        cached=True,
+    ),
+    Endpoint(
+        "GET",
+        "/api/quotes",
+        quotes.quotes,
+        "Quoted pairs: each one's median price and each source's price and deviation",
+        schemas.PairList,
+        cached=True,
+        links=(Link("get_quote", "pair", "$response.body#/pairs/0/name"),),
+    ),
+    Endpoint(
+        "GET",
+        "/api/quotes/{pair}",
+        quotes.quote,
+        "One pair: its median price and each source's price, deviation and data age",
+        schemas.PairView,
+        (PAIR,),
+        errors=(404,),
         cached=True,
     ),
     Endpoint(

@@ -13,7 +13,7 @@ import msgspec
 
 from cryptomon.events.audit import ChainState
 from cryptomon.events.types import ErrorKind, ProbeOutcome
-from cryptomon.projections.notices import ProviderStatus
+from cryptomon.projections.notices import Judgement, ProviderStatus
 from cryptomon.projections.providers import ProvidersSummary
 from cryptomon.projections.views import AlertView
 
@@ -176,6 +176,10 @@ class ProviderView(Schema, frozen=True):
     # From the last HTTPS probe; None for a provider probed over plain HTTP.
     certificate: CertificateView | None = None
     observations: dict[str, ObservationView] = {}  # the last value of each, by name
+    # The judgements against its chain or pair that hold now (lagging, stale, wrong_chain,
+    # deviation, quote_stale), each with what was found; an online provider with any is
+    # degraded.
+    judgements: dict[str, str] = {}
 
 
 class ProviderList(Schema, frozen=True):
@@ -446,3 +450,102 @@ class NotificationsView(Schema, frozen=True):
     position: int  # every notice up to this event position is in the outbox
     checkpoint_position: int
     channels: list[NotificationChannelView]
+
+
+class LagHourView(Schema, frozen=True):
+    """One hour of a node's lag, as measured at its probes."""
+
+    hour: str  # the hour's start
+    probes: int
+    mean_lag: float  # blocks
+    max_lag: int
+
+
+class ChainNodeSummary(Schema, frozen=True):
+    provider: str
+    head: int | None  # None until a probe observed it
+    lag: int | None  # blocks behind the best head, at its last probe
+    states: list[Judgement]
+
+
+class ChainSummary(Schema, frozen=True):
+    name: str
+    best_head: int | None  # the second highest head of the nodes (see /api/chains/{chain})
+    best_at: str | None  # the start of the probe it was judged at
+    block_rate: float | None  # blocks per second: the median of the nodes' own rates
+    node_count: int
+    nodes: list[ChainNodeSummary]
+
+
+class ChainList(Schema, frozen=True):
+    count: int
+    chains: list[ChainSummary]
+
+
+class ChainRulesView(Schema, frozen=True):
+    """The thresholds the chain's nodes are judged by: `[chains.<name>]` over defaults."""
+
+    chain_id: int | None  # the chain id a node must answer; None: not checked
+    lag_blocks: int
+    lag_probes: int
+    stale_blocks: int
+    stale_after_seconds: float
+
+
+class ChainNodeView(Schema, frozen=True):
+    """One node of a chain. Every figure is as of the node's own last probe, except
+    `seconds_since_head_moved`, which runs from the probe its head last moved at to the
+    chain's latest judged probe (`best_at` of the chain), never to the wall clock: it is
+    what the event log says, the same on a replay, and does not grow while nothing is
+    probed."""
+
+    provider: str
+    head: int | None
+    head_at: str | None  # the start of the probe that observed it
+    succeeded: bool  # whether the probe that observes its head last succeeded
+    lag: int | None  # blocks behind the best head carried to its probe's time
+    lag_seconds: float | None  # that lag at the chain's block rate; None with no rate yet
+    seconds_since_head_moved: float | None
+    head_moved_at: str | None
+    chain_id: int | None  # as last observed; None when not observed
+    states: list[Judgement]  # lagging, stale, wrong_chain: those that hold, oldest first
+    block_rate: float | None  # its own blocks per second
+    history: list[LagHourView]  # hourly, oldest first, up to 7 days
+
+
+class ChainView(Schema, frozen=True):
+    name: str
+    best_head: int | None
+    best_at: str | None
+    block_rate: float | None
+    rules: ChainRulesView
+    nodes: list[ChainNodeView]
+
+
+class QuoteSourceView(Schema, frozen=True):
+    provider: str
+    price: float | None  # its last price; None until a probe observed one
+    at: str | None  # the start of the probe that observed it
+    succeeded: bool  # whether the probe that observes its price last succeeded
+    deviation_percent: float | None  # off the median at its last probe; None with no median
+    data_time: str | None  # when its answer said the price is from (observed `price_time`)
+    # How old the data was at the probe: the probe's start minus `data_time`; None when
+    # `price_time` is not observed.
+    data_age_seconds: float | None
+    states: list[Judgement]  # deviation, quote_stale
+
+
+class PairView(Schema, frozen=True):
+    name: str
+    # The median of the sources' recent prices, at `median_at` (the last probe of any
+    # source). None below the sources a median needs: `median_note` then says why.
+    median: float | None
+    median_at: str | None
+    median_note: str | None
+    source_count: int
+    sources: list[QuoteSourceView]
+
+
+class PairList(Schema, frozen=True):
+    count: int
+    pairs: list[PairView]

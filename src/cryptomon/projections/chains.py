@@ -212,6 +212,11 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         chain = self.state.chain_of.get(provider)
         return None if chain is None else self.state.chains[chain].nodes.get(provider)
 
+    def chain_of(self, provider: str) -> Chain | None:
+        """The chain the provider is a node of, if any."""
+        name = self.state.chain_of.get(provider)
+        return None if name is None else self.state.chains[name]
+
     # ---- the fold ------------------------------------------------------------
 
     def handlers_by_type(self) -> dict[type[Event], Handler]:

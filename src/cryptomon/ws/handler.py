@@ -26,6 +26,7 @@ from cryptomon.http.schemas import ConnectionView, WebSocketStats
 from cryptomon.isotime import iso_time
 from cryptomon.ws.hub import CONTROL, Client, Hub
 from cryptomon.ws.messages import (
+    OPT_IN_TOPICS,
     PROVIDER_TOPIC_PREFIX,
     TOPICS,
     ClientMessage,
@@ -113,6 +114,7 @@ async def _serve(
         position=hub.position,
         topics=sorted(client.topics),
         heartbeat_interval=hub.heartbeat_interval,
+        opt_in_topics=list(OPT_IN_TOPICS),
     )
     hub.attach(client, since if since >= 0 else None, Frame(0, CONTROL, None, encode(greeting)))
     reason = "client_closed"

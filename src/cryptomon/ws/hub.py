@@ -33,16 +33,17 @@ from aiohttp import WSCloseCode, web
 
 from cryptomon.events.archive import iter_log_rows
 from cryptomon.events.log import EventLog
-from cryptomon.events.types import RecordedEvent
+from cryptomon.events.types import ProbeRecorded, RecordedEvent
 from cryptomon.isotime import iso_time
 from cryptomon.projections import Notice
 from cryptomon.projections.notices import log_entries
 from cryptomon.readmodels import ReadModels
+from cryptomon.ws import messages
 from cryptomon.ws.messages import (
     PROVIDER_TOPIC_PREFIX,
-    TOPICS,
     ErrorMessage,
     Frame,
+    HeadUpdate,
     Ping,
     Resync,
     StatusUpdate,
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 
 # Frames every client gets whatever it subscribed to: pings, errors, replies.
 CONTROL = "control"
-DEFAULT_TOPICS = frozenset(TOPICS)
+# What a client gets until it subscribes or unsubscribes: not the opt-in topics.
+DEFAULT_TOPICS = frozenset(messages.DEFAULT_TOPICS)
 # One write to a client carries at most this much; past the high-water mark
 # of its socket buffer the client is waited for (and dropped if its queue fills).
 BATCH_BYTES = 256 * 1024
@@ -177,6 +179,13 @@ class Hub:
         self._last_flush = 0.0
         self._next_id = 0
         self._tasks: list[asyncio.Task[None]] = []
+        # Each chain node's head as the last head_update (or the read models at start) had it.
+        self._heads: dict[str, int] = {
+            node.provider: node.head
+            for chain in models.projections.chains.all()
+            for node in chain.nodes.values()
+            if node.head is not None
+        }
         models.listeners.append(self.publish)
 
     # ---- lifecycle -----------------------------------------------------------
@@ -256,11 +265,47 @@ class Hub:
 
     def publish(self, recorded: RecordedEvent, notices: list[Notice]) -> None:
         """A read-model listener: frames for one applied event, sent at the next flush."""
-        frames = [event_frame(recorded), *(notice_frame(n) for n in notices)]
+        projections = self.models.projections
+        frames = [event_frame(recorded), *(notice_frame(n, projections) for n in notices)]
         self.ring.extend(frames)
         self.position = recorded.position
         self.pending.extend(frames)
+        head = self._head_frame(recorded)
+        if head is not None:
+            # Live only, never in the ring: nearly every probe of a chain's node moves its
+            # head, so in the ring these frames would push out the ones a `?since=` resume
+            # needs (and shrink how far back it reaches). A resume does not send them;
+            # /api/chains has the heads.
+            self.pending.append(head)
         self._schedule_flush()
+
+    def _head_frame(self, recorded: RecordedEvent) -> Frame | None:
+        """A `head_update` when this probe moved a chain node's head (or showed its first)."""
+        probe = recorded.event
+        if not isinstance(probe, ProbeRecorded) or not probe.observations:
+            return None
+        if "head" not in probe.observations:
+            return None
+        chain = self.models.projections.chains.chain_of(probe.provider)
+        node = chain.nodes.get(probe.provider) if chain is not None else None
+        if chain is None or node is None or node.head is None:
+            self._heads.pop(probe.provider, None)
+            return None
+        previous = self._heads.get(probe.provider)
+        if previous == node.head:
+            return None
+        self._heads[probe.provider] = node.head
+        message = HeadUpdate(
+            timestamp=iso_time(probe.started_at),
+            provider=probe.provider,
+            chain=chain.name,
+            head=node.head,
+            previous_head=previous,
+            best_head=chain.best,
+            lag=node.lag,
+            position=recorded.position,
+        )
+        return Frame(recorded.position, "heads", probe.provider, encode(message))
 
     def broadcast(self, frame: Frame) -> None:
         """Send a frame to every client that wants it, at the next flush."""

@@ -21,14 +21,21 @@ from cryptomon.projections import (
     AlertResolved,
     LogEntry,
     Notice,
+    Projections,
     ProviderStatusChanged,
     RateLimitHigh,
 )
-from cryptomon.projections.notices import LOG_TYPES
+from cryptomon.projections.notices import LOG_TYPES, Judged, Judgement
 from cryptomon.projections.views import AlertView
 
 LOG_TOPICS = tuple(f"logs.{log_type}" for log_type in LOG_TYPES)
-TOPICS = ("status", "providers", "alerts", "rate_limits", "events", *LOG_TOPICS)
+# What a client gets from connecting on, without subscribing.
+DEFAULT_TOPICS = ("status", "providers", "alerts", "rate_limits", "events", *LOG_TOPICS)
+# Only for a client that subscribes to them: judgements of chains' nodes
+# (chain_state_change) and of pairs' sources (quote_deviation), and every move of a
+# node's head (head_update, one per probe of a moving chain: the busiest topic).
+OPT_IN_TOPICS = ("chains", "quotes", "heads")
+TOPICS = (*DEFAULT_TOPICS, *OPT_IN_TOPICS)
 PROVIDER_TOPIC_PREFIX = "provider:"
 
 
@@ -66,8 +73,10 @@ class ConnectionEstablished(_Message, frozen=True, tag="connection_established")
     client_id: str
     message: str
     position: int
-    topics: list[str]
+    topics: list[str]  # what this client gets now
     heartbeat_interval: float
+    # Topics sent only to a client that subscribes to them (see OPT_IN_TOPICS).
+    opt_in_topics: list[str] = []
 
 
 class StatusUpdate(_Message, frozen=True, tag="status_update"):
@@ -97,6 +106,52 @@ class ProviderStatusChange(_Message, frozen=True, tag="provider_status_change"):
     old_status: str
     new_status: str
     details: str
+    position: int
+
+
+class ChainStateChange(_Message, frozen=True, tag="chain_state_change"):
+    """A node of a chain entered (`active`) or left a state: lagging, stale, wrong_chain.
+    `head`, `best_head`, `lag` and `lag_seconds` are the node's as of that event (None
+    once it is no node of the chain any more)."""
+
+    provider: str
+    chain: str
+    state: Judgement
+    active: bool
+    details: str
+    position: int
+    head: int | None = None
+    best_head: int | None = None
+    lag: int | None = None
+    lag_seconds: float | None = None
+
+
+class QuoteDeviation(_Message, frozen=True, tag="quote_deviation"):
+    """A source of a pair entered (`active`) or left a state: deviation, quote_stale.
+    `price`, `median` and `deviation_percent` are as of that event."""
+
+    provider: str
+    pair: str
+    state: Judgement
+    active: bool
+    details: str
+    position: int
+    price: float | None = None
+    median: float | None = None
+    deviation_percent: float | None = None
+
+
+class HeadUpdate(_Message, frozen=True, tag="head_update"):
+    """A node's head moved (or was first seen): one per such probe. `timestamp` is the
+    probe's start; `previous_head` is None for the node's first head (the hub starts from
+    the heads the read models hold)."""
+
+    provider: str
+    chain: str
+    head: int
+    previous_head: int | None
+    best_head: int | None
+    lag: int | None
     position: int
 
 
@@ -157,10 +212,14 @@ def encode(message: _Message) -> bytes:
     return _encoder.encode(message)
 
 
-def notice_frame(notice: Notice) -> Frame:
+def notice_frame(notice: Notice, projections: Projections | None = None) -> Frame:
+    """The frame for a notice; `projections` (as of the notice's event) add a judged
+    node's or source's figures to its message."""
     at = iso_time(notice.at)
     position = notice.position
     match notice:
+        case Judged():
+            return judged_frame(notice, projections)
         case LogEntry(log_type=log_type, data=data):
             message: _Message = NewLogEntry(
                 timestamp=at, log_type=log_type, data=data, position=position
@@ -196,6 +255,46 @@ def notice_frame(notice: Notice) -> Frame:
             message = kind(timestamp=at, alert=AlertView.of(notice.alert), position=position)
             return Frame(position, "alerts", notice.alert.provider, encode(message))
     raise TypeError(f"no message for {type(notice).__name__}")
+
+
+def judged_frame(notice: Judged, projections: Projections | None) -> Frame:
+    """`chain_state_change` for a judgement of a chain's node (topic `chains`),
+    `quote_deviation` for one of a pair's source (topic `quotes`). The figures are those
+    of the node or source in that group now; none when it has left the group."""
+    kind, _, group = notice.group.partition(":")
+    at = iso_time(notice.at)
+    if kind == "chain":
+        chain = projections.chains.get(group) if projections is not None else None
+        node = chain.nodes.get(notice.provider) if chain is not None else None
+        chain_message = ChainStateChange(
+            timestamp=at,
+            provider=notice.provider,
+            chain=group,
+            state=notice.judgement,
+            active=notice.active,
+            details=notice.details,
+            position=notice.position,
+            head=node.head if node is not None else None,
+            best_head=chain.best if chain is not None and node is not None else None,
+            lag=node.lag if node is not None else None,
+            lag_seconds=node.lag_seconds if node is not None else None,
+        )
+        return Frame(notice.position, "chains", notice.provider, encode(chain_message))
+    pair = projections.quotes.get(group) if projections is not None else None
+    source = pair.sources.get(notice.provider) if pair is not None else None
+    quote_message = QuoteDeviation(
+        timestamp=at,
+        provider=notice.provider,
+        pair=group,
+        state=notice.judgement,
+        active=notice.active,
+        details=notice.details,
+        position=notice.position,
+        price=source.price if source is not None else None,
+        median=pair.median if pair is not None and source is not None else None,
+        deviation_percent=source.deviation if source is not None else None,
+    )
+    return Frame(notice.position, "quotes", notice.provider, encode(quote_message))
 
 
 def event_frame(recorded: RecordedEvent) -> Frame:

@@ -84,6 +84,7 @@ def _provider_view(request: web.Request, state: ProviderState, now: float) -> Pr
             name: ObservationView(value=seen.value, at=iso_time(seen.at), endpoint=seen.endpoint)
             for name, seen in state.observations.items()
         },
+        judgements=dict(state.judged),
     )
 
 

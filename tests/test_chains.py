@@ -3,13 +3,20 @@ pair's median; as folds (with properties), and through the real service."""
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pytest_aiohttp import AiohttpClient
 
+from cryptomon.config import load_config
 from cryptomon.events.types import (
     EventMetadata,
     ObservedValue,
@@ -19,6 +26,8 @@ from cryptomon.events.types import (
     ProviderRemoved,
     RecordedEvent,
 )
+from cryptomon.http.keys import READ_MODELS, STORE
+from cryptomon.http.settings import Settings
 from cryptomon.projections import (
     AlertRaised,
     AlertResolved,
@@ -30,6 +39,7 @@ from cryptomon.projections import (
 from cryptomon.projections.chains import RATE_SPAN_SECONDS, best_head
 from cryptomon.projections.notices import Judged
 from cryptomon.projections.settings import ChainSettings
+from cryptomon.service.app import create_app
 
 T0 = 1_800_000_000.0
 Event = ProviderRegistered | ProviderRemoved | ProbeRecorded
@@ -471,3 +481,170 @@ def test_data_older_than_max_staleness_raises_a_stale_quote_alert() -> None:
     at = 1_800_000_030.0
     assert resolved(fold(price("Old", at, 50_000, price_time=iso))) == [("Old", "quote_stale")]
     assert resolved(fold(price("Old", at + 1, 50_000, price_time=(at - 5) * 1000))) == []
+
+
+# ---- through the real service -------------------------------------------------------
+
+
+class Network:
+    """Stand-in JSON-RPC nodes and price APIs on loopback whose answers a test sets."""
+
+    def __init__(self) -> None:
+        self.heads: dict[str, int] = {}
+        self.chain_ids: dict[str, str] = {}
+        self.prices: dict[str, float] = {}
+        app = web.Application()
+        app.router.add_post("/node/{name}", self._node)
+        app.router.add_get("/price/{name}", self._price)
+        self.server = TestServer(app, host="127.0.0.1")
+
+    async def _node(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        replies = []
+        for call in await request.json():
+            result = hex(self.heads[name]) if call["method"] == "eth_blockNumber" else None
+            if call["method"] == "eth_chainId":
+                result = self.chain_ids.get(name, "0x1")
+            replies.append({"jsonrpc": "2.0", "id": call["id"], "result": result})
+        return web.json_response(replies)
+
+    async def _price(self, request: web.Request) -> web.Response:
+        return web.json_response({"bitcoin": {"usd": self.prices[request.match_info["name"]]}})
+
+    def config(self) -> str:
+        base = f"http://127.0.0.1:{self.server.port}"
+        nodes = "".join(
+            f"""
+[[providers]]
+name = "{name}"
+category = "rpc_nodes"
+base_url = "{base}/node/{name}"
+interval = "30s"
+chain = "ethereum"
+rpc = [{{ method = "eth_blockNumber" }}, {{ method = "eth_chainId" }}]
+observe = {{ head = "[BODY][0].result", chain_id = "[BODY][1].result" }}
+"""
+            for name in self.heads
+        )
+        sources = "".join(
+            f"""
+[[providers]]
+name = "{name}"
+category = "market_data"
+base_url = "{base}/price/{name}"
+interval = "30s"
+quote = "BTC-USD"
+observe = {{ price = "[BODY].bitcoin.usd" }}
+"""
+            for name in self.prices
+        )
+        return nodes + sources
+
+
+class Service:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def probe(self) -> None:
+        """Probe every provider once and wait until the read models show it."""
+        async with self.client.post("/api/scheduler/trigger/health_checks") as response:
+            assert response.status == 200, await response.text()
+        app = self.client.app
+        async with asyncio.timeout(10):
+            await app[READ_MODELS].wait_for(app[STORE].head)
+
+    async def alerts(self, kind: str) -> list[dict[str, Any]]:
+        async with self.client.get("/api/alerts") as response:
+            assert response.status == 200, await response.text()
+            body = await response.json()
+        return [a for a in body["alerts"] if a["kind"] == kind]
+
+    async def status(self, name: str) -> str:
+        async with self.client.get(f"/api/providers/{name}") as response:
+            assert response.status == 200
+            return str((await response.json())["status"])
+
+
+@pytest.fixture
+async def network() -> AsyncIterator[Network]:
+    network = Network()
+    network.heads.update({f"Node {c}": 1000 for c in "ABCD"})
+    network.prices.update({f"Price {c}": 50_000.0 for c in "ABCD"})
+    await network.server.start_server()
+    yield network
+    await network.server.close()
+
+
+@pytest.fixture
+async def service(tmp_path: Path, network: Network, aiohttp_client: AiohttpClient) -> Service:
+    config = tmp_path / "cryptomon.toml"
+    config.write_text(network.config())
+    settings = Settings.from_config(
+        load_config(config), database=tmp_path / "chains.db", environ={}, probing=False
+    )
+    return Service(await aiohttp_client(create_app(settings)))
+
+
+def advance(network: Network, blocks: int, *, except_: Iterable[str] = ()) -> None:
+    for name in network.heads:
+        if name not in except_:
+            network.heads[name] += blocks
+
+
+async def test_a_node_that_falls_20_blocks_behind_is_lagging_within_k_plus_one_probes(
+    service: Service, network: Network
+) -> None:
+    await service.probe()
+    network.heads["Node D"] -= 20
+    probes = 0
+    while not await service.alerts("lagging"):
+        probes += 1
+        assert probes <= 3, "not lagging within K + 1 = 3 probe intervals"
+        advance(network, 1)
+        await service.probe()
+    [alert] = await service.alerts("lagging")
+    assert alert["provider"] == "Node D" and alert["resolved_at"] is None
+    assert await service.status("Node D") == "degraded"
+    network.heads["Node D"] = network.heads["Node A"]
+    await service.probe()
+    [alert] = await service.alerts("lagging")
+    assert alert["resolved_at"] is not None
+    assert await service.status("Node D") == "online"
+
+
+async def test_a_frozen_node_goes_stale(service: Service, network: Network) -> None:
+    await service.probe()
+    for _ in range(3):
+        advance(network, 2, except_=["Node C"])
+        await service.probe()
+    [alert] = await service.alerts("stale")
+    assert alert["provider"] == "Node C"
+
+
+async def test_a_node_answering_bsc_chain_id_in_an_ethereum_group_is_wrong_chain(
+    service: Service, network: Network
+) -> None:
+    network.chain_ids["Node B"] = "0x38"
+    await service.probe()
+    [alert] = await service.alerts("wrong_chain")
+    assert (alert["provider"], alert["severity"]) == ("Node B", "critical")
+    network.chain_ids["Node B"] = "0x1"
+    await service.probe()
+    [alert] = await service.alerts("wrong_chain")
+    assert alert["resolved_at"] is not None
+
+
+async def test_a_price_source_5_percent_off_raises_the_deviation_alert_which_resolves(
+    service: Service, network: Network
+) -> None:
+    await service.probe()
+    network.prices["Price C"] = 52_500.0
+    await service.probe()
+    assert await service.alerts("deviation") == []  # K = 2 probes
+    await service.probe()
+    [alert] = await service.alerts("deviation")
+    assert alert["provider"] == "Price C" and alert["resolved_at"] is None
+    network.prices["Price C"] = 50_010.0
+    await service.probe()
+    [alert] = await service.alerts("deviation")
+    assert alert["resolved_at"] is not None

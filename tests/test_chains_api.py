@@ -92,7 +92,9 @@ def probe(provider: str, at: float, **observations: ObservedValue) -> ProbeRecor
 
 # Node A and B move one block a second; Node C answers another chain (56, BSC) and falls
 # behind: stale once the best head has moved 360 blocks past it, lagging at its second
-# probe more than 3 blocks behind, no longer stale once its head moves.
+# probe more than 3 blocks behind, no longer stale once its head moves. At C's last probe
+# the best head is A's and B's 460 as they were observed 12 s before (a head observed
+# earlier counts as it is).
 CHAIN_PROBES = (
     probe("Node A", T0, head="0x64"),  # 100
     probe("Node B", T0, head=100),
@@ -168,24 +170,24 @@ async def test_chains_list_and_one_chain_say_each_nodes_head_lag_and_states(
     listed = msgspec.json.decode(await service.get("/api/chains"), type=ChainList)
     assert listed.count == 1
     [summary] = listed.chains
-    assert (summary.name, summary.best_head, summary.node_count) == ("ethereum", 472, 3)
+    assert (summary.name, summary.best_head, summary.node_count) == ("ethereum", 460, 3)
     assert summary.best_at is not None and summary.best_at.endswith("Z")
     assert summary.block_rate == 1.0
     assert [(n.provider, n.head, n.lag, n.states) for n in summary.nodes] == [
         ("Node A", 460, 0, []),
         ("Node B", 460, 0, []),
-        ("Node C", 101, 371, ["wrong_chain", "lagging"]),
+        ("Node C", 101, 359, ["wrong_chain", "lagging"]),
     ]
 
     chain = msgspec.json.decode(await service.get("/api/chains/ethereum"), type=ChainView)
-    assert (chain.best_head, chain.rules.chain_id, chain.rules.lag_blocks) == (472, 1, 3)
+    assert (chain.best_head, chain.rules.chain_id, chain.rules.lag_blocks) == (460, 1, 3)
     nodes = {node.provider: node for node in chain.nodes}
     a, c = nodes["Node A"], nodes["Node C"]
     # From the probe its head last moved at to the chain's latest judged probe (C's).
     assert (a.seconds_since_head_moved, c.seconds_since_head_moved) == (12.0, 0.0)
-    assert (c.head, c.lag, c.lag_seconds, c.chain_id) == (101, 371, 371.0, 56)
+    assert (c.head, c.lag, c.lag_seconds, c.chain_id) == (101, 359, 359.0, 56)
     assert c.states == ["wrong_chain", "lagging"] and c.succeeded
-    assert [(h.probes, h.mean_lag, h.max_lag) for h in c.history] == [(3, 243.67, 371)]
+    assert [(h.probes, h.mean_lag, h.max_lag) for h in c.history] == [(3, 239.67, 360)]
     assert c.history[0].hour.endswith(":00:00Z")
     assert [(h.probes, h.max_lag) for h in a.history] == [(2, 0)]
 
@@ -289,11 +291,11 @@ async def test_metrics_has_heads_lags_prices_and_deviation_ratios(service: Servi
         assert f"# TYPE {family} gauge\n" in text
         assert f"# HELP {family} " in text
     got = samples(text)
-    assert got['cryptomon_chain_best_head{chain="ethereum"}'] == 472
+    assert got['cryptomon_chain_best_head{chain="ethereum"}'] == 460
     assert got['cryptomon_chain_head{chain="ethereum",provider="Node A"}'] == 460
     assert got['cryptomon_chain_head{chain="ethereum",provider="Node C"}'] == 101
-    assert got['cryptomon_chain_lag_blocks{chain="ethereum",provider="Node C"}'] == 371
-    assert got['cryptomon_chain_lag_seconds{chain="ethereum",provider="Node C"}'] == 371.0
+    assert got['cryptomon_chain_lag_blocks{chain="ethereum",provider="Node C"}'] == 359
+    assert got['cryptomon_chain_lag_seconds{chain="ethereum",provider="Node C"}'] == 359.0
     assert got['cryptomon_quote_price{pair="BTC-USD",provider="Quote B"}'] == 100.5
     ratio = got['cryptomon_quote_deviation_ratio{pair="BTC-USD",provider="Quote C"}']
     assert ratio == pytest.approx((110 - 100.5) / 100.5)
@@ -361,10 +363,10 @@ async def test_subscribers_get_judgements_and_head_updates_and_default_clients_d
         ("Node C", "stale", False),
     ]
     lagging = chain_changes[2]
-    assert (lagging["chain"], lagging["head"], lagging["best_head"]) == ("ethereum", 101, 472)
-    assert (lagging["lag"], lagging["lag_seconds"]) == (371, 371.0)
+    assert (lagging["chain"], lagging["head"], lagging["best_head"]) == ("ethereum", 101, 460)
+    assert (lagging["lag"], lagging["lag_seconds"]) == (359, 359.0)
     assert lagging["position"] == store.head - len(QUOTE_PROBES)
-    assert lagging["timestamp"].endswith("Z") and "371 blocks behind" in lagging["details"]
+    assert lagging["timestamp"].endswith("Z") and "359 blocks behind" in lagging["details"]
 
     quote_changes = [m for m in got if m["type"] == "quote_deviation"]
     assert [(m["provider"], m["state"], m["active"]) for m in quote_changes] == [
@@ -391,7 +393,7 @@ async def test_subscribers_get_judgements_and_head_updates_and_default_clients_d
         ("Node C", 100, 101),  # not at its probe at T0 + 360: the head did not move
     ]
     last_head = next(m for m in reversed(got) if m["type"] == "head_update")
-    assert (last_head["chain"], last_head["best_head"], last_head["lag"]) == ("ethereum", 472, 371)
+    assert (last_head["chain"], last_head["best_head"], last_head["lag"]) == ("ethereum", 460, 359)
     assert last_head["position"] == first + len(CHAIN_PROBES) - 1
 
     # The same events reached the client that did not subscribe, without any of it.

@@ -36,7 +36,7 @@ from cryptomon.events.log import EventLog
 from cryptomon.events.types import RecordedEvent
 from cryptomon.isotime import iso_time
 from cryptomon.projections import Notice
-from cryptomon.projections.notices import log_entries
+from cryptomon.projections.notices import Judged, log_entries
 from cryptomon.readmodels import ReadModels
 from cryptomon.ws.messages import (
     PROVIDER_TOPIC_PREFIX,
@@ -256,7 +256,12 @@ class Hub:
 
     def publish(self, recorded: RecordedEvent, notices: list[Notice]) -> None:
         """A read-model listener: frames for one applied event, sent at the next flush."""
-        frames = [event_frame(recorded), *(notice_frame(n) for n in notices)]
+        # A judgement has no message of its own: the provider_status_change and the alert
+        # it causes carry it.
+        frames = [
+            event_frame(recorded),
+            *(notice_frame(n) for n in notices if not isinstance(n, Judged)),
+        ]
         self.ring.extend(frames)
         self.position = recorded.position
         self.pending.extend(frames)

@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
+from typing import Any
 
 import pytest
 from croniter import croniter
 
-from cryptomon.config import ProviderConfig, load_config
+from cryptomon.config import ProviderConfig, load_config, parse_uint
+from cryptomon.config.conditions import Answer, parse_observation
 from cryptomon.probing.monitor import COLLECTION_JOBS
+from cryptomon.projections.chains import CHAIN_DEFAULTS
+from cryptomon.projections.quotes import QUOTE_WINDOW_SECONDS, as_price, as_time
 
 DAY = 86400.0
 MONTH = 30 * DAY
@@ -197,3 +202,189 @@ def test_keys_shared_by_several_providers() -> None:
         "CoinMarketCap",
         "CoinMarketCap Fear & Greed",
     }
+
+
+# ---- chains and quotes --------------------------------------------------------------
+
+# The chains and pairs with enough keyless providers that one can be told wrong.
+CHAINS_WITH_THREE_NODES = ("ethereum", "bitcoin", "solana")
+PAIRS_WITH_FOUR_SOURCES = ("BTC-USD",)
+
+
+def keyless_members(attribute: str, group: str, observed: str) -> list[str]:
+    return [
+        p.name
+        for p in catalogue()
+        if getattr(p, attribute) == group and observed in p.observed and p.skip_reason({}) is None
+    ]
+
+
+@pytest.mark.parametrize("chain", CHAINS_WITH_THREE_NODES)
+def test_three_keyless_nodes_observe_the_head_of_each_main_chain(chain: str) -> None:
+    nodes = keyless_members("chain", chain, "head")
+    assert len(nodes) >= 3, nodes
+
+
+@pytest.mark.parametrize("pair", PAIRS_WITH_FOUR_SOURCES)
+def test_four_keyless_sources_quote_the_main_pair(pair: str) -> None:
+    sources = keyless_members("quote", pair, "price")
+    assert len(sources) >= 4, sources
+
+
+def observing_probes(provider: ProviderConfig, name: str) -> list[float]:
+    """How often each probe of the provider that observes `name` runs, in seconds."""
+    every = []
+    if name in provider.observe:
+        assert provider.interval_seconds is not None, provider.name
+        every.append(provider.interval_seconds)
+    for collection in provider.collections:
+        if name in collection.observe:
+            interval = collection_interval(provider)
+            assert interval is not None, provider.name
+            every.append(interval)
+    return every
+
+
+def test_each_price_is_observed_often_enough_to_count_towards_the_median() -> None:
+    for provider in catalogue():
+        if provider.quote is not None:
+            (every,) = observing_probes(provider, "price")
+            assert every <= QUOTE_WINDOW_SECONDS, provider.name
+
+
+def test_a_node_observes_its_head_on_one_probe() -> None:
+    """The chains projection follows one probe's head per node (the last to observe it)."""
+    for provider in catalogue():
+        if provider.chain is not None:
+            assert len(observing_probes(provider, "head")) == 1, provider.name
+
+
+# Answers as each provider's documentation shows them (trimmed), keyed by provider and
+# probe path (None: the health probe), with the values the catalogue should read.
+DOCUMENTED_ANSWERS: dict[tuple[str, str | None], tuple[str, dict[str, object]]] = {
+    ("CoinGecko", "/simple/price?ids=bitcoin,ethereum&vs_currencies=usd"): (
+        '{"bitcoin": {"usd": 67187.34}, "ethereum": {"usd": 3521.1}}',
+        {"price": 67187.34},
+    ),
+    ("Binance", "/ticker/price?symbol=BTCUSDT"): (
+        '{"symbol": "BTCUSDT", "price": "67187.34000000"}',
+        {"price": 67187.34},
+    ),
+    ("Kraken", "/Ticker?pair=XBTUSD"): (
+        '{"error": [], "result": {"XXBTZUSD": {"a": ["30300.10000", "1", "1.000"],'
+        ' "b": ["30300.00000", "1", "1.000"], "c": ["30303.20000", "0.00067643"],'
+        ' "o": "30502.80000"}}}',
+        {"price": 30303.2},
+    ),
+    ("Coinbase", "/products/BTC-USD/ticker"): (
+        '{"ask": "6267.71", "bid": "6265.15", "volume": "53602.03940154",'
+        ' "trade_id": 86326522, "price": "6268.48", "size": "0.00698254",'
+        ' "time": "2020-03-20T00:22:57.833897Z"}',
+        {"price": 6268.48, "price_time": 1584663777.833897},
+    ),
+    ("Bitfinex", "/ticker/tBTCUSD"): (
+        "[10645, 73.93854271, 10647, 75.22266119, 731.60645389, 0.0738,"
+        " 10644.00645389, 14480.89849423, 10766, 9889.1449809]",
+        {"price": 10644.00645389},
+    ),
+    ("Blockchair", "/bitcoin/stats"): (
+        '{"data": {"blocks": 840001, "best_block_height": 840000,'
+        ' "best_block_hash": "0000000000000000000320283a032748cef8227873ff4872689bf23f1cda83a5"},'
+        ' "context": {"code": 200}}',
+        {"head": 840000},
+    ),
+    ("mempool.space", None): ("840000", {"head": 840000}),
+    ("Blockstream", None): ("840000\n", {"head": 840000}),
+    ("Solana RPC", ""): ('{"jsonrpc": "2.0", "result": 1234, "id": 1}', {"head": 1234}),
+    ("Solana (PublicNode)", None): ('{"jsonrpc": "2.0", "result": 1234, "id": 1}', {"head": 1234}),
+    ("Solana (OnFinality)", None): ('{"jsonrpc": "2.0", "result": 1234, "id": 1}', {"head": 1234}),
+    ("Ethereum Beacon (PublicNode)", "/eth/v1/beacon/headers/head"): (
+        '{"execution_optimistic": false, "finalized": false, "data": {"root": "0xcf8e",'
+        ' "canonical": true, "header": {"message": {"slot": "1", "proposer_index": "1",'
+        ' "parent_root": "0xcf8e", "state_root": "0xcf8e", "body_root": "0xcf8e"},'
+        ' "signature": "0x1b66"}}}',
+        {"head": 1},
+    ),
+    ("Ethereum (PublicNode)", None): (
+        '[{"jsonrpc": "2.0", "id": 1, "result": "0x1312d00"},'
+        ' {"jsonrpc": "2.0", "id": 2, "result": "0x1"}]',
+        {"head": 20_000_000, "chain_id": 1},
+    ),
+    ("Ethereum (dRPC)", None): (
+        '[{"jsonrpc": "2.0", "id": 1, "result": "0x1312d00"},'
+        ' {"jsonrpc": "2.0", "id": 2, "result": "0x1"}]',
+        {"head": 20_000_000, "chain_id": 1},
+    ),
+    ("Ethereum (Flashbots Protect)", None): (
+        '{"jsonrpc": "2.0", "id": 1, "result": "0x1312d00"}',
+        {"head": 20_000_000},
+    ),
+    ("Ethereum (Flashbots Protect)", ""): (
+        '{"jsonrpc": "2.0", "id": 1, "result": "0x1"}',
+        {"chain_id": 1},
+    ),
+    ("BSC (BNB Chain dataseed)", None): (
+        '[{"jsonrpc": "2.0", "id": 1, "result": "0x2625a00"},'
+        ' {"jsonrpc": "2.0", "id": 2, "result": "0x38"}]',
+        {"head": 40_000_000, "chain_id": 56},
+    ),
+    ("Base (mainnet.base.org)", None): (
+        '[{"jsonrpc": "2.0", "id": 1, "result": "0x1312d00"},'
+        ' {"jsonrpc": "2.0", "id": 2, "result": "0x2105"}]',
+        {"head": 20_000_000, "chain_id": 8453},
+    ),
+    ("Arbitrum One (arb1.arbitrum.io)", None): (
+        '[{"jsonrpc": "2.0", "id": 1, "result": "0xbebc200"},'
+        ' {"jsonrpc": "2.0", "id": 2, "result": "0xa4b1"}]',
+        {"head": 200_000_000, "chain_id": 42161},
+    ),
+    ("TronGrid", None): (
+        '{"blockID": "0000000003a1d5a4", "block_header": {"raw_data":'
+        ' {"number": 60937636, "timestamp": 1712000000000}}}',
+        {"head": 60937636},
+    ),
+    ("Aptos", "/"): (
+        '{"chain_id": 1, "epoch": "7000", "ledger_version": "1000000000",'
+        ' "oldest_ledger_version": "0", "ledger_timestamp": "1712000000000000",'
+        ' "node_role": "full_node", "oldest_block_height": "0", "block_height": "300000000"}',
+        {"head": 300_000_000},
+    ),
+}
+
+
+def observed_in(text: str, observe: dict[str, str]) -> dict[str, object]:
+    answer = Answer(status=200, response_time_ms=1.0, headers={}, body=text.encode())
+    return {name: parse_observation(path).extract(answer) for name, path in observe.items()}
+
+
+def test_the_observations_read_the_documented_answers() -> None:
+    """Each probe that observes a value reads it from the answer the provider documents,
+    as the chains and quotes projections then read it."""
+    readers: dict[str, Callable[[Any], object]] = {
+        "head": parse_uint,
+        "chain_id": parse_uint,
+        "price": as_price,
+        "price_time": as_time,
+    }
+    checked = set()
+    for provider in catalogue():
+        probes = [(None, provider.observe)] + [(c.path, c.observe) for c in provider.collections]
+        for path, observe in probes:
+            if not observe:
+                continue
+            assert (provider.name, path) in DOCUMENTED_ANSWERS, (provider.name, path)
+            text, expected = DOCUMENTED_ANSWERS[provider.name, path]
+            observed = observed_in(text, observe)
+            seen = {name: readers[name](value) for name, value in observed.items()}
+            assert seen == expected, provider.name
+            checked.add((provider.name, path))
+    assert checked == set(DOCUMENTED_ANSWERS)
+
+
+def test_each_evm_node_answers_its_chains_id() -> None:
+    """The documented chain id of each node is the one its chain is judged against."""
+    for (name, _), (_, expected) in DOCUMENTED_ANSWERS.items():
+        if "chain_id" in expected:
+            provider = next(p for p in catalogue() if p.name == name)
+            assert provider.chain is not None
+            assert CHAIN_DEFAULTS[provider.chain].chain_id == expected["chain_id"], name

@@ -226,6 +226,8 @@ def test_a_node_on_another_chain_is_wrong_chain_critical() -> None:
     notices = fold(head("Bsc", T0 + 1, 100, "0x38"))
     assert fold.states("Bsc") == ["wrong_chain"]
     assert raised(notices) == [("Bsc", "wrong_chain", "critical")]
+    [alert] = [n.alert for n in notices if isinstance(n, AlertRaised)]
+    assert alert.message.startswith("Bsc is on the wrong chain (chain:ethereum): answers")
     [judged] = [n for n in notices if isinstance(n, Judged)]
     assert judged.details == "answers chain id 56 (0x38); ethereum is 1 (0x1)"
     assert resolved(fold(head("Bsc", T0 + 30, 101, "0x1"))) == [("Bsc", "wrong_chain")]
@@ -239,6 +241,27 @@ def test_a_failed_probe_takes_the_node_out_of_the_best_head() -> None:
     fold(probed("A", T0 + 30, "failed"))  # A's 500 no longer counts
     fold(head("C", T0 + 31, 100))
     assert fold.lag("C") == 0  # B alone is ahead: two nodes must agree on a head
+
+
+def test_nodes_on_another_chain_or_failing_their_probe_do_not_set_the_best_head() -> None:
+    """Two nodes of another chain far ahead, answering while their probe fails a condition
+    and then succeeding: their heads never make the right chain's nodes lag."""
+    fold = Fold()
+    chain_of(fold, "A", "B", "C", "D")
+    for i in range(3):
+        at = T0 + 30 * i
+        failing = ProbeRecorded(
+            provider="C", kind="health", endpoint="", outcome="failed", started_at=at,
+            http_status=200, error_kind="condition", error_message="no",
+            observations={"head": 40_000_000 + i, "chain_id": "0x38"},
+        )  # fmt: skip
+        fold(failing, head("D", at, 40_000_000 + i, "0x38"))
+        fold(head("A", at + 1, 20_000_000 + i, "0x1"), head("B", at + 1, 20_000_000 + i, "0x1"))
+    assert fold.lag("A") == fold.lag("B") == 0
+    assert fold.states("A") == fold.states("B") == []
+    assert fold.states("C") == fold.states("D") == ["wrong_chain"]
+    chain = fold.projections.chains.get("ethereum")
+    assert chain is not None and chain.best == 20_000_002
 
 
 def test_a_removed_node_ends_its_states_and_alerts() -> None:

@@ -151,29 +151,32 @@ def test_catalogue_places_seed_keys_where_the_providers_expect_them() -> None:
     assert by_name["TronGrid"].key_status({"TRONGRID_API_KEY": "k3y"}) == "configured"
 
 
-def test_catalogue_rpc_nodes_check_their_chain_and_observe_their_head() -> None:
-    chain_ids = {
-        "Ethereum (PublicNode)": "0x1",
-        "Ethereum (dRPC)": "0x1",
-        "BSC (BNB Chain dataseed)": "0x38",
-        "Base (mainnet.base.org)": "0x2105",
-        "Arbitrum One (arb1.arbitrum.io)": "0xa4b1",
+def test_catalogue_rpc_nodes_observe_their_head_and_chain_id() -> None:
+    chains = {
+        "Ethereum (PublicNode)": "ethereum",
+        "Ethereum (dRPC)": "ethereum",
+        "BSC (BNB Chain dataseed)": "bsc",
+        "Base (mainnet.base.org)": "base",
+        "Arbitrum One (arb1.arbitrum.io)": "arbitrum",
     }
     by_name = {p.name: p for p in load_config(None).providers}
-    for name, chain_id in chain_ids.items():
+    for name, chain in chains.items():
         p = by_name[name]
-        assert p.category == "rpc_nodes"
+        assert (p.category, p.chain) == ("rpc_nodes", chain)
         assert p.http_method == "POST"
         assert [call["method"] for call in p.json_body] == ["eth_blockNumber", "eth_chainId"]
-        assert p.observe == {"head": "[BODY][0].result"}
-        assert p.conditions == (f"[BODY][1].result == {chain_id}",)
+        assert p.observe == {"head": "[BODY][0].result", "chain_id": "[BODY][1].result"}
+        # The chain id is judged by the chains projection (wrong_chain), not a condition.
+        assert p.conditions == ()
     # Flashbots refuses batches: one call for the head, the chain id in a collection.
     flashbots = by_name["Ethereum (Flashbots Protect)"]
+    assert flashbots.chain == "ethereum"
     assert flashbots.json_body["method"] == "eth_blockNumber"
     assert flashbots.observe == {"head": "[BODY].result"}
-    (chain,) = flashbots.collections
-    assert chain.json_body["method"] == "eth_chainId"
-    assert chain.conditions == ("[BODY].result == 0x1",)
+    (chain_id,) = flashbots.collections
+    assert chain_id.json_body["method"] == "eth_chainId"
+    assert chain_id.observe == {"chain_id": "[BODY].result"}
+    assert chain_id.conditions == ()
 
 
 def test_catalogue_maintenance_and_body_checks() -> None:
@@ -555,3 +558,80 @@ def test_storage_retention_settings(tmp_path: Path) -> None:
     path.write_text('[storage]\narchive_after = "forever"\n')
     with pytest.raises(ConfigError, match=r"storage\.archive_after"):
         load_config(path)
+
+
+# --- chains and quotes ---------------------------------------------------------
+
+
+def test_a_price_or_head_observed_on_a_collection_is_enough(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """
+[[providers]]
+name = "Exchange"
+category = "exchanges"
+base_url = "https://api.example.com"
+health_path = "/ping"
+interval = "30s"
+quote = "BTC-USD"
+
+[[providers.collections]]
+path = "/ticker"
+observe = { price = "[BODY].price" }
+
+[[providers]]
+name = "Node"
+category = "rpc_nodes"
+base_url = "https://rpc.example.com"
+health_path = "/health"
+interval = "30s"
+chain = "ethereum"
+
+[[providers.collections]]
+path = ""
+rpc = { method = "eth_blockNumber" }
+observe = { head = "[BODY].result" }
+
+[chains.ethereum]
+lag_blocks = 5
+stale_after = "2m"
+
+[quotes]
+deviation_percent = 1.5
+""",
+        )
+    )
+    exchange, node = config.providers
+    assert (exchange.quote, exchange.observed) == ("BTC-USD", {"price"})
+    assert (node.chain, node.observed) == ("ethereum", {"head"})
+    assert config.chains["ethereum"].lag_blocks == 5
+    assert config.quotes.deviation_percent == 1.5
+    assert config.quotes.max_staleness_seconds == 60
+
+
+def test_a_chain_needs_a_head_and_a_quote_a_price(tmp_path: Path) -> None:
+    errors = errors_for(
+        tmp_path,
+        """
+[[providers]]
+name = "Node"
+category = "rpc_nodes"
+base_url = "https://rpc.example.com"
+interval = "30s"
+rpc = { method = "eth_blockNumber" }
+chain = "ethereum"
+observe = { height = "[BODY].result" }
+
+[[providers]]
+name = "Exchange"
+category = "exchanges"
+base_url = "https://api.example.com"
+interval = "30s"
+quote = "BTC-USD"
+observe = { last = "[BODY].price" }
+""",
+    )
+    assert len(errors) == 2, errors
+    assert "providers[0].chain (provider 'Node'): its head is compared" in errors[0]
+    assert "providers[1].quote (provider 'Exchange'): the price is compared" in errors[1]

@@ -750,3 +750,48 @@ async def test_nothing_is_written_after_a_close_frame(
     await models.wait_for(store.head)
     hub.flush()
     assert transport.written == b"" and not fake.queue
+
+
+async def test_a_judgement_reaches_the_feed_as_its_status_change_and_alert(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    """A node on the wrong chain: the judgement itself has no message; the status change
+    and the alert it causes do, and the feed goes on."""
+    node = """
+[chains.solo]
+chain_id = 1
+
+[[providers]]
+name = "Node"
+category = "rpc_nodes"
+base_url = "https://rpc.example.com"
+interval = "1h"
+rpc = [{ method = "eth_blockNumber" }, { method = "eth_chainId" }]
+observe = { head = "[BODY][0].result", chain_id = "[BODY][1].result" }
+chain = "solo"
+"""
+    client = await aiohttp_client(make_app(node))
+    store = client.app[STORE]
+    async with client.ws_connect("/ws/live") as ws:
+        await receive_json(ws)
+        for n in range(2):  # two good probes: online
+            probe = ProbeRecorded(
+                "Node", "health", "/", "success", started_at=time.time() + n,
+                observations={"head": 100 + n, "chain_id": 1},
+            )  # fmt: skip
+            await store.append("provider:Node", [probe])
+        wrong = ProbeRecorded(
+            "Node", "health", "/", "success", started_at=time.time() + 2,
+            observations={"head": 102, "chain_id": 56},
+        )  # fmt: skip
+        await store.append("provider:Node", [wrong])
+        seen = await collect_until(
+            ws, lambda s: any(m["type"] == "alert_raised" for m in s), within=10
+        )
+        (raised,) = [m for m in seen if m["type"] == "alert_raised"]
+        assert raised["alert"]["kind"] == "wrong_chain"
+        changes = [m for m in seen if m["type"] == "provider_status_change"]
+        assert changes[-1]["new_status"] == "degraded"
+        assert changes[-1]["details"].startswith("wrong chain: answers chain id 56")
+        await append_failures(store, 1)  # the feed is still there
+        await collect_until(ws, lambda s: any(provider_of(m) == "Gone" for m in s))

@@ -470,6 +470,10 @@ def describe_checks(provider: ProviderConfig) -> list[str]:
     checks more than its status: the request, its conditions (`expect_key` and
     `expect_non_empty` shown as the conditions they are), maintenance and observations."""
     lines = []
+    if provider.chain is not None:
+        lines.append(f"    chain {provider.chain}: its head judged against the chain's other nodes")
+    if provider.quote is not None:
+        lines.append(f"    quote {provider.quote}: its price judged against the pair's median")
     probes: list[tuple[str, ProbeRequest, str, tuple[str, ...], tuple[str, ...]]] = [
         ("health", provider, provider.health_path, (), provider.maintenance_when)
     ]

@@ -63,6 +63,14 @@ from cryptomon.projections.notices import (
 
 _HOUR = 3600
 _STATUS_KINDS: tuple[AlertKind, ...] = ("offline", "degraded")
+# How an alert's message says each judgement: "Node is lagging (chain:ethereum): ...".
+_JUDGED_AS: dict[str, str] = {
+    "lagging": "lagging",
+    "stale": "stale",
+    "wrong_chain": "on the wrong chain",
+    "deviation": "deviating",
+    "quote_stale": "quoting stale data",
+}
 
 
 class AcknowledgeError(ValueError):
@@ -236,8 +244,7 @@ class AlertsProjection(Projection[AlertsState]):
         if kind in opened:
             return []
         severity: Severity = "critical" if kind == "wrong_chain" else "warning"
-        what = kind.replace("_", " ")
-        message = f"{judged.provider} is {what} ({judged.group}): {judged.details}"
+        message = f"{judged.provider} is {_JUDGED_AS[kind]} ({judged.group}): {judged.details}"
         return [self._raise(judged.position, judged.at, judged.provider, kind, severity, message)]
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:

@@ -4,9 +4,10 @@ A provider registered with a `chain` is a node of that chain; its probes observe
 `head` (block number, slot, tip height) and may observe its `chain_id`. Every
 judgement of a node is made at its own probe, from the events alone:
 
-- **Best head**, as of the probe: the highest head that at least two nodes whose last
-  probe succeeded have reached (the second highest of their heads), so one runaway
-  node cannot make every other look behind; with one node, its own head.
+- **Best head**, as of the probe: the highest head that at least two nodes on the
+  right chain whose last probe succeeded have reached (the second highest of their
+  heads), so one runaway node cannot make every other look behind; with one node, its
+  own head.
 - **A common time.** Nodes are probed at different phases, and a probe that started
   later may be recorded first. Each other node's head counts as of this probe's start:
   one observed earlier as it is (the head now is at least that), one observed later
@@ -270,9 +271,12 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         name = chain.name
         observed = probe.observations
         head = _block(observed.get("head")) if observed else None
-        if head is None:
-            if probe.endpoint == node.endpoint and probe.outcome != "success":
-                node.succeeded = False  # the probe that observes the head failed
+        failed = probe.outcome != "success"
+        if head is None or failed:
+            # A failed probe's head (observed though a condition failed) is no head the
+            # chain can count on; nor is a head that never came.
+            if failed and (head is not None or probe.endpoint == node.endpoint):
+                node.succeeded = False
             if observed and "chain_id" in observed:
                 return self._chain_id(position, probe, chain, node)
             return []
@@ -345,6 +349,8 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         for other in chain.nodes.values():
             if other is node or not other.succeeded or other.head is None:
                 continue
+            if other.states and "wrong_chain" in other.states:
+                continue  # another chain's head says nothing of this one's
             assert other.head_at is not None
             later = other.head_at - at
             if later <= 0:

@@ -175,8 +175,10 @@ class QuotesProjection(JudgingProjection[QuotesState]):
         source = pair.sources[probe.provider]
         observed = probe.observations
         price = as_price(observed.get("price")) if observed else None
-        if price is None:
-            if probe.endpoint == source.endpoint and probe.outcome != "success":
+        failed = probe.outcome != "success"
+        if price is None or failed:
+            # A failed probe's price (observed though a condition failed) does not count.
+            if failed and (price is not None or probe.endpoint == source.endpoint):
                 source.succeeded = False
             return []
         at = probe.started_at

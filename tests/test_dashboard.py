@@ -11,6 +11,8 @@ clean: `CRYPTOMON_SCREENSHOT=1 python -m pytest tests/test_dashboard.py -k demo`
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import re
@@ -21,7 +23,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from standins import StandIn, closed_port
 
 from cryptomon.cli.demo import PROVIDERS
 from cryptomon.config import load_config
+from cryptomon.events.types import ObservedValue, ProbeRecorded
 from cryptomon.http.dashboard import prefers_html
 from cryptomon.http.keys import READ_MODELS, STORE
 from cryptomon.http.settings import Settings
@@ -279,6 +282,10 @@ def test_dashboard_against_the_demo(browser: Any, tmp_path: Path) -> None:
         connection = page.locator("#connection")
         expect(connection).to_have_attribute("data-state", "live", timeout=10_000)
         page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+        # No provider names a chain or a pair: nothing of the chain and quote panels shows.
+        expect(page.locator("main")).not_to_have_attribute("aria-busy", "true")
+        expect(page.locator("#chains-section")).to_be_hidden()
+        expect(page.locator("#quotes-section")).to_be_hidden()
 
         # A status change arrives live: a card changes and the log says so, without a reload.
         before = statuses(page)
@@ -391,3 +398,221 @@ def test_acknowledging_asks_for_the_token_when_one_is_configured(
     finally:
         page.close()
         server.stop(signal.SIGTERM)
+
+
+# ---- chains and quotes in a real browser, the app in this process --------------------
+
+
+class ThreadedService:
+    """The real app (`create_app`) served on 127.0.0.1 by an event loop in a thread of its
+    own, so that a test can append probes to its event store while a browser watches."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.app = create_app(settings)
+        self.runner = web.AppRunner(self.app)
+        self.call(self._start())
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    def call(self, work: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(work, self.loop).result(30)
+
+    async def _start(self) -> None:
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+
+    def append(self, *probes: ProbeRecorded) -> None:
+        """Record the probes as the monitor would, and wait until the read models have them."""
+
+        async def append() -> None:
+            store = self.app[STORE]
+            for event in probes:
+                await store.append(f"provider:{event.provider}", [event])
+            async with asyncio.timeout(10):
+                await self.app[READ_MODELS].wait_for(store.head)
+
+        self.call(append())
+
+    def stop(self) -> None:
+        try:
+            self.call(self.runner.cleanup())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+            self.loop.close()
+
+
+NODES = ("Node A", "Node B", "Node C")
+SOURCES = (("Quote A", "BTC-USD"), ("Quote B", "BTC-USD"), ("Quote C", "BTC-USD"))
+SOURCES += (("Quote E", "ETH-EUR"),)
+
+
+def chains_config() -> str:
+    """Three Ethereum nodes, three sources of BTC-USD and one of ETH-EUR; nothing probes
+    them (the test appends their probes), so their address is a closed port."""
+    gone = f"http://127.0.0.1:{closed_port()}"
+    common = f'base_url = "{gone}"\ninterval = "1h"\n'
+    nodes = "".join(
+        f'[[providers]]\nname = "{name}"\ncategory = "rpc_nodes"\n{common}'
+        'rpc = { method = "eth_blockNumber" }\nobserve = { head = "[BODY].result" }\n'
+        'chain = "ethereum"\n'
+        for name in NODES
+    )
+    sources = "".join(
+        f'[[providers]]\nname = "{name}"\ncategory = "market_data"\n{common}'
+        'observe = { price = "[BODY].price", price_time = "[BODY].time" }\n'
+        f'quote = "{pair}"\n'
+        for name, pair in SOURCES
+    )
+    return nodes + sources
+
+
+def probe(provider: str, at: float, **observations: ObservedValue) -> ProbeRecorded:
+    return ProbeRecorded(
+        provider,
+        "health",
+        "/",
+        "success",
+        started_at=at,
+        latency_ms=12.0,
+        http_status=200,
+        observations=observations,
+    )
+
+
+# Node A and B move a block a second; Node C answers chain id 56 (0x38) and falls 359
+# blocks behind: lagging at its second probe that far behind. Quote C is 9.45% off the
+# median 100.5 at the first round (deviating only at the second: two probes in a row);
+# Quote A's data is two minutes old (stale past 60 s); Quote E alone has no median.
+T0 = time.time() - 1800
+TQ = T0 + 400
+BEFORE_THE_PAGE = (
+    probe("Node A", T0, head="0x64"),
+    probe("Node B", T0, head=100),
+    probe("Node C", T0, head=100, chain_id="0x38"),
+    probe("Node A", T0 + 360, head=460),
+    probe("Node B", T0 + 360, head=460),
+    probe("Node C", T0 + 360, head=100, chain_id="0x38"),
+    probe("Node C", T0 + 372, head=101, chain_id="0x38"),
+    probe("Quote A", TQ, price=100, price_time=TQ - 120),
+    probe("Quote B", TQ, price=100.5),
+    probe("Quote C", TQ, price=110.0),
+    probe("Quote E", TQ, price=3000),
+)
+
+
+@pytest.fixture
+def chain_service(tmp_path: Path) -> Iterator[ThreadedService]:
+    path = tmp_path / "chains.toml"
+    path.write_text(chains_config())
+    settings = Settings.from_config(
+        load_config(path), database=tmp_path / "chains.db", environ={}, probing=False
+    )
+    service = ThreadedService(settings)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+CHAIN_FETCHES = """(since) => performance.getEntriesByType('resource')
+    .filter(e => e.name.endsWith('/api/chains/ethereum') && e.startTime >= since)
+    .map(e => e.startTime)"""
+
+
+@needs_chromium
+def test_chain_and_quote_panels_follow_the_live_feed(
+    browser: Any, chain_service: ThreadedService
+) -> None:
+    from playwright.sync_api import expect
+
+    chain_service.append(*BEFORE_THE_PAGE)
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(chain_service.url + "/")
+        page.evaluate("performance.setResourceTimingBufferSize(10000)")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=10_000)
+        expect(page.locator("main")).not_to_have_attribute("aria-busy", "true")
+        page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+
+        # The chain: its best head, each node's head and lag, the marks in words.
+        chain = page.locator('#chains [data-chain="ethereum"]')
+        expect(page.locator("#chains-section")).to_be_visible()
+        expect(chain.locator(".best")).to_have_text("best head 460")
+        node_a = chain.locator('tr[data-provider="Node A"]')
+        node_c = chain.locator('tr[data-provider="Node C"]')
+        expect(node_a.locator(".node-head")).to_have_text("460")
+        expect(node_a.locator(".lag-text")).to_have_text("0 blocks")
+        expect(node_c.locator(".node-head")).to_have_text("101")
+        expect(node_c.locator(".lag-text")).to_contain_text("359 blocks")
+        expect(node_c.locator(".marks")).to_contain_text("wrong chain")
+        expect(node_c.locator(".marks")).to_contain_text("lagging")
+        expect(node_c.locator(".marks")).to_contain_text("answers chain id 56")
+        expect(node_a.locator(".marks")).to_have_text("ok")
+        # The lagging node's bar is the full scale; a node at the best head has none.
+        widths = page.evaluate(
+            """() => Object.fromEntries([...document.querySelectorAll(
+                '#chains tr[data-provider]')].map(row => [row.dataset.provider,
+                row.querySelector('.bar span').style.width]))"""
+        )
+        assert widths == {"Node A": "0%", "Node B": "0%", "Node C": "100%"}
+
+        # The pairs: the median or why there is none, each source's signed deviation.
+        btc = page.locator('#quotes [data-pair="BTC-USD"]')
+        expect(btc.locator(".median")).to_have_text("median 100.5")
+        quote_c = btc.locator('tr[data-provider="Quote C"]')
+        expect(quote_c.locator(".deviation")).to_have_text("+9.45%")
+        expect(quote_c.locator(".marks")).to_have_text("ok")  # once off is not deviating
+        # Judged at each source's own probe: the first two had no median yet.
+        quote_a = btc.locator('tr[data-provider="Quote A"]')
+        quote_b = btc.locator('tr[data-provider="Quote B"]')
+        expect(quote_a.locator(".deviation")).to_have_text("\N{EN DASH}")
+        expect(quote_a.locator(".marks")).to_contain_text("stale data")
+        expect(quote_a.locator(".marks")).to_contain_text("data 2 min old")
+        eth = page.locator('#quotes [data-pair="ETH-EUR"]')
+        expect(eth.locator(".median")).to_have_text("no median")
+        expect(eth.locator(".median-note")).to_contain_text("1 of 1 sources")
+
+        # A judgement made after the page loaded arrives through the feed: no reload.
+        chain_service.append(
+            probe("Quote A", TQ + 30, price=100, price_time=TQ - 90),
+            probe("Quote B", TQ + 30, price=100.5),
+            probe("Quote C", TQ + 30, price=110.0),
+        )
+        expect(quote_c.locator(".marks")).to_have_text("deviating", timeout=10_000)
+        expect(quote_c).to_have_attribute("data-states", "deviation")
+        # The rest of the pair comes with the re-read of it that the message scheduled.
+        expect(quote_a.locator(".deviation")).to_have_text("-0.50%", timeout=10_000)
+        expect(quote_b.locator(".deviation")).to_have_text("0.00%")
+
+        # A storm of head updates: each shows at once, and the chain is re-read from REST
+        # at most once a second (here: once the answer is sure to include the last one).
+        storm_start = page.evaluate("performance.now()")
+        chain_service.append(
+            *(
+                probe(name, T0 + 372 + step, head=460 + step)
+                for step in range(1, 31)
+                for name in ("Node A", "Node B")
+            )
+        )
+        storm_end = page.evaluate("performance.now()")
+        expect(chain.locator(".best")).to_have_text("best head 490", timeout=10_000)
+        expect(node_a.locator(".node-head")).to_have_text("490")
+        expect(node_c.locator(".lag-text")).to_contain_text("359 blocks")  # as of its probe
+        page.wait_for_function(
+            f"(end) => ({CHAIN_FETCHES})(end).length > 0", arg=storm_end, timeout=10_000
+        )
+        fetches = page.evaluate(CHAIN_FETCHES, storm_start)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(fetches)]
+        assert all(gap >= 950 for gap in gaps), fetches
+        assert len(fetches) <= 1 + (fetches[-1] - storm_start) / 950, fetches
+        expect(chain.locator(".best")).to_have_text("best head 490")
+
+        assert page.evaluate("window.loadedOnce") is True
+        assert errors == []
+    finally:
+        page.close()

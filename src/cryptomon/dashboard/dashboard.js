@@ -15,12 +15,18 @@
   const STALE_AFTER_MS = 15000; // disconnected this long: "stale", not just "reconnecting"
   const REFRESH_MIN_MS = 4000; // REST refresh on status_update, at most this often
   const TOKEN_KEY = "cryptomon.token";
+  const REFETCH_MIN_MS = 1000; // one chain or pair re-read from REST at most this often
+  // The live feed's opt-in topics: judgements of chains' nodes and pairs' sources, and heads.
+  const JUDGED_TOPICS = ["chains", "quotes", "heads"];
 
   const state = {
     providers: new Map(), // name -> ProviderView (REST shape, updated live)
     rateLimits: new Map(), // name -> RateLimitView
     samples: new Map(), // name -> [{t, ms, failed}] for the sparkline
     alerts: new Map(), // id -> AlertView
+    chains: new Map(), // name -> ChainView (REST shape, updated live)
+    pairs: new Map(), // name -> PairView
+    refetches: new Map(), // "chain:<name>" or "pair:<name>" -> when it was last and is next read
     logKeys: new Set(),
     position: null, // the last event position received
     ws: null,
@@ -104,12 +110,14 @@
     }
     const run = { again: false, promise: null };
     state.loading = run;
+    document.querySelector("main").setAttribute("aria-busy", "true");
     run.promise = (async () => {
       do {
         run.again = false;
         await fetchState();
       } while (run.again);
       state.loading = null;
+      document.querySelector("main").removeAttribute("aria-busy");
     })();
     return run.promise;
   }
@@ -117,14 +125,21 @@
   async function fetchState() {
     const started = Date.now();
     try {
-      const [providers, limits, open, recent, connections, rateLog] = await Promise.all([
+      const [providers, limits, open, recent, connections, rateLog, chains, quotes] = await Promise.all([
         getJSON("api/providers"),
         getJSON("api/rate-limits"),
         getJSON("api/alerts?open=true&hours=9600&limit=500"),
         getJSON("api/alerts?hours=24&limit=500"),
         getJSON("api/logs/connection?hours=1&limit=60"),
         getJSON("api/logs/rate_limit?hours=1&limit=20"),
+        getJSON("api/chains"),
+        getJSON("api/quotes"),
       ]);
+      // The list has each node's head, lag and states; one chain adds its rules (for the
+      // bars' scale), lag in seconds and chain ids: what a refetch of one chain gives too.
+      const views = await Promise.all(chains.chains.map((chain) => getJSON(chainPath(chain.name))));
+      state.chains = new Map(views.map((chain) => [chain.name, chain]));
+      state.pairs = new Map(quotes.pairs.map((pair) => [pair.name, pair]));
       state.providers = new Map(providers.providers.map((p) => [p.name, p]));
       state.rateLimits = new Map(limits.rate_limits.map((r) => [r.provider, r]));
       state.alerts = new Map();
@@ -135,7 +150,7 @@
       ].sort((a, b) => a.data.position - b.data.position);
       for (const row of rows) addLogEntry(row.log_type, row.data, row.data.position);
       for (const [receivedAt, message] of state.journal) {
-        if (receivedAt >= started - REST_MAX_AGE_MS) applyChange(message);
+        if (receivedAt >= started - REST_MAX_AGE_MS) applyChange(message, true);
       }
       state.lastRefresh = Date.now();
       $("load-error").hidden = true;
@@ -218,6 +233,8 @@
       if (state.token) ws.send(JSON.stringify({ type: "auth", token: state.token }));
       // Raw events are not shown: the notices say what they mean.
       ws.send(JSON.stringify({ type: "unsubscribe", topics: ["events"] }));
+      // Opt-in topics, added to the default set (a subscribe adds to what the client gets).
+      ws.send(JSON.stringify({ type: "subscribe", topics: JUDGED_TOPICS }));
     };
     ws.onmessage = (event) => {
       if (ws !== state.ws) return;
@@ -284,6 +301,13 @@
     } else if (type === "resync") {
       // Status and alert changes this old are not replayed: read the current state.
       loadState();
+    } else if (type === "subscribed") {
+      // A resume's history goes out as the socket opens, before this subscription took
+      // effect, so judgements it held never come: re-read the chains and pairs instead.
+      if (JUDGED_TOPICS.every((topic) => message.topics.includes(topic))) {
+        for (const name of state.chains.keys()) scheduleRefetch("chain", name);
+        for (const name of state.pairs.keys()) scheduleRefetch("pair", name);
+      }
     } else if (applyChange(message)) {
       const now = Date.now();
       state.journal.push([now, message]);
@@ -292,9 +316,16 @@
   }
 
   // Apply one change from the feed to the state and the page; false for messages that are not one.
-  // Applying a change twice is harmless: loads apply the recent ones again.
-  function applyChange(message) {
+  // Applying a change twice is harmless: loads apply the recent ones again (`replay`).
+  function applyChange(message, replay) {
     switch (message.type) {
+      case "head_update":
+      case "chain_state_change":
+        onChainMessage(message, replay);
+        return true;
+      case "quote_deviation":
+        onQuoteMessage(message, replay);
+        return true;
       case "provider_status_change":
         onStatusChange(message);
         return true;
@@ -386,6 +417,99 @@
     );
   }
 
+  // ---- chains and quotes: applied from the feed, then re-read from REST -----------------
+
+  function chainPath(name) {
+    return `api/chains/${encodeURIComponent(name)}`;
+  }
+
+  function pairPath(name) {
+    return `api/quotes/${encodeURIComponent(name)}`;
+  }
+
+  function setState(states, judgement, active) {
+    const others = (states || []).filter((s) => s !== judgement);
+    return active ? [...others, judgement] : others;
+  }
+
+  // A message says enough to update its node at once; the rest of the chain (other
+  // nodes' lag in seconds, rates) comes with the re-read it schedules.
+  function onChainMessage(message, replay) {
+    const chain = state.chains.get(message.chain);
+    const node = chain && chain.nodes.find((n) => n.provider === message.provider);
+    if (node) {
+      if (message.head !== undefined && message.head !== null) node.head = message.head;
+      if (message.lag !== undefined) node.lag = message.lag;
+      if (message.lag_seconds !== undefined) node.lag_seconds = message.lag_seconds;
+      if (message.best_head !== undefined && message.best_head !== null) chain.best_head = message.best_head;
+      if (message.type === "chain_state_change") node.states = setState(node.states, message.state, message.active);
+      renderChain(message.chain);
+    }
+    if (!replay) scheduleRefetch("chain", message.chain);
+  }
+
+  function onQuoteMessage(message, replay) {
+    const pair = state.pairs.get(message.pair);
+    const source = pair && pair.sources.find((s) => s.provider === message.provider);
+    if (source) {
+      if (message.price !== undefined) source.price = message.price;
+      if (message.deviation_percent !== undefined) source.deviation_percent = message.deviation_percent;
+      if (message.median !== undefined && message.median !== null) {
+        pair.median = message.median;
+        pair.median_note = null;
+      }
+      source.states = setState(source.states, message.state, message.active);
+      renderPair(message.pair);
+    }
+    if (!replay) scheduleRefetch("pair", message.pair);
+  }
+
+  // Re-read one chain or pair after a message about it: no sooner than a REST answer is
+  // sure to include what the message said (answers may be a second old), and at most once
+  // a second however many messages come (a chain's heads move at every probe).
+  function scheduleRefetch(kind, name) {
+    const key = `${kind}:${name}`;
+    let entry = state.refetches.get(key);
+    if (!entry) {
+      entry = { kind, name, key, timer: null, running: false, lastAt: 0, wantedAt: 0 };
+      state.refetches.set(key, entry);
+    }
+    entry.wantedAt = Date.now();
+    armRefetch(entry);
+  }
+
+  function armRefetch(entry) {
+    if (entry.timer !== null || entry.running) return;
+    const at = Math.max(entry.wantedAt + REST_MAX_AGE_MS, entry.lastAt + REFETCH_MIN_MS);
+    entry.timer = setTimeout(() => refetch(entry), Math.max(0, at - Date.now()));
+  }
+
+  async function refetch(entry) {
+    entry.timer = null;
+    entry.running = true;
+    const started = Date.now();
+    entry.lastAt = started;
+    // Messages received before this are in the answer; later ones are applied on top.
+    const covered = started - REST_MAX_AGE_MS;
+    const chain = entry.kind === "chain";
+    try {
+      const view = await getJSON(chain ? chainPath(entry.name) : pairPath(entry.name));
+      (chain ? state.chains : state.pairs).set(entry.name, view);
+      for (const [receivedAt, message] of state.journal) {
+        if (receivedAt >= covered && (chain ? message.chain : message.pair) === entry.name) {
+          applyChange(message, true);
+        }
+      }
+      if (chain) renderChains();
+      else renderPairs();
+    } catch (error) {
+      // Not fatal: the next message, or the next load, tries again.
+    } finally {
+      entry.running = false;
+      if (entry.wantedAt >= covered) armRefetch(entry);
+    }
+  }
+
   function addSample(name, data) {
     const failed = data.status === "failed" || data.status === "timeout";
     const sample = {
@@ -402,6 +526,8 @@
 
   function renderAll() {
     renderProviders();
+    renderChains();
+    renderPairs();
     renderAlerts();
     renderConnection();
     if (state.position !== null) $("position").textContent = String(state.position);
@@ -521,6 +647,185 @@
     usage.textContent = blocked
       ? `blocked until ${clock(limit.blocked_until)}`
       : `${limit.current_usage ?? "?"} of ${limit.limit_value} ${per} (${Math.round(share)}%)`;
+  }
+
+  // ---- rendering: chains and quotes ---------------------------------------------------
+
+  const JUDGEMENT_TEXT = {
+    lagging: "lagging",
+    stale: "stale",
+    wrong_chain: "wrong chain",
+    deviation: "deviating",
+    quote_stale: "stale data",
+  };
+
+  function blocks(count) {
+    return `${count} block${count === 1 ? "" : "s"}`;
+  }
+
+  function duration(seconds) {
+    if (seconds < 60) return `${Math.round(seconds)} s`;
+    if (seconds < 3600) return `${Math.round(seconds / 60)} min`;
+    return `${(seconds / 3600).toFixed(1)} h`;
+  }
+
+  function price(value) {
+    if (value === null || value === undefined) return "–";
+    const digits = Math.abs(value) >= 100 ? 2 : Math.abs(value) >= 1 ? 4 : 8;
+    return Number(value).toLocaleString("en-US", { maximumFractionDigits: digits });
+  }
+
+  function signedPercent(value) {
+    if (value === null || value === undefined) return "–";
+    const fixed = Number(value).toFixed(2);
+    return Number(fixed) > 0 ? `+${fixed}%` : `${Number(fixed) === 0 ? "0.00" : fixed}%`;
+  }
+
+  // The marks are words, not colours alone: a screen reader, and a colour-blind reader, get them.
+  function marks(states, extra) {
+    const cell = el("td", "marks");
+    for (const judgement of states || []) {
+      const mark = el("span", "mark", JUDGEMENT_TEXT[judgement] || judgement.replace(/_/g, " "));
+      mark.dataset.state = judgement;
+      cell.append(mark);
+    }
+    for (const [name, text] of extra) {
+      const mark = el("span", "mark", text);
+      mark.dataset.state = name;
+      cell.append(mark);
+    }
+    if (!cell.children.length) cell.append(el("span", "muted", "ok"));
+    return cell;
+  }
+
+  // One panel's cards, keyed by name, in the server's order; the section shows only with cards.
+  function renderCards(container, section, views, key, render) {
+    $(section).hidden = views.size === 0;
+    const box = $(container);
+    for (const card of [...box.children]) if (!views.has(card.dataset[key])) card.remove();
+    [...views.keys()].forEach((name, index) => {
+      const card = render(name);
+      if (card && box.children[index] !== card) box.insertBefore(card, box.children[index] || null);
+    });
+  }
+
+  function cardIn(container, key, name, className) {
+    for (const card of $(container).children) if (card.dataset[key] === name) return card;
+    const card = el("article", `judged-card ${className}`);
+    card.dataset[key] = name;
+    $(container).append(card);
+    return card;
+  }
+
+  function table(headings) {
+    const grid = el("table");
+    const row = el("tr");
+    for (const heading of headings) {
+      const th = el("th", null, heading);
+      th.scope = "col";
+      row.append(th);
+    }
+    const head = el("thead");
+    head.append(row);
+    grid.append(head, el("tbody"));
+    return grid;
+  }
+
+  function renderChains() {
+    renderCards("chains", "chains-section", state.chains, "chain", renderChain);
+  }
+
+  function renderChain(name) {
+    const chain = state.chains.get(name);
+    if (!chain) return null;
+    const card = cardIn("chains", "chain", name, "chain");
+    const troubled = chain.nodes.filter((n) => n.states && n.states.length).length;
+    card.dataset.troubled = String(troubled > 0);
+    const head = el("div", "head");
+    const best = el("span", "best", chain.best_head === null ? "no best head yet" : `best head ${chain.best_head}`);
+    head.append(el("h3", "name", name), best);
+    const lagBlocks = chain.rules ? chain.rules.lag_blocks : null;
+    const rule = el(
+      "p",
+      "rule muted",
+      `${chain.nodes.length} node${chain.nodes.length === 1 ? "" : "s"}` +
+        (lagBlocks === null ? "" : ` · lagging past ${blocks(lagBlocks)} behind`) +
+        (troubled ? ` · ${troubled} not keeping up` : ""),
+    );
+    // Bars share one scale per chain: the most behind fills it, and a lag within the
+    // threshold never looks like a long one.
+    const lags = chain.nodes.map((n) => n.lag || 0);
+    const scale = Math.max(1, 2 * (lagBlocks || 0), ...lags);
+    const grid = table(["node", "head", "behind the best head", "state"]);
+    for (const node of chain.nodes) {
+      const row = el("tr");
+      row.dataset.provider = node.provider;
+      row.dataset.states = (node.states || []).join(" ");
+      const lag = el("td", "lag");
+      const bar = el("div", "bar");
+      bar.setAttribute("aria-hidden", "true");
+      const fill = el("span");
+      fill.style.width = `${node.lag ? Math.max(2, (100 * node.lag) / scale) : 0}%`;
+      bar.append(fill);
+      bar.dataset.level = (node.states || []).includes("lagging") ? "warning" : "";
+      let text = "–";
+      if (node.lag !== null && node.lag !== undefined) {
+        text = blocks(node.lag);
+        if (node.lag_seconds !== null && node.lag_seconds !== undefined && node.lag > 0) text += ` (${duration(node.lag_seconds)})`;
+      }
+      lag.append(bar, el("span", "lag-text", text));
+      const extra = [];
+      if ((node.states || []).includes("wrong_chain") && node.chain_id !== null && node.chain_id !== undefined) {
+        extra.push(["chain_id", `answers chain id ${node.chain_id}`]);
+      }
+      if (node.succeeded === false) extra.push(["failed", "last probe failed"]);
+      row.append(
+        el("th", "node", node.provider),
+        el("td", "node-head", node.head === null || node.head === undefined ? "–" : node.head),
+        lag,
+        marks(node.states, extra),
+      );
+      row.firstChild.scope = "row";
+      grid.tBodies[0].append(row);
+    }
+    card.replaceChildren(head, rule, grid);
+    return card;
+  }
+
+  function renderPairs() {
+    renderCards("quotes", "quotes-section", state.pairs, "pair", renderPair);
+  }
+
+  function renderPair(name) {
+    const pair = state.pairs.get(name);
+    if (!pair) return null;
+    const card = cardIn("quotes", "pair", name, "pair");
+    card.dataset.troubled = String(pair.sources.some((s) => s.states && s.states.length));
+    const head = el("div", "head");
+    head.append(el("h3", "name", name), el("span", "median", pair.median === null ? "no median" : `median ${price(pair.median)}`));
+    const parts = [];
+    if (pair.median === null && pair.median_note) parts.push(el("p", "median-note", pair.median_note));
+    const grid = table(["source", "price", "off the median", "state"]);
+    for (const source of pair.sources) {
+      const row = el("tr");
+      row.dataset.provider = source.provider;
+      row.dataset.states = (source.states || []).join(" ");
+      const extra = [];
+      if ((source.states || []).includes("quote_stale") && source.data_age_seconds !== null && source.data_age_seconds !== undefined) {
+        extra.push(["data_age", `data ${duration(source.data_age_seconds)} old`]);
+      }
+      if (source.succeeded === false) extra.push(["failed", "last probe failed"]);
+      row.append(
+        el("th", "source", source.provider),
+        el("td", "price", price(source.price)),
+        el("td", "deviation", signedPercent(source.deviation_percent)),
+        marks(source.states, extra),
+      );
+      row.firstChild.scope = "row";
+      grid.tBodies[0].append(row);
+    }
+    card.replaceChildren(head, ...parts, grid);
+    return card;
   }
 
   function renderAlerts() {

@@ -33,6 +33,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 from standins import StandIn, closed_port
 
+from cryptomon.cli import demo
 from cryptomon.cli.demo import PROVIDERS
 from cryptomon.config import load_config
 from cryptomon.events.types import ObservedValue, ProbeRecorded
@@ -282,10 +283,16 @@ def test_dashboard_against_the_demo(browser: Any, tmp_path: Path) -> None:
         connection = page.locator("#connection")
         expect(connection).to_have_attribute("data-state", "live", timeout=10_000)
         page.evaluate("window.loadedOnce = true")  # gone if the page reloads
-        # No provider names a chain or a pair: nothing of the chain and quote panels shows.
+        # The demo's chain and pair show in their panels, a row for each node and source.
         expect(page.locator("main")).not_to_have_attribute("aria-busy", "true")
-        expect(page.locator("#chains-section")).to_be_hidden()
-        expect(page.locator("#quotes-section")).to_be_hidden()
+        expect(page.locator("#chains-section")).to_be_visible()
+        chain = page.locator(f'#chains [data-chain="{demo.CHAIN}"]')
+        for node in demo.NODES:
+            expect(chain.locator(f'tr[data-provider="{node}"]')).to_be_visible()
+        expect(page.locator("#quotes-section")).to_be_visible()
+        pair = page.locator('#quotes [data-pair="BTC-USD"]')
+        for source in demo.SOURCES:
+            expect(pair.locator(f'[data-provider="{source}"]')).to_be_visible()
 
         # A status change arrives live: a card changes and the log says so, without a reload.
         before = statuses(page)

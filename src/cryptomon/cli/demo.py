@@ -116,10 +116,10 @@ PROVIDERS: tuple[tuple[str, str, str, str], ...] = (
         f" to {SCENARIO['drift'][1]:g} s",
     ),
 )
-_NODES = ("NodeA", "NodeB", "LaggingNode", "FrozenNode")
+NODES = ("NodeA", "NodeB", "LaggingNode", "FrozenNode")
 # Each source's request path below its prefix, what it observes, and its fixed offset
 # from the others (a tenth of a percent apart: far within DEVIATION_PERCENT).
-_SOURCES: dict[str, tuple[str, str, float]] = {
+SOURCES: dict[str, tuple[str, str, float]] = {
     "PriceA": (
         "/simple/price?ids=bitcoin&vs_currencies=usd&include_last_updated_at=true",
         '{ price = "[BODY].bitcoin.usd", price_time = "[BODY].bitcoin.last_updated_at" }',
@@ -240,7 +240,7 @@ degraded_latency = "{DEGRADED_LATENCY}"
         """The nodes of the demo chain and the sources of the pair, with their thresholds."""
         by_name = {name: (category, prefix, what) for name, category, prefix, what in PROVIDERS}
         blocks = []
-        for name in _NODES:
+        for name in NODES:
             category, prefix, what = by_name[name]
             blocks.append(f"""
 [[providers]]
@@ -254,7 +254,7 @@ rpc = [{{ method = "eth_blockNumber" }}, {{ method = "eth_chainId" }}]
 observe = {{ head = "[BODY][0].result", chain_id = "[BODY][1].result" }}
 chain = "{CHAIN}"
 """)
-        for name, (path, observe, _) in _SOURCES.items():
+        for name, (path, observe, _) in SOURCES.items():
             category, prefix, what = by_name[name]
             blocks.append(f"""
 [[providers]]
@@ -313,9 +313,9 @@ max_staleness = "{MAX_STALENESS}"
         app.router.add_get("/slow/ping", self._slow)
         app.router.add_get("/flapping/ping", self._flapping)
         app.router.add_get("/ratelimited/ping", self._rate_limited)
-        for name in _NODES:
+        for name in NODES:
             app.router.add_post(self._prefix(name), self._node(name))
-        for name, (path, _, _) in _SOURCES.items():
+        for name, (path, _, _) in SOURCES.items():
             app.router.add_get(self._prefix(name) + path.split("?")[0], self._source(name))
         return app
 
@@ -413,7 +413,7 @@ max_staleness = "{MAX_STALENESS}"
         every source, its own small offset, a little noise, and the drift."""
         now = self.clock()
         swing = 1 + 0.01 * math.sin(2 * math.pi * (now - self.started) / 600)
-        price = BASE_PRICE * swing * (1 + _SOURCES[source][2] + random.uniform(-1e-4, 1e-4))
+        price = BASE_PRICE * swing * (1 + SOURCES[source][2] + random.uniform(-1e-4, 1e-4))
         if source == "DriftingPrice" and self.during("drift", now):
             price *= 1 + DRIFT
         return round(price, 2)

@@ -347,16 +347,15 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         # this runs at every probe of every node.
         first, second = float(head), -1.0
         for other in chain.nodes.values():
-            if other is node or not other.succeeded or other.head is None:
+            other_head, other_at = other.head, other.head_at
+            if other_head is None or other_at is None or other is node or not other.succeeded:
                 continue
             if other.states and "wrong_chain" in other.states:
                 continue  # another chain's head says nothing of this one's
-            assert other.head_at is not None
-            later = other.head_at - at
-            if later <= 0:
-                value = float(other.head)
+            if other_at <= at:
+                value = float(other_head)
             elif rate is not None:  # until the log shows the rate, a later head can't count
-                value = other.head - rate * later
+                value = other_head - rate * (other_at - at)
             else:
                 continue
             if value > first:

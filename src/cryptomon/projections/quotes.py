@@ -33,6 +33,7 @@ from cryptomon.events.types import (
 from cryptomon.isotime import iso_time
 from cryptomon.projections.base import Handler, JudgingProjection
 from cryptomon.projections.notices import Judged, Judgement, Notice
+from cryptomon.projections.settings import ProjectionSettings
 
 # A pair's median needs this many sources: with two, neither can be told wrong.
 MIN_SOURCES = 3
@@ -72,9 +73,11 @@ _decoder = msgspec.msgpack.Decoder(QuotesState)
 def as_price(value: ObservedValue | None) -> float | None:
     """A price from an observed value: a number, or a string holding one (APIs such as
     Binance's and Kraken's quote prices as strings)."""
+    if type(value) is float:  # the common case: a JSON number
+        return value if 0 < value < float("inf") else None
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, int):
         price = float(value)
     else:
         try:
@@ -107,6 +110,10 @@ def as_time(value: ObservedValue | None) -> float | None:
 class QuotesProjection(JudgingProjection[QuotesState]):
     name: ClassVar[str] = "quotes"
     version: ClassVar[int] = 1
+
+    def __init__(self, settings: ProjectionSettings, state: QuotesState | None = None) -> None:
+        super().__init__(settings, state)
+        self._max_staleness = settings.quote_max_staleness_seconds
 
     def new_state(self) -> QuotesState:
         return QuotesState()
@@ -183,10 +190,14 @@ class QuotesProjection(JudgingProjection[QuotesState]):
             return []
         at = probe.started_at
         source.price, source.at, source.endpoint, source.succeeded = price, at, probe.endpoint, True
-        source.data_time = as_time(observed.get("price_time")) if observed else None
+        data_time = source.data_time = as_time(observed.get("price_time")) if observed else None
         notices = self._deviation(position, at, pair, source, price)
-        notices += self._staleness(position, at, pair, source)
-        return self.forwarded(notices)
+        # Stale data: judged only when there is a time to judge or a state to end.
+        if data_time is not None or source.states:
+            stale = data_time is not None and at - data_time > self._max_staleness
+            if stale != ("quote_stale" in source.states):
+                notices.append(self._staleness(position, at, pair, source, stale))
+        return self.forwarded(notices) if notices else notices
 
     def _deviation(
         self, position: int, at: float, pair: Pair, source: Source, price: float
@@ -225,22 +236,20 @@ class QuotesProjection(JudgingProjection[QuotesState]):
         )
         return [self._flip(position, at, pair, source, "deviation", deviating, details)]
 
-    def _staleness(self, position: int, at: float, pair: Pair, source: Source) -> list[Notice]:
+    def _staleness(
+        self, position: int, at: float, pair: Pair, source: Source, stale: bool
+    ) -> Judged:
         data_time = source.data_time
-        limit = self.settings.quote_max_staleness_seconds
-        stale = data_time is not None and at - data_time > limit
-        if stale == ("quote_stale" in source.states):
-            return []
         if stale and data_time is not None:
             details = (
                 f"its data is from {iso_time(data_time)}, {at - data_time:.0f} s before the"
-                f" probe (more than {limit:g} s is stale)"
+                f" probe (more than {self._max_staleness:g} s is stale)"
             )
         elif data_time is None:
             details = "its answer no longer says when its data is from"
         else:
             details = "its data is fresh"
-        return [self._flip(position, at, pair, source, "quote_stale", stale, details)]
+        return self._flip(position, at, pair, source, "quote_stale", stale, details)
 
     def _flip(
         self,

@@ -59,6 +59,7 @@ class Pair(msgspec.Struct, gc=False, kw_only=True):
     name: str
     median: float | None = None  # at the last probe of any source; None below MIN_SOURCES
     median_at: float | None = None
+    counted: int = 0  # the sources that price counted, at the last probe
     sources: dict[str, Source] = {}
 
 
@@ -209,6 +210,7 @@ class QuotesProjection(JudgingProjection[QuotesState]):
             if other.succeeded and other.price is not None and (other.at or 0.0) >= since
         ]
         settings = self.settings
+        pair.counted = len(prices)
         if len(prices) < MIN_SOURCES:
             pair.median, pair.median_at = None, at
             source.deviation = None

@@ -36,14 +36,8 @@ def _median_note(pair: Pair) -> str | None:
         return None
     if pair.median_at is None:
         return f"no source has quoted {pair.name} yet; a median needs {MIN_SOURCES} sources"
-    since = pair.median_at - QUOTE_WINDOW_SECONDS
-    recent = sum(
-        1
-        for source in pair.sources.values()
-        if source.succeeded and source.price is not None and (source.at or 0.0) >= since
-    )
     return (
-        f"{recent} of {len(pair.sources)} sources quoted {pair.name} within"
+        f"{pair.counted} of {len(pair.sources)} sources quoted {pair.name} within"
         f" {QUOTE_WINDOW_SECONDS:g} s of the last quote; a median needs {MIN_SOURCES},"
         " so no deviation is judged"
     )

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import msgspec
 
 from cryptomon.events.types import Event
-from cryptomon.projections.notices import Judged, Notice
+from cryptomon.projections.notices import Judged, Judgement, Notice
 from cryptomon.projections.settings import ProjectionSettings
 
 StateT = TypeVar("StateT", bound=msgspec.Struct)
@@ -64,6 +64,13 @@ class Projection(ABC, Generic[StateT]):
         raise NotImplementedError(f"the {self.name} projection folds event by event")
 
 
+class Judgeable(Protocol):
+    """A provider as a judging projection keeps it: a chain's node, a pair's source."""
+
+    provider: str
+    states: list[Judgement]  # the judgements that hold, in the order they began
+
+
 class JudgingProjection(Projection[StateT]):
     """A projection that judges providers against each other (chains, quotes). Its
     judgements must reach the providers' status before the providers projection folds the
@@ -80,3 +87,20 @@ class JudgingProjection(Projection[StateT]):
             if isinstance(notice, Judged):
                 notices += forward(notice)
         return notices
+
+    def flip(
+        self,
+        position: int,
+        at: float,
+        group: str,
+        member: Judgeable,
+        state: Judgement,
+        active: bool,
+        details: str,
+    ) -> Judged:
+        """`state` begins (`active`) or ends for `member` of `group` ("chain:ethereum")."""
+        if active:
+            member.states.append(state)
+        else:
+            member.states.remove(state)
+        return Judged(position, at, member.provider, group, state, active, details)

@@ -310,14 +310,18 @@ class ChainsProjection(JudgingProjection[ChainsState]):
                 if lagging
                 else f"{lag} blocks behind the best head {best}: caught up"
             )
-            notices.append(self._flip(position, at, chain, node, "lagging", lagging, details))
+            notices.append(
+                self.flip(position, at, f"chain:{chain.name}", node, "lagging", lagging, details)
+            )
         if node.head is None or head != node.head:
             # The best head then, or its own if it was ahead: the group catching up with it
             # is not the group moving on without it.
             node.moved_at, node.best_when_moved = at, best if best > head else head
             if "stale" in states:
                 details = f"head moved to {head}"
-                notices.append(self._flip(position, at, chain, node, "stale", False, details))
+                notices.append(
+                    self.flip(position, at, f"chain:{chain.name}", node, "stale", False, details)
+                )
         elif "stale" not in states:
             notices += self._stale(position, at, chain, node, head, best, rules)
         node.head, node.head_at = head, at
@@ -392,7 +396,7 @@ class ChainsProjection(JudgingProjection[ChainsState]):
                 f"head {head} has not moved since {iso_time(node.moved_at)} while the best"
                 f" head moved {moved_by} blocks (more than {rules.stale_blocks} is stale)"
             )
-        return [self._flip(position, at, chain, node, "stale", True, details)]
+        return [self.flip(position, at, f"chain:{chain.name}", node, "stale", True, details)]
 
     def _chain_id(
         self, position: int, probe: ProbeRecorded, chain: Chain, node: Node
@@ -411,23 +415,17 @@ class ChainsProjection(JudgingProjection[ChainsState]):
             if wrong
             else f"answers chain id {seen}, {chain.name}'s"
         )
-        return [self._flip(position, probe.started_at, chain, node, "wrong_chain", wrong, details)]
-
-    def _flip(
-        self,
-        position: int,
-        at: float,
-        chain: Chain,
-        node: Node,
-        state: Judgement,
-        active: bool,
-        details: str,
-    ) -> Judged:
-        if active:
-            node.states.append(state)
-        else:
-            node.states.remove(state)
-        return Judged(position, at, node.provider, f"chain:{chain.name}", state, active, details)
+        return [
+            self.flip(
+                position,
+                probe.started_at,
+                f"chain:{chain.name}",
+                node,
+                "wrong_chain",
+                wrong,
+                details,
+            )
+        ]
 
 
 def _new_hour(history: list[LagHour], hour: int) -> LagHour:

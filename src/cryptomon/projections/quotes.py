@@ -218,7 +218,9 @@ class QuotesProjection(JudgingProjection[QuotesState]):
             if "deviation" not in source.states:
                 return []
             details = f"{len(prices)} sources quote {pair.name}: no median to compare with"
-            return [self._flip(position, at, pair, source, "deviation", False, details)]
+            return [
+                self.flip(position, at, f"pair:{pair.name}", source, "deviation", False, details)
+            ]
         prices.sort()
         middle = len(prices) // 2
         median = prices[middle] if len(prices) % 2 else (prices[middle - 1] + prices[middle]) / 2
@@ -236,7 +238,9 @@ class QuotesProjection(JudgingProjection[QuotesState]):
             if deviating
             else f"{price:g} is {deviation:+.2f}% off the median {median:g}: back in line"
         )
-        return [self._flip(position, at, pair, source, "deviation", deviating, details)]
+        return [
+            self.flip(position, at, f"pair:{pair.name}", source, "deviation", deviating, details)
+        ]
 
     def _staleness(
         self, position: int, at: float, pair: Pair, source: Source, stale: bool
@@ -251,20 +255,4 @@ class QuotesProjection(JudgingProjection[QuotesState]):
             details = "its answer no longer says when its data is from"
         else:
             details = "its data is fresh"
-        return self._flip(position, at, pair, source, "quote_stale", stale, details)
-
-    def _flip(
-        self,
-        position: int,
-        at: float,
-        pair: Pair,
-        source: Source,
-        state: Judgement,
-        active: bool,
-        details: str,
-    ) -> Judged:
-        if active:
-            source.states.append(state)
-        else:
-            source.states.remove(state)
-        return Judged(position, at, source.provider, f"pair:{pair.name}", state, active, details)
+        return self.flip(position, at, f"pair:{pair.name}", source, "quote_stale", stale, details)

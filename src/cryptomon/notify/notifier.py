@@ -67,7 +67,7 @@ PRUNE_EVERY_SECONDS = 86_400.0
 # limits give its notices, providers the status changes alerts follow and each provider's
 # category for the channels' filters, chains and quotes the judgements both follow.
 # Metrics and failures would be folded for nothing.
-FOLDS = ("chains", "quotes", "providers", "alerts", "rate_limits")
+FOLDS = ("maintenance", "chains", "quotes", "providers", "alerts", "rate_limits")
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(dict[str, tuple[int, bytes]])

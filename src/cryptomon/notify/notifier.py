@@ -403,6 +403,10 @@ class Notifier:
             subject = subject_of(notice)
             if subject is None:
                 continue
+            if subject.event == "rate_limit" and self.projections.maintenance.covering(
+                subject.provider, notice.at
+            ):
+                continue  # in a maintenance window nobody is told (alerts are not raised)
             category = self._category(subject.provider)
             for channel in self._channels.values():
                 if not wanted(

@@ -1067,6 +1067,7 @@ PATH_VALUES = {
     "job_id": "health_checks",
     "chain": "ethereum",
     "pair": "BTC-USD",
+    "window_id": "api:0",
 }
 TRAVERSALS = (
     "..%2f..%2fetc%2fpasswd",

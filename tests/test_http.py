@@ -257,18 +257,28 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
     await service.trigger("market_data")
     alert_id = await service.take_down()
     paths = {e.path for e in ENDPOINTS}
+    window_id = ""  # the maintenance window the walk creates, then cancels
     for endpoint in ENDPOINTS:
-        path = filled(endpoint.path, alert_id)
+        path = filled(endpoint.path, alert_id).replace("{window_id}", window_id)
         headers = {"Content-Type": "application/json"} if endpoint.method == "POST" else None
-        status, content_type, body, _ = await service.request(
-            endpoint.method, path, headers=headers
+        create = endpoint.method == "POST" and endpoint.path == "/api/maintenance"
+        data = (
+            b'{"name": "walk", "providers": ["Up"],'
+            b' "start": "2999-01-01T00:00:00Z", "end": "2999-01-01T01:00:00Z"}'
+            if create
+            else None
         )
+        status, content_type, body, _ = await service.request(
+            endpoint.method, path, headers=headers, data=data
+        )
+        if create:
+            window_id = json.loads(body)["id"]
         # Down is offline and Limited rate-limited, yet /health is 200: providers never
         # make it 503. /ws/live is a WebSocket: a plain GET gets its documented 426.
-        expected = {"/ws/live": 426}.get(endpoint.path, 200)
+        expected = 201 if create else {"/ws/live": 426}.get(endpoint.path, 200)
         assert status == expected, (endpoint.path, status, body[:500])
         websocket = (426,) if endpoint.websocket else ()
-        assert expected in (200, endpoint.unhealthy_status, *endpoint.errors, *websocket)
+        assert expected in (200, 201, endpoint.unhealthy_status, *endpoint.errors, *websocket)
         if endpoint.path == "/ws/live":
             assert content_type == PROBLEM_TYPE
             async with service.client.ws_connect(endpoint.path) as ws:

@@ -836,6 +836,7 @@ def test_snapshot_restores_into_the_same_state() -> None:
     fold(registration("A", limit=RateLimitSpec(10, 1.0)), probe("A", T0), usage("A", T0, 90.0))
     snapshot = fold.projections.snapshot_state()
     assert set(snapshot) == {
+        "maintenance",
         "chains",
         "quotes",
         "providers",
@@ -853,7 +854,7 @@ def test_snapshot_restores_into_the_same_state() -> None:
 
 
 def test_projections_built_for_some_fold_and_snapshot_those_alone() -> None:
-    some = ("chains", "quotes", "providers", "alerts", "rate_limits")
+    some = ("maintenance", "chains", "quotes", "providers", "alerts", "rate_limits")
     every = Harness()
     events = [probe("A", T0 + i, "failed") for i in range(3)] + [usage("A", T0 + 5, 90.0)]
     every(*events)

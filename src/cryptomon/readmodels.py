@@ -54,6 +54,7 @@ def projection_settings(config: Config) -> ProjectionSettings:
         online_after_successes=config.monitoring.online_after_successes,
         certificate_warning_seconds=config.monitoring.certificate_warning_seconds,
         certificate_critical_seconds=config.monitoring.certificate_critical_seconds,
+        maintenance_counts_in_uptime=config.monitoring.maintenance_counts_in_uptime,
         chains=tuple(
             ChainSettings(
                 name=name,

@@ -19,6 +19,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
 from types import UnionType
@@ -145,6 +146,8 @@ class MonitoringConfig(_Table, frozen=True):
     # Time left on a provider's TLS certificate that raises a warning, then a critical alert.
     certificate_warning: str = "14d"
     certificate_critical: str = "3d"
+    # Whether probes inside a maintenance window count in uptime (they never raise alerts).
+    maintenance_counts_in_uptime: bool = False
 
     @property
     def certificate_warning_seconds(self) -> float:
@@ -429,6 +432,24 @@ class NotificationChannel(_Table, frozen=True):
         return None if self.renotify_interval is None else parse_duration(self.renotify_interval)
 
 
+class MaintenanceConfig(_Table, frozen=True):
+    """`[[maintenance]]`: a window in which the providers it names (or those of the
+    categories it names) are in maintenance: recurring (`cron` and `duration`) or one-off
+    (`start` and `end`, ISO 8601 with an offset). The API takes the same keys."""
+
+    name: str
+    providers: tuple[str, ...] = ()
+    categories: tuple[Category, ...] = ()
+    cron: str | None = None
+    duration: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return None if self.duration is None else parse_duration(self.duration)
+
+
 class Config(_Table, frozen=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
@@ -438,6 +459,7 @@ class Config(_Table, frozen=True):
     notifications: tuple[NotificationChannel, ...] = ()
     chains: dict[str, ChainConfig] = {}
     quotes: QuotesConfig = msgspec.field(default_factory=QuotesConfig)
+    maintenance: tuple[MaintenanceConfig, ...] = ()
     # The file this came from, for messages; not a key a file may set.
     source: str = ""
 
@@ -520,6 +542,7 @@ class _Problems:
     def __init__(self, source: str) -> None:
         self.source = source
         self.messages: list[str] = []
+        self.found: list[tuple[str, str]] = []  # (key, problem), as `messages` say them
 
     def add(
         self, key: str, problem: str, provider: str | None = None, *, channel: str | None = None
@@ -528,6 +551,7 @@ class _Problems:
         who = f" (channel {channel!r})" if channel else who
         # A key may hold any character; escaped, it cannot start a line of its own.
         shown = key.encode("unicode_escape").decode("ascii")
+        self.found.append((shown, problem))
         self.messages.append(f"{self.source}: {shown}{who}: {problem}")
 
 
@@ -705,6 +729,14 @@ def parse_uint(value: object) -> int | None:
     return None
 
 
+def _check_moment(moment: datetime) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(
+            f"{moment.isoformat()!r} has no UTC offset: expected an ISO 8601 time with one,"
+            ' like "2025-06-01T02:00:00Z"'
+        )
+
+
 def _check_rate_limit_source(text: str) -> None:
     if text != "unverified":
         _check_docs_url(text)
@@ -742,6 +774,9 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "chain": _check_chain_name,
     "quote": _check_pair,
     "chain_id": _check_chain_id,
+    "duration": parse_duration,
+    "start": _check_moment,
+    "end": _check_moment,
 }
 
 # Where a name means something else in one table: (table class, key).
@@ -1084,6 +1119,101 @@ def _decode_chains(raw: object, problems: _Problems) -> dict[str, ChainConfig]:
     return chains
 
 
+def check_maintenance(
+    raw: object,
+    key: str,
+    problems: _Problems,
+    known_providers: set[str] | None = None,
+) -> MaintenanceConfig | None:
+    """One maintenance window's table checked: each key, then the rules across keys;
+    None when anything was wrong (each mistake is in `problems`)."""
+    before = len(problems.messages)
+    values = _convert_table(raw, MaintenanceConfig, key, problems)
+    if values is None:
+        return None
+    assert isinstance(raw, dict)  # _convert_table returns None otherwise
+
+    def add(field: str, problem: str) -> None:
+        problems.add(f"{key}.{field}" if key else field, problem)
+
+    name = values.get("name")
+    if name is not None and (not name.strip() or "/" in name or len(name) > 100):
+        add("name", "expected a non-empty name without '/', at most 100 characters")
+    recurring = "cron" in raw or "duration" in raw
+    one_off = "start" in raw or "end" in raw
+    if recurring and one_off:
+        add("start", "set cron and duration (recurring) or start and end (one-off), not both")
+    elif recurring:
+        for field in ("cron", "duration"):
+            if field not in raw:
+                add(field, "missing: a recurring window needs both cron and duration")
+    elif one_off:
+        for field in ("start", "end"):
+            if field not in raw:
+                add(field, "missing: a one-off window needs both start and end")
+        start, end = values.get("start"), values.get("end")
+        if start is not None and end is not None and end <= start:
+            add("end", f"expected after start ({start.isoformat()})")
+    else:
+        add("cron", "missing: set cron and duration (recurring) or start and end (one-off)")
+    if not raw.get("providers") and not raw.get("categories"):
+        add("providers", "missing: name the providers or the categories it covers")
+    if known_providers is not None:
+        for provider in values.get("providers", ()):
+            if provider.casefold() not in known_providers:
+                add("providers", f"{provider!r} is not a configured provider")
+    if len(problems.messages) != before:
+        return None
+    return MaintenanceConfig(**values)
+
+
+def _decode_maintenance(
+    raw: object, known_providers: set[str] | None, problems: _Problems
+) -> tuple[MaintenanceConfig, ...]:
+    if not isinstance(raw, list):
+        problems.add(
+            "maintenance",
+            f"expected an array of tables ([[maintenance]]), got {_toml_type(raw)}",
+        )
+        return ()
+    windows = []
+    first_use: dict[str, int] = {}
+    for index, entry in enumerate(raw):
+        key = f"maintenance[{index}]"
+        window = check_maintenance(entry, key, problems, known_providers)
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str):
+            earlier = first_use.setdefault(name, index)
+            if earlier != index:
+                problems.add(
+                    f"{key}.name", f"duplicate window name: maintenance[{earlier}] already uses it"
+                )
+                continue
+        if window is not None:
+            windows.append(window)
+    return tuple(windows)
+
+
+def check_maintenance_body(raw: object, known_providers: set[str]) -> MaintenanceConfig:
+    """A window sent to the API, checked as the file's are; raises
+    `MaintenanceWindowError` naming the first key that was wrong."""
+    problems = _Problems("")
+    window = check_maintenance(raw, "", problems, known_providers)
+    if window is None:
+        field, problem = problems.found[0]
+        raise MaintenanceWindowError(field.lstrip(".") or "body", problem)
+    return window
+
+
+class MaintenanceWindowError(ValueError):
+    """A maintenance window given to the API that is wrong: which key and why."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
 def _check_storage(sections: dict[str, Any], problems: _Problems) -> None:
     """Features that keep their data beside a SQLite file are not there on PostgreSQL yet."""
     storage = sections.get("storage")
@@ -1127,10 +1257,15 @@ def _parse(
             sections[name] = _decode_chains(value, problems)
         elif name == "quotes":
             sections[name] = _decode_table(value, QuotesConfig, name, problems)
+        elif name == "maintenance":
+            known = _provider_names(document.get("providers"), default_providers)
+            sections[name] = _decode_maintenance(value, known, problems)
         elif name in tables:
             sections[name] = _decode_table(value, tables[name], name, problems)
         else:
-            expected = ", ".join([*tables, "providers", "notifications", "chains", "quotes"])
+            expected = ", ".join(
+                [*tables, "providers", "notifications", "chains", "quotes", "maintenance"]
+            )
             problems.add(name, f"unknown key; expected one of: {expected}")
     _check_storage(sections, problems)
     monitoring = sections.get("monitoring")

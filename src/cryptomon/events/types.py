@@ -141,6 +141,40 @@ class AlertAcknowledged(msgspec.Struct, frozen=True, gc=False, tag=True, omit_de
     legacy_alert_id: int | None = None
 
 
+WindowSource = Literal["file", "api"]
+
+
+class MaintenanceWindowScheduled(
+    msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True
+):
+    """A maintenance window's whole definition, as the config file or the API gave it.
+
+    Either recurring (`cron`, and `duration_seconds` from each time it fires) or one-off
+    (`start` to `end`, unix seconds). It covers the providers it names and those of the
+    categories it names. A later event with the same `window_id` replaces the definition
+    (the file changed); `MaintenanceWindowCancelled` ends it."""
+
+    window_id: str  # "file:<name>" or "api:<hex>"
+    name: str
+    source: WindowSource
+    providers: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    cron: str | None = None
+    duration_seconds: float | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+class MaintenanceWindowCancelled(
+    msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True
+):
+    """A window ended for good: cancelled over the API, or gone from the file."""
+
+    window_id: str
+    actor: str
+    cancelled_at: float
+
+
 class JobTriggered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
     job_id: str
     actor: str
@@ -154,6 +188,8 @@ Event = (
     | RateLimitChanged
     | AlertAcknowledged
     | JobTriggered
+    | MaintenanceWindowScheduled
+    | MaintenanceWindowCancelled
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -165,6 +201,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RateLimitChanged,
         AlertAcknowledged,
         JobTriggered,
+        MaintenanceWindowScheduled,
+        MaintenanceWindowCancelled,
     )
 }
 

@@ -46,6 +46,16 @@ class NotFound(LookupError):
         self.detail = detail
 
 
+class Conflict(Exception):
+    """The request contradicts what stands (a 409): `slug` and `title` name the problem."""
+
+    def __init__(self, slug: str, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+
+
 class Unauthorized(PermissionError):
     pass
 
@@ -88,6 +98,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(
             409, "already-acknowledged", "Already acknowledged", str(exc), request
         )
+    except Conflict as exc:
+        return problem_response(409, exc.slug, exc.title, exc.detail, request)
     except Unauthorized as exc:
         response = problem_response(401, "unauthorized", "Unauthorized", str(exc), request)
         response.headers["WWW-Authenticate"] = 'Bearer realm="cryptomon"'

@@ -106,6 +106,16 @@ async def metrics(request: web.Request) -> web.Response:
                 f'cryptomon_provider_status{{provider="{_label(state.name)}",'
                 f'status="{status}"}} {value}'
             )
+    family(
+        "cryptomon_provider_in_maintenance",
+        "gauge",
+        "1 while the provider's last health probe fell inside a maintenance window",
+    )
+    for state in states:
+        value = 0 if state.window is None else 1
+        lines.append(
+            f'cryptomon_provider_in_maintenance{{provider="{_label(state.name)}"}} {value}'
+        )
 
     family(
         "cryptomon_certificate_expiry_timestamp_seconds",

@@ -29,6 +29,7 @@ from cryptomon.http.views import (
     database,
     events,
     logs,
+    maintenance,
     providers,
     quotes,
     rate_limits,
@@ -312,6 +313,35 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
         write=True,
         errors=(400, 401, 403, 404, 409),
+    ),
+    Endpoint(
+        "GET",
+        "/api/maintenance",
+        maintenance.maintenance_windows,
+        "Maintenance windows: upcoming, active, past and cancelled, each with its source"
+        " (file or api), what it covers and its next start and end",
+        schemas.MaintenanceList,
+        links=(Link("delete_cancel_window", "window_id", "$response.body#/windows/0/id"),),
+    ),
+    Endpoint(
+        "POST",
+        "/api/maintenance",
+        maintenance.create_window,
+        "Create a maintenance window (JSON body: name, providers and/or categories, and"
+        " cron + duration or start + end in ISO 8601); answers 201 with the window and its id",
+        schemas.MaintenanceWindowView,
+        write=True,
+        errors=(400, 401, 403),
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/maintenance/{window_id}",
+        maintenance.cancel_window,
+        "Cancel a maintenance window created over the API (one from the config file: 409)",
+        schemas.MaintenanceWindowView,
+        (Param("window_id", "path", "string", "the window's id", max_length=200),),
+        write=True,
+        errors=(401, 403, 404, 409),
     ),
     Endpoint(
         "GET",

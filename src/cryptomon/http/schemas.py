@@ -180,6 +180,44 @@ class ProviderView(Schema, frozen=True):
     # deviation, quote_stale), each with what was found; an online provider with any is
     # degraded.
     judgements: dict[str, str] = {}
+    # The maintenance window its last health probe fell in, while it is in one.
+    maintenance_window: ProviderWindow | None = None
+
+
+class ProviderWindow(Schema, frozen=True):
+    id: str
+    name: str
+    ends_at: str | None
+
+
+class MaintenanceWindowView(Schema, frozen=True):
+    """A maintenance window: where it comes from, what it covers and when.
+
+    `state` is `upcoming`, `active` or `past` (by now), or `cancelled`; `next_start` and
+    `next_end` bound the occurrence in progress, else the next one (None when none is to
+    come)."""
+
+    id: str
+    name: str
+    source: Literal["file", "api"]
+    state: Literal["upcoming", "active", "past", "cancelled"]
+    providers: list[str]
+    categories: list[str]
+    cron: str | None
+    duration_seconds: float | None
+    start: str | None
+    end: str | None
+    next_start: str | None
+    next_end: str | None
+    scheduled_at: str
+    position: int
+    cancelled_at: str | None = None
+    cancelled_by: str | None = None
+
+
+class MaintenanceList(Schema, frozen=True):
+    count: int
+    windows: list[MaintenanceWindowView]
 
 
 class ProviderList(Schema, frozen=True):

@@ -67,7 +67,7 @@ PRUNE_EVERY_SECONDS = 86_400.0
 # limits give its notices, providers the status changes alerts follow and each provider's
 # category for the channels' filters, chains and quotes the judgements both follow.
 # Metrics and failures would be folded for nothing.
-FOLDS = ("chains", "quotes", "providers", "alerts", "rate_limits")
+FOLDS = ("maintenance", "chains", "quotes", "providers", "alerts", "rate_limits")
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(dict[str, tuple[int, bytes]])
@@ -403,6 +403,10 @@ class Notifier:
             subject = subject_of(notice)
             if subject is None:
                 continue
+            if subject.event == "rate_limit" and self.projections.maintenance.covering(
+                subject.provider, notice.at
+            ):
+                continue  # in a maintenance window nobody is told (alerts are not raised)
             category = self._category(subject.provider)
             for channel in self._channels.values():
                 if not wanted(

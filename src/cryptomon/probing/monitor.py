@@ -17,16 +17,25 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from cryptomon.config import Collection, Config, ProbeRequest, ProviderConfig
+from cryptomon.config import (
+    Collection,
+    Config,
+    MaintenanceConfig,
+    ProbeRequest,
+    ProviderConfig,
+)
 from cryptomon.events.log import ConcurrencyError, EventLog, StoreError
 from cryptomon.events.types import (
     Event,
     EventMetadata,
     JobTriggered,
+    MaintenanceWindowCancelled,
+    MaintenanceWindowScheduled,
     ProbeKind,
     ProviderRegistered,
     ProviderRemoved,
     RateLimitSpec,
+    WindowSource,
 )
 from cryptomon.probing.probes import BodyCheck, ProbeResult, ProbeSpec, probe
 from cryptomon.probing.ratelimit import RateLimitTracker
@@ -66,6 +75,31 @@ def provider_stream(name: str) -> str:
 
 def registration_stream(name: str) -> str:
     return f"config:{name}"
+
+
+def maintenance_stream(window_id: str) -> str:
+    return f"maintenance:{window_id}"
+
+
+def file_window_id(name: str) -> str:
+    return f"file:{name}"
+
+
+def window_of(
+    window: MaintenanceConfig, window_id: str, source: WindowSource
+) -> MaintenanceWindowScheduled:
+    """The event recording `window`'s whole definition."""
+    return MaintenanceWindowScheduled(
+        window_id=window_id,
+        name=window.name,
+        source=source,
+        providers=window.providers,
+        categories=tuple(window.categories),
+        cron=window.cron,
+        duration_seconds=window.duration_seconds,
+        start=None if window.start is None else window.start.timestamp(),
+        end=None if window.end is None else window.end.timestamp(),
+    )
 
 
 def registration_of(provider: ProviderConfig, environ: Mapping[str, str]) -> ProviderRegistered:
@@ -244,6 +278,7 @@ class Monitor:
 
     async def start(self) -> None:
         await self.register_providers()
+        await self.register_maintenance()
         self.scheduler.start()
 
     async def stop(self) -> None:
@@ -262,6 +297,52 @@ class Monitor:
             recorded += await self._register(registration_stream(name), ProviderRemoved(name))
         return recorded
 
+    async def register_maintenance(self) -> int:
+        """Record each `[[maintenance]]` window of the file whose definition differs from
+        the one last recorded, and cancel each window from the file that it no longer has;
+        return how many events were recorded."""
+        recorded = 0
+        for window in self.config.maintenance:
+            window_id = file_window_id(window.name)
+            event = window_of(window, window_id, "file")
+            recorded += await self._register(maintenance_stream(window_id), event)
+        configured = {file_window_id(window.name) for window in self.config.maintenance}
+        events = await self.store.read_by_type(
+            ["MaintenanceWindowScheduled", "MaintenanceWindowCancelled"],
+            limit=_ALL,
+            newest_first=False,
+        )
+        open_ids: set[str] = set()
+        for found in events:
+            fact = found.event
+            if isinstance(fact, MaintenanceWindowScheduled) and fact.source == "file":
+                open_ids.add(fact.window_id)
+            elif isinstance(fact, MaintenanceWindowCancelled):
+                open_ids.discard(fact.window_id)
+        for window_id in sorted(open_ids - configured):
+            cancel = MaintenanceWindowCancelled(window_id, "config", self.clock.time())
+            recorded += await self._append_once(maintenance_stream(window_id), cancel)
+        return recorded
+
+    async def _append_once(self, stream: str, event: MaintenanceWindowCancelled) -> int:
+        """Append `event` unless the stream's last event is a cancellation already."""
+        while True:
+            version = await self.store.stream_version(stream)
+            if version:
+                [last] = await self.store.read_stream(stream, after_version=version - 1, limit=1)
+                if isinstance(last.event, MaintenanceWindowCancelled):
+                    return 0
+            try:
+                await self.store.append(
+                    stream,
+                    [event],
+                    expected_version=version,
+                    metadata=EventMetadata(actor="config"),
+                )
+                return 1
+            except ConcurrencyError:
+                continue
+
     async def _registered_names(self) -> set[str]:
         """Providers whose last configuration event is a registration, not a removal."""
         events = await self.store.read_by_type(
@@ -277,7 +358,9 @@ class Monitor:
         return names
 
     async def _register(
-        self, stream: str, registration: ProviderRegistered | ProviderRemoved
+        self,
+        stream: str,
+        registration: ProviderRegistered | ProviderRemoved | MaintenanceWindowScheduled,
     ) -> int:
         while True:
             version = await self.store.stream_version(stream)

@@ -27,6 +27,7 @@ from cryptomon.projections.alerts import (
 from cryptomon.projections.base import Handler, Projection, StateT
 from cryptomon.projections.chains import ChainsProjection
 from cryptomon.projections.failures import FailureAnalysis, FailuresProjection
+from cryptomon.projections.maintenance import MaintenanceProjection
 from cryptomon.projections.metrics import ALL, MetricsProjection, SeriesPoint, WindowStats
 from cryptomon.projections.notices import (
     Alert,
@@ -35,6 +36,7 @@ from cryptomon.projections.notices import (
     AlertResolved,
     Judged,
     LogEntry,
+    MaintenanceChanged,
     Notice,
     ProviderStatusChanged,
     RateLimitHigh,
@@ -58,6 +60,8 @@ __all__ = [
     "FailureAnalysis",
     "FailuresProjection",
     "LogEntry",
+    "MaintenanceChanged",
+    "MaintenanceProjection",
     "MetricsProjection",
     "Notice",
     "Projection",
@@ -102,8 +106,10 @@ Snapshot = Mapping[str, tuple[int, bytes]]
 
 # Every projection, in the order they fold an event; each is the attribute of its name.
 # Chains and quotes come before providers: their judgements of a probe reach the
-# provider's status as the providers projection folds that probe.
+# provider's status as the providers projection folds that probe. Maintenance windows come
+# first: the providers, metrics and alerts folds ask them whether a probe is covered.
 _KINDS: tuple[type[Projection[Any]], ...] = (
+    MaintenanceProjection,
     ChainsProjection,
     QuotesProjection,
     ProvidersProjection,
@@ -117,8 +123,9 @@ NAMES = tuple(kind.name for kind in _KINDS)
 
 # What each projection's fold reads of others' (their notices): folding it needs them.
 _NEEDS: dict[str, tuple[str, ...]] = {
-    "providers": ("chains", "quotes", "alerts"),
-    "alerts": ("providers",),
+    "providers": ("maintenance", "chains", "quotes", "alerts"),
+    "alerts": ("maintenance", "providers"),
+    "metrics": ("maintenance",),
 }
 
 
@@ -168,6 +175,7 @@ class Projections:
         self.folds = _folds(only)
         # After a partial `restore`: the projections to fold from the start of the log.
         self.stale: tuple[str, ...] = ()
+        self.maintenance = MaintenanceProjection(self.settings)
         self.chains = ChainsProjection(self.settings)
         self.quotes = QuotesProjection(self.settings)
         self.providers = ProvidersProjection(self.settings)
@@ -179,6 +187,7 @@ class Projections:
 
     def all(self) -> tuple[Projection[Any], ...]:
         return (
+            self.maintenance,
             self.chains,
             self.quotes,
             self.providers,
@@ -218,6 +227,24 @@ class Projections:
             positions, times, events = positions[skip:], times[skip:], events[skip:]
         if not positions:
             return
+        if self._page_folds and "maintenance" in self.folds:
+            # A page fold reads the windows as they stand: split the page after each event
+            # that changes them, so each part folds with the windows its events saw.
+            changes = self.maintenance.handlers
+            cut = 0
+            for index, event in enumerate(events):
+                if type(event) in changes and index + 1 < len(events):
+                    self._fold_part(
+                        positions[cut : index + 1], times[cut : index + 1], events[cut : index + 1]
+                    )
+                    cut = index + 1
+            if cut:
+                positions, times, events = positions[cut:], times[cut:], events[cut:]
+        self._fold_part(positions, times, events)
+
+    def _fold_part(
+        self, positions: Sequence[int], times: Sequence[float], events: Sequence[Event]
+    ) -> None:
         for projection in self._page_folds:
             projection.fold_page(positions, times, events)
         dispatch, fold = self._event_dispatch, self._fold_with
@@ -242,6 +269,10 @@ class Projections:
                 if isinstance(notice, ProviderStatusChanged):
                     notices += self.alerts.observe_status(notice)
                 elif isinstance(notice, Judged):
+                    # In a maintenance window no alert is raised: the first probe after
+                    # it announces the judgements that still hold again.
+                    if notice.active and self.providers.in_window(notice.provider):
+                        continue
                     notices += self.alerts.observe_judged(notice)
         return notices
 
@@ -253,6 +284,9 @@ class Projections:
         # Whether status changes and judgements are followed (by providers and alerts).
         self._judges = "providers" in self.folds
         forward = self.providers.judge if self._judges else None
+        # The folds that ask whether a probe is in a maintenance window.
+        windows = self.maintenance if "maintenance" in self.folds else None
+        self.providers.windows = self.alerts.windows = self.metrics.windows = windows
         self.chains.forward = self.quotes.forward = forward
         self._page_folds: tuple[Projection[Any], ...] = ()
         for projection in self.all():

@@ -15,6 +15,10 @@ Five conditions raise an alert, at most one open per provider and kind:
   `failure_rate_min_probes` did not succeed. It resolves when the rate is back
   at or under the threshold. A probe in a maintenance the provider declared counts
   neither way, so the end of a maintenance does not fire a burst.
+- During a maintenance window that covers the provider (maintenance.py) no alert is
+  raised: its probes feed neither the failure rate nor the certificate check, a rate
+  limit raises nothing, and the status and judgement alerts wait for the providers fold,
+  which judges the provider afresh after the window.
 - `certificate`: the provider's TLS certificate, as its last HTTPS probe saw it, expires
   within `certificate_warning_seconds` (warning) or `certificate_critical_seconds`
   (critical) of that probe's start. It resolves when a probe sees a renewed one.
@@ -49,6 +53,7 @@ from cryptomon.events.types import (
 )
 from cryptomon.isotime import iso_time
 from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.maintenance import MaintenanceProjection
 from cryptomon.projections.notices import (
     Alert,
     AlertAcked,
@@ -132,6 +137,8 @@ class AlertsProjection(Projection[AlertsState]):
     name: ClassVar[str] = "alerts"
     # 2: the `resolved` heap; 3: certificate alerts; 4: ids numbered by the fold, `raised_by`
     version: ClassVar[int] = 4
+    # The windows, read as each probe is folded: set by `Projections` (None: no windows).
+    windows: MaintenanceProjection | None = None
 
     def new_state(self) -> AlertsState:
         return AlertsState()
@@ -253,6 +260,9 @@ class AlertsProjection(Projection[AlertsState]):
         if block_ends and probe.started_at >= block_ends.get(probe.provider, math.inf):
             del block_ends[probe.provider]
             notices.append(self._resolve(position, probe.started_at, probe.provider, "rate_limit"))
+        windows = self.windows
+        if windows is not None and windows.covering(probe.provider, probe.started_at):
+            return notices  # in a maintenance window: it judges nothing
         if probe.certificate_not_after is not None:
             notices += self._certificate(position, probe, probe.certificate_not_after)
         if probe.outcome != "maintenance":
@@ -355,6 +365,9 @@ class AlertsProjection(Projection[AlertsState]):
         if blocked and change.blocked_until is not None:
             message += f", blocked until {iso_time(change.blocked_until)}"
         if alert_id is None:
+            windows = self.windows
+            if windows is not None and windows.covering(change.provider, change.observed_at):
+                return []  # in a maintenance window: no alert
             return [
                 self._raise(
                     position, change.observed_at, change.provider, "rate_limit", severity, message

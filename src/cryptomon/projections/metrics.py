@@ -1,10 +1,11 @@
 """Probe metrics rolled up in minute, hour and day buckets, per provider and system-wide.
 
 Probes in a maintenance the provider declared are left out: they say nothing of its
-uptime or latency. A bucket counts probes by outcome and keeps the latency of successful probes as
-a sum and a histogram over fixed, roughly log-spaced bounds, so averages are
-exact and percentiles are estimated within a bin. Queries read buckets, never
-events.
+uptime or latency. So are probes inside a maintenance window that covers the provider
+(maintenance.py), unless `maintenance_counts_in_uptime` says they count. A bucket
+counts probes by outcome and keeps the latency of successful probes as a sum and a
+histogram over fixed, roughly log-spaced bounds, so averages are exact and percentiles
+are estimated within a bin. Queries read buckets, never events.
 
 Minute buckets are stored an hour at a time (`MinuteBlock`): a provider is
 probed a few times a minute at most, and one small struct per hour costs far
@@ -31,6 +32,7 @@ import msgspec
 
 from cryptomon.events.types import Event, ProbeKind, ProbeOutcome, ProbeRecorded
 from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.maintenance import MaintenanceProjection
 from cryptomon.projections.notices import Notice
 
 # The key of the system-wide rollups, next to the providers' names.
@@ -197,6 +199,8 @@ class MetricsProjection(Projection[MetricsState]):
     name: ClassVar[str] = "metrics"
     version: ClassVar[int] = 2  # 2: minute blocks count probes by one code per minute
     folds_pages: ClassVar[bool] = True
+    # The windows, read as each probe is folded: set by `Projections` (None: no windows).
+    windows: MaintenanceProjection | None = None
 
     def new_state(self) -> MetricsState:
         return MetricsState()
@@ -231,8 +235,18 @@ class MetricsProjection(Projection[MetricsState]):
         blocks: dict[tuple[str, str], tuple[MinuteBlock, MinuteBlock]] = {}
         blocks_hour = -1  # the hour (since the epoch) of the blocks in `blocks`
         latency = 0.0
+        windows = self.windows
+        covering = (
+            windows.covering
+            if windows is not None
+            and not self.settings.maintenance_counts_in_uptime
+            and windows.any_open()
+            else None
+        )
         for probe in probes:
             outcome = probe.outcome
+            if covering is not None and covering(probe.provider, probe.started_at) is not None:
+                continue  # inside a maintenance window: left out of uptime, as configured
             if outcome == "success":
                 # Latency statistics are of successful probes; floats bisect faster among floats.
                 measured = probe.latency_ms

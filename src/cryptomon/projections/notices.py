@@ -82,6 +82,18 @@ class Judged(_Notice, frozen=True, gc=False):
     details: str
 
 
+class MaintenanceChanged(_Notice, frozen=True, gc=False):
+    """A provider's probe fell inside a maintenance window (`active`) or, the first after
+    one, outside it: the window's id and name, and the occurrence's bounds."""
+
+    provider: str
+    window_id: str
+    name: str
+    active: bool
+    starts_at: float | None = None
+    ends_at: float | None = None
+
+
 class AlertRaised(_Notice, frozen=True, gc=False):
     """A new alert, or an open one whose severity rose (same id)."""
 
@@ -116,6 +128,7 @@ class LogEntry(_Notice, frozen=True, gc=False):
 Notice = (
     ProviderStatusChanged
     | Judged
+    | MaintenanceChanged
     | AlertRaised
     | AlertResolved
     | AlertAcked

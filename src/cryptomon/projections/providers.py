@@ -17,6 +17,13 @@ A health probe whose outcome is `maintenance` (the provider's answer said so) ma
 status `maintenance` and counts as neither success nor failure: the next other answer
 judges the provider again from where it stood.
 
+A health probe that starts inside a maintenance window covering the provider (see
+maintenance.py) makes the status `maintenance`, naming the window, and counts as
+neither success nor failure; the provider's counters and recent probes are cleared. The
+first health probe after the window judges the provider afresh, and the judgements that
+still hold are announced again (`Judged`), so whatever is still wrong raises its alerts.
+Each entry and exit is a `MaintenanceChanged` notice.
+
 A provider registered without its API key is `unconfigured` until registered
 with one; its probes (if any) are recorded but do not change that.
 
@@ -34,6 +41,7 @@ import msgspec
 
 from cryptomon.events.types import (
     Event,
+    MaintenanceWindowScheduled,
     ObservedValue,
     ProbeOutcome,
     ProbeRecorded,
@@ -43,9 +51,11 @@ from cryptomon.events.types import (
 )
 from cryptomon.isotime import iso_time
 from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.maintenance import MaintenanceProjection, occurrence
 from cryptomon.projections.notices import (
     PROVIDER_STATUSES,
     Judged,
+    MaintenanceChanged,
     Notice,
     ProviderStatus,
     ProviderStatusChanged,
@@ -64,6 +74,11 @@ class ProviderState(msgspec.Struct, gc=False, kw_only=True):
     probe_status: ProviderStatus = "unknown"  # the status before judgements (see `judge`)
     # The judgements against its chain or pair that hold: judgement -> details.
     judged: dict[str, str] = {}
+    judged_in: dict[str, str] = {}  # judgement -> the group it was judged in
+    # The maintenance window its last health probe fell in (id and name), if any.
+    window: str | None = None
+    window_name: str | None = None
+    window_ends_at: float | None = None
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     # The probe events themselves: any kind, and the last that did not succeed.
@@ -104,8 +119,11 @@ _decoder = msgspec.msgpack.Decoder(ProvidersState)
 
 class ProvidersProjection(Projection[ProvidersState]):
     name: ClassVar[str] = "providers"
-    # 2: certificates, observations, maintenance; 3: judgements (probe_status, judged)
-    version: ClassVar[int] = 3
+    # 2: certificates, observations, maintenance; 3: judgements (probe_status, judged);
+    # 4: maintenance windows (window, judged_in)
+    version: ClassVar[int] = 4
+    # The windows, read as each probe is folded: set by `Projections` (None: no windows).
+    windows: MaintenanceProjection | None = None
 
     def new_state(self) -> ProvidersState:
         return ProvidersState()
@@ -168,12 +186,28 @@ class ProvidersProjection(Projection[ProvidersState]):
                 provider.observations[name] = Observed(value, probe.started_at, probe.endpoint)
         if probe.kind != "health":
             return []
+        windows = self.windows
+        window = None if windows is None else windows.covering(probe.provider, probe.started_at)
+        if (window is not None or provider.window is not None) and provider.status != (
+            "unconfigured"
+        ):
+            if window is not None:
+                return self._in_window(provider, position, probe, window.definition)
+            return self._after_window(provider, position, probe)
+        return self._probe_judged(provider, position, probe)
+
+    def _probe_judged(
+        self, provider: ProviderState, position: int, probe: ProbeRecorded
+    ) -> list[Notice]:
+        """Judge a health probe (not in maintenance) by the rules at the top."""
+        outcome = probe.outcome
         if outcome == "maintenance":
             if provider.status in ("maintenance", "unconfigured"):
+                if provider.status == "maintenance":
+                    provider.probe_status = "maintenance"  # after a window: still in one
                 return []
             provider.probe_status = "maintenance"
             return [self._change(provider, position, probe.started_at, "maintenance", probe)]
-
         recent = provider.recent
         recent.append(outcome)
         failed = outcome == "failed" or outcome == "timeout"
@@ -211,6 +245,97 @@ class ProvidersProjection(Projection[ProvidersState]):
             return []
         return [self._change(provider, position, probe.started_at, new, probe)]
 
+    def _in_window(
+        self,
+        provider: ProviderState,
+        position: int,
+        probe: ProbeRecorded,
+        window: MaintenanceWindowScheduled,
+    ) -> list[Notice]:
+        """A health probe inside `window`: the provider is in maintenance, named for it."""
+        at = probe.started_at
+        bounds = occurrence(window, at)
+        ends_at = None if bounds is None else bounds[1]
+        if provider.window == window.window_id and provider.window_ends_at == ends_at:
+            return []
+        notices: list[Notice] = []
+        if provider.window is not None and provider.window != window.window_id:
+            notices.append(self._window_notice(provider, position, at, active=False))
+        provider.window = window.window_id
+        provider.window_name = window.name
+        provider.window_ends_at = ends_at
+        # Judged afresh after the window: what went before it says nothing then.
+        provider.consecutive_failures = provider.consecutive_successes = 0
+        provider.recent.clear()
+        provider.recent_failures = 0
+        notices.append(
+            MaintenanceChanged(
+                position,
+                at,
+                provider.name,
+                window.window_id,
+                window.name,
+                True,
+                None if bounds is None else bounds[0],
+                ends_at,
+            )
+        )
+        old = provider.status
+        provider.probe_status = "maintenance"
+        provider.status = "maintenance"
+        provider.last_status_change = at
+        until = f" until {iso_time(ends_at)}" if ends_at is not None else ""
+        details = f"maintenance window {window.name!r} ({window.window_id}){until}"
+        if old != "maintenance":
+            notices.append(
+                ProviderStatusChanged(position, at, provider.name, old, "maintenance", details)
+            )
+        return notices
+
+    def _after_window(
+        self, provider: ProviderState, position: int, probe: ProbeRecorded
+    ) -> list[Notice]:
+        """The first health probe after a window: judged as if it were the first ever, then
+        the judgements that still hold are announced again, to raise their alerts."""
+        notices: list[Notice] = [
+            self._window_notice(provider, position, probe.started_at, active=False)
+        ]
+        provider.window = provider.window_name = provider.window_ends_at = None
+        provider.probe_status = "unknown"
+        notices += self._probe_judged(provider, position, probe)
+        notices += [
+            Judged(
+                position,
+                probe.started_at,
+                provider.name,
+                provider.judged_in.get(judgement, ""),
+                judgement,  # type: ignore[arg-type]
+                True,
+                details,
+            )
+            for judgement, details in provider.judged.items()
+        ]
+        return notices
+
+    def _window_notice(
+        self, provider: ProviderState, position: int, at: float, *, active: bool
+    ) -> MaintenanceChanged:
+        return MaintenanceChanged(
+            position,
+            at,
+            provider.name,
+            provider.window or "",
+            provider.window_name or "",
+            active,
+            None,
+            provider.window_ends_at,
+        )
+
+    def in_window(self, name: str) -> bool:
+        """Whether the provider's last health probe fell inside a maintenance window."""
+        provider = self.state.providers.get(name)
+        return provider is not None and provider.window is not None
+
     def judge(self, judged: Judged) -> list[Notice]:
         """Follow a judgement against the provider's chain or pair: while one holds, an
         `online` provider shows as `degraded`, with it as the reason."""
@@ -219,8 +344,10 @@ class ProvidersProjection(Projection[ProvidersState]):
             return []
         if judged.active:
             provider.judged[judged.judgement] = judged.details
+            provider.judged_in[judged.judgement] = judged.group
         else:
             provider.judged.pop(judged.judgement, None)
+            provider.judged_in.pop(judged.judgement, None)
         new = _shown(provider)
         if new == provider.status:
             return []
@@ -273,6 +400,8 @@ class ProvidersProjection(Projection[ProvidersState]):
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         if provider is None or not blocked or provider.status in ("rate_limited", "unconfigured"):
             return []
+        if provider.window is not None:
+            return []  # in a maintenance window: its end judges the provider afresh
         provider.probe_status = "rate_limited"
         return [self._change(provider, position, change.observed_at, "rate_limited", change)]
 

@@ -56,6 +56,8 @@ class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     quote_deviation_percent: float = 2.0
     quote_deviation_probes: int = 2
     quote_max_staleness_seconds: float = 60.0
+    # Whether probes inside a maintenance window count in uptime and latency.
+    maintenance_counts_in_uptime: bool = False
     # Resolved alerts and hourly failure counts are kept this long.
     alert_retention_seconds: float = 30 * _DAY
     failure_hour_retention_seconds: float = 30 * _DAY

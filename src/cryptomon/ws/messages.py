@@ -25,7 +25,7 @@ from cryptomon.projections import (
     ProviderStatusChanged,
     RateLimitHigh,
 )
-from cryptomon.projections.notices import LOG_TYPES, Judged, Judgement
+from cryptomon.projections.notices import LOG_TYPES, Judged, Judgement, MaintenanceChanged
 from cryptomon.projections.views import AlertView
 
 LOG_TOPICS = tuple(f"logs.{log_type}" for log_type in LOG_TYPES)
@@ -155,6 +155,18 @@ class HeadUpdate(_Message, frozen=True, tag="head_update"):
     position: int
 
 
+class MaintenanceWindowMessage(_Message, frozen=True, tag="maintenance_window"):
+    """A provider entered (`active`) or left a maintenance window (topic `providers`)."""
+
+    provider: str
+    window_id: str
+    name: str
+    active: bool
+    position: int
+    starts_at: str | None = None
+    ends_at: str | None = None
+
+
 class AlertMessage(_Message, frozen=True, tag="alert"):
     # One of alert_raised, alert_acknowledged, alert_resolved (see `alert_message`).
     alert: AlertView
@@ -233,6 +245,18 @@ def notice_frame(notice: Notice, projections: Projections | None = None) -> Fram
                 new_status=notice.new_status,
                 details=notice.details,
                 position=position,
+            )
+            return Frame(position, "providers", notice.provider, encode(message))
+        case MaintenanceChanged():
+            message = MaintenanceWindowMessage(
+                timestamp=at,
+                provider=notice.provider,
+                window_id=notice.window_id,
+                name=notice.name,
+                active=notice.active,
+                position=position,
+                starts_at=iso_time(notice.starts_at),
+                ends_at=iso_time(notice.ends_at),
             )
             return Frame(position, "providers", notice.provider, encode(message))
         case RateLimitHigh():

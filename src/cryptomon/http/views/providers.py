@@ -26,6 +26,7 @@ from cryptomon.http.schemas import (
     ProviderSeries,
     ProviderStats,
     ProviderView,
+    ProviderWindow,
 )
 from cryptomon.http.views import DAY, HOUR, models_of, respond, rounded, series_step
 from cryptomon.isotime import iso_time
@@ -85,6 +86,15 @@ def _provider_view(request: web.Request, state: ProviderState, now: float) -> Pr
             for name, seen in state.observations.items()
         },
         judgements=dict(state.judged),
+        maintenance_window=(
+            None
+            if state.window is None
+            else ProviderWindow(
+                id=state.window,
+                name=state.window_name or "",
+                ends_at=iso_time(state.window_ends_at),
+            )
+        ),
     )
 
 

@@ -1,0 +1,401 @@
+"""Maintenance windows: the config's `[[maintenance]]`, the folds (status, alerts, uptime,
+replay equal to live), and the API through the real service with stand-in providers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+from standins import StandIn
+from test_projections import T0, Harness, probe, registration
+
+from cryptomon.config import ConfigError, load_config
+from cryptomon.events.types import MaintenanceWindowCancelled, MaintenanceWindowScheduled
+from cryptomon.http.keys import READ_MODELS, STORE
+from cryptomon.http.settings import Settings
+from cryptomon.projections import (
+    AlertRaised,
+    MaintenanceChanged,
+    Projections,
+    ProjectionSettings,
+    ProviderStatusChanged,
+)
+from cryptomon.service.app import create_app
+
+Client = TestClient[web.Request, web.Application]
+TOKEN = "maintenance-token-0123"
+
+
+def one_off(window_id: str, start: float, end: float, **covers: Any) -> MaintenanceWindowScheduled:
+    return MaintenanceWindowScheduled(
+        window_id=window_id, name=window_id, source="api", start=start, end=end, **covers
+    )
+
+
+# ---- config ------------------------------------------------------------------------
+
+
+def errors_for(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "cryptomon.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.errors
+
+
+PROVIDER = """
+[[providers]]
+name = "A"
+category = "exchanges"
+base_url = "https://a.example"
+interval = "30s"
+"""
+
+
+def test_config_windows_load_and_mistakes_name_their_key(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(
+        PROVIDER
+        + """
+[[maintenance]]
+name = "upgrade"
+providers = ["A"]
+start = 2030-01-01T02:00:00Z
+end = "2030-01-01T03:00:00+00:30"
+
+[[maintenance]]
+name = "nightly"
+categories = ["exchanges"]
+cron = "0 3 * * *"
+duration = "30m"
+"""
+    )
+    config = load_config(path)
+    assert [w.name for w in config.maintenance] == ["upgrade", "nightly"]
+    assert config.maintenance[1].duration_seconds == 1800
+    errors = errors_for(
+        tmp_path,
+        PROVIDER
+        + """
+[[maintenance]]
+name = "naive"
+providers = ["A"]
+start = "2030-01-01T02:00:00"
+end = "2030-01-01T03:00:00Z"
+
+[[maintenance]]
+name = "backwards"
+providers = ["Ghost"]
+start = "2030-01-01T03:00:00Z"
+end = "2030-01-01T02:00:00Z"
+
+[[maintenance]]
+name = "both"
+categories = ["exchanges"]
+cron = "0 3 * * *"
+duration = "soon"
+start = "2030-01-01T03:00:00Z"
+
+[[maintenance]]
+name = "naive"
+cron = "0 3 * * *"
+duration = "1h"
+""",
+    )
+    joined = "\n".join(errors)
+    assert "maintenance[0].start: '2030-01-01T02:00:00' has no UTC offset" in joined
+    assert "maintenance[1].end: expected after start" in joined
+    assert "maintenance[1].providers: 'Ghost' is not a configured provider" in joined
+    assert "maintenance[2].duration: 'soon' is not a duration" in joined
+    assert "maintenance[2].start: set cron and duration (recurring) or start and end" in joined
+    assert "maintenance[3].name: duplicate window name: maintenance[0] already uses it" in joined
+    assert all(error.startswith(str(tmp_path / "cryptomon.toml")) for error in errors)
+
+
+# ---- the folds ---------------------------------------------------------------------
+
+
+def test_a_window_makes_the_status_maintenance_raises_nothing_then_judges_afresh() -> None:
+    fold = Harness()
+    fold(registration("A"), one_off("w", T0 + 100, T0 + 400, providers=("A",)))
+    assert fold(probe("A", T0, "success")) != []  # unknown -> online
+    during = fold(*(probe("A", T0 + 100 + 30 * i, "failed") for i in range(10)))
+    assert not [n for n in during if isinstance(n, AlertRaised)]
+    entered = [n for n in during if isinstance(n, MaintenanceChanged)]
+    assert [(n.window_id, n.active) for n in entered] == [("w", True)]
+    [change] = [n for n in during if isinstance(n, ProviderStatusChanged)]
+    assert change.new_status == "maintenance" and "'w'" in change.details
+    state = fold.projections.providers.get("A")
+    assert state is not None and state.window == "w" and state.status == "maintenance"
+    assert fold.projections.alerts.query() == []
+    # Left out of uptime: only the probe before the window counts.
+    stats = fold.projections.metrics.window("A", T0 - 60, T0 + 500, "health")
+    assert stats.count == 1
+    # After it: the first failure is judged afresh (degraded, one alert), no burst.
+    after = fold(probe("A", T0 + 400, "failed"))
+    assert [(n.active) for n in after if isinstance(n, MaintenanceChanged)] == [False]
+    raised = [n.alert.kind for n in after if isinstance(n, AlertRaised)]
+    assert raised == ["degraded"]
+    after += fold(probe("A", T0 + 430, "failed"), probe("A", T0 + 460, "failed"))
+    kinds = [a.kind for a in fold.projections.alerts.query()]
+    assert sorted(kinds) == ["degraded", "offline"]  # no failure_rate: the window fed none
+
+
+def test_a_category_window_ending_for_many_providers_numbers_their_alerts_apart() -> None:
+    fold = Harness()
+    names = [f"P{i}" for i in range(5)]
+    fold(*(registration(name) for name in names))
+    fold(one_off("cat", T0, T0 + 300, categories=("market_data",)))
+    fold(*(probe(name, T0 + 10, "failed") for name in names))
+    assert fold.projections.alerts.query() == []
+    assert {p.status for p in fold.projections.providers.all()} == {"maintenance"}
+    fold(*(probe(name, T0 + 300, "failed") for name in names))
+    alerts = fold.projections.alerts.query()
+    assert sorted(a.id for a in alerts) == [1, 2, 3, 4, 5]
+    assert {a.provider for a in alerts} == set(names)
+
+
+def test_a_cron_window_covers_each_occurrence_from_the_probe_time_alone() -> None:
+    fold = Harness()
+    hourly = MaintenanceWindowScheduled(
+        window_id="file:hourly",
+        name="hourly",
+        source="file",
+        providers=("A",),
+        cron="0 * * * *",
+        duration_seconds=600,
+    )
+    base = 1_800_000_000.0 - 1_800_000_000.0 % 3600  # on the hour
+    fold(registration("A"), hourly)
+    fold(probe("A", base - 30, "success"))
+    fold(probe("A", base, "failed"))  # the occurrence starts at its fire, inclusive
+    state = fold.projections.providers.get("A")
+    assert state is not None and state.status == "maintenance"
+    assert state.window_ends_at == base + 600
+    fold(probe("A", base + 600, "success"))  # its end is exclusive
+    assert state.status == "online" and state.window is None
+    fold(probe("A", base + 3600 + 1, "failed"))  # the next hour's
+    assert state.status == "maintenance"
+    fold(MaintenanceWindowCancelled("file:hourly", "config", base + 3700))
+    fold(probe("A", base + 3720, "success"))
+    assert state.status == "online"
+    assert fold.projections.alerts.query() == []
+
+
+def test_uptime_counts_window_probes_when_configured() -> None:
+    fold = Harness(ProjectionSettings(maintenance_counts_in_uptime=True))
+    fold(registration("A"), one_off("w", T0, T0 + 300, providers=("A",)))
+    fold(*(probe("A", T0 + 10 * i, "failed") for i in range(5)))
+    assert fold.projections.metrics.window("A", T0 - 60, T0 + 500, "health").count == 5
+    assert fold.projections.alerts.query() == []  # still no alert
+
+
+def test_replay_of_windows_equals_live_page_by_page() -> None:
+    live = Harness()
+    events: list[Any] = [registration("A"), registration("B")]
+    events += [probe("A", T0 + 10 * i, "failed" if i % 3 else "success") for i in range(30)]
+    events.append(one_off("w", T0 + 100, T0 + 250, providers=("A",), categories=("exchanges",)))
+    events += [probe(n, T0 + 300 + 7 * i, "failed") for i in range(40) for n in ("A", "B")]
+    events.append(MaintenanceWindowCancelled("w", "someone", T0 + 600))
+    events.append(one_off("v", T0 + 300, T0 + 500, categories=("market_data",)))
+    events += [probe(n, T0 + 300 + 7 * i + 3, "failed") for i in range(60) for n in ("A", "B")]
+    live(*events)
+    for page in (1, 7, 50, 10_000):
+        replay = Projections()
+        recorded = live.log.events
+        for start in range(0, len(recorded), page):
+            part = recorded[start : start + page]
+            replay.fold_columns(
+                [r.position for r in part], [r.recorded_at for r in part], [r.event for r in part]
+            )
+        assert replay.state_equal(live.projections) == [], page
+    # An older snapshot without the maintenance entry rebuilds what reads it.
+    snapshot = dict(live.projections.snapshot_state())
+    del snapshot["maintenance"]
+    restored = Projections.restore(snapshot, partial=True)
+    assert set(restored.stale) >= {"maintenance", "providers", "alerts", "metrics"}
+
+
+# ---- through the service -----------------------------------------------------------
+
+
+class Service:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def check(self) -> None:
+        path = "/api/scheduler/trigger/health_checks"
+        async with self.client.post(path, headers=self.auth) as response:
+            assert response.status == 200, await response.text()
+        app = self.client.app
+        async with asyncio.timeout(10):
+            await app[READ_MODELS].wait_for(app[STORE].head)
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, token: bool = True
+    ) -> tuple[int, Any]:
+        headers = self.auth if token else {}
+        async with self.client.request(method, path, json=body, headers=headers) as response:
+            return response.status, await response.json()
+
+
+@pytest.fixture
+async def service(
+    tmp_path: Path, standin: StandIn, aiohttp_client: AiohttpClient
+) -> AsyncIterator[Service]:
+    config = tmp_path / "cryptomon.toml"
+    config.write_text(
+        f"""
+[monitoring]
+offline_after_failures = 2
+
+[[providers]]
+name = "Flaky"
+category = "exchanges"
+base_url = "{standin.url("")}"
+health_path = "/error500"
+interval = "30s"
+
+[[providers]]
+name = "Fine"
+category = "market_data"
+base_url = "{standin.url("")}"
+health_path = "/healthy"
+interval = "30s"
+
+[[maintenance]]
+name = "nightly"
+categories = ["market_data"]
+cron = "0 3 * * *"
+duration = "1h"
+"""
+    )
+    settings = Settings.from_config(
+        load_config(config),
+        database=tmp_path / "maintenance.db",
+        environ={"CRYPTOMON_API_TOKEN": TOKEN},
+        probing=False,
+    )
+    yield Service(await aiohttp_client(create_app(settings)))
+
+
+async def test_api_windows_suppress_alerts_then_end_without_a_burst(service: Service) -> None:
+    now = time.time()
+    window = {
+        "name": "exchange upgrade",
+        "providers": ["Flaky"],
+        "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60)),
+        "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600)),
+    }
+    status, body = await service.call("POST", "/api/maintenance", window, token=False)
+    assert status == 401, body
+    status, created = await service.call("POST", "/api/maintenance", window)
+    assert status == 201, created
+    assert created["id"].startswith("api:") and created["state"] == "active"
+    assert created["source"] == "api" and created["providers"] == ["Flaky"]
+
+    for _ in range(4):
+        await service.check()
+    status, flaky = await service.call("GET", "/api/providers/Flaky")
+    assert flaky["status"] == "maintenance"
+    assert flaky["maintenance_window"]["id"] == created["id"]
+    assert flaky["maintenance_window"]["name"] == "exchange upgrade"
+    status, alerts = await service.call("GET", "/api/alerts")
+    assert alerts["alerts"] == []
+    async with service.client.get("/metrics") as response:
+        text = await response.text()
+    assert 'cryptomon_provider_in_maintenance{provider="Flaky"} 1' in text
+    assert 'cryptomon_provider_in_maintenance{provider="Fine"} 0' in text
+
+    status, listed = await service.call("GET", "/api/maintenance")
+    by_id = {w["id"]: w for w in listed["windows"]}
+    assert by_id["file:nightly"]["source"] == "file"
+    assert by_id["file:nightly"]["categories"] == ["market_data"]
+    assert by_id["file:nightly"]["next_start"].endswith("T03:00:00Z")
+    assert by_id[created["id"]]["state"] == "active"
+
+    # The file's window belongs to the file; the API's needs the token to cancel.
+    status, problem = await service.call("DELETE", "/api/maintenance/file:nightly")
+    assert status == 409 and "config file" in problem["detail"]
+    status, problem = await service.call("DELETE", f"/api/maintenance/{created['id']}", token=False)
+    assert status == 401
+    status, cancelled = await service.call("DELETE", f"/api/maintenance/{created['id']}")
+    assert status == 200 and cancelled["state"] == "cancelled"
+    status, problem = await service.call("DELETE", f"/api/maintenance/{created['id']}")
+    assert status == 409
+    status, problem = await service.call("DELETE", "/api/maintenance/api:nope")
+    assert status == 404
+
+    # After it: judged afresh, one alert at a time, as if the window's probes never were.
+    await service.check()
+    status, alerts = await service.call("GET", "/api/alerts")
+    assert [a["kind"] for a in alerts["alerts"]] == ["degraded"]
+    await service.check()
+    status, alerts = await service.call("GET", "/api/alerts?open=true")
+    assert {a["kind"] for a in alerts["alerts"]} == {"offline"}
+
+
+async def test_bad_windows_get_a_problem_naming_the_field(service: Service) -> None:
+    cases: list[tuple[Any, str]] = [
+        ({"providers": ["Flaky"], "cron": "0 3 * * *", "duration": "1h"}, "name"),
+        (
+            {"name": "x", "providers": ["Nobody"], "cron": "0 3 * * *", "duration": "1h"},
+            "providers",
+        ),
+        ({"name": "x", "providers": ["Flaky"], "cron": "every day", "duration": "1h"}, "cron"),
+        ({"name": "x", "providers": ["Flaky"], "cron": "0 3 * * *"}, "duration"),
+        ({"name": "x", "providers": ["Flaky"], "start": "2030-01-01T00:00:00Z"}, "end"),
+        ({"name": "x", "cron": "0 3 * * *", "duration": "1h"}, "providers"),
+        ({"name": "x", "providers": ["Flaky"], "cron": "0 3 * * *", "duration": "1h", "x": 1}, "x"),
+        ([1, 2], "body"),
+    ]
+    for body, field in cases:
+        status, problem = await service.call("POST", "/api/maintenance", body)
+        assert status == 400, (body, problem)
+        assert problem["parameter"] == field, (body, problem)
+    async with service.client.post(
+        "/api/maintenance", data=b"{not json", headers=service.auth
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["parameter"] == "body"
+
+
+async def test_the_files_windows_are_recorded_once_and_cancelled_when_gone(
+    tmp_path: Path, aiohttp_client: AiohttpClient
+) -> None:
+    config = tmp_path / "cryptomon.toml"
+    database = tmp_path / "file.db"
+    window = """
+[[maintenance]]
+name = "{name}"
+providers = ["A"]
+start = "2030-01-01T02:00:00Z"
+end = "2030-01-01T03:00:00Z"
+"""
+
+    async def serve(*names: str) -> list[Any]:
+        config.write_text(PROVIDER + "".join(window.format(name=name) for name in names))
+        settings = Settings.from_config(
+            load_config(config), database=database, environ={}, probing=False
+        )
+        client = await aiohttp_client(create_app(settings))
+        async with client.get("/api/events?limit=1000") as response:
+            events = (await response.json())["events"]
+        await client.close()
+        return [e for e in events if e["type"].startswith("Maintenance")]
+
+    first = await serve("one", "two")
+    assert [e["type"] for e in first] == ["MaintenanceWindowScheduled"] * 2
+    assert await serve("one", "two") == first  # unchanged: nothing recorded
+    third = await serve("one")
+    assert [e["type"] for e in third[2:]] == ["MaintenanceWindowCancelled"]
+    assert third[2]["stream"] == "maintenance:file:two"
+    assert await serve("one") == third  # cancelled once

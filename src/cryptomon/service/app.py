@@ -147,6 +147,7 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
             await monitor.start()
         else:
             await monitor.register_providers()
+            await monitor.register_monitoring()
         yield
     finally:
         await monitor.stop()

@@ -334,7 +334,15 @@ async def test_health_has_the_seed_shape_and_200_when_healthy(start: Start) -> N
     assert set(health) == {"status", "timestamp", "components", "metrics", "problems"}
     assert (health["status"], health["problems"]) == ("healthy", [])
     components = health["components"]
-    assert set(components) == {"database", "scheduler", "websocket", "read_models", "providers"}
+    assert set(components) == {
+        "database",
+        "scheduler",
+        "websocket",
+        "read_models",
+        "providers",
+        "config",
+    }
+    assert components["config"]["status"] == "ok" and components["config"]["errors"] == []
     assert {"status", "path", "size_mb"} <= set(components["database"])
     assert {"status", "active_jobs"} <= set(components["scheduler"])
     assert {"status", "active_connections"} <= set(components["websocket"])

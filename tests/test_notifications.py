@@ -50,6 +50,7 @@ from cryptomon.notify import Notifier, outbox
 from cryptomon.notify.messages import encode, renotification
 from cryptomon.notify.notifier import FOLDS
 from cryptomon.notify.outbox import OutboxRow
+from cryptomon.probing.monitor import MONITORING_STREAM, monitoring_of
 from cryptomon.projections import Projections
 from cryptomon.readmodels import projection_settings
 from cryptomon.service.app import create_app
@@ -256,6 +257,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Build]:
         started.append(built)
         await built.append("config:A", registered("A", "market_data"))
         await built.append("config:B", registered("R&D <B>", "rpc_nodes"))
+        # The file's thresholds, recorded as the service's monitor records them at start-up.
+        await built.append(MONITORING_STREAM, monitoring_of(config))
         return built
 
     yield build
@@ -593,6 +596,8 @@ async def test_a_restart_resumes_from_the_checkpoint_and_sends_nothing_twice(
     async with await EventStore.open(tmp_path / "n.db") as store:
         first = notifier(store)
         await first.start()
+        # The file's thresholds, as the service records them at start-up.
+        await store.append(MONITORING_STREAM, [monitoring_of(config)])
         await store.append("provider:A", [probe("A", T0)])
         await eventually(lambda: len(receiver.ok()) == 1)
         await eventually(lambda: first.stats()[0].delivered == 1)
@@ -625,6 +630,8 @@ async def test_folds_only_what_it_reads_and_resumes_from_a_checkpoint_of_every_p
     async with await EventStore.open(tmp_path / "n.db") as store:
         first = Notifier(store, config.notifications, settings)
         await first.start()
+        # The file's thresholds, as the service records them at start-up.
+        await store.append(MONITORING_STREAM, [monitoring_of(config)])
         await store.append("provider:A", [probe("A", T0)])
         await first.wait_for(store.head)
         assert first.projections.folds == FOLDS

@@ -19,6 +19,7 @@ from cryptomon.events.types import (
     Event,
     EventMetadata,
     JobTriggered,
+    MonitoringChanged,
     ProbeKind,
     ProbeOutcome,
     ProbeRecorded,
@@ -216,6 +217,22 @@ def test_two_consecutive_successes_bring_an_offline_provider_back_online() -> No
     assert provider is not None
     # The outage's failures leave the recent window: the provider is judged afresh.
     assert provider.recent == ["success", "success"] and provider.recent_failures == 0
+
+
+def test_thresholds_changed_in_the_log_judge_from_their_position_on() -> None:
+    fold = Harness()
+    fold(registration("A"), probe("A", T0), probe("A", T0 + 1, "failed"))
+    assert fold.status("A") == "degraded"  # one failure of the default three
+    fold(MonitoringChanged(offline_after_failures=2, online_after_successes=1))
+    went = fold(probe("A", T0 + 2, "failed"))
+    assert changes(went) == [("degraded", "offline")]  # two in a row, by the new threshold
+    assert changes(fold(probe("A", T0 + 3))) == [("offline", "online")]  # one success now
+    # A snapshot keeps the thresholds it folded: no setting changed, nothing discarded.
+    restored = Projections.restore(fold.projections.snapshot_state())
+    assert restored.providers.state.thresholds.offline_after_failures == 2
+    assert restored.alerts.state.thresholds == MonitoringChanged(
+        offline_after_failures=2, online_after_successes=1
+    )
 
 
 def test_a_single_failure_degrades_until_it_leaves_the_recent_window() -> None:
@@ -471,8 +488,11 @@ def test_certificate_alert_warns_then_turns_critical_then_resolves_on_renewal() 
     assert state is not None and state.certificate_not_after == T0 + 4 * HOUR + 90 * DAY
 
 
-def test_an_expired_certificate_is_critical_and_thresholds_come_from_settings() -> None:
-    fold = Harness(ProjectionSettings(certificate_warning_seconds=40 * DAY))
+def test_an_expired_certificate_is_critical_and_thresholds_come_from_the_log() -> None:
+    fold = Harness()
+    assert of_type(fold(certified("A", T0, 35)), AlertRaised) == []
+    fold = Harness()
+    fold(MonitoringChanged(certificate_warning_seconds=40 * DAY))
     [raised] = of_type(fold(certified("A", T0, 35)), AlertRaised)
     assert raised.alert.severity == "warning"
     fold = Harness()
@@ -887,8 +907,8 @@ def test_a_snapshot_that_does_not_fit_is_a_clear_mismatch() -> None:
         Projections.restore({k: v for k, v in snapshot.items() if k != "failures"})
     with pytest.raises(SnapshotMismatch, match="'metrics' does not decode"):
         Projections.restore({**snapshot, "metrics": (snapshot["metrics"][0], b"\x01garbage")})
-    with pytest.raises(SnapshotMismatch, match=r"other settings \(offline_after_failures 3 -> 5\)"):
-        Projections.restore(snapshot, ProjectionSettings(offline_after_failures=5))
+    with pytest.raises(SnapshotMismatch, match=r"other settings \(recent_window 10 -> 5\)"):
+        Projections.restore(snapshot, ProjectionSettings(recent_window=5))
 
 
 def test_state_equal_names_each_difference() -> None:
@@ -922,8 +942,6 @@ def test_settings_are_validated() -> None:
 
 PROVIDERS = ("A", "B")
 SMALL = ProjectionSettings(
-    offline_after_failures=2,
-    online_after_successes=2,
     recent_window=4,
     failure_rate_min_probes=3,
     failure_rate_window_seconds=600,
@@ -976,6 +994,13 @@ others = st.one_of(
     st.builds(ProviderRemoved, st.sampled_from(PROVIDERS)),
     st.builds(Ack, st.integers(0, 5)),
     st.just(JobTriggered("health_checks", "alice", 0.0)),
+    # Thresholds changed mid-log (a reload): folded from their position on.
+    st.builds(
+        MonitoringChanged,
+        offline_after_failures=st.integers(1, 3),
+        online_after_successes=st.integers(1, 3),
+        certificate_warning_seconds=st.sampled_from([14 * DAY, 40 * DAY]),
+    ),
 )
 steps = st.lists(
     st.tuples(gaps, st.one_of(probes, probes, probes, others)), min_size=20, max_size=120

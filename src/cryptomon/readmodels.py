@@ -50,10 +50,6 @@ Progress = Callable[[int], None]
 
 def projection_settings(config: Config) -> ProjectionSettings:
     return ProjectionSettings(
-        offline_after_failures=config.monitoring.offline_after_failures,
-        online_after_successes=config.monitoring.online_after_successes,
-        certificate_warning_seconds=config.monitoring.certificate_warning_seconds,
-        certificate_critical_seconds=config.monitoring.certificate_critical_seconds,
         maintenance_counts_in_uptime=config.monitoring.maintenance_counts_in_uptime,
         chains=tuple(
             ChainSettings(

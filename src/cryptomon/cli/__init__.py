@@ -142,7 +142,7 @@ def serve(args: argparse.Namespace) -> int:
     from cryptomon.cli.demo import SimulatedProviders
     from cryptomon.cli.demo import banner as demo_banner
     from cryptomon.http.settings import Settings
-    from cryptomon.service.app import create_app
+    from cryptomon.service.app import create_app, reload_on_hangup
 
     configure_logging(args.log_format)
     demo: SimulatedProviders | None = None
@@ -166,6 +166,8 @@ def serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         environ=os.environ,
+        # No --config: the bundled catalogue, read again by a reload like any file.
+        config_path=demo_config if demo is not None else args.config or Path(config.source),
     )
     skipped = [
         (p.name, reason)
@@ -188,6 +190,7 @@ def serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     app = create_app(settings)
+    app.cleanup_ctx.append(reload_on_hangup)
     if demo is not None:
         # First in, last out: the simulated providers outlive the probing of them.
         app.cleanup_ctx.insert(0, demo.cleanup_ctx)

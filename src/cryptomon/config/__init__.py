@@ -94,6 +94,9 @@ class ServerConfig(_Table, frozen=True):
     # Addresses of reverse proxies whose X-Forwarded-For names the client: the limits
     # count, and the no-token loopback rule checks, that client instead of the proxy.
     trusted_proxies: tuple[str, ...] = ()
+    # Reload the file when its modification time changes (looked at every 2 s), as SIGHUP
+    # and POST /api/config/reload do.
+    watch_config: bool = False
 
 
 class StorageConfig(_Table, frozen=True):

@@ -181,6 +181,18 @@ class JobTriggered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_default
     triggered_at: float
 
 
+class MonitoringChanged(msgspec.Struct, frozen=True, gc=False, tag=True, kw_only=True):
+    """The `[monitoring]` thresholds the provider status and certificate alerts judge by,
+    from this position on. Recorded at start-up and on reload when the file's differ from
+    the last recorded (a log without one judges by these defaults), so a replay folds the
+    thresholds that were served, not the ones in today's file."""
+
+    offline_after_failures: int = 3
+    online_after_successes: int = 2
+    certificate_warning_seconds: float = 14 * 86_400.0
+    certificate_critical_seconds: float = 3 * 86_400.0
+
+
 Event = (
     ProviderRegistered
     | ProviderRemoved
@@ -190,6 +202,7 @@ Event = (
     | JobTriggered
     | MaintenanceWindowScheduled
     | MaintenanceWindowCancelled
+    | MonitoringChanged
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -203,6 +216,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         JobTriggered,
         MaintenanceWindowScheduled,
         MaintenanceWindowCancelled,
+        MonitoringChanged,
     )
 }
 

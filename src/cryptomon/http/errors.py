@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from cryptomon.events.log import StoreClosedError, StoreError
+from cryptomon.http.reload import ConfigInvalid
 from cryptomon.probing.scheduler import UnknownJobError
 from cryptomon.projections import AlreadyAcknowledgedError, UnknownAlertError
 
@@ -30,6 +31,7 @@ class Problem(msgspec.Struct, frozen=True, omit_defaults=True):
     detail: str
     instance: str | None = None
     parameter: str | None = None
+    errors: list[str] | None = None  # every mistake, when there are several (a config file)
 
 
 class InvalidParameter(ValueError):
@@ -68,9 +70,16 @@ _encoder = msgspec.json.Encoder()
 
 
 def problem_response(
-    status: int, slug: str, title: str, detail: str, request: web.Request, **extra: str
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    request: web.Request,
+    *,
+    parameter: str | None = None,
+    errors: list[str] | None = None,
 ) -> web.Response:
-    body = Problem(f"/problems/{slug}", title, status, detail, request.path, **extra)
+    body = Problem(f"/problems/{slug}", title, status, detail, request.path, parameter, errors)
     return web.Response(status=status, body=_encoder.encode(body), content_type=PROBLEM_TYPE)
 
 
@@ -92,6 +101,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
     except UnknownAlertError as exc:
         return problem_response(404, "unknown-alert", "Unknown alert", str(exc), request)
+    except ConfigInvalid as exc:
+        return problem_response(
+            422, "invalid-config", "Invalid configuration", str(exc), request, errors=exc.errors
+        )
     except UnknownJobError as exc:
         return problem_response(404, "unknown-job", "Unknown job", str(exc), request)
     except AlreadyAcknowledgedError as exc:

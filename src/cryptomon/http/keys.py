@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from cryptomon.http.limits import ClientLimits
     from cryptomon.http.looplag import LoopLag
     from cryptomon.http.params import Arguments
+    from cryptomon.http.reload import ConfigReloader
     from cryptomon.http.settings import Settings
     from cryptomon.notify import Notifier
     from cryptomon.probing.monitor import Monitor
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 # What the app was started with, and when.
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 STARTED_AT: web.AppKey[float] = web.AppKey("started_at")
+# Reads the file again and applies the difference (SIGHUP, the API, the file watch).
+RELOADER: web.AppKey[ConfigReloader] = web.AppKey("reloader")
 
 # The flow: the log, the read models folded from it, the monitor that probes.
 STORE: web.AppKey[EventLog] = web.AppKey("store")

@@ -26,6 +26,7 @@ from cryptomon.http.views import (
     alerts,
     analytics,
     chains,
+    config,
     database,
     events,
     logs,
@@ -367,6 +368,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         (Param("job_id", "path", "string", "the job's id"),),
         write=True,
         errors=(401, 403, 404),
+    ),
+    Endpoint(
+        "POST",
+        "/api/config/reload",
+        config.reload_config,
+        "Read the config file again and apply the difference: providers added, removed"
+        " or changed, and the [monitoring] thresholds. An invalid file changes nothing"
+        " (422 lists its errors); keys that need a restart are named in needs_restart",
+        schemas.ConfigReloaded,
+        write=True,
+        errors=(401, 403, 422),
     ),
     Endpoint(
         "GET",

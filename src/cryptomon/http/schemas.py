@@ -67,6 +67,17 @@ class ReadModelsComponent(Schema, frozen=True):
     lag: int  # events committed and not yet applied
 
 
+class ConfigComponent(Schema, frozen=True):
+    # "error": the last reload's file did not load, and the one before it still runs. A
+    # detail, never a reason for a 503: a bad edit must not pull a working instance out of
+    # a load balancer.
+    status: Literal["ok", "error"]
+    source: str
+    errors: list[str]  # of the last reload attempt; empty when it applied
+    last_reload_attempt: str | None
+    last_reload_applied: str | None
+
+
 class HealthComponents(Schema, frozen=True):
     database: DatabaseComponent
     scheduler: SchedulerComponent
@@ -74,6 +85,7 @@ class HealthComponents(Schema, frozen=True):
     read_models: ReadModelsComponent
     # The monitored providers: reported here, never a reason for a 503.
     providers: ProvidersSummary
+    config: ConfigComponent
 
 
 # cryptomon's own parts that /health and /readyz judge (the history only in /health).
@@ -343,6 +355,19 @@ class SchedulerStatus(Schema, frozen=True):
     skipped_late: int
     skipped_rate_limited: int
     probes_lost: int
+
+
+class ConfigReloaded(Schema, frozen=True):
+    """What a reload applied (providers by name) and what it could not."""
+
+    success: bool
+    source: str
+    added: list[str]
+    removed: list[str]
+    changed: list[str]  # new schedule, conditions or thresholds, taken in place
+    thresholds_changed: list[str]  # `[monitoring]` keys, recorded as `MonitoringChanged`
+    needs_restart: list[str]  # keys whose new values apply only after a restart
+    position: int  # the log's head after the reload's events
 
 
 class Triggered(Schema, frozen=True):

@@ -23,11 +23,21 @@ class Settings:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
     # False: nothing is probed on a schedule (jobs still run when triggered).
     probing: bool = True
+    # The file a reload reads again (`serve` names the bundled catalogue's when no --config
+    # is given); None: none, a reload changes nothing.
+    config_path: Path | None = None
     providers_by_name: dict[str, ProviderConfig] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         by_name = {provider.name: provider for provider in self.config.providers}
-        object.__setattr__(self, "providers_by_name", by_name)  # frozen: set once, here
+        object.__setattr__(self, "providers_by_name", by_name)  # frozen: set here, or by
+        # a reload (`adopt`)
+
+    def adopt(self, config: Config) -> None:
+        """A reload's configuration (its providers and thresholds; see reload.py): what
+        reads `config` from here on sees it. Host, port, database and token stay."""
+        object.__setattr__(self, "config", config)
+        self.__post_init__()
 
     @property
     def database_location(self) -> str:
@@ -44,6 +54,7 @@ class Settings:
         port: int | None = None,
         environ: Mapping[str, str] = os.environ,
         probing: bool = True,
+        config_path: Path | None = None,
     ) -> Settings:
         """Flags win over the file; the API token comes from the env var the file names."""
         return cls(
@@ -54,6 +65,7 @@ class Settings:
             api_token=environ.get(config.server.api_token_env) or None,
             environ=environ,
             probing=probing,
+            config_path=config_path,
         )
 
 

@@ -8,12 +8,13 @@ state a read model needs: projections build those from the log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -31,6 +32,7 @@ from cryptomon.events.types import (
     JobTriggered,
     MaintenanceWindowCancelled,
     MaintenanceWindowScheduled,
+    MonitoringChanged,
     ProbeKind,
     ProviderRegistered,
     ProviderRemoved,
@@ -99,6 +101,22 @@ def window_of(
         duration_seconds=window.duration_seconds,
         start=None if window.start is None else window.start.timestamp(),
         end=None if window.end is None else window.end.timestamp(),
+    )
+
+
+# The stream of the `[monitoring]` thresholds as recorded (`config:<provider>` holds a
+# provider's registrations; this name is outside that form, so no provider collides).
+MONITORING_STREAM = "config-monitoring"
+
+
+def monitoring_of(config: Config) -> MonitoringChanged:
+    """The file's `[monitoring]` thresholds as the event the folds judge by."""
+    monitoring = config.monitoring
+    return MonitoringChanged(
+        offline_after_failures=monitoring.offline_after_failures,
+        online_after_successes=monitoring.online_after_successes,
+        certificate_warning_seconds=monitoring.certificate_warning_seconds,
+        certificate_critical_seconds=monitoring.certificate_critical_seconds,
     )
 
 
@@ -190,6 +208,17 @@ async def send_probe(
 
 
 @dataclass(slots=True)
+class ProviderChanges:
+    """What applying a new configuration changed: providers by name, and the
+    `[monitoring]` thresholds that took new values."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    thresholds: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class ProbeCounters:
     appended: int = 0
     lost: int = 0  # probed, but the log refused the result
@@ -222,43 +251,20 @@ class Monitor:
         self.scheduler = Scheduler(self.clock, max_concurrency, owns)
         self.counters = ProbeCounters()
         self.probed = [p for p in config.providers if p.skip_reason(environ) is None]
-        self.trackers = {
-            p.name: RateLimitTracker(
-                p.name,
-                p.rate_limit.requests if p.rate_limit else None,
-                p.rate_limit.per_seconds if p.rate_limit else DEFAULT_WINDOW_SECONDS,
-            )
-            for p in self.probed
-        }
+        self.trackers = {p.name: _tracker(p) for p in self.probed}
+        # One change of configuration at a time (`apply`).
+        self._applying = asyncio.Lock()
         self._plan_jobs()
 
     def _plan_jobs(self) -> None:
         scheduler = self.scheduler
         scheduler.add_job("health_checks", "health probe of every provider", "per provider")
-        for provider in self.probed:
-            scheduler.add_task(
-                provider.name,
-                "health_checks",
-                self._probe_action(ProbeTarget.health(provider)),
-                _schedule(provider),
-                provider=provider.name,
-            )
         for job_id, (categories, interval) in COLLECTION_JOBS.items():
             scheduler.add_job(
                 job_id, f"data endpoints of {', '.join(categories)}", f"every {interval:g}s"
             )
-            for provider in self.probed:
-                if provider.category not in categories:
-                    continue
-                for collection in provider.collections:
-                    name = f"{provider.name} {collection.path}"
-                    scheduler.add_task(
-                        name,
-                        job_id,
-                        self._probe_action(ProbeTarget.collection(provider, collection)),
-                        IntervalSchedule(interval, spread_offset(name, interval)),
-                        provider=provider.name,
-                    )
+        for provider in self.probed:
+            self._plan_provider(provider)
         scheduler.add_job(
             "rate_limit_snapshot",
             "record usage that fell back under a threshold",
@@ -271,6 +277,72 @@ class Monitor:
             IntervalSchedule(RATE_LIMIT_SNAPSHOT_SECONDS),
         )
 
+    def _plan_provider(self, provider: ProviderConfig) -> None:
+        """Schedule the health probe of `provider` and its collections' jobs."""
+        scheduler = self.scheduler
+        scheduler.add_task(
+            provider.name,
+            "health_checks",
+            self._probe_action(ProbeTarget.health(provider)),
+            _schedule(provider),
+            provider=provider.name,
+        )
+        for job_id, (categories, interval) in COLLECTION_JOBS.items():
+            if provider.category not in categories:
+                continue
+            for collection in provider.collections:
+                name = f"{provider.name} {collection.path}"
+                scheduler.add_task(
+                    name,
+                    job_id,
+                    self._probe_action(ProbeTarget.collection(provider, collection)),
+                    IntervalSchedule(interval, spread_offset(name, interval)),
+                    provider=provider.name,
+                )
+
+    async def apply(self, config: Config) -> ProviderChanges:
+        """Take a new configuration's providers and thresholds, the difference only: added
+        providers are scheduled, removed ones stop, changed ones are rescheduled with their
+        new probe; each change is recorded (`register_providers`, `register_monitoring`).
+        The runs in flight of a removed or changed provider finish first (a removal is
+        recorded after its last probe). Other providers' schedules are left alone."""
+        async with self._applying:
+            old = {provider.name: provider for provider in self.config.providers}
+            new = {provider.name: provider for provider in config.providers}
+            changes = ProviderChanges(
+                added=[name for name in new if name not in old],
+                removed=[name for name in old if name not in new],
+                changed=[name for name in new if name in old and new[name] != old[name]],
+            )
+            before = monitoring_of(self.config)
+            after = monitoring_of(config)
+            changes.thresholds = [
+                name
+                for name in MonitoringChanged.__struct_fields__
+                if getattr(before, name) != getattr(after, name)
+            ]
+            in_flight: list[asyncio.Task[None]] = []
+            for name in (*changes.removed, *changes.changed):
+                in_flight += self.scheduler.remove_tasks(name)
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            self.config = config
+            self.probed = [p for p in config.providers if p.skip_reason(self.environ) is None]
+            for name in changes.removed:
+                self.trackers.pop(name, None)
+            for provider in self.probed:
+                if provider.name not in changes.added and provider.name not in changes.changed:
+                    continue
+                previous = old.get(provider.name)
+                if provider.name not in self.trackers or (
+                    previous is not None and previous.rate_limit != provider.rate_limit
+                ):
+                    self.trackers[provider.name] = _tracker(provider)
+                self._plan_provider(provider)
+            await self.register_providers()
+            await self.register_monitoring()
+            return changes
+
     @property
     def providers_probed(self) -> int:
         """How many providers this instance probes on schedule right now."""
@@ -279,7 +351,18 @@ class Monitor:
     async def start(self) -> None:
         await self.register_providers()
         await self.register_maintenance()
+        await self.register_monitoring()
         self.scheduler.start()
+
+    async def register_monitoring(self) -> int:
+        """Record the config's `[monitoring]` thresholds when they differ from the last
+        recorded (or, with none recorded, from the defaults the folds start with)."""
+        thresholds = monitoring_of(self.config)
+        if await self.store.stream_version(MONITORING_STREAM) == 0 and (
+            thresholds == MonitoringChanged()
+        ):
+            return 0
+        return await self._register(MONITORING_STREAM, thresholds)
 
     async def stop(self) -> None:
         await self.scheduler.stop()
@@ -360,7 +443,10 @@ class Monitor:
     async def _register(
         self,
         stream: str,
-        registration: ProviderRegistered | ProviderRemoved | MaintenanceWindowScheduled,
+        registration: ProviderRegistered
+        | ProviderRemoved
+        | MaintenanceWindowScheduled
+        | MonitoringChanged,
     ) -> int:
         while True:
             version = await self.store.stream_version(stream)
@@ -442,6 +528,15 @@ class Monitor:
             self.counters.lost += 1
             raise
         self.counters.appended += 1
+
+
+def _tracker(provider: ProviderConfig) -> RateLimitTracker:
+    limit = provider.rate_limit
+    return RateLimitTracker(
+        provider.name,
+        limit.requests if limit else None,
+        limit.per_seconds if limit else DEFAULT_WINDOW_SECONDS,
+    )
 
 
 def _schedule(provider: ProviderConfig) -> Schedule:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import heapq
+import itertools
 import logging
 import time
 from collections import deque
@@ -139,6 +140,7 @@ class _Task:
     job: _Job
     running: asyncio.Task[None] | None = None
     provider: str | None = None  # the provider this task is about, for log lines
+    removed: bool = False  # dropped by `remove_tasks`: its planned runs are skipped
 
 
 @dataclass(slots=True)
@@ -168,6 +170,8 @@ class Scheduler:
         self._heap: list[tuple[float, int, _Task]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Tie-breaker of the plan's heap entries: never two alike, so tasks never compare.
+        self._sequence = itertools.count()
         self.stats = SchedulerStats()
 
     @property
@@ -189,12 +193,36 @@ class Scheduler:
         """A unit of work, run on its schedule and whenever its job is triggered."""
         task = _Task(name, schedule, action, self._jobs[job_id], provider=provider)
         self._tasks.append(task)
+        if self.running and schedule is not None:
+            # Added while running (a reload): plan it, and replan in case it comes first.
+            self._plan(task, self.clock.time())
+            self._restart_loop()
+
+    def remove_tasks(self, provider: str) -> list[asyncio.Task[None]]:
+        """Stop planning the tasks about `provider`; return their runs still in flight,
+        which are left to finish (a reload waits for them, it does not cut them short)."""
+        removed = [task for task in self._tasks if task.provider == provider]
+        for task in removed:
+            task.removed = True
+        self._tasks = [task for task in self._tasks if task.provider != provider]
+        return [t.running for t in removed if t.running is not None and not t.running.done()]
 
     def start(self) -> None:
         now = self.clock.time()
-        for sequence, task in enumerate(self._tasks):
-            if task.schedule is not None:
-                heapq.heappush(self._heap, (task.schedule.next_after(now), sequence, task))
+        for task in self._tasks:
+            self._plan(task, now)
+        self._loop_task = asyncio.create_task(self._run(), name="scheduler")
+
+    def _plan(self, task: _Task, now: float) -> None:
+        if task.schedule is not None:
+            entry = (task.schedule.next_after(now), next(self._sequence), task)
+            heapq.heappush(self._heap, entry)
+
+    def _restart_loop(self) -> None:
+        # The loop awaits nothing but its sleep until the next planned run, so cancelling
+        # it there loses no run; the new loop sleeps until whatever now comes first.
+        if self._loop_task is not None:
+            self._loop_task.cancel()
         self._loop_task = asyncio.create_task(self._run(), name="scheduler")
 
     async def stop(self) -> None:
@@ -209,11 +237,13 @@ class Scheduler:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _run(self) -> None:
-        sequence = len(self._tasks)
         while self._heap:
             planned, _, task = self._heap[0]
-            await self.clock.sleep_until(planned)
+            if not task.removed:
+                await self.clock.sleep_until(planned)
             heapq.heappop(self._heap)
+            if task.removed:
+                continue  # removed by a reload, before or while the loop slept
             now = self.clock.time()
             if task.provider is None or self.owns(task.provider):
                 self._dispatch(task, planned)
@@ -226,8 +256,7 @@ class Scheduler:
                 if missed > 0:
                     self.stats.skipped_late += missed
                     task.job.skipped += missed
-            sequence += 1
-            heapq.heappush(self._heap, (upcoming, sequence, task))
+            heapq.heappush(self._heap, (upcoming, next(self._sequence), task))
 
     def _refresh_next_runs(self) -> None:
         # A scan of the whole plan: done when status is asked for, not on every dispatch

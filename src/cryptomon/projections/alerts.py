@@ -21,7 +21,8 @@ Five conditions raise an alert, at most one open per provider and kind:
   which judges the provider afresh after the window.
 - `certificate`: the provider's TLS certificate, as its last HTTPS probe saw it, expires
   within `certificate_warning_seconds` (warning) or `certificate_critical_seconds`
-  (critical) of that probe's start. It resolves when a probe sees a renewed one.
+  (critical) of that probe's start, as the last `MonitoringChanged` folded set them. It
+  resolves when a probe sees a renewed one.
 
 The fold numbers alerts 1, 2, 3... in the order it raises them (a number is
 never reused, pruning or not), so a replay of the same log gives every alert the
@@ -47,6 +48,7 @@ import msgspec
 from cryptomon.events.types import (
     AlertAcknowledged,
     Event,
+    MonitoringChanged,
     ProbeRecorded,
     ProviderRemoved,
     RateLimitChanged,
@@ -123,6 +125,8 @@ class AlertsState(msgspec.Struct, gc=False):
     # position -> ids of the alerts kept that the event at that position raised, for an
     # acknowledgement to find its alert by name (see `AlertAcknowledged`).
     raised_by: dict[int, list[int]] = {}
+    # The certificate thresholds: the last `MonitoringChanged` folded (its defaults before).
+    thresholds: MonitoringChanged = msgspec.field(default_factory=MonitoringChanged)
 
 
 _decoder = msgspec.msgpack.Decoder(AlertsState)
@@ -135,8 +139,9 @@ def _snapshot(alert: Alert) -> Alert:
 
 class AlertsProjection(Projection[AlertsState]):
     name: ClassVar[str] = "alerts"
-    # 2: the `resolved` heap; 3: certificate alerts; 4: ids numbered by the fold, `raised_by`
-    version: ClassVar[int] = 4
+    # 2: the `resolved` heap; 3: certificate alerts; 4: ids numbered by the fold, `raised_by`;
+    # 5: certificate thresholds folded from `MonitoringChanged`, no longer settings
+    version: ClassVar[int] = 5
     # The windows, read as each probe is folded: set by `Projections` (None: no windows).
     windows: MaintenanceProjection | None = None
 
@@ -218,7 +223,14 @@ class AlertsProjection(Projection[AlertsState]):
             RateLimitChanged: self._rate_limit,
             AlertAcknowledged: self._acknowledge,
             ProviderRemoved: self._removed,
+            MonitoringChanged: self._thresholds,
         }
+
+    def _thresholds(
+        self, position: int, recorded_at: float, thresholds: MonitoringChanged
+    ) -> list[Notice]:
+        self.state.thresholds = thresholds
+        return []
 
     def observe_status(self, change: ProviderStatusChanged) -> list[Notice]:
         """Follow a provider's status: raise `offline` / `degraded`, resolve them after."""
@@ -271,7 +283,7 @@ class AlertsProjection(Projection[AlertsState]):
 
     def _certificate(self, position: int, probe: ProbeRecorded, not_after: float) -> list[Notice]:
         left = not_after - probe.started_at
-        settings = self.settings
+        settings = self.state.thresholds
         opened = self.state.open.get(probe.provider, {})
         alert_id = opened.get("certificate")
         if left >= settings.certificate_warning_seconds:

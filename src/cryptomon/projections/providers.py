@@ -7,8 +7,10 @@ reasons of its own. The rules, in order, for a health probe:
 - HTTP 429: `rate_limited`, as is a `RateLimitChanged` that blocks us. Any
   other answer ends it (probes are not sent while the block lasts).
 - `offline_after_failures` consecutive failures: `offline`, which lasts until
-  `online_after_successes` consecutive successes. The recovery clears the
-  failures from the recent window: the outage was reported, judge afresh.
+  `online_after_successes` consecutive successes (both as the last `MonitoringChanged`
+  folded set them: a threshold changed by a reload judges from its position on). The
+  recovery clears the failures from the recent window: the outage was reported, judge
+  afresh.
 - a success slower than the provider's `degraded_latency_ms`, or any failure
   among the last `recent_window` health probes: `degraded`.
 - otherwise `online`.
@@ -42,6 +44,7 @@ import msgspec
 from cryptomon.events.types import (
     Event,
     MaintenanceWindowScheduled,
+    MonitoringChanged,
     ObservedValue,
     ProbeOutcome,
     ProbeRecorded,
@@ -100,6 +103,8 @@ class Observed(msgspec.Struct, frozen=True, gc=False):
 
 class ProvidersState(msgspec.Struct, gc=False):
     providers: dict[str, ProviderState] = {}
+    # The thresholds judged by: the last `MonitoringChanged` folded (its defaults before one).
+    thresholds: MonitoringChanged = msgspec.field(default_factory=MonitoringChanged)
 
 
 class ProvidersSummary(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -120,8 +125,9 @@ _decoder = msgspec.msgpack.Decoder(ProvidersState)
 class ProvidersProjection(Projection[ProvidersState]):
     name: ClassVar[str] = "providers"
     # 2: certificates, observations, maintenance; 3: judgements (probe_status, judged);
-    # 4: maintenance windows (window, judged_in)
-    version: ClassVar[int] = 4
+    # 4: maintenance windows (window, judged_in); 5: thresholds folded from
+    # `MonitoringChanged`, no longer settings
+    version: ClassVar[int] = 5
     # The windows, read as each probe is folded: set by `Projections` (None: no windows).
     windows: MaintenanceProjection | None = None
 
@@ -163,7 +169,14 @@ class ProvidersProjection(Projection[ProvidersState]):
             RateLimitChanged: self._rate_limit,
             ProviderRegistered: self._registered,
             ProviderRemoved: self._removed,
+            MonitoringChanged: self._thresholds,
         }
+
+    def _thresholds(
+        self, position: int, recorded_at: float, thresholds: MonitoringChanged
+    ) -> list[Notice]:
+        self.state.thresholds = thresholds
+        return []
 
     def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
         self.state.providers.pop(removal.provider, None)
@@ -377,11 +390,12 @@ class ProvidersProjection(Projection[ProvidersState]):
         outcome = probe.outcome
         if outcome == "rate_limited":
             return "rate_limited"
-        if provider.consecutive_failures >= self.settings.offline_after_failures:
+        thresholds = self.state.thresholds
+        if provider.consecutive_failures >= thresholds.offline_after_failures:
             return "offline"
         if provider.probe_status == "offline":
             successes = provider.consecutive_successes
-            if successes < self.settings.online_after_successes:
+            if successes < thresholds.online_after_successes:
                 return "offline"
             del provider.recent[:-successes]
             provider.recent_failures = 0

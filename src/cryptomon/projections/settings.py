@@ -2,7 +2,10 @@
 
 Settings are part of what a snapshot covers: state folded under one set of
 thresholds is not the state another set would build, so a snapshot taken with
-different settings is rebuilt rather than reused.
+different settings is rebuilt rather than reused. The `[monitoring]` thresholds
+a reload may change (offline and online counts, certificate warnings) are not
+settings but events (`MonitoringChanged`), folded into the state that reads them:
+changing them keeps every snapshot.
 """
 
 from __future__ import annotations
@@ -27,9 +30,6 @@ class ChainSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 
 
 class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
-    # Provider status: one blip is not an outage, one success is not a recovery.
-    offline_after_failures: int = 3
-    online_after_successes: int = 2
     # Health probes considered for "some but not all recent probes fail".
     recent_window: int = 10
     # Failure-rate alert: over the window, more than `threshold` of at least
@@ -46,9 +46,6 @@ class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     minute_retention_seconds: float = 2 * _HOUR
     hour_retention_seconds: float = 8 * _DAY
     day_retention_seconds: float = 400 * _DAY
-    # Time left on a TLS certificate that raises a warning, then a critical alert.
-    certificate_warning_seconds: float = 14 * _DAY
-    certificate_critical_seconds: float = 3 * _DAY
     # Chains the config file sets thresholds for, by name (the rest take their defaults).
     chains: tuple[ChainSettings, ...] = ()
     # Quotes: deviating more than this many percent from the pair's median for
@@ -74,8 +71,6 @@ class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
                 "expected 0 < minute_retention_seconds <= hour_retention_seconds"
                 " <= day_retention_seconds"
             )
-        if self.offline_after_failures < 1 or self.online_after_successes < 1:
-            raise ValueError("offline_after_failures and online_after_successes must be >= 1")
         if self.recent_window < 1:
             raise ValueError("recent_window must be >= 1")
         if self.failure_rate_window_seconds <= 0:

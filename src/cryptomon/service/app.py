@@ -8,8 +8,11 @@ writer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -25,12 +28,14 @@ from cryptomon.http.keys import (
     MONITOR,
     NOTIFIER,
     READ_MODELS,
+    RELOADER,
     SETTINGS,
     STARTED_AT,
     STORE,
 )
 from cryptomon.http.limits import ClientLimits, limit_middleware
 from cryptomon.http.looplag import loop_lag
+from cryptomon.http.reload import ConfigInvalid, ConfigReloader
 from cryptomon.http.settings import Settings
 from cryptomon.notify import Notifier
 from cryptomon.probing.leases import ProviderLeases
@@ -148,12 +153,74 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
         else:
             await monitor.register_providers()
             await monitor.register_maintenance()
+            await monitor.register_monitoring()
         yield
     finally:
         await monitor.stop()
         if leases is not None:
             await leases.stop()
         await session.close()
+
+
+# How often `[server] watch_config` looks at the file's modification time.
+WATCH_INTERVAL_SECONDS = 2.0
+
+
+async def _reload_quietly(app: web.Application, trigger: str) -> None:
+    """A reload nobody waits on the answer of: its errors are in the log line and /health."""
+    with contextlib.suppress(ConfigInvalid):
+        await app[RELOADER].reload(app, trigger)
+
+
+async def _watching(app: web.Application) -> AsyncIterator[None]:
+    """With `[server] watch_config`, reload when the file's modification time changes."""
+    path = app[RELOADER].path
+    if not app[SETTINGS].config.server.watch_config or path is None:
+        yield
+        return
+
+    def modified() -> float | None:
+        try:
+            return os.stat(path).st_mtime
+        except OSError:
+            return None  # moved away mid-edit: look again later
+
+    async def watch() -> None:
+        seen = modified()
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+            now = modified()
+            if now is not None and now != seen:
+                seen = now
+                await _reload_quietly(app, "file watch")
+
+    watcher = asyncio.create_task(watch(), name="config-watch")
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def reload_on_hangup(app: web.Application) -> AsyncIterator[None]:
+    """SIGHUP reloads the config (it used to end the process). `serve` adds this; an app
+    in a test process leaves that process's signals alone."""
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[None]] = set()
+
+    def hangup() -> None:
+        task = asyncio.create_task(_reload_quietly(app, "SIGHUP"), name="config-reload")
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -163,7 +230,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     fails to start (say, a corrupt log), aiohttp's runner does not unwind the
     ones already started, and an open store would keep the process alive."""
     async with contextlib.AsyncExitStack() as stack:
-        for resource in (loop_lag, _storage, _read_models, _notifications, _live_feed, _probing):
+        for resource in (
+            loop_lag,
+            _storage,
+            _read_models,
+            _notifications,
+            _live_feed,
+            _probing,
+            _watching,
+        ):
             await stack.enter_async_context(contextlib.asynccontextmanager(resource)(app))
         yield
 
@@ -181,6 +256,7 @@ def create_app(settings: Settings) -> web.Application:
         server.trusted_proxies,
     )
     app[STARTED_AT] = time.time()
+    app[RELOADER] = ConfigReloader(settings.config_path)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_sockets)
     routes.add_routes(app, ENDPOINTS)

@@ -11,12 +11,14 @@ from cryptomon import __version__
 from cryptomon.http.keys import (
     HUB,
     MONITOR,
+    RELOADER,
     SETTINGS,
     STARTED_AT,
 )
 from cryptomon.http.schemas import (
     Component,
     ComponentProblem,
+    ConfigComponent,
     Health,
     HealthComponents,
     HealthMetrics,
@@ -124,6 +126,7 @@ async def health(request: web.Request) -> web.Response:
                 lag=lag,
             ),
             providers=summary,
+            config=_config_component(request),
         ),
         metrics=HealthMetrics(
             probes_last_hour=window.count,
@@ -136,6 +139,17 @@ async def health(request: web.Request) -> web.Response:
         problems=problems,
     )
     return respond(body, status=503 if problems else 200)
+
+
+def _config_component(request: web.Request) -> ConfigComponent:
+    reloader = request.app[RELOADER]
+    return ConfigComponent(
+        status="error" if reloader.errors else "ok",
+        source=request.app[SETTINGS].config.source,
+        errors=reloader.errors,
+        last_reload_attempt=iso_time(reloader.last_attempt),
+        last_reload_applied=iso_time(reloader.last_applied),
+    )
 
 
 _ALIVE = msgspec.json.encode(Liveness(status="alive"))

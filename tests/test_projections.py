@@ -309,15 +309,62 @@ def test_collection_probes_are_recorded_but_judge_nothing() -> None:
     assert provider.last_error is not None and provider.last_error.endpoint == "/data"
 
 
-def test_removing_a_provider_forgets_it_and_resolves_its_alerts() -> None:
+def test_removing_a_provider_keeps_it_marked_and_resolves_its_alerts() -> None:
     fold = Harness()
-    fold(*(probe("A", T0 + i, "failed") for i in range(3)))
+    fold(registration("A", limit=RateLimitSpec(60, 60.0)), registration("B"))
+    fold(probe("B", T0), *(probe("A", T0 + i, "failed") for i in range(3)))
+    fold(usage("A", T0 + 4, 50.0))
     [alert] = fold.projections.alerts.query(open_only=True)
     notices = fold(ProviderRemoved("A"))
-    assert fold.projections.providers.get("A") is None
+    removed_at = fold.log.events[-1].recorded_at
+    providers = fold.projections.providers
+    provider = providers.get("A")
+    assert provider is not None and (provider.removed, provider.removed_at) == (True, removed_at)
+    # Its last status and probes stay to be read; it leaves the listing and the summary.
+    assert provider.status == "offline" and provider.consecutive_failures == 3
+    assert provider.last_probe is not None and provider.last_probe.started_at == T0 + 2
+    assert [p.name for p in providers.all()] == ["B"]
+    assert [p.name for p in providers.all(removed=True)] == ["A", "B"]
+    assert (providers.summary().total, providers.summary().offline) == (1, 0)
     [resolved] = of_type(notices, AlertResolved)
     assert resolved.alert.id == alert.id
     assert fold.projections.alerts.query(open_only=True) == []
+    # Its history stays: the probes, and the rate limit as it last stood.
+    assert fold.projections.metrics.window("A", T0, T0 + HOUR, "health").count == 3
+    limit = fold.projections.rate_limits.get("A")
+    assert limit is not None and limit.percentage == 50.0
+    # A probe in flight at the removal judges nothing.
+    assert of_type(fold(probe("A", T0 + 10, "failed")), ProviderStatusChanged) == []
+    assert provider.last_probe.started_at == T0 + 2 and provider.status == "offline"
+
+
+def test_a_removed_provider_registered_again_is_judged_afresh() -> None:
+    fold = Harness()
+    fold(registration("A"), *(probe("A", T0 + i, "failed") for i in range(3)))
+    fold(ProviderRemoved("A"), ProviderRemoved("A"))
+    first_removal = fold.log.events[-2].recorded_at
+    provider = fold.projections.providers.get("A")
+    assert provider is not None and provider.removed_at == first_removal  # the first counts
+    notices = fold(registration("A"))
+    assert (provider.removed, provider.removed_at) == (False, None)
+    assert changes(notices) == [("offline", "unknown")]
+    assert provider.consecutive_failures == 0 and provider.recent == []
+    assert provider.last_probe is not None  # its history is kept
+    assert [p.name for p in fold.projections.providers.all()] == ["A"]
+    # One failure is a blip again, not a fourth in a row.
+    fold(probe("A", T0 + 10), probe("A", T0 + 11, "failed"))
+    assert fold.status("A") == "degraded"
+    # Registered again without a key: unconfigured, from unknown.
+    fold(ProviderRemoved("A"))
+    assert changes(fold(registration("A", key_configured=False))) == [
+        ("degraded", "unknown"),
+        ("unknown", "unconfigured"),
+    ]
+    # A replay folds what the live fold did.
+    replay = Projections()
+    for recorded in fold.log.events:
+        replay.fold(recorded)
+    assert replay.state_equal(fold.projections) == []
 
 
 def test_summary_counts_statuses_and_the_seeds_system_health() -> None:
@@ -745,8 +792,9 @@ def test_rate_limit_statuses_from_registration_and_changes() -> None:
         83.3,
         "warning",
     )
-    fold(ProviderRemoved("A"))
-    assert limits.all() == []
+    fold(ProviderRemoved("A"))  # kept as it last stood: its history stays
+    entry = limits.get("A")
+    assert entry is not None and (entry.limit, entry.percentage) == (36, 83.3)
 
 
 def test_rate_limit_high_only_when_usage_rises_at_or_above_the_warning() -> None:

@@ -33,6 +33,11 @@ A judgement against its chain or pair (lagging, stale, wrong chain, deviating, a
 quote: see chains.py and quotes.py) makes an `online` provider `degraded` while it
 holds, with the judgement as the reason (`judge`). The status its probes alone give
 is kept as `probe_status`.
+
+A removed provider (`ProviderRemoved`) is kept, marked `removed` with the time of its
+removal: its last status, probes and observations stay to be read, and it counts in no
+summary. Probes folded after its removal (in flight when it was removed) change nothing.
+A later `ProviderRegistered` of the name brings it back, judged afresh from `unknown`.
 """
 
 from __future__ import annotations
@@ -93,6 +98,9 @@ class ProviderState(msgspec.Struct, gc=False, kw_only=True):
     # From the last probe over HTTPS: when its certificate expires.
     certificate_not_after: float | None = None
     observations: dict[str, Observed] = {}  # by name, the last value each probe observed
+    # Removed by a `ProviderRemoved` (its recorded_at), until registered again.
+    removed: bool = False
+    removed_at: float | None = None
 
 
 class Observed(msgspec.Struct, frozen=True, gc=False):
@@ -126,8 +134,9 @@ class ProvidersProjection(Projection[ProvidersState]):
     name: ClassVar[str] = "providers"
     # 2: certificates, observations, maintenance; 3: judgements (probe_status, judged);
     # 4: maintenance windows (window, judged_in); 5: thresholds folded from
-    # `MonitoringChanged`, no longer settings
-    version: ClassVar[int] = 5
+    # `MonitoringChanged`, no longer settings; 6: a removed provider is kept, marked
+    # `removed` (removed_at), instead of dropped
+    version: ClassVar[int] = 6
     # The windows, read as each probe is folded: set by `Projections` (None: no windows).
     windows: MaintenanceProjection | None = None
 
@@ -141,21 +150,30 @@ class ProvidersProjection(Projection[ProvidersState]):
     # ---- queries -------------------------------------------------------------
 
     def get(self, name: str) -> ProviderState | None:
+        """The provider named, removed or not."""
         return self.state.providers.get(name)
 
-    def all(self) -> list[ProviderState]:
-        """Every provider, in the order they were first seen."""
-        return list(self.state.providers.values())
+    def all(self, *, removed: bool = False) -> list[ProviderState]:
+        """Every current provider (with `removed`, the removed ones too), in the order they
+        were first seen."""
+        providers = self.state.providers.values()
+        return list(providers) if removed else [p for p in providers if not p.removed]
+
+    def is_removed(self, name: str) -> bool:
+        provider = self.state.providers.get(name)
+        return provider is not None and provider.removed
 
     def summary(self) -> ProvidersSummary:
         """Counts by status, and the seed's system health: healthy when at least 90% of
         the providers with a known status (not unconfigured, not yet probed, not in a
         maintenance they declared) are online, degraded from 70%. A service that has
-        probed nothing yet is not unhealthy."""
+        probed nothing yet is not unhealthy. Removed providers count in none of it."""
         counts = dict.fromkeys(PROVIDER_STATUSES, 0)
+        total = 0
         for provider in self.state.providers.values():
-            counts[provider.status] += 1
-        total = len(self.state.providers)
+            if not provider.removed:
+                counts[provider.status] += 1
+                total += 1
         monitored = total - counts["unconfigured"] - counts["unknown"] - counts["maintenance"]
         ratio = counts["online"] / monitored if monitored else 1.0
         health = "healthy" if ratio >= 0.9 else "degraded" if ratio >= 0.7 else "unhealthy"
@@ -179,7 +197,10 @@ class ProvidersProjection(Projection[ProvidersState]):
         return []
 
     def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
-        self.state.providers.pop(removal.provider, None)
+        provider = self.state.providers.get(removal.provider)
+        if provider is not None and not provider.removed:
+            provider.removed = True
+            provider.removed_at = recorded_at
         return []
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
@@ -188,6 +209,8 @@ class ProvidersProjection(Projection[ProvidersState]):
             provider = self.state.providers[probe.provider] = ProviderState(
                 name=probe.provider, category=UNKNOWN_CATEGORY, base_url=""
             )
+        elif provider.removed:
+            return []  # in flight when it was removed: it is no longer judged
         provider.last_probe = probe
         outcome = probe.outcome
         if outcome != "success":
@@ -353,7 +376,7 @@ class ProvidersProjection(Projection[ProvidersState]):
         """Follow a judgement against the provider's chain or pair: while one holds, an
         `online` provider shows as `degraded`, with it as the reason."""
         provider = self.state.providers.get(judged.provider)
-        if provider is None:
+        if provider is None or (provider.removed and judged.active):
             return []
         if judged.active:
             provider.judged[judged.judgement] = judged.details
@@ -414,6 +437,8 @@ class ProvidersProjection(Projection[ProvidersState]):
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         if provider is None or not blocked or provider.status in ("rate_limited", "unconfigured"):
             return []
+        if provider.removed:
+            return []
         if provider.window is not None:
             return []  # in a maintenance window: its end judges the provider afresh
         provider.probe_status = "rate_limited"
@@ -423,10 +448,13 @@ class ProvidersProjection(Projection[ProvidersState]):
         self, position: int, recorded_at: float, config: ProviderRegistered
     ) -> list[Notice]:
         provider = self.state.providers.get(config.provider)
+        notices: list[Notice] = []
         if provider is None:
             provider = self.state.providers[config.provider] = ProviderState(
                 name=config.provider, category=config.category, base_url=config.base_url
             )
+        elif provider.removed:
+            notices += self._returned(provider, position, recorded_at)
         provider.category = config.category
         provider.base_url = config.base_url
         provider.degraded_latency_ms = config.degraded_latency_ms
@@ -436,9 +464,29 @@ class ProvidersProjection(Projection[ProvidersState]):
         elif config.key_configured and provider.status == "unconfigured":
             new = "unknown"  # until its next health probe
         else:
-            return []
+            return notices
         provider.probe_status = new
-        return [self._change(provider, position, recorded_at, new, config)]
+        return [*notices, self._change(provider, position, recorded_at, new, config)]
+
+    def _returned(self, provider: ProviderState, position: int, at: float) -> list[Notice]:
+        """A removed provider registered again: judged afresh, as a new one would be, its
+        last probes and observations kept."""
+        provider.removed = False
+        provider.removed_at = None
+        provider.consecutive_failures = provider.consecutive_successes = 0
+        provider.recent.clear()
+        provider.recent_failures = 0
+        provider.judged.clear()
+        provider.judged_in.clear()
+        provider.window = provider.window_name = provider.window_ends_at = None
+        old = provider.status
+        provider.probe_status = provider.status = "unknown"
+        if old == "unknown":
+            return []
+        provider.last_status_change = at
+        return [
+            ProviderStatusChanged(position, at, provider.name, old, "unknown", "registered again")
+        ]
 
     def _change(
         self,

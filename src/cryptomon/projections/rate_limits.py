@@ -6,6 +6,8 @@ those of the last crossing. A block (`blocked_until`) ends with the first probe
 of the provider started after it, since no event marks its end. Usage rising
 to the warning level or above emits `RateLimitHigh`, the seed's
 `rate_limit_alert`.
+
+A removed provider's entry is kept as it last stood (its history stays queryable).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from cryptomon.events.types import (
     Event,
     ProbeRecorded,
     ProviderRegistered,
-    ProviderRemoved,
     RateLimitChanged,
 )
 from cryptomon.projections.base import Handler, Projection
@@ -48,7 +49,8 @@ _decoder = msgspec.msgpack.Decoder(RateLimitsState)
 
 class RateLimitsProjection(Projection[RateLimitsState]):
     name: ClassVar[str] = "rate_limits"
-    version: ClassVar[int] = 1
+    # 2: a removed provider's entry is kept, no longer dropped
+    version: ClassVar[int] = 2
 
     def new_state(self) -> RateLimitsState:
         return RateLimitsState()
@@ -68,7 +70,6 @@ class RateLimitsProjection(Projection[RateLimitsState]):
             ProbeRecorded: self._probe,
             RateLimitChanged: self._changed,
             ProviderRegistered: self._registered,
-            ProviderRemoved: self._removed,
         }
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
@@ -79,10 +80,6 @@ class RateLimitsProjection(Projection[RateLimitsState]):
         entry.blocked_until = None
         entry.status = self._status(entry.percentage, False)
         entry.updated_at = probe.started_at
-        return []
-
-    def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
-        self.state.limits.pop(removal.provider, None)
         return []
 
     def _status(self, percentage: float, blocked: bool) -> RateLimitStatus:

@@ -32,11 +32,14 @@ from cryptomon.http.keys import MONITOR, READ_MODELS, STORE
 from cryptomon.http.schemas import (
     Acknowledged,
     AlertList,
+    ConfigReloaded,
     EventPage,
     Health,
     Liveness,
     LogPage,
     ProviderList,
+    ProviderSeries,
+    ProviderStats,
     ProviderView,
     Readiness,
     SystemStatus,
@@ -209,6 +212,7 @@ async def start(
         environ: Mapping[str, str] | None = None,
         database: Path | None = None,
         config: Path | None = None,
+        reloadable: bool = False,  # started with the file's path: a reload reads it again
     ) -> Service:
         if config is None:
             config = tmp_path / "cryptomon.toml"
@@ -219,6 +223,7 @@ async def start(
             database=database or tmp_path / "x.db",
             environ=env,
             probing=False,
+            config_path=config if reloadable else None,
         )
         client = await aiohttp_client(create_app(settings))
         return Service(client, token=settings.api_token)
@@ -1125,6 +1130,51 @@ async def test_a_restart_on_the_same_database_gives_the_same_answers(
     # The acknowledgement survived: acknowledging again is still a conflict.
     status, _ = await second.acknowledge(alert_id, {"actor": "bob"})
     assert status == 409
+
+
+# ---- removal keeps history ------------------------------------------------------
+
+
+async def test_a_removed_provider_leaves_the_listing_but_answers_marked_removed(
+    start: Start, tmp_path: Path, standin: StandIn
+) -> None:
+    service = await start(reloadable=True)
+    await service.take_down()
+    (tmp_path / "cryptomon.toml").write_text(config_text(standin, only_up=True))
+    status, _, body, _ = await service.request("POST", "/api/config/reload")
+    assert status == 200, body
+    assert sorted(msgspec.json.decode(body, type=ConfigReloaded).removed) == ["Down", "Limited"]
+    await service.trigger()  # Up alone is probed now
+
+    listed = await service.get("/api/providers", ProviderList)
+    assert [p.name for p in listed.providers] == ["Up"]  # the removed are no ghosts
+    everyone = await service.get("/api/providers?removed=true", ProviderList)
+    marked = {p.name: (p.removed, p.removed_at is not None) for p in everyone.providers}
+    assert marked == {"Up": (False, False), "Down": (True, True), "Limited": (True, True)}
+    down = await service.get("/api/providers/Down", ProviderView)
+    assert (down.removed, down.status, down.consecutive_failures) == (True, "offline", 3)
+    assert down.removed_at == next(p for p in everyone.providers if p.name == "Down").removed_at
+    assert down.last_error is not None and down.last_error.error_type == "connection_refused"
+    stats = await service.get("/api/providers/Down/stats", ProviderStats)
+    assert (stats.removed, stats.removed_at) == (True, down.removed_at)
+    assert stats.connection_stats.total_attempts == 3  # its history, no probe since
+    series = await service.get("/api/providers/Down/series", ProviderSeries)
+    assert series.removed and sum(point.probes for point in series.points) == 3
+    up = await service.get("/api/providers/Up/stats", ProviderStats)
+    assert (up.removed, up.removed_at) == (False, None)
+
+    # Its alerts resolved; the summaries and /metrics count the current providers only.
+    assert (await service.get("/api/alerts?provider=Down&open=true", AlertList)).alerts == []
+    summary = await service.get("/api/status", SystemStatus)
+    assert (summary.total_apis, summary.online, summary.offline) == (1, 1, 0)
+    assert summary.open_alerts == 0
+    health = await service.get("/health", Health)
+    assert health.components.providers.total == 1
+    limits = await service.get_json("/api/rate-limits")
+    assert [limit["provider"] for limit in limits["rate_limits"]] == ["Up"]
+    _, _, text, _ = await service.request("GET", "/metrics")
+    assert 'provider="Up"' in text.decode()
+    assert 'provider="Down"' not in text.decode() and 'provider="Limited"' not in text.decode()
 
 
 # ---- secrets -------------------------------------------------------------------

@@ -164,6 +164,8 @@ async def metrics(request: web.Request) -> web.Response:
 
     family("cryptomon_rate_limit_usage_ratio", "gauge", "used / limit of each provider")
     for limit in projections.rate_limits.all():
+        if projections.providers.is_removed(limit.provider):
+            continue  # its last usage is kept for the API, not exported
         ratio = limit.percentage / 100
         lines.append(
             f'cryptomon_rate_limit_usage_ratio{{provider="{_label(limit.provider)}"}} {ratio}'

@@ -155,6 +155,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         (
             Param("category", "query", "string", max_length=60, description="only this category"),
             Param("status", "query", "string", max_length=30, description="only this status"),
+            Param(
+                "removed",
+                "query",
+                "boolean",
+                "include removed providers (each marked `removed`, with `removed_at`)",
+            ),
         ),
         cached=True,
         links=tuple(
@@ -166,7 +172,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/api/providers/{name}",
         providers.provider,
-        "One provider",
+        "One provider (a removed one too, marked `removed`)",
         schemas.ProviderView,
         (NAME,),
         errors=(404,),

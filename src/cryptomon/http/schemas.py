@@ -194,6 +194,9 @@ class ProviderView(Schema, frozen=True):
     judgements: dict[str, str] = {}
     # The maintenance window its last health probe fell in, while it is in one.
     maintenance_window: ProviderWindow | None = None
+    # Removed (`ProviderRemoved`): no longer probed, its last state and history kept.
+    removed: bool = False
+    removed_at: str | None = None
 
 
 class ProviderWindow(Schema, frozen=True):
@@ -247,6 +250,8 @@ class ProviderStats(Schema, frozen=True):
     uptime_24h: float | None
     uptime_7d: float | None
     uptime_30d: float | None
+    removed: bool = False  # the provider was removed; its history stays
+    removed_at: str | None = None
 
 
 class SystemStatus(Schema, frozen=True):
@@ -289,6 +294,8 @@ class ProviderSeries(Schema, frozen=True):
     hours: float
     step_seconds: int
     points: list[MetricsPoint]
+    removed: bool = False  # the provider was removed; its history stays
+    removed_at: str | None = None
 
 
 class RateLimitView(Schema, frozen=True):

@@ -1,4 +1,7 @@
-"""`/api/providers`: each provider, its stats and its series."""
+"""`/api/providers`: each provider, its stats and its series.
+
+A removed provider leaves the listing (unless `?removed=true` asks for it) but still
+answers by name, its stats and series too, marked `removed`."""
 
 from __future__ import annotations
 
@@ -95,6 +98,8 @@ def _provider_view(request: web.Request, state: ProviderState, now: float) -> Pr
                 ends_at=iso_time(state.window_ends_at),
             )
         ),
+        removed=state.removed,
+        removed_at=iso_time(state.removed_at),
     )
 
 
@@ -118,10 +123,11 @@ async def providers(request: web.Request) -> web.Response:
     args = request[ARGUMENTS]
     category = args.text("category")
     status = args.text("status")
+    removed = args.boolean("removed") is True
     now = time.time()
     views = [
         _provider_view(request, state, now)
-        for state in models_of(request).projections.providers.all()
+        for state in models_of(request).projections.providers.all(removed=removed)
         if (category is None or state.category == category)
         and (status is None or state.status == status)
     ]
@@ -171,6 +177,8 @@ async def provider_stats(request: web.Request) -> web.Response:
             uptime_24h=uptime(DAY),
             uptime_7d=uptime(7 * DAY),
             uptime_30d=uptime(30 * DAY),
+            removed=state.removed,
+            removed_at=iso_time(state.removed_at),
         )
     )
 
@@ -194,5 +202,12 @@ async def provider_series(request: web.Request) -> web.Response:
         )
     ]
     return respond(
-        ProviderSeries(provider=state.name, hours=hours, step_seconds=step, points=points)
+        ProviderSeries(
+            provider=state.name,
+            hours=hours,
+            step_seconds=step,
+            points=points,
+            removed=state.removed,
+            removed_at=iso_time(state.removed_at),
+        )
     )

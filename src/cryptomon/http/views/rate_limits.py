@@ -38,7 +38,12 @@ def _rate_limit_view(state: RateLimitState, now: float) -> RateLimitView:
 
 async def rate_limits(request: web.Request) -> web.Response:
     now = time.time()
-    views = [_rate_limit_view(s, now) for s in models_of(request).projections.rate_limits.all()]
+    projections = models_of(request).projections
+    views = [
+        _rate_limit_view(s, now)
+        for s in projections.rate_limits.all()
+        if not projections.providers.is_removed(s.provider)  # kept, read by name
+    ]
     return respond(RateLimitList(count=len(views), rate_limits=views))
 
 

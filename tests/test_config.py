@@ -635,3 +635,56 @@ observe = { last = "[BODY].price" }
     assert len(errors) == 2, errors
     assert "providers[0].chain (provider 'Node'): its head is compared" in errors[0]
     assert "providers[1].quote (provider 'Exchange'): the price is compared" in errors[1]
+
+
+def test_bad_chain_and_quote_values_name_their_key(tmp_path: Path) -> None:
+    errors = errors_for(
+        tmp_path,
+        """
+[[providers]]
+name = "Node"
+category = "rpc_nodes"
+base_url = "https://rpc.example.com"
+interval = "30s"
+chain = "Ethereum Mainnet"
+observe = { head = "[BODY].result" }
+
+[[providers]]
+name = "Exchange"
+category = "exchanges"
+base_url = "https://api.example.com"
+interval = "30s"
+quote = "btc/usd"
+observe = { price = "[BODY].price" }
+
+[chains.ethereum]
+chain_id = "0xZZ"
+lag_blocks = -1
+stale_after = "soon"
+
+[chains."Not A Name"]
+lag_blocks = 3
+
+[quotes]
+deviation_percent = 0
+max_staleness = "a minute"
+""",
+    )
+    expected = [
+        "providers[0].chain (provider 'Node'): expected a chain name of lowercase letters",
+        "providers[1].quote (provider 'Exchange'): expected a pair of upper-case symbols",
+        "chains.ethereum.chain_id: expected a chain id: a number, or hexadecimal",
+        "chains.ethereum.lag_blocks: Expected `int` >= 0",
+        "chains.ethereum.stale_after: ",
+        "chains.Not A Name: expected a chain name",
+        "quotes.deviation_percent: Expected `float` > 0.0",
+        "quotes.max_staleness: ",
+    ]
+    assert len(errors) == len(expected), errors
+    for error in expected:
+        assert any(error in line for line in errors), (error, errors)
+
+
+def test_chains_must_be_a_table_of_chains(tmp_path: Path) -> None:
+    error = only_error(tmp_path, 'chains = "ethereum"\n')
+    assert error.endswith("chains: expected a table of chains ([chains.ethereum]), got a string")

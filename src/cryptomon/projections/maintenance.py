@@ -29,6 +29,7 @@ from cryptomon.events.types import (
 )
 from cryptomon.projections.base import Handler, Projection
 from cryptomon.projections.notices import Notice
+from cryptomon.projections.settings import ProjectionSettings
 
 
 class Window(msgspec.Struct, gc=False, kw_only=True):
@@ -87,6 +88,12 @@ class MaintenanceProjection(Projection[MaintenanceState]):
     name: ClassVar[str] = "maintenance"
     version: ClassVar[int] = 1
 
+    def __init__(self, settings: ProjectionSettings, state: MaintenanceState | None = None) -> None:
+        super().__init__(settings, state)
+        # The providers, alerts and metrics folds each ask about the same probe: the last
+        # answer, forgotten whenever a window or a provider's category changes.
+        self._last: tuple[str, float, Window | None] | None = None
+
     def new_state(self) -> MaintenanceState:
         return MaintenanceState()
 
@@ -112,6 +119,10 @@ class MaintenanceProjection(Projection[MaintenanceState]):
         windows = self.state.windows
         if not windows:
             return None
+        last = self._last
+        if last is not None and last[0] == provider and last[1] == at:
+            return last[2]
+        found = None
         category = self.state.categories.get(provider)
         for window in windows.values():
             if window.cancelled_at is not None:
@@ -122,8 +133,10 @@ class MaintenanceProjection(Projection[MaintenanceState]):
             ):
                 continue
             if occurrence(definition, at) is not None:
-                return window
-        return None
+                found = window
+                break
+        self._last = (provider, at, found)
+        return found
 
     # ---- the fold ------------------------------------------------------------
 
@@ -138,6 +151,7 @@ class MaintenanceProjection(Projection[MaintenanceState]):
     def _scheduled(
         self, position: int, recorded_at: float, event: MaintenanceWindowScheduled
     ) -> list[Notice]:
+        self._last = None
         windows = self.state.windows
         windows[event.window_id] = Window(
             definition=event, position=position, scheduled_at=recorded_at
@@ -147,6 +161,7 @@ class MaintenanceProjection(Projection[MaintenanceState]):
     def _cancelled(
         self, position: int, recorded_at: float, event: MaintenanceWindowCancelled
     ) -> list[Notice]:
+        self._last = None
         window = self.state.windows.get(event.window_id)
         if window is not None and window.cancelled_at is None:
             window.cancelled_at = event.cancelled_at
@@ -156,9 +171,11 @@ class MaintenanceProjection(Projection[MaintenanceState]):
     def _registered(
         self, position: int, recorded_at: float, event: ProviderRegistered
     ) -> list[Notice]:
+        self._last = None
         self.state.categories[event.provider] = event.category
         return []
 
     def _removed(self, position: int, recorded_at: float, event: ProviderRemoved) -> list[Notice]:
+        self._last = None
         self.state.categories.pop(event.provider, None)
         return []

@@ -252,6 +252,8 @@ async def service(
     tmp_path: Path, standin: StandIn, aiohttp_client: AiohttpClient
 ) -> AsyncIterator[Service]:
     config = tmp_path / "cryptomon.toml"
+    # The nightly window must not cover this run: it fires twelve hours from now.
+    hour = (time.gmtime().tm_hour + 12) % 24
     config.write_text(
         f"""
 [monitoring]
@@ -274,7 +276,7 @@ interval = "30s"
 [[maintenance]]
 name = "nightly"
 categories = ["market_data"]
-cron = "0 3 * * *"
+cron = "0 {hour} * * *"
 duration = "1h"
 """
     )
@@ -319,7 +321,8 @@ async def test_api_windows_suppress_alerts_then_end_without_a_burst(service: Ser
     by_id = {w["id"]: w for w in listed["windows"]}
     assert by_id["file:nightly"]["source"] == "file"
     assert by_id["file:nightly"]["categories"] == ["market_data"]
-    assert by_id["file:nightly"]["next_start"].endswith("T03:00:00Z")
+    hour = int(by_id["file:nightly"]["cron"].split()[1])
+    assert by_id["file:nightly"]["next_start"].endswith(f"T{hour:02d}:00:00Z")
     assert by_id[created["id"]]["state"] == "active"
 
     # The file's window belongs to the file; the API's needs the token to cancel.

@@ -465,6 +465,9 @@ class Config(_Table, frozen=True):
     maintenance: tuple[MaintenanceConfig, ...] = ()
     # The file this came from, for messages; not a key a file may set.
     source: str = ""
+    # Where `providers` came from: the file's own, or the bundled catalogue's (a file
+    # without a `providers` key); not a key a file may set either.
+    providers_source: Literal["file", "catalogue"] = "file"
 
 
 class ConfigError(Exception):
@@ -526,7 +529,10 @@ def load_config(path: Path | None = None) -> Config:
     """
     if path is None:
         resource = files("cryptomon.config") / "catalogue.toml"
-        return _parse(resource.read_text(encoding="utf-8"), str(resource), tuple)
+        return msgspec.structs.replace(
+            _parse(resource.read_text(encoding="utf-8"), str(resource), tuple),
+            providers_source="catalogue",
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
@@ -948,6 +954,28 @@ def _check_request(raw: dict[str, Any], add: Callable[[str, str], None]) -> None
         add("rpc", "an empty batch: expected at least one call")
 
 
+def _decode_provider(
+    entry: object, key: str, problems: _Problems
+) -> tuple[ProviderConfig | None, str | None]:
+    """One `[[providers]]` table (or an API body) converted and checked; the provider
+    (None when anything was wrong: each mistake is in `problems`) and its name, if any."""
+    name = entry.get("name") if isinstance(entry, dict) else None
+    provider = name if isinstance(name, str) else None
+    before = len(problems.messages)
+    table = dict(entry) if isinstance(entry, dict) else entry
+    collections = table.pop("collections", None) if isinstance(table, dict) else None
+    values = _convert_table(table, ProviderConfig, key, problems, provider)
+    if values is None:
+        return None, provider
+    assert isinstance(entry, dict)  # _convert_table returns None otherwise
+    if collections is not None:
+        values["collections"] = _decode_collections(collections, key, provider, problems)
+    _check_provider(entry, values, key, provider, problems)
+    if len(problems.messages) != before:
+        return None, provider
+    return ProviderConfig(**values), provider
+
+
 def _decode_providers(raw: object, problems: _Problems) -> tuple[ProviderConfig, ...]:
     if not isinstance(raw, list):
         problems.add(
@@ -958,28 +986,19 @@ def _decode_providers(raw: object, problems: _Problems) -> tuple[ProviderConfig,
     first_use: dict[str, int] = {}
     for index, entry in enumerate(raw):
         key = f"providers[{index}]"
-        name = entry.get("name") if isinstance(entry, dict) else None
-        provider = name if isinstance(name, str) else None
-        before = len(problems.messages)
-        table = dict(entry) if isinstance(entry, dict) else entry
-        collections = table.pop("collections", None) if isinstance(table, dict) else None
-        values = _convert_table(table, ProviderConfig, key, problems, provider)
-        if values is None:
-            continue
-        if collections is not None:
-            values["collections"] = _decode_collections(collections, key, provider, problems)
-        _check_provider(entry, values, key, provider, problems)
-        if provider is not None:
+        decoded, name = _decode_provider(entry, key, problems)
+        if name is not None:
             # Names are compared without case: they end up in URLs and metric labels.
-            earlier = first_use.setdefault(provider.casefold(), index)
+            earlier = first_use.setdefault(name.casefold(), index)
             if earlier != index:
                 problems.add(
                     f"{key}.name",
                     f"duplicate provider name: providers[{earlier}] already uses it",
-                    provider,
+                    name,
                 )
-        if len(problems.messages) == before:
-            providers.append(ProviderConfig(**values))
+                continue
+        if decoded is not None:
+            providers.append(decoded)
     return tuple(providers)
 
 
@@ -1198,18 +1217,86 @@ def _decode_maintenance(
 
 
 def check_maintenance_body(raw: object, known_providers: set[str]) -> MaintenanceConfig:
-    """A window sent to the API, checked as the file's are; raises
-    `MaintenanceWindowError` naming the first key that was wrong."""
+    """A window sent to the API, checked as the file's are; raises `BodyError` naming the
+    first key that was wrong."""
     problems = _Problems("")
     window = check_maintenance(raw, "", problems, known_providers)
     if window is None:
-        field, problem = problems.found[0]
-        raise MaintenanceWindowError(field.lstrip(".") or "body", problem)
+        raise _first_error(problems)
     return window
 
 
-class MaintenanceWindowError(ValueError):
-    """A maintenance window given to the API that is wrong: which key and why."""
+# Header and query parameter names whose literal values are secrets (an Authorization
+# header, an X-API-Key, a ?token=): the API takes them only as "env:NAME".
+_SECRET_NAME = re.compile(r"auth|key|token|secret|cookie|session|signature|passw", re.I)
+
+
+def check_provider_body(raw: object) -> ProviderConfig:
+    """A provider sent to the API (the keys of a `[[providers]]` table, as JSON), checked
+    as the file's are, and refused if it carries a secret: a request body is no place for
+    one, since the definition is recorded in the log. Raises `BodyError` naming the first
+    key that was wrong."""
+    problems = _Problems("")
+    if isinstance(raw, dict):
+        _check_no_secrets(raw, problems)
+    provider, _ = _decode_provider(raw, "", problems)
+    if provider is None or problems.found:
+        raise _first_error(problems)
+    return provider
+
+
+def _check_no_secrets(raw: dict[str, Any], problems: _Problems) -> None:
+    for field in ("api_key", "key", "token", "secret", "password"):
+        if field in raw:
+            problems.add(
+                field,
+                "a key is never accepted in a request body: set api_key_env to the name of"
+                " the environment variable that holds it, as in the config file",
+            )
+    base_url = raw.get("base_url")
+    if isinstance(base_url, str) and (urlsplit(base_url).username is not None):
+        problems.add("base_url", "credentials in the URL are a secret: use api_key_env instead")
+    probes = [("", raw)]
+    collections = raw.get("collections")
+    if isinstance(collections, list):
+        probes += [(f"collections[{i}].", c) for i, c in enumerate(collections)]
+    for where, probe in probes:
+        if not isinstance(probe, dict):
+            continue
+        headers = probe.get("headers")
+        if isinstance(headers, dict):
+            for name, value in headers.items():
+                if (
+                    isinstance(value, str)
+                    and not value.startswith(ENV_PREFIX)
+                    and _SECRET_NAME.search(name)
+                ):
+                    problems.add(
+                        f"{where}headers.{name}",
+                        "a secret header value is never accepted in a request body: write"
+                        ' "env:NAME", naming the environment variable that holds it',
+                    )
+        for field in ("base_url", "health_path", "path"):
+            text = probe.get(field)
+            if not isinstance(text, str):
+                continue
+            for pair in urlsplit(text).query.split("&"):
+                name, _, value = pair.partition("=")
+                if value and _SECRET_NAME.search(name):
+                    problems.add(
+                        f"{where}{field}",
+                        f"the query parameter {name!r} looks like a key: a secret is never"
+                        " accepted in a request body; use api_key_env with api_key_query",
+                    )
+
+
+def _first_error(problems: _Problems) -> BodyError:
+    field, problem = problems.found[0]
+    return BodyError(field.lstrip(".") or "body", problem)
+
+
+class BodyError(ValueError):
+    """A body given to the API that is wrong: which key and why."""
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -1284,4 +1371,5 @@ def _parse(
         raise ConfigError(problems.messages)
     if "providers" not in sections:
         sections["providers"] = default_providers()
+        sections["providers_source"] = "catalogue"
     return Config(**sections, source=source)

@@ -40,10 +40,18 @@ class RateLimitSpec(msgspec.Struct, frozen=True, gc=False):
     per_seconds: float
 
 
+ProviderSource = Literal["file", "api", "catalogue"]
+
+
 class ProviderRegistered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
     """A provider's configuration as the service started monitoring it.
 
-    Holds the *name* of the env var a key comes from, never the key.
+    Holds the *name* of the env var a key comes from, never the key. `source` says who
+    defines it: the config file, the bundled catalogue (a file without providers), or the
+    API. A provider defined over the API carries its whole `definition` (the keys of a
+    `[[providers]]` table, as accepted: no secret is), so a restart or another instance
+    rebuilds it from the log; the file's providers are rebuilt from the file, whose
+    literal header values may be secrets and stay out of the log.
     """
 
     provider: str
@@ -64,10 +72,33 @@ class ProviderRegistered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_d
     observe: tuple[str, ...] = ()  # the names of its observations
     chain: str | None = None  # the chain whose nodes it is compared with
     quote: str | None = None  # the pair whose price it is compared with
+    source: ProviderSource = "file"
+    definition: dict[str, Any] | None = None  # source "api" only
 
 
 class ProviderRemoved(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    """The provider is no longer probed; its history stays. `over_api`: deleted over the
+    API, so a catalogue provider stays off across restarts (the file's are removed by
+    leaving the file)."""
+
     provider: str
+    over_api: bool = False
+
+
+class ProviderPaused(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    """Not probed until `ProviderResumed`: its open alerts resolve, it judges nothing."""
+
+    provider: str
+    actor: str
+    paused_at: float
+
+
+class ProviderResumed(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    """Probed again after `ProviderPaused`, judged afresh from its next probe."""
+
+    provider: str
+    actor: str
+    resumed_at: float
 
 
 class ConditionSeen(msgspec.Struct, frozen=True, gc=False):
@@ -203,6 +234,8 @@ Event = (
     | MaintenanceWindowScheduled
     | MaintenanceWindowCancelled
     | MonitoringChanged
+    | ProviderPaused
+    | ProviderResumed
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -217,6 +250,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         MaintenanceWindowScheduled,
         MaintenanceWindowCancelled,
         MonitoringChanged,
+        ProviderPaused,
+        ProviderResumed,
     )
 }
 
@@ -308,12 +343,17 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ProviderRegistered", 1): _added_fields,
     # v3 added `chain` and `quote`.
     ("ProviderRegistered", 2): _added_fields,
+    # v4 added `source` and `definition`.
+    ("ProviderRegistered", 3): _added_fields,
+    # v2 added `over_api`.
+    ("ProviderRemoved", 1): _added_fields,
     ("AlertAcknowledged", 1): _alert_acknowledged_v1_to_v2,
 }
 
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
 SCHEMA_VERSIONS["ProbeRecorded"] = 3
-SCHEMA_VERSIONS["ProviderRegistered"] = 3
+SCHEMA_VERSIONS["ProviderRegistered"] = 4
+SCHEMA_VERSIONS["ProviderRemoved"] = 2
 SCHEMA_VERSIONS["AlertAcknowledged"] = 2
 
 

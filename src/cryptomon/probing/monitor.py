@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -34,10 +35,20 @@ from cryptomon.events.types import (
     MaintenanceWindowScheduled,
     MonitoringChanged,
     ProbeKind,
+    ProviderPaused,
     ProviderRegistered,
     ProviderRemoved,
+    ProviderResumed,
+    ProviderSource,
     RateLimitSpec,
     WindowSource,
+)
+from cryptomon.probing.definitions import (
+    DefinitionRefused,
+    Entry,
+    defined_over_api,
+    read_book,
+    registration_stream,
 )
 from cryptomon.probing.probes import BodyCheck, ProbeResult, ProbeSpec, probe
 from cryptomon.probing.ratelimit import RateLimitTracker
@@ -65,7 +76,7 @@ COLLECTION_JOBS: dict[str, tuple[tuple[str, ...], float]] = {
     "sentiment_collection": (("sentiment",), 900.0),
 }
 RATE_LIMIT_SNAPSHOT_SECONDS = 60.0
-# Configuration events are one per provider and config change: read them all at once.
+# Maintenance events are one per window and change: read them all at once.
 _ALL = 1_000_000
 # Without a configured limit, provider headers still report usage per minute.
 DEFAULT_WINDOW_SECONDS = 60.0
@@ -73,10 +84,6 @@ DEFAULT_WINDOW_SECONDS = 60.0
 
 def provider_stream(name: str) -> str:
     return f"provider:{name}"
-
-
-def registration_stream(name: str) -> str:
-    return f"config:{name}"
 
 
 def maintenance_stream(window_id: str) -> str:
@@ -120,8 +127,14 @@ def monitoring_of(config: Config) -> MonitoringChanged:
     )
 
 
-def registration_of(provider: ProviderConfig, environ: Mapping[str, str]) -> ProviderRegistered:
-    """The provider's configuration as an event: the key's env var name, never the key."""
+def registration_of(
+    provider: ProviderConfig,
+    environ: Mapping[str, str],
+    source: ProviderSource = "file",
+    definition: dict[str, Any] | None = None,
+) -> ProviderRegistered:
+    """The provider's configuration as an event: the key's env var name, never the key
+    (and, defined over the API, the whole `definition` it was accepted with)."""
     limit = provider.rate_limit
     return ProviderRegistered(
         provider=provider.name,
@@ -141,6 +154,8 @@ def registration_of(provider: ProviderConfig, environ: Mapping[str, str]) -> Pro
         observe=tuple(provider.observe),
         chain=provider.chain,
         quote=provider.quote,
+        source=source,
+        definition=definition,
     )
 
 
@@ -250,9 +265,21 @@ class Monitor:
         self.environ = environ
         self.scheduler = Scheduler(self.clock, max_concurrency, owns)
         self.counters = ProbeCounters()
+        # The log's configuration events by provider (see definitions.py), as last read.
+        self.book: dict[str, Entry] = {}
+        # Every current provider (the file's or the catalogue's, then those defined over
+        # the API), paused ones included, and where each comes from.
+        self.providers: dict[str, ProviderConfig] = {p.name: p for p in config.providers}
+        self.sources: dict[str, ProviderSource] = dict.fromkeys(
+            self.providers, config.providers_source
+        )
+        # The providers scheduled: current, not paused, not skipped for a missing key.
         self.probed = [p for p in config.providers if p.skip_reason(environ) is None]
         self.trackers = {p.name: _tracker(p) for p in self.probed}
-        # One change of configuration at a time (`apply`).
+        # Called with the current providers' names after each change (the PostgreSQL
+        # leases divide exactly those between the instances).
+        self.on_providers: Callable[[list[str]], None] | None = None
+        # One change of configuration at a time (`apply`, the API's, the log's).
         self._applying = asyncio.Lock()
         self._plan_jobs()
 
@@ -321,25 +348,11 @@ class Monitor:
                 for name in MonitoringChanged.__struct_fields__
                 if getattr(before, name) != getattr(after, name)
             ]
-            in_flight: list[asyncio.Task[None]] = []
-            for name in (*changes.removed, *changes.changed):
-                in_flight += self.scheduler.remove_tasks(name)
-            if in_flight:
-                await asyncio.gather(*in_flight, return_exceptions=True)
             self.config = config
-            self.probed = [p for p in config.providers if p.skip_reason(self.environ) is None]
-            for name in changes.removed:
-                self.trackers.pop(name, None)
-            for provider in self.probed:
-                if provider.name not in changes.added and provider.name not in changes.changed:
-                    continue
-                previous = old.get(provider.name)
-                if provider.name not in self.trackers or (
-                    previous is not None and previous.rate_limit != provider.rate_limit
-                ):
-                    self.trackers[provider.name] = _tracker(provider)
-                self._plan_provider(provider)
-            await self.register_providers()
+            self.book = await read_book(self.store)
+            # Stopped before they are recorded removed: no probe of theirs comes after.
+            await self._settle()
+            await self._register_file()
             await self.register_monitoring()
             return changes
 
@@ -348,10 +361,18 @@ class Monitor:
         """How many providers this instance probes on schedule right now."""
         return sum(self.scheduler.owns(provider.name) for provider in self.probed)
 
-    async def start(self) -> None:
-        await self.register_providers()
+    async def load(self) -> None:
+        """Record the file's providers, windows and thresholds where they differ from the
+        log, and schedule every current provider: the file's and those the log defines."""
+        async with self._applying:
+            self.book = await read_book(self.store)
+            await self._register_file()
+            await self._settle()
         await self.register_maintenance()
         await self.register_monitoring()
+
+    async def start(self) -> None:
+        await self.load()
         self.scheduler.start()
 
     async def register_monitoring(self) -> int:
@@ -368,17 +389,259 @@ class Monitor:
         await self.scheduler.stop()
 
     async def register_providers(self) -> int:
-        """Record each provider whose configuration differs from the last one recorded,
-        and `ProviderRemoved` for each registered one the config no longer has (so it is
-        not left behind as a ghost); return how many events were recorded."""
+        """Record each provider of the file whose configuration differs from the last one
+        recorded, and `ProviderRemoved` for each registered one that is no longer a
+        current provider (so it is not left behind as a ghost); return how many events
+        were recorded."""
+        async with self._applying:
+            self.book = await read_book(self.store)
+            recorded = await self._register_file()
+            await self._settle()
+            return recorded
+
+    async def _register_file(self) -> int:
         recorded = 0
-        for provider in self.config.providers:
-            registration = registration_of(provider, self.environ)
-            recorded += await self._register(registration_stream(provider.name), registration)
-        configured = {provider.name for provider in self.config.providers}
-        for name in await self._registered_names() - configured:
-            recorded += await self._register(registration_stream(name), ProviderRemoved(name))
+        wanted = self._wanted()
+        for name, provider in wanted.items():
+            source = self.sources[name]
+            if source == "api":
+                continue  # recorded when it was defined
+            recorded += await self._record_definition(
+                registration_of(provider, self.environ, source)
+            )
+        for name, entry in sorted(self.book.items()):
+            if entry.current and name not in wanted:
+                recorded += await self._record_definition(ProviderRemoved(name))
+        if recorded:
+            self.book = await read_book(self.store)
         return recorded
+
+    def _wanted(self) -> dict[str, ProviderConfig]:
+        """The current providers, by name: the file's (a catalogue provider deleted over
+        the API stays off), then those the log defines over the API. A file defining a
+        name the API defined too wins: that is logged, and the file's registration
+        replaces the API's in the log."""
+        wanted: dict[str, ProviderConfig] = {}
+        sources: dict[str, ProviderSource] = {}
+        source = self.config.providers_source
+        taken = {provider.name.casefold() for provider in self.config.providers}
+        for provider in self.config.providers:
+            entry = self.book.get(provider.name)
+            if source == "catalogue" and entry is not None and entry.disabled:
+                continue
+            wanted[provider.name] = provider
+            sources[provider.name] = source
+        for name, entry in self.book.items():
+            if not entry.current or entry.source != "api":
+                continue
+            if name.casefold() in taken:
+                if name in wanted and self.sources.get(name) == "api":
+                    log.warning(
+                        "provider %s is defined by the config file now; the file's"
+                        " definition replaces the one made over the API",
+                        name,
+                        extra={"provider": name},
+                    )
+                continue
+            defined = defined_over_api(entry)
+            if defined is not None:
+                wanted[name] = defined
+                sources[name] = "api"
+        self.sources = sources
+        return wanted
+
+    async def _settle(self) -> None:
+        """Schedule exactly the current providers that are not paused, from the book: the
+        difference only. The runs in flight of a provider stopped or changed finish first."""
+        wanted = self._wanted()
+        self.providers = wanted
+        scheduled = {
+            name: provider
+            for name, provider in wanted.items()
+            if provider.skip_reason(self.environ) is None
+            and not (name in self.book and self.book[name].paused)
+        }
+        running = {provider.name: provider for provider in self.probed}
+        stopped = [
+            name for name in running if name not in scheduled or scheduled[name] != running[name]
+        ]
+        in_flight: list[asyncio.Task[None]] = []
+        for name in stopped:
+            in_flight += self.scheduler.remove_tasks(name)
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        self.probed = list(scheduled.values())
+        for name in list(self.trackers):
+            if name not in scheduled:
+                del self.trackers[name]
+        for name, provider in scheduled.items():
+            previous = running.get(name)
+            if previous == provider:
+                continue
+            if previous is None or previous.rate_limit != provider.rate_limit:
+                self.trackers[name] = _tracker(provider)
+            self._plan_provider(provider)
+        if self.on_providers is not None:
+            self.on_providers(list(wanted))
+
+    async def follow(self) -> None:
+        """Another instance recorded a configuration event: schedule from the log again
+        (its file is its own; this one records nothing for it)."""
+        async with self._applying:
+            self.book = await read_book(self.store)
+            await self._settle()
+
+    # ---- changes over the API ------------------------------------------------
+
+    def _entry(self, name: str) -> Entry:
+        """The current provider named (paused or not); 404 otherwise."""
+        entry = self.book.get(name)
+        if name not in self.providers or entry is None:
+            raise DefinitionRefused(
+                404,
+                "not-found",
+                "Not found",
+                f"no provider named {name[:100]!r}; see /api/providers",
+            )
+        return entry
+
+    def _owned_by_api(self, name: str, change: str) -> None:
+        source = self.sources[name]
+        if source == "file":
+            raise DefinitionRefused(
+                409,
+                "defined-by-file",
+                "Defined by the config file",
+                f"provider {name!r} is defined by the config file ({self.config.source}):"
+                f" {change} it there, then reload",
+            )
+        if source == "catalogue":
+            raise DefinitionRefused(
+                409,
+                "defined-by-catalogue",
+                "Defined by the bundled catalogue",
+                f"provider {name!r} comes from the bundled catalogue: it can be paused,"
+                " resumed or deleted (disabled) over the API, not edited; to change it,"
+                " define your providers in a config file",
+            )
+
+    async def create(self, provider: ProviderConfig, definition: dict[str, Any], actor: str) -> int:
+        """Define a new provider over the API and schedule it; return the position of its
+        registration."""
+        async with self._applying:
+            self.book = await read_book(self.store)
+            name = provider.name
+            for existing in self.providers:
+                if existing.casefold() == name.casefold():
+                    raise DefinitionRefused(
+                        409,
+                        "provider-exists",
+                        "Provider exists",
+                        f"provider {existing!r} exists already ({self.sources[existing]});"
+                        f" change it with PUT /api/providers/{existing}",
+                    )
+            entry = self.book.get(name)
+            if entry is not None and entry.disabled and entry.source == "catalogue":
+                raise DefinitionRefused(
+                    409,
+                    "provider-exists",
+                    "Provider exists",
+                    f"provider {name!r} is a catalogue provider, disabled: resume it with"
+                    f" POST /api/providers/{name}/resume",
+                )
+            registration = registration_of(provider, self.environ, "api", definition)
+            return await self._change(name, registration, actor, None)
+
+    async def replace(
+        self, provider: ProviderConfig, definition: dict[str, Any], actor: str, if_match: int | None
+    ) -> int:
+        """Change a provider defined over the API; `if_match` is the version the client
+        read (None: `If-Match: *`). Its runs in flight finish first."""
+        async with self._applying:
+            self.book = await read_book(self.store)
+            self._entry(provider.name)
+            self._owned_by_api(provider.name, "change")
+            registration = registration_of(provider, self.environ, "api", definition)
+            return await self._change(provider.name, registration, actor, if_match)
+
+    async def delete(self, name: str, actor: str, if_match: int | None) -> int:
+        """Stop probing a provider defined over the API (or disable a catalogue one); its
+        history stays. Its runs in flight finish first."""
+        async with self._applying:
+            self.book = await read_book(self.store)
+            self._entry(name)
+            if self.sources[name] == "file":
+                self._owned_by_api(name, "remove")
+            removal = ProviderRemoved(name, over_api=True)
+            return await self._change(name, removal, actor, if_match)
+
+    async def pause(self, name: str, actor: str) -> int:
+        async with self._applying:
+            self.book = await read_book(self.store)
+            entry = self._entry(name)
+            if entry.paused:
+                raise DefinitionRefused(
+                    409, "already-paused", "Already paused", f"provider {name!r} is paused already"
+                )
+            paused = ProviderPaused(name, actor, self.clock.time())
+            return await self._change(name, paused, actor, None)
+
+    async def resume(self, name: str, actor: str) -> int:
+        """Probe a paused provider again, or a catalogue provider deleted (disabled) over
+        the API."""
+        async with self._applying:
+            self.book = await read_book(self.store)
+            entry = self.book.get(name)
+            catalogue = {p.name: p for p in self.config.providers}
+            if (
+                entry is not None
+                and entry.disabled
+                and self.config.providers_source == "catalogue"
+                and name in catalogue
+            ):
+                registration = registration_of(catalogue[name], self.environ, "catalogue")
+                return await self._change(name, registration, actor, None)
+            entry = self._entry(name)
+            if not entry.paused:
+                raise DefinitionRefused(
+                    409, "not-paused", "Not paused", f"provider {name!r} is not paused"
+                )
+            resumed = ProviderResumed(name, actor, self.clock.time())
+            return await self._change(name, resumed, actor, None)
+
+    async def _change(
+        self,
+        name: str,
+        event: ProviderRegistered | ProviderRemoved | ProviderPaused | ProviderResumed,
+        actor: str,
+        if_match: int | None,
+    ) -> int:
+        """Append one configuration event to the provider's stream, at the version the
+        book read (another writer meanwhile, or an `if_match` not the provider's version:
+        412), then schedule from the log again. The provider's runs in flight finish
+        before the event is recorded."""
+        entry = self.book.get(name)
+        if entry is not None and if_match is not None and entry.position != if_match:
+            raise _stale(name, entry.position)
+        in_flight = self.scheduler.remove_tasks(name)
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        self.probed = [provider for provider in self.probed if provider.name != name]
+        try:
+            [position] = await self.store.append(
+                registration_stream(name),
+                [event],
+                expected_version=0 if entry is None else entry.version,
+                metadata=EventMetadata(actor=actor),
+            )
+        except ConcurrencyError:
+            raise _stale(name, None) from None
+        finally:
+            self.book = await read_book(self.store)
+            await self._settle()
+        return position
+
+    # ---- recording -------------------------------------------------------------
 
     async def register_maintenance(self) -> int:
         """Record each `[[maintenance]]` window of the file whose definition differs from
@@ -426,28 +689,10 @@ class Monitor:
             except ConcurrencyError:
                 continue
 
-    async def _registered_names(self) -> set[str]:
-        """Providers whose last configuration event is a registration, not a removal."""
-        events = await self.store.read_by_type(
-            ["ProviderRegistered", "ProviderRemoved"], limit=_ALL, newest_first=False
-        )
-        names: set[str] = set()
-        for recorded in events:
-            event = recorded.event
-            if isinstance(event, ProviderRegistered):
-                names.add(event.provider)
-            elif isinstance(event, ProviderRemoved):
-                names.discard(event.provider)
-        return names
-
     async def _register(
-        self,
-        stream: str,
-        registration: ProviderRegistered
-        | ProviderRemoved
-        | MaintenanceWindowScheduled
-        | MonitoringChanged,
+        self, stream: str, registration: MaintenanceWindowScheduled | MonitoringChanged
     ) -> int:
+        """Append `registration` unless it is what the stream last recorded."""
         while True:
             version = await self.store.stream_version(stream)
             if version:
@@ -464,6 +709,29 @@ class Monitor:
                 return 1
             except ConcurrencyError:
                 continue  # another instance registered it meanwhile: compare with theirs
+
+    async def _record_definition(self, definition: ProviderRegistered | ProviderRemoved) -> int:
+        """Append a provider's registration or removal unless the book's last one is the
+        same (its pauses and resumes are no definition: they do not count)."""
+        while True:
+            entry = self.book.get(definition.provider)
+            last = None if entry is None else entry.removal or entry.registered
+            if last == definition or (
+                isinstance(definition, ProviderRemoved)
+                and (last is None or isinstance(last, ProviderRemoved))
+            ):
+                return 0
+            try:
+                await self.store.append(
+                    registration_stream(definition.provider),
+                    [definition],
+                    expected_version=0 if entry is None else entry.version,
+                    metadata=EventMetadata(actor="config"),
+                )
+                return 1
+            except ConcurrencyError:
+                # Another instance recorded one meanwhile: compare with theirs.
+                self.book = await read_book(self.store)
 
     async def trigger(self, job_id: str, actor: str) -> int:
         """Run a job now, recording who asked; return how many tasks ran."""
@@ -528,6 +796,17 @@ class Monitor:
             self.counters.lost += 1
             raise
         self.counters.appended += 1
+
+
+def _stale(name: str, current: int | None) -> DefinitionRefused:
+    now = f" (it is at {current})" if current is not None else ""
+    return DefinitionRefused(
+        412,
+        "version-mismatch",
+        "Precondition failed",
+        f"provider {name!r} changed since the version named in If-Match{now}: GET it again,"
+        " and retry with its ETag",
+    )
 
 
 def _tracker(provider: ProviderConfig) -> RateLimitTracker:

@@ -50,6 +50,7 @@ from cryptomon.events.types import (
     Event,
     MonitoringChanged,
     ProbeRecorded,
+    ProviderPaused,
     ProviderRemoved,
     RateLimitChanged,
 )
@@ -222,7 +223,8 @@ class AlertsProjection(Projection[AlertsState]):
             ProbeRecorded: self._probe,
             RateLimitChanged: self._rate_limit,
             AlertAcknowledged: self._acknowledge,
-            ProviderRemoved: self._removed,
+            ProviderRemoved: self._stopped,
+            ProviderPaused: self._stopped,
             MonitoringChanged: self._thresholds,
         }
 
@@ -343,13 +345,15 @@ class AlertsProjection(Projection[AlertsState]):
             return [self._resolve(position, now, probe.provider, "failure_rate")]
         return []
 
-    def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
-        self.state.windows.pop(removal.provider, None)
-        self.state.block_ends.pop(removal.provider, None)
-        at = recorded_at
+    def _stopped(
+        self, position: int, recorded_at: float, stop: ProviderRemoved | ProviderPaused
+    ) -> list[Notice]:
+        """Removed or paused: it is probed no more, so each of its open alerts resolves."""
+        self.state.windows.pop(stop.provider, None)
+        self.state.block_ends.pop(stop.provider, None)
         return [
-            self._resolve(position, at, removal.provider, kind)
-            for kind in list(self.state.open.get(removal.provider, ()))
+            self._resolve(position, recorded_at, stop.provider, kind)
+            for kind in list(self.state.open.get(stop.provider, ()))
         ]
 
     def _rate_limit(

@@ -69,6 +69,8 @@ class Judgeable(Protocol):
 
     provider: str
     states: list[Judgement]  # the judgements that hold, in the order they began
+    succeeded: bool  # whether its last probe succeeded: only then does it count
+    over: int  # probes in a row past a threshold
 
 
 class JudgingProjection(Projection[StateT]):
@@ -104,3 +106,14 @@ class JudgingProjection(Projection[StateT]):
         else:
             member.states.remove(state)
         return Judged(position, at, member.provider, group, state, active, details)
+
+    def rest(self, position: int, at: float, group: str, member: Judgeable) -> list[Notice]:
+        """`member` is paused: it counts for its group no more until a probe of it
+        succeeds again (after it is resumed), and its judgements end."""
+        member.succeeded = False
+        member.over = 0
+        ended = [
+            self.flip(position, at, group, member, state, False, "paused")
+            for state in list(member.states)
+        ]
+        return self.forwarded(list(ended))

@@ -41,6 +41,7 @@ from cryptomon.events.types import (
     Event,
     ObservedValue,
     ProbeRecorded,
+    ProviderPaused,
     ProviderRegistered,
     ProviderRemoved,
 )
@@ -224,6 +225,7 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         return {
             ProviderRegistered: self._registered,
             ProviderRemoved: self._removed,
+            ProviderPaused: self._paused,
             ProbeRecorded: self._probe,
         }
 
@@ -242,6 +244,13 @@ class ChainsProjection(JudgingProjection[ChainsState]):
             chain.nodes[provider] = Node(provider=provider)
             self.state.chain_of[provider] = config.chain
         return notices
+
+    def _paused(self, position: int, recorded_at: float, pause: ProviderPaused) -> list[Notice]:
+        name = self.state.chain_of.get(pause.provider)
+        if name is None:
+            return []
+        member = self.state.chains[name].nodes[pause.provider]
+        return self.rest(position, recorded_at, f"chain:{name}", member)
 
     def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
         return self.forwarded(self._leave(position, recorded_at, removal.provider))

@@ -16,7 +16,14 @@ from cryptomon.events.types import ProbeRecorded, RateLimitChanged, RecordedEven
 from cryptomon.isotime import iso_time
 
 ProviderStatus = Literal[
-    "online", "degraded", "offline", "rate_limited", "maintenance", "unconfigured", "unknown"
+    "online",
+    "degraded",
+    "offline",
+    "rate_limited",
+    "maintenance",
+    "unconfigured",
+    "unknown",
+    "paused",
 ]
 PROVIDER_STATUSES: tuple[ProviderStatus, ...] = get_args(ProviderStatus)
 # How a provider stands against the others of its chain or pair (see chains.py, quotes.py).

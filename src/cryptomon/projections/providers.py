@@ -38,6 +38,11 @@ A removed provider (`ProviderRemoved`) is kept, marked `removed` with the time o
 removal: its last status, probes and observations stay to be read, and it counts in no
 summary. Probes folded after its removal (in flight when it was removed) change nothing.
 A later `ProviderRegistered` of the name brings it back, judged afresh from `unknown`.
+
+A paused provider (`ProviderPaused`) is `paused` until `ProviderResumed`, which judges it
+afresh from `unknown`; probes folded meanwhile change nothing, and it counts in no
+summary but its own. Each provider keeps where it comes from (`source`) and the position
+of its last configuration event (`config_position`: its version, the ETag of its view).
 """
 
 from __future__ import annotations
@@ -53,8 +58,11 @@ from cryptomon.events.types import (
     ObservedValue,
     ProbeOutcome,
     ProbeRecorded,
+    ProviderPaused,
     ProviderRegistered,
     ProviderRemoved,
+    ProviderResumed,
+    ProviderSource,
     RateLimitChanged,
 )
 from cryptomon.isotime import iso_time
@@ -101,6 +109,10 @@ class ProviderState(msgspec.Struct, gc=False, kw_only=True):
     # Removed by a `ProviderRemoved` (its recorded_at), until registered again.
     removed: bool = False
     removed_at: float | None = None
+    source: ProviderSource = "file"
+    config_position: int = 0  # of its last configuration event
+    paused_by: str | None = None  # while paused: who paused it, and when
+    paused_at: float | None = None
 
 
 class Observed(msgspec.Struct, frozen=True, gc=False):
@@ -124,6 +136,7 @@ class ProvidersSummary(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     maintenance: int
     unconfigured: int
     unknown: int
+    paused: int
     system_health: str  # the seed's: healthy / degraded / unhealthy
 
 
@@ -135,8 +148,8 @@ class ProvidersProjection(Projection[ProvidersState]):
     # 2: certificates, observations, maintenance; 3: judgements (probe_status, judged);
     # 4: maintenance windows (window, judged_in); 5: thresholds folded from
     # `MonitoringChanged`, no longer settings; 6: a removed provider is kept, marked
-    # `removed` (removed_at), instead of dropped
-    version: ClassVar[int] = 6
+    # `removed` (removed_at), instead of dropped; 7: `source`, `config_position`, paused
+    version: ClassVar[int] = 7
     # The windows, read as each probe is folded: set by `Projections` (None: no windows).
     windows: MaintenanceProjection | None = None
 
@@ -166,15 +179,18 @@ class ProvidersProjection(Projection[ProvidersState]):
     def summary(self) -> ProvidersSummary:
         """Counts by status, and the seed's system health: healthy when at least 90% of
         the providers with a known status (not unconfigured, not yet probed, not in a
-        maintenance they declared) are online, degraded from 70%. A service that has
-        probed nothing yet is not unhealthy. Removed providers count in none of it."""
+        maintenance they declared, not paused) are online, degraded from 70%. A service
+        that has probed nothing yet is not unhealthy. Removed providers count in none of
+        it."""
         counts = dict.fromkeys(PROVIDER_STATUSES, 0)
         total = 0
         for provider in self.state.providers.values():
             if not provider.removed:
                 counts[provider.status] += 1
                 total += 1
-        monitored = total - counts["unconfigured"] - counts["unknown"] - counts["maintenance"]
+        monitored = total - sum(
+            counts[status] for status in ("unconfigured", "unknown", "maintenance", "paused")
+        )
         ratio = counts["online"] / monitored if monitored else 1.0
         health = "healthy" if ratio >= 0.9 else "degraded" if ratio >= 0.7 else "unhealthy"
         return ProvidersSummary(total=total, system_health=health, **counts)
@@ -187,8 +203,34 @@ class ProvidersProjection(Projection[ProvidersState]):
             RateLimitChanged: self._rate_limit,
             ProviderRegistered: self._registered,
             ProviderRemoved: self._removed,
+            ProviderPaused: self._paused,
+            ProviderResumed: self._resumed,
             MonitoringChanged: self._thresholds,
         }
+
+    def _paused(self, position: int, recorded_at: float, pause: ProviderPaused) -> list[Notice]:
+        provider = self.state.providers.get(pause.provider)
+        if provider is None or provider.removed:
+            return []
+        provider.config_position = position
+        provider.paused_by = pause.actor
+        provider.paused_at = pause.paused_at
+        old = provider.status
+        provider.probe_status = provider.status = "paused"
+        provider.last_status_change = pause.paused_at
+        if old == "paused":
+            return []
+        details = f"paused by {pause.actor}"
+        return [
+            ProviderStatusChanged(position, pause.paused_at, provider.name, old, "paused", details)
+        ]
+
+    def _resumed(self, position: int, recorded_at: float, resume: ProviderResumed) -> list[Notice]:
+        provider = self.state.providers.get(resume.provider)
+        if provider is None or provider.removed:
+            return []
+        provider.config_position = position
+        return self._afresh(provider, position, resume.resumed_at, f"resumed by {resume.actor}")
 
     def _thresholds(
         self, position: int, recorded_at: float, thresholds: MonitoringChanged
@@ -201,6 +243,8 @@ class ProvidersProjection(Projection[ProvidersState]):
         if provider is not None and not provider.removed:
             provider.removed = True
             provider.removed_at = recorded_at
+            provider.config_position = position
+            provider.paused_by = provider.paused_at = None
         return []
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
@@ -209,8 +253,8 @@ class ProvidersProjection(Projection[ProvidersState]):
             provider = self.state.providers[probe.provider] = ProviderState(
                 name=probe.provider, category=UNKNOWN_CATEGORY, base_url=""
             )
-        elif provider.removed:
-            return []  # in flight when it was removed: it is no longer judged
+        elif provider.removed or provider.paused_at is not None:
+            return []  # in flight when it was removed or paused: it is no longer judged
         provider.last_probe = probe
         outcome = probe.outcome
         if outcome != "success":
@@ -437,7 +481,7 @@ class ProvidersProjection(Projection[ProvidersState]):
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         if provider is None or not blocked or provider.status in ("rate_limited", "unconfigured"):
             return []
-        if provider.removed:
+        if provider.removed or provider.paused_at is not None:
             return []
         if provider.window is not None:
             return []  # in a maintenance window: its end judges the provider afresh
@@ -454,11 +498,15 @@ class ProvidersProjection(Projection[ProvidersState]):
                 name=config.provider, category=config.category, base_url=config.base_url
             )
         elif provider.removed:
-            notices += self._returned(provider, position, recorded_at)
+            notices += self._afresh(provider, position, recorded_at, "registered again")
+        provider.config_position = position
+        provider.source = config.source
         provider.category = config.category
         provider.base_url = config.base_url
         provider.degraded_latency_ms = config.degraded_latency_ms
         provider.key_configured = config.key_configured
+        if provider.paused_at is not None:
+            return notices  # its key is judged when it is resumed
         if not config.key_configured and provider.status != "unconfigured":
             new: ProviderStatus = "unconfigured"
         elif config.key_configured and provider.status == "unconfigured":
@@ -468,11 +516,15 @@ class ProvidersProjection(Projection[ProvidersState]):
         provider.probe_status = new
         return [*notices, self._change(provider, position, recorded_at, new, config)]
 
-    def _returned(self, provider: ProviderState, position: int, at: float) -> list[Notice]:
-        """A removed provider registered again: judged afresh, as a new one would be, its
-        last probes and observations kept."""
+    def _afresh(
+        self, provider: ProviderState, position: int, at: float, details: str
+    ) -> list[Notice]:
+        """A removed provider registered again, or a paused one resumed: judged afresh, as
+        a new one would be (`unconfigured` without its key), its last probes and
+        observations kept."""
         provider.removed = False
         provider.removed_at = None
+        provider.paused_by = provider.paused_at = None
         provider.consecutive_failures = provider.consecutive_successes = 0
         provider.recent.clear()
         provider.recent_failures = 0
@@ -480,13 +532,12 @@ class ProvidersProjection(Projection[ProvidersState]):
         provider.judged_in.clear()
         provider.window = provider.window_name = provider.window_ends_at = None
         old = provider.status
-        provider.probe_status = provider.status = "unknown"
-        if old == "unknown":
+        new: ProviderStatus = "unknown" if provider.key_configured else "unconfigured"
+        provider.probe_status = provider.status = new
+        if old == new:
             return []
         provider.last_status_change = at
-        return [
-            ProviderStatusChanged(position, at, provider.name, old, "unknown", "registered again")
-        ]
+        return [ProviderStatusChanged(position, at, provider.name, old, new, details)]
 
     def _change(
         self,

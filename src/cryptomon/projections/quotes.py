@@ -27,6 +27,7 @@ from cryptomon.events.types import (
     Event,
     ObservedValue,
     ProbeRecorded,
+    ProviderPaused,
     ProviderRegistered,
     ProviderRemoved,
 )
@@ -141,6 +142,7 @@ class QuotesProjection(JudgingProjection[QuotesState]):
         return {
             ProviderRegistered: self._registered,
             ProviderRemoved: self._removed,
+            ProviderPaused: self._paused,
             ProbeRecorded: self._probe,
         }
 
@@ -158,6 +160,13 @@ class QuotesProjection(JudgingProjection[QuotesState]):
             pair.sources[provider] = Source(provider=provider)
             self.state.pair_of[provider] = config.quote
         return notices
+
+    def _paused(self, position: int, recorded_at: float, pause: ProviderPaused) -> list[Notice]:
+        name = self.state.pair_of.get(pause.provider)
+        if name is None:
+            return []
+        member = self.state.pairs[name].sources[pause.provider]
+        return self.rest(position, recorded_at, f"pair:{name}", member)
 
     def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
         return self.forwarded(self._leave(position, recorded_at, removal.provider))

@@ -151,9 +151,7 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
         if settings.probing:
             await monitor.start()
         else:
-            await monitor.register_providers()
-            await monitor.register_maintenance()
-            await monitor.register_monitoring()
+            await monitor.load()
         yield
     finally:
         await monitor.stop()

@@ -12,7 +12,7 @@ import time
 import msgspec
 from aiohttp import web
 
-from cryptomon.config import MaintenanceWindowError, check_maintenance_body
+from cryptomon.config import BodyError, check_maintenance_body
 from cryptomon.events.log import ConcurrencyError
 from cryptomon.events.types import EventMetadata, MaintenanceWindowCancelled
 from cryptomon.http.errors import Conflict, InvalidParameter, NotFound
@@ -77,7 +77,7 @@ async def create_window(request: web.Request) -> web.Response:
     known = {provider.name.casefold() for provider in models.projections.providers.all()}
     try:
         config = check_maintenance_body(body, known)
-    except MaintenanceWindowError as exc:
+    except BodyError as exc:
         raise InvalidParameter(exc.field, exc.problem) from None
     window_id = f"api:{secrets.token_hex(6)}"
     event = window_of(config, window_id, "api")

@@ -29,6 +29,7 @@ class CachedAnswer:
     status: int
     content_type: str
     body: bytes
+    etag: str | None  # a provider's version (see providers.py): If-Match needs it
 
 
 def cached(handler: Handler) -> Handler:
@@ -38,15 +39,22 @@ def cached(handler: Handler) -> Handler:
         key = request.path_qs
         entry = entries.get(key)
         if entry is not None and now < entry.expires:
-            return web.Response(
+            cached = web.Response(
                 body=entry.body, status=entry.status, content_type=entry.content_type
             )
+            if entry.etag is not None:
+                cached.headers["ETag"] = entry.etag
+            return cached
         response = await handler(request)
         if isinstance(response, web.Response) and isinstance(response.body, bytes):
             if len(entries) >= MAX_ENTRIES:
                 entries.clear()  # many distinct queries: start over rather than grow
             entries[key] = CachedAnswer(
-                now + MAX_AGE, response.status, response.content_type, response.body
+                now + MAX_AGE,
+                response.status,
+                response.content_type,
+                response.body,
+                response.headers.get("ETag"),
             )
         return response
 

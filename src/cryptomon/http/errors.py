@@ -16,6 +16,7 @@ from aiohttp import web
 
 from cryptomon.events.log import StoreClosedError, StoreError
 from cryptomon.http.reload import ConfigInvalid
+from cryptomon.probing.definitions import DefinitionRefused
 from cryptomon.probing.scheduler import UnknownJobError
 from cryptomon.projections import AlreadyAcknowledgedError, UnknownAlertError
 
@@ -113,6 +114,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
     except Conflict as exc:
         return problem_response(409, exc.slug, exc.title, exc.detail, request)
+    except DefinitionRefused as exc:
+        return problem_response(exc.status, exc.kind, exc.title, exc.message, request)
     except Unauthorized as exc:
         response = problem_response(401, "unauthorized", "Unauthorized", str(exc), request)
         response.headers["WWW-Authenticate"] = 'Bearer realm="cryptomon"'

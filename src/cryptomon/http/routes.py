@@ -179,6 +179,62 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         cached=True,
     ),
     Endpoint(
+        "POST",
+        "/api/providers",
+        providers.create_provider,
+        "Define a provider (JSON body: the keys of a [[providers]] table, checked as the"
+        " file's are; a key or secret header names its env var, never its value); answers"
+        " 201 with the provider, its ETag and Location",
+        schemas.ProviderView,
+        write=True,
+        errors=(400, 401, 403, 409),
+    ),
+    Endpoint(
+        "PUT",
+        "/api/providers/{name}",
+        providers.replace_provider,
+        "Change a provider defined over the API (the whole definition, as for POST);"
+        " If-Match must name its ETag: 428 without one, 412 when it changed meanwhile."
+        " One from the config file or the catalogue: 409",
+        schemas.ProviderView,
+        (NAME,),
+        write=True,
+        errors=(400, 401, 403, 404, 409, 412, 428),
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/providers/{name}",
+        providers.delete_provider,
+        "Stop probing a provider defined over the API, or disable a catalogue one (resume"
+        " brings it back); its history stays, marked removed. If-Match is optional. One"
+        " from the config file: 409",
+        schemas.ProviderView,
+        (NAME,),
+        write=True,
+        errors=(400, 401, 403, 404, 409, 412),
+    ),
+    Endpoint(
+        "POST",
+        "/api/providers/{name}/pause",
+        providers.pause_provider,
+        "Pause a provider: not probed, status paused, its open alerts resolved",
+        schemas.ProviderView,
+        (NAME,),
+        write=True,
+        errors=(401, 403, 404, 409),
+    ),
+    Endpoint(
+        "POST",
+        "/api/providers/{name}/resume",
+        providers.resume_provider,
+        "Resume a paused provider (or a catalogue one deleted over the API): probed again,"
+        " judged afresh",
+        schemas.ProviderView,
+        (NAME,),
+        write=True,
+        errors=(401, 403, 404, 409),
+    ),
+    Endpoint(
         "GET",
         "/api/providers/{name}/stats",
         providers.provider_stats,

@@ -197,6 +197,15 @@ class ProviderView(Schema, frozen=True):
     # Removed (`ProviderRemoved`): no longer probed, its last state and history kept.
     removed: bool = False
     removed_at: str | None = None
+    # Who defines it: the config file, the bundled catalogue or the API (only then can
+    # it be changed over the API; a catalogue one can be paused or deleted).
+    source: Literal["file", "api", "catalogue"] = "file"
+    # The position of its last configuration event: the ETag a PUT names in If-Match.
+    version: int = 0
+    # Defined over the API: its definition as accepted (the keys of a [[providers]] table).
+    definition: dict[str, Any] | None = None
+    paused_by: str | None = None  # while paused (status `paused`): who paused it, and when
+    paused_at: str | None = None
 
 
 class ProviderWindow(Schema, frozen=True):

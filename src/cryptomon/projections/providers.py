@@ -47,7 +47,7 @@ of its last configuration event (`config_position`: its version, the ETag of its
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -110,6 +110,7 @@ class ProviderState(msgspec.Struct, gc=False, kw_only=True):
     removed: bool = False
     removed_at: float | None = None
     source: ProviderSource = "file"
+    definition: dict[str, Any] | None = None  # defined over the API: as it was accepted
     config_position: int = 0  # of its last configuration event
     paused_by: str | None = None  # while paused: who paused it, and when
     paused_at: float | None = None
@@ -501,6 +502,7 @@ class ProvidersProjection(Projection[ProvidersState]):
             notices += self._afresh(provider, position, recorded_at, "registered again")
         provider.config_position = position
         provider.source = config.source
+        provider.definition = config.definition
         provider.category = config.category
         provider.base_url = config.base_url
         provider.degraded_latency_ms = config.degraded_latency_ms

@@ -266,8 +266,9 @@ def _allow_origins(app: web.Application, origins: tuple[str, ...]) -> None:
     """CORS for exactly the configured origins; none configured means none allowed."""
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
-        allow_headers=("Authorization", "Content-Type"),
-        allow_methods=("GET", "POST"),
+        allow_headers=("Authorization", "Content-Type", "If-Match"),
+        expose_headers=("ETag", "Location"),
+        allow_methods=("GET", "POST", "PUT", "DELETE"),
         max_age=600,
     )
     cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})

@@ -1,22 +1,35 @@
-"""`/api/providers`: each provider, its stats and its series.
+"""`/api/providers`: each provider, its stats and its series; and defining, changing,
+deleting, pausing and resuming providers over the API (writes).
 
 A removed provider leaves the listing (unless `?removed=true` asks for it) but still
-answers by name, its stats and series too, marked `removed`."""
+answers by name, its stats and series too, marked `removed`.
+
+A provider's view carries its version (the position of its last configuration event)
+as its ETag; a `PUT` names it in `If-Match` (428 without one, 412 when it moved on). Only
+a provider defined over the API can be changed or deleted; the file's belong to the
+file, and the catalogue's can be paused, resumed or deleted (disabled). A body is the
+keys of a `[[providers]]` table as JSON, checked as the file's are, and never holds a
+secret: keys and secret headers name their environment variables (`env:NAME`)."""
 
 from __future__ import annotations
 
+import re
 import time
+from typing import Any
 
+import msgspec
 from aiohttp import web
 
-from cryptomon.config import ProviderConfig, mask_key
+from cryptomon.config import BodyError, ProviderConfig, check_provider_body, mask_key
 from cryptomon.events.types import (
     ProbeRecorded,
 )
-from cryptomon.http.errors import NotFound
+from cryptomon.http.errors import InvalidParameter, NotFound
 from cryptomon.http.keys import (
     ARGUMENTS,
+    MONITOR,
     SETTINGS,
+    WRITER,
 )
 from cryptomon.http.schemas import (
     CertificateView,
@@ -31,8 +44,9 @@ from cryptomon.http.schemas import (
     ProviderView,
     ProviderWindow,
 )
-from cryptomon.http.views import DAY, HOUR, models_of, respond, rounded, series_step
+from cryptomon.http.views import DAY, HOUR, models_of, respond, rounded, series_step, visible
 from cryptomon.isotime import iso_time
+from cryptomon.probing.definitions import DefinitionRefused
 from cryptomon.projections import WindowStats
 from cryptomon.projections.providers import ProviderState
 
@@ -58,7 +72,7 @@ def _last_probe(probe: ProbeRecorded | None) -> LastProbe | None:
 
 
 def _configured(request: web.Request, name: str) -> ProviderConfig | None:
-    return request.app[SETTINGS].providers_by_name.get(name)
+    return request.app[MONITOR].providers.get(name)
 
 
 def _provider_view(request: web.Request, state: ProviderState, now: float) -> ProviderView:
@@ -100,6 +114,11 @@ def _provider_view(request: web.Request, state: ProviderState, now: float) -> Pr
         ),
         removed=state.removed,
         removed_at=iso_time(state.removed_at),
+        source=state.source,
+        version=state.config_position,
+        definition=state.definition,
+        paused_by=state.paused_by,
+        paused_at=iso_time(state.paused_at),
     )
 
 
@@ -135,7 +154,111 @@ async def providers(request: web.Request) -> web.Response:
 
 
 async def provider(request: web.Request) -> web.Response:
-    return respond(_provider_view(request, provider_state(request), time.time()))
+    return _with_etag(request, provider_state(request))
+
+
+def _with_etag(request: web.Request, state: ProviderState, status: int = 200) -> web.Response:
+    response = respond(_provider_view(request, state, time.time()), status=status)
+    response.headers["ETag"] = f'"{state.config_position}"'
+    return response
+
+
+# A provider's definition is small: a few URLs, headers, conditions and collections.
+MAX_BODY_BYTES = 64 * 1024
+_ENTITY_TAG = re.compile(r'(?:W/)?"([0-9]{1,19})"')
+
+
+async def _definition(
+    request: web.Request, name: str | None = None
+) -> tuple[ProviderConfig, dict[str, Any]]:
+    """The body as a provider, checked as the file's are (400 naming the key), and the
+    body itself: the definition recorded. `name`: the path's, which the body may leave out
+    but not contradict."""
+    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise InvalidParameter("body", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise InvalidParameter("body", "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidParameter("body", "expected a JSON object: the keys of a [[providers]] table")
+    if name is not None:
+        given = body.setdefault("name", name)
+        if given != name:
+            raise InvalidParameter(
+                "name", f"the body names {str(given)[:100]!r}, the path {name!r}: renaming is"
+                " deleting one provider and creating another"
+            )  # fmt: skip
+    try:
+        return check_provider_body(body), body
+    except BodyError as exc:
+        raise InvalidParameter(exc.field, exc.problem) from None
+
+
+def _if_match(request: web.Request) -> int | None:
+    """The version `If-Match` names (None for `*`: whatever it is now)."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        raise DefinitionRefused(
+            428, "precondition-required", "Precondition required",
+            "a PUT needs If-Match with the provider's ETag, from GET /api/providers/{name},"
+            " so that it cannot overwrite a change it has not seen",
+        )  # fmt: skip
+    header = header.strip()
+    if header == "*":
+        return None
+    match = _ENTITY_TAG.fullmatch(header)
+    if match is None:
+        raise InvalidParameter(
+            "If-Match", f"expected one ETag as GET /api/providers/{{name}} gives it (like"
+            f' "42"), got {header[:60]!r}'
+        )  # fmt: skip
+    return int(match[1])
+
+
+async def _changed(
+    request: web.Request, name: str, position: int, status: int = 200
+) -> web.Response:
+    await visible(request, position)
+    state = models_of(request).projections.providers.get(name)
+    assert state is not None  # its configuration event was just folded
+    return _with_etag(request, state, status)
+
+
+async def create_provider(request: web.Request) -> web.Response:
+    provider, definition = await _definition(request)
+    position = await request.app[MONITOR].create(provider, definition, request[WRITER])
+    response = await _changed(request, provider.name, position, status=201)
+    response.headers["Location"] = f"/api/providers/{provider.name}"
+    return response
+
+
+async def replace_provider(request: web.Request) -> web.Response:
+    name = request[ARGUMENTS].path("name")
+    if_match = _if_match(request)
+    provider, definition = await _definition(request, name)
+    position = await request.app[MONITOR].replace(provider, definition, request[WRITER], if_match)
+    return await _changed(request, name, position)
+
+
+async def delete_provider(request: web.Request) -> web.Response:
+    name = request[ARGUMENTS].path("name")
+    if_match = _if_match(request) if "If-Match" in request.headers else None
+    position = await request.app[MONITOR].delete(name, request[WRITER], if_match)
+    return await _changed(request, name, position)
+
+
+async def pause_provider(request: web.Request) -> web.Response:
+    name = request[ARGUMENTS].path("name")
+    position = await request.app[MONITOR].pause(name, request[WRITER])
+    return await _changed(request, name, position)
+
+
+async def resume_provider(request: web.Request) -> web.Response:
+    name = request[ARGUMENTS].path("name")
+    position = await request.app[MONITOR].resume(name, request[WRITER])
+    return await _changed(request, name, position)
 
 
 def _latency_stats(stats: WindowStats) -> LatencyStats:

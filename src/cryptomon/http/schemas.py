@@ -277,6 +277,7 @@ class SystemStatus(Schema, frozen=True):
     system_health: str
     open_alerts: int
     event_position: int
+    paused: int = 0  # not probed until resumed (counted in total_apis)
 
 
 class MetricsPoint(Schema, frozen=True):

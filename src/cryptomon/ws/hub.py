@@ -514,6 +514,7 @@ class Hub:
             "maintenance_count": summary.maintenance,
             "unconfigured_count": summary.unconfigured,
             "unknown_count": summary.unknown,
+            "paused_count": summary.paused,
             "avg_response_time_ms": hour.avg_latency_ms,
             "total_requests_hour": hour.count,
             "total_failures_hour": hour.failures,

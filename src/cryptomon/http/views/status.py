@@ -37,6 +37,7 @@ async def status(request: web.Request) -> web.Response:
             maintenance=summary.maintenance,
             unconfigured=summary.unconfigured,
             unknown=summary.unknown,
+            paused=summary.paused,
             avg_response_time_ms=rounded(window.avg_latency_ms),
             last_update=iso_time(last_update),
             system_health=summary.system_health,

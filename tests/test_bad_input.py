@@ -675,8 +675,12 @@ def test_a_deeply_nested_payload_is_a_decode_error(event_type: str, version: int
 def make_app(tmp_path: Path, standin: StandIn) -> Callable[[], web.Application]:
     def make() -> web.Application:
         path = tmp_path / "bad.toml"
+        # The attacks below come from one client, more than the default burst of requests.
         path.write_text(
             f"""
+[server]
+request_burst = 100000
+
 [[providers]]
 name = "Up"
 category = "market_data"
@@ -1229,7 +1233,7 @@ async def test_no_route_serves_files_outside_the_package_or_fails_on_traversal(
     static = {target: status for target, status in outcomes if target in STATIC_TARGETS}
     # The dashboard's own files, and nothing else, are served from /static/.
     served = [t for t, status in static.items() if status == 200]
-    assert served == ["/static/dashboard.css?../../pyproject.toml"], served
+    assert served == ["/static/dashboard.css?../../pyproject.toml"], static
     assert all(status in (400, 404) for t, status in static.items() if t not in served), static
     await still_serving(client)
 

@@ -263,6 +263,11 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
     alert_id = await service.take_down()
     paths = {e.path for e in ENDPOINTS}
     window_id = ""  # the maintenance window the walk creates, then cancels
+    # The walk defines a provider over the API, changes, pauses, resumes and deletes it.
+    walked = (
+        b'{"name": "Walked", "category": "news", "base_url": "http://127.0.0.1:9",'
+        b' "interval": "1h"}'
+    )
     for endpoint in ENDPOINTS:
         path = filled(endpoint.path, alert_id).replace("{window_id}", window_id)
         headers = {"Content-Type": "application/json"} if endpoint.method == "POST" else None
@@ -273,14 +278,23 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
             if create
             else None
         )
+        defines = endpoint.method in ("POST", "PUT") and endpoint.path.startswith(
+            "/api/providers"
+        )
+        if endpoint.method != "GET" and endpoint.path.startswith("/api/providers/{name}"):
+            path = endpoint.path.replace("{name}", "Walked")
+        if defines and not endpoint.path.endswith(("/pause", "/resume")):
+            data = walked
+            headers = {"Content-Type": "application/json", "If-Match": "*"}
         status, content_type, body, _ = await service.request(
             endpoint.method, path, headers=headers, data=data
         )
         if create:
             window_id = json.loads(body)["id"]
+        created = create or (endpoint.method, endpoint.path) == ("POST", "/api/providers")
         # Down is offline and Limited rate-limited, yet /health is 200: providers never
         # make it 503. /ws/live is a WebSocket: a plain GET gets its documented 426.
-        expected = 201 if create else {"/ws/live": 426}.get(endpoint.path, 200)
+        expected = 201 if created else {"/ws/live": 426}.get(endpoint.path, 200)
         assert status == expected, (endpoint.path, status, body[:500])
         websocket = (426,) if endpoint.websocket else ()
         assert expected in (200, 201, endpoint.unhealthy_status, *endpoint.errors, *websocket)

@@ -202,18 +202,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         errors=(400, 401, 403, 404, 409, 412, 428),
     ),
     Endpoint(
-        "DELETE",
-        "/api/providers/{name}",
-        providers.delete_provider,
-        "Stop probing a provider defined over the API, or disable a catalogue one (resume"
-        " brings it back); its history stays, marked removed. If-Match is optional. One"
-        " from the config file: 409",
-        schemas.ProviderView,
-        (NAME,),
-        write=True,
-        errors=(400, 401, 403, 404, 409, 412),
-    ),
-    Endpoint(
         "POST",
         "/api/providers/{name}/pause",
         providers.pause_provider,
@@ -233,6 +221,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         (NAME,),
         write=True,
         errors=(401, 403, 404, 409),
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/providers/{name}",
+        providers.delete_provider,
+        "Stop probing a provider defined over the API, or disable a catalogue one (resume"
+        " brings it back); its history stays, marked removed. If-Match is optional. One"
+        " from the config file: 409",
+        schemas.ProviderView,
+        (NAME,),
+        write=True,
+        errors=(400, 401, 403, 404, 409, 412),
     ),
     Endpoint(
         "GET",

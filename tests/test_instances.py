@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -185,3 +186,104 @@ async def test_two_instances_share_the_providers_and_one_takes_over_when_the_oth
     )  # fmt: skip
     output, _ = await asyncio.wait_for(verify.communicate(), timeout=120)
     assert verify.returncode == 0, output.decode()
+
+
+def spawn(config: Path) -> Instance:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cryptomon", "serve", "--config", str(config),
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    return Instance(process, port)
+
+
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, body: object = None
+) -> tuple[int, dict[str, Any]]:
+    async with session.request(method, url, json=body) as response:
+        answer: dict[str, Any] = await response.json(content_type=None)
+        return response.status, answer
+
+
+async def until(check: Callable[[], Awaitable[object]], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)  # a poll interval, not a wait for something to happen
+
+
+async def test_api_changes_reach_every_instance_and_files_that_disagree_are_a_conflict(
+    tmp_path: Path, standin: StandIn, postgres_url: str
+) -> None:
+    def shared(path: str) -> str:
+        return (
+            f'[storage]\nurl = "{postgres_url}"\n[[providers]]\nname = "Shared"\n'
+            f'category = "news"\nbase_url = "{standin.url("")}"\nhealth_path = "{path}"\n'
+            'interval = "1h"\n'
+        )
+
+    first_config, second_config = tmp_path / "first.toml", tmp_path / "second.toml"
+    first_config.write_text(shared("/healthy"))
+    second_config.write_text(shared("/error500"))
+    started: list[Instance] = []
+    try:
+        first = spawn(first_config)
+        started.append(first)
+        wait_listening(first.process)
+        second = spawn(second_config)
+        started.append(second)
+        wait_listening(second.process)
+        async with aiohttp.ClientSession() as session:
+            # The second file defines Shared otherwise: reported there, not recorded.
+            health = await second.health(session)
+            config = health["components"]["config"]  # type: ignore[index]
+            assert config["status"] == "conflict", config
+            [conflict] = config["conflicts"]
+            assert "'Shared'" in conflict and "running" in conflict, conflict
+            assert health["status"] == "healthy"
+            first_health = await first.health(session)
+            assert first_health["components"]["config"]["status"] == "ok"  # type: ignore[index]
+            status, events = await call(
+                session, "GET", first.url + "/api/events?type=ProviderRegistered"
+            )
+            paths = [e["payload"]["health_path"] for e in events["events"]]
+            assert paths == ["/healthy"], paths  # the first file's, once: no fight
+
+            # A provider defined over the API on one instance is scheduled by both.
+            made = {
+                "name": "Made", "category": "news", "base_url": standin.url(""),
+                "health_path": "/healthy", "interval": "1h",
+            }  # fmt: skip
+            status, created = await call(session, "POST", first.url + "/api/providers", made)
+            assert status == 201, created
+
+            def scheduled(instance: Instance, count: int) -> Callable[[], Awaitable[bool]]:
+                async def check() -> bool:
+                    status, ran = await call(
+                        session, "POST", instance.url + "/api/scheduler/trigger/health_checks"
+                    )
+                    assert status == 200, ran
+                    return bool(ran["tasks_run"] == count)
+
+                return check
+
+            await until(scheduled(second, 2), "the second instance to schedule Made")
+            # Paused on the second: the first stops probing it too.
+            status, paused = await call(session, "POST", second.url + "/api/providers/Made/pause")
+            assert (status, paused["status"]) == (200, "paused"), paused
+            await until(scheduled(first, 1), "the first instance to stop probing Made")
+
+            # The second file agrees now: its reload clears the conflict.
+            second_config.write_text(shared("/healthy"))
+            status, reloaded = await call(session, "POST", second.url + "/api/config/reload")
+            assert (status, reloaded["conflicts"]) == (200, []), reloaded
+            health = await second.health(session)
+            assert health["components"]["config"]["status"] == "ok"  # type: ignore[index]
+    finally:
+        for instance in started:
+            if instance.process.poll() is None:
+                instance.process.kill()
+            instance.process.wait()
+            assert instance.process.stdout is not None
+            instance.process.stdout.close()

@@ -71,11 +71,14 @@ class ConfigComponent(Schema, frozen=True):
     # "error": the last reload's file did not load, and the one before it still runs. A
     # detail, never a reason for a 503: a bad edit must not pull a working instance out of
     # a load balancer.
-    status: Literal["ok", "error"]
+    status: Literal["ok", "error", "conflict"]
     source: str
     errors: list[str]  # of the last reload attempt; empty when it applied
     last_reload_attempt: str | None
     last_reload_applied: str | None
+    # "conflict": on PostgreSQL, another running instance's file defines a provider
+    # otherwise (or this file lacks it); its recorded definition stands. Each says which.
+    conflicts: list[str] = []
 
 
 class HealthComponents(Schema, frozen=True):
@@ -385,6 +388,9 @@ class ConfigReloaded(Schema, frozen=True):
     thresholds_changed: list[str]  # `[monitoring]` keys, recorded as `MonitoringChanged`
     needs_restart: list[str]  # keys whose new values apply only after a restart
     position: int  # the log's head after the reload's events
+    # Providers another running instance's file defines otherwise (on PostgreSQL): not
+    # recorded from this file, each saying why.
+    conflicts: list[str] = []
 
 
 class Triggered(Schema, frozen=True):

@@ -8,6 +8,15 @@ instance works out the same assignment by rendezvous hashing over the live
 instances, releases providers assigned elsewhere and tries to lock its own. A lock
 is held by at most one session, so no provider is probed by two instances; a dead
 instance's providers are locked by the others on their next round.
+
+The providers an instance offers to probe follow its configuration (`track`): the
+file's and those the log defines. It says so with a shared lock on each (`WANT_LOCKS`),
+and a provider is assigned among the live instances that want it, so where instances'
+files differ no provider is assigned to one that would not probe it.
+
+Configuration events name the instance that recorded them by its lock (`name`), so
+another instance can tell whether the one that recorded a definition still runs
+(`is_live_peer`): two running instances whose files disagree are a conflict, reported.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import zlib
 from collections.abc import Iterable
 
@@ -28,19 +38,26 @@ log = logging.getLogger(__name__)
 # The first key of each advisory lock: what kind of thing the second key names.
 INSTANCE_LOCKS = 0x636D0001
 PROVIDER_LOCKS = 0x636D0002
+WANT_LOCKS = 0x636D0003
 ROUND_SECONDS = 1.0
 
-_LIVE_INSTANCES = """
-SELECT objid::bigint FROM pg_locks
+_HELD_LOCKS = """
+SELECT objid::bigint, pid FROM pg_locks
 WHERE locktype = 'advisory' AND granted AND classid = $1 AND objsubid = 2
   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
+_PEER = re.compile(r"#pg([0-9]+)$")
 
 
 def provider_key(name: str) -> int:
     """A provider's lock key: a stable signed 32-bit number (names that collide share
     one lock, so they are always probed by the same instance)."""
     return zlib.crc32(name.encode()) - (1 << 31)
+
+
+def _signed(objid: int) -> int:
+    """A lock's second key as `provider_key` gave it: pg_locks shows it as an unsigned oid."""
+    return objid - (1 << 32) if objid >= 1 << 31 else objid
 
 
 def assigned_instance(name: str, instances: Iterable[int]) -> int:
@@ -56,8 +73,10 @@ class ProviderLeases:
         self._url = url
         self._keys = {name: provider_key(name) for name in providers}
         self._held: set[int] = set()
+        self._wants: set[int] = set()  # the providers this session holds a want lock of
         self._conn: asyncpg.Connection | None = None
         self._instance: int | None = None
+        self._live: frozenset[int] = frozenset()  # the instances alive at the last round
         self._task: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()  # set after each round; tests wait on it
 
@@ -68,6 +87,21 @@ class ProviderLeases:
     @property
     def instance(self) -> int | None:
         return self._instance
+
+    def track(self, providers: Iterable[str]) -> None:
+        """Offer to probe exactly these providers from the next round on."""
+        self._keys = {name: provider_key(name) for name in providers}
+
+    def name(self) -> str:
+        """This instance as configuration events name it (its lock, while it holds one)."""
+        return "" if self._instance is None else f"#pg{self._instance}"
+
+    def is_live_peer(self, actor: str | None) -> bool:
+        """Whether `actor` names another instance that was alive at the last round."""
+        match = _PEER.search(actor or "")
+        return (
+            match is not None and int(match[1]) != self._instance and (int(match[1]) in self._live)
+        )
 
     async def start(self) -> None:
         await self.rebalance()
@@ -92,19 +126,30 @@ class ProviderLeases:
 
     async def rebalance(self) -> None:
         conn = await self._connection()
-        live = [int(row[0]) for row in await conn.fetch(_LIVE_INSTANCES, INSTANCE_LOCKS)]
         assert self._instance is not None
-        if self._instance not in live:  # pg_locks lags nothing, but be sure we count
-            live.append(self._instance)
-        wanted = {
+        wants = set(self._keys.values())
+        for key in self._wants - wants:
+            await conn.execute("SELECT pg_advisory_unlock_shared($1, $2)", WANT_LOCKS, key)
+            self._wants.discard(key)
+        for key in wants - self._wants:
+            await conn.execute("SELECT pg_advisory_lock_shared($1, $2)", WANT_LOCKS, key)
+            self._wants.add(key)
+        live = {int(row[0]) for row in await conn.fetch(_HELD_LOCKS, INSTANCE_LOCKS)}
+        live.add(self._instance)  # pg_locks lags nothing, but be sure we count
+        self._live = frozenset(live)
+        wanting: dict[int, list[int]] = {}
+        for row in await conn.fetch(_HELD_LOCKS, WANT_LOCKS):
+            if row[1] in live:
+                wanting.setdefault(_signed(int(row[0])), []).append(int(row[1]))
+        mine = {
             key
             for name, key in self._keys.items()
-            if assigned_instance(name, live) == self._instance
+            if assigned_instance(name, wanting.get(key) or [self._instance]) == self._instance
         }
-        for key in self._held - wanted:
+        for key in self._held - mine:
             await conn.execute("SELECT pg_advisory_unlock($1, $2)", PROVIDER_LOCKS, key)
             self._held.discard(key)
-        for key in wanted - self._held:
+        for key in mine - self._held:
             if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", PROVIDER_LOCKS, key):
                 self._held.add(key)
         self.changed.set()
@@ -114,11 +159,12 @@ class ProviderLeases:
             conn = await asyncpg.connect(self._url, command_timeout=COMMAND_TIMEOUT_SECONDS)
             instance = int(await conn.fetchval("SELECT pg_backend_pid()"))
             await conn.execute("SELECT pg_advisory_lock($1, $2)", INSTANCE_LOCKS, instance)
-            self._conn, self._instance, self._held = conn, instance, set()
+            self._conn, self._instance = conn, instance
+            self._held, self._wants = set(), set()
         return self._conn
 
     async def _disconnect(self) -> None:
-        self._held = set()
+        self._held, self._wants = set(), set()
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()

@@ -9,13 +9,14 @@ state a read model needs: projections build those from the log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -240,6 +241,14 @@ class ProbeCounters:
     skipped_blocked: int = 0  # not sent: the provider told us to back off
 
 
+class Peers(Protocol):
+    """The other instances on one PostgreSQL log (`ProviderLeases`)."""
+
+    def name(self) -> str: ...
+
+    def is_live_peer(self, actor: str | None) -> bool: ...
+
+
 class Monitor:
     def __init__(
         self,
@@ -256,9 +265,13 @@ class Monitor:
         self.config = config
         # Probe results name the instance that recorded them: with several instances on
         # one log, an audit can tell who probed what.
-        self.metadata = EventMetadata(
-            actor=f"monitor@{instance or f'{socket.gethostname()}:{os.getpid()}'}"
-        )
+        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
+        self.metadata = EventMetadata(actor=f"monitor@{self.instance}")
+        # The other instances on the same PostgreSQL log (the leases know them); None: none.
+        self.peers: Peers | None = None
+        # Providers this instance's file defines otherwise than another running instance's
+        # (or not at all): name -> what is wrong. Reported, never fought over.
+        self.conflicts: dict[str, str] = {}
         self.store = store
         self.session = session
         self.clock: Clock = clock or SystemClock()
@@ -281,6 +294,8 @@ class Monitor:
         self.on_providers: Callable[[list[str]], None] | None = None
         # One change of configuration at a time (`apply`, the API's, the log's).
         self._applying = asyncio.Lock()
+        self._following: asyncio.Task[None] | None = None
+        self._follow_again = False
         self._plan_jobs()
 
     def _plan_jobs(self) -> None:
@@ -386,7 +401,17 @@ class Monitor:
         return await self._register(MONITORING_STREAM, thresholds)
 
     async def stop(self) -> None:
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
         await self.scheduler.stop()
+
+    @property
+    def config_actor(self) -> str:
+        """Who configuration events from this instance's file are recorded by: the instance,
+        and on PostgreSQL its lock, so the others can tell whether it still runs."""
+        return f"config@{self.instance}{self.peers.name() if self.peers is not None else ''}"
 
     async def register_providers(self) -> int:
         """Record each provider of the file whose configuration differs from the last one
@@ -484,12 +509,43 @@ class Monitor:
         if self.on_providers is not None:
             self.on_providers(list(wanted))
 
+    def configuration_recorded(self) -> None:
+        """A configuration event was folded (any instance's, an API change on another one
+        too): schedule from the log again soon, once for any number of them."""
+        self._follow_again = True
+        if self._following is None or self._following.done():
+            self._following = asyncio.create_task(self._follow(), name="follow-configuration")
+
+    async def _follow(self) -> None:
+        while self._follow_again:
+            self._follow_again = False
+            await self.follow()
+
     async def follow(self) -> None:
-        """Another instance recorded a configuration event: schedule from the log again
-        (its file is its own; this one records nothing for it)."""
+        """Schedule from the log again (another instance's file is its own: nothing is
+        recorded for it here), and drop the conflicts the log no longer has."""
         async with self._applying:
             self.book = await read_book(self.store)
             await self._settle()
+            for name in list(self.conflicts):
+                if self._agrees(self._file_definition(name)):
+                    del self.conflicts[name]
+
+    def _file_definition(self, name: str) -> ProviderRegistered | ProviderRemoved:
+        """What this instance's file says of the provider: its registration, or removed."""
+        for provider in self.config.providers:
+            if provider.name == name:
+                return registration_of(provider, self.environ, self.config.providers_source)
+        return ProviderRemoved(name)
+
+    def _agrees(self, definition: ProviderRegistered | ProviderRemoved) -> bool:
+        """Whether the book's last registration or removal of the provider is `definition`
+        (for a removal: whether it was removed, or never registered)."""
+        entry = self.book.get(definition.provider)
+        last = None if entry is None else entry.removal or entry.registered
+        if isinstance(definition, ProviderRemoved):
+            return last is None or isinstance(last, ProviderRemoved)
+        return last == definition
 
     # ---- changes over the API ------------------------------------------------
 
@@ -683,7 +739,7 @@ class Monitor:
                     stream,
                     [event],
                     expected_version=version,
-                    metadata=EventMetadata(actor="config"),
+                    metadata=EventMetadata(actor=self.config_actor),
                 )
                 return 1
             except ConcurrencyError:
@@ -704,29 +760,49 @@ class Monitor:
                     stream,
                     [registration],
                     expected_version=version,
-                    metadata=EventMetadata(actor="config"),
+                    metadata=EventMetadata(actor=self.config_actor),
                 )
                 return 1
             except ConcurrencyError:
                 continue  # another instance registered it meanwhile: compare with theirs
 
     async def _record_definition(self, definition: ProviderRegistered | ProviderRemoved) -> int:
-        """Append a provider's registration or removal unless the book's last one is the
-        same (its pauses and resumes are no definition: they do not count)."""
+        """Append what this instance's file says of a provider unless the book's last
+        registration or removal says the same (pauses and resumes are no definition). When
+        the last came from another running instance's file, a difference is a conflict:
+        reported, not recorded, so two instances never take turns rewriting it."""
+        name = definition.provider
         while True:
-            entry = self.book.get(definition.provider)
-            last = None if entry is None else entry.removal or entry.registered
-            if last == definition or (
-                isinstance(definition, ProviderRemoved)
-                and (last is None or isinstance(last, ProviderRemoved))
-            ):
+            if self._agrees(definition):
+                self.conflicts.pop(name, None)
                 return 0
+            entry = self.book.get(name)
+            if (
+                entry is not None
+                and entry.current
+                and entry.source != "api"
+                and self.peers is not None
+                and self.peers.is_live_peer(entry.registered_by)
+            ):
+                differs = (
+                    "does not define it"
+                    if isinstance(definition, ProviderRemoved)
+                    else "defines it differently"
+                )
+                self.conflicts[name] = (
+                    f"provider {name!r}: the file of {entry.registered_by}, which is running,"
+                    f" defines it, and this instance's file ({self.config.source}) {differs};"
+                    " the recorded definition stands. Make the files agree, then reload"
+                )
+                log.warning("config conflict: %s", self.conflicts[name], extra={"provider": name})
+                return 0
+            self.conflicts.pop(name, None)
             try:
                 await self.store.append(
-                    registration_stream(definition.provider),
+                    registration_stream(name),
                     [definition],
                     expected_version=0 if entry is None else entry.version,
-                    metadata=EventMetadata(actor="config"),
+                    metadata=EventMetadata(actor=self.config_actor),
                 )
                 return 1
             except ConcurrencyError:

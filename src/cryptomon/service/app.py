@@ -20,6 +20,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from cryptomon.events.log import open_event_log
+from cryptomon.events.types import RecordedEvent
 from cryptomon.http import routes
 from cryptomon.http.errors import problem_middleware
 from cryptomon.http.keys import (
@@ -38,10 +39,12 @@ from cryptomon.http.looplag import loop_lag
 from cryptomon.http.reload import ConfigInvalid, ConfigReloader
 from cryptomon.http.settings import Settings
 from cryptomon.notify import Notifier
+from cryptomon.probing.definitions import CONFIG_EVENT_TYPES
 from cryptomon.probing.leases import ProviderLeases
 from cryptomon.probing.monitor import Monitor
 from cryptomon.probing.probes import create_probe_session
 from cryptomon.probing.scheduler import everyone
+from cryptomon.projections import Notice
 from cryptomon.readmodels import ReadModels, projection_settings
 from cryptomon.service.housekeeping import add_housekeeping
 from cryptomon.ws import handler as feed
@@ -143,8 +146,18 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
         environ=settings.environ,
         owns=leases.owns if leases is not None else everyone,
     )
+    if leases is not None:
+        monitor.peers = leases
+        monitor.on_providers = leases.track
     add_housekeeping(monitor.scheduler, app[READ_MODELS], settings.config)
     app[MONITOR] = monitor
+    models = app[READ_MODELS]
+
+    def configuration_recorded(recorded: RecordedEvent, notices: list[Notice]) -> None:
+        # Any instance's change over the API, or its file's: schedule from the log again.
+        if recorded.type in CONFIG_EVENT_TYPES:
+            monitor.configuration_recorded()
+
     try:
         if leases is not None:
             await leases.start()
@@ -152,8 +165,11 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
             await monitor.start()
         else:
             await monitor.load()
+        models.listeners.append(configuration_recorded)
         yield
     finally:
+        if configuration_recorded in models.listeners:
+            models.listeners.remove(configuration_recorded)
         await monitor.stop()
         if leases is not None:
             await leases.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cryptomon.http.keys import RELOADER, WRITER
+from cryptomon.http.keys import MONITOR, RELOADER, WRITER
 from cryptomon.http.schemas import ConfigReloaded
 from cryptomon.http.views import log_of, respond, visible
 
@@ -24,5 +24,6 @@ async def reload_config(request: web.Request) -> web.Response:
             thresholds_changed=changes.thresholds,
             needs_restart=reloaded.needs_restart,
             position=position,
+            conflicts=list(request.app[MONITOR].conflicts.values()),
         )
     )

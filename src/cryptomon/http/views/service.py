@@ -60,7 +60,7 @@ async def info(request: web.Request) -> web.Response:
             started_at=iso_time(started),
             uptime_seconds=round(time.time() - started, 3),
             event_position=log_of(request).head,
-            providers=len(app[SETTINGS].config.providers),
+            providers=len(app[MONITOR].providers),
             dashboard="/",
             docs="/docs",
             endpoints=endpoints,
@@ -143,12 +143,14 @@ async def health(request: web.Request) -> web.Response:
 
 def _config_component(request: web.Request) -> ConfigComponent:
     reloader = request.app[RELOADER]
+    conflicts = list(request.app[MONITOR].conflicts.values())
     return ConfigComponent(
-        status="error" if reloader.errors else "ok",
+        status="error" if reloader.errors else "conflict" if conflicts else "ok",
         source=request.app[SETTINGS].config.source,
         errors=reloader.errors,
         last_reload_attempt=iso_time(reloader.last_attempt),
         last_reload_applied=iso_time(reloader.last_applied),
+        conflicts=conflicts,
     )
 
 

@@ -40,6 +40,7 @@ from cryptomon.config import ConfigError, load_config
 from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import (
     AlertAcknowledged,
+    MaintenanceWindowScheduled,
     ProbeOutcome,
     ProbeRecorded,
     ProviderRegistered,
@@ -531,6 +532,30 @@ async def test_renotifies_an_open_alert_each_interval_until_acknowledged(
         assert await notifier.check_renotify() == 0
     await eventually(lambda: len(receiver.ok()) == 4)
     assert receiver.ok()[-1].json["event"] == "acknowledged"
+
+
+async def test_no_reminder_of_an_open_alert_goes_out_while_a_window_covers_its_provider(
+    rig: Build, receiver: Receiver
+) -> None:
+    now = [T0]
+    built = await rig(
+        webhook("ops", receiver.url("/hook"), 'renotify_interval = "10m"'),
+        clock=lambda: now[0],
+        renotify_check_every=3600.0,  # the test drives the checks
+    )
+    await built.take_down(at=T0)
+    await eventually(lambda: len(receiver.ok()) == 1)
+    window = MaintenanceWindowScheduled(
+        window_id="api:w", name="upgrade", source="api", providers=("A",),
+        start=T0 + 5 * 60, end=T0 + 25 * 60,
+    )  # fmt: skip
+    await built.append("maintenance:api:w", window)
+    for minutes, queued in [(10, 0), (20, 0), (24, 0), (25, 1), (26, 0)]:
+        now[0] = T0 + minutes * 60
+        assert await built.notifier.check_renotify() == queued, minutes
+    await eventually(lambda: len(receiver.ok()) == 2)
+    # One reminder after the window, for the interval it ends in: not one per interval missed.
+    assert [r.json["event"] for r in receiver.ok()] == ["raised", "renotify"]
 
 
 async def test_after_alerts_are_renumbered_a_restart_does_not_remind_twice_in_an_interval(

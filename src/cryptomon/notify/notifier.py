@@ -482,14 +482,21 @@ class Notifier:
 
     async def check_renotify(self) -> int:
         """Queue a reminder of each open, unacknowledged alert a channel with a
-        `renotify_interval` wants, once per interval since it was raised; return how many
-        were queued."""
+        `renotify_interval` wants, once per interval since it was raised (none while a
+        maintenance window covers its provider); return how many were queued."""
         if not self._caught_up_once:
             return 0  # the alerts may be long resolved in the part of the log not yet read
         now = self._clock()
         wall = time.time()
         rows: list[OutboxRow] = []
-        open_alerts = self.projections.alerts.query(acknowledged=False, open_only=True)
+        # An alert open when a maintenance window began stays open (nothing in the window
+        # judges it), but no reminder of it goes out while the window covers its provider.
+        windows = self.projections.maintenance
+        open_alerts = [
+            alert
+            for alert in self.projections.alerts.query(acknowledged=False, open_only=True)
+            if windows.covering(alert.provider, now) is None
+        ]
         for channel in self._channels.values():
             interval = channel.config.renotify_interval_seconds
             if interval is None:

@@ -227,9 +227,10 @@ def test_replay_of_windows_equals_live_page_by_page() -> None:
 
 
 class Service:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, nightly_hour: int) -> None:
         self.client = client
         self.auth = {"Authorization": f"Bearer {TOKEN}"}
+        self.nightly_hour = nightly_hour  # when the file's window starts (UTC)
 
     async def check(self) -> None:
         path = "/api/scheduler/trigger/health_checks"
@@ -251,6 +252,9 @@ class Service:
 async def service(
     tmp_path: Path, standin: StandIn, aiohttp_client: AiohttpClient
 ) -> AsyncIterator[Service]:
+    # The file's window fires twelve hours from now: never while the test runs (at a fixed
+    # hour it covered Fine for an hour a day, and the test failed then).
+    nightly_hour = (time.gmtime().tm_hour + 12) % 24
     config = tmp_path / "cryptomon.toml"
     config.write_text(
         f"""
@@ -274,7 +278,7 @@ interval = "30s"
 [[maintenance]]
 name = "nightly"
 categories = ["market_data"]
-cron = "0 3 * * *"
+cron = "0 {nightly_hour} * * *"
 duration = "1h"
 """
     )
@@ -284,7 +288,7 @@ duration = "1h"
         environ={"CRYPTOMON_API_TOKEN": TOKEN},
         probing=False,
     )
-    yield Service(await aiohttp_client(create_app(settings)))
+    yield Service(await aiohttp_client(create_app(settings)), nightly_hour)
 
 
 async def test_api_windows_suppress_alerts_then_end_without_a_burst(service: Service) -> None:
@@ -319,7 +323,7 @@ async def test_api_windows_suppress_alerts_then_end_without_a_burst(service: Ser
     by_id = {w["id"]: w for w in listed["windows"]}
     assert by_id["file:nightly"]["source"] == "file"
     assert by_id["file:nightly"]["categories"] == ["market_data"]
-    assert by_id["file:nightly"]["next_start"].endswith("T03:00:00Z")
+    assert by_id["file:nightly"]["next_start"].endswith(f"T{service.nightly_hour:02d}:00:00Z")
     assert by_id[created["id"]]["state"] == "active"
 
     # The file's window belongs to the file; the API's needs the token to cancel.

@@ -107,6 +107,18 @@ start = "2030-01-01T03:00:00Z"
 name = "naive"
 cron = "0 3 * * *"
 duration = "1h"
+
+[[maintenance]]
+name = "beyond"
+providers = ["A"]
+start = "2030-01-01T00:00:00Z"
+end = 9999-12-31T23:00:00-02:00
+
+[[maintenance]]
+name = "yearlong"
+providers = ["A"]
+cron = "0 3 * * *"
+duration = "367d"
 """,
     )
     joined = "\n".join(errors)
@@ -116,6 +128,10 @@ duration = "1h"
     assert "maintenance[2].duration: 'soon' is not a duration" in joined
     assert "maintenance[2].start: set cron and duration (recurring) or start and end" in joined
     assert "maintenance[3].name: duplicate window name: maintenance[0] already uses it" in joined
+    # Past the year 9999 in UTC, or a recurring occurrence longer than a year: no view of
+    # the window could write its end.
+    assert "maintenance[4].end: '9999-12-31T23:00:00-02:00' is out of range" in joined
+    assert "maintenance[5].duration: '367d' is too long for a recurring window" in joined
     assert all(error.startswith(str(tmp_path / "cryptomon.toml")) for error in errors)
 
 
@@ -360,7 +376,20 @@ async def test_bad_windows_get_a_problem_naming_the_field(service: Service) -> N
         ({"name": "x", "cron": "0 3 * * *", "duration": "1h"}, "providers"),
         ({"name": "x", "providers": ["Flaky"], "cron": "0 3 * * *", "duration": "1h", "x": 1}, "x"),
         ([1, 2], "body"),
-    ]
+        # JSON has null where TOML has none: a key sent as null is no value, not one left out.
+        ({"name": "x", "providers": ["Flaky"], "cron": None, "duration": "1h"}, "cron"),
+        ({"name": "x", "providers": ["Flaky"], "start": None, "end": "2030-01-01T00:00:00Z"},
+         "start"),
+        ({"name": "x", "providers": None, "categories": ["exchanges"], "cron": "0 3 * * *",
+          "duration": "1h"}, "providers"),
+        # Times its views could not write (UTC past the year 9999), an occurrence past a year.
+        ({"name": "x", "providers": ["Flaky"], "start": "2030-01-01T00:00:00Z",
+          "end": "9999-12-31T23:59:59-23:59"}, "end"),
+        ({"name": "x", "providers": ["Flaky"], "start": "0001-01-01T00:00:00+01:00",
+          "end": "2030-01-01T00:00:00Z"}, "start"),
+        ({"name": "x", "providers": ["Flaky"], "cron": "0 3 * * *", "duration": "99999999d"},
+         "duration"),
+    ]  # fmt: skip
     for body, field in cases:
         status, problem = await service.call("POST", "/api/maintenance", body)
         assert status == 400, (body, problem)
@@ -370,6 +399,9 @@ async def test_bad_windows_get_a_problem_naming_the_field(service: Service) -> N
     ) as response:
         assert response.status == 400
         assert (await response.json())["parameter"] == "body"
+    # Nothing was recorded, so every view of the windows still answers.
+    status, listed = await service.call("GET", "/api/maintenance")
+    assert status == 200 and [w["id"] for w in listed["windows"]] == ["file:nightly"]
 
 
 async def test_the_files_windows_are_recorded_once_and_cancelled_when_gone(

@@ -4,6 +4,7 @@ replay equal to live), and the API through the real service with stand-in provid
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pytest_aiohttp import AiohttpClient
 from standins import StandIn
 from test_projections import T0, Harness, probe, registration
 
-from cryptomon.config import ConfigError, load_config
+from cryptomon.config import CATEGORIES, ConfigError, MaintenanceConfig, load_config
 from cryptomon.events.types import MaintenanceWindowCancelled, MaintenanceWindowScheduled
 from cryptomon.http.keys import READ_MODELS, STORE
 from cryptomon.http.settings import Settings
@@ -402,6 +403,52 @@ async def test_bad_windows_get_a_problem_naming_the_field(service: Service) -> N
     # Nothing was recorded, so every view of the windows still answers.
     status, listed = await service.call("GET", "/api/maintenance")
     assert status == 200 and [w["id"] for w in listed["windows"]] == ["file:nightly"]
+
+
+async def test_the_openapi_document_describes_the_body_of_a_window(service: Service) -> None:
+    async with service.client.get("/openapi.json") as response:
+        assert response.status == 200
+        document = await response.json()
+    create = document["paths"]["/api/maintenance"]["post"]
+    body = create["requestBody"]
+    assert body["required"] is True and list(body["content"]) == ["application/json"]
+    ref = body["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][ref.rpartition("/")[2]]
+    # The file's keys, the same and in the same order: the body takes what a
+    # [[maintenance]] table takes, and nothing else.
+    assert list(schema["properties"]) == list(MaintenanceConfig.__struct_fields__)
+    assert list(schema["properties"]) == [
+        "name", "providers", "categories", "cron", "duration", "start", "end"
+    ]  # fmt: skip
+    assert (schema["type"], schema["required"]) == ("object", ["name"])
+    assert schema["additionalProperties"] is False
+    properties = schema["properties"]
+    assert properties["providers"]["items"] == {"type": "string"}
+    assert sorted(properties["categories"]["items"]["enum"]) == sorted(CATEGORIES)
+    assert properties["cron"]["type"] == properties["duration"]["type"] == "string"
+    assert properties["start"]["format"] == properties["end"]["format"] == "date-time"
+    pattern = re.compile(properties["duration"]["pattern"])
+    assert pattern.search("30m") and pattern.search("1.5h") and not pattern.search("soon")
+    # A key is left out, never null: no property admits it.
+    nullable = [key for key, p in properties.items() if "anyOf" in p or p["type"] == "null"]
+    assert nullable == []
+    # A create answers 201 with the window, whose id the cancel takes.
+    created = create["responses"]["201"]
+    assert created["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/MaintenanceWindowView"
+    )
+    assert created["links"]["delete_cancel_window"]["parameters"] == {
+        "window_id": "$response.body#/id"
+    }
+    assert "200" not in create["responses"]
+    # No other route documents a body it does not take.
+    bodies = [
+        (path, method)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if "requestBody" in operation
+    ]
+    assert bodies == [("/api/maintenance", "post")]
 
 
 async def test_the_files_windows_are_recorded_once_and_cancelled_when_gone(

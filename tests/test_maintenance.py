@@ -1,5 +1,6 @@
 """Maintenance windows: the config's `[[maintenance]]`, the folds (status, alerts, uptime,
-replay equal to live), and the API through the real service with stand-in providers."""
+replay equal to live), and the API through the real service with stand-in providers, in
+this process and as users run it (a subprocess, notifying a webhook receiver)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,26 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 from standins import StandIn
+from test_notifications import Receiver, webhook
 from test_projections import T0, Harness, probe, registration
+from test_reload import get, until
+from test_reload import serve as run_service
 
 from cryptomon.config import CATEGORIES, ConfigError, MaintenanceConfig, load_config
 from cryptomon.events.types import MaintenanceWindowCancelled, MaintenanceWindowScheduled
 from cryptomon.http.keys import READ_MODELS, STORE
 from cryptomon.http.settings import Settings
+from cryptomon.isotime import iso_time
 from cryptomon.projections import (
     AlertRaised,
     MaintenanceChanged,
@@ -482,3 +489,134 @@ end = "2030-01-01T03:00:00Z"
     assert [e["type"] for e in third[2:]] == ["MaintenanceWindowCancelled"]
     assert third[2]["stream"] == "maintenance:file:two"
     assert await serve("one") == third  # cancelled once
+
+
+# ---- through the service in a subprocess, with a webhook receiver ------------------
+
+# How long the window lasts from its creation: long enough for its probes on a loaded
+# machine, short enough that waiting for its end keeps the test quick.
+WINDOW_SECONDS = 6.0
+IN_WINDOW_PROBES = 10  # the failure rate's minimum: counted, they would raise one after
+TRIGGER = "/api/scheduler/trigger/health_checks"
+
+
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, body: Any = None
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with session.request(method, url, json=body, headers=headers) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def test_a_window_holds_back_alerts_and_notifications_then_what_still_fails_raises_one(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    """The real service with a webhook channel: a provider failing inside a window raises
+    no alert and sends nothing; once the window has ended, the failures that still hold
+    raise their alert and one notification, with no burst (no failure_rate)."""
+    async with Receiver.start() as receiver:
+        config = tmp_path / "service.toml"
+        config.write_text(
+            "[monitoring]\noffline_after_failures = 1\n"
+            '[[providers]]\nname = "Failing"\ncategory = "exchanges"\n'
+            f'base_url = "{standin.url("")}"\nhealth_path = "/error500"\n'
+            # Probed when the test triggers it, and by its schedule only at New Year.
+            'cron = "0 0 1 1 *"\n' + webhook("ops", receiver.url("/hook"))
+        )
+        environ = {"CRYPTOMON_API_TOKEN": TOKEN}
+        async with (
+            run_service(config, tmp_path / "service.db", environ) as service,
+            aiohttp.ClientSession() as session,
+        ):
+            url = service.url
+
+            async def probe_now() -> int:
+                """Probe Failing now; the log's head once its result is read."""
+                status, ran = await call(session, "POST", url + TRIGGER)
+                assert (status, ran["tasks_run"]) == (200, 1), ran
+                head: int = ran["position"]
+                return head
+
+            async def probes(after: int = 0) -> list[Any]:
+                status, page = await get(
+                    session, f"{url}/api/events?type=ProbeRecorded&after={after}"
+                )
+                assert status == 200, page
+                found: list[Any] = page["events"]
+                return found
+
+            async def notified_up_to(position: int) -> dict[str, Any]:
+                """The channel once the notices of every event up to `position` are stored
+                and none waits to be sent."""
+
+                async def settled() -> dict[str, Any] | None:
+                    status, body = await get(session, f"{url}/api/notifications")
+                    assert status == 200 and body["enabled"] is True, body
+                    [channel] = body["channels"]
+                    done = body["position"] >= position and channel["pending"] == 0
+                    return channel if done else None
+
+                found: dict[str, Any] = await until(settled, f"the notices up to {position}")
+                return found
+
+            now = time.time()
+            window = {
+                "name": "exchange upgrade",
+                "providers": ["Failing"],
+                "start": iso_time(now - 60),
+                "end": iso_time(now + WINDOW_SECONDS),
+            }
+            status, created = await call(session, "POST", f"{url}/api/maintenance", window)
+            assert (status, created["state"]) == (201, "active"), created
+            ends_at = datetime.fromisoformat(created["end"]).timestamp()  # as the server has it
+
+            # Inside the window: every probe fails, and nothing is raised or sent.
+            for _ in range(IN_WINDOW_PROBES):
+                in_window = await probe_now()
+            inside = await probes()
+            assert [e["payload"]["outcome"] for e in inside] == ["failed"] * IN_WINDOW_PROBES
+            late = [e for e in inside if e["payload"]["started_at"] >= ends_at]
+            assert late == [], "the machine was too slow: probes fell after the window"
+            status, failing = await get(session, f"{url}/api/providers/Failing")
+            assert failing["status"] == "maintenance", failing
+            assert failing["maintenance_window"] == {
+                "id": created["id"], "name": "exchange upgrade", "ends_at": created["next_end"]
+            }  # fmt: skip
+            status, alerts = await get(session, f"{url}/api/alerts")
+            assert (status, alerts["alerts"]) == (200, [])
+            channel = await notified_up_to(in_window)
+            assert (channel["delivered"], channel["failed"]) == (0, 0), channel
+            assert receiver.requests == []
+
+            # The window ends by the clock; the probes after it are judged afresh.
+            async def ended() -> bool:
+                status, listed = await get(session, f"{url}/api/maintenance")
+                assert status == 200, listed
+                [shown] = [w for w in listed["windows"] if w["id"] == created["id"]]
+                return bool(shown["state"] == "past")
+
+            await until(ended, "the end of the window", seconds=WINDOW_SECONDS + 20)
+            for _ in range(3):
+                last = await probe_now()
+            first, *_ = after = await probes(in_window)
+            assert [e["payload"]["outcome"] for e in after] == ["failed"] * 3
+            assert first["payload"]["started_at"] >= ends_at
+            status, failing = await get(session, f"{url}/api/providers/Failing")
+            assert (failing["status"], failing["maintenance_window"]) == ("offline", None)
+            status, alerts = await get(session, f"{url}/api/alerts")
+            # Raised by the first probe after the window, and alone: no failure_rate, though
+            # 13 probes of 13 failed, for the window's probes fed no failure rate.
+            [alert] = alerts["alerts"]
+            assert (alert["kind"], alert["position"]) == ("offline", first["position"]), alert
+
+            # One notification, of that alert; nothing else is to come from these events.
+            channel = await notified_up_to(last)
+            assert (channel["delivered"], channel["failed"]) == (1, 0), channel
+            [request] = receiver.requests
+            assert request.path == "/hook"
+            note = request.json
+            assert (note["event"], note["provider"], note["severity"]) == (
+                "raised", "Failing", "critical"
+            )  # fmt: skip
+            assert (note["alert"]["id"], note["alert"]["kind"]) == (alert["id"], "offline")
+            assert note["position"] == first["position"]

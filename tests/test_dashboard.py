@@ -623,3 +623,120 @@ def test_chain_and_quote_panels_follow_the_live_feed(
         assert errors == []
     finally:
         page.close()
+
+
+# ---- maintenance windows on the provider cards, the app in this process -----------------
+
+
+def post_json(url: str, body: Any) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Accept": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 201
+        return json.loads(response.read())
+
+
+def failed(provider: str, at: float) -> ProbeRecorded:
+    return ProbeRecorded(
+        provider,
+        "health",
+        "/",
+        "failed",
+        started_at=at,
+        latency_ms=5.0,
+        error_kind="connection_refused",
+        error_message="connection refused",
+    )
+
+
+@pytest.fixture
+def window_service(tmp_path: Path) -> Iterator[ThreadedService]:
+    gone = f"http://127.0.0.1:{closed_port()}"
+    path = tmp_path / "windows.toml"
+    path.write_text(
+        # No status_update for the test's length, so the page never re-reads the providers
+        # between loads: what changes on a card after the load came by the live feed.
+        '[websocket]\nstatus_interval = "1h"\n'
+        f'[[providers]]\nname = "Exchange"\ncategory = "exchanges"\nbase_url = "{gone}"\n'
+        'interval = "1h"\n'
+        f'[[providers]]\nname = "Node"\ncategory = "rpc_nodes"\nbase_url = "{gone}"\n'
+        'interval = "1h"\n'
+    )
+    settings = Settings.from_config(
+        load_config(path), database=tmp_path / "windows.db", environ={}, probing=False
+    )
+    service = ThreadedService(settings)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@needs_chromium
+def test_a_card_names_the_maintenance_window_its_provider_is_in(
+    browser: Any, window_service: ThreadedService
+) -> None:
+    from playwright.sync_api import expect
+
+    # Whether a window covers a probe is judged from the probe's start, so the windows
+    # lie in the past and the probes are placed in and after them: no waiting on a clock.
+    now = time.time()
+    base = window_service.url
+
+    def iso(moment: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+    def window(name: str, provider: str, start: float, end: float) -> Any:
+        """A window created over the API (no token configured: loopback may write)."""
+        body = {"name": name, "providers": [provider], "start": iso(start), "end": iso(end)}
+        return post_json(f"{base}/api/maintenance", body)
+
+    upgrade = window("exchange upgrade", "Exchange", now - 900, now - 300)
+    window_service.append(probe("Node", now - 800), failed("Exchange", now - 600))
+    assert get_json(f"{base}/api/providers/Exchange")["maintenance_window"]["name"] == (
+        "exchange upgrade"
+    )
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(base + "/")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=10_000)
+        expect(page.locator("main")).not_to_have_attribute("aria-busy", "true")
+        page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+
+        # From REST: the provider in a window says which; the other says nothing of one.
+        exchange = page.locator('#providers [data-provider="Exchange"]')
+        node = page.locator('#providers [data-provider="Node"]')
+        expect(exchange).to_have_attribute("data-status", "maintenance")
+        expect(exchange.locator(".maintenance")).to_have_text("maintenance: exchange upgrade")
+        expect(exchange.locator(".maintenance")).to_have_attribute("data-window", upgrade["id"])
+        expect(exchange.locator(".maintenance")).to_be_visible()
+        expect(node).to_have_attribute("data-status", "online")
+        expect(node.locator(".maintenance")).to_be_hidden()
+
+        # From the live feed: Node's next probe falls in a window made after the load.
+        restart = window("node restart", "Node", now - 700, now - 100)
+        window_service.append(failed("Node", now - 500))
+        expect(node.locator(".maintenance")).to_have_text(
+            "maintenance: node restart", timeout=10_000
+        )
+        expect(node.locator(".maintenance")).to_be_visible()
+        expect(node.locator(".maintenance")).to_have_attribute("data-window", restart["id"])
+        expect(node).to_have_attribute("data-status", "maintenance")
+        entered = page.locator("#log li", has_text="Node: in maintenance node restart")
+        expect(entered).to_have_count(1)
+
+        # Exchange's first probe after its window: the card no longer names one.
+        window_service.append(probe("Exchange", now - 200))
+        expect(exchange.locator(".maintenance")).to_be_hidden(timeout=10_000)
+        expect(exchange).not_to_have_attribute("data-status", "maintenance")
+        left = page.locator("#log li", has_text="Exchange: out of maintenance exchange upgrade")
+        expect(left).to_have_count(1)
+        expect(node.locator(".maintenance")).to_have_text("maintenance: node restart")
+
+        assert page.evaluate("window.loadedOnce") is True
+        assert errors == []
+    finally:
+        page.close()

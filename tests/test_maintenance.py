@@ -1,25 +1,33 @@
 """Maintenance windows: the config's `[[maintenance]]`, the folds (status, alerts, uptime,
-replay equal to live), and the API through the real service with stand-in providers."""
+replay equal to live), and the API through the real service with stand-in providers, in
+this process and as users run it (a subprocess, notifying a webhook receiver)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 from standins import StandIn
+from test_notifications import Receiver, webhook
 from test_projections import T0, Harness, probe, registration
+from test_reload import get, until
+from test_reload import serve as run_service
 
-from cryptomon.config import ConfigError, load_config
+from cryptomon.config import CATEGORIES, ConfigError, MaintenanceConfig, load_config
 from cryptomon.events.types import MaintenanceWindowCancelled, MaintenanceWindowScheduled
 from cryptomon.http.keys import READ_MODELS, STORE
 from cryptomon.http.settings import Settings
+from cryptomon.isotime import iso_time
 from cryptomon.projections import (
     AlertRaised,
     MaintenanceChanged,
@@ -107,6 +115,18 @@ start = "2030-01-01T03:00:00Z"
 name = "naive"
 cron = "0 3 * * *"
 duration = "1h"
+
+[[maintenance]]
+name = "beyond"
+providers = ["A"]
+start = "2030-01-01T00:00:00Z"
+end = 9999-12-31T23:00:00-02:00
+
+[[maintenance]]
+name = "yearlong"
+providers = ["A"]
+cron = "0 3 * * *"
+duration = "367d"
 """,
     )
     joined = "\n".join(errors)
@@ -116,6 +136,10 @@ duration = "1h"
     assert "maintenance[2].duration: 'soon' is not a duration" in joined
     assert "maintenance[2].start: set cron and duration (recurring) or start and end" in joined
     assert "maintenance[3].name: duplicate window name: maintenance[0] already uses it" in joined
+    # Past the year 9999 in UTC, or a recurring occurrence longer than a year: no view of
+    # the window could write its end.
+    assert "maintenance[4].end: '9999-12-31T23:00:00-02:00' is out of range" in joined
+    assert "maintenance[5].duration: '367d' is too long for a recurring window" in joined
     assert all(error.startswith(str(tmp_path / "cryptomon.toml")) for error in errors)
 
 
@@ -227,9 +251,10 @@ def test_replay_of_windows_equals_live_page_by_page() -> None:
 
 
 class Service:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, nightly_hour: int) -> None:
         self.client = client
         self.auth = {"Authorization": f"Bearer {TOKEN}"}
+        self.nightly_hour = nightly_hour  # when the file's window starts (UTC)
 
     async def check(self) -> None:
         path = "/api/scheduler/trigger/health_checks"
@@ -251,9 +276,10 @@ class Service:
 async def service(
     tmp_path: Path, standin: StandIn, aiohttp_client: AiohttpClient
 ) -> AsyncIterator[Service]:
+    # The file's window fires twelve hours from now: never while the test runs (at a fixed
+    # hour it covered Fine for an hour a day, and the test failed then).
+    nightly_hour = (time.gmtime().tm_hour + 12) % 24
     config = tmp_path / "cryptomon.toml"
-    # The nightly window must not cover this run: it fires twelve hours from now.
-    hour = (time.gmtime().tm_hour + 12) % 24
     config.write_text(
         f"""
 [monitoring]
@@ -276,7 +302,7 @@ interval = "30s"
 [[maintenance]]
 name = "nightly"
 categories = ["market_data"]
-cron = "0 {hour} * * *"
+cron = "0 {nightly_hour} * * *"
 duration = "1h"
 """
     )
@@ -286,7 +312,7 @@ duration = "1h"
         environ={"CRYPTOMON_API_TOKEN": TOKEN},
         probing=False,
     )
-    yield Service(await aiohttp_client(create_app(settings)))
+    yield Service(await aiohttp_client(create_app(settings)), nightly_hour)
 
 
 async def test_api_windows_suppress_alerts_then_end_without_a_burst(service: Service) -> None:
@@ -321,8 +347,7 @@ async def test_api_windows_suppress_alerts_then_end_without_a_burst(service: Ser
     by_id = {w["id"]: w for w in listed["windows"]}
     assert by_id["file:nightly"]["source"] == "file"
     assert by_id["file:nightly"]["categories"] == ["market_data"]
-    hour = int(by_id["file:nightly"]["cron"].split()[1])
-    assert by_id["file:nightly"]["next_start"].endswith(f"T{hour:02d}:00:00Z")
+    assert by_id["file:nightly"]["next_start"].endswith(f"T{service.nightly_hour:02d}:00:00Z")
     assert by_id[created["id"]]["state"] == "active"
 
     # The file's window belongs to the file; the API's needs the token to cancel.
@@ -359,7 +384,20 @@ async def test_bad_windows_get_a_problem_naming_the_field(service: Service) -> N
         ({"name": "x", "cron": "0 3 * * *", "duration": "1h"}, "providers"),
         ({"name": "x", "providers": ["Flaky"], "cron": "0 3 * * *", "duration": "1h", "x": 1}, "x"),
         ([1, 2], "body"),
-    ]
+        # JSON has null where TOML has none: a key sent as null is no value, not one left out.
+        ({"name": "x", "providers": ["Flaky"], "cron": None, "duration": "1h"}, "cron"),
+        ({"name": "x", "providers": ["Flaky"], "start": None, "end": "2030-01-01T00:00:00Z"},
+         "start"),
+        ({"name": "x", "providers": None, "categories": ["exchanges"], "cron": "0 3 * * *",
+          "duration": "1h"}, "providers"),
+        # Times its views could not write (UTC past the year 9999), an occurrence past a year.
+        ({"name": "x", "providers": ["Flaky"], "start": "2030-01-01T00:00:00Z",
+          "end": "9999-12-31T23:59:59-23:59"}, "end"),
+        ({"name": "x", "providers": ["Flaky"], "start": "0001-01-01T00:00:00+01:00",
+          "end": "2030-01-01T00:00:00Z"}, "start"),
+        ({"name": "x", "providers": ["Flaky"], "cron": "0 3 * * *", "duration": "99999999d"},
+         "duration"),
+    ]  # fmt: skip
     for body, field in cases:
         status, problem = await service.call("POST", "/api/maintenance", body)
         assert status == 400, (body, problem)
@@ -369,6 +407,55 @@ async def test_bad_windows_get_a_problem_naming_the_field(service: Service) -> N
     ) as response:
         assert response.status == 400
         assert (await response.json())["parameter"] == "body"
+    # Nothing was recorded, so every view of the windows still answers.
+    status, listed = await service.call("GET", "/api/maintenance")
+    assert status == 200 and [w["id"] for w in listed["windows"]] == ["file:nightly"]
+
+
+async def test_the_openapi_document_describes_the_body_of_a_window(service: Service) -> None:
+    async with service.client.get("/openapi.json") as response:
+        assert response.status == 200
+        document = await response.json()
+    create = document["paths"]["/api/maintenance"]["post"]
+    body = create["requestBody"]
+    assert body["required"] is True and list(body["content"]) == ["application/json"]
+    ref = body["content"]["application/json"]["schema"]["$ref"]
+    schema = document["components"]["schemas"][ref.rpartition("/")[2]]
+    # The file's keys, the same and in the same order: the body takes what a
+    # [[maintenance]] table takes, and nothing else.
+    assert list(schema["properties"]) == list(MaintenanceConfig.__struct_fields__)
+    assert list(schema["properties"]) == [
+        "name", "providers", "categories", "cron", "duration", "start", "end"
+    ]  # fmt: skip
+    assert (schema["type"], schema["required"]) == ("object", ["name"])
+    assert schema["additionalProperties"] is False
+    properties = schema["properties"]
+    assert properties["providers"]["items"] == {"type": "string"}
+    assert sorted(properties["categories"]["items"]["enum"]) == sorted(CATEGORIES)
+    assert properties["cron"]["type"] == properties["duration"]["type"] == "string"
+    assert properties["start"]["format"] == properties["end"]["format"] == "date-time"
+    pattern = re.compile(properties["duration"]["pattern"])
+    assert pattern.search("30m") and pattern.search("1.5h") and not pattern.search("soon")
+    # A key is left out, never null: no property admits it.
+    nullable = [key for key, p in properties.items() if "anyOf" in p or p["type"] == "null"]
+    assert nullable == []
+    # A create answers 201 with the window, whose id the cancel takes.
+    created = create["responses"]["201"]
+    assert created["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/MaintenanceWindowView"
+    )
+    assert created["links"]["delete_cancel_window"]["parameters"] == {
+        "window_id": "$response.body#/id"
+    }
+    assert "200" not in create["responses"]
+    # No other route documents a body it does not take.
+    bodies = [
+        (path, method)
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        if "requestBody" in operation
+    ]
+    assert bodies == [("/api/maintenance", "post")]
 
 
 async def test_the_files_windows_are_recorded_once_and_cancelled_when_gone(
@@ -402,3 +489,134 @@ end = "2030-01-01T03:00:00Z"
     assert [e["type"] for e in third[2:]] == ["MaintenanceWindowCancelled"]
     assert third[2]["stream"] == "maintenance:file:two"
     assert await serve("one") == third  # cancelled once
+
+
+# ---- through the service in a subprocess, with a webhook receiver ------------------
+
+# How long the window lasts from its creation: long enough for its probes on a loaded
+# machine, short enough that waiting for its end keeps the test quick.
+WINDOW_SECONDS = 6.0
+IN_WINDOW_PROBES = 10  # the failure rate's minimum: counted, they would raise one after
+TRIGGER = "/api/scheduler/trigger/health_checks"
+
+
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, body: Any = None
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with session.request(method, url, json=body, headers=headers) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def test_a_window_holds_back_alerts_and_notifications_then_what_still_fails_raises_one(
+    standin: StandIn, tmp_path: Path
+) -> None:
+    """The real service with a webhook channel: a provider failing inside a window raises
+    no alert and sends nothing; once the window has ended, the failures that still hold
+    raise their alert and one notification, with no burst (no failure_rate)."""
+    async with Receiver.start() as receiver:
+        config = tmp_path / "service.toml"
+        config.write_text(
+            "[monitoring]\noffline_after_failures = 1\n"
+            '[[providers]]\nname = "Failing"\ncategory = "exchanges"\n'
+            f'base_url = "{standin.url("")}"\nhealth_path = "/error500"\n'
+            # Probed when the test triggers it, and by its schedule only at New Year.
+            'cron = "0 0 1 1 *"\n' + webhook("ops", receiver.url("/hook"))
+        )
+        environ = {"CRYPTOMON_API_TOKEN": TOKEN}
+        async with (
+            run_service(config, tmp_path / "service.db", environ) as service,
+            aiohttp.ClientSession() as session,
+        ):
+            url = service.url
+
+            async def probe_now() -> int:
+                """Probe Failing now; the log's head once its result is read."""
+                status, ran = await call(session, "POST", url + TRIGGER)
+                assert (status, ran["tasks_run"]) == (200, 1), ran
+                head: int = ran["position"]
+                return head
+
+            async def probes(after: int = 0) -> list[Any]:
+                status, page = await get(
+                    session, f"{url}/api/events?type=ProbeRecorded&after={after}"
+                )
+                assert status == 200, page
+                found: list[Any] = page["events"]
+                return found
+
+            async def notified_up_to(position: int) -> dict[str, Any]:
+                """The channel once the notices of every event up to `position` are stored
+                and none waits to be sent."""
+
+                async def settled() -> dict[str, Any] | None:
+                    status, body = await get(session, f"{url}/api/notifications")
+                    assert status == 200 and body["enabled"] is True, body
+                    [channel] = body["channels"]
+                    done = body["position"] >= position and channel["pending"] == 0
+                    return channel if done else None
+
+                found: dict[str, Any] = await until(settled, f"the notices up to {position}")
+                return found
+
+            now = time.time()
+            window = {
+                "name": "exchange upgrade",
+                "providers": ["Failing"],
+                "start": iso_time(now - 60),
+                "end": iso_time(now + WINDOW_SECONDS),
+            }
+            status, created = await call(session, "POST", f"{url}/api/maintenance", window)
+            assert (status, created["state"]) == (201, "active"), created
+            ends_at = datetime.fromisoformat(created["end"]).timestamp()  # as the server has it
+
+            # Inside the window: every probe fails, and nothing is raised or sent.
+            for _ in range(IN_WINDOW_PROBES):
+                in_window = await probe_now()
+            inside = await probes()
+            assert [e["payload"]["outcome"] for e in inside] == ["failed"] * IN_WINDOW_PROBES
+            late = [e for e in inside if e["payload"]["started_at"] >= ends_at]
+            assert late == [], "the machine was too slow: probes fell after the window"
+            status, failing = await get(session, f"{url}/api/providers/Failing")
+            assert failing["status"] == "maintenance", failing
+            assert failing["maintenance_window"] == {
+                "id": created["id"], "name": "exchange upgrade", "ends_at": created["next_end"]
+            }  # fmt: skip
+            status, alerts = await get(session, f"{url}/api/alerts")
+            assert (status, alerts["alerts"]) == (200, [])
+            channel = await notified_up_to(in_window)
+            assert (channel["delivered"], channel["failed"]) == (0, 0), channel
+            assert receiver.requests == []
+
+            # The window ends by the clock; the probes after it are judged afresh.
+            async def ended() -> bool:
+                status, listed = await get(session, f"{url}/api/maintenance")
+                assert status == 200, listed
+                [shown] = [w for w in listed["windows"] if w["id"] == created["id"]]
+                return bool(shown["state"] == "past")
+
+            await until(ended, "the end of the window", seconds=WINDOW_SECONDS + 20)
+            for _ in range(3):
+                last = await probe_now()
+            first, *_ = after = await probes(in_window)
+            assert [e["payload"]["outcome"] for e in after] == ["failed"] * 3
+            assert first["payload"]["started_at"] >= ends_at
+            status, failing = await get(session, f"{url}/api/providers/Failing")
+            assert (failing["status"], failing["maintenance_window"]) == ("offline", None)
+            status, alerts = await get(session, f"{url}/api/alerts")
+            # Raised by the first probe after the window, and alone: no failure_rate, though
+            # 13 probes of 13 failed, for the window's probes fed no failure rate.
+            [alert] = alerts["alerts"]
+            assert (alert["kind"], alert["position"]) == ("offline", first["position"]), alert
+
+            # One notification, of that alert; nothing else is to come from these events.
+            channel = await notified_up_to(last)
+            assert (channel["delivered"], channel["failed"]) == (1, 0), channel
+            [request] = receiver.requests
+            assert request.path == "/hook"
+            note = request.json
+            assert (note["event"], note["provider"], note["severity"]) == (
+                "raised", "Failing", "critical"
+            )  # fmt: skip
+            assert (note["alert"]["id"], note["alert"]["kind"]) == (alert["id"], "offline")
+            assert note["position"] == first["position"]

@@ -1,7 +1,7 @@
 """Reload without restart, through the service as users run it (`python -m cryptomon
-serve` in a subprocess) with a stand-in provider on 127.0.0.1: SIGHUP and
-`POST /api/config/reload` apply the file's difference, refuse an invalid file without
-changing anything, and leave the live feed's clients connected."""
+serve` in a subprocess) with a stand-in provider on 127.0.0.1: SIGHUP,
+`POST /api/config/reload` and `[server] watch_config` apply the file's difference, refuse
+an invalid file without changing anything, and leave the live feed's clients connected."""
 
 from __future__ import annotations
 
@@ -211,3 +211,48 @@ async def test_a_threshold_change_by_reload_then_replay_equals_live(
     assert replay.returncode == 0, output.decode()
     assert "OK: replayed" in output.decode()
     assert "snapshot was not used" not in output.decode()
+
+
+async def test_watch_config_reloads_when_the_file_changes(standin: StandIn, tmp_path: Path) -> None:
+    """`[server] watch_config = true`: a changed modification time is a reload, with no
+    signal and no request (the watch looks every WATCH_INTERVAL_SECONDS)."""
+    config = tmp_path / "service.toml"
+    watched = "[server]\nwatch_config = true\n"
+    config.write_text(watched + provider("Kept", standin.url("")))
+    async with (
+        serve(config, tmp_path / "service.db") as service,
+        aiohttp.ClientSession() as session,
+    ):
+        assert await provider_names(session, service.url) == {"Kept"}
+        status, health = await get(session, f"{service.url}/health")
+        assert health["components"]["config"]["last_reload_applied"] is None
+
+        # Written aside and renamed over the file, so the watch never reads it half
+        # written; its modification time set 10 s past the old one, so that a file system
+        # with a coarse clock cannot give the new file the old file's time.
+        before = config.stat().st_mtime_ns
+        staged = tmp_path / "service.toml.new"
+        staged.write_text(
+            watched + provider("Kept", standin.url("")) + provider("Added", standin.url(""))
+        )
+        changed = before + 10 * 10**9
+        os.utime(staged, ns=(changed, changed))
+        os.replace(staged, config)
+        assert config.stat().st_mtime_ns == changed != before
+
+        async def applied() -> bool:
+            return await provider_names(session, service.url) == {"Kept", "Added"}
+
+        await until(applied, "the watched file's provider in /api/providers")
+        status, health = await get(session, f"{service.url}/health")
+        component = health["components"]["config"]
+        assert (component["status"], component["errors"]) == ("ok", [])
+        assert component["last_reload_applied"] is not None
+        status, registered = await get(session, f"{service.url}/api/events?type=ProviderRegistered")
+        names = [e["payload"]["provider"] for e in registered["events"]]
+        assert sorted(names) == ["Added", "Kept"]  # one reload: Added registered once
+        # Added is scheduled: a run of the health checks probes both.
+        status, triggered = await post(
+            session, f"{service.url}/api/scheduler/trigger/health_checks"
+        )
+        assert (status, triggered["tasks_run"]) == (200, 2)

@@ -19,7 +19,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
 from types import UnionType
@@ -744,6 +744,28 @@ def _check_moment(moment: datetime) -> None:
             f"{moment.isoformat()!r} has no UTC offset: expected an ISO 8601 time with one,"
             ' like "2025-06-01T02:00:00Z"'
         )
+    # Kept as Unix seconds and written back in UTC: 9999-12-31T23:00:00-02:00 is in the
+    # year 10000 there, which no view of the window could write.
+    try:
+        datetime.fromtimestamp(moment.timestamp(), UTC)
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(
+            f"{moment.isoformat()!r} is out of range: expected a time in the years 1 to 9999 (UTC)"
+        ) from None
+
+
+# A recurring window's occurrence ends this long after its cron fires, at most: a window
+# longer than a year is a one-off (start and end), and an end past the year 9999 could not
+# be written at all.
+MAX_WINDOW_DURATION_SECONDS = 366 * 86_400.0
+
+
+def _check_window_duration(text: str) -> None:
+    if parse_duration(text) > MAX_WINDOW_DURATION_SECONDS:
+        raise ValueError(
+            f"{text!r} is too long for a recurring window: expected at most 366d (set start"
+            " and end for a longer one-off window)"
+        )
 
 
 def _check_rate_limit_source(text: str) -> None:
@@ -793,6 +815,7 @@ _TABLE_FIELD_CHECKS: dict[tuple[str, str], Callable[[Any], object]] = {
     ("StorageConfig", "url"): _check_storage_url,
     ("ProviderConfig", "headers"): _check_probe_headers,
     ("Collection", "headers"): _check_probe_headers,
+    ("MaintenanceConfig", "duration"): _check_window_duration,
 }
 
 T = TypeVar("T", bound=_Table)
@@ -853,6 +876,11 @@ def _convert_table(
                 channel=channel,
             )
             continue
+        if value is None:
+            # TOML has no null; a JSON body (a window sent to the API) does, and a key sent
+            # as null would otherwise pass as one left out while counting as one given.
+            problems.add(where, "null is not a value: leave the key out", provider, channel=channel)
+            continue
         check = _TABLE_FIELD_CHECKS.get((cls.__name__, name), _FIELD_CHECKS.get(name))
         try:
             converted = msgspec.convert(value, field.type)
@@ -860,7 +888,7 @@ def _convert_table(
                 check(converted)
         except msgspec.ValidationError as exc:
             where, problem = _explain(exc, where, field.type)
-            if check is parse_duration:
+            if check is parse_duration or check is _check_window_duration:
                 problem += ' (a duration such as "30s")'
             problems.add(where, problem, provider, channel=channel)
         except _KeyedError as exc:

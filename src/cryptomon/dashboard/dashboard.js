@@ -199,6 +199,8 @@
         if (known && known.status !== provider.status && Date.parse(known.last_status_change || 0) > Date.parse(provider.last_status_change || 0)) {
           provider.status = known.status;
           provider.last_status_change = known.last_status_change;
+          // The window came with that status (a provider enters and leaves one as it does).
+          provider.maintenance_window = known.maintenance_window;
         }
         state.providers.set(provider.name, provider);
       }
@@ -329,6 +331,9 @@
       case "provider_status_change":
         onStatusChange(message);
         return true;
+      case "maintenance_window":
+        onMaintenanceWindow(message);
+        return true;
       case "new_log_entry":
         onLogEntry(message.log_type, message.data, message.position);
         return true;
@@ -363,6 +368,34 @@
         timestamp: message.timestamp,
         text: `${message.provider}: ${message.old_status} → ${message.new_status} (${message.details})`,
         level,
+      },
+      message.position,
+    );
+  }
+
+  // A provider entered a maintenance window (`active`) or left it: its card names the window
+  // while it is in one, as REST's `maintenance_window` does.
+  function onMaintenanceWindow(message) {
+    const provider = state.providers.get(message.provider);
+    if (provider) {
+      const current = provider.maintenance_window;
+      if (message.active) {
+        provider.maintenance_window = { id: message.window_id, name: message.name, ends_at: message.ends_at || null };
+      } else if (!current || current.id === message.window_id) {
+        provider.maintenance_window = null;
+      }
+      renderProvider(message.provider);
+    }
+    const until = message.ends_at ? ` until ${clock(message.ends_at)}` : "";
+    addLogEntry(
+      `maintenance-${message.active ? "begins" : "ends"}`,
+      {
+        id: message.window_id,
+        timestamp: message.timestamp,
+        text: message.active
+          ? `${message.provider}: in maintenance ${message.name}${until}`
+          : `${message.provider}: out of maintenance ${message.name}`,
+        level: "info",
       },
       message.position,
     );
@@ -567,6 +600,8 @@
     head.append(el("h3", "name", name), el("span", "status"));
     const meta = el("div", "meta");
     meta.append(el("span", "category"), el("span", "checked"), el("span", "certificate"));
+    const maintenance = el("p", "maintenance");
+    maintenance.hidden = true;
     const figures = el("dl", "figures");
     for (const [key, label] of [["latency", "latency now"], ["p95", "p95 24 h"], ["uptime", "uptime 24 h"]]) {
       const cell = el("div");
@@ -579,7 +614,7 @@
     const bar = el("div", "bar");
     bar.append(el("span"));
     limit.append(bar, el("span", "usage"));
-    card.append(head, meta, figures, spark, limit);
+    card.append(head, meta, maintenance, figures, spark, limit);
     $("providers").append(card);
     return card;
   }
@@ -600,6 +635,13 @@
     certificate.title = provider.certificate ? `certificate expires ${provider.certificate.expires_at}` : "";
     // The server's default warning threshold: the alert says more.
     certificate.classList.toggle("soon", days !== null && days < 14);
+    const held = provider.maintenance_window;
+    const maintenance = card.querySelector(".maintenance");
+    maintenance.hidden = !held;
+    maintenance.textContent = held ? `maintenance: ${held.name}` : "";
+    maintenance.title = held && held.ends_at ? `until ${clock(held.ends_at)} (${held.ends_at})` : "";
+    if (held) maintenance.dataset.window = held.id;
+    else delete maintenance.dataset.window;
     card.querySelector(".latency").textContent = ms(provider.response_time_ms);
     card.querySelector(".p95").textContent = ms(provider.p95_ms_24h);
     card.querySelector(".uptime").textContent = percent(provider.uptime_24h);

@@ -1,5 +1,5 @@
-"""`/openapi.json` built from the route table and the msgspec response types,
-and `/docs`, a self-contained page that renders it (no CDN: works offline)."""
+"""`/openapi.json` built from the route table and the msgspec types of the responses and
+request bodies, and `/docs`, a self-contained page that renders it (no CDN: works offline)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 def build(endpoints: Sequence[Endpoint]) -> bytes:
     types: list[type[msgspec.Struct]] = [Problem]
-    types += [e.response for e in endpoints if e.response is not None and e.response not in types]
+    for endpoint in endpoints:
+        for shape in (endpoint.response, endpoint.body):
+            if shape is not None and shape not in types:
+                types.append(shape)
     refs, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
@@ -27,23 +30,24 @@ def build(endpoints: Sequence[Endpoint]) -> bytes:
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         responses: dict[str, Any] = {}
+        ok = str(endpoint.ok_status)
         if endpoint.websocket:
             # Its success is the handshake, never a 200.
             responses["101"] = {"description": "Switching Protocols: the WebSocket is open"}
         elif endpoint.response is not None:
-            responses["200"] = {
+            responses[ok] = {
                 "description": endpoint.ok_description,
                 "content": {"application/json": {"schema": by_type[endpoint.response]}},
             }
         elif endpoint.path == "/metrics":
-            responses["200"] = {
+            responses[ok] = {
                 "description": "OK",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             }
         else:
-            responses["200"] = {"description": endpoint.ok_description}
+            responses[ok] = {"description": endpoint.ok_description}
         if endpoint.links:
-            responses["200"]["links"] = {
+            responses[ok]["links"] = {
                 link.operation_id: {
                     "operationId": link.operation_id,
                     "parameters": {link.parameter: link.value},
@@ -53,7 +57,7 @@ def build(endpoints: Sequence[Endpoint]) -> bytes:
         if endpoint.unhealthy_status is not None:
             responses[str(endpoint.unhealthy_status)] = {
                 "description": endpoint.unhealthy_description,
-                "content": responses["200"]["content"],
+                "content": responses[ok]["content"],
             }
         statuses = set(endpoint.errors) | {429}  # every route: per-client limits
         if any(p.where == "path" for p in endpoint.params):
@@ -85,6 +89,11 @@ def build(endpoints: Sequence[Endpoint]) -> bytes:
             "parameters": [_parameter(p) for p in endpoint.params],
             "responses": responses,
         }
+        if endpoint.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": by_type[endpoint.body]}},
+            }
         if endpoint.write:
             # The token is needed only when one is configured; without one,
             # writes are allowed from loopback.

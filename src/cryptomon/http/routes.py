@@ -61,6 +61,11 @@ class Endpoint:
     summary: str
     response: type[msgspec.Struct] | None  # None: not JSON
     params: tuple[Param, ...] = ()
+    # The JSON body it takes, for the document only: the handler checks the body itself,
+    # with messages naming the key (a window's as the config file's are).
+    body: type[msgspec.Struct] | None = None
+    # The status of a success: 201 for a create.
+    ok_status: int = 200
     # Runs only for a client allowed to write (`authorization.writes`): the bearer
     # token when one is configured, loopback otherwise.
     write: bool = False
@@ -393,8 +398,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Create a maintenance window (JSON body: name, providers and/or categories, and"
         " cron + duration or start + end in ISO 8601); answers 201 with the window and its id",
         schemas.MaintenanceWindowView,
+        body=schemas.MaintenanceWindowBody,
+        ok_status=201,
+        ok_description="Created: the window, with the id to cancel it by",
         write=True,
         errors=(400, 401, 403),
+        links=(Link("delete_cancel_window", "window_id", "$response.body#/id"),),
     ),
     Endpoint(
         "DELETE",

@@ -7,10 +7,12 @@ seed where its users' scripts read them. Times are ISO 8601 in UTC.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from cryptomon.config import Category
 from cryptomon.events.audit import ChainState
 from cryptomon.events.types import ErrorKind, ProbeOutcome
 from cryptomon.projections.notices import Judgement, ProviderStatus
@@ -240,6 +242,70 @@ class MaintenanceWindowView(Schema, frozen=True):
     position: int
     cancelled_at: str | None = None
     cancelled_by: str | None = None
+
+
+class MaintenanceWindowBody(Schema, frozen=True, forbid_unknown_fields=True):
+    """The body of `POST /api/maintenance`: the keys of a `[[maintenance]]` table of the
+    config file (`MaintenanceConfig`), checked as the file's are. Name the providers or the
+    categories it covers (or both), and set `cron` and `duration` (recurring) or `start`
+    and `end` (one-off), never both pairs; a key is left out, never sent as null."""
+
+    name: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=100,
+            pattern="^[^/]*$",
+            description="what the window is called: the provider's status details and the"
+            " dashboard name it (not blank, no '/')",
+        ),
+    ]
+    providers: Annotated[
+        list[str],
+        msgspec.Meta(description="the providers it covers, by name (each one configured)"),
+    ] = []
+    categories: Annotated[
+        list[Category], msgspec.Meta(description="the categories whose providers it covers")
+    ] = []
+    cron: (
+        Annotated[
+            str,
+            msgspec.Meta(description="recurring: a cron expression (UTC); each fire starts one"),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    duration: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern="^[0-9]+(\\.[0-9]+)?(ms|s|m|h|d)$",
+                description='recurring: how long each occurrence lasts, like "30m" (at most 366d)',
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    start: (
+        Annotated[
+            datetime,
+            msgspec.Meta(
+                description="one-off: when it starts, RFC 3339 with an offset, like"
+                " 2025-06-01T02:00:00Z",
+                extra_json_schema={"format": "date-time"},
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    end: (
+        Annotated[
+            datetime,
+            msgspec.Meta(
+                description="one-off: when it ends (after start; the end itself is not"
+                " covered), RFC 3339 with an offset",
+                extra_json_schema={"format": "date-time"},
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
 
 
 class MaintenanceList(Schema, frozen=True):

@@ -278,9 +278,7 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
             if create
             else None
         )
-        defines = endpoint.method in ("POST", "PUT") and endpoint.path.startswith(
-            "/api/providers"
-        )
+        defines = endpoint.method in ("POST", "PUT") and endpoint.path.startswith("/api/providers")
         if endpoint.method != "GET" and endpoint.path.startswith("/api/providers/{name}"):
             path = endpoint.path.replace("{name}", "Walked")
         if defines and not endpoint.path.endswith(("/pause", "/resume")):

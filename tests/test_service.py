@@ -163,6 +163,16 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_drift(
         # rules, so a request it allows may get the documented 400 naming the key.
         '[[operations]]\ninclude-operation-id = "post_create_window"\n'
         'checks.positive_data_acceptance.expected-statuses = ["201", "400"]\n'
+        # A provider's body likewise (a schedule, a condition that parses, no secret), and
+        # its name may be taken; a PUT's If-Match must be the provider's current version.
+        '[[operations]]\ninclude-operation-id = "post_create_provider"\n'
+        'checks.positive_data_acceptance.expected-statuses = ["201", "400", "409"]\n'
+        '[[operations]]\ninclude-operation-id = "put_replace_provider"\n'
+        'checks.positive_data_acceptance.expected-statuses = ["200", "400", "404", "409", "412"]\n'
+        # Without its If-Match a PUT gets RFC 6585's 428 Precondition Required.
+        'checks.missing_required_header.expected-statuses = ["400", "428"]\n'
+        '[[operations]]\ninclude-operation-id = "delete_delete_provider"\n'
+        'checks.positive_data_acceptance.expected-statuses = ["200", "400", "404", "409", "412"]\n'
     )
     result = subprocess.run(
         # Through this interpreter, not a `schemathesis` found on PATH: a virtual

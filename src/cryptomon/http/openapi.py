@@ -125,7 +125,7 @@ def _parameter(param: Any) -> dict[str, Any]:
     return {
         "name": param.name,
         "in": param.where,
-        "required": param.where == "path",
+        "required": param.where == "path" or param.required,
         "description": param.description,
         "schema": schema,
     }

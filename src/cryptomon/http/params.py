@@ -24,7 +24,7 @@ Value = float | int | bool | str | None
 @dataclass(frozen=True, slots=True)
 class Param:
     name: str
-    where: str  # "query" or "path"
+    where: str  # "query", "path" or "header" (a header's value is the handler's to check)
     type: str  # JSON schema type
     description: str
     enum: tuple[str, ...] = ()
@@ -34,6 +34,7 @@ class Param:
     default: float | None = None  # a number's value when the query does not give it
     # A path id's noun: "alert" answers "alert ids are whole numbers" and "no alert has id 7".
     noun: str | None = None
+    required: bool = False  # a path parameter always is
 
 
 class Arguments:
@@ -85,6 +86,8 @@ def parsed(handler: Handler, declared: tuple[Param, ...]) -> Handler:
 
 def _parse(request: web.Request, param: Param) -> Value:
     name = param.name
+    if param.where == "header":
+        return request.headers.get(name)
     if param.where == "path":
         given = request.match_info[name]
         if param.enum:

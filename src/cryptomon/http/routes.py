@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import msgspec
 from aiohttp import web
 
-from cryptomon.config import ALERT_SEVERITIES
+from cryptomon.config import ALERT_SEVERITIES, ProviderConfig
 from cryptomon.events.types import EVENT_TYPES
 from cryptomon.http import audit, dashboard, notifications, openapi, prometheus, schemas
 from cryptomon.http.authorization import writes
@@ -97,6 +97,18 @@ def hours(default: float) -> Param:
 
 
 NAME = Param("name", "path", "string", "the provider's name")
+
+
+def if_match(*, required: bool) -> Param:
+    return Param(
+        "If-Match",
+        "header",
+        "string",
+        'the provider\'s ETag, as GET gives it ("42"), or * for whatever it is now',
+        required=required,
+    )
+
+
 CHAIN = Param("chain", "path", "string", "the chain's name, as its nodes' `chain` says")
 PAIR = Param("pair", "path", "string", "the pair, as its sources' `quote` says (BTC-USD)")
 
@@ -191,8 +203,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         " file's are; a key or secret header names its env var, never its value); answers"
         " 201 with the provider, its ETag and Location",
         schemas.ProviderView,
+        body=ProviderConfig,
+        ok_status=201,
+        ok_description="Created: the provider, scheduled; its ETag is its version",
         write=True,
         errors=(400, 401, 403, 409),
+        links=tuple(
+            Link(operation, "name", "$response.body#/name")
+            for operation in (
+                "put_replace_provider",
+                "post_pause_provider",
+                "delete_delete_provider",
+            )
+        ),
     ),
     Endpoint(
         "PUT",
@@ -202,7 +225,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         " If-Match must name its ETag: 428 without one, 412 when it changed meanwhile."
         " One from the config file or the catalogue: 409",
         schemas.ProviderView,
-        (NAME,),
+        (NAME, if_match(required=True)),
+        body=ProviderConfig,
         write=True,
         errors=(400, 401, 403, 404, 409, 412, 428),
     ),
@@ -235,7 +259,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         " brings it back); its history stays, marked removed. If-Match is optional. One"
         " from the config file: 409",
         schemas.ProviderView,
-        (NAME,),
+        (NAME, if_match(required=False)),
         write=True,
         errors=(400, 401, 403, 404, 409, 412),
     ),

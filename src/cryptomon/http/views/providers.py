@@ -198,7 +198,7 @@ async def _definition(
 
 def _if_match(request: web.Request) -> int | None:
     """The version `If-Match` names (None for `*`: whatever it is now)."""
-    header = request.headers.get("If-Match")
+    header = request[ARGUMENTS].text("If-Match")
     if header is None:
         raise DefinitionRefused(
             428, "precondition-required", "Precondition required",
@@ -244,7 +244,7 @@ async def replace_provider(request: web.Request) -> web.Response:
 
 async def delete_provider(request: web.Request) -> web.Response:
     name = request[ARGUMENTS].path("name")
-    if_match = _if_match(request) if "If-Match" in request.headers else None
+    if_match = None if request[ARGUMENTS].text("If-Match") is None else _if_match(request)
     position = await request.app[MONITOR].delete(name, request[WRITER], if_match)
     return await _changed(request, name, position)
 

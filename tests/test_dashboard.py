@@ -407,6 +407,63 @@ def test_acknowledging_asks_for_the_token_when_one_is_configured(
         server.stop(signal.SIGTERM)
 
 
+@needs_chromium
+def test_a_card_pauses_and_resumes_its_provider_asking_for_the_token(
+    browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    config = tmp_path / "pause.toml"
+    config.write_text(
+        "[monitoring]\noffline_after_failures = 1\n"
+        f'[[providers]]\nname = "Gone"\ncategory = "news"\n'
+        f'base_url = "http://127.0.0.1:{closed_port()}"\ninterval = "1s"\n'
+    )
+    port = free_port()
+    server = Server(
+        ["--config", str(config), "--db", str(tmp_path / "p.db"), "--port", str(port)],
+        env={"CRYPTOMON_API_TOKEN": TOKEN},
+    )
+    base = f"http://127.0.0.1:{port}"
+    page = browser.new_page()
+    prompts: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        prompts.append(dialog.message)
+        dialog.accept(TOKEN)
+
+    page.on("dialog", answer)
+    try:
+        deadline = time.monotonic() + 20
+        while get_json(f"{base}/api/providers/Gone")["status"] != "offline":
+            assert time.monotonic() < deadline, "Gone never went offline"
+            time.sleep(0.1)
+        # Without the token the feed is closed to the page: what it shows comes from REST.
+        page.goto(base + "/")
+        card = page.locator('#providers .provider[data-provider="Gone"]')
+        expect(card).to_have_attribute("data-status", "offline")
+        button = card.locator("button.pause")
+        expect(button).to_have_text("Pause")
+        button.click()
+        # 401 -> the page asks for the token once, pauses with it, and the feed connects.
+        expect(card).to_have_attribute("data-status", "paused", timeout=10_000)
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        expect(button).to_have_text("Resume")
+        assert len(prompts) == 1 and "pause providers" in prompts[0]
+        view = get_json(f"{base}/api/providers/Gone")
+        assert (view["status"], view["paused_by"]) == ("paused", "token")
+        assert all(a["resolved_at"] for a in get_json(f"{base}/api/alerts")["alerts"])
+        button.click()  # the token is remembered: no second prompt
+        expect(button).to_have_text("Pause", timeout=10_000)
+        expect(card).to_have_attribute("data-status", "offline", timeout=20_000)
+        assert len(prompts) == 1
+        events = get_json(f"{base}/api/events?type=ProviderResumed")["events"]
+        assert [e["payload"]["actor"] for e in events] == ["token"]
+    finally:
+        page.close()
+        server.stop(signal.SIGTERM)
+
+
 # ---- chains and quotes in a real browser, the app in this process --------------------
 
 

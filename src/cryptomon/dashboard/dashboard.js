@@ -361,7 +361,7 @@
     } else if (!state.loading) {
       loadState(); // a provider we have not seen: registered after our load
     }
-    const level = { online: "good", offline: "bad", degraded: "warn", rate_limited: "warn", maintenance: "info" }[message.new_status] || "info";
+    const level = { online: "good", offline: "bad", degraded: "warn", rate_limited: "warn", maintenance: "info", paused: "info" }[message.new_status] || "info";
     addLogEntry(
       "status",
       {
@@ -614,7 +614,12 @@
     const bar = el("div", "bar");
     bar.append(el("span"));
     limit.append(bar, el("span", "usage"));
-    card.append(head, meta, maintenance, figures, spark, limit);
+    const actions = el("div", "actions");
+    const toggle = el("button", "pause");
+    toggle.type = "button";
+    toggle.addEventListener("click", () => pauseOrResume(name, toggle, card));
+    actions.append(toggle);
+    card.append(head, meta, maintenance, figures, spark, limit, actions);
     $("providers").append(card);
     return card;
   }
@@ -642,6 +647,12 @@
     maintenance.title = held && held.ends_at ? `until ${clock(held.ends_at)} (${held.ends_at})` : "";
     if (held) maintenance.dataset.window = held.id;
     else delete maintenance.dataset.window;
+    const toggle = card.querySelector("button.pause");
+    const paused = provider.status === "paused";
+    toggle.textContent = paused ? "Resume" : "Pause";
+    toggle.title = paused
+      ? `paused${provider.paused_by ? ` by ${provider.paused_by}` : ""}${provider.paused_at ? ` ${clock(provider.paused_at)}` : ""}: probe it again`
+      : "stop probing it until resumed (its open alerts resolve)";
     card.querySelector(".latency").textContent = ms(provider.response_time_ms);
     card.querySelector(".p95").textContent = ms(provider.p95_ms_24h);
     card.querySelector(".uptime").textContent = percent(provider.uptime_24h);
@@ -998,7 +1009,7 @@
     document.body.classList.toggle("not-live", mode !== "live");
   }
 
-  // ---- acknowledging ---------------------------------------------------------------
+  // ---- writes: acknowledging, pausing and resuming ------------------------------------
 
   function askToken(reason) {
     const given = window.prompt(`${reason}\nAPI token (the value of the server's CRYPTOMON_API_TOKEN):`);
@@ -1008,10 +1019,56 @@
     return true;
   }
 
-  function postAcknowledge(id) {
+  function post(path) {
     const headers = { Accept: "application/json" };
     if (state.token) headers.Authorization = `Bearer ${state.token}`;
-    return fetch(url(`api/alerts/${id}/acknowledge`), { method: "POST", headers });
+    return fetch(url(path), { method: "POST", headers });
+  }
+
+  // A write: asked again with the token once the server says it needs one.
+  async function postWithToken(path, why) {
+    let response = await post(path);
+    if (response.status === 401 && askToken(`This cryptomon needs its API token to ${why}.`)) {
+      response = await post(path);
+      if (response.status !== 401 && state.tokenRequired && !state.live) connect();
+    }
+    if (response.status === 401) {
+      state.token = null;
+      sessionStorage.removeItem(TOKEN_KEY);
+    }
+    return response;
+  }
+
+  async function problemDetail(response) {
+    try {
+      return (await response.json()).detail || `HTTP ${response.status}`;
+    } catch (error) {
+      return `HTTP ${response.status}`; // not a problem document
+    }
+  }
+
+  async function pauseOrResume(name, button, card) {
+    const provider = state.providers.get(name);
+    if (!provider) return;
+    const verb = provider.status === "paused" ? "resume" : "pause";
+    button.disabled = true;
+    const problem = card.querySelector(".problem");
+    if (problem) problem.remove();
+    try {
+      const response = await postWithToken(`api/providers/${encodeURIComponent(name)}/${verb}`, `${verb} providers`);
+      if (response.ok) {
+        const body = await response.json();
+        state.providers.set(name, { ...provider, ...body });
+        renderProvider(name, true);
+        renderSummary();
+        return;
+      }
+      card.append(el("div", "problem", `Not ${verb}d: ${await problemDetail(response)}`));
+    } catch (error) {
+      card.append(el("div", "problem", `Not ${verb}d: ${error.message}`));
+    } finally {
+      button.disabled = false;
+    }
   }
 
   async function acknowledge(id, button, item) {
@@ -1019,11 +1076,7 @@
     const problem = item.querySelector(".problem");
     if (problem) problem.remove();
     try {
-      let response = await postAcknowledge(id);
-      if (response.status === 401 && askToken("This cryptomon needs its API token to acknowledge alerts.")) {
-        response = await postAcknowledge(id);
-        if (response.status !== 401 && state.tokenRequired && !state.live) connect();
-      }
+      const response = await postWithToken(`api/alerts/${id}/acknowledge`, "acknowledge alerts");
       if (response.ok || response.status === 409) {
         if (response.ok) {
           const body = await response.json();
@@ -1035,17 +1088,7 @@
         renderAlerts();
         return;
       }
-      if (response.status === 401) {
-        state.token = null;
-        sessionStorage.removeItem(TOKEN_KEY);
-      }
-      let detail = `HTTP ${response.status}`;
-      try {
-        detail = (await response.json()).detail || detail;
-      } catch (error) {
-        // not a problem document
-      }
-      item.append(el("div", "problem", `Not acknowledged: ${detail}`));
+      item.append(el("div", "problem", `Not acknowledged: ${await problemDetail(response)}`));
     } catch (error) {
       item.append(el("div", "problem", `Not acknowledged: ${error.message}`));
     } finally {

@@ -6,6 +6,7 @@ subprocess) and, for the many refusals, through the app in this process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
@@ -17,11 +18,17 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 from standins import StandIn
+from test_projections import T0, Harness, probe, registration
 from test_reload import serve
 
-from cryptomon.config import load_config
+from cryptomon.config import Config, check_provider_body, load_config
+from cryptomon.events.log import open_event_log
+from cryptomon.events.types import ProviderPaused, ProviderResumed
 from cryptomon.http.keys import READ_MODELS, STORE
 from cryptomon.http.settings import Settings
+from cryptomon.probing.definitions import DefinitionRefused, read_book
+from cryptomon.probing.monitor import Monitor
+from cryptomon.projections.notices import AlertRaised
 from cryptomon.service.app import create_app
 
 TOKEN = "providers-api-token"
@@ -288,7 +295,7 @@ async def test_bad_requests_name_what_is_wrong_and_record_nothing(
     status, problem, _ = await service.call("POST", "/api/providers", raw=b"{not json")
     assert (status, problem["parameter"]) == (400, "body")
     status, problem, _ = await service.call("POST", "/api/providers", raw=b" " * 70_000)
-    assert (status, problem["parameter"]) == (400, "body")
+    assert (status, problem["status"]) == (413, 413)
     # Names are compared without case, as in the file.
     status, problem, _ = await service.call(
         "POST", "/api/providers", definition("fromfile", standin.url(""))
@@ -316,7 +323,7 @@ async def test_bad_requests_name_what_is_wrong_and_record_nothing(
         "PUT", "/api/providers/Made", renamed, headers={"If-Match": headers["ETag"]}
     )
     assert (status, problem["parameter"]) == (400, "name")
-    for bad in ("42", '"x"', '"1", "2"', "W/"):
+    for bad in ("42", '"x"', '"1", 2', "W/", ","):
         status, problem, _ = await service.call(
             "PUT", "/api/providers/Made", definition("Made", standin.url("")),
             headers={"If-Match": bad},
@@ -405,3 +412,143 @@ async def test_a_catalogue_provider_is_paused_or_disabled_but_not_edited(
     status, back, _ = await service.call("POST", f"/api/providers/{name}/resume")
     assert (status, back["removed"], back["source"]) == (200, False, "catalogue")
     assert name in await service.names()
+
+
+async def test_refusals_say_what_is_there_before_what_the_request_lacks(
+    service: Service, standin: StandIn
+) -> None:
+    # A PUT without If-Match to a provider the API cannot change, or that is not there.
+    body = definition("FromFile", standin.url(""))
+    status, problem, _ = await service.call("PUT", "/api/providers/FromFile", body)
+    assert (status, problem["type"]) == (409, "/problems/defined-by-file")
+    status, problem, _ = await service.call("PUT", "/api/providers/Nobody", body)
+    assert status == 404, problem
+    status, _, headers = await service.call(
+        "POST", "/api/providers", definition("Made", standin.url(""))
+    )
+    assert status == 201
+    etag = headers["ETag"]
+    # If-Match compares strongly: a weak tag never matches; a list matches any of its tags.
+    changed = definition("Made", standin.url(""), "/slow")
+    status, problem, _ = await service.call(
+        "PUT", "/api/providers/Made", changed, headers={"If-Match": f"W/{etag}"}
+    )
+    assert (status, problem["type"]) == (412, "/problems/version-mismatch")
+    status, answer, _ = await service.call(
+        "PUT", "/api/providers/Made", changed, headers={"If-Match": f'"1", {etag}'}
+    )
+    assert status == 200, answer
+
+
+@pytest.mark.parametrize(
+    ("more", "field"),
+    [
+        ({"body": {"query": "q", "apiKey": "s3cr3t-value"}}, "body"),
+        ({"rpc": {"method": "m", "params": [{"access_token": "s3cr3t-value"}]}}, "rpc"),
+        ({"health_path": "/v1?api_key=s3cr3t-value"}, "health_path"),
+        ({"name": "bad\r\nX-Injected: 1"}, "name"),
+        ({"name": "x" * 101}, "name"),
+    ],
+)
+async def test_a_secret_or_a_name_that_breaks_headers_is_refused(
+    service: Service, more: dict[str, Any], field: str
+) -> None:
+    body = {**definition("Odd", "http://127.0.0.1:9"), **more}
+    status, problem, _ = await service.call("POST", "/api/providers", body)
+    assert (status, problem.get("parameter")) == (400, field), problem
+    assert "s3cr3t-value" not in str(problem)
+    assert await service.names() == {"FromFile"}
+
+
+async def test_a_body_that_names_a_token_address_and_a_name_with_a_query_mark_are_fine(
+    service: Service, standin: StandIn
+) -> None:
+    body = definition("What?", standin.url(""), body={"token": "0xabc", "publicKey": "p"})
+    status, created, headers = await service.call("POST", "/api/providers", body)
+    assert status == 201, created
+    assert headers["Location"] == "/api/providers/What%3F"
+    status, found, _ = await service.call("GET", headers["Location"])
+    assert (status, found["name"]) == (200, "What?")
+
+
+async def test_a_body_sent_in_pieces_is_read_whole(service: Service, standin: StandIn) -> None:
+    body = json.dumps(definition("Pieces", standin.url(""), conditions=["[STATUS] == 200"] * 60))
+    port = service.client.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        f"POST /api/providers HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    writer.write(head.encode() + body[:100].encode())
+    await writer.drain()
+    # The server has the first hundred bytes; the rest comes in a second write.
+    status, _, _ = await service.call("GET", "/api/providers/FromFile")
+    assert status == 200
+    writer.write(body[100:].encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:300]
+
+
+async def test_two_instances_on_one_log_cannot_both_create_a_name(
+    tmp_path: Path, standin: StandIn
+) -> None:
+    """The second instance has not followed the first's create: it reads the log as it is."""
+    store = await open_event_log(tmp_path / "shared.db")
+    config = Config()
+    async with aiohttp.ClientSession() as session:
+        first = Monitor(config, store, session, environ={}, instance="one")
+        second = Monitor(config, store, session, environ={}, instance="two")
+        await first.load()
+        await second.load()
+        made = definition("x", standin.url(""))
+        await first.create(check_provider_body(made), made, "alice")
+        with pytest.raises(DefinitionRefused) as refused:
+            await second.create(check_provider_body(made), made, "bob")
+        assert refused.value.status == 409
+        # The second pauses what the first made without having followed it.
+        await second.pause("x", "bob")
+        book = await read_book(store)
+        assert book["x"].paused and book["x"].registered_by == "alice"
+        await first.stop()
+        await second.stop()
+    await store.close()
+
+
+async def test_a_key_set_after_the_provider_was_defined_counts_after_a_restart(
+    tmp_path: Path, standin: StandIn, aiohttp_client: AiohttpClient
+) -> None:
+    config = tmp_path / "keys.toml"
+    config.write_text("providers = []\n")
+
+    async def started(environ: dict[str, str]) -> Service:
+        settings = Settings.from_config(
+            load_config(config), database=tmp_path / "keys.db",
+            environ={"CRYPTOMON_API_TOKEN": TOKEN, **environ}, probing=False,
+        )  # fmt: skip
+        return Service(await aiohttp_client(create_app(settings)))
+
+    service = await started({})
+    body = definition("Keyed", standin.url(""), api_key_env="LATER_KEY", api_key_header="X-Key")
+    status, created, _ = await service.call("POST", "/api/providers", body)
+    assert (status, created["status"]) == (201, "unconfigured")
+    await service.client.close()
+    service = await started({"LATER_KEY": "k"})
+    status, view, _ = await service.call("GET", "/api/providers/Keyed")
+    assert view["status"] == "unknown", view  # judged from its probes from now on
+    assert view["definition"] == body
+
+
+def test_probes_of_a_paused_provider_folded_late_judge_nothing() -> None:
+    """Another instance's probe, in flight when the pause was recorded, comes after it."""
+    fold = Harness()
+    fold(registration("A"))
+    fold(ProviderPaused("A", "alice", T0))
+    late = fold(*(probe("A", T0 + i, "failed") for i in range(20)))
+    assert not [n for n in late if isinstance(n, AlertRaised)]
+    assert fold.projections.alerts.query(open_only=True) == []
+    fold(ProviderResumed("A", "alice", T0 + 100))
+    after = fold(*(probe("A", T0 + 100 + i, "failed") for i in range(5)))
+    assert [n for n in after if isinstance(n, AlertRaised)]

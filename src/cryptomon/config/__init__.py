@@ -927,8 +927,14 @@ def _check_provider(
     elif "interval" not in raw and "cron" not in raw:
         add("interval", 'missing: set interval (like "30s") or cron (like "*/5 * * * *")')
     name = values.get("name")
-    if name is not None and (not name.strip() or "/" in name):
-        add("name", "expected a non-empty name without '/' (it appears in URLs)")
+    if name is not None and (
+        not name.strip() or "/" in name or len(name) > 100 or not name.isprintable()
+    ):
+        add(
+            "name",
+            "expected a non-empty name of at most 100 characters, without '/' or control"
+            " characters (it appears in URLs and headers)",
+        )
     # Compare only durations that converted; a bad one is reported already. Without a
     # degraded_latency the default follows the timeout, so only one set by hand can clash.
     if "degraded_latency" in values and "timeout" not in raw.keys() - values.keys():
@@ -1254,9 +1260,22 @@ def check_maintenance_body(raw: object, known_providers: set[str]) -> Maintenanc
     return window
 
 
-# Header and query parameter names whose literal values are secrets (an Authorization
-# header, an X-API-Key, a ?token=): the API takes them only as "env:NAME".
-_SECRET_NAME = re.compile(r"auth|key|token|secret|cookie|session|signature|passw", re.I)
+# Header names whose literal values are secrets (an Authorization header, an X-API-Key):
+# the API takes them only as "env:NAME".
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|session|signature|passw", re.I)
+# Query parameter and JSON body key names that hold a secret (apikey, api_key, accessToken,
+# password...), compared in snake case. Narrower than for headers: `token` alone is as
+# often a token's address as a credential, and a `public_key` is no secret.
+_SECRET_KEY = re.compile(
+    r"(?:.*_)?(?:api_?key|key|access_key|secret(?:_key)?|private_key|password|passwd"
+    r"|passphrase|auth|authorization|signature|(?:access|auth|api|bearer|refresh|session)_token)"
+)
+_NOT_SECRET_KEYS = frozenset({"public_key", "pub_key", "pubkey"})
+
+
+def _secret_key(name: str) -> bool:
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).replace("-", "_").lower()
+    return snake not in _NOT_SECRET_KEYS and _SECRET_KEY.fullmatch(snake) is not None
 
 
 def check_provider_body(raw: object) -> ProviderConfig:
@@ -1274,6 +1293,9 @@ def check_provider_body(raw: object) -> ProviderConfig:
 
 
 def _check_no_secrets(raw: dict[str, Any], problems: _Problems) -> None:
+    """Refuse what looks like a secret: a key, a literal secret header, credentials or a
+    key in a URL, a key in the JSON (or JSON-RPC) body sent. A key in a URL's path cannot
+    be told from the path; a provider that needs one there is for the config file."""
     for field in ("api_key", "key", "token", "secret", "password"):
         if field in raw:
             problems.add(
@@ -1297,7 +1319,7 @@ def _check_no_secrets(raw: dict[str, Any], problems: _Problems) -> None:
                 if (
                     isinstance(value, str)
                     and not value.startswith(ENV_PREFIX)
-                    and _SECRET_NAME.search(name)
+                    and _SECRET_HEADER.search(name)
                 ):
                     problems.add(
                         f"{where}headers.{name}",
@@ -1310,12 +1332,39 @@ def _check_no_secrets(raw: dict[str, Any], problems: _Problems) -> None:
                 continue
             for pair in urlsplit(text).query.split("&"):
                 name, _, value = pair.partition("=")
-                if value and _SECRET_NAME.search(name):
+                if value and _secret_key(name):
                     problems.add(
                         f"{where}{field}",
                         f"the query parameter {name!r} looks like a key: a secret is never"
                         " accepted in a request body; use api_key_env with api_key_query",
                     )
+        for field in ("body", "rpc"):
+            found = _secret_in_json(probe.get(field))
+            if found is not None:
+                problems.add(
+                    f"{where}{field}",
+                    f"{found!r} looks like a key: a secret is never accepted in a request body"
+                    " (the body sent is recorded); use api_key_env with api_key_header or"
+                    " api_key_query",
+                )
+
+
+def _secret_in_json(value: object) -> str | None:
+    """The first key of a JSON value's objects, at any depth, that names a secret and holds
+    a non-empty string."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and _secret_key(key) and isinstance(item, str) and item:
+                return key
+            found = _secret_in_json(item)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = _secret_in_json(item)
+            if found is not None:
+                return found
+    return None
 
 
 def _first_error(problems: _Problems) -> BodyError:

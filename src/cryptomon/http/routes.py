@@ -207,7 +207,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ok_status=201,
         ok_description="Created: the provider, scheduled; its ETag is its version",
         write=True,
-        errors=(400, 401, 403, 409),
+        errors=(400, 401, 403, 409, 413),
         links=tuple(
             Link(operation, "name", "$response.body#/name")
             for operation in (
@@ -228,7 +228,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         (NAME, if_match(required=True)),
         body=ProviderConfig,
         write=True,
-        errors=(400, 401, 403, 404, 409, 412, 428),
+        errors=(400, 401, 403, 404, 409, 412, 413, 428),
     ),
     Endpoint(
         "POST",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from cryptomon.config import BodyError, ProviderConfig, check_provider_body
 from cryptomon.events.log import EventLog
@@ -54,6 +55,11 @@ class Entry:
     @property
     def source(self) -> ProviderSource | None:
         return None if self.registered is None else self.registered.source
+
+    @property
+    def definition(self) -> dict[str, Any] | None:
+        """Defined over the API: the definition it was accepted with."""
+        return None if self.registered is None else self.registered.definition
 
     @property
     def disabled(self) -> bool:
@@ -104,6 +110,18 @@ def defined_over_api(entry: Entry) -> ProviderConfig | None:
             extra={"provider": entry.name},
         )
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class IfMatch:
+    """A request's `If-Match`: the versions it names (strong ones; a weak one never
+    matches, RFC 9110 13.1.1), or any (`*`)."""
+
+    versions: tuple[int, ...] = ()
+    any: bool = False
+
+    def matches(self, position: int) -> bool:
+        return self.any or position in self.versions
 
 
 class DefinitionRefused(Exception):

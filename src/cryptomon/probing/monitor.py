@@ -16,9 +16,10 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
+import msgspec
 
 from cryptomon.config import (
     Collection,
@@ -47,6 +48,7 @@ from cryptomon.events.types import (
 from cryptomon.probing.definitions import (
     DefinitionRefused,
     Entry,
+    IfMatch,
     defined_over_api,
     read_book,
     registration_stream,
@@ -429,13 +431,18 @@ class Monitor:
         wanted = self._wanted()
         for name, provider in wanted.items():
             source = self.sources[name]
-            if source == "api":
-                continue  # recorded when it was defined
+            # One defined over the API is recorded again only when this environment holds
+            # its key where the last registration's did not (or the other way round).
+            definition = self.book[name].definition if source == "api" else None
             recorded += await self._record_definition(
-                registration_of(provider, self.environ, source)
+                registration_of(provider, self.environ, source, definition)
             )
+        taken = {provider.name.casefold() for provider in self.config.providers}
         for name, entry in sorted(self.book.items()):
-            if entry.current and name not in wanted:
+            # The API's own stay, even one today's rules refuse (kept, not probed), unless
+            # the file now defines the name.
+            api = entry.source == "api" and name.casefold() not in taken
+            if entry.current and name not in wanted and not api:
                 recorded += await self._record_definition(ProviderRemoved(name))
         if recorded:
             self.book = await read_book(self.store)
@@ -475,9 +482,11 @@ class Monitor:
         self.sources = sources
         return wanted
 
-    async def _settle(self) -> None:
+    async def _settle(self, replan: str | None = None) -> None:
         """Schedule exactly the current providers that are not paused, from the book: the
-        difference only. The runs in flight of a provider stopped or changed finish first."""
+        difference only (and `replan`, whose tasks were taken off). The runs in flight of a
+        provider stopped or changed finish first. A provider keeps its rate-limit tracker
+        (and a back-off it was asked for) unless its limit changed."""
         wanted = self._wanted()
         self.providers = wanted
         scheduled = {
@@ -501,13 +510,14 @@ class Monitor:
                 del self.trackers[name]
         for name, provider in scheduled.items():
             previous = running.get(name)
-            if previous == provider:
+            if previous == provider and name != replan:
                 continue
             if previous is None or previous.rate_limit != provider.rate_limit:
                 self.trackers[name] = _tracker(provider)
             self._plan_provider(provider)
         if self.on_providers is not None:
-            self.on_providers(list(wanted))
+            # Offered to the other instances' leases: only what this one would probe.
+            self.on_providers(list(scheduled))
 
     def configuration_recorded(self) -> None:
         """A configuration event was folded (any instance's, an API change on another one
@@ -525,11 +535,16 @@ class Monitor:
         """Schedule from the log again (another instance's file is its own: nothing is
         recorded for it here), and drop the conflicts the log no longer has."""
         async with self._applying:
-            self.book = await read_book(self.store)
-            await self._settle()
+            await self._refresh()
             for name in list(self.conflicts):
-                if self._agrees(self._file_definition(name)):
+                if self._agrees(self._file_definition(name), keys_count=False):
                     del self.conflicts[name]
+
+    async def _refresh(self) -> None:
+        """Read the log's configuration again and schedule from it: what the API's changes
+        check against is the log as it is, not as this instance last followed it."""
+        self.book = await read_book(self.store)
+        await self._settle()
 
     def _file_definition(self, name: str) -> ProviderRegistered | ProviderRemoved:
         """What this instance's file says of the provider: its registration, or removed."""
@@ -538,13 +553,19 @@ class Monitor:
                 return registration_of(provider, self.environ, self.config.providers_source)
         return ProviderRemoved(name)
 
-    def _agrees(self, definition: ProviderRegistered | ProviderRemoved) -> bool:
+    def _agrees(
+        self, definition: ProviderRegistered | ProviderRemoved, *, keys_count: bool = True
+    ) -> bool:
         """Whether the book's last registration or removal of the provider is `definition`
-        (for a removal: whether it was removed, or never registered)."""
+        (for a removal: whether it was removed, or never registered). Without
+        `keys_count`, whether the key is configured is not compared: that is each
+        instance's environment, not its file."""
         entry = self.book.get(definition.provider)
         last = None if entry is None else entry.removal or entry.registered
         if isinstance(definition, ProviderRemoved):
             return last is None or isinstance(last, ProviderRemoved)
+        if not keys_count and isinstance(last, ProviderRegistered):
+            last = msgspec.structs.replace(last, key_configured=definition.key_configured)
         return last == definition
 
     # ---- changes over the API ------------------------------------------------
@@ -561,7 +582,11 @@ class Monitor:
             )
         return entry
 
-    def _owned_by_api(self, name: str, change: str) -> None:
+    def check_changeable(self, name: str, change: Literal["change", "delete"]) -> None:
+        """Refuse (404, 409) a change of a provider that is not there or not the API's to
+        change (a catalogue provider can be deleted: disabled), as this instance last read
+        the log; the change itself checks again against the log as it is then."""
+        self._entry(name)
         source = self.sources[name]
         if source == "file":
             raise DefinitionRefused(
@@ -569,9 +594,9 @@ class Monitor:
                 "defined-by-file",
                 "Defined by the config file",
                 f"provider {name!r} is defined by the config file ({self.config.source}):"
-                f" {change} it there, then reload",
+                f" {'remove' if change == 'delete' else 'change'} it there, then reload",
             )
-        if source == "catalogue":
+        if source == "catalogue" and change == "change":
             raise DefinitionRefused(
                 409,
                 "defined-by-catalogue",
@@ -585,55 +610,62 @@ class Monitor:
         """Define a new provider over the API and schedule it; return the position of its
         registration."""
         async with self._applying:
-            self.book = await read_book(self.store)
+            await self._refresh()
             name = provider.name
-            for existing in self.providers:
+            for existing, entry in self.book.items():
+                if existing.casefold() != name.casefold():
+                    continue
+                if entry.current or existing in self.providers:
+                    where = self.sources.get(existing) or f"recorded by {entry.registered_by}"
+                    raise DefinitionRefused(
+                        409,
+                        "provider-exists",
+                        "Provider exists",
+                        f"provider {existing!r} exists already ({where});"
+                        f" change it with PUT /api/providers/{existing}",
+                    )
+                if entry.disabled and entry.source == "catalogue":
+                    raise DefinitionRefused(
+                        409,
+                        "provider-exists",
+                        "Provider exists",
+                        f"provider {existing!r} is a catalogue provider, disabled: resume it"
+                        f" with POST /api/providers/{existing}/resume",
+                    )
+            for existing in self.providers:  # the file's, recorded or not
                 if existing.casefold() == name.casefold():
                     raise DefinitionRefused(
                         409,
                         "provider-exists",
                         "Provider exists",
-                        f"provider {existing!r} exists already ({self.sources[existing]});"
-                        f" change it with PUT /api/providers/{existing}",
+                        f"provider {existing!r} exists already ({self.sources[existing]})",
                     )
-            entry = self.book.get(name)
-            if entry is not None and entry.disabled and entry.source == "catalogue":
-                raise DefinitionRefused(
-                    409,
-                    "provider-exists",
-                    "Provider exists",
-                    f"provider {name!r} is a catalogue provider, disabled: resume it with"
-                    f" POST /api/providers/{name}/resume",
-                )
             registration = registration_of(provider, self.environ, "api", definition)
             return await self._change(name, registration, actor, None)
 
     async def replace(
-        self, provider: ProviderConfig, definition: dict[str, Any], actor: str, if_match: int | None
+        self, provider: ProviderConfig, definition: dict[str, Any], actor: str, if_match: IfMatch
     ) -> int:
         """Change a provider defined over the API; `if_match` is the version the client
-        read (None: `If-Match: *`). Its runs in flight finish first."""
+        read. Its runs in flight finish first."""
         async with self._applying:
-            self.book = await read_book(self.store)
-            self._entry(provider.name)
-            self._owned_by_api(provider.name, "change")
+            await self._refresh()
+            self.check_changeable(provider.name, "change")
             registration = registration_of(provider, self.environ, "api", definition)
             return await self._change(provider.name, registration, actor, if_match)
 
-    async def delete(self, name: str, actor: str, if_match: int | None) -> int:
+    async def delete(self, name: str, actor: str, if_match: IfMatch | None) -> int:
         """Stop probing a provider defined over the API (or disable a catalogue one); its
         history stays. Its runs in flight finish first."""
         async with self._applying:
-            self.book = await read_book(self.store)
-            self._entry(name)
-            if self.sources[name] == "file":
-                self._owned_by_api(name, "remove")
+            await self._refresh()
+            self.check_changeable(name, "delete")
             removal = ProviderRemoved(name, over_api=True)
             return await self._change(name, removal, actor, if_match)
 
     async def pause(self, name: str, actor: str) -> int:
         async with self._applying:
-            self.book = await read_book(self.store)
+            await self._refresh()
             entry = self._entry(name)
             if entry.paused:
                 raise DefinitionRefused(
@@ -646,7 +678,7 @@ class Monitor:
         """Probe a paused provider again, or a catalogue provider deleted (disabled) over
         the API."""
         async with self._applying:
-            self.book = await read_book(self.store)
+            await self._refresh()
             entry = self.book.get(name)
             catalogue = {p.name: p for p in self.config.providers}
             if (
@@ -670,19 +702,19 @@ class Monitor:
         name: str,
         event: ProviderRegistered | ProviderRemoved | ProviderPaused | ProviderResumed,
         actor: str,
-        if_match: int | None,
+        if_match: IfMatch | None,
     ) -> int:
         """Append one configuration event to the provider's stream, at the version the
-        book read (another writer meanwhile, or an `if_match` not the provider's version:
-        412), then schedule from the log again. The provider's runs in flight finish
-        before the event is recorded."""
+        book read, then schedule from the log again. An `if_match` that is not the
+        provider's version is a 412; another writer meanwhile is a 412 for one that named
+        a version, a 409 otherwise. The provider's runs in flight finish before the event
+        is recorded."""
         entry = self.book.get(name)
-        if entry is not None and if_match is not None and entry.position != if_match:
+        if entry is not None and if_match is not None and not if_match.matches(entry.position):
             raise _stale(name, entry.position)
         in_flight = self.scheduler.remove_tasks(name)
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
-        self.probed = [provider for provider in self.probed if provider.name != name]
         try:
             [position] = await self.store.append(
                 registration_stream(name),
@@ -691,10 +723,18 @@ class Monitor:
                 metadata=EventMetadata(actor=actor),
             )
         except ConcurrencyError:
-            raise _stale(name, None) from None
+            if if_match is not None:
+                raise _stale(name, None) from None
+            raise DefinitionRefused(
+                409,
+                "changed-meanwhile",
+                "Changed meanwhile",
+                f"provider {name!r} was changed by another request meanwhile: GET it, then"
+                " try again",
+            ) from None
         finally:
             self.book = await read_book(self.store)
-            await self._settle()
+            await self._settle(replan=name)
         return position
 
     # ---- recording -------------------------------------------------------------
@@ -784,6 +824,9 @@ class Monitor:
                 and self.peers is not None
                 and self.peers.is_live_peer(entry.registered_by)
             ):
+                if self._agrees(definition, keys_count=False):
+                    self.conflicts.pop(name, None)
+                    return 0  # the same file; the other instance's environment has its key
                 differs = (
                     "does not define it"
                     if isinstance(definition, ProviderRemoved)

@@ -52,6 +52,7 @@ from cryptomon.events.types import (
     ProbeRecorded,
     ProviderPaused,
     ProviderRemoved,
+    ProviderResumed,
     RateLimitChanged,
 )
 from cryptomon.isotime import iso_time
@@ -128,6 +129,9 @@ class AlertsState(msgspec.Struct, gc=False):
     raised_by: dict[int, list[int]] = {}
     # The certificate thresholds: the last `MonitoringChanged` folded (its defaults before).
     thresholds: MonitoringChanged = msgspec.field(default_factory=MonitoringChanged)
+    # Paused providers: probes folded while paused (another instance's, in flight) judge
+    # nothing until `ProviderResumed`.
+    paused: list[str] = []
 
 
 _decoder = msgspec.msgpack.Decoder(AlertsState)
@@ -225,6 +229,7 @@ class AlertsProjection(Projection[AlertsState]):
             AlertAcknowledged: self._acknowledge,
             ProviderRemoved: self._stopped,
             ProviderPaused: self._stopped,
+            ProviderResumed: self._resumed,
             MonitoringChanged: self._thresholds,
         }
 
@@ -269,6 +274,8 @@ class AlertsProjection(Projection[AlertsState]):
         return [self._raise(judged.position, judged.at, judged.provider, kind, severity, message)]
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
+        if self.state.paused and probe.provider in self.state.paused:
+            return []
         notices: list[Notice] = []
         block_ends = self.state.block_ends
         if block_ends and probe.started_at >= block_ends.get(probe.provider, math.inf):
@@ -349,6 +356,12 @@ class AlertsProjection(Projection[AlertsState]):
         self, position: int, recorded_at: float, stop: ProviderRemoved | ProviderPaused
     ) -> list[Notice]:
         """Removed or paused: it is probed no more, so each of its open alerts resolves."""
+        paused = self.state.paused
+        if isinstance(stop, ProviderPaused):
+            if stop.provider not in paused:
+                paused.append(stop.provider)
+        elif stop.provider in paused:
+            paused.remove(stop.provider)
         self.state.windows.pop(stop.provider, None)
         self.state.block_ends.pop(stop.provider, None)
         return [
@@ -356,9 +369,16 @@ class AlertsProjection(Projection[AlertsState]):
             for kind in list(self.state.open.get(stop.provider, ()))
         ]
 
+    def _resumed(self, position: int, recorded_at: float, resume: ProviderResumed) -> list[Notice]:
+        if resume.provider in self.state.paused:
+            self.state.paused.remove(resume.provider)
+        return []
+
     def _rate_limit(
         self, position: int, recorded_at: float, change: RateLimitChanged
     ) -> list[Notice]:
+        if self.state.paused and change.provider in self.state.paused:
+            return []
         settings = self.settings
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         opened = self.state.open.get(change.provider, {})

@@ -71,6 +71,7 @@ class Judgeable(Protocol):
     states: list[Judgement]  # the judgements that hold, in the order they began
     succeeded: bool  # whether its last probe succeeded: only then does it count
     over: int  # probes in a row past a threshold
+    paused: bool  # its probes (another instance's, in flight) judge nothing until resumed
 
 
 class JudgingProjection(Projection[StateT]):
@@ -109,7 +110,8 @@ class JudgingProjection(Projection[StateT]):
 
     def rest(self, position: int, at: float, group: str, member: Judgeable) -> list[Notice]:
         """`member` is paused: it counts for its group no more until a probe of it
-        succeeds again (after it is resumed), and its judgements end."""
+        succeeds again after it is resumed, and its judgements end."""
+        member.paused = True
         member.succeeded = False
         member.over = 0
         ended = [

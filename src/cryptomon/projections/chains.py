@@ -44,6 +44,7 @@ from cryptomon.events.types import (
     ProviderPaused,
     ProviderRegistered,
     ProviderRemoved,
+    ProviderResumed,
 )
 from cryptomon.isotime import iso_time
 from cryptomon.projections.base import Handler, JudgingProjection
@@ -121,6 +122,7 @@ class LagHour(msgspec.Struct, gc=False):
 
 class Node(msgspec.Struct, gc=False, kw_only=True):
     provider: str
+    paused: bool = False  # from `ProviderPaused` to `ProviderResumed`: its probes count not
     head: int | None = None
     head_at: float | None = None  # the start of the probe that observed it
     endpoint: str | None = None  # the probe that observes the head
@@ -226,6 +228,7 @@ class ChainsProjection(JudgingProjection[ChainsState]):
             ProviderRegistered: self._registered,
             ProviderRemoved: self._removed,
             ProviderPaused: self._paused,
+            ProviderResumed: self._resumed,
             ProbeRecorded: self._probe,
         }
 
@@ -252,6 +255,12 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         member = self.state.chains[name].nodes[pause.provider]
         return self.rest(position, recorded_at, f"chain:{name}", member)
 
+    def _resumed(self, position: int, recorded_at: float, resume: ProviderResumed) -> list[Notice]:
+        name = self.state.chain_of.get(resume.provider)
+        if name is not None:
+            self.state.chains[name].nodes[resume.provider].paused = False
+        return []
+
     def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
         return self.forwarded(self._leave(position, recorded_at, removal.provider))
 
@@ -273,7 +282,10 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         name = self.state.chain_of.get(probe.provider)
         if name is None:
             return []
-        return self.forwarded(self._judge(position, probe, self.state.chains[name]))
+        chain = self.state.chains[name]
+        if chain.nodes[probe.provider].paused:
+            return []
+        return self.forwarded(self._judge(position, probe, chain))
 
     def _judge(self, position: int, probe: ProbeRecorded, chain: Chain) -> list[Notice]:
         node = chain.nodes[probe.provider]

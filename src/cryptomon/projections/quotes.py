@@ -30,6 +30,7 @@ from cryptomon.events.types import (
     ProviderPaused,
     ProviderRegistered,
     ProviderRemoved,
+    ProviderResumed,
 )
 from cryptomon.isotime import iso_time
 from cryptomon.projections.base import Handler, JudgingProjection
@@ -46,6 +47,7 @@ _MILLISECONDS_ABOVE = 1e11
 
 class Source(msgspec.Struct, gc=False, kw_only=True):
     provider: str
+    paused: bool = False  # from `ProviderPaused` to `ProviderResumed`: its probes count not
     price: float | None = None
     at: float | None = None  # the start of the probe that observed it
     endpoint: str | None = None
@@ -143,6 +145,7 @@ class QuotesProjection(JudgingProjection[QuotesState]):
             ProviderRegistered: self._registered,
             ProviderRemoved: self._removed,
             ProviderPaused: self._paused,
+            ProviderResumed: self._resumed,
             ProbeRecorded: self._probe,
         }
 
@@ -168,6 +171,12 @@ class QuotesProjection(JudgingProjection[QuotesState]):
         member = self.state.pairs[name].sources[pause.provider]
         return self.rest(position, recorded_at, f"pair:{name}", member)
 
+    def _resumed(self, position: int, recorded_at: float, resume: ProviderResumed) -> list[Notice]:
+        name = self.state.pair_of.get(resume.provider)
+        if name is not None:
+            self.state.pairs[name].sources[resume.provider].paused = False
+        return []
+
     def _removed(self, position: int, recorded_at: float, removal: ProviderRemoved) -> list[Notice]:
         return self.forwarded(self._leave(position, recorded_at, removal.provider))
 
@@ -190,6 +199,8 @@ class QuotesProjection(JudgingProjection[QuotesState]):
             return []
         pair = self.state.pairs[name]
         source = pair.sources[probe.provider]
+        if source.paused:
+            return []
         observed = probe.observations
         price = as_price(observed.get("price")) if observed else None
         failed = probe.outcome != "success"

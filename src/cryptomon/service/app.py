@@ -158,6 +158,9 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
         if recorded.type in CONFIG_EVENT_TYPES:
             monitor.configuration_recorded()
 
+    # Listening before start-up reads the log: another instance's change that lands
+    # meanwhile is followed too (follows wait for the start-up's, and run once for many).
+    models.listeners.append(configuration_recorded)
     try:
         if leases is not None:
             await leases.start()
@@ -165,11 +168,9 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
             await monitor.start()
         else:
             await monitor.load()
-        models.listeners.append(configuration_recorded)
         yield
     finally:
-        if configuration_recorded in models.listeners:
-            models.listeners.remove(configuration_recorded)
+        models.listeners.remove(configuration_recorded)
         await monitor.stop()
         if leases is not None:
             await leases.stop()

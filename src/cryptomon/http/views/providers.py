@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import time
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 from aiohttp import web
@@ -46,7 +47,7 @@ from cryptomon.http.schemas import (
 )
 from cryptomon.http.views import DAY, HOUR, models_of, respond, rounded, series_step, visible
 from cryptomon.isotime import iso_time
-from cryptomon.probing.definitions import DefinitionRefused
+from cryptomon.probing.definitions import DefinitionRefused, IfMatch
 from cryptomon.projections import WindowStats
 from cryptomon.projections.providers import ProviderState
 
@@ -163,9 +164,7 @@ def _with_etag(request: web.Request, state: ProviderState, status: int = 200) ->
     return response
 
 
-# A provider's definition is small: a few URLs, headers, conditions and collections.
-MAX_BODY_BYTES = 64 * 1024
-_ENTITY_TAG = re.compile(r'(?:W/)?"([0-9]{1,19})"')
+_ENTITY_TAG = re.compile(r'(W/)?"([0-9]{1,19})"')
 
 
 async def _definition(
@@ -173,12 +172,10 @@ async def _definition(
 ) -> tuple[ProviderConfig, dict[str, Any]]:
     """The body as a provider, checked as the file's are (400 naming the key), and the
     body itself: the definition recorded. `name`: the path's, which the body may leave out
-    but not contradict."""
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise InvalidParameter("body", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    but not contradict. The whole body is read (the app refuses one over its 64 KiB
+    `client_max_size` with a 413)."""
     try:
-        body = msgspec.json.decode(raw)
+        body = msgspec.json.decode(await request.read())
     except msgspec.DecodeError:
         raise InvalidParameter("body", "the body is not JSON") from None
     if not isinstance(body, dict):
@@ -196,25 +193,24 @@ async def _definition(
         raise InvalidParameter(exc.field, exc.problem) from None
 
 
-def _if_match(request: web.Request) -> int | None:
-    """The version `If-Match` names (None for `*`: whatever it is now)."""
+def _if_match(request: web.Request) -> IfMatch | None:
+    """The versions `If-Match` names (RFC 9110: `*`, or a list of entity tags); None when
+    the request has none."""
     header = request[ARGUMENTS].text("If-Match")
     if header is None:
-        raise DefinitionRefused(
-            428, "precondition-required", "Precondition required",
-            "a PUT needs If-Match with the provider's ETag, from GET /api/providers/{name},"
-            " so that it cannot overwrite a change it has not seen",
-        )  # fmt: skip
+        return None
     header = header.strip()
     if header == "*":
-        return None
-    match = _ENTITY_TAG.fullmatch(header)
-    if match is None:
+        return IfMatch(any=True)
+    tags = [tag.strip() for tag in header.split(",")]
+    matches = [_ENTITY_TAG.fullmatch(tag) for tag in tags]
+    if not tags or any(match is None for match in matches):
         raise InvalidParameter(
-            "If-Match", f"expected one ETag as GET /api/providers/{{name}} gives it (like"
-            f' "42"), got {header[:60]!r}'
+            "If-Match", f"expected ETags as GET /api/providers/{{name}} gives them (like"
+            f' "42"), or *; got {header[:60]!r}'
         )  # fmt: skip
-    return int(match[1])
+    # A weak tag never matches (If-Match compares strongly): it names no version.
+    return IfMatch(tuple(int(m[2]) for m in matches if m is not None and not m[1]))
 
 
 async def _changed(
@@ -230,22 +226,32 @@ async def create_provider(request: web.Request) -> web.Response:
     provider, definition = await _definition(request)
     position = await request.app[MONITOR].create(provider, definition, request[WRITER])
     response = await _changed(request, provider.name, position, status=201)
-    response.headers["Location"] = f"/api/providers/{provider.name}"
+    response.headers["Location"] = f"/api/providers/{quote(provider.name, safe='')}"
     return response
 
 
 async def replace_provider(request: web.Request) -> web.Response:
     name = request[ARGUMENTS].path("name")
+    monitor = request.app[MONITOR]
+    # What is not there, or not the API's to change, says so before what the request lacks.
+    monitor.check_changeable(name, "change")
     if_match = _if_match(request)
+    if if_match is None:
+        raise DefinitionRefused(
+            428, "precondition-required", "Precondition required",
+            "a PUT needs If-Match with the provider's ETag, from GET /api/providers/{name},"
+            " so that it cannot overwrite a change it has not seen",
+        )  # fmt: skip
     provider, definition = await _definition(request, name)
-    position = await request.app[MONITOR].replace(provider, definition, request[WRITER], if_match)
+    position = await monitor.replace(provider, definition, request[WRITER], if_match)
     return await _changed(request, name, position)
 
 
 async def delete_provider(request: web.Request) -> web.Response:
     name = request[ARGUMENTS].path("name")
-    if_match = None if request[ARGUMENTS].text("If-Match") is None else _if_match(request)
-    position = await request.app[MONITOR].delete(name, request[WRITER], if_match)
+    monitor = request.app[MONITOR]
+    monitor.check_changeable(name, "delete")
+    position = await monitor.delete(name, request[WRITER], _if_match(request))
     return await _changed(request, name, position)
 
 

@@ -39,10 +39,10 @@ def build(endpoints: Sequence[Endpoint]) -> bytes:
                 "description": endpoint.ok_description,
                 "content": {"application/json": {"schema": by_type[endpoint.response]}},
             }
-        elif endpoint.path == "/metrics":
+        elif endpoint.media_type is not None:
             responses[ok] = {
-                "description": "OK",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": endpoint.ok_description,
+                "content": {endpoint.media_type: {"schema": {"type": "string"}}},
             }
         else:
             responses[ok] = {"description": endpoint.ok_description}
@@ -59,9 +59,15 @@ def build(endpoints: Sequence[Endpoint]) -> bytes:
                 "description": endpoint.unhealthy_description,
                 "content": responses[ok]["content"],
             }
+        for status, description in endpoint.alike:
+            responses[str(status)] = {
+                "description": description,
+                "content": responses[ok]["content"],
+            }
         statuses = set(endpoint.errors) | {429}  # every route: per-client limits
         if any(p.where == "path" for p in endpoint.params):
             statuses.add(404)  # a path that matches no route
+        statuses -= {status for status, _ in endpoint.alike}
         if endpoint.websocket:
             statuses.add(426)
         for status in sorted(statuses):

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from cryptomon.config import ALERT_SEVERITIES, ProviderConfig
 from cryptomon.events.types import EVENT_TYPES
-from cryptomon.http import audit, dashboard, notifications, openapi, prometheus, schemas
+from cryptomon.http import audit, badges, dashboard, notifications, openapi, prometheus, schemas
 from cryptomon.http.authorization import writes
 from cryptomon.http.cache import cached
 from cryptomon.http.keys import OPENAPI_DOCUMENT, RESPONSE_CACHE
@@ -66,6 +66,8 @@ class Endpoint:
     body: type[msgspec.Struct] | None = None
     # The status of a success: 201 for a create.
     ok_status: int = 200
+    # Not JSON: its content type, for the document (/metrics' text, a badge's SVG).
+    media_type: str | None = None
     # Runs only for a client allowed to write (`authorization.writes`): the bearer
     # token when one is configured, loopback otherwise.
     write: bool = False
@@ -74,6 +76,9 @@ class Endpoint:
     # descriptions say what their 200 and that answer mean, in the OpenAPI document.
     unhealthy_status: int | None = None
     ok_description: str = "OK"
+    # Statuses answered in the success's content type instead of a problem body, and what
+    # each means: an unknown provider's badge is a grey badge with 404.
+    alike: tuple[tuple[int, str], ...] = ()
     unhealthy_description: str = "Unhealthy: the same body, saying what is wrong"
     # A WebSocket: a plain GET (no Upgrade header) answers 426 with `Upgrade: websocket`.
     websocket: bool = False
@@ -106,6 +111,21 @@ def if_match(*, required: bool) -> Param:
         "string",
         'the provider\'s ETag, as GET gives it ("42"), or * for whatever it is now',
         required=required,
+    )
+
+
+def badge(path: str, handler: Handler, summary: str, *params: Param) -> Endpoint:
+    """A badge: SVG, no token needed (see badges.py), a grey one for an unknown provider."""
+    return Endpoint(
+        "GET",
+        path,
+        handler,
+        summary + " (SVG, shields.io's flat style; cacheable for a minute, no token needed)",
+        None,
+        (NAME, *params),
+        media_type=badges.SVG_TYPE,
+        ok_description="The badge (a removed provider's says removed, in grey)",
+        alike=((404, "No such provider: a grey badge saying unknown"),),
     )
 
 
@@ -556,12 +576,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         write=True,
         errors=(401, 403, 503),
     ),
+    badge("/badge/{name}/status.svg", badges.status_badge, "A provider's status as a badge"),
+    badge(
+        "/badge/{name}/uptime/{window}.svg",
+        badges.uptime_badge,
+        "A provider's uptime over 24 h, 7 d or 30 d as a badge",
+        Param("window", "path", "string", "the window", enum=tuple(badges.UPTIME_WINDOWS)),
+    ),
+    badge(
+        "/badge/{name}/latency.svg",
+        badges.latency_badge,
+        "A provider's p95 latency over 24 h as a badge",
+    ),
     Endpoint(
         "GET",
         "/metrics",
         prometheus.metrics,
         "Prometheus metrics (text format)",
         None,
+        media_type="text/plain",
         cached=True,
     ),
     Endpoint("GET", "/openapi.json", openapi.spec, "This document", None),

@@ -2,9 +2,12 @@
 
 One declaration drives everything derived from it: `add_routes` registers
 each handler behind its parameters' parsing (`params.parsed`: the handler finds
-them in `request[ARGUMENTS]`) and, for `write=True`, behind the write check
-(`authorization.writes`); `/openapi.json` is built from the same table, so the
-docs list exactly what is served and checked.
+them in `request[ARGUMENTS]`); for `write=True`, behind the write check
+(`authorization.writes`); for every other route, behind the read check
+(`authorization.reads`: the read token, when one is configured, unless `open_to`
+lets the request in), the live feed behind its own (`authorization.feed_reads`).
+`/openapi.json` is built from the same table, so the docs list exactly what is
+served and checked.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from aiohttp import web
 from cryptomon.config import ALERT_SEVERITIES, ProviderConfig
 from cryptomon.events.types import EVENT_TYPES
 from cryptomon.http import audit, badges, dashboard, notifications, openapi, prometheus, schemas
-from cryptomon.http.authorization import writes
+from cryptomon.http.authorization import Exemption, anyone, feed_reads, reads, writes
 from cryptomon.http.cache import cached
 from cryptomon.http.keys import OPENAPI_DOCUMENT, RESPONSE_CACHE
 from cryptomon.http.params import Param, parsed
@@ -71,6 +74,11 @@ class Endpoint:
     # Runs only for a client allowed to write (`authorization.writes`): the bearer
     # token when one is configured, loopback otherwise.
     write: bool = False
+    # A read (any route not a write) needs the read token when one is configured
+    # (`authorization.reads`), except for the requests this lets in: `anyone` for the
+    # health probes, the badges and the API's document; `/` lets in a browser asking
+    # for the dashboard's page (its JSON answer is a read like the others).
+    open_to: Exemption | None = None
     errors: tuple[int, ...] = field(default=(400,))  # answered with a problem body
     # Health checks answer 503 with their own body when something is wrong; the
     # descriptions say what their 200 and that answer mean, in the OpenAPI document.
@@ -85,6 +93,15 @@ class Endpoint:
     # Answered from the read models alone: reuse the answer for a second (see cache.py).
     cached: bool = False
     links: tuple[Link, ...] = ()
+
+    @property
+    def exemption(self) -> Exemption | None:
+        """Which requests may read it without the read token: `open_to`'s; and anyone for
+        the badges and the public status page (`/status` and under it, whatever their
+        declaration says: a public page behind the read token would be no public page)."""
+        if self.path == "/status" or self.path.startswith(("/status/", "/badge/")):
+            return anyone
+        return self.open_to
 
 
 def hours(default: float) -> Param:
@@ -123,6 +140,7 @@ def badge(path: str, handler: Handler, summary: str, *params: Param) -> Endpoint
         summary + " (SVG, shields.io's flat style; cacheable for a minute, no token needed)",
         None,
         (NAME, *params),
+        open_to=anyone,
         media_type=badges.SVG_TYPE,
         ok_description="The badge (a removed provider's says removed, in grey)",
         alike=((404, "No such provider: a grey badge saying unknown"),),
@@ -139,6 +157,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         dashboard.root,
         "Service information (browsers asking for text/html get the dashboard page)",
         schemas.ServiceInfo,
+        open_to=dashboard.asks_for_page,
     ),
     Endpoint("GET", "/info", service.info, "Service information", schemas.ServiceInfo),
     Endpoint(
@@ -148,6 +167,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Health of the service, with the monitored providers' state in the body",
         schemas.Health,
         errors=(),
+        open_to=anyone,
         unhealthy_status=503,
         ok_description=(
             "cryptomon's own components are healthy: the database accepts appends, the"
@@ -167,6 +187,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Liveness: the process answers (no dependency is checked)",
         schemas.Liveness,
         errors=(),
+        open_to=anyone,
         ok_description="The process is alive and its event loop answers",
     ),
     Endpoint(
@@ -176,6 +197,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Readiness: the store accepts appends, the read models follow the log, the scheduler runs",
         schemas.Readiness,
         errors=(),
+        open_to=anyone,
         unhealthy_status=503,
         ok_description="Ready to serve and record",
         unhealthy_description=(
@@ -597,8 +619,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         media_type="text/plain",
         cached=True,
     ),
-    Endpoint("GET", "/openapi.json", openapi.spec, "This document", None),
-    Endpoint("GET", "/docs", openapi.docs, "API documentation (HTML)", None),
+    # The API's shape, no data: open, so that a client can be generated without a token.
+    Endpoint("GET", "/openapi.json", openapi.spec, "This document", None, open_to=anyone),
+    Endpoint("GET", "/docs", openapi.docs, "API documentation (HTML)", None, open_to=anyone),
 )
 
 
@@ -608,10 +631,15 @@ def add_routes(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
     app[RESPONSE_CACHE] = {}
     for endpoint in endpoints:
         # The declaration is the check: parameters parsed and validated, writes
-        # refused to whoever may not write (before any parameter is looked at).
+        # refused to whoever may not write and reads to whoever may not read (before
+        # any parameter is looked at, and in front of the cache of answers).
         handler = parsed(endpoint.handler, endpoint.params) if endpoint.params else endpoint.handler
         handler = writes(handler) if endpoint.write else handler
         handler = cached(handler) if endpoint.cached else handler
+        if endpoint.websocket:
+            handler = feed_reads(handler)
+        elif not endpoint.write:
+            handler = reads(handler, endpoint.exemption)
         app.router.add_route(endpoint.method, endpoint.path, handler)
     app[OPENAPI_DOCUMENT] = openapi.build(endpoints)
     dashboard.add_routes(app)  # its files under /static/: not API, not in the document

@@ -26,13 +26,13 @@ from cryptomon.service.app import create_app
 
 Client = TestClient[web.Request, web.Application]
 SVG = "{http://www.w3.org/2000/svg}"
-# Markup, quotes, an entity, a CDATA end, a control character, non-ASCII and what URLs
-# mean something by (a name has no '/'): nothing of it may escape the badge's text.
-HOSTILE = "<img src=x onerror=\"alert('x')\"> & ]]> &amp; \x07 Ωμέγα?#%20ü"
+# Markup, quotes, an entity, a CDATA end, non-ASCII and what URLs mean something by (a
+# name has no '/' nor control characters): nothing of it may escape the badge's text.
+HOSTILE = "<img src=x onerror=\"alert('x')\"> & ]]> &amp; Ωμέγα?#%20ü"
 
 
 def provider(name: str, degraded: str = "") -> str:
-    quoted = name.replace("\\", "\\\\").replace('"', '\\"').replace("\x07", "\\u0007")
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
     return (
         f'[[providers]]\nname = "{quoted}"\ncategory = "news"\n'
         f'base_url = "http://127.0.0.1:{closed_port()}"\ninterval = "1h"\n{degraded}'
@@ -199,16 +199,23 @@ async def test_a_hostile_provider_name_is_text_in_the_badge_never_markup(
     async with client.get(path(HOSTILE, "status")) as response:
         assert response.status == 200
         body = (await response.read()).decode()
-    assert "<img" not in body and "]]>" not in body and "\x07" not in body
+    assert "<img" not in body and "]]>" not in body
     root = ET.fromstring(body)
     # The elements are the badge's own, whatever the name holds.
     tags = {element.tag.removeprefix(SVG) for element in root.iter()}
     assert tags == {"svg", "title", "linearGradient", "stop", "clipPath", "rect", "g", "text"}
-    # The name comes back as text: the control character replaced, cut to 40 characters.
+    # The name comes back as text, cut to 40 characters (the title has it whole).
     label, value = texts(root)
-    shown = HOSTILE.replace("\x07", "\ufffd")
-    assert label == shown[:39] + "…" and value == "online"
-    assert title(root) == f"{shown}: online"
+    assert label == HOSTILE[:39] + "…" and value == "online"
+    assert title(root) == f"{HOSTILE}: online"
+
+
+def test_what_xml_cannot_hold_is_replaced_not_written() -> None:
+    # A name recorded before names were refused control characters may still hold one.
+    held = "a\x00b\x07c\x1bd\ud800e\ufffff\tg"
+    root = ET.fromstring(badges.render(held, "online", badges.BRIGHTGREEN, held))
+    assert texts(root)[0] == "a\ufffdb\ufffdc\ufffdd\ufffde\ufffdf\tg"
+    assert title(root) == "a\ufffdb\ufffdc\ufffdd\ufffde\ufffdf\tg"
 
 
 async def test_a_longer_text_makes_a_wider_badge(client: Client) -> None:

@@ -1072,6 +1072,7 @@ PATH_VALUES = {
     "chain": "ethereum",
     "pair": "BTC-USD",
     "window_id": "api:0",
+    "window": "24h",
 }
 TRAVERSALS = (
     "..%2f..%2fetc%2fpasswd",

@@ -464,6 +464,77 @@ def test_a_card_pauses_and_resumes_its_provider_asking_for_the_token(
         server.stop(signal.SIGTERM)
 
 
+READ_TOKEN = "dashboard-read-token"
+
+
+def get_json_with(url: str, token: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@needs_chromium
+def test_the_page_asks_for_the_read_token_then_shows_the_providers(
+    browser: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    config = tmp_path / "read.toml"
+    config.write_text(
+        '[server]\nread_token_env = "CRYPTOMON_READ_TOKEN"\n'
+        "[monitoring]\noffline_after_failures = 1\n"
+        f'[[providers]]\nname = "Gone"\ncategory = "news"\n'
+        f'base_url = "http://127.0.0.1:{closed_port()}"\ninterval = "1s"\n'
+    )
+    port = free_port()
+    server = Server(
+        ["--config", str(config), "--db", str(tmp_path / "r.db"), "--port", str(port)],
+        env={"CRYPTOMON_API_TOKEN": TOKEN, "CRYPTOMON_READ_TOKEN": READ_TOKEN},
+    )
+    base = f"http://127.0.0.1:{port}"
+    page = browser.new_page()
+    prompts: list[str] = []
+    errors: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        # The read token for reads; the API token when a write asks for it.
+        prompts.append(dialog.message)
+        dialog.accept(TOKEN if "CRYPTOMON_API_TOKEN" in dialog.message else READ_TOKEN)
+
+    page.on("dialog", answer)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        deadline = time.monotonic() + 20
+        while get_json_with(f"{base}/api/providers/Gone", READ_TOKEN)["status"] != "offline":
+            assert time.monotonic() < deadline, "Gone never went offline"
+            time.sleep(0.1)
+        # The page itself is open; its first read is refused, and it asks once for a token
+        # however many reads were refused, then reads with it and follows the feed.
+        page.goto(base + "/")
+        card = page.locator('#providers .provider[data-provider="Gone"]')
+        expect(card).to_have_attribute("data-status", "offline", timeout=10_000)
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        expect(page.locator("#load-error")).to_be_hidden()
+        assert len(prompts) == 1 and "Read token" in prompts[0], prompts
+        alert = page.locator("#open-alerts li", has_text="Gone is offline")
+        expect(alert).to_be_visible()
+        # The read token reads only: a write gets 403, and the page asks for the API token.
+        alert.locator("button.ack").click()
+        expect(alert).to_have_attribute("data-acknowledged", "true", timeout=10_000)
+        assert len(prompts) == 2 and "API token" in prompts[1], prompts
+        acknowledged = get_json_with(f"{base}/api/alerts?acknowledged=true", TOKEN)["alerts"]
+        assert [a["acknowledged_by"] for a in acknowledged] == ["token"]
+        # The API token, kept for the tab, reads too: a reload asks for nothing.
+        page.reload()
+        expect(card).to_be_visible()
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        assert len(prompts) == 2
+        assert errors == []
+    finally:
+        page.close()
+        server.stop(signal.SIGTERM)
+
+
 # ---- chains and quotes in a real browser, the app in this process --------------------
 
 

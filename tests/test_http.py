@@ -239,6 +239,7 @@ def filled(path: str, alert_id: int) -> str:
         .replace("{job_id}", "rate_limit_snapshot")
         .replace("{chain}", "ethereum")  # Down is its node
         .replace("{pair}", "BTC-USD")  # Limited quotes it
+        .replace("{window}", "24h")  # a badge's uptime window
     )
 
 
@@ -316,6 +317,9 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
             assert 'cryptomon_probe_latency_ms_bucket{provider="Up",le="+Inf"} 3' in text
             assert f"cryptomon_event_log_position {service.app[STORE].head}" in text
             assert "cryptomon_alerts_open " in text
+        elif endpoint.path.startswith("/badge/"):
+            assert content_type == endpoint.media_type == "image/svg+xml", endpoint.path
+            assert body.startswith(b"<svg") and b"<title>Up: " in body, endpoint.path
         elif endpoint.path == "/openapi.json":
             document = json.loads(body)
             assert document["openapi"].startswith("3.")

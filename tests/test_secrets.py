@@ -188,7 +188,11 @@ class Api:
 
 
 def config_text(standin: StandIn, hook: Hook) -> str:
+    # Every GET route twice and more, from one client: past the default burst of requests.
     return f"""
+[server]
+request_burst = 100000
+
 [storage]
 archive_after = "1ms"
 
@@ -477,6 +481,7 @@ async def exercise_the_service(
         "log_type": LOG_TYPES,
         "chain": ("ethereum",),  # QueryKeyed is its node
         "pair": ("BTC-USD",),  # HeaderKeyed quotes it
+        "window": ("24h", "7d", "30d"),  # the uptime badges
     }
     paths: list[str] = []
     for endpoint in ENDPOINTS:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import ipaddress
 import os
 import sys
 import time
@@ -134,6 +135,17 @@ async def run_check_config(args: argparse.Namespace) -> int:
     return await check_live(config, os.environ, sys.stdout)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` reaches this machine alone: `localhost` or a loopback
+    address. Any other name, `0.0.0.0`, `::` or an empty host reaches beyond it."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the service until SIGINT or SIGTERM; exit 0 after a clean shutdown."""
     from aiohttp import web
@@ -184,6 +196,12 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  dashboard: {base}/   API docs: {base}/docs   live feed: {base}/ws/live")
         print(f"  database: {settings.database_location}")
         print(f"  config: {config.source}")
+        if settings.read_token is None and not is_loopback(settings.host):
+            print(
+                f"  warning: listening beyond loopback ({settings.host}) with reads open:"
+                " anyone who reaches this port reads /api/* and the live feed (hosts, error"
+                " messages); set [server] read_token_env to require a read token"
+            )
         print(f"  monitoring {monitored} providers, skipping {len(skipped)}")
         for name, reason in skipped:
             print(f"    {name}: {reason}")

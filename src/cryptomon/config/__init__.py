@@ -85,6 +85,10 @@ class ServerConfig(_Table, frozen=True):
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 7860
     # The name of the variable holding the bearer token for write endpoints.
     api_token_env: str = "CRYPTOMON_API_TOKEN"
+    # The name of the variable holding the read token: set, every read (REST and the live
+    # feed) needs it or the API token, but the health probes, the badges, the dashboard's
+    # page and files and the API's document. Unset: reads are open.
+    read_token_env: str | None = None
     cors_origins: tuple[str, ...] = ()
     # Per client address: sustained requests a second, the burst allowed on
     # top, and open live-feed connections. Past them: 429 with Retry-After.
@@ -787,6 +791,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "cors_origins": _check_origins,
     "trusted_proxies": _check_addresses,
     "api_token_env": _check_env_name,
+    "read_token_env": _check_env_name,
     "api_key_env": _check_env_name,
     "api_key_header": _check_header_name,
     "url": _check_notification_url,

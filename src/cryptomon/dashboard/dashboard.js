@@ -38,6 +38,8 @@
     disconnectedAt: null,
     heartbeatSeconds: 30,
     tokenRequired: false,
+    readTokenRequired: false, // reads need a token too (server.read_token_env)
+    readTokenDeclined: false, // the prompt for it was cancelled: not asked again unbidden
     token: sessionStorage.getItem(TOKEN_KEY),
     loading: null,
     lastRefresh: 0,
@@ -94,10 +96,51 @@
     return new URL(path, BASE).toString();
   }
 
+  function get(path) {
+    const headers = { Accept: "application/json" };
+    if (state.token) headers.Authorization = `Bearer ${state.token}`;
+    return fetch(url(path), { headers, cache: "no-store" });
+  }
+
+  // A read; with a read token configured, sent with the token once known, and on a 401
+  // asked again once the token is asked for (one prompt for however many reads at once).
   async function getJSON(path) {
-    const response = await fetch(url(path), { headers: { Accept: "application/json" }, cache: "no-store" });
+    const sent = state.token;
+    let response = await get(path);
+    if (response.status === 401 && tokenForReads(sent)) {
+      const retried = state.token;
+      response = await get(path);
+      if (response.status === 401 && state.token === retried) {
+        // Not a token that reads: forgotten, and asked for again only by the button.
+        forgetToken();
+        state.readTokenDeclined = true;
+        renderConnection();
+      }
+    }
     if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
     return response.json();
+  }
+
+  // Whether a read refused with `refused` (the token it was sent with) may try again: another
+  // read asked for the token meanwhile, or the reader gives one now.
+  function tokenForReads(refused) {
+    state.readTokenRequired = true;
+    state.tokenRequired = true;
+    if (state.token && state.token !== refused) return true;
+    if (state.token) forgetToken(); // the one sent is not (or no longer) a token that reads
+    if (state.readTokenDeclined) return false;
+    if (askToken("This cryptomon needs a token to show its state.", READ_TOKEN_HINT)) {
+      if (!state.live) connect();
+      return true;
+    }
+    state.readTokenDeclined = true;
+    renderConnection();
+    return false;
+  }
+
+  function forgetToken() {
+    state.token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
   }
 
   // ---- the state from REST --------------------------------------------------------
@@ -215,6 +258,7 @@
 
   function connect() {
     clearTimeout(state.reconnectTimer);
+    if (state.ws && state.ws.readyState <= WebSocket.OPEN) return; // one socket at a time
     if (state.tokenRequired && !state.token) {
       renderConnection();
       return;
@@ -254,10 +298,9 @@
       if (state.live || state.disconnectedAt === null) state.disconnectedAt = Date.now();
       state.live = false;
       if (event.code === 1008) {
-        // Policy violation: the feed wants the API token (or another one).
+        // Policy violation: the feed wants a token (or another one).
         state.tokenRequired = true;
-        state.token = null;
-        sessionStorage.removeItem(TOKEN_KEY);
+        forgetToken();
       }
       renderConnection();
       scheduleReconnect();
@@ -990,7 +1033,7 @@
     let label;
     if (state.tokenRequired && !state.token) {
       mode = "needs-token";
-      label = "live feed needs the API token";
+      label = state.readTokenRequired ? "needs a token to read" : "live feed needs the API token";
     } else if (state.live) {
       mode = "live";
       label = "live";
@@ -1011,12 +1054,23 @@
 
   // ---- writes: acknowledging, pausing and resuming ------------------------------------
 
-  function askToken(reason) {
-    const given = window.prompt(`${reason}\nAPI token (the value of the server's CRYPTOMON_API_TOKEN):`);
+  const WRITE_TOKEN_HINT = "API token (the value of the server's CRYPTOMON_API_TOKEN):";
+  const READ_TOKEN_HINT = "Read token (the server's read_token_env names where it is), or the API token:";
+
+  // One token is kept, whichever was given: the API token reads too, so a read token is
+  // replaced by it when a write asks, and never the other way round.
+  function askToken(reason, hint = WRITE_TOKEN_HINT) {
+    const given = window.prompt(`${reason}\n${hint}`);
     if (!given || !given.trim()) return false;
     state.token = given.trim();
+    state.readTokenDeclined = false;
     sessionStorage.setItem(TOKEN_KEY, state.token);
     return true;
+  }
+
+  // The server refused the token given for want of the API token (a read token's 403).
+  function needsWriteToken(response) {
+    return response.status === 403 && (response.headers.get("WWW-Authenticate") || "").includes("insufficient_scope");
   }
 
   function post(path) {
@@ -1028,14 +1082,11 @@
   // A write: asked again with the token once the server says it needs one.
   async function postWithToken(path, why) {
     let response = await post(path);
-    if (response.status === 401 && askToken(`This cryptomon needs its API token to ${why}.`)) {
+    if ((response.status === 401 || needsWriteToken(response)) && askToken(`This cryptomon needs its API token to ${why}.`)) {
       response = await post(path);
       if (response.status !== 401 && state.tokenRequired && !state.live) connect();
     }
-    if (response.status === 401) {
-      state.token = null;
-      sessionStorage.removeItem(TOKEN_KEY);
-    }
+    if (response.status === 401) forgetToken();
     return response;
   }
 
@@ -1111,11 +1162,18 @@
 
   async function start() {
     $("token-button").addEventListener("click", () => {
-      if (askToken("The live feed of this cryptomon needs its API token.")) connect();
+      const asked = state.readTokenRequired
+        ? askToken("This cryptomon needs a token to show its state.", READ_TOKEN_HINT)
+        : askToken("The live feed of this cryptomon needs its API token.");
+      if (!asked) return;
+      connect();
+      if (state.readTokenRequired) loadState();
     });
     try {
+      // With a read token configured this read asks for the token first (see getJSON).
       const config = await getJSON("api/config/stats");
-      state.tokenRequired = Boolean(config.api_token_configured);
+      state.readTokenRequired = Boolean(config.read_token_configured);
+      state.tokenRequired = Boolean(config.api_token_configured) || state.readTokenRequired;
     } catch (error) {
       // Unknown: try without; a 1008 close tells us.
     }

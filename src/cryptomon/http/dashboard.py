@@ -89,9 +89,15 @@ def _answer(request: web.Request, asset: Asset) -> web.Response:
     )
 
 
+def asks_for_page(request: web.Request) -> bool:
+    """Whether `/` answers this request with the page (open also when reads need a
+    token: the page asks for it), not the service information."""
+    return prefers_html(request.headers.get("Accept", ""))
+
+
 async def root(request: web.Request) -> web.StreamResponse:
     """The dashboard for browsers; the service information (JSON) for everyone else."""
-    if prefers_html(request.headers.get("Accept", "")):
+    if asks_for_page(request):
         return _answer(request, request.app[DASHBOARD_ASSETS]["index.html"])
     response = await service.info(request)
     response.headers["Vary"] = "Accept"

@@ -67,6 +67,11 @@ class Forbidden(PermissionError):
     pass
 
 
+class InsufficientScope(Forbidden):
+    """A valid token that does not allow this (the read token on a write): RFC 6750's
+    403 with `error="insufficient_scope"`, so a client knows to ask for another token."""
+
+
 _encoder = msgspec.json.Encoder()
 
 
@@ -119,6 +124,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Unauthorized as exc:
         response = problem_response(401, "unauthorized", "Unauthorized", str(exc), request)
         response.headers["WWW-Authenticate"] = 'Bearer realm="cryptomon"'
+        return response
+    except InsufficientScope as exc:
+        response = problem_response(
+            403, "insufficient-scope", "Insufficient scope", str(exc), request
+        )
+        response.headers["WWW-Authenticate"] = (
+            'Bearer realm="cryptomon", error="insufficient_scope", scope="write"'
+        )
         return response
     except Forbidden as exc:
         return problem_response(403, "forbidden", "Forbidden", str(exc), request)

@@ -47,5 +47,8 @@ OPENAPI_DOCUMENT: web.AppKey[bytes] = web.AppKey("openapi_document")
 # Per request: the actor a write is recorded under, set by the route table's check
 # before a write handler runs (see authorization.py).
 WRITER: web.RequestKey[str] = web.RequestKey("writer")
+# Per request: the tokens the live feed's first message must carry one of (none: it may
+# follow already), set by the route table's check before the feed's handler runs.
+FEED_TOKENS: web.RequestKey[tuple[str, ...]] = web.RequestKey("feed_tokens")
 # Per request: its parameters as the route table's declaration parsed them (params.py).
 ARGUMENTS: web.RequestKey[Arguments] = web.RequestKey("arguments")

@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from cryptomon import __version__
+from cryptomon.http.authorization import anyone
 from cryptomon.http.errors import Problem
 from cryptomon.http.keys import OPENAPI_DOCUMENT
 
@@ -39,10 +40,10 @@ def build(endpoints: Sequence[Endpoint]) -> bytes:
                 "description": endpoint.ok_description,
                 "content": {"application/json": {"schema": by_type[endpoint.response]}},
             }
-        elif endpoint.path == "/metrics":
+        elif endpoint.media_type is not None:
             responses[ok] = {
-                "description": "OK",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "description": endpoint.ok_description,
+                "content": {endpoint.media_type: {"schema": {"type": "string"}}},
             }
         else:
             responses[ok] = {"description": endpoint.ok_description}
@@ -59,9 +60,18 @@ def build(endpoints: Sequence[Endpoint]) -> bytes:
                 "description": endpoint.unhealthy_description,
                 "content": responses[ok]["content"],
             }
+        for status, description in endpoint.alike:
+            responses[str(status)] = {
+                "description": description,
+                "content": responses[ok]["content"],
+            }
         statuses = set(endpoint.errors) | {429}  # every route: per-client limits
+        private = not endpoint.write and endpoint.exemption is not anyone
+        if private:
+            statuses.add(401)  # with a read token configured, without it
         if any(p.where == "path" for p in endpoint.params):
             statuses.add(404)  # a path that matches no route
+        statuses -= {status for status, _ in endpoint.alike}
         if endpoint.websocket:
             statuses.add(426)
         for status in sorted(statuses):
@@ -94,9 +104,10 @@ def build(endpoints: Sequence[Endpoint]) -> bytes:
                 "required": True,
                 "content": {"application/json": {"schema": by_type[endpoint.body]}},
             }
-        if endpoint.write:
-            # The token is needed only when one is configured; without one,
-            # writes are allowed from loopback.
+        if endpoint.write or private:
+            # The token is needed only when one is configured; without one, writes are
+            # allowed from loopback and reads from anywhere. A read takes the read token
+            # or the API token.
             operation["security"] = [{"bearer": []}, {}]
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
     document = {
@@ -150,7 +161,7 @@ td{padding:.1rem .6rem .1rem 0;vertical-align:top;font-size:.9rem}
 <h1>cryptomon API</h1>
 <p>The machine-readable document is <a href="/openapi.json"><code>/openapi.json</code></a>.
 Write endpoints need <code>Authorization: Bearer &lt;token&gt;</code> when a token
-is configured.</p>
+is configured; with a read token configured, reads need it (or the API token) too.</p>
 <div id="ops">Loading…</div>
 <script>
 fetch("/openapi.json").then(r => r.json()).then(doc => {

@@ -2,9 +2,12 @@
 
 One declaration drives everything derived from it: `add_routes` registers
 each handler behind its parameters' parsing (`params.parsed`: the handler finds
-them in `request[ARGUMENTS]`) and, for `write=True`, behind the write check
-(`authorization.writes`); `/openapi.json` is built from the same table, so the
-docs list exactly what is served and checked.
+them in `request[ARGUMENTS]`); for `write=True`, behind the write check
+(`authorization.writes`); for every other route, behind the read check
+(`authorization.reads`: the read token, when one is configured, unless `open_to`
+lets the request in), the live feed behind its own (`authorization.feed_reads`).
+`/openapi.json` is built from the same table, so the docs list exactly what is
+served and checked.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from aiohttp import web
 
 from cryptomon.config import ALERT_SEVERITIES, ProviderConfig
 from cryptomon.events.types import EVENT_TYPES
-from cryptomon.http import audit, dashboard, notifications, openapi, prometheus, schemas
-from cryptomon.http.authorization import writes
+from cryptomon.http import audit, badges, dashboard, notifications, openapi, prometheus, schemas
+from cryptomon.http.authorization import Exemption, anyone, feed_reads, reads, writes
 from cryptomon.http.cache import cached
 from cryptomon.http.keys import OPENAPI_DOCUMENT, RESPONSE_CACHE
 from cryptomon.http.params import Param, parsed
@@ -66,20 +69,39 @@ class Endpoint:
     body: type[msgspec.Struct] | None = None
     # The status of a success: 201 for a create.
     ok_status: int = 200
+    # Not JSON: its content type, for the document (/metrics' text, a badge's SVG).
+    media_type: str | None = None
     # Runs only for a client allowed to write (`authorization.writes`): the bearer
     # token when one is configured, loopback otherwise.
     write: bool = False
+    # A read (any route not a write) needs the read token when one is configured
+    # (`authorization.reads`), except for the requests this lets in: `anyone` for the
+    # health probes, the badges and the API's document; `/` lets in a browser asking
+    # for the dashboard's page (its JSON answer is a read like the others).
+    open_to: Exemption | None = None
     errors: tuple[int, ...] = field(default=(400,))  # answered with a problem body
     # Health checks answer 503 with their own body when something is wrong; the
     # descriptions say what their 200 and that answer mean, in the OpenAPI document.
     unhealthy_status: int | None = None
     ok_description: str = "OK"
+    # Statuses answered in the success's content type instead of a problem body, and what
+    # each means: an unknown provider's badge is a grey badge with 404.
+    alike: tuple[tuple[int, str], ...] = ()
     unhealthy_description: str = "Unhealthy: the same body, saying what is wrong"
     # A WebSocket: a plain GET (no Upgrade header) answers 426 with `Upgrade: websocket`.
     websocket: bool = False
     # Answered from the read models alone: reuse the answer for a second (see cache.py).
     cached: bool = False
     links: tuple[Link, ...] = ()
+
+    @property
+    def exemption(self) -> Exemption | None:
+        """Which requests may read it without the read token: `open_to`'s; and anyone for
+        the badges and the public status page (`/status` and under it, whatever their
+        declaration says: a public page behind the read token would be no public page)."""
+        if self.path == "/status" or self.path.startswith(("/status/", "/badge/")):
+            return anyone
+        return self.open_to
 
 
 def hours(default: float) -> Param:
@@ -109,6 +131,22 @@ def if_match(*, required: bool) -> Param:
     )
 
 
+def badge(path: str, handler: Handler, summary: str, *params: Param) -> Endpoint:
+    """A badge: SVG, no token needed (see badges.py), a grey one for an unknown provider."""
+    return Endpoint(
+        "GET",
+        path,
+        handler,
+        summary + " (SVG, shields.io's flat style; cacheable for a minute, no token needed)",
+        None,
+        (NAME, *params),
+        open_to=anyone,
+        media_type=badges.SVG_TYPE,
+        ok_description="The badge (a removed provider's says removed, in grey)",
+        alike=((404, "No such provider: a grey badge saying unknown"),),
+    )
+
+
 CHAIN = Param("chain", "path", "string", "the chain's name, as its nodes' `chain` says")
 PAIR = Param("pair", "path", "string", "the pair, as its sources' `quote` says (BTC-USD)")
 
@@ -119,6 +157,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         dashboard.root,
         "Service information (browsers asking for text/html get the dashboard page)",
         schemas.ServiceInfo,
+        open_to=dashboard.asks_for_page,
     ),
     Endpoint("GET", "/info", service.info, "Service information", schemas.ServiceInfo),
     Endpoint(
@@ -128,6 +167,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Health of the service, with the monitored providers' state in the body",
         schemas.Health,
         errors=(),
+        open_to=anyone,
         unhealthy_status=503,
         ok_description=(
             "cryptomon's own components are healthy: the database accepts appends, the"
@@ -147,6 +187,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Liveness: the process answers (no dependency is checked)",
         schemas.Liveness,
         errors=(),
+        open_to=anyone,
         ok_description="The process is alive and its event loop answers",
     ),
     Endpoint(
@@ -156,6 +197,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Readiness: the store accepts appends, the read models follow the log, the scheduler runs",
         schemas.Readiness,
         errors=(),
+        open_to=anyone,
         unhealthy_status=503,
         ok_description="Ready to serve and record",
         unhealthy_description=(
@@ -556,16 +598,30 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         write=True,
         errors=(401, 403, 503),
     ),
+    badge("/badge/{name}/status.svg", badges.status_badge, "A provider's status as a badge"),
+    badge(
+        "/badge/{name}/uptime/{window}.svg",
+        badges.uptime_badge,
+        "A provider's uptime over 24 h, 7 d or 30 d as a badge",
+        Param("window", "path", "string", "the window", enum=tuple(badges.UPTIME_WINDOWS)),
+    ),
+    badge(
+        "/badge/{name}/latency.svg",
+        badges.latency_badge,
+        "A provider's p95 latency over 24 h as a badge",
+    ),
     Endpoint(
         "GET",
         "/metrics",
         prometheus.metrics,
         "Prometheus metrics (text format)",
         None,
+        media_type="text/plain",
         cached=True,
     ),
-    Endpoint("GET", "/openapi.json", openapi.spec, "This document", None),
-    Endpoint("GET", "/docs", openapi.docs, "API documentation (HTML)", None),
+    # The API's shape, no data: open, so that a client can be generated without a token.
+    Endpoint("GET", "/openapi.json", openapi.spec, "This document", None, open_to=anyone),
+    Endpoint("GET", "/docs", openapi.docs, "API documentation (HTML)", None, open_to=anyone),
 )
 
 
@@ -575,10 +631,15 @@ def add_routes(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
     app[RESPONSE_CACHE] = {}
     for endpoint in endpoints:
         # The declaration is the check: parameters parsed and validated, writes
-        # refused to whoever may not write (before any parameter is looked at).
+        # refused to whoever may not write and reads to whoever may not read (before
+        # any parameter is looked at, and in front of the cache of answers).
         handler = parsed(endpoint.handler, endpoint.params) if endpoint.params else endpoint.handler
         handler = writes(handler) if endpoint.write else handler
         handler = cached(handler) if endpoint.cached else handler
+        if endpoint.websocket:
+            handler = feed_reads(handler)
+        elif not endpoint.write:
+            handler = reads(handler, endpoint.exemption)
         app.router.add_route(endpoint.method, endpoint.path, handler)
     app[OPENAPI_DOCUMENT] = openapi.build(endpoints)
     dashboard.add_routes(app)  # its files under /static/: not API, not in the document

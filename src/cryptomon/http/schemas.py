@@ -540,6 +540,8 @@ class ConfigStats(Schema, frozen=True):
     with_api_key: int
     api_token_configured: bool
     cors_origins: list[str]
+    # Reads need a token (the read token or the API token): the dashboard asks for one.
+    read_token_configured: bool = False
 
 
 class EventView(Schema, frozen=True):

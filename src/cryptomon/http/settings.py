@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptomon.config import Config, ProviderConfig
+from cryptomon.config import Config, ConfigError, ProviderConfig
 from cryptomon.events.log import is_postgres_url, mask_url
 
 
@@ -20,6 +20,8 @@ class Settings:
     port: int
     # Secrets: kept out of repr so no log line or traceback can show them.
     api_token: str | None = field(default=None, repr=False)
+    # With one, every read but the open routes needs it or the API token (authorization.py).
+    read_token: str | None = field(default=None, repr=False)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
     # False: nothing is probed on a schedule (jobs still run when triggered).
     probing: bool = True
@@ -56,17 +58,46 @@ class Settings:
         probing: bool = True,
         config_path: Path | None = None,
     ) -> Settings:
-        """Flags win over the file; the API token comes from the env var the file names."""
+        """Flags win over the file; the tokens come from the env vars the file names."""
+        api_token = environ.get(config.server.api_token_env) or None
         return cls(
             config=config,
             database=database if database is not None else _storage_target(config.storage.target),
             host=host if host is not None else config.server.host,
             port=port if port is not None else config.server.port,
-            api_token=environ.get(config.server.api_token_env) or None,
+            api_token=api_token,
+            read_token=_read_token(config, environ, api_token),
             environ=environ,
             probing=probing,
             config_path=config_path,
         )
+
+
+def _read_token(config: Config, environ: Mapping[str, str], api_token: str | None) -> str | None:
+    """The read token from the variable `server.read_token_env` names. Named but unset,
+    or the API token itself, is refused: a deployment that asked for closed reads must
+    not start with open ones, nor hand its readers the right to write."""
+    server = config.server
+    if server.read_token_env is None:
+        return None
+    token = environ.get(server.read_token_env) or None
+    where = f"{config.source}: server.read_token_env"
+    if token is None:
+        raise ConfigError(
+            [
+                f"{where}: {server.read_token_env} is not set: set it to the read token,"
+                " or leave read_token_env out to keep reads open"
+            ]
+        )
+    if token == api_token:
+        raise ConfigError(
+            [
+                f"{where}: {server.read_token_env} holds the API token"
+                f" ({server.api_token_env}): a read token must be another, or readers could"
+                " write"
+            ]
+        )
+    return token
 
 
 def _storage_target(text: str) -> Path | str:

@@ -16,9 +16,9 @@ import msgspec
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.http_websocket import WebSocketError
 
-from cryptomon.http.authorization import token_matches
-from cryptomon.http.errors import Unauthorized, problem_response
-from cryptomon.http.keys import ARGUMENTS, CLIENT_LIMITS, HUB, READ_MODELS, SETTINGS
+from cryptomon.http.authorization import matches_any
+from cryptomon.http.errors import problem_response
+from cryptomon.http.keys import ARGUMENTS, CLIENT_LIMITS, FEED_TOKENS, HUB, READ_MODELS
 from cryptomon.http.limits import too_many
 from cryptomon.http.params import Param
 from cryptomon.http.routes import Endpoint
@@ -50,12 +50,10 @@ _decoder = msgspec.json.Decoder(ClientMessage)
 
 async def live(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    token = request.app[SETTINGS].api_token
-    args = request[ARGUMENTS]
-    since = args.integer("since")
-    query_token = args.text("token")
-    if token is not None and query_token is not None and not token_matches(query_token, token):
-        raise Unauthorized("the token is not the one configured")
+    # The route table's check (`authorization.feed_reads`) refused a wrong token and
+    # says which the first message must carry, if the request carried none.
+    tokens = request[FEED_TOKENS]
+    since = request[ARGUMENTS].integer("since")
     if request.headers.get(hdrs.UPGRADE, "").strip().lower() != "websocket":
         return _upgrade_required(request)
     limits = request.app[CLIENT_LIMITS]
@@ -69,7 +67,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     # Counted from the handshake on: a client still to authenticate holds a connection too.
     limits.open_connections[address] += 1
     try:
-        return await _serve(request, hub, token if query_token is None else None, since)
+        return await _serve(request, hub, tokens, since)
     finally:
         limits.open_connections[address] -= 1
         if not limits.open_connections[address]:
@@ -94,7 +92,7 @@ def _upgrade_required(request: web.Request) -> web.Response:
 
 
 async def _serve(
-    request: web.Request, hub: Hub, token_to_ask_for: str | None, since: int
+    request: web.Request, hub: Hub, tokens_to_ask_for: tuple[str, ...], since: int
 ) -> web.WebSocketResponse:
     # No per-message compression: every client gets the same pre-encoded bytes.
     # autoping=False: protocol pings reach `_read`, so they count as activity
@@ -105,7 +103,7 @@ async def _serve(
     if not isinstance(transport, asyncio.WriteTransport):
         return ws  # the connection went away during the handshake
     client = hub.new_client(ws, transport)
-    if token_to_ask_for is not None and not await _authenticate(ws, token_to_ask_for):
+    if tokens_to_ask_for and not await _authenticate(ws, tokens_to_ask_for):
         return ws
     greeting = ConnectionEstablished(
         timestamp=iso_time(time.time()),
@@ -126,8 +124,9 @@ async def _serve(
     return ws
 
 
-async def _authenticate(ws: web.WebSocketResponse, token: str) -> bool:
-    """The first message must be {"type": "auth", "token": ...}; protocol pings
+async def _authenticate(ws: web.WebSocketResponse, tokens: tuple[str, ...]) -> bool:
+    """The first message must be {"type": "auth", "token": ...} with one of `tokens`
+    (the read token or the API token; see `authorization.feed_tokens`); protocol pings
     before it are answered (a few: a flood of them is no way to authenticate)."""
     message = None
     with contextlib.suppress(TimeoutError):
@@ -142,7 +141,8 @@ async def _authenticate(ws: web.WebSocketResponse, token: str) -> bool:
     if message is not None and message.type == WSMsgType.TEXT:
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
             first = _decoder.decode(message.data)
-            ok = first.type == "auth" and token_matches(first.token, token)
+            given = first.token if first.type == "auth" else None
+            ok = given is not None and matches_any(given, tokens)
     if not ok:
         await ws.close(code=POLICY_VIOLATION, message=b"authentication required")
     return ok
@@ -271,7 +271,8 @@ ENDPOINTS = (
         "GET",
         "/ws/live",
         live,
-        "The live feed (WebSocket; ?since=<position> resumes, ?token= when one is configured)",
+        "The live feed (WebSocket; ?since=<position> resumes; with a token configured, the"
+        " read token or the API token: ?token=, a bearer header or a first auth message)",
         None,
         (
             Param(
@@ -288,7 +289,7 @@ ENDPOINTS = (
                 "query",
                 "string",
                 max_length=500,
-                description="the API token, when one is configured",
+                description="the read token or the API token, when one is configured",
             ),
         ),
         errors=(400, 401),

@@ -73,5 +73,6 @@ async def config_stats(request: web.Request) -> web.Response:
             with_api_key=sum(p.api_key_env is not None for p in config.providers),
             api_token_configured=settings.api_token is not None,
             cors_origins=list(config.server.cors_origins),
+            read_token_configured=settings.read_token is not None,
         )
     )

@@ -209,3 +209,45 @@ def test_sigkill_while_appending_loses_nothing_acknowledged(tmp_path: Path) -> N
         assert stored == set(range(1, max(stored) + 1))
         result = run_cli("verify", "--db", str(path))
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_verify_position_and_hash_confirms_what_a_report_names(log_path: Path) -> None:
+    with sqlite3.connect(log_path) as conn:
+        [(hash_12,), (hash_13,)] = conn.execute(
+            "SELECT hash FROM events WHERE position IN (12, 13) ORDER BY position"
+        ).fetchall()
+    result = run_cli("verify", "--db", str(log_path), "--position", "12", "--hash", hash_12)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == (
+        f"OK: position 12 has hash {hash_12}; the chain is intact up to it"
+    )
+    wrong = run_cli("verify", "--db", str(log_path), "--position", "12", "--hash", hash_13)
+    assert wrong.returncode == 1
+    assert wrong.stdout.startswith(f"DIFFERENT: position 12 has hash {hash_12}, not {hash_13}")
+    beyond = run_cli("verify", "--db", str(log_path), "--position", "99", "--hash", hash_12)
+    assert beyond.returncode == 1
+    assert beyond.stdout.startswith("MISSING: the log ends at position 20, before 99")
+    as_json = run_cli(
+        "verify", "--json", "--db", str(log_path), "--position", "12", "--hash", hash_12
+    )
+    assert json.loads(as_json.stdout)["ok"] is True and as_json.returncode == 0
+    # A break before the position: the hash there proves nothing.
+    with sqlite3.connect(log_path) as conn:
+        conn.execute(
+            "UPDATE events SET payload = replace(payload, 'ping', 'pong') WHERE position = 7"
+        )
+    broken = run_cli("verify", "--db", str(log_path), "--position", "12", "--hash", hash_12)
+    assert broken.returncode == 1
+    assert broken.stdout.startswith("BROKEN at position 7:")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--position", "3"], ["--hash", "0" * 64], ["--position", "3", "--hash", "xyz"]],
+)
+def test_verify_position_refuses_half_or_malformed_arguments(
+    log_path: Path, args: list[str]
+) -> None:
+    result = run_cli("verify", "--db", str(log_path), *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --"), result.stderr

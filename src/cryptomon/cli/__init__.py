@@ -17,6 +17,7 @@ import asyncio
 import errno
 import ipaddress
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -28,7 +29,7 @@ import msgspec
 
 from cryptomon.cli.logformat import LOG_FORMATS, configure_logging
 from cryptomon.config import Config, ConfigError, describe_checks, describe_providers, load_config
-from cryptomon.events.audit import export_jsonl, verify_chain
+from cryptomon.events.audit import ChainReport, export_jsonl, verify_chain
 from cryptomon.events.log import (
     StoredRow,
     StoreError,
@@ -237,11 +238,21 @@ def serve(args: argparse.Namespace) -> int:
 
 
 async def run_verify(args: argparse.Namespace) -> int:
+    if (args.position is None) != (args.hash is None):
+        print("error: --position and --hash go together", file=sys.stderr)
+        return 2
+    if args.hash is not None and not re.fullmatch(r"[0-9a-f]{64}", args.hash):
+        print("error: --hash: expected 64 hex digits, as a report gives it", file=sys.stderr)
+        return 2
     db = database_path(args, load_config(args.config))
     async with await open_event_log(db, readonly=True) as store:
-        progress = ProgressLine("verifying", store.head)
-        report = await verify_chain(store, progress)
+        head = store.head
+        to_position = None if args.position is None else min(args.position, head)
+        progress = ProgressLine("verifying", to_position or head)
+        report = await verify_chain(store, progress, to_position=to_position)
         progress.finish()
+    if args.position is not None:
+        return _check_position(args, report, head)
     if args.json:
         print(msgspec.json.encode(report).decode())
         return 0 if report.ok else 1
@@ -253,6 +264,28 @@ async def run_verify(args: argparse.Namespace) -> int:
         f"({report.count} events verified before it)"
     )
     return 1
+
+
+def _check_position(args: argparse.Namespace, report: ChainReport, head: int) -> int:
+    """`verify --position N --hash H`: whether the log holds position N with hash H, its
+    chain intact up to there (what a report computed at N names)."""
+    position, wanted = args.position, args.hash
+    if not report.ok:
+        verdict = f"BROKEN at position {report.broken_at}: {report.reason}"
+    elif report.last_position < position:
+        verdict = f"MISSING: the log ends at position {head}, before {position}"
+    elif report.last_hash != wanted:
+        verdict = f"DIFFERENT: position {position} has hash {report.last_hash}, not {wanted}"
+    else:
+        verdict = f"OK: position {position} has hash {wanted}; the chain is intact up to it"
+    ok = verdict.startswith("OK")
+    if args.json:
+        found = report.last_hash if report.ok and report.last_position == position else None
+        answer = {"ok": ok, "position": position, "hash": wanted, "found_hash": found}
+        print(msgspec.json.encode({**answer, "verdict": verdict}).decode())
+    else:
+        print(verdict)
+    return 0 if ok else 1
 
 
 async def run_replay(args: argparse.Namespace) -> int:
@@ -441,6 +474,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the report as one JSON object (ok, count, last_position, last_hash,"
         " broken_at, reason); the exit code is the same",
     )
+    verify.add_argument(
+        "--position",
+        type=int,
+        metavar="N",
+        help="with --hash: check that the log holds position N with hash H, its chain intact"
+        " up to it (a report names both); exit 1 when it does not",
+    )
+    verify.add_argument("--hash", metavar="H", help="the hash --position must have")
     verify.set_defaults(run=run_verify)
     commands.add_parser(
         "replay",

@@ -457,6 +457,24 @@ class MaintenanceConfig(_Table, frozen=True):
         return None if self.duration is None else parse_duration(self.duration)
 
 
+class StatusGroup(_Table, frozen=True):
+    """`[[status_page.groups]]`: a heading of the public status page and the providers
+    under it, in this order."""
+
+    name: str
+    providers: tuple[str, ...]
+
+
+class StatusPageConfig(_Table, frozen=True):
+    """`[status_page]`: the public page at `/status`. `providers` limits which show (none:
+    every one); `groups` lists them under headings of your own (none: by category)."""
+
+    enabled: bool = True
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=120)] = "Service status"
+    providers: tuple[str, ...] = ()
+    groups: tuple[StatusGroup, ...] = ()
+
+
 class Config(_Table, frozen=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
@@ -467,6 +485,7 @@ class Config(_Table, frozen=True):
     chains: dict[str, ChainConfig] = {}
     quotes: QuotesConfig = msgspec.field(default_factory=QuotesConfig)
     maintenance: tuple[MaintenanceConfig, ...] = ()
+    status_page: StatusPageConfig = msgspec.field(default_factory=StatusPageConfig)
     # The file this came from, for messages; not a key a file may set.
     source: str = ""
     # Where `providers` came from: the file's own, or the bundled catalogue's (a file
@@ -1404,6 +1423,25 @@ def _check_storage(sections: dict[str, Any], problems: _Problems) -> None:
         )
 
 
+def _decode_status_page(
+    raw: object, known_providers: set[str] | None, problems: _Problems
+) -> StatusPageConfig | None:
+    before = len(problems.messages)
+    values = _convert_table(raw, StatusPageConfig, "status_page", problems)
+    if values is None:
+        return None
+    named = [("status_page.providers", values.get("providers", ()))]
+    named += [
+        (f"status_page.groups[{i}].providers", group.providers)
+        for i, group in enumerate(values.get("groups", ()))
+    ]
+    for key, providers in named:
+        for provider in providers:
+            if known_providers is not None and provider.casefold() not in known_providers:
+                problems.add(key, f"{provider!r} is not a configured provider")
+    return StatusPageConfig(**values) if len(problems.messages) == before else None
+
+
 def _parse(
     text: str, source: str, default_providers: Callable[[], tuple[ProviderConfig, ...]]
 ) -> Config:
@@ -1432,11 +1470,18 @@ def _parse(
         elif name == "maintenance":
             known = _provider_names(document.get("providers"), default_providers)
             sections[name] = _decode_maintenance(value, known, problems)
+        elif name == "status_page":
+            known = _provider_names(document.get("providers"), default_providers)
+            sections[name] = _decode_status_page(value, known, problems)
         elif name in tables:
             sections[name] = _decode_table(value, tables[name], name, problems)
         else:
             expected = ", ".join(
-                [*tables, "providers", "notifications", "chains", "quotes", "maintenance"]
+                [
+                    *tables,
+                    *("providers", "notifications", "chains", "quotes", "maintenance"),
+                    "status_page",
+                ]
             )
             problems.add(name, f"unknown key; expected one of: {expected}")
     _check_storage(sections, problems)

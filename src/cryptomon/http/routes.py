@@ -20,7 +20,16 @@ from aiohttp import web
 
 from cryptomon.config import ALERT_SEVERITIES, ProviderConfig
 from cryptomon.events.types import EVENT_TYPES
-from cryptomon.http import audit, badges, dashboard, notifications, openapi, prometheus, schemas
+from cryptomon.http import (
+    audit,
+    badges,
+    dashboard,
+    notifications,
+    openapi,
+    prometheus,
+    schemas,
+    status_page,
+)
 from cryptomon.http.authorization import Exemption, anyone, feed_reads, reads, writes
 from cryptomon.http.cache import cached
 from cryptomon.http.keys import OPENAPI_DOCUMENT, RESPONSE_CACHE
@@ -622,6 +631,24 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     # The API's shape, no data: open, so that a client can be generated without a token.
     Endpoint("GET", "/openapi.json", openapi.spec, "This document", None, open_to=anyone),
     Endpoint("GET", "/docs", openapi.docs, "API documentation (HTML)", None, open_to=anyone),
+    Endpoint(
+        "GET",
+        "/status",
+        status_page.status_page,
+        "The public status page: each listed provider's state in plain words, rendered on"
+        " the server (no token, nothing internal; [status_page] enabled = false: 404)",
+        None,
+        media_type="text/html",
+        errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        "/status/data.json",
+        status_page.status_data,
+        "What the public status page shows, for its script to update it in place",
+        schemas.PublicStatus,
+        errors=(404,),
+    ),
 )
 
 

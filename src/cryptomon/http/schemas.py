@@ -703,3 +703,23 @@ class PairView(Schema, frozen=True):
 class PairList(Schema, frozen=True):
     count: int
     pairs: list[PairView]
+
+
+class PublicProvider(Schema, frozen=True):
+    """One provider as the public status page shows it: its name, its heading and a word
+    for its state; nothing internal."""
+
+    name: str
+    group: str
+    state: Literal["operational", "degraded", "outage", "maintenance", "unknown"]
+    label: str  # the words shown: "Operational", "Degraded performance", "Outage"...
+
+
+class PublicStatus(Schema, frozen=True):
+    """What `/status` shows, for its script to update the page with."""
+
+    title: str
+    overall: Literal["operational", "degraded", "outage", "maintenance", "unknown"]
+    overall_label: str
+    updated_at: str
+    providers: list[PublicProvider]

@@ -1,0 +1,170 @@
+"""The public status page: `/status`, rendered on the server, and `/status/data.json`,
+what its script polls to update the page in place.
+
+For the public: it shows each provider's name and a plain word for its state, never an
+error message, host, URL, key name or an alert's text. It works with JavaScript off (the
+HTML is whole); with it on, `status.js` asks for the same facts every few seconds. Open
+even when reads need a token (see `Endpoint.exemption`); `[status_page] enabled = false`
+answers 404.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Iterable
+from typing import Literal
+
+from aiohttp import web
+
+from cryptomon.config import StatusPageConfig
+from cryptomon.http.dashboard import CONTENT_SECURITY_POLICY
+from cryptomon.http.errors import NotFound
+from cryptomon.http.keys import SETTINGS
+from cryptomon.http.schemas import PublicProvider, PublicStatus
+from cryptomon.http.views import models_of, respond
+from cryptomon.isotime import iso_time
+from cryptomon.projections.notices import ProviderStatus
+from cryptomon.projections.providers import ProviderState
+
+PublicState = Literal["operational", "degraded", "outage", "maintenance", "unknown"]
+# What each status means to a customer: a word of state, never the details behind it.
+PUBLIC_STATES: dict[ProviderStatus, tuple[PublicState, str]] = {
+    "online": ("operational", "Operational"),
+    "degraded": ("degraded", "Degraded performance"),
+    "rate_limited": ("degraded", "Degraded performance"),
+    "offline": ("outage", "Outage"),
+    "maintenance": ("maintenance", "Maintenance"),
+    "paused": ("unknown", "Not monitored"),
+    "unconfigured": ("unknown", "No data"),
+    "unknown": ("unknown", "No data"),
+}
+_OVERALL: dict[PublicState, str] = {
+    "outage": "Some services are down",
+    "degraded": "Some services are degraded",
+    "maintenance": "Maintenance in progress",
+    "operational": "All services operational",
+    "unknown": "No data yet",
+}
+_WORST_FIRST: tuple[PublicState, ...] = (
+    "outage",
+    "degraded",
+    "maintenance",
+    "operational",
+    "unknown",
+)
+
+
+def _page(request: web.Request) -> StatusPageConfig:
+    page = request.app[SETTINGS].config.status_page
+    if not page.enabled:
+        raise NotFound("page", "the status page is turned off ([status_page] enabled = false)")
+    return page
+
+
+def _groups(
+    page: StatusPageConfig, providers: Iterable[ProviderState]
+) -> list[tuple[str, list[ProviderState]]]:
+    """The headings and the providers under each: the configured groups, or by category;
+    only the providers `page.providers` names, when it names any."""
+    shown = [p for p in providers if not p.removed]
+    if page.providers:
+        wanted = {name.casefold() for name in page.providers}
+        shown = [p for p in shown if p.name.casefold() in wanted]
+    if page.groups:
+        by_name = {p.name.casefold(): p for p in shown}
+        return [
+            (
+                group.name,
+                [by_name[n.casefold()] for n in group.providers if n.casefold() in by_name],
+            )
+            for group in page.groups
+        ]
+    categories: dict[str, list[ProviderState]] = {}
+    for provider in shown:
+        categories.setdefault(provider.category, []).append(provider)
+    return [
+        (category.replace("_", " ").capitalize(), members)
+        for category, members in sorted(categories.items())
+    ]
+
+
+def _overall(states: Iterable[PublicState]) -> PublicState:
+    """The worst state shown ("unknown" only when nothing else is)."""
+    present = set(states)
+    return next((state for state in _WORST_FIRST if state in present), "unknown")
+
+
+def public_status(request: web.Request) -> PublicStatus:
+    page = _page(request)
+    groups = _groups(page, models_of(request).projections.providers.all())
+    providers = [
+        PublicProvider(
+            name=p.name,
+            group=group,
+            state=PUBLIC_STATES[p.status][0],
+            label=PUBLIC_STATES[p.status][1],
+        )
+        for group, members in groups
+        for p in members
+    ]
+    overall = _overall(p.state for p in providers)
+    return PublicStatus(
+        title=page.title,
+        overall=overall,
+        overall_label=_OVERALL[overall],
+        updated_at=iso_time(float(int(time.time()))) or "",
+        providers=providers,
+    )
+
+
+async def status_data(request: web.Request) -> web.Response:
+    response = respond(public_status(request))
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+async def status_page(request: web.Request) -> web.Response:
+    status = public_status(request)
+    escape = html.escape
+    sections = []
+    groups: dict[str, list[PublicProvider]] = {}
+    for provider in status.providers:
+        groups.setdefault(provider.group, []).append(provider)
+    for group, members in groups.items():
+        rows = "".join(
+            f'<li class="provider" data-provider="{escape(p.name)}" data-state="{p.state}">'
+            f'<span class="name">{escape(p.name)}</span>'
+            f'<span class="state">{escape(p.label)}</span></li>'
+            for p in members
+        )
+        sections.append(f"<section><h2>{escape(group)}</h2><ul>{rows}</ul></section>")
+    body = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(status.title)}</title>
+<link rel="stylesheet" href="/static/status.css">
+<script src="/static/status.js" defer></script>
+</head>
+<body>
+<main>
+<h1>{escape(status.title)}</h1>
+<p id="overall" class="overall" data-state="{status.overall}">{escape(status.overall_label)}</p>
+{"".join(sections) or '<p class="empty">No services are listed.</p>'}
+<p class="updated">Updated <time id="updated" datetime="{status.updated_at}">\
+{status.updated_at}</time></p>
+</main>
+</body>
+</html>
+"""
+    return web.Response(
+        text=body,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

@@ -1,0 +1,189 @@
+"""The public status page: rendered on the server, whole with JavaScript off, updated in
+place with it on, at desktop and phone widths in real Chromium; nothing internal on it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_dashboard import CHROMIUM, CHROMIUM_ARGS, ThreadedService, needs_chromium
+from test_projections import probe
+
+from cryptomon.config import ConfigError, load_config
+from cryptomon.http.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET_URL = "http://127.0.0.1:9/internal-host-name"
+
+
+def config_text(extra: str = "") -> str:
+    providers = "".join(
+        f'[[providers]]\nname = "{name}"\ncategory = "{category}"\n'
+        f'base_url = "{SECRET_URL}"\nhealth_path = "/private"\ninterval = "1h"\n'
+        f'api_key_env = "HIDDEN_KEY_NAME"\napi_key_header = "X-Key"\napi_key_optional = true\n'
+        for name, category in (("Alpha", "exchanges"), ("Beta <b>", "exchanges"), ("Gamma", "news"))
+    )
+    return "[monitoring]\noffline_after_failures = 1\n" + extra + providers
+
+
+def started(tmp_path: Path, extra: str = "", environ: dict[str, str] | None = None) -> Any:
+    path = tmp_path / "status.toml"
+    path.write_text(config_text(extra))
+    settings = Settings.from_config(
+        load_config(path), database=tmp_path / "status.db", environ=environ or {}, probing=False
+    )
+    return ThreadedService(settings)
+
+
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(), dict(error.headers)
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Any]:
+    running = started(tmp_path, '[status_page]\ntitle = "Acme status"\n')
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def failing(name: str, at: float) -> Any:
+    failed = probe(name, at, "failed", error_kind="connection_refused")
+    return failed
+
+
+def test_the_page_shows_states_in_plain_words_and_nothing_internal(service: Any) -> None:
+    now = time.time()
+    service.append(probe("Alpha", now - 5), failing("Beta <b>", now - 4))
+    status, page, headers = fetch(service.url + "/status")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert "<title>Acme status</title>" in page
+    rows = dict(re.findall(r'data-provider="([^"]+)" data-state="([a-z]+)"', page))
+    assert rows == {"Alpha": "operational", "Beta &lt;b&gt;": "outage", "Gamma": "unknown"}
+    assert "Some services are down" in page and "<b>" not in page
+    assert re.findall(r"<h2>([^<]+)</h2>", page) == ["Exchanges", "News"]
+    for internal in ("127.0.0.1:9", "internal-host-name", "/private", "HIDDEN_KEY_NAME",
+                     "X-Key", "connection_refused", "refused"):  # fmt: skip
+        assert internal not in page, internal
+    status, body, _ = fetch(service.url + "/status/data.json")
+    data = json.loads(body)
+    assert status == 200 and data["overall"] == "outage"
+    assert [(p["name"], p["state"]) for p in data["providers"]] == [
+        ("Alpha", "operational"), ("Beta <b>", "outage"), ("Gamma", "unknown")
+    ]  # fmt: skip
+    assert "internal-host-name" not in body and "HIDDEN" not in body
+
+
+def test_groups_and_a_provider_list_from_the_config_and_turning_it_off(tmp_path: Path) -> None:
+    grouped = started(
+        tmp_path,
+        '[status_page]\nproviders = ["Gamma", "Alpha"]\n'
+        '[[status_page.groups]]\nname = "Core"\nproviders = ["Gamma", "Alpha"]\n',
+    )
+    try:
+        _, page, _ = fetch(grouped.url + "/status")
+        assert re.findall(r"<h2>([^<]+)</h2>", page) == ["Core"]
+        assert re.findall(r'data-provider="([^"]+)"', page) == ["Gamma", "Alpha"]
+    finally:
+        grouped.stop()
+    off = started(tmp_path, "[status_page]\nenabled = false\n")
+    try:
+        for path in ("/status", "/status/data.json"):
+            status, body, _ = fetch(off.url + path)
+            assert status == 404 and json.loads(body)["type"] == "/problems/unknown-page"
+    finally:
+        off.stop()
+
+
+def test_the_page_is_open_when_reads_need_a_token(tmp_path: Path) -> None:
+    reads = started(
+        tmp_path,
+        '[server]\nread_token_env = "READ_TOKEN"\n',
+        environ={"READ_TOKEN": "r" * 24},
+    )
+    try:
+        assert fetch(reads.url + "/api/providers")[0] == 401
+        assert fetch(reads.url + "/status")[0] == 200
+        assert fetch(reads.url + "/status/data.json")[0] == 200
+        assert fetch(reads.url + "/static/status.js")[0] == 200
+    finally:
+        reads.stop()
+
+
+def test_a_provider_the_page_names_must_exist(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(config_text('[status_page]\nproviders = ["Ghost"]\ntitle = ""\n'))
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    joined = "\n".join(refused.value.errors)
+    assert "status_page.providers: 'Ghost' is not a configured provider" in joined
+    assert "status_page.title" in joined
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@needs_chromium
+@pytest.mark.parametrize(
+    ("width", "height", "label"), [(1280, 800, "desktop"), (390, 844, "phone")]
+)
+def test_in_chromium_whole_without_javascript_and_live_with_it(
+    browser: Any, service: Any, width: int, height: int, label: str
+) -> None:
+    from playwright.sync_api import expect
+
+    now = time.time()
+    service.append(probe("Alpha", now - 5), probe("Beta <b>", now - 5), probe("Gamma", now - 5))
+    still = browser.new_context(
+        java_script_enabled=False, viewport={"width": width, "height": height}
+    )
+    page = still.new_page()
+    try:
+        page.goto(service.url + "/status")
+        expect(page.locator("#overall")).to_have_text("All services operational")
+        expect(page.locator(".provider")).to_have_count(3)
+        assert page.evaluate("document.documentElement.dataset.live") is None
+        # No horizontal scrolling at this width.
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        page.screenshot(path=str(ROOT / "docs" / f"status-{label}.png"), full_page=True)
+    finally:
+        still.close()
+    live = browser.new_context(viewport={"width": width, "height": height})
+    page = live.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(service.url + "/status")
+        expect(page.locator("html")).to_have_attribute("data-live", "true")
+        service.append(failing("Gamma", time.time()))
+        gamma = page.locator('.provider[data-provider="Gamma"]')
+        expect(gamma).to_have_attribute("data-state", "outage", timeout=20_000)
+        expect(gamma.locator(".state")).to_have_text("Outage")
+        expect(page.locator("#overall")).to_have_text("Some services are down")
+        assert errors == []
+    finally:
+        live.close()

@@ -34,7 +34,7 @@ from cryptomon.http.errors import PROBLEM_TYPE
 from cryptomon.http.keys import READ_MODELS, STORE
 from cryptomon.http.schemas import ProviderSeries, ProviderView, RateLimitHistory, UptimeDaily
 from cryptomon.http.settings import Settings
-from cryptomon.projections import DayCounts, Projections, ProjectionSettings
+from cryptomon.projections import Projections, ProjectionSettings
 from cryptomon.projections.rate_limits import HISTORY_SECONDS
 from cryptomon.service.app import create_app
 
@@ -213,33 +213,33 @@ async def test_uptime_daily_answers_every_provider_per_utc_day(
     daily = msgspec.convert(body, UptimeDaily)
     today = midnight(history.now)
     assert (daily.days, daily.count) == (90, 2)
-    assert daily.first_day == date_of(today - 89 * DAY) and daily.last_day == date_of(today)
+    dates = [date_of(today - i * DAY) for i in range(89, -1, -1)]
+    assert daily.dates == dates
     steady, quiet = daily.providers
     assert (steady.provider, quiet.provider) == ("Steady", "Quiet")
-    assert [day.date for day in steady.days] == [
-        date_of(today - i * DAY) for i in range(89, -1, -1)
-    ]
     expected = history.per_day()
-    for day in steady.days:
-        probes, failures = expected.get(day.date, (0, 0))
-        assert (day.probes, day.failures) == (probes, failures), day
-        if probes:
-            assert day.uptime == round((probes - failures) / probes * 100, 2)
-        else:
-            assert day.uptime is None
-    by_date = {day.date: day for day in steady.days}
-    assert by_date[date_of(history.poor_day)].uptime == 75.0
-    assert by_date[date_of(history.worse_day)].uptime == 50.0
-    assert all(by_date[date_of(day)].probes == 0 for day in history.empty_days)
+    for index, date in enumerate(dates):
+        probes, failures = expected.get(date, (0, 0))
+        found = (steady.probes_by_day[index], steady.failures_by_day[index])
+        assert found == (probes, failures), date
+        uptime = round((probes - failures) / probes * 100, 2) if probes else None
+        assert steady.uptime_by_day[index] == uptime, date
+    by_date = dict(zip(dates, steady.uptime_by_day, strict=True))
+    assert by_date[date_of(history.poor_day)] == 75.0
+    assert by_date[date_of(history.worse_day)] == 50.0
+    assert all(by_date[date_of(day)] is None for day in history.empty_days)
     assert steady.probes == len(history.probes)
     assert steady.failures == sum(p.outcome != "success" for p in history.probes)
-    assert quiet.probes == 0 and quiet.uptime is None
-    assert all(day.uptime is None and day.probes == 0 for day in quiet.days)
+    total = round((steady.probes - steady.failures) / steady.probes * 100, 2)
+    assert steady.uptime == total
+    assert (quiet.probes, quiet.uptime) == (0, None)
+    assert quiet.uptime_by_day == [None] * 90 and quiet.probes_by_day == [0] * 90
 
     # One provider, fewer days: today alone.
     one = msgspec.convert(await get(http, "/api/uptime/daily?provider=Steady&days=1"), UptimeDaily)
-    assert one.count == 1 and [d.date for d in one.providers[0].days] == [date_of(today)]
-    assert one.providers[0].days[0] == by_date[date_of(today)]
+    assert one.count == 1 and one.dates == [date_of(today)]
+    assert one.providers[0].probes_by_day == steady.probes_by_day[-1:]
+    assert one.providers[0].uptime_by_day == steady.uptime_by_day[-1:]
 
 
 async def test_uptime_daily_refuses_bad_input_naming_the_parameter(
@@ -385,14 +385,13 @@ def test_daily_counts_match_each_days_window_whatever_the_granularity(
     for position, (offset, outcome) in enumerate(log, start=1):
         projections.fold_columns([position], [T0 + offset], [probe("A", T0 + offset, outcome)])
     metrics = projections.metrics
-    days = metrics.daily("A", int(T0), 101, "health")
-    assert sum(day.probes for day in days) == len(log)
-    for day in days:
-        window = metrics.window("A", day.start, day.start + DAY, "health")
-        assert (day.probes, day.failures) == (window.count, window.failures)
-    assert metrics.daily("nobody", int(T0), 3) == [
-        DayCounts(int(T0) + i * int(DAY), 0, 0) for i in range(3)
-    ]
+    probes, failures = metrics.daily("A", int(T0), 101, "health")
+    assert sum(probes) == len(log)
+    for index, (count, failed) in enumerate(zip(probes, failures, strict=True)):
+        start = T0 + index * DAY
+        window = metrics.window("A", start, start + DAY, "health")
+        assert (count, failed) == (window.count, window.failures)
+    assert metrics.daily("nobody", int(T0), 3) == ([0, 0, 0], [0, 0, 0])
     with pytest.raises(ValueError, match="midnight"):
         metrics.daily("A", int(T0) + 1, 3)
 

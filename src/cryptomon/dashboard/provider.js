@@ -134,7 +134,7 @@
       const chainView = chain ? await optional(`api/chains/${encodeURIComponent(chain.name)}`) : null;
       const stats30 = figures[figures.length - 1];
       renderHead(view, stats30);
-      renderUptime(daily.providers[0]);
+      renderUptime(daily.dates, daily.providers[0]);
       charts.forEach((chart, index) => renderLatency(chart, figures[2 * index], figures[2 * index + 1]));
       renderRateLimit($("ratelimit-chart"), limit, history);
       renderProbes(probes.logs);
@@ -205,9 +205,14 @@
     return `${day.date} · ${uptimeText(day.uptime)} uptime · ${count(day.probes, "probe")} · ${count(day.failures, "failure")}`;
   }
 
-  function renderUptime(bar) {
+  function renderUptime(dates, bar) {
     const box = $("uptime-bar");
-    const days = bar.days;
+    const days = dates.map((date, index) => ({
+      date,
+      uptime: bar.uptime_by_day[index],
+      probes: bar.probes_by_day[index],
+      failures: bar.failures_by_day[index],
+    }));
     if (box.children.length !== days.length) box.replaceChildren(...days.map(() => el("span", "day")));
     days.forEach((day, index) => {
       const cell = box.children[index];

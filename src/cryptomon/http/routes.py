@@ -183,7 +183,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         cached=True,
         links=tuple(
             Link(operation, "name", "$response.body#/providers/0/name")
-            for operation in ("get_provider", "get_provider_stats", "get_provider_series")
+            for operation in (
+                "get_provider",
+                "get_provider_stats",
+                "get_provider_series",
+                "get_provider_page",
+            )
         ),
     ),
     Endpoint(
@@ -373,7 +378,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Rate-limit usage of every provider",
         schemas.RateLimitList,
         cached=True,
-        links=(Link("get_rate_limit", "name", "$response.body#/rate_limits/0/provider"),),
+        links=tuple(
+            Link(operation, "name", "$response.body#/rate_limits/0/provider")
+            for operation in ("get_rate_limit", "get_rate_limit_history")
+        ),
     ),
     Endpoint(
         "GET",

@@ -421,29 +421,32 @@ class RateLimitHistory(Schema, frozen=True):
     points: list[UsageHourView]
 
 
-class UptimeDay(Schema, frozen=True):
-    date: Day  # a UTC day
-    uptime: Annotated[float, msgspec.Meta(ge=0, le=100)] | None  # None: no probes that day
-    probes: Annotated[int, msgspec.Meta(ge=0)]
-    failures: Annotated[int, msgspec.Meta(ge=0)]  # failed, timed out or rate limited
+UptimePercent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class ProviderUptimeDays(Schema, frozen=True):
+    """One provider's days, in the order of the answer's `dates`: the n-th of each list is
+    the n-th day's."""
+
     provider: str
-    uptime: Annotated[float, msgspec.Meta(ge=0, le=100)] | None  # over all the days
-    probes: Annotated[int, msgspec.Meta(ge=0)]
-    failures: Annotated[int, msgspec.Meta(ge=0)]
-    days: list[UptimeDay]  # one per day, oldest first
+    uptime: UptimePercent | None  # over all the days; None without probes
+    probes: Count
+    failures: Count  # failed, timed out or rate limited
+    uptime_by_day: list[UptimePercent | None]  # None: no probes that day
+    probes_by_day: list[Count]
+    failures_by_day: list[Count]
 
 
 class UptimeDaily(Schema, frozen=True):
-    """Health-probe uptime per UTC day, from the rollups: the last `days` days, today (so
-    far) the last. Probes in maintenance count as the rollups count them (not at all,
-    unless `maintenance_counts_in_uptime`)."""
+    """Health-probe uptime per UTC day, from the rollups: the last `days` days, oldest
+    first, today (so far) the last. Each provider's days are lists aligned with `dates`
+    (columns, not an object per day: 100 providers of 90 days stay small and quick).
+    Probes in maintenance count as the rollups count them (not at all, unless
+    `maintenance_counts_in_uptime`)."""
 
     days: int
-    first_day: Day
-    last_day: Day
+    dates: list[Day]
     count: int
     providers: list[ProviderUptimeDays]
 

@@ -30,7 +30,6 @@ from cryptomon.projections.failures import FailureAnalysis, FailuresProjection
 from cryptomon.projections.maintenance import MaintenanceProjection
 from cryptomon.projections.metrics import (
     ALL,
-    DayCounts,
     MetricsProjection,
     SeriesPoint,
     WindowStats,
@@ -63,7 +62,6 @@ __all__ = [
     "AlertsProjection",
     "AlreadyAcknowledgedError",
     "ChainsProjection",
-    "DayCounts",
     "FailureAnalysis",
     "FailuresProjection",
     "LogEntry",

@@ -164,15 +164,6 @@ class SeriesPoint(msgspec.Struct, frozen=True, gc=False):
     p95: float | None = None
 
 
-class DayCounts(msgspec.Struct, frozen=True, gc=False):
-    """One UTC day's probes and how many of them failed (failed, timed out or rate
-    limited), as the rollups hold them."""
-
-    start: int
-    probes: int
-    failures: int
-
-
 _decoder = msgspec.msgpack.Decoder(MetricsState)
 
 
@@ -434,21 +425,24 @@ class MetricsProjection(Projection[MetricsState]):
 
     def daily(
         self, provider: str | None, first_day: int, days: int, kind: ProbeKind | None = "health"
-    ) -> list[DayCounts]:
-        """Probes and failures of each of `days` UTC days from `first_day` (a midnight), in
-        one pass over the provider's buckets: the days' own, the hours of the last days and
-        the minute blocks of the last hours (each granularity a span of its own, and hours
-        and minute blocks never straddle a midnight). A bar of 90 days for every provider."""
+    ) -> tuple[list[int], list[int]]:
+        """Probes, and how many of them failed (failed, timed out or rate limited), of each
+        of `days` UTC days from `first_day` (a midnight), in one pass over the provider's
+        buckets: the days' own, the hours of the last days and the minute blocks of the
+        last hours (hours and minute blocks never straddle a midnight). The 90-day bars of
+        every provider, so written for speed: a lookup per day, a look per hour bucket."""
         if first_day % DAY:
             raise ValueError("first_day must be a UTC midnight")
         probes = [0] * days
         failures = [0] * days
         end = first_day + days * DAY
         for rollup in self._rollups(provider, kind):
-            for start, bucket in _overlapping(rollup.days, DAY, first_day, end):
-                index = (start - first_day) // DAY
-                probes[index] += bucket.probes
-                failures[index] += bucket.failed + bucket.timeout + bucket.rate_limited
+            get = rollup.days.get
+            for index in range(days):
+                bucket = get(first_day + index * DAY)
+                if bucket is not None:
+                    probes[index] += bucket.probes
+                    failures[index] += bucket.failed + bucket.timeout + bucket.rate_limited
             for start, bucket in rollup.hours.items():
                 if first_day <= start < end:
                     index = (start - first_day) // DAY
@@ -464,7 +458,7 @@ class MetricsProjection(Projection[MetricsState]):
                         + sum(counts[TIMEOUT::CODES])
                         + sum(counts[RATE_LIMITED::CODES])
                     )
-        return [DayCounts(first_day + i * DAY, probes[i], failures[i]) for i in range(days)]
+        return probes, failures
 
     def _rollups(self, provider: str | None, kind: ProbeKind | None) -> list[Rollup]:
         state = self.state

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from cryptomon.http.errors import NotFound
 from cryptomon.http.keys import ARGUMENTS
-from cryptomon.http.schemas import ProviderUptimeDays, UptimeDaily, UptimeDay
+from cryptomon.http.schemas import ProviderUptimeDays, UptimeDaily
 from cryptomon.http.views import models_of, respond
 from cryptomon.projections import Projections
 from cryptomon.projections.metrics import DAY
@@ -24,43 +24,33 @@ def _date(midnight: int) -> str:
     return datetime.fromtimestamp(midnight, UTC).strftime("%Y-%m-%d")
 
 
-def _percent(probes: int, failures: int) -> float | None:
-    return round((probes - failures) / probes * 100, 2) if probes else None
-
-
 def uptime_days(
     projections: Projections, providers: list[str], now: float, days: int
 ) -> UptimeDaily:
     """The last `days` UTC days of each of `providers`, today the last."""
     first = int(now // DAY * DAY) - (days - 1) * DAY
-    dates = [_date(first + i * DAY) for i in range(days)]
-    metrics = projections.metrics
+    daily = projections.metrics.daily
     bars = []
     for name in providers:
-        counts = metrics.daily(name, first, days, "health")
-        cells = [
-            UptimeDay(
-                date=date,
-                uptime=_percent(day.probes, day.failures),
-                probes=day.probes,
-                failures=day.failures,
-            )
-            for date, day in zip(dates, counts, strict=True)
-        ]
-        probes = sum(day.probes for day in counts)
-        failures = sum(day.failures for day in counts)
+        probes, failures = daily(name, first, days, "health")
+        total, failed = sum(probes), sum(failures)
         bars.append(
             ProviderUptimeDays(
                 provider=name,
-                uptime=_percent(probes, failures),
-                probes=probes,
-                failures=failures,
-                days=cells,
+                uptime=round((total - failed) / total * 100, 2) if total else None,
+                probes=total,
+                failures=failed,
+                # Most days fail nothing: 100 without a division and a rounding.
+                uptime_by_day=[
+                    (round((count - bad) / count * 100, 2) if bad else 100.0) if count else None
+                    for count, bad in zip(probes, failures, strict=True)
+                ],
+                probes_by_day=probes,
+                failures_by_day=failures,
             )
         )
-    return UptimeDaily(
-        days=days, first_day=dates[0], last_day=dates[-1], count=len(bars), providers=bars
-    )
+    dates = [_date(first + i * DAY) for i in range(days)]
+    return UptimeDaily(days=days, dates=dates, count=len(bars), providers=bars)
 
 
 async def uptime_daily(request: web.Request) -> web.Response:

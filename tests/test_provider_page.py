@@ -2,7 +2,9 @@
 rate-limit usage per hour; served by the real app, and driven in Debian's chromium.
 
 The probes are appended to the app's own event store with the times a test wants (the
-past 90 days), as the monitor would have recorded them; nothing is probed. The README's
+past 90 days), as the monitor would have recorded them; nothing is probed. The page is
+checked with axe-core, the copy that the PyPI package axe-playwright-python ships (no
+network: the script is read from the installed package). The README's
 screenshots (docs/provider.png, docs/provider-phone.png) are written by the browser test
 when CRYPTOMON_SCREENSHOT=1, to tmp_path otherwise.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -354,10 +357,15 @@ async def test_the_provider_page_is_html_for_browsers_and_the_view_for_api_clien
     assert view.name == "Steady" and view.certificate is not None
     problem = await get(http, "/providers/Nobody", 404)
     assert problem["type"] == "/problems/unknown-provider"
+    # Nothing from elsewhere: every file the page loads is ours, and the script fetches
+    # nothing but relative URLs (its only absolute one is the SVG namespace, never fetched).
+    for link in re.findall(r'(?:src|href)="([^"]+)"', page):
+        assert not re.match(r"^(?:[a-z]+:)?//", link), link
     async with http.get("/static/provider.js") as response:
         assert response.status == 200 and response.content_type == "text/javascript"
         script = await response.text()
     assert "import " not in script and "require(" not in script
+    assert set(re.findall(r"https?://[^\s\"'`]+", script)) == {"http://www.w3.org/2000/svg"}
     async with http.get("/static/provider.html") as response:
         assert response.status == 404  # pages have their own addresses
 
@@ -449,6 +457,19 @@ def screenshot(page: Any, tmp_path: Path, name: str, *, full_page: bool = True) 
     assert target.stat().st_size > 10_000
 
 
+def accessibility_violations(page: Any) -> list[str]:
+    """axe-core's violations on the page as it stands, one line each (rule: elements)."""
+    axe = pytest.importorskip("axe_playwright_python.base")
+    # Evaluated through the DevTools protocol: the page's CSP (script-src 'self') is ours
+    # to keep, and does not apply to it.
+    page.evaluate(axe.AXE_SCRIPT)
+    result = page.evaluate("axe.run(document, { resultTypes: ['violations'] })")
+    return [
+        f"{violation['id']}: {[node['target'] for node in violation['nodes']][:5]}"
+        for violation in result["violations"]
+    ]
+
+
 def check_page(page: Any, history: History) -> None:
     """What both widths must show of Steady."""
     from playwright.sync_api import expect
@@ -524,6 +545,14 @@ def check_page(page: Any, history: History) -> None:
     expect(chain).to_contain_text("chain ethereum")
     expect(chain).to_contain_text(f"head {history.head}")
     expect(page.locator('#facts [data-fact="observation-head"]')).to_contain_text(str(history.head))
+
+    # Accessibility basics, in the light and the dark scheme: labels, contrast, names.
+    page.mouse.move(0, 0)
+    page.locator("#uptime-bar").blur()
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        assert accessibility_violations(page) == [], scheme
+    page.emulate_media(color_scheme="light")
 
 
 @needs_chromium

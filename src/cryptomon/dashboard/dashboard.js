@@ -640,7 +640,12 @@
     const card = el("article", "provider");
     card.dataset.provider = name;
     const head = el("div", "head");
-    head.append(el("h3", "name", name), el("span", "status"));
+    // The name links to the provider's own page: its history (providers/<name>).
+    const title = el("h3", "name");
+    const link = el("a", null, name);
+    link.href = `providers/${encodeURIComponent(name)}`;
+    title.append(link);
+    head.append(title, el("span", "status"));
     const meta = el("div", "meta");
     meta.append(el("span", "category"), el("span", "checked"), el("span", "certificate"));
     const maintenance = el("p", "maintenance");

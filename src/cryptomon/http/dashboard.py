@@ -1,10 +1,12 @@
-"""The dashboard: `/` for browsers, its files under `/static/`.
+"""The dashboard: `/` and `/providers/{name}` for browsers, their files under `/static/`.
 
 `/` answers by content negotiation: a client that prefers `text/html` (a
 browser) gets the dashboard page; any other (`application/json`, `*/*`, no
-Accept at all) gets the service information as JSON, as the seed did. The
-page and its files are package data in `cryptomon/dashboard/`, read once when
-the app is built; the page then uses only the public REST API and `/ws/live`.
+Accept at all) gets the service information as JSON, as the seed did. A
+provider's page, `/providers/{name}`, likewise: the page for a browser (with 404
+for a name nobody has), the provider's view for everyone else. The pages and
+their files are package data in `cryptomon/dashboard/`, read once when the app
+is built; the pages then use only the public REST API and `/ws/live`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from importlib.resources import files
 from aiohttp import web
 
 from cryptomon.http.errors import NotFound
-from cryptomon.http.keys import DASHBOARD_ASSETS
-from cryptomon.http.views import service
+from cryptomon.http.keys import ARGUMENTS, DASHBOARD_ASSETS
+from cryptomon.http.views import models_of, providers, service
 
 STATIC_PREFIX = "/static/"
 CONTENT_TYPES = {
@@ -76,16 +78,20 @@ def prefers_html(accept: str) -> bool:
     return html > 0 and html > json
 
 
-def _answer(request: web.Request, asset: Asset) -> web.Response:
+def _answer(request: web.Request, asset: Asset, status: int = 200) -> web.Response:
     headers = {"ETag": asset.etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
     if asset.content_type == "text/html":
         headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         headers["Vary"] = "Accept"
-    if request.headers.get("If-None-Match") == asset.etag:
+    if status == 200 and request.headers.get("If-None-Match") == asset.etag:
         return web.Response(status=304, headers=headers)
     charset = "utf-8" if asset.content_type.startswith(("text/", "image/svg")) else None
     return web.Response(
-        body=asset.body, content_type=asset.content_type, charset=charset, headers=headers
+        body=asset.body,
+        status=status,
+        content_type=asset.content_type,
+        charset=charset,
+        headers=headers,
     )
 
 
@@ -104,10 +110,23 @@ async def root(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def provider_page(request: web.Request) -> web.StreamResponse:
+    """A provider's page for browsers (404 for a name nobody has: the page says so); the
+    provider's view (JSON, as `/api/providers/{name}`) for everyone else."""
+    if prefers_html(request.headers.get("Accept", "")):
+        name = request[ARGUMENTS].path("name")
+        known = models_of(request).projections.providers.get(name) is not None
+        page = request.app[DASHBOARD_ASSETS]["provider.html"]
+        return _answer(request, page, 200 if known else 404)
+    response = await providers.provider(request)
+    response.headers["Vary"] = "Accept"
+    return response
+
+
 async def asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     found = request.app[DASHBOARD_ASSETS].get(name)
-    if found is None or name == "index.html":
+    if found is None or name.endswith(".html"):  # the pages have their own addresses
         raise NotFound("file", f"no dashboard file named {name[:100]!r}")
     return _answer(request, found)
 

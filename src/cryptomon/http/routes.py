@@ -49,6 +49,7 @@ from cryptomon.http.views import (
     scheduler,
     service,
     status,
+    uptime,
 )
 from cryptomon.projections.notices import LOG_TYPES
 
@@ -233,7 +234,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         cached=True,
         links=tuple(
             Link(operation, "name", "$response.body#/providers/0/name")
-            for operation in ("get_provider", "get_provider_stats", "get_provider_series")
+            for operation in (
+                "get_provider",
+                "get_provider_stats",
+                "get_provider_series",
+                "get_provider_page",
+            )
         ),
     ),
     Endpoint(
@@ -336,6 +342,38 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "GET",
+        "/providers/{name}",
+        dashboard.provider_page,
+        "One provider, as /api/providers/{name} (browsers asking for text/html get its"
+        " dashboard page: latency, uptime per day, rate-limit usage, last probes)",
+        schemas.ProviderView,
+        (NAME,),
+        errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/uptime/daily",
+        uptime.uptime_daily,
+        "Health-probe uptime per UTC day of every provider (or one), from the rollups:"
+        " the last `days` days, today the last; a day without probes has uptime null",
+        schemas.UptimeDaily,
+        (
+            Param(
+                "days",
+                "query",
+                "integer",
+                "how many days, today the last (the day rollups keep 400)",
+                minimum=1,
+                maximum=400,
+                default=90,
+            ),
+            Param("provider", "query", "string", max_length=100, description="only this provider"),
+        ),
+        errors=(400, 404),
+        cached=True,
+    ),
+    Endpoint(
+        "GET",
         "/api/chains",
         chains.chains,
         "Chains: each one's best head, block rate and nodes",
@@ -391,7 +429,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Rate-limit usage of every provider",
         schemas.RateLimitList,
         cached=True,
-        links=(Link("get_rate_limit", "name", "$response.body#/rate_limits/0/provider"),),
+        links=tuple(
+            Link(operation, "name", "$response.body#/rate_limits/0/provider")
+            for operation in ("get_rate_limit", "get_rate_limit_history")
+        ),
     ),
     Endpoint(
         "GET",
@@ -401,6 +442,28 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         schemas.RateLimitView,
         (NAME,),
         errors=(404,),
+        cached=True,
+    ),
+    Endpoint(
+        "GET",
+        "/api/rate-limits/{name}/history",
+        rate_limits.rate_limit_history,
+        "Rate-limit usage of one provider per hour (opening, peak and closing percent of"
+        " its limit, blocks), the current hour the last; kept 30 days",
+        schemas.RateLimitHistory,
+        (
+            NAME,
+            Param(
+                "hours",
+                "query",
+                "integer",
+                "how many hours, the current one the last",
+                minimum=1,
+                maximum=720,
+                default=168,
+            ),
+        ),
+        errors=(400, 404),
         cached=True,
     ),
     Endpoint(

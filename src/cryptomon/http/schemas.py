@@ -354,6 +354,10 @@ class MetricsPoint(Schema, frozen=True):
     probes: int
     failures: int
     avg_response_time_ms: float | None
+    # The median and 95th percentile latency of the step's successful probes, estimated
+    # from the rollups' histograms (within a bin); None without one.
+    p50_ms: float | None = None
+    p95_ms: float | None = None
 
 
 class SystemMetrics(Schema, frozen=True):
@@ -388,6 +392,63 @@ class RateLimitView(Schema, frozen=True):
     blocked_until: str | None
     status: str
     updated_at: str | None
+
+
+Percent = Annotated[float, msgspec.Meta(ge=0)]
+Day = Annotated[str, msgspec.Meta(pattern="^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+
+
+class UsageHourView(Schema, frozen=True):
+    """One hour of rate-limit usage, in percent of the limit. An hour without a reported
+    change held the level the last one left (`reported` false); before any, all None."""
+
+    hour: str  # its start
+    opening_percentage: Percent | None
+    peak_percentage: Percent | None
+    closing_percentage: Percent | None
+    blocked: bool  # a block (a 429, Retry-After) was reported in the hour
+    reported: bool
+
+
+class RateLimitHistory(Schema, frozen=True):
+    """One provider's rate-limit usage per hour, oldest first, the last the current one."""
+
+    provider: str
+    hours: int
+    step_seconds: int
+    limit_type: str
+    limit_value: int
+    points: list[UsageHourView]
+
+
+UptimePercent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ProviderUptimeDays(Schema, frozen=True):
+    """One provider's days, in the order of the answer's `dates`: the n-th of each list is
+    the n-th day's."""
+
+    provider: str
+    uptime: UptimePercent | None  # over all the days; None without probes
+    probes: Count
+    failures: Count  # failed, timed out or rate limited
+    uptime_by_day: list[UptimePercent | None]  # None: no probes that day
+    probes_by_day: list[Count]
+    failures_by_day: list[Count]
+
+
+class UptimeDaily(Schema, frozen=True):
+    """Health-probe uptime per UTC day, from the rollups: the last `days` days, oldest
+    first, today (so far) the last. Each provider's days are lists aligned with `dates`
+    (columns, not an object per day: 100 providers of 90 days stay small and quick).
+    Probes in maintenance count as the rollups count them (not at all, unless
+    `maintenance_counts_in_uptime`)."""
+
+    days: int
+    dates: list[Day]
+    count: int
+    providers: list[ProviderUptimeDays]
 
 
 class RateLimitList(Schema, frozen=True):

@@ -28,7 +28,12 @@ from cryptomon.projections.base import Handler, Projection, StateT
 from cryptomon.projections.chains import ChainsProjection
 from cryptomon.projections.failures import FailureAnalysis, FailuresProjection
 from cryptomon.projections.maintenance import MaintenanceProjection
-from cryptomon.projections.metrics import ALL, MetricsProjection, SeriesPoint, WindowStats
+from cryptomon.projections.metrics import (
+    ALL,
+    MetricsProjection,
+    SeriesPoint,
+    WindowStats,
+)
 from cryptomon.projections.notices import (
     Alert,
     AlertAcked,

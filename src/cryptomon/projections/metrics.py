@@ -159,6 +159,9 @@ class SeriesPoint(msgspec.Struct, frozen=True, gc=False):
     probes: int
     failures: int
     avg_latency_ms: float | None
+    # Of the successful probes in the step, estimated within a bin as `window`'s are.
+    p50: float | None = None
+    p95: float | None = None
 
 
 _decoder = msgspec.msgpack.Decoder(MetricsState)
@@ -404,15 +407,58 @@ class MetricsProjection(Projection[MetricsState]):
         sums = [Bucket() for _ in range(count)]
         for start, bucket in self._buckets(provider, kind, since, until):
             sums[min(int((max(start, since) - since) // step), count - 1)].merge(bucket)
-        return [
-            SeriesPoint(
-                since + i * step,
-                b.probes,
-                b.probes - _successes(b),
-                b.latency_sum / b.latency_count if b.latency_count else None,
+        points = []
+        average: float | None
+        p50: float | None
+        p95: float | None
+        for i, b in enumerate(sums):
+            if b.latency_count:
+                histogram = [b.histogram.get(slot, 0) for slot in range(BINS)]
+                average = b.latency_sum / b.latency_count
+                p50, p95 = percentile(histogram, 0.50), percentile(histogram, 0.95)
+            else:
+                average = p50 = p95 = None
+            points.append(
+                SeriesPoint(since + i * step, b.probes, b.probes - _successes(b), average, p50, p95)
             )
-            for i, b in enumerate(sums)
-        ]
+        return points
+
+    def daily(
+        self, provider: str | None, first_day: int, days: int, kind: ProbeKind | None = "health"
+    ) -> tuple[list[int], list[int]]:
+        """Probes, and how many of them failed (failed, timed out or rate limited), of each
+        of `days` UTC days from `first_day` (a midnight), in one pass over the provider's
+        buckets: the days' own, the hours of the last days and the minute blocks of the
+        last hours (hours and minute blocks never straddle a midnight). The 90-day bars of
+        every provider, so written for speed: a lookup per day, a look per hour bucket."""
+        if first_day % DAY:
+            raise ValueError("first_day must be a UTC midnight")
+        probes = [0] * days
+        failures = [0] * days
+        end = first_day + days * DAY
+        for rollup in self._rollups(provider, kind):
+            get = rollup.days.get
+            for index in range(days):
+                bucket = get(first_day + index * DAY)
+                if bucket is not None:
+                    probes[index] += bucket.probes
+                    failures[index] += bucket.failed + bucket.timeout + bucket.rate_limited
+            for start, bucket in rollup.hours.items():
+                if first_day <= start < end:
+                    index = (start - first_day) // DAY
+                    probes[index] += bucket.probes
+                    failures[index] += bucket.failed + bucket.timeout + bucket.rate_limited
+            for start, block in rollup.minutes.items():
+                if first_day <= start < end:
+                    index = (start - first_day) // DAY
+                    counts = block.counts
+                    probes[index] += sum(counts)
+                    failures[index] += (
+                        sum(counts[FAILED::CODES])
+                        + sum(counts[TIMEOUT::CODES])
+                        + sum(counts[RATE_LIMITED::CODES])
+                    )
+        return probes, failures
 
     def _rollups(self, provider: str | None, kind: ProbeKind | None) -> list[Rollup]:
         state = self.state

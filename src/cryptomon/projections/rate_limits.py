@@ -8,10 +8,16 @@ to the warning level or above emits `RateLimitHigh`, the seed's
 `rate_limit_alert`.
 
 A removed provider's entry is kept as it last stood (its history stays queryable).
+
+The history is kept per hour (`UsageHour`) for `HISTORY_SECONDS`, by the events' own
+times: the level at the hour's start, the highest the hour reached and the level it ended
+at, and whether a block was reported. It costs one small struct per provider and hour
+with a change; an hour without one held the level the last one left.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal
 
 import msgspec
@@ -40,8 +46,26 @@ class RateLimitState(msgspec.Struct, gc=False, kw_only=True):
     updated_at: float
 
 
+class UsageHour(msgspec.Struct, gc=False, array_like=True):
+    """One hour of a provider's usage, in percent of its limit: the level it began with,
+    the highest it reached (that level included) and the level it ended at."""
+
+    opening: float
+    peak: float
+    closing: float
+    blocked: bool = False  # a block (429, Retry-After) was reported in the hour
+
+
 class RateLimitsState(msgspec.Struct, gc=False):
     limits: dict[str, RateLimitState] = {}
+    # provider -> the start of an hour with a change -> that hour's usage.
+    history: dict[str, dict[int, UsageHour]] = {}
+
+
+HOUR = 3600
+# Hours of usage older than this, counted from a provider's newest, are dropped; the
+# newest is always kept, so the level it ended at carries on.
+HISTORY_SECONDS = 30 * 86_400
 
 
 _decoder = msgspec.msgpack.Decoder(RateLimitsState)
@@ -49,8 +73,8 @@ _decoder = msgspec.msgpack.Decoder(RateLimitsState)
 
 class RateLimitsProjection(Projection[RateLimitsState]):
     name: ClassVar[str] = "rate_limits"
-    # 2: a removed provider's entry is kept, no longer dropped
-    version: ClassVar[int] = 2
+    # 2: a removed provider's entry is kept, no longer dropped; 3: usage per hour kept
+    version: ClassVar[int] = 3
 
     def new_state(self) -> RateLimitsState:
         return RateLimitsState()
@@ -64,6 +88,49 @@ class RateLimitsProjection(Projection[RateLimitsState]):
 
     def all(self) -> list[RateLimitState]:
         return list(self.state.limits.values())
+
+    def hours(
+        self, provider: str, since: float, until: float
+    ) -> list[tuple[UsageHour, bool] | None]:
+        """Each hour from the one holding `since` to the one holding `until`, oldest first:
+        the hour's usage and True when a change was reported in it; else the level the last
+        change before it left, and False; None before any change known."""
+        kept = self.state.history.get(provider, {})
+        first = math.floor(since / HOUR) * HOUR
+        last = math.floor(until / HOUR) * HOUR
+        earlier = [hour for hour in kept if hour < first]
+        level = kept[max(earlier)].closing if earlier else None
+        found: list[tuple[UsageHour, bool] | None] = []
+        for hour in range(first, last + HOUR, HOUR):
+            usage = kept.get(hour)
+            if usage is not None:
+                found.append((usage, True))
+                level = usage.closing
+            elif level is None:
+                found.append(None)
+            else:
+                found.append((UsageHour(level, level, level), False))
+        return found
+
+    def _record(self, provider: str, at: float, before: float, after: float, blocked: bool) -> None:
+        """Usage moved from `before` to `after` (percent) at `at`, in the hour holding it."""
+        hours = self.state.history.get(provider)
+        if hours is None:
+            hours = self.state.history[provider] = {}
+        hour = math.floor(at / HOUR) * HOUR
+        usage = hours.get(hour)
+        if usage is None:
+            newest = max(hours, default=hour)
+            if hour < newest - HISTORY_SECONDS:
+                return  # a late event for an hour dropped already
+            hours[hour] = UsageHour(before, max(before, after), after, blocked)
+            if hour > newest:
+                for old in [old for old in hours if old < hour - HISTORY_SECONDS]:
+                    del hours[old]
+            return
+        usage.peak = max(usage.peak, after)
+        usage.closing = after
+        usage.blocked = usage.blocked or blocked
 
     def handlers_by_type(self) -> dict[type[Event], Handler]:
         return {
@@ -106,9 +173,12 @@ class RateLimitsProjection(Projection[RateLimitsState]):
         if (entry.limit, entry.window_seconds) == (spec.requests, spec.per_seconds):
             return []
         # A new configured limit: the usage last reported stands, measured against it.
+        before = entry.percentage
         entry.limit = spec.requests
         entry.window_seconds = spec.per_seconds
         entry.percentage = round(entry.used / entry.limit * 100, 1) if entry.limit else 0.0
+        if entry.percentage != before:
+            self._record(config.provider, at, before, entry.percentage, False)
         entry.status = self._status(entry.percentage, entry.blocked_until is not None)
         entry.updated_at = at
         return []
@@ -119,6 +189,8 @@ class RateLimitsProjection(Projection[RateLimitsState]):
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         rose = entry is None or change.percentage > entry.percentage
         newly_blocked = blocked and (entry is None or entry.blocked_until is None)
+        before = 0.0 if entry is None else entry.percentage
+        self._record(change.provider, change.observed_at, before, change.percentage, blocked)
         self.state.limits[change.provider] = RateLimitState(
             provider=change.provider,
             used=change.used,

@@ -325,6 +325,8 @@ async def provider_series(request: web.Request) -> web.Response:
             probes=point.probes,
             failures=point.failures,
             avg_response_time_ms=rounded(point.avg_latency_ms),
+            p50_ms=rounded(point.p50),
+            p95_ms=rounded(point.p95),
         )
         for point in models_of(request).projections.metrics.series(
             state.name, since, now, step, "health"

@@ -1,4 +1,4 @@
-"""`/api/rate-limits`: every provider's rate-limit usage, and one's."""
+"""`/api/rate-limits`: every provider's rate-limit usage, one's, and one's per hour."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import time
 from aiohttp import web
 
 from cryptomon.http.errors import NotFound
+from cryptomon.http.keys import ARGUMENTS
 from cryptomon.http.schemas import (
+    RateLimitHistory,
     RateLimitList,
     RateLimitView,
+    UsageHourView,
 )
-from cryptomon.http.views import models_of, respond
+from cryptomon.http.views import HOUR, models_of, respond
 from cryptomon.http.views.providers import provider_state
 from cryptomon.isotime import iso_time
 from cryptomon.projections.notices import limit_type
@@ -53,3 +56,48 @@ async def rate_limit(request: web.Request) -> web.Response:
     if limit is None:
         raise NotFound("rate-limit", f"{state.name!r} has no known rate limit")
     return respond(_rate_limit_view(limit, time.time()))
+
+
+async def rate_limit_history(request: web.Request) -> web.Response:
+    state = provider_state(request)
+    hours = request[ARGUMENTS].integer("hours")
+    projections = models_of(request).projections
+    limit = projections.rate_limits.get(state.name)
+    if limit is None:
+        raise NotFound("rate-limit", f"{state.name!r} has no known rate limit")
+    now = time.time()
+    last = now // HOUR * HOUR
+    first = last - (hours - 1) * HOUR
+    points = []
+    for index, found in enumerate(projections.rate_limits.hours(state.name, first, last)):
+        start = first + index * HOUR
+        if found is None:
+            point = UsageHourView(
+                hour=iso_time(start),
+                opening_percentage=None,
+                peak_percentage=None,
+                closing_percentage=None,
+                blocked=False,
+                reported=False,
+            )
+        else:
+            usage, reported = found
+            point = UsageHourView(
+                hour=iso_time(start),
+                opening_percentage=usage.opening,
+                peak_percentage=usage.peak,
+                closing_percentage=usage.closing,
+                blocked=usage.blocked,
+                reported=reported,
+            )
+        points.append(point)
+    return respond(
+        RateLimitHistory(
+            provider=state.name,
+            hours=hours,
+            step_seconds=int(HOUR),
+            limit_type=limit_type(limit.window_seconds),
+            limit_value=limit.limit,
+            points=points,
+        )
+    )

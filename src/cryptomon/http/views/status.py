@@ -59,6 +59,8 @@ async def status_metrics(request: web.Request) -> web.Response:
             probes=point.probes,
             failures=point.failures,
             avg_response_time_ms=rounded(point.avg_latency_ms),
+            p50_ms=rounded(point.p50),
+            p95_ms=rounded(point.p95),
         )
         for point in metrics.series(None, since, now, step)
     ]

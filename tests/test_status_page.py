@@ -66,12 +66,24 @@ def failing(name: str, at: float) -> Any:
 
 
 def test_the_page_shows_states_in_plain_words_and_nothing_internal(service: Any) -> None:
-    now = time.time()
-    service.append(probe("Alpha", now - 5), failing("Beta <b>", now - 4))
+    today = time.time() // 86_400 * 86_400  # today's cell, however soon after midnight
+    service.append(probe("Alpha", today + 1), failing("Beta <b>", today + 2))
     status, page, headers = fetch(service.url + "/status")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     assert "<title>Acme status</title>" in page
+    # Each row has its 90-day bar: a cell a day, today's from the probes just appended.
+    bars = re.findall(r'<svg class="bar"[^>]*aria-label="([^"]+)">(.*?)</svg>', page)
+    assert len(bars) == 3
+    labels = [label for label, _ in bars]
+    assert labels == [
+        "Uptime over the last 90 days: 100% up",
+        "Uptime over the last 90 days: 0% up",
+        "Uptime over the last 90 days: no data",
+    ]
+    cells = re.findall(r'class="day (\w+)"><title>([^<]+)</title>', bars[1][1])
+    assert len(cells) == 90 and cells[-1][0] == "bad" and cells[-1][1].endswith(": 0% up")
+    assert {level for level, _ in cells[:-1]} == {"none"}
     rows = dict(re.findall(r'data-provider="([^"]+)" data-state="([a-z]+)"', page))
     assert rows == {"Alpha": "operational", "Beta &lt;b&gt;": "outage", "Gamma": "unknown"}
     assert "Some services are down" in page and "<b>" not in page

@@ -21,8 +21,9 @@ from cryptomon.config import StatusPageConfig
 from cryptomon.http.dashboard import CONTENT_SECURITY_POLICY
 from cryptomon.http.errors import NotFound
 from cryptomon.http.keys import SETTINGS
-from cryptomon.http.schemas import PublicProvider, PublicStatus
+from cryptomon.http.schemas import ProviderUptimeDays, PublicProvider, PublicStatus
 from cryptomon.http.views import models_of, respond
+from cryptomon.http.views.uptime import uptime_days
 from cryptomon.isotime import iso_time
 from cryptomon.projections.notices import ProviderStatus
 from cryptomon.projections.providers import ProviderState
@@ -124,6 +125,33 @@ async def status_data(request: web.Request) -> web.Response:
     return response
 
 
+BAR_DAYS = 90
+
+
+def _bar(days: ProviderUptimeDays, dates: list[str]) -> str:
+    """A provider's last 90 UTC days, one cell a day coloured by its uptime, each with
+    its date and figure as a tooltip; the whole as its text alternative."""
+    cells = []
+    for index, (date, uptime) in enumerate(zip(dates, days.uptime_by_day, strict=True)):
+        if uptime is None:
+            level, said = "none", "no data"
+        else:
+            level = "good" if uptime >= 99.9 else "fair" if uptime >= 99 else "poor"
+            level = "bad" if uptime < 95 else level
+            said = f"{uptime:g}% up"
+        cells.append(
+            f'<rect x="{index}" width="0.8" height="10" class="day {level}">'
+            f"<title>{date}: {said}</title></rect>"
+        )
+    overall = "no data" if days.uptime is None else f"{days.uptime:g}% up"
+    label = f"Uptime over the last {BAR_DAYS} days: {overall}"
+    return (
+        f'<svg class="bar" viewBox="0 0 {BAR_DAYS} 10" preserveAspectRatio="none"'
+        f' role="img" aria-label="{label}">{"".join(cells)}</svg>'
+        f'<span class="uptime">{overall}</span>'
+    )
+
+
 async def status_page(request: web.Request) -> web.Response:
     status = public_status(request)
     escape = html.escape
@@ -131,11 +159,19 @@ async def status_page(request: web.Request) -> web.Response:
     groups: dict[str, list[PublicProvider]] = {}
     for provider in status.providers:
         groups.setdefault(provider.group, []).append(provider)
+    bars = uptime_days(
+        models_of(request).projections,
+        [p.name for p in status.providers],
+        time.time(),
+        BAR_DAYS,
+    )
+    bar_of = {days.provider: _bar(days, bars.dates) for days in bars.providers}
     for group, members in groups.items():
         rows = "".join(
             f'<li class="provider" data-provider="{escape(p.name)}" data-state="{p.state}">'
             f'<span class="name">{escape(p.name)}</span>'
-            f'<span class="state">{escape(p.label)}</span></li>'
+            f'<span class="state">{escape(p.label)}</span>'
+            f'<span class="history">{bar_of[p.name]}</span></li>'
             for p in members
         )
         sections.append(f"<section><h2>{escape(group)}</h2><ul>{rows}</ul></section>")

@@ -146,6 +146,9 @@ class MonitoringConfig(_Table, frozen=True):
 
     offline_after_failures: Annotated[int, msgspec.Meta(ge=1)] = 3
     online_after_successes: Annotated[int, msgspec.Meta(ge=1)] = 2
+    # Probes a failure ratio needs in its window before it changes a status (`degraded`
+    # from recent failures) or raises a `failure_rate` alert.
+    failure_ratio_min_probes: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
     # Time left on a provider's TLS certificate that raises a warning, then a critical alert.
     certificate_warning: str = "14d"
     certificate_critical: str = "3d"

@@ -947,6 +947,7 @@ def test_snapshot_restores_into_the_same_state() -> None:
         "providers",
         "metrics",
         "alerts",
+        "incidents",
         "rate_limits",
         "failures",
         "__meta__",
@@ -1034,6 +1035,7 @@ SMALL = ProjectionSettings(
     day_retention_seconds=2 * DAY,
     alert_retention_seconds=DAY,
     failure_hour_retention_seconds=DAY,
+    incident_retention_seconds=DAY,
 )
 
 

@@ -108,6 +108,8 @@ class StorageConfig(_Table, frozen=True):
     # segments (the rollups keep their history); unset keeps every event.
     archive_after: str | None = None
     snapshot_interval: str = "5m"
+    # Closed incidents are kept this long after they ended (by the events' time).
+    incident_retention: str = "90d"
 
     def __repr__(self) -> str:
         # The URL may carry a password: a repr lands in tracebacks and log lines.
@@ -126,6 +128,10 @@ class StorageConfig(_Table, frozen=True):
     @property
     def snapshot_interval_seconds(self) -> float:
         return parse_duration(self.snapshot_interval)
+
+    @property
+    def incident_retention_seconds(self) -> float:
+        return parse_duration(self.incident_retention)
 
 
 class WebSocketConfig(_Table, frozen=True):
@@ -782,6 +788,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "heartbeat_interval": parse_duration,
     "archive_after": parse_duration,
     "snapshot_interval": parse_duration,
+    "incident_retention": parse_duration,
     "interval": parse_duration,
     "timeout": parse_duration,
     "degraded_latency": parse_duration,

@@ -57,6 +57,8 @@ class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     # Resolved alerts and hourly failure counts are kept this long.
     alert_retention_seconds: float = 30 * _DAY
     failure_hour_retention_seconds: float = 30 * _DAY
+    # Closed incidents are kept this long after they ended (`[storage] incident_retention`).
+    incident_retention_seconds: float = 90 * _DAY
 
     def __post_init__(self) -> None:
         # Minute buckets fold into hours, hours into days: each must outlive the one before.

@@ -236,6 +236,7 @@ def filled(path: str, alert_id: int) -> str:
         path.replace("{name}", "Up")
         .replace("{log_type}", "connection")
         .replace("{alert_id}", str(alert_id))
+        .replace("{incident_id}", "1")  # Down's outage, the first incident
         .replace("{job_id}", "rate_limit_snapshot")
         .replace("{chain}", "ethereum")  # Down is its node
         .replace("{pair}", "BTC-USD")  # Limited quotes it

@@ -5,15 +5,23 @@ app."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from itertools import pairwise
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import quote
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pytest_aiohttp import AiohttpClient
+from standins import StandIn
 from test_chains import Fold, chain_of, head, price, probed, quoted
+from test_http import Service, config_text
 from test_projections import (
     DAY,
     HOUR,
@@ -30,6 +38,7 @@ from test_projections import (
     usage,
 )
 
+from cryptomon.config import load_config
 from cryptomon.events.types import (
     AlertAcknowledged,
     MonitoringChanged,
@@ -38,6 +47,8 @@ from cryptomon.events.types import (
     RateLimitSpec,
     RecordedEvent,
 )
+from cryptomon.http.settings import Settings
+from cryptomon.isotime import iso_time
 from cryptomon.projections import (
     INCIDENT_KINDS,
     AlertRaised,
@@ -50,6 +61,7 @@ from cryptomon.projections import (
     ProjectionSettings,
     with_needs,
 )
+from cryptomon.service.app import create_app
 
 # The service records the file's thresholds at start-up: these are the defaults it records.
 THRESHOLDS = MonitoringChanged(failure_ratio_min_probes=5)
@@ -373,3 +385,134 @@ def test_a_replay_builds_the_incidents_the_live_fold_did_page_by_page_and_from_a
         i.ended_at is None or i.ended_at >= newest - SMALL.incident_retention_seconds
         for i in served.incidents.state.incidents.values()
     )
+
+
+# ---- REST and the live feed, through the app ------------------------------------------
+
+
+@pytest.fixture
+async def service(tmp_path: Path, standin: StandIn, aiohttp_client: AiohttpClient) -> Service:
+    """The app of test_http (Up answers, Down refuses connections, Limited answers 429),
+    not probing by itself: the test triggers the health checks."""
+    config = tmp_path / "cryptomon.toml"
+    config.write_text(config_text(standin))
+    settings = Settings.from_config(
+        load_config(config), database=tmp_path / "x.db", environ={}, probing=False
+    )
+    client = await aiohttp_client(create_app(settings))
+    return Service(client)
+
+
+async def feed_until(ws: Any, kind: str, within: float = 10.0) -> dict[str, Any]:
+    """The next live-feed message of type `kind` (others are skipped); fail at the deadline."""
+    async with asyncio.timeout(within):
+        while True:
+            message = await ws.receive_json()
+            if message["type"] == kind:
+                return cast(dict[str, Any], message)
+
+
+async def test_an_outage_is_one_incident_in_rest_and_on_the_feed(service: Service) -> None:
+    async with service.client.ws_connect("/ws/live") as ws:
+        await feed_until(ws, "connection_established")
+        alert_id = await service.take_down()  # three failed probes: offline
+        opened = await feed_until(ws, "incident_opened")
+        incident = opened["incident"]
+        assert (incident["id"], incident["provider"], incident["severity"]) == (
+            1,
+            "Down",
+            "critical",
+        )
+        assert (incident["open"], incident["ended_at"], incident["duration_seconds"]) == (
+            True,
+            None,
+            None,
+        )
+        assert incident["alert_ids"] == [alert_id] and opened["position"] == incident["position"]
+
+        listed = await service.get_json("/api/incidents")
+        assert listed["count"] == 1 and listed["incidents"] == [
+            await service.get_json("/api/incidents/1")
+        ]
+        assert listed["incidents"][0]["alerts"][0]["kind"] == "offline"
+        # Limited's rate-limit alert is an alert, never an incident.
+        alerts = (await service.get_json("/api/alerts"))["alerts"]
+        assert {(a["provider"], a["kind"]) for a in alerts} == {
+            ("Down", "offline"),
+            ("Limited", "rate_limit"),
+        }
+
+        status, body = await service.acknowledge(alert_id, {"actor": "alice", "note": "on it"})
+        assert status == 200, body
+        acknowledged = await service.get_json("/api/incidents/1")
+        [alert] = acknowledged["alerts"]
+        assert (alert["acknowledged_by"], alert["note"]) == ("alice", "on it")
+        assert alert["acknowledged_at"] is not None and acknowledged["acknowledged"] is True
+
+        # Paused, Down's alerts resolve: its incident closes.
+        status, _, body, _ = await service.request("POST", "/api/providers/Down/pause")
+        assert status == 200, body
+        closed = await feed_until(ws, "incident_closed")
+    ended = closed["incident"]
+    assert (ended["id"], ended["open"]) == (1, False)
+    assert ended["ended_at"] is not None and ended["duration_seconds"] >= 0
+    assert await service.get_json("/api/incidents/1") == ended
+
+
+async def test_incident_filters(service: Service) -> None:
+    await service.take_down()
+    [incident] = (await service.get_json("/api/incidents"))["incidents"]
+    started = datetime.fromisoformat(incident["started_at"]).timestamp()
+
+    async def ids(query: str) -> list[int]:
+        found = await service.get_json(f"/api/incidents?{query}")
+        assert found["count"] == len(found["incidents"])
+        return [i["id"] for i in found["incidents"]]
+
+    assert await ids("provider=Down") == [1] and await ids("provider=Up") == []
+    assert await ids("open=true") == [1] and await ids("open=false") == []
+    # from/to: the incidents open at some time between them, both given as unix seconds
+    # or ISO 8601 with an offset.
+    assert await ids(f"from={started + 3600:.0f}") == [1]  # still open then
+    assert await ids(f"to={started - 60:.3f}") == []  # it started after
+    assert await ids(f"from={started - 60}&to={started + 60}") == [1]
+    later = iso_time(started + 7200)
+    earlier = iso_time(started - 7200)
+    assert await ids(f"from={earlier}&to={later}") == [1]
+    assert await ids("to=" + quote(iso_time(started - 7200).replace("Z", "+02:00"))) == []
+    assert await ids(f"to={quote(earlier.replace('Z', '-03:00'))}") == [1]  # 1 h after start
+    assert await ids(f"from={later}&to={earlier}") == []  # no time is in that window
+    assert await ids("limit=1&open=true&provider=Down") == [1]
+
+
+async def test_bad_incident_queries_are_400_problems_naming_the_parameter(
+    service: Service,
+) -> None:
+    cases = [
+        ("from=yesterday", "from"),
+        ("from=2026-13-01T00:00:00Z", "from"),
+        ("from=2026-02-30T00:00:00Z", "from"),
+        ("from=2026-11-25T10:00:00", "from"),  # no offset: which time zone?
+        ("from=2026-11-25", "from"),
+        ("to=2026-11-25T25:00:00Z", "to"),
+        ("to=2026-11-25T10:00:00%2B24:00", "to"),
+        ("to=-5", "to"),
+        ("to=1e400", "to"),
+        ("from=nan", "from"),
+        ("from=1&from=2", "from"),
+        ("open=maybe", "open"),
+        ("limit=0", "limit"),
+        ("limit=5001", "limit"),
+        ("provider=", "provider"),
+        ("provider=" + "x" * 101, "provider"),
+    ]
+    for query, parameter in cases:
+        problem = await service.problem("GET", f"/api/incidents?{query}", 400)
+        assert problem.parameter == parameter, (query, problem)
+        assert problem.type == "/problems/invalid-parameter"
+    for path in ("/api/incidents/abc", "/api/incidents/0", "/api/incidents/-1"):
+        problem = await service.problem("GET", path, 400)
+        assert problem.parameter == "incident_id", path
+    unknown = await service.problem("GET", "/api/incidents/99", 404)
+    assert unknown.type == "/problems/unknown-incident"
+    assert unknown.detail == "there is no incident with id 99"

@@ -620,8 +620,10 @@ async def test_a_window_holds_back_alerts_and_notifications_then_what_still_fail
             [request] = receiver.requests
             assert request.path == "/hook"
             note = request.json
+            # Of the incident it opened (the channel groups by incident, the default).
             assert (note["event"], note["provider"], note["severity"]) == (
-                "raised", "Failing", "critical"
+                "incident_opened", "Failing", "critical"
             )  # fmt: skip
-            assert (note["alert"]["id"], note["alert"]["kind"]) == (alert["id"], "offline")
+            assert note["incident"]["alert_ids"] == [alert["id"]]
+            assert note["incident"]["alerts"][0]["kind"] == "offline"
             assert note["position"] == first["position"]

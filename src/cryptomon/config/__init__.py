@@ -403,6 +403,8 @@ ALERT_SEVERITIES: tuple[AlertSeverity, ...] = get_args(AlertSeverity)
 NotifyEvent = Literal["raised", "acknowledged", "resolved", "rate_limit"]
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
 ChannelKind = Literal["webhook", "slack", "discord", "telegram"]
+# What one message is about: an incident (its opening, escalation and closing), or each alert.
+NotifyGroup = Literal["incident", "alert"]
 # Headers every notification request carries from cryptomon itself.
 RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "idempotency-key", "x-cryptomon-signature"}
@@ -413,7 +415,7 @@ _CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class NotificationChannel(_Table, frozen=True):
-    """Where alert notifications go, in which format, and which of them.
+    """Where alert and incident notifications go, in which format, and which of them.
 
     Secrets never enter the Struct: a URL that embeds one (Slack, Telegram) is named by
     `url_env`, a header value written "env:NAME" comes from that variable, and the HMAC
@@ -432,6 +434,9 @@ class NotificationChannel(_Table, frozen=True):
     providers: tuple[str, ...] = ()
     categories: tuple[Category, ...] = ()
     events: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
+    # "incident": an availability alert is told of as its incident (opened, escalated,
+    # closed, reminders); "alert": each alert on its own. Other alerts are always each.
+    group: NotifyGroup = "incident"
     renotify_interval: str | None = None
     timeout: str = "10s"
 

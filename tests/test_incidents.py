@@ -62,6 +62,7 @@ from cryptomon.projections import (
     with_needs,
 )
 from cryptomon.service.app import create_app
+from cryptomon.ws.messages import notice_frame
 
 # The service records the file's thresholds at start-up: these are the defaults it records.
 THRESHOLDS = MonitoringChanged(failure_ratio_min_probes=5)
@@ -119,6 +120,27 @@ def test_degraded_then_offline_then_back_is_one_incident_that_escalates_and_clos
     # The next outage is the next incident.
     again = fold(*(probe("A", T0 + 100 + i, "failed") for i in range(3)))
     assert incident_notices(again) == [("opened", 2, "critical")]
+
+
+def test_each_incident_notice_is_a_feed_message_on_the_alerts_topic() -> None:
+    fold = Harness()
+    fold(THRESHOLDS, registration("A"), *(probe("A", T0 + i) for i in range(5)))
+    notices = fold(probe("A", T0 + 10, "failed"), probe("A", T0 + 11, "failed"))
+    notices += fold(probe("A", T0 + 12, "failed"), probe("A", T0 + 20), probe("A", T0 + 21))
+    frames = [
+        notice_frame(n, fold.projections)
+        for n in notices
+        if isinstance(n, IncidentOpened | IncidentEscalated | IncidentClosed)
+    ]
+    messages = [msgspec.json.decode(frame.data) for frame in frames]
+    assert [(m["type"], m["incident"]["severity"]) for m in messages] == [
+        ("incident_opened", "warning"),
+        ("incident_escalated", "critical"),
+        ("incident_closed", "critical"),
+    ]
+    assert {(frame.topic, frame.provider) for frame in frames} == {("alerts", "A")}
+    assert [frame.position for frame in frames] == [m["position"] for m in messages]
+    assert messages[-1]["incident"]["ended_at"] == iso_time(T0 + 21)
 
 
 def test_certificate_rate_limit_and_stale_quote_alerts_never_join_an_incident() -> None:

@@ -119,6 +119,12 @@ class Subject(msgspec.Struct, frozen=True, gc=False):
     audience: Audience = "all"
 
 
+_ALERT_EVENTS: dict[type[Notice], NotifyEvent] = {
+    AlertRaised: "raised",
+    AlertAcked: "acknowledged",
+    AlertResolved: "resolved",
+}
+# An incident's notice: the `events` filter it passes, and what it is sent as.
 _INCIDENT_EVENTS: dict[type[Notice], tuple[NotifyEvent, IncidentEvent]] = {
     IncidentOpened: ("raised", "incident_opened"),
     IncidentEscalated: ("raised", "incident_escalated"),
@@ -129,23 +135,15 @@ _INCIDENT_EVENTS: dict[type[Notice], tuple[NotifyEvent, IncidentEvent]] = {
 def subject_of(notice: Notice) -> Subject | None:
     """The notification a notice is about, or None for notices nobody is told of."""
     match notice:
-        case AlertRaised(alert=alert) | AlertAcked(alert=alert) | AlertResolved(alert=alert):
-            event: NotifyEvent = (
-                "raised"
-                if isinstance(notice, AlertRaised)
-                else "acknowledged"
-                if isinstance(notice, AlertAcked)
-                else "resolved"
-            )
+        case AlertRaised() | AlertAcked() | AlertResolved():
+            alert = notice.alert
+            event = _ALERT_EVENTS[type(notice)]
             # An availability alert is part of an incident: only channels grouping by alert
             # hear of it alone.
             audience: Audience = "alert" if alert.kind in INCIDENT_KINDS else "all"
             return Subject(event, alert.provider, alert.severity, str(alert.id), event, audience)
-        case (
-            IncidentOpened(incident=incident)
-            | IncidentEscalated(incident=incident)
-            | (IncidentClosed(incident=incident))
-        ):
+        case IncidentOpened() | IncidentEscalated() | IncidentClosed():
+            incident = notice.incident
             event, sent_as = _INCIDENT_EVENTS[type(notice)]
             return Subject(
                 event, incident.provider, incident.severity, str(incident.id), sent_as, "incident"

@@ -364,9 +364,9 @@ def test_under_other_rules_an_acknowledgement_stays_with_its_alert() -> None:
     """A rebuild under other rules numbers alerts otherwise (here a failure-rate alert is
     raised first); the acknowledgement still names, and finds, the alert it was for."""
     log = Log()
-    before = Projections()
+    before = Projections(ProjectionSettings(failure_rate_threshold=1.0))  # it never fires
     for event in (
-        *(probe("A", T0 + i, "failed", kind="collection") for i in range(4)),
+        *(probe("A", T0 + i, "failed", kind="collection") for i in range(10)),
         usage("B", T0 + 10, 85.0),
     ):
         before.fold(log.record(event))
@@ -375,7 +375,7 @@ def test_under_other_rules_an_acknowledgement_stays_with_its_alert() -> None:
     _, ack = before.alerts.acknowledgement(rate_limit.id, "alice", T0 + 20, "known")
     before.fold(log.record(ack))
 
-    other_rules = Projections(ProjectionSettings(failure_rate_min_probes=4))
+    other_rules = Projections()
     for event in log.events:
         other_rules.fold(event)
     [renumbered, failure_rate] = other_rules.alerts.query()

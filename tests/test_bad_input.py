@@ -1068,6 +1068,7 @@ PATH_VALUES = {
     "name": "Up",
     "log_type": "connection",
     "alert_id": "1",
+    "incident_id": "1",
     "job_id": "health_checks",
     "chain": "ethereum",
     "pair": "BTC-USD",

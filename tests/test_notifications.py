@@ -294,7 +294,8 @@ async def test_webhook_json_signature_headers_and_idempotency_key(
         "ops",
         receiver.url("/hook"),
         'hmac_secret_env = "HOOK_SECRET"\n'
-        'headers = { "X-Key" = "env:HOOK_HEADER", "X-Team" = "sre" }',
+        'headers = { "X-Key" = "env:HOOK_HEADER", "X-Team" = "sre" }\n'
+        'group = "alert"',  # each alert on its own (see the incident tests for the default)
     )
     env = {"HOOK_SECRET": HMAC_SECRET, "HOOK_HEADER": HEADER_SECRET}
     built = await rig(channel, env)
@@ -321,22 +322,26 @@ async def test_webhook_json_signature_headers_and_idempotency_key(
 
 
 async def test_slack_discord_and_telegram_bodies(rig: Build, receiver: Receiver) -> None:
+    # Each alert on its own (the incidents' bodies: test_incident_bodies_for_chats).
     channels = f"""
 [[notifications]]
 name = "slack"
 kind = "slack"
 url_env = "SLACK_URL"
+group = "alert"
 
 [[notifications]]
 name = "discord"
 kind = "discord"
 url = "{receiver.url("/discord")}"
+group = "alert"
 
 [[notifications]]
 name = "telegram"
 kind = "telegram"
 url_env = "TELEGRAM_URL"
 chat_id = -100123
+group = "alert"
 """
     env = {
         "SLACK_URL": receiver.url("/services/T0/B0/slack-secret"),
@@ -387,7 +392,8 @@ async def test_retries_after_500s_then_delivers_once(
     await eventually(lambda: len(receiver.ok()) == 1)
     keys = [request.key for request in receiver.requests]
     position = built.raised_at(alert_id)
-    assert keys == [f"ops:raised:{alert_id}:{position}"] * 3  # the same key each time
+    # The incident the offline alert opened (its first), the same key each time.
+    assert keys == [f"ops:incident_opened:1:{position}"] * 3
     assert [r.body for r in receiver.requests[1:]] == [receiver.requests[0].body] * 2
     assert receiver.delivered[keys[0]] == 1
     await eventually(lambda: built.notifier.stats()[0].delivered == 1)
@@ -472,12 +478,15 @@ async def test_missing_secret_env_is_a_failed_attempt_that_names_the_variable(
 async def test_filters_by_severity_provider_category_and_event(
     rig: Build, receiver: Receiver
 ) -> None:
+    each = 'group = "alert"\n'  # each alert on its own: acknowledgements are messages too
     channels = (
-        webhook("critical", receiver.url("/critical"), 'severities = ["critical"]')
-        + webhook("b-only", receiver.url("/b-only"), 'providers = ["r&d <b>"]')
-        + webhook("market", receiver.url("/market"), 'categories = ["market_data"]')
-        + webhook("endings", receiver.url("/endings"), 'events = ["resolved", "acknowledged"]')
-        + webhook("limits", receiver.url("/limits"), 'events = ["rate_limit"]')
+        webhook("critical", receiver.url("/critical"), each + 'severities = ["critical"]')
+        + webhook("b-only", receiver.url("/b-only"), each + 'providers = ["r&d <b>"]')
+        + webhook("market", receiver.url("/market"), each + 'categories = ["market_data"]')
+        + webhook(
+            "endings", receiver.url("/endings"), each + 'events = ["resolved", "acknowledged"]'
+        )
+        + webhook("limits", receiver.url("/limits"), each + 'events = ["rate_limit"]')
     )
     built = await rig(channels)
     alert_id = await built.take_down("A")
@@ -510,7 +519,7 @@ async def test_renotifies_an_open_alert_each_interval_until_acknowledged(
 ) -> None:
     now = [T0]
     built = await rig(
-        webhook("ops", receiver.url("/hook"), 'renotify_interval = "10m"'),
+        webhook("ops", receiver.url("/hook"), 'renotify_interval = "10m"\ngroup = "alert"'),
         clock=lambda: now[0],
         renotify_check_every=3600.0,  # the test drives the checks
     )
@@ -539,7 +548,7 @@ async def test_no_reminder_of_an_open_alert_goes_out_while_a_window_covers_its_p
 ) -> None:
     now = [T0]
     built = await rig(
-        webhook("ops", receiver.url("/hook"), 'renotify_interval = "10m"'),
+        webhook("ops", receiver.url("/hook"), 'renotify_interval = "10m"\ngroup = "alert"'),
         clock=lambda: now[0],
         renotify_check_every=3600.0,  # the test drives the checks
     )
@@ -565,7 +574,10 @@ async def test_after_alerts_are_renumbered_a_restart_does_not_remind_twice_in_an
     `position * 10 + slot`): the reminder queued before it, keyed by the old id, is found
     by the alert's name, and the next interval's goes out under the new id."""
     path = tmp_path / "notify.toml"
-    path.write_text(PROVIDERS + webhook("ops", receiver.url("/hook"), 'renotify_interval = "10m"'))
+    path.write_text(
+        PROVIDERS
+        + webhook("ops", receiver.url("/hook"), 'renotify_interval = "10m"\ngroup = "alert"')
+    )
     config = load_config(path)
     now = [T0]
 
@@ -637,16 +649,17 @@ async def test_a_restart_resumes_from_the_checkpoint_and_sends_nothing_twice(
         # One delivered before the restart (counted from the outbox) and one after it.
         await eventually(lambda: second.stats()[0].delivered == 2)
         await second.stop()
-    assert [r.json["event"] for r in receiver.requests] == ["raised", "resolved"]
+    # The channel groups by incident (the default): the outage opened one, and closed it.
+    assert [r.json["event"] for r in receiver.requests] == ["incident_opened", "incident_closed"]
     assert all(count == 1 for count in receiver.delivered.values())
 
 
 async def test_folds_only_what_it_reads_and_resumes_from_a_checkpoint_of_every_projection(
     tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Providers, alerts and rate limits alone are folded and checkpointed; a checkpoint of
-    all five projections, as notifiers wrote before, is still resumed from: the others'
-    versions do not matter."""
+    """Providers, alerts, incidents and rate limits alone (and what they read) are folded
+    and checkpointed; a checkpoint of every projection, as notifiers wrote before, is still
+    resumed from: the others' versions do not matter."""
     path = tmp_path / "notify.toml"
     path.write_text(PROVIDERS + webhook("ops", receiver.url("/hook")))
     config = load_config(path)
@@ -682,7 +695,184 @@ async def test_folds_only_what_it_reads_and_resumes_from_a_checkpoint_of_every_p
         await eventually(lambda: len(receiver.ok()) == 2)
         await second.stop()
     assert "discarding the checkpoint" not in caplog.text
-    assert [r.json["event"] for r in receiver.requests] == ["raised", "resolved"]
+    assert [r.json["event"] for r in receiver.requests] == ["incident_opened", "incident_closed"]
+
+
+# ---- incidents: one message when an outage opens, one when it closes ----------------------
+
+
+def collection(provider: str, at: float, outcome: ProbeOutcome = "failed") -> ProbeRecorded:
+    return structs.replace(probe(provider, at, outcome), kind="collection", endpoint="/data")
+
+
+async def test_an_incident_is_one_message_opening_one_escalating_and_one_closing(
+    rig: Build, receiver: Receiver
+) -> None:
+    """A channel groups by incident by default: the failure rate (a warning) opens A's
+    incident, offline (critical) escalates it, the acknowledgement and the alerts' own
+    endings are no messages, and the incident closes with its last alert. A channel with
+    `group = "alert"` gets each alert instead, and no incident; a rate limit goes to both."""
+    channels = webhook("ops", receiver.url("/ops")) + webhook(
+        "each", receiver.url("/each"), 'group = "alert"'
+    )
+    built = await rig(channels)
+    # Five failed collection probes: 5 of 5, over the failure rate, from the fifth.
+    for i in range(5):
+        opened_at = await built.append("provider:A", collection("A", T0 + i))
+    escalated_at = await built.append("provider:A", probe("A", T0 + 10))  # offline
+    [offline] = built.notifier.projections.alerts.query(provider="A", severity="critical")
+    await built.append("alerts", AlertAcknowledged(offline.id, "alice", T0 + 20, "on it"))
+    await built.append("provider:R&D <B>", RateLimitChanged("R&D <B>", 85, 100, 60.0, 85.0, T0))
+    # Back, long enough after for the failure rate's window to have let go of the failures.
+    await built.append("provider:A", probe("A", T0 + 1000, "success"))
+    closed_at = await built.append("provider:A", probe("A", T0 + 1001, "success"))
+
+    await eventually(lambda: len(receiver.ok("/ops")) == 5 and len(receiver.ok("/each")) == 7)
+    ops = [r.json for r in receiver.ok("/ops")]
+    # The rate limit's alert and notice, in the order the fold announced them.
+    limit_at = closed_at - 2
+    assert sorted((n["position"], n["event"], n["severity"]) for n in ops) == [
+        (opened_at, "incident_opened", "warning"),
+        (escalated_at, "incident_escalated", "critical"),
+        (limit_at, "raised", "warning"),
+        (limit_at, "rate_limit", "warning"),
+        (closed_at, "incident_closed", "critical"),
+    ]
+    assert sorted(r.key for r in receiver.ok("/ops")) == sorted(
+        [
+            f"ops:incident_opened:1:{opened_at}",
+            f"ops:incident_escalated:1:{escalated_at}",
+            f"ops:raised:{offline.id + 1}:{limit_at}",
+            f"ops:rate_limit:R&D <B>:{limit_at}",
+            f"ops:incident_closed:1:{closed_at}",
+        ]
+    )
+    opened, escalated, closed = (n for n in ops if n["event"].startswith("incident_"))
+    assert opened["title"] == "A: incident 1 opened (failure_rate)"
+    assert opened["message"] == "A: 5 of 5 probes failed in the last 15 min (100%, threshold 50%)"
+    assert (opened["alert"], opened["incident"]["open"]) == (None, True)
+    assert opened["incident"]["started_at"] == "2027-01-15T08:00:04Z"
+    assert escalated["title"] == "A: incident 1 escalated to critical (offline)"
+    assert escalated["message"].startswith("A is offline: 1 consecutive failures")
+    assert escalated["incident"]["alert_ids"] == [offline.id - 1, offline.id]
+    assert closed["title"] == "A: incident 1 closed after 17 min"
+    assert closed["message"].splitlines()[:2] == [
+        "2 alerts (failure_rate, offline) over 17 min",
+        "acknowledged by alice",
+    ]
+    incident = closed["incident"]
+    assert (incident["open"], incident["ended_at"]) == (False, "2027-01-15T08:16:41Z")
+    assert incident["duration_seconds"] == 997.0
+    assert [(a["kind"], a["acknowledged_by"]) for a in incident["alerts"]] == [
+        ("failure_rate", None),
+        ("offline", "alice"),
+    ]
+    # Each alert on its own: raised, raised, acknowledged, resolved, resolved, and the rate
+    # limit's alert and notice.
+    each = [(r.json["event"], (r.json["alert"] or {}).get("kind")) for r in receiver.ok("/each")]
+    assert sorted(each, key=str) == sorted(
+        [
+            ("raised", "failure_rate"),
+            ("raised", "offline"),
+            ("acknowledged", "offline"),
+            ("raised", "rate_limit"),
+            ("rate_limit", None),
+            ("resolved", "failure_rate"),
+            ("resolved", "offline"),
+        ],
+        key=str,
+    )
+    assert all(r.json["incident"] is None for r in receiver.ok("/each"))
+    keys = [r.key for r in receiver.requests]
+    assert len(set(keys)) == len(keys) == 12  # each delivered once, no key shared
+
+
+async def test_incident_bodies_for_chats(rig: Build, receiver: Receiver) -> None:
+    channels = f"""
+[[notifications]]
+name = "slack"
+kind = "slack"
+url = "{receiver.url("/slack")}"
+
+[[notifications]]
+name = "discord"
+kind = "discord"
+url = "{receiver.url("/discord")}"
+"""
+    built = await rig(channels)
+    await built.take_down("R&D <B>")
+    await built.bring_up("R&D <B>")
+    await eventually(lambda: len(receiver.ok()) == 4)
+    slack = [r.json for r in receiver.ok("/slack")]
+    assert [body["text"] for body in slack] == [
+        "[CRITICAL] R&amp;D &lt;B&gt;: incident 1 opened (offline)",
+        "[RESOLVED] R&amp;D &lt;B&gt;: incident 1 closed after 1 min",
+    ]
+    facts = slack[0]["blocks"][1]["fields"]
+    assert {"type": "mrkdwn", "text": "*Incident*\n1 (1 alert)"} in facts
+    discord = [r.json["embeds"][0] for r in receiver.ok("/discord")]
+    assert [embed["color"] for embed in discord] == [0xE01E5A, 0x2EB67D]
+    assert discord[1]["description"].startswith("1 alert (offline) over 1 min")
+
+
+async def test_an_open_incident_is_reminded_of_each_interval_until_acknowledged(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Reminders of an incident, not of its alerts, keyed by the intervals since it began;
+    a restart remembers which went out; acknowledging its open alert stops them."""
+    path = tmp_path / "notify.toml"
+    path.write_text(PROVIDERS + webhook("ops", receiver.url("/hook"), 'renotify_interval = "10m"'))
+    config = load_config(path)
+    now = [T0]
+
+    def notifier(store: EventStore) -> Notifier:
+        # The test drives the checks.
+        return Notifier(
+            store,
+            config.notifications,
+            projection_settings(config),
+            clock=lambda: now[0],
+            renotify_check_every=3600,
+        )
+
+    async with await EventStore.open(tmp_path / "n.db") as store:
+        first = notifier(store)
+        await first.start()
+        await store.append(MONITORING_STREAM, [monitoring_of(config)])
+        [position] = await store.append("provider:A", [probe("A", T0)])
+        await first.wait_for(position)
+        await eventually(lambda: len(receiver.ok()) == 1)  # opened
+        for minutes, queued in [(5, 0), (10, 1), (12, 0)]:
+            now[0] = T0 + minutes * 60
+            assert await first.check_renotify() == queued, minutes
+        await eventually(lambda: len(receiver.ok()) == 2)
+        await first.stop()
+
+        second = notifier(store)
+        await second.start()
+        # Caught up with the log once it has folded an event more (B answering).
+        [answered] = await store.append("provider:R&D <B>", [probe("R&D <B>", T0, "success")])
+        await second.wait_for(answered)
+        now[0] = T0 + 15 * 60
+        assert await second.check_renotify() == 0  # reminded in this interval already
+        now[0] = T0 + 20 * 60
+        assert await second.check_renotify() == 1
+        await eventually(lambda: len(receiver.ok()) == 3)
+        [alert] = second.projections.alerts.query(open_only=True)
+        [acked] = await store.append("alerts", [AlertAcknowledged(alert.id, "bob", now[0])])
+        await second.wait_for(acked)
+        for minutes in (30, 40):
+            now[0] = T0 + minutes * 60
+            assert await second.check_renotify() == 0
+        await second.stop()
+    reminders = [r for r in receiver.ok() if r.json["event"] == "incident_renotify"]
+    assert [r.key for r in reminders] == [f"ops:incident_renotify:1:{n}" for n in (1, 2)]
+    assert reminders[0].json["title"] == "A: incident 1 still open"
+    assert reminders[0].json["message"].startswith("open for 10 min, not acknowledged: A is")
+    assert [r.json["event"] for r in receiver.ok()] == [
+        "incident_opened",
+        *["incident_renotify"] * 2,
+    ]
 
 
 # ---- no secret leaves the process ---------------------------------------------------------
@@ -747,6 +937,7 @@ kind = "telegram"
 url_env = "TG_URL"
 hmac_secret_env = "TG_SECRET"
 headers = { "Idempotency-Key" = "mine" }
+group = "provider"
 
 [[notifications]]
 name = "OPS"
@@ -774,6 +965,8 @@ color = "red"
         f"{src}: notifications[1].chat_id (channel 'tg'): missing: a telegram channel needs",
         f"{src}: notifications[1].hmac_secret_env (channel 'tg'): only applies to kind ="
         ' "webhook"',
+        f"{src}: notifications[1].group (channel 'tg'): Invalid enum value 'provider';"
+        " expected one of: incident, alert",
         f"{src}: notifications[2].severities[0] (channel 'OPS'): Invalid enum value 'fatal'",
         f"{src}: notifications[2].color (channel 'OPS'): unknown key; expected one of: name,",
         f"{src}: notifications[2].url_env (channel 'OPS'): set url or url_env, not both",
@@ -793,6 +986,7 @@ def test_channel_defaults(tmp_path: Path) -> None:
     assert channel.events == ("raised", "acknowledged", "resolved", "rate_limit")
     assert (channel.severities, channel.providers, channel.categories) == ((), (), ())
     assert channel.timeout_seconds == 10 and channel.renotify_interval_seconds is None
+    assert channel.group == "incident"  # an availability alert is told of as its incident
 
 
 # ---- the command line -------------------------------------------------------------------------
@@ -968,10 +1162,11 @@ async def test_sigkill_between_append_and_delivery_loses_nothing_and_sends_each_
     async with Receiver.start(port) as receiver:
         service = await Service.start(config, db, env, log)
         await eventually(lambda: len(receiver.ok()) == 2)
-        for request in receiver.requests:
-            assert request.json.get("event", "raised") == "raised"
+        for request in receiver.requests:  # Telegram's body says no event
+            assert request.json.get("event", "incident_opened") == "incident_opened"
         [hook] = receiver.ok("/hook")
-        assert hook.json["provider"] == "Down" and hook.json["alert"]["kind"] == "offline"
+        assert hook.json["provider"] == "Down"
+        assert hook.json["incident"]["alerts"][0]["kind"] == "offline"
         signature = hmac.new(HMAC_SECRET.encode(), hook.body, hashlib.sha256).hexdigest()
         assert hook.headers["X-Cryptomon-Signature"] == f"sha256={signature}"
         [telegram] = receiver.ok(f"/bot{TELEGRAM_TOKEN}/sendMessage")

@@ -247,6 +247,40 @@ def test_a_single_failure_degrades_until_it_leaves_the_recent_window() -> None:
     assert changes(back) == [("degraded", "online")]
 
 
+def test_failures_judge_only_from_enough_probes_in_the_window() -> None:
+    """`failure_ratio_min_probes` (5, as the service records it from `[monitoring]`): with
+    fewer health probes in the recent window, a failure neither degrades a provider nor
+    raises an alert; one not judged yet stays `unknown`. Three failures in a row still take
+    it offline, and the failure rate waits for as many probes."""
+    fold = Harness()
+    fold(MonitoringChanged(failure_ratio_min_probes=5), registration("A"), registration("B"))
+    fold(probe("A", T0), probe("B", T0, "failed"))
+    assert (fold.status("A"), fold.status("B")) == ("online", "unknown")
+    assert fold(probe("A", T0 + 1, "failed"), probe("B", T0 + 1)) == []
+    assert fold(*(probe(name, T0 + 2 + i) for i in range(2) for name in "AB")) == []
+    assert fold.projections.alerts.query() == []
+    # The fifth probe: 1 of the last 5 failed.
+    notices = fold(probe("A", T0 + 5), probe("B", T0 + 5))
+    assert changes(notices) == [("online", "degraded"), ("unknown", "degraded")]
+    [change, _] = of_type(notices, ProviderStatusChanged)
+    assert change.details == "1 of the last 5 probes failed"
+    assert [a.kind for a in fold.projections.alerts.query()] == ["degraded", "degraded"]
+    # Three failures in a row are an outage however few the probes; the failure rate
+    # (3 of 4) waits for a fifth.
+    notices = fold(registration("C"), *(probe("C", T0 + i, "failed") for i in range(3)))
+    assert changes(notices) == [("unknown", "offline")]
+    assert [n.alert.kind for n in of_type(notices, AlertRaised)] == ["offline"]
+    assert fold.status("C") == "offline"
+    rate = of_type(fold(probe("C", T0 + 3, "failed", kind="collection")), AlertRaised)
+    assert [n.alert.kind for n in rate] == []  # 4 of 4, still too few
+    rate = of_type(fold(probe("C", T0 + 4, "failed", kind="collection")), AlertRaised)
+    assert [n.alert.kind for n in rate] == ["failure_rate"]
+    # A log recorded before the threshold existed judges as it was served: from one probe.
+    old = Harness()
+    old(MonitoringChanged(), registration("D"))
+    assert changes(old(probe("D", T0, "failed"))) == [("unknown", "degraded")]
+
+
 def test_a_slow_success_degrades_and_a_fast_one_restores() -> None:
     fold = Harness()
     fold(registration("CoinGecko", degraded_latency_ms=2000), probe("CoinGecko", T0))
@@ -457,7 +491,8 @@ def test_a_block_over_high_usage_leaves_the_alert_to_the_usage() -> None:
 
 
 def test_failure_rate_alert_over_the_window() -> None:
-    fold = Harness(ProjectionSettings(failure_rate_min_probes=10))
+    fold = Harness()
+    fold(MonitoringChanged(failure_ratio_min_probes=10))
     # Collection probes: they move no status, so only the failure-rate rule speaks.
     outcomes: list[ProbeOutcome] = ["success", "success", "success", "success"]
     outcomes += ["failed"] * 5
@@ -485,7 +520,8 @@ def maintenance(provider: str, at: float, kind: ProbeKind = "health") -> ProbeRe
 
 
 def test_declared_maintenance_sets_the_status_raises_nothing_and_judges_afresh_after() -> None:
-    fold = Harness(ProjectionSettings(failure_rate_min_probes=3))
+    fold = Harness()
+    fold(MonitoringChanged(failure_ratio_min_probes=3))
     fold(registration("A"), probe("A", T0), probe("A", T0 + 1))
     assert fold.status("A") == "online"
     # Three failures would make it offline; declared maintenance is no failure at all.
@@ -562,7 +598,8 @@ def test_observations_keep_the_last_value_of_each_name() -> None:
 
 
 def test_failures_leave_the_failure_rate_window_with_time() -> None:
-    fold = Harness(ProjectionSettings(failure_rate_min_probes=3))
+    fold = Harness()
+    fold(MonitoringChanged(failure_ratio_min_probes=3))
     fold(*(probe("A", T0 + i, "failed", kind="collection") for i in range(3)))
     assert len(fold.projections.alerts.query(open_only=True)) == 1
     # 900 s after the last failure, all three have left the window.
@@ -910,6 +947,7 @@ def test_snapshot_restores_into_the_same_state() -> None:
         "providers",
         "metrics",
         "alerts",
+        "incidents",
         "rate_limits",
         "failures",
         "__meta__",
@@ -991,13 +1029,13 @@ def test_settings_are_validated() -> None:
 PROVIDERS = ("A", "B")
 SMALL = ProjectionSettings(
     recent_window=4,
-    failure_rate_min_probes=3,
     failure_rate_window_seconds=600,
     minute_retention_seconds=HOUR,
     hour_retention_seconds=DAY,
     day_retention_seconds=2 * DAY,
     alert_retention_seconds=DAY,
     failure_hour_retention_seconds=DAY,
+    incident_retention_seconds=DAY,
 )
 
 
@@ -1048,6 +1086,7 @@ others = st.one_of(
         offline_after_failures=st.integers(1, 3),
         online_after_successes=st.integers(1, 3),
         certificate_warning_seconds=st.sampled_from([14 * DAY, 40 * DAY]),
+        failure_ratio_min_probes=st.one_of(st.none(), st.integers(1, 6)),
     ),
 )
 steps = st.lists(

@@ -163,8 +163,8 @@ async def test_a_snapshot_without_a_new_projection_rebuilds_it_and_what_reads_it
     tmp_path: Path,
 ) -> None:
     """An upgrade that adds a projection (as chains and quotes were added) folds it from the
-    start; the projections whose folds read its notices are folded again with it, and the
-    others continue from the snapshot."""
+    start; the projections whose folds read its notices are folded again with it (the
+    incidents follow the alerts'), and the others continue from the snapshot."""
     path = tmp_path / "r.db"
     store = await EventStore.open(path)
     await fill(store, ["success", "failed", "failed", "failed", "success"])
@@ -178,7 +178,7 @@ async def test_a_snapshot_without_a_new_projection_rebuilds_it_and_what_reads_it
         conn.execute("DELETE FROM snapshots WHERE name = 'chains'")
     async with await EventStore.open(path, readonly=True) as reader:
         projections, report = await load_projections(reader, SETTINGS)
-    assert report.rebuilt == ("chains", "providers", "alerts")
+    assert report.rebuilt == ("chains", "providers", "alerts", "incidents")
     assert report.discarded is None
     assert projections.state_equal(full) == []
 

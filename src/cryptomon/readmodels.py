@@ -51,6 +51,7 @@ Progress = Callable[[int], None]
 def projection_settings(config: Config) -> ProjectionSettings:
     return ProjectionSettings(
         maintenance_counts_in_uptime=config.monitoring.maintenance_counts_in_uptime,
+        incident_retention_seconds=config.storage.incident_retention_seconds,
         chains=tuple(
             ChainSettings(
                 name=name,

@@ -112,6 +112,8 @@ class StorageConfig(_Table, frozen=True):
     # segments (the rollups keep their history); unset keeps every event.
     archive_after: str | None = None
     snapshot_interval: str = "5m"
+    # Closed incidents are kept this long after they ended (by the events' time).
+    incident_retention: str = "90d"
 
     def __repr__(self) -> str:
         # The URL may carry a password: a repr lands in tracebacks and log lines.
@@ -130,6 +132,10 @@ class StorageConfig(_Table, frozen=True):
     @property
     def snapshot_interval_seconds(self) -> float:
         return parse_duration(self.snapshot_interval)
+
+    @property
+    def incident_retention_seconds(self) -> float:
+        return parse_duration(self.incident_retention)
 
 
 class WebSocketConfig(_Table, frozen=True):
@@ -150,6 +156,9 @@ class MonitoringConfig(_Table, frozen=True):
 
     offline_after_failures: Annotated[int, msgspec.Meta(ge=1)] = 3
     online_after_successes: Annotated[int, msgspec.Meta(ge=1)] = 2
+    # Probes a failure ratio needs in its window before it changes a status (`degraded`
+    # from recent failures) or raises a `failure_rate` alert.
+    failure_ratio_min_probes: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
     # Time left on a provider's TLS certificate that raises a warning, then a critical alert.
     certificate_warning: str = "14d"
     certificate_critical: str = "3d"
@@ -398,6 +407,8 @@ ALERT_SEVERITIES: tuple[AlertSeverity, ...] = get_args(AlertSeverity)
 NotifyEvent = Literal["raised", "acknowledged", "resolved", "rate_limit"]
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
 ChannelKind = Literal["webhook", "slack", "discord", "telegram"]
+# What one message is about: an incident (its opening, escalation and closing), or each alert.
+NotifyGroup = Literal["incident", "alert"]
 # Headers every notification request carries from cryptomon itself.
 RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "idempotency-key", "x-cryptomon-signature"}
@@ -408,7 +419,7 @@ _CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class NotificationChannel(_Table, frozen=True):
-    """Where alert notifications go, in which format, and which of them.
+    """Where alert and incident notifications go, in which format, and which of them.
 
     Secrets never enter the Struct: a URL that embeds one (Slack, Telegram) is named by
     `url_env`, a header value written "env:NAME" comes from that variable, and the HMAC
@@ -427,6 +438,9 @@ class NotificationChannel(_Table, frozen=True):
     providers: tuple[str, ...] = ()
     categories: tuple[Category, ...] = ()
     events: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
+    # "incident": an availability alert is told of as its incident (opened, escalated,
+    # closed, reminders); "alert": each alert on its own. Other alerts are always each.
+    group: NotifyGroup = "incident"
     renotify_interval: str | None = None
     timeout: str = "10s"
 
@@ -802,6 +816,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "heartbeat_interval": parse_duration,
     "archive_after": parse_duration,
     "snapshot_interval": parse_duration,
+    "incident_retention": parse_duration,
     "interval": parse_duration,
     "timeout": parse_duration,
     "degraded_latency": parse_duration,

@@ -213,15 +213,20 @@ class JobTriggered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_default
 
 
 class MonitoringChanged(msgspec.Struct, frozen=True, gc=False, tag=True, kw_only=True):
-    """The `[monitoring]` thresholds the provider status and certificate alerts judge by,
-    from this position on. Recorded at start-up and on reload when the file's differ from
-    the last recorded (a log without one judges by these defaults), so a replay folds the
-    thresholds that were served, not the ones in today's file."""
+    """The `[monitoring]` thresholds the provider status, failure-rate and certificate
+    alerts judge by, from this position on. Recorded at start-up and on reload when the
+    file's differ from the last recorded (a log without one judges by these defaults), so a
+    replay folds the thresholds that were served, not the ones in today's file."""
 
     offline_after_failures: int = 3
     online_after_successes: int = 2
     certificate_warning_seconds: float = 14 * 86_400.0
     certificate_critical_seconds: float = 3 * 86_400.0
+    # Probes a failure ratio needs in its window before it judges: the status's `degraded`
+    # from recent failures, and the `failure_rate` alert. Added in schema 2; None, as in
+    # every event before it and in a log without one, judges by the rules of that time: a
+    # failure degrades from the first probe, the failure rate needs 10.
+    failure_ratio_min_probes: int | None = None
 
 
 Event = (
@@ -347,6 +352,8 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ProviderRegistered", 3): _added_fields,
     # v2 added `over_api`.
     ("ProviderRemoved", 1): _added_fields,
+    # v2 added `failure_ratio_min_probes`.
+    ("MonitoringChanged", 1): _added_fields,
     ("AlertAcknowledged", 1): _alert_acknowledged_v1_to_v2,
 }
 
@@ -355,6 +362,7 @@ SCHEMA_VERSIONS["ProbeRecorded"] = 3
 SCHEMA_VERSIONS["ProviderRegistered"] = 4
 SCHEMA_VERSIONS["ProviderRemoved"] = 2
 SCHEMA_VERSIONS["AlertAcknowledged"] = 2
+SCHEMA_VERSIONS["MonitoringChanged"] = 2
 
 
 def _reads_as_current(event_type: str, version: int) -> bool:

@@ -123,22 +123,12 @@ def build(endpoints: Sequence[Endpoint]) -> bytes:
 
 
 def _parameter(param: Any) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": param.type}
-    if param.enum:
-        schema["enum"] = list(param.enum)
-    if param.minimum is not None:
-        schema["minimum"] = param.minimum
-    if param.maximum is not None:
-        schema["maximum"] = param.maximum
-    if param.max_length is not None:
-        schema["minLength"] = 1
-        schema["maxLength"] = param.max_length
     return {
         "name": param.name,
         "in": param.where,
         "required": param.where == "path" or param.required,
         "description": param.description,
-        "schema": schema,
+        "schema": param.schema(),
     }
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -35,6 +37,38 @@ class Param:
     # A path id's noun: "alert" answers "alert ids are whole numbers" and "no alert has id 7".
     noun: str | None = None
     required: bool = False  # a path parameter always is
+    # A moment: unix seconds or an RFC 3339 time (ISO 8601 with an offset), read as seconds.
+    moment: bool = False
+
+    def schema(self) -> dict[str, Any]:
+        """Its JSON schema, as the OpenAPI document gives it."""
+        if self.moment:
+            return {
+                "anyOf": [
+                    {"type": "number", "minimum": 0, "maximum": LAST_MOMENT},
+                    {"type": "string", "format": "date-time"},
+                ]
+            }
+        schema: dict[str, Any] = {"type": self.type}
+        if self.enum:
+            schema["enum"] = list(self.enum)
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        if self.max_length is not None:
+            schema["minLength"] = 1
+            schema["maxLength"] = self.max_length
+        return schema
+
+
+# The last second of the year 9999 (UTC): no later moment can be written back.
+LAST_MOMENT = 253_402_300_799
+_SECONDS = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_RFC_3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
+    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
+)
 
 
 class Arguments:
@@ -56,6 +90,9 @@ class Arguments:
 
     def text(self, name: str) -> str | None:
         return cast(str | None, self._values[name])
+
+    def moment(self, name: str) -> float | None:
+        return cast(float | None, self._values[name])
 
     def path(self, name: str) -> str:
         return cast(str, self._values[name])
@@ -103,6 +140,8 @@ def _parse(request: web.Request, param: Param) -> Value:
         return integer(request, name, int(default), low=int(param.minimum), high=int(param.maximum))
     if param.type == "boolean":
         return boolean(request, name)
+    if param.moment:
+        return moment(request, name)
     if param.max_length is not None:
         return text(request, name, max_length=param.max_length)
     if param.enum:
@@ -181,6 +220,39 @@ def boolean(request: web.Request, name: str) -> bool | None:
 def choice(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
     text = _raw(request, name)
     return None if text is None else _one_of(name, text, allowed)
+
+
+def moment(request: web.Request, name: str) -> float | None:
+    """Unix seconds, or an RFC 3339 time such as 2026-11-25T10:00:00Z (an offset is
+    required), as unix seconds; None when the query does not give it."""
+    given = _raw(request, name)
+    if given is None:
+        return None
+    expected = f"{name} must be unix seconds or an ISO 8601 time like 2026-11-25T10:00:00Z"
+    if _SECONDS.fullmatch(given):
+        seconds = float(given)
+        if not 0 <= seconds <= LAST_MOMENT:
+            raise InvalidParameter(
+                name, f"{name} must be between 0 and {LAST_MOMENT} unix seconds, not {given[:40]!r}"
+            )
+        return seconds
+    match = _RFC_3339.fullmatch(given)
+    if match is None:
+        raise InvalidParameter(name, f"{expected}, not {given[:40]!r}")
+    year, month, day, hour, minute, second = (int(match[i]) for i in range(1, 7))
+    fraction = float(match[7]) if match[7] else 0.0
+    try:
+        if match[8]:
+            zone = UTC
+        else:
+            offset = timedelta(hours=int(match[10]), minutes=int(match[11]))
+            zone = timezone(-offset if match[9] == "-" else offset)
+        # A leap second (:60) is the first moment of the next minute.
+        leap = second == 60
+        at = datetime(year, month, day, hour, minute, 59 if leap else second, tzinfo=zone)
+    except ValueError:
+        raise InvalidParameter(name, f"{expected}; {given[:40]!r} is no such time") from None
+    return at.timestamp() + fraction + (1 if leap else 0)
 
 
 def text(request: web.Request, name: str, *, max_length: int = 200) -> str | None:

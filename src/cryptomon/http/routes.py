@@ -41,6 +41,7 @@ from cryptomon.http.views import (
     config,
     database,
     events,
+    incidents,
     logs,
     maintenance,
     providers,
@@ -52,6 +53,7 @@ from cryptomon.http.views import (
     uptime,
 )
 from cryptomon.projections.notices import LOG_TYPES
+from cryptomon.projections.views import IncidentView
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -519,6 +521,65 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
         write=True,
         errors=(400, 401, 403, 404, 409),
+    ),
+    Endpoint(
+        "GET",
+        "/api/incidents",
+        incidents.incidents,
+        "Incidents, newest first: each one a provider's availability alerts that overlapped"
+        " in time (offline, degraded, failure_rate, lagging, stale, wrong_chain, deviation),"
+        " with its start, end, duration, alerts, their acknowledgements and worst severity",
+        schemas.IncidentList,
+        (
+            Param("provider", "query", "string", max_length=100, description="only this provider"),
+            Param("open", "query", "boolean", "only open incidents (true) or closed ones (false)"),
+            Param(
+                "from",
+                "query",
+                "string",
+                "only incidents open at some time from this one on: unix seconds or ISO 8601"
+                " (2026-11-25T10:00:00Z)",
+                moment=True,
+            ),
+            Param(
+                "to",
+                "query",
+                "string",
+                "only incidents that started by this time: unix seconds or ISO 8601",
+                moment=True,
+            ),
+            Param(
+                "limit",
+                "query",
+                "integer",
+                "incidents at most",
+                minimum=1,
+                maximum=5000,
+                default=500,
+            ),
+        ),
+        cached=True,
+        links=(Link("get_incident", "incident_id", "$response.body#/incidents/0/id"),),
+    ),
+    Endpoint(
+        "GET",
+        "/api/incidents/{incident_id}",
+        incidents.incident,
+        "One incident, by its id",
+        IncidentView,
+        (
+            Param(
+                "incident_id",
+                "path",
+                "integer",
+                "the incident's id",
+                minimum=1,
+                maximum=2**62,
+                noun="incident",
+            ),
+        ),
+        errors=(400, 404),
+        cached=True,
     ),
     Endpoint(
         "GET",

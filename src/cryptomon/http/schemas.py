@@ -17,7 +17,7 @@ from cryptomon.events.audit import ChainState
 from cryptomon.events.types import ErrorKind, ProbeOutcome
 from cryptomon.projections.notices import Judgement, ProviderStatus
 from cryptomon.projections.providers import ProvidersSummary
-from cryptomon.projections.views import AlertView
+from cryptomon.projections.views import AlertView, IncidentView
 
 
 class Schema(msgspec.Struct, frozen=True, kw_only=True):
@@ -466,6 +466,11 @@ class LogPage(Schema, frozen=True):
 class AlertList(Schema, frozen=True):
     count: int
     alerts: list[AlertView]
+
+
+class IncidentList(Schema, frozen=True):
+    count: int
+    incidents: list[IncidentView]
 
 
 class AcknowledgeBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -1,7 +1,9 @@
 """What a notification says, and the body each kind of channel expects.
 
-A notice (alert raised, acknowledged, resolved; rate limit high) becomes one
-neutral `Notification` per channel that wants it. The outbox stores that
+A notice (alert raised, acknowledged, resolved; incident opened, escalated, closed; rate
+limit high) becomes one neutral `Notification` per channel that wants it: a channel that
+groups by incident (the default) hears of an availability alert only as its incident,
+one that groups by alert of each alert (and never of incidents). The outbox stores that
 message (JSON, no secret in it); the channel's body is rendered from it when it
 is sent: the generic webhook gets the message itself, Slack `text` and
 `blocks`, Discord `content` and `embeds`, Telegram a `sendMessage` call.
@@ -18,17 +20,27 @@ import msgspec
 
 from cryptomon.config import NotificationChannel, NotifyEvent
 from cryptomon.isotime import iso_time
+from cryptomon.projections.incidents import INCIDENT_KINDS
 from cryptomon.projections.notices import (
     Alert,
     AlertAcked,
     AlertRaised,
     AlertResolved,
+    Incident,
+    IncidentClosed,
+    IncidentEscalated,
+    IncidentOpened,
     Notice,
     RateLimitHigh,
 )
-from cryptomon.projections.views import AlertView
+from cryptomon.projections.views import AlertView, IncidentView
 
-NotificationEvent = Literal[NotifyEvent, "renotify", "test"]
+IncidentEvent = Literal[
+    "incident_opened", "incident_escalated", "incident_closed", "incident_renotify"
+]
+NotificationEvent = Literal[NotifyEvent, "renotify", "test", IncidentEvent]
+# Which channels a notice is for: those grouping by incident, by alert, or all of them.
+Audience = Literal["incident", "alert", "all"]
 
 # Chat services cap message sizes (Discord 2000 characters of content); alert messages
 # are short, but a probe's error text is whatever the provider said.
@@ -79,6 +91,7 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     channel: str
     alert: AlertFields | None = None
     rate_limit: RateLimitFields | None = None
+    incident: IncidentView | None = None
     source: str = "cryptomon"
 
 
@@ -97,24 +110,54 @@ def decode(payload: bytes) -> Notification:
 class Subject(msgspec.Struct, frozen=True, gc=False):
     """What a channel's filters look at, and what the idempotency key names."""
 
-    event: NotifyEvent
+    event: NotifyEvent  # what a channel's `events` filter matches
     provider: str
     severity: str
-    subject: str  # the alert's id, or the provider for a rate-limit notice
+    subject: str  # the alert's id, the incident's, or the provider for a rate-limit notice
+    # The notification's own `event`, which its idempotency key names.
+    sent_as: NotificationEvent
+    audience: Audience = "all"
+
+
+_ALERT_EVENTS: dict[type[Notice], NotifyEvent] = {
+    AlertRaised: "raised",
+    AlertAcked: "acknowledged",
+    AlertResolved: "resolved",
+}
+# An incident's notice: the `events` filter it passes, and what it is sent as.
+_INCIDENT_EVENTS: dict[type[Notice], tuple[NotifyEvent, IncidentEvent]] = {
+    IncidentOpened: ("raised", "incident_opened"),
+    IncidentEscalated: ("raised", "incident_escalated"),
+    IncidentClosed: ("resolved", "incident_closed"),
+}
 
 
 def subject_of(notice: Notice) -> Subject | None:
     """The notification a notice is about, or None for notices nobody is told of."""
     match notice:
-        case AlertRaised(alert=alert):
-            return Subject("raised", alert.provider, alert.severity, str(alert.id))
-        case AlertAcked(alert=alert):
-            return Subject("acknowledged", alert.provider, alert.severity, str(alert.id))
-        case AlertResolved(alert=alert):
-            return Subject("resolved", alert.provider, alert.severity, str(alert.id))
+        case AlertRaised() | AlertAcked() | AlertResolved():
+            alert = notice.alert
+            event = _ALERT_EVENTS[type(notice)]
+            # An availability alert is part of an incident: only channels grouping by alert
+            # hear of it alone.
+            audience: Audience = "alert" if alert.kind in INCIDENT_KINDS else "all"
+            return Subject(event, alert.provider, alert.severity, str(alert.id), event, audience)
+        case IncidentOpened() | IncidentEscalated() | IncidentClosed():
+            incident = notice.incident
+            event, sent_as = _INCIDENT_EVENTS[type(notice)]
+            return Subject(
+                event, incident.provider, incident.severity, str(incident.id), sent_as, "incident"
+            )
         case RateLimitHigh():
-            return Subject("rate_limit", notice.provider, notice.severity, notice.provider)
+            return Subject(
+                "rate_limit", notice.provider, notice.severity, notice.provider, "rate_limit"
+            )
     return None
+
+
+def for_channel(channel: NotificationChannel, subject: Subject) -> bool:
+    """Whether a notice of `subject` is for `channel`, by how the channel groups alerts."""
+    return subject.audience == "all" or subject.audience == channel.group
 
 
 def wanted(
@@ -146,7 +189,7 @@ def _short(text: str) -> str:
 def from_notice(
     channel: str, notice: Notice, subject: Subject, category: str | None
 ) -> Notification:
-    key = idempotency_key(channel, subject.event, subject.subject, notice.position)
+    key = idempotency_key(channel, subject.sent_as, subject.subject, notice.position)
     common: dict[str, Any] = {
         "provider": subject.provider,
         "category": category,
@@ -169,6 +212,15 @@ def from_notice(
             ),
             **common,
         )
+    if isinstance(notice, IncidentOpened | IncidentEscalated | IncidentClosed):
+        title, message = _incident_words(notice)
+        return Notification(
+            event=subject.sent_as,
+            title=title,
+            message=_short(message),
+            incident=IncidentView.of(notice.incident),
+            **common,
+        )
     assert isinstance(notice, AlertRaised | AlertAcked | AlertResolved)
     alert = notice.alert
     if subject.event == "raised":
@@ -185,6 +237,58 @@ def from_notice(
         message=_short(message),
         alert=AlertFields.of(alert),
         **common,
+    )
+
+
+def _kinds(incident: Incident) -> str:
+    return ", ".join(dict.fromkeys(alert.kind for alert in incident.alerts))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _incident_words(notice: IncidentOpened | IncidentEscalated | IncidentClosed) -> tuple[str, str]:
+    """The title and message of an incident's notification."""
+    incident = notice.incident
+    name = f"{incident.provider}: incident {incident.id}"
+    if isinstance(notice, IncidentOpened):
+        lines = [alert.message for alert in incident.alerts]
+        return f"{name} opened ({_kinds(incident)})", "\n".join(lines)
+    if isinstance(notice, IncidentEscalated):
+        worst = [a for a in incident.alerts if a.severity == incident.severity][-1]
+        return f"{name} escalated to {incident.severity} ({worst.kind})", worst.message
+    lasted = _minutes(incident.duration or 0.0)
+    acknowledged = sorted({a.acknowledged_by for a in incident.alerts if a.acknowledged_by})
+    count = len(incident.alerts)
+    lines = [f"{count} alert{'s' * (count != 1)} ({_kinds(incident)}) over {lasted}"]
+    if acknowledged:
+        lines.append(f"acknowledged by {', '.join(acknowledged)}")
+    lines += [f"{alert.kind}: {alert.message}" for alert in incident.alerts]
+    return f"{name} closed after {lasted}", "\n".join(lines)
+
+
+def incident_renotification(
+    channel: str, incident: Incident, slot: int, category: str | None, now: float
+) -> Notification:
+    """A reminder of an open incident with an alert nobody acknowledged; `slot` counts
+    renotify intervals since it started, so each interval has one key."""
+    unacknowledged = [a for a in incident.alerts if a.resolved_at is None and not a.acknowledged]
+    return Notification(
+        event="incident_renotify",
+        title=f"{incident.provider}: incident {incident.id} still open",
+        message=_short(
+            f"open for {_minutes(now - incident.started_at)}, not acknowledged: "
+            + "; ".join(alert.message for alert in unacknowledged)
+        ),
+        severity=incident.severity,
+        provider=incident.provider,
+        category=category,
+        position=incident.position,
+        idempotency_key=f"{channel}:incident_renotify:{incident.id}:{slot}",
+        timestamp=iso_time(now),
+        channel=channel,
+        incident=IncidentView.of(incident),
     )
 
 
@@ -229,7 +333,7 @@ def trial_notification(channel: str, now: float) -> Notification:
 
 
 def _tone(note: Notification) -> str:
-    if note.event == "resolved":
+    if note.event in ("resolved", "incident_closed"):
         return "resolved"
     if note.event in ("acknowledged", "test"):
         return "info"
@@ -237,7 +341,9 @@ def _tone(note: Notification) -> str:
 
 
 def _label(note: Notification) -> str:
-    return "RESOLVED" if note.event == "resolved" else (note.severity or note.event).upper()
+    if note.event in ("resolved", "incident_closed"):
+        return "RESOLVED"
+    return (note.severity or note.event).upper()
 
 
 def _facts(note: Notification) -> list[tuple[str, str]]:
@@ -246,6 +352,9 @@ def _facts(note: Notification) -> list[tuple[str, str]]:
     ) if value]  # fmt: skip
     if note.alert is not None:
         facts.append(("Alert", f"{note.alert.id} ({note.alert.kind})"))
+    if note.incident is not None:
+        count = len(note.incident.alerts)
+        facts.append(("Incident", f"{note.incident.id} ({count} alert{'s' * (count != 1)})"))
     return facts
 
 

@@ -5,17 +5,21 @@ It folds the log into projections of its own, only those its notices come from
 move independently) and keeps a durable checkpoint, the projections' state and
 the position it covers. At start it restores them from the checkpoint and
 follows the log from there; each notice a channel wants becomes an outbox row keyed
-`channel:event:alert-or-provider:position`. Rows are stored as soon as the
-notifier is caught up, the checkpoint every so often, and never a checkpoint
-before the rows it covers, so a crash re-derives at most the notices after the
-checkpoint and INSERT OR IGNORE drops those already stored. Replays and read
-models never touch the outbox: an audit replay sends nothing.
+`channel:event:subject:position` (the subject: an alert's id, an incident's, or a
+provider). A channel grouping by incident (the default) gets an availability alert's
+notices as its incident's (opened, escalated, closed), one grouping by alert each
+alert's; the other alerts go to both alike. Rows are stored as soon as the notifier is
+caught up, the checkpoint every so often, and never a checkpoint before the rows it
+covers, so a crash re-derives at most the notices after the checkpoint and INSERT OR
+IGNORE drops those already stored. Replays and read models never touch the outbox: an
+audit replay sends nothing.
 
 Delivery is one task per channel, one request in flight each: a channel that
 fails backs off (exponentially, with jitter) on its own, and the others and
 the service do not wait for it. A re-notification of an open, unacknowledged
-alert is keyed by how many `renotify_interval`s have passed since it was
-raised, so each interval sends at most one, and acknowledging stops them.
+alert (or of an open incident with an alert nobody acknowledged) is keyed by how
+many `renotify_interval`s have passed since it was raised (or started), so each
+interval sends at most one, and acknowledging stops them.
 
 Without a checkpoint (the first start with channels) it starts from the log's
 head: what happened before notifications were configured is not announced.
@@ -43,13 +47,21 @@ from cryptomon.notify.delivery import backoff, create_session, deliver
 from cryptomon.notify.messages import (
     decode,
     encode,
+    for_channel,
     from_notice,
+    incident_renotification,
     renotification,
     subject_of,
     wanted,
 )
 from cryptomon.notify.outbox import Checkpoint, OutboxRow
-from cryptomon.projections import Notice, Projections, ProjectionSettings, SnapshotMismatch
+from cryptomon.projections import (
+    INCIDENT_KINDS,
+    Notice,
+    Projections,
+    ProjectionSettings,
+    SnapshotMismatch,
+)
 from cryptomon.projections.providers import UNKNOWN_CATEGORY
 from cryptomon.readmodels import fold_log
 
@@ -63,11 +75,11 @@ FLUSH_ROWS = 500
 # older ones are dropped at start and then at a checkpoint once a day.
 RETENTION_SECONDS = 30 * 86_400.0
 PRUNE_EVERY_SECONDS = 86_400.0
-# The projections the notifier folds (its checkpoint holds these alone): alerts and rate
-# limits give its notices, providers the status changes alerts follow and each provider's
-# category for the channels' filters, chains and quotes the judgements both follow.
-# Metrics and failures would be folded for nothing.
-FOLDS = ("maintenance", "chains", "quotes", "providers", "alerts", "rate_limits")
+# The projections the notifier folds (its checkpoint holds these alone): alerts, incidents
+# and rate limits give its notices, providers the status changes alerts follow and each
+# provider's category for the channels' filters, chains and quotes the judgements both
+# follow. Metrics and failures would be folded for nothing.
+FOLDS = ("maintenance", "chains", "quotes", "providers", "alerts", "incidents", "rate_limits")
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(dict[str, tuple[int, bytes]])
@@ -101,6 +113,8 @@ class _Channel:
     blocked_until: float = 0.0  # no request before this (wall clock): the channel backs off
     consecutive_failures: int = 0
     renotified: dict[int, int] = field(default_factory=dict)  # alert id -> last slot queued
+    # incident id -> the last slot queued of its reminders
+    renotified_incidents: dict[int, int] = field(default_factory=dict)
     delivered: int = 0
     gave_up: int = 0
     last_error: str | None = None
@@ -409,7 +423,7 @@ class Notifier:
                 continue  # in a maintenance window nobody is told (alerts are not raised)
             category = self._category(subject.provider)
             for channel in self._channels.values():
-                if not wanted(
+                if not for_channel(channel.config, subject) or not wanted(
                     channel.config, subject.event, subject.severity, subject.provider, category
                 ):
                     continue
@@ -483,7 +497,9 @@ class Notifier:
     async def check_renotify(self) -> int:
         """Queue a reminder of each open, unacknowledged alert a channel with a
         `renotify_interval` wants, once per interval since it was raised (none while a
-        maintenance window covers its provider); return how many were queued."""
+        maintenance window covers its provider); a channel grouping by incident is reminded
+        of each open incident with an alert nobody acknowledged instead of its alerts.
+        Return how many were queued."""
         if not self._caught_up_once:
             return 0  # the alerts may be long resolved in the part of the log not yet read
         now = self._clock()
@@ -497,12 +513,21 @@ class Notifier:
             for alert in self.projections.alerts.query(acknowledged=False, open_only=True)
             if windows.covering(alert.provider, now) is None
         ]
+        open_incidents = [
+            incident
+            for incident in self.projections.incidents.query(open_only=True)
+            if windows.covering(incident.provider, now) is None
+            and any(a.resolved_at is None and not a.acknowledged for a in incident.alerts)
+        ]
         for channel in self._channels.values():
             interval = channel.config.renotify_interval_seconds
             if interval is None:
                 continue
+            grouped = channel.config.group == "incident"
             remembered, channel.renotified = channel.renotified, {}
             for alert in open_alerts:
+                if grouped and alert.kind in INCIDENT_KINDS:
+                    continue  # its incident is reminded of
                 category = self._category(alert.provider)
                 if not wanted(channel.config, "raised", alert.severity, alert.provider, category):
                     continue
@@ -516,25 +541,54 @@ class Notifier:
                         note.idempotency_key, channel.name, alert.position, encode(note), wall, wall
                     )
                 )
+            if not grouped:
+                continue
+            reminded, channel.renotified_incidents = channel.renotified_incidents, {}
+            for incident in open_incidents:
+                category = self._category(incident.provider)
+                if not wanted(
+                    channel.config, "raised", incident.severity, incident.provider, category
+                ):
+                    continue
+                slot = int((now - incident.started_at) // interval)
+                last = reminded.get(incident.id, 0)
+                channel.renotified_incidents[incident.id] = max(slot, last)
+                if slot < 1 or last >= slot:
+                    continue
+                note = incident_renotification(channel.name, incident, slot, category, now)
+                rows.append(
+                    OutboxRow(
+                        note.idempotency_key,
+                        channel.name,
+                        incident.position,
+                        encode(note),
+                        wall,
+                        wall,
+                    )
+                )
         return await self._store(rows, None)
 
     async def _recall_reminders(self) -> None:
-        """Which reminder each open, unacknowledged alert last had on each channel, from the
-        outbox, so a restart does not remind of it again in the same interval.
+        """Which reminder each open, unacknowledged alert (and each open incident) last had
+        on each channel, from the outbox, so a restart does not remind of it again in the
+        same interval.
 
         The key names the alert by its id, which the alerts fold gives in the order it
         raises them, and a rebuild under other rules (an upgrade) may number them
         otherwise: the same reminder would get another key. So the stored message is
-        matched by the alert's name (position, provider, kind) instead."""
+        matched by the alert's name (position, provider, kind) instead, an incident's by
+        the position of the event that opened it and its provider."""
         if self.renotify_check_every is None:
             return
         open_alerts = self.projections.alerts.query(acknowledged=False, open_only=True)
-        if not open_alerts:
+        open_incidents = self.projections.incidents.query(open_only=True)
+        if not open_alerts and not open_incidents:
             return
         by_name: dict[tuple[int, str, str], int] = {
             (a.position, a.provider, a.kind): a.id for a in open_alerts
         }
-        since = min(position for position, _, _ in by_name)
+        incidents_by_name = {(i.position, i.provider): i.id for i in open_incidents}
+        since = min([position for position, _, _ in by_name] + [p for p, _ in incidents_by_name])
         for key, payload in await self._write(lambda conn: outbox.reminders(conn, since)):
             try:
                 note = decode(payload)
@@ -542,7 +596,16 @@ class Notifier:
             except (msgspec.DecodeError, msgspec.ValidationError, IndexError, ValueError):
                 continue
             channel = self._channels.get(note.channel)
-            if note.event != "renotify" or note.alert is None or channel is None:
+            if channel is None:
+                continue
+            if note.event == "incident_renotify" and note.incident is not None:
+                name = (note.incident.position, note.provider or "")
+                incident_id = incidents_by_name.get(name)
+                if incident_id is not None:
+                    last = channel.renotified_incidents.get(incident_id, 0)
+                    channel.renotified_incidents[incident_id] = max(slot, last)
+                continue
+            if note.event != "renotify" or note.alert is None:
                 continue
             alert_id = by_name.get((note.alert.position, note.provider or "", note.alert.kind))
             if alert_id is not None:

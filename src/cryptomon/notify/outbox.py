@@ -73,11 +73,13 @@ async def load_pending(conn: aiosqlite.Connection) -> list[OutboxRow]:
 
 
 async def reminders(conn: aiosqlite.Connection, since_position: int) -> list[tuple[str, bytes]]:
-    """(key, message) of every re-notification stored for an alert raised at or after
-    `since_position` (a reminder's row has the position of the event that raised its alert)."""
+    """(key, message) of every re-notification stored for an alert raised (or an incident
+    opened) at or after `since_position` (a reminder's row has the position of the event
+    that raised its alert, or opened its incident)."""
     async with conn.execute(
         "SELECT idempotency_key, payload FROM outbox WHERE position >= ?"
-        " AND idempotency_key LIKE '%:renotify:%'",
+        " AND (idempotency_key LIKE '%:renotify:%'"
+        " OR idempotency_key LIKE '%:incident_renotify:%')",
         (since_position,),
     ) as cursor:
         return [(key, bytes(payload)) async for key, payload in cursor]

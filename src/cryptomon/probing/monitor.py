@@ -127,6 +127,7 @@ def monitoring_of(config: Config) -> MonitoringChanged:
         online_after_successes=monitoring.online_after_successes,
         certificate_warning_seconds=monitoring.certificate_warning_seconds,
         certificate_critical_seconds=monitoring.certificate_critical_seconds,
+        failure_ratio_min_probes=monitoring.failure_ratio_min_probes,
     )
 
 

@@ -27,6 +27,7 @@ from cryptomon.projections.alerts import (
 from cryptomon.projections.base import Handler, Projection, StateT
 from cryptomon.projections.chains import ChainsProjection
 from cryptomon.projections.failures import FailureAnalysis, FailuresProjection
+from cryptomon.projections.incidents import INCIDENT_KINDS, IncidentsProjection
 from cryptomon.projections.maintenance import MaintenanceProjection
 from cryptomon.projections.metrics import (
     ALL,
@@ -39,6 +40,11 @@ from cryptomon.projections.notices import (
     AlertAcked,
     AlertRaised,
     AlertResolved,
+    Incident,
+    IncidentAlert,
+    IncidentClosed,
+    IncidentEscalated,
+    IncidentOpened,
     Judged,
     LogEntry,
     MaintenanceChanged,
@@ -54,6 +60,7 @@ from cryptomon.projections.settings import ProjectionSettings
 
 __all__ = [
     "ALL",
+    "INCIDENT_KINDS",
     "AcknowledgeError",
     "Alert",
     "AlertAcked",
@@ -64,6 +71,12 @@ __all__ = [
     "ChainsProjection",
     "FailureAnalysis",
     "FailuresProjection",
+    "Incident",
+    "IncidentAlert",
+    "IncidentClosed",
+    "IncidentEscalated",
+    "IncidentOpened",
+    "IncidentsProjection",
     "LogEntry",
     "MaintenanceChanged",
     "MaintenanceProjection",
@@ -113,6 +126,7 @@ Snapshot = Mapping[str, tuple[int, bytes]]
 # Chains and quotes come before providers: their judgements of a probe reach the
 # provider's status as the providers projection folds that probe. Maintenance windows come
 # first: the providers, metrics and alerts folds ask them whether a probe is covered.
+# Incidents follow the alerts' notices, so they come after them.
 _KINDS: tuple[type[Projection[Any]], ...] = (
     MaintenanceProjection,
     ChainsProjection,
@@ -120,6 +134,7 @@ _KINDS: tuple[type[Projection[Any]], ...] = (
     ProvidersProjection,
     MetricsProjection,
     AlertsProjection,
+    IncidentsProjection,
     RateLimitsProjection,
     FailuresProjection,
 )
@@ -130,6 +145,7 @@ NAMES = tuple(kind.name for kind in _KINDS)
 _NEEDS: dict[str, tuple[str, ...]] = {
     "providers": ("maintenance", "chains", "quotes", "alerts"),
     "alerts": ("maintenance", "providers"),
+    "incidents": ("alerts",),
     "metrics": ("maintenance",),
 }
 
@@ -186,6 +202,7 @@ class Projections:
         self.providers = ProvidersProjection(self.settings)
         self.metrics = MetricsProjection(self.settings)
         self.alerts = AlertsProjection(self.settings)
+        self.incidents = IncidentsProjection(self.settings)
         self.rate_limits = RateLimitsProjection(self.settings)
         self.failures = FailuresProjection(self.settings)
         self._route()
@@ -198,6 +215,7 @@ class Projections:
             self.providers,
             self.metrics,
             self.alerts,
+            self.incidents,
             self.rate_limits,
             self.failures,
         )
@@ -279,6 +297,9 @@ class Projections:
                     if notice.active and self.providers.in_window(notice.provider):
                         continue
                     notices += self.alerts.observe_judged(notice)
+        if notices and self._incidents:
+            # Incidents follow the alerts this event raised, acknowledged and resolved.
+            notices += self.incidents.observe(notices)
         return notices
 
     def _route(self) -> None:
@@ -288,6 +309,7 @@ class Projections:
         by_event: dict[type[Event], list[Handler]] = {}
         # Whether status changes and judgements are followed (by providers and alerts).
         self._judges = "providers" in self.folds
+        self._incidents = "incidents" in self.folds
         forward = self.providers.judge if self._judges else None
         # The folds that ask whether a probe is in a maintenance window.
         windows = self.maintenance if "maintenance" in self.folds else None

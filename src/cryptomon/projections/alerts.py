@@ -12,9 +12,10 @@ Five conditions raise an alert, at most one open per provider and kind:
   and no block holds (a probe started after the block's end shows it is over).
 - `failure_rate`: over the last `failure_rate_window_seconds` of probes (health
   and collection), more than `failure_rate_threshold` of at least
-  `failure_rate_min_probes` did not succeed. It resolves when the rate is back
-  at or under the threshold. A probe in a maintenance the provider declared counts
-  neither way, so the end of a maintenance does not fire a burst.
+  `failure_ratio_min_probes` (the last `MonitoringChanged` folded sets it; 10 before
+  one that set it) did not succeed. It resolves when the rate is back at or under the
+  threshold. A probe in a maintenance the provider declared counts neither way, so the
+  end of a maintenance does not fire a burst.
 - During a maintenance window that covers the provider (maintenance.py) no alert is
   raised: its probes feed neither the failure rate nor the certificate check, a rate
   limit raises nothing, and the status and judgement alerts wait for the providers fold,
@@ -71,6 +72,9 @@ from cryptomon.projections.notices import (
 )
 
 _HOUR = 3600
+# What the failure rate needed before `MonitoringChanged` recorded `failure_ratio_min_probes`
+# (then a setting): a log recorded before judges by it still.
+LEGACY_FAILURE_RATE_MIN_PROBES = 10
 _STATUS_KINDS: tuple[AlertKind, ...] = ("offline", "degraded")
 # How an alert's message says each judgement: "Node is lagging (chain:ethereum): ...".
 _JUDGED_AS: dict[str, str] = {
@@ -127,7 +131,8 @@ class AlertsState(msgspec.Struct, gc=False):
     # position -> ids of the alerts kept that the event at that position raised, for an
     # acknowledgement to find its alert by name (see `AlertAcknowledged`).
     raised_by: dict[int, list[int]] = {}
-    # The certificate thresholds: the last `MonitoringChanged` folded (its defaults before).
+    # The certificate and failure-rate thresholds: the last `MonitoringChanged` folded (its
+    # defaults before).
     thresholds: MonitoringChanged = msgspec.field(default_factory=MonitoringChanged)
     # Paused providers: probes folded while paused (another instance's, in flight) judge
     # nothing until `ProviderResumed`.
@@ -341,7 +346,7 @@ class AlertsProjection(Projection[AlertsState]):
         threshold = self.settings.failure_rate_threshold
         high = len(failures) > threshold * len(probes)
         is_open = opened is not None and "failure_rate" in opened
-        if high and not is_open and len(probes) >= self.settings.failure_rate_min_probes:
+        if high and not is_open and len(probes) >= self._min_probes():
             minutes = self.settings.failure_rate_window_seconds / 60
             message = (
                 f"{probe.provider}: {len(failures)} of {len(probes)} probes failed in the last"
@@ -351,6 +356,11 @@ class AlertsProjection(Projection[AlertsState]):
         if is_open and not high:
             return [self._resolve(position, now, probe.provider, "failure_rate")]
         return []
+
+    def _min_probes(self) -> int:
+        """Probes the failure-rate window needs before it raises an alert."""
+        recorded = self.state.thresholds.failure_ratio_min_probes
+        return LEGACY_FAILURE_RATE_MIN_PROBES if recorded is None else recorded
 
     def _stopped(
         self, position: int, recorded_at: float, stop: ProviderRemoved | ProviderPaused

@@ -63,6 +63,42 @@ class Alert(msgspec.Struct, gc=False, kw_only=True):
     resolved_at: float | None = None
 
 
+class IncidentAlert(msgspec.Struct, gc=False, kw_only=True):
+    """One alert of an incident, as the incident keeps it (the alerts fold may have dropped
+    the alert itself): what it was, when, and who acknowledged it."""
+
+    id: int
+    kind: AlertKind
+    severity: Severity
+    message: str
+    raised_at: float
+    position: int  # of the event that raised it
+    resolved_at: float | None = None
+    acknowledged: bool = False
+    acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
+    note: str | None = None
+
+
+class Incident(msgspec.Struct, gc=False, kw_only=True):
+    """A provider's availability alerts that overlapped in time: one outage."""
+
+    id: int  # numbered by the incidents fold in the order opened, from 1
+    position: int  # of the event that opened it
+    provider: str
+    severity: Severity  # the worst of its alerts'
+    started_at: float
+    ended_at: float | None = None  # None while open
+    closed_position: int | None = None  # of the event that closed it
+    alerts: list[IncidentAlert] = []  # in the order they joined
+    open_alerts: int = 0  # of its alerts, those not resolved yet
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end; None while open."""
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
 class _Notice(msgspec.Struct, frozen=True, gc=False, tag=True):
     position: int
     at: float
@@ -115,6 +151,24 @@ class AlertAcked(_Notice, frozen=True, gc=False):
     alert: Alert
 
 
+class IncidentOpened(_Notice, frozen=True, gc=False):
+    """A provider's first open availability alert opened an incident (`at`: its start)."""
+
+    incident: Incident
+
+
+class IncidentEscalated(_Notice, frozen=True, gc=False):
+    """An open incident's severity rose: an alert more severe than any before joined it."""
+
+    incident: Incident
+
+
+class IncidentClosed(_Notice, frozen=True, gc=False):
+    """An incident's last open alert resolved (`at`: its end)."""
+
+    incident: Incident
+
+
 class RateLimitHigh(_Notice, frozen=True, gc=False):
     """Usage rose to or above the warning level: the seed's `rate_limit_alert`."""
 
@@ -139,6 +193,9 @@ Notice = (
     | AlertRaised
     | AlertResolved
     | AlertAcked
+    | IncidentOpened
+    | IncidentEscalated
+    | IncidentClosed
     | RateLimitHigh
     | LogEntry
 )

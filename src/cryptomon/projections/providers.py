@@ -12,7 +12,11 @@ reasons of its own. The rules, in order, for a health probe:
   recovery clears the failures from the recent window: the outage was reported, judge
   afresh.
 - a success slower than the provider's `degraded_latency_ms`, or any failure
-  among the last `recent_window` health probes: `degraded`.
+  among the last `recent_window` health probes: `degraded`. A failure ratio judges only
+  from `failure_ratio_min_probes` probes in that window (at most the window; the last
+  `MonitoringChanged` sets it, and before one that set it, from one probe): with fewer,
+  failures change nothing: an `online` or `degraded` provider stays so, any other is
+  `unknown` (not judged yet).
 - otherwise `online`.
 
 A health probe whose outcome is `maintenance` (the provider's answer said so) makes the
@@ -473,7 +477,19 @@ class ProvidersProjection(Projection[ProvidersState]):
             latency = probe.latency_ms
             if limit is not None and latency is not None and latency > limit:
                 return "degraded"
-        return "degraded" if provider.recent_failures else "online"
+        if not provider.recent_failures:
+            return "online"
+        if len(provider.recent) < self._min_probes():
+            # Too few probes for a ratio: the failures change nothing yet.
+            held = provider.probe_status
+            return held if held == "online" or held == "degraded" else "unknown"
+        return "degraded"
+
+    def _min_probes(self) -> int:
+        """Health probes the recent window needs before its failures degrade a provider:
+        one by the thresholds recorded before `failure_ratio_min_probes` was."""
+        recorded = self.state.thresholds.failure_ratio_min_probes
+        return 1 if recorded is None else min(recorded, self.settings.recent_window)
 
     def _rate_limit(
         self, position: int, recorded_at: float, change: RateLimitChanged
@@ -589,6 +605,11 @@ class ProvidersProjection(Projection[ProvidersState]):
             return f"latency {cause.latency_ms:.0f} ms over {provider.degraded_latency_ms} ms"
         if new == "degraded":
             return f"{provider.recent_failures} of the last {len(provider.recent)} probes failed"
+        if new == "unknown" and provider.recent_failures:
+            return (
+                f"{provider.recent_failures} of the last {len(provider.recent)} probes failed;"
+                f" judged from {self._min_probes()} probes"
+            )
         successes = provider.consecutive_successes
         return f"{successes} consecutive successes" if successes > 1 else "probe succeeded"
 

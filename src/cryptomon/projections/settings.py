@@ -3,9 +3,9 @@
 Settings are part of what a snapshot covers: state folded under one set of
 thresholds is not the state another set would build, so a snapshot taken with
 different settings is rebuilt rather than reused. The `[monitoring]` thresholds
-a reload may change (offline and online counts, certificate warnings) are not
-settings but events (`MonitoringChanged`), folded into the state that reads them:
-changing them keeps every snapshot.
+a reload may change (offline and online counts, certificate warnings, the probes a
+failure ratio needs) are not settings but events (`MonitoringChanged`), folded into
+the state that reads them: changing them keeps every snapshot.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ class ChainSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
 class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     # Health probes considered for "some but not all recent probes fail".
     recent_window: int = 10
-    # Failure-rate alert: over the window, more than `threshold` of at least
-    # `min_probes` probes (health and collection) failed.
+    # Failure-rate alert: over the window, more than `threshold` of the probes (health and
+    # collection) failed, of at least `MonitoringChanged.failure_ratio_min_probes`.
     failure_rate_threshold: float = 0.5
-    failure_rate_min_probes: int = 10
     failure_rate_window_seconds: float = 900.0
     # Rate-limit usage, in percent of the limit, for alerts and statuses.
     rate_limit_warning: float = 80.0
@@ -58,6 +57,8 @@ class ProjectionSettings(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     # Resolved alerts and hourly failure counts are kept this long.
     alert_retention_seconds: float = 30 * _DAY
     failure_hour_retention_seconds: float = 30 * _DAY
+    # Closed incidents are kept this long after they ended (`[storage] incident_retention`).
+    incident_retention_seconds: float = 90 * _DAY
 
     def __post_init__(self) -> None:
         # Minute buckets fold into hours, hours into days: each must outlive the one before.

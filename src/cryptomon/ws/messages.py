@@ -25,8 +25,16 @@ from cryptomon.projections import (
     ProviderStatusChanged,
     RateLimitHigh,
 )
-from cryptomon.projections.notices import LOG_TYPES, Judged, Judgement, MaintenanceChanged
-from cryptomon.projections.views import AlertView
+from cryptomon.projections.notices import (
+    LOG_TYPES,
+    IncidentClosed,
+    IncidentEscalated,
+    IncidentOpened,
+    Judged,
+    Judgement,
+    MaintenanceChanged,
+)
+from cryptomon.projections.views import AlertView, IncidentView
 
 LOG_TOPICS = tuple(f"logs.{log_type}" for log_type in LOG_TYPES)
 # What a client gets from connecting on, without subscribing.
@@ -185,6 +193,24 @@ class AlertResolvedMessage(AlertMessage, frozen=True, tag="alert_resolved"):
     pass
 
 
+class IncidentMessage(_Message, frozen=True, tag="incident"):
+    # One of incident_opened, incident_escalated, incident_closed (topic `alerts`).
+    incident: IncidentView
+    position: int
+
+
+class IncidentOpenedMessage(IncidentMessage, frozen=True, tag="incident_opened"):
+    pass
+
+
+class IncidentEscalatedMessage(IncidentMessage, frozen=True, tag="incident_escalated"):
+    pass
+
+
+class IncidentClosedMessage(IncidentMessage, frozen=True, tag="incident_closed"):
+    pass
+
+
 class EventMessage(_Message, frozen=True, tag="event"):
     position: int
     stream: str
@@ -278,6 +304,16 @@ def notice_frame(notice: Notice, projections: Projections | None = None) -> Fram
             }[type(notice)]
             message = kind(timestamp=at, alert=AlertView.of(notice.alert), position=position)
             return Frame(position, "alerts", notice.alert.provider, encode(message))
+        case IncidentOpened() | IncidentEscalated() | IncidentClosed():
+            incident_kind = {
+                IncidentOpened: IncidentOpenedMessage,
+                IncidentEscalated: IncidentEscalatedMessage,
+                IncidentClosed: IncidentClosedMessage,
+            }[type(notice)]
+            message = incident_kind(
+                timestamp=at, incident=IncidentView.of(notice.incident), position=position
+            )
+            return Frame(position, "alerts", notice.incident.provider, encode(message))
     raise TypeError(f"no message for {type(notice).__name__}")
 
 

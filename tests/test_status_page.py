@@ -87,7 +87,11 @@ def test_the_page_shows_states_in_plain_words_and_nothing_internal(service: Any)
     rows = dict(re.findall(r'data-provider="([^"]+)" data-state="([a-z]+)"', page))
     assert rows == {"Alpha": "operational", "Beta &lt;b&gt;": "outage", "Gamma": "unknown"}
     assert "Some services are down" in page and "<b>" not in page
-    assert re.findall(r"<h2>([^<]+)</h2>", page) == ["Exchanges", "News"]
+    assert re.findall(r"<h2>([^<]+)</h2>", page) == ["Exchanges", "News", "Incidents"]
+    # Beta's outage is an incident, said in plain words, never in its alert's.
+    [incident] = re.findall(r'<li class="incident"[^>]*>(.*?)</li>', page)
+    assert "Beta &lt;b&gt;: outage" in incident and "since" in incident
+    assert "consecutive" not in page and "offline" not in page
     for internal in ("127.0.0.1:9", "internal-host-name", "/private", "HIDDEN_KEY_NAME",
                      "X-Key", "connection_refused", "refused"):  # fmt: skip
         assert internal not in page, internal
@@ -108,7 +112,7 @@ def test_groups_and_a_provider_list_from_the_config_and_turning_it_off(tmp_path:
     )
     try:
         _, page, _ = fetch(grouped.url + "/status")
-        assert re.findall(r"<h2>([^<]+)</h2>", page) == ["Core"]
+        assert re.findall(r"<h2>([^<]+)</h2>", page) == ["Core", "Incidents"]
         assert re.findall(r'data-provider="([^"]+)"', page) == ["Gamma", "Alpha"]
     finally:
         grouped.stop()

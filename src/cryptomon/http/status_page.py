@@ -126,6 +126,48 @@ async def status_data(request: web.Request) -> web.Response:
 
 
 BAR_DAYS = 90
+# Closed incidents this recent are listed under the open ones.
+RECENT_SECONDS = 7 * 86_400
+# An incident is an outage when one of its alerts says the provider is unusable; any
+# other availability alert is degraded performance. Never the alert's own text.
+_OUTAGE_KINDS = frozenset({"offline", "wrong_chain"})
+
+
+def _incidents(request: web.Request, shown: set[str], now: float) -> str:
+    """The open incidents of the providers shown, then those closed in the last week, and
+    the providers in maintenance now: a plain sentence and the times of each."""
+    projections = models_of(request).projections
+    items = []
+    for provider in projections.providers.all():
+        if provider.name in shown and provider.status == "maintenance":
+            items.append(
+                f'<li class="incident" data-state="maintenance"><span class="what">'
+                f"{html.escape(provider.name)}: maintenance in progress</span></li>"
+            )
+    for incident in projections.incidents.query(since=now - RECENT_SECONDS):
+        if incident.provider not in shown:
+            continue
+        outage = any(alert.kind in _OUTAGE_KINDS for alert in incident.alerts)
+        what = "outage" if outage else "degraded performance"
+        began = iso_time(incident.started_at)
+        if incident.ended_at is None:
+            when = f'since <time datetime="{began}">{began}</time>'
+        else:
+            ended = iso_time(incident.ended_at)
+            minutes = max(1, round((incident.ended_at - incident.started_at) / 60))
+            when = (
+                f'<time datetime="{began}">{began}</time> to <time datetime="{ended}">'
+                f"{ended}</time> ({minutes} min), resolved"
+            )
+        items.append(
+            f'<li class="incident" data-state="{"outage" if outage else "degraded"}"'
+            f' data-open="{str(incident.ended_at is None).lower()}">'
+            f'<span class="what">{html.escape(incident.provider)}: {what}</span>'
+            f'<span class="when">{when}</span></li>'
+        )
+    if not items:
+        return '<p class="quiet">No incidents in the last 7 days.</p>'
+    return f'<ul class="incidents">{"".join(items)}</ul>'
 
 
 def _bar(days: ProviderUptimeDays, dates: list[str]) -> str:
@@ -166,6 +208,7 @@ async def status_page(request: web.Request) -> web.Response:
         BAR_DAYS,
     )
     bar_of = {days.provider: _bar(days, bars.dates) for days in bars.providers}
+    incidents = _incidents(request, {p.name for p in status.providers}, time.time())
     for group, members in groups.items():
         rows = "".join(
             f'<li class="provider" data-provider="{escape(p.name)}" data-state="{p.state}">'
@@ -189,6 +232,7 @@ async def status_page(request: web.Request) -> web.Response:
 <h1>{escape(status.title)}</h1>
 <p id="overall" class="overall" data-state="{status.overall}">{escape(status.overall_label)}</p>
 {"".join(sections) or '<p class="empty">No services are listed.</p>'}
+<section><h2>Incidents</h2>{incidents}</section>
 <p class="updated">Updated <time id="updated" datetime="{status.updated_at}">\
 {status.updated_at}</time></p>
 </main>

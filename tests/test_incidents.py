@@ -37,7 +37,7 @@ from test_projections import (
     usage,
 )
 
-from cryptomon.config import load_config
+from cryptomon.config import ConfigError, load_config
 from cryptomon.events.types import (
     AlertAcknowledged,
     MonitoringChanged,
@@ -48,6 +48,7 @@ from cryptomon.events.types import (
 )
 from cryptomon.http.settings import Settings
 from cryptomon.isotime import iso_time
+from cryptomon.probing.monitor import monitoring_of
 from cryptomon.projections import (
     INCIDENT_KINDS,
     AlertRaised,
@@ -60,6 +61,7 @@ from cryptomon.projections import (
     ProjectionSettings,
     with_needs,
 )
+from cryptomon.readmodels import projection_settings
 from cryptomon.service.app import create_app
 from cryptomon.ws.messages import notice_frame
 
@@ -531,3 +533,24 @@ async def test_bad_incident_queries_are_400_problems_naming_the_parameter(
     unknown = await service.problem("GET", "/api/incidents/99", 404)
     assert unknown.type == "/problems/unknown-incident"
     assert unknown.detail == "there is no incident with id 99"
+
+
+def test_the_new_keys_are_checked_and_reach_the_folds(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[storage]\nincident_retention = "soon"\n[monitoring]\nfailure_ratio_min_probes = 0\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    errors = caught.value.errors
+    assert len(errors) == 2, errors
+    assert any(e.startswith(f"{path}: storage.incident_retention: 'soon' is not a") for e in errors)
+    assert any(e.startswith(f"{path}: monitoring.failure_ratio_min_probes:") for e in errors)
+    path.write_text(
+        '[storage]\nincident_retention = "1d"\n[monitoring]\nfailure_ratio_min_probes = 3\n'
+    )
+    config = load_config(path)
+    assert projection_settings(config).incident_retention_seconds == DAY
+    assert monitoring_of(config).failure_ratio_min_probes == 3
+    assert load_config(None).storage.incident_retention_seconds == 90 * DAY
+    assert monitoring_of(load_config(None)).failure_ratio_min_probes == 5

@@ -286,7 +286,7 @@ def test_unknown_keys_name_the_allowed_ones(tmp_path: Path) -> None:
     )
     assert errors[0].endswith(
         "colour: unknown key; expected one of: server, storage, websocket, monitoring, providers,"
-        " notifications, chains, quotes, maintenance"
+        " notifications, chains, quotes, maintenance, status_page"
     )
     assert "server.prot: unknown key" in errors[1]
     assert "host, port" in errors[1]

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dashboard import CHROMIUM, CHROMIUM_ARGS, ThreadedService, needs_chromium
+from test_dashboard import ThreadedService, browser, needs_chromium
 from test_projections import probe
 
 from cryptomon.config import ConfigError, load_config
 from cryptomon.http.settings import Settings
 
+__all__ = ["browser"]  # the module-scoped chromium fixture, shared with test_dashboard
 ROOT = Path(__file__).resolve().parents[1]
 SECRET_URL = "http://127.0.0.1:9/internal-host-name"
 
@@ -149,19 +150,6 @@ def test_a_provider_the_page_names_must_exist(tmp_path: Path) -> None:
     joined = "\n".join(refused.value.errors)
     assert "status_page.providers: 'Ghost' is not a configured provider" in joined
     assert "status_page.title" in joined
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not at /usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
 
 
 @needs_chromium

@@ -946,6 +946,7 @@ def test_snapshot_restores_into_the_same_state() -> None:
         "quotes",
         "providers",
         "metrics",
+        "durations",
         "alerts",
         "incidents",
         "rate_limits",

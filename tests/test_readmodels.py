@@ -178,7 +178,7 @@ async def test_a_snapshot_without_a_new_projection_rebuilds_it_and_what_reads_it
         conn.execute("DELETE FROM snapshots WHERE name = 'chains'")
     async with await EventStore.open(path, readonly=True) as reader:
         projections, report = await load_projections(reader, SETTINGS)
-    assert report.rebuilt == ("chains", "providers", "alerts", "incidents")
+    assert report.rebuilt == ("chains", "providers", "durations", "alerts", "incidents")
     assert report.discarded is None
     assert projections.state_equal(full) == []
 

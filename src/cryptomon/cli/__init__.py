@@ -4,7 +4,8 @@ With no subcommand it serves (`serve`). The others: `check-config` validates a
 config file and lists what it would probe; `replay` rebuilds the read models
 and compares them with the live state; `verify` walks the hash chain;
 `export` writes a range of the log as JSON Lines; `copy-log` copies a SQLite
-log into PostgreSQL with its hash chain intact; `notify-test` sends a test
+log into PostgreSQL with its hash chain intact; `report` writes a month's uptime
+report (SLA) as CSV or JSON; `notify-test` sends a test
 message to one notification channel. Every subcommand takes `--config PATH`
 and `--db PATH` (a SQLite file or a postgresql:// URL; the flag wins over the
 file).
@@ -29,6 +30,7 @@ import msgspec
 
 from cryptomon.cli.logformat import LOG_FORMATS, configure_logging
 from cryptomon.config import Config, ConfigError, describe_checks, describe_providers, load_config
+from cryptomon.events.archive import hash_at
 from cryptomon.events.audit import ChainReport, export_jsonl, verify_chain
 from cryptomon.events.log import (
     StoredRow,
@@ -39,6 +41,7 @@ from cryptomon.events.log import (
 )
 from cryptomon.events.migrations import SchemaError
 from cryptomon.events.types import EventDecodeError
+from cryptomon.http.views.reports import month_days, report_csv, uptime_report
 from cryptomon.projections import MAX_DIFFERENCES, Projections
 from cryptomon.readmodels import fold_log, load_projections, projection_settings
 
@@ -316,6 +319,48 @@ async def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def month(text: str) -> tuple[int, int]:
+    try:
+        return month_days(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+async def run_report(args: argparse.Namespace) -> int:
+    """`report --month YYYY-MM`: the uptime report `/api/reports/uptime` gives for that
+    month, from the read models as of the log's head, or with `--until N` as a replay of
+    the log up to position N builds them (the position a report names: the same numbers)."""
+    config = load_config(args.config)
+    settings = projection_settings(config)
+    async with await open_event_log(database_path(args, config), readonly=True) as store:
+        if args.until is None:
+            progress = ProgressLine("loading the read models", store.head)
+            projections, _ = await load_projections(store, settings, progress)
+        else:
+            if args.until > store.head:
+                print(
+                    f"error: --until {args.until}: the log ends at position {store.head}",
+                    file=sys.stderr,
+                )
+                return 1
+            projections = Projections(settings)
+            progress = ProgressLine("replaying", args.until)
+            await fold_log(projections, store, args.until, progress)
+        progress.finish()
+        position = projections.position
+        chain_hash = await hash_at(store, position) if position else None
+    if args.provider is not None and projections.providers.get(args.provider) is None:
+        print(f"error: --provider: no provider named {args.provider!r} in the log", file=sys.stderr)
+        return 1
+    first_day, end_day = args.month
+    report = uptime_report(projections, first_day, end_day, chain_hash, args.provider)
+    if args.format == "csv":
+        sys.stdout.write(report_csv(report))
+    else:
+        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
+    return 0
+
+
 async def run_export(args: argparse.Namespace) -> int:
     db = database_path(args, load_config(args.config))
     async with await open_event_log(db, readonly=True) as store:
@@ -496,6 +541,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--since", type=parse_time, default=None, metavar="TIME")
     export.add_argument("--until", type=parse_time, default=None, metavar="TIME")
     export.set_defaults(run=run_export)
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="write a month's uptime report (SLA) per provider to stdout, as CSV or JSON",
+    )
+    report.add_argument("--month", type=month, required=True, metavar="YYYY-MM")
+    report.add_argument("--format", choices=("csv", "json"), default="csv")
+    report.add_argument("--provider", default=None, metavar="NAME", help="only this provider")
+    report.add_argument(
+        "--until",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="replay the log up to position N and report from there: a report naming"
+        " position N gives the same numbers",
+    )
+    report.set_defaults(run=run_report)
     copy_log = commands.add_parser(
         "copy-log",
         parents=[common],

@@ -14,10 +14,11 @@ alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -129,7 +130,7 @@ async def iter_log_rows(
     to_position: int | None = None,
     since: float | None = None,
     until: float | None = None,
-) -> AsyncIterator[StoredRow]:
+) -> AsyncGenerator[StoredRow, None]:
     """The whole log, archive and database merged in position order."""
     end = to_position if to_position is not None else 2**63 - 1
     low = since if since is not None else float("-inf")
@@ -158,6 +159,17 @@ async def iter_log_rows(
                 next_archived = await anext(archived, None)  # archived, not yet deleted
             next_live = await anext(live, None)
         yield row
+
+
+async def hash_at(store: EventLog, position: int) -> str | None:
+    """The chain hash of the event at `position`, archived or not; None when the log has
+    no such position."""
+    async with contextlib.aclosing(
+        iter_log_rows(store, after=position - 1, to_position=position)
+    ) as rows:
+        async for row in rows:
+            return row.hash if row.position == position else None
+    return None
 
 
 async def archive_probe_events(

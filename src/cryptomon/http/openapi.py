@@ -36,10 +36,10 @@ def build(endpoints: Sequence[Endpoint]) -> bytes:
             # Its success is the handshake, never a 200.
             responses["101"] = {"description": "Switching Protocols: the WebSocket is open"}
         elif endpoint.response is not None:
-            responses[ok] = {
-                "description": endpoint.ok_description,
-                "content": {"application/json": {"schema": by_type[endpoint.response]}},
-            }
+            content: dict[str, Any] = {"application/json": {"schema": by_type[endpoint.response]}}
+            if endpoint.media_type is not None:
+                content[endpoint.media_type] = {"schema": {"type": "string"}}
+            responses[ok] = {"description": endpoint.ok_description, "content": content}
         elif endpoint.media_type is not None:
             responses[ok] = {
                 "description": endpoint.ok_description,

@@ -47,6 +47,7 @@ from cryptomon.http.views import (
     providers,
     quotes,
     rate_limits,
+    reports,
     scheduler,
     service,
     status,
@@ -81,7 +82,8 @@ class Endpoint:
     body: type[msgspec.Struct] | None = None
     # The status of a success: 201 for a create.
     ok_status: int = 200
-    # Not JSON: its content type, for the document (/metrics' text, a badge's SVG).
+    # Not JSON: its content type, for the document (/metrics' text, a badge's SVG); with
+    # a JSON `response`, the other type it answers in (a report's CSV).
     media_type: str | None = None
     # Runs only for a client allowed to write (`authorization.writes`): the bearer
     # token when one is configured, loopback otherwise.
@@ -371,6 +373,46 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             ),
             Param("provider", "query", "string", max_length=100, description="only this provider"),
         ),
+        errors=(400, 404),
+        cached=True,
+    ),
+    Endpoint(
+        "GET",
+        "/api/reports/uptime",
+        reports.uptime,
+        "An SLA report over whole UTC days: per provider its uptime (time not offline of"
+        " the time monitored, from the status changes in the log), downtime, degraded and"
+        " maintenance minutes, incidents, longest incident and p95 latency; with the log"
+        " position and chain hash it was computed at",
+        schemas.UptimeReport,
+        (
+            Param(
+                "from",
+                "query",
+                "string",
+                "the first day: a UTC midnight, unix seconds or ISO 8601"
+                " (2026-11-01T00:00:00Z); by default the first of this month",
+                moment=True,
+            ),
+            Param(
+                "to",
+                "query",
+                "string",
+                "the end (excluded): a UTC midnight after `from`, at most 400 days later;"
+                " by default the next midnight",
+                moment=True,
+            ),
+            Param("provider", "query", "string", max_length=100, description="only this provider"),
+            Param(
+                "format",
+                "query",
+                "string",
+                "json (the default) or csv: a row per provider, with the period and"
+                " provenance on each",
+                enum=("json", "csv"),
+            ),
+        ),
+        media_type=reports.CSV_TYPE,
         errors=(400, 404),
         cached=True,
     ),

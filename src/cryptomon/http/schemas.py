@@ -451,6 +451,48 @@ class UptimeDaily(Schema, frozen=True):
     providers: list[ProviderUptimeDays]
 
 
+Minutes = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class ProviderUptimeReport(Schema, frozen=True):
+    """One provider over a report's period, from the time it spent in each status (the
+    durations read model), its incidents and its health-probe latency. Monitored time is
+    time `online`, `degraded`, `offline` or `rate_limited`; uptime is the share of it not
+    `offline`. Maintenance (declared or a window) and time not monitored (`unknown`,
+    `unconfigured`, `paused`, not probed) are left out of uptime and given apart."""
+
+    provider: str
+    category: str
+    uptime_percent: UptimePercent | None  # None: no monitored time in the period
+    monitored_minutes: Minutes
+    downtime_minutes: Minutes  # offline
+    degraded_minutes: Minutes
+    rate_limited_minutes: Minutes
+    maintenance_minutes: Minutes  # excluded from uptime
+    not_monitored_minutes: Minutes  # excluded from uptime
+    incidents: Count  # open at some time in the period
+    longest_incident_id: int | None
+    longest_incident_minutes: Minutes | None  # the whole incident's, open ones up to as_of
+    p95_latency_ms: float | None  # of its successful health probes in the period
+    probes: Count  # its health probes in the period
+
+
+class UptimeReport(Schema, frozen=True):
+    """Uptime per provider over whole UTC days [from, to). Provenance: computed from the
+    read models at log `position`, whose event has hash `chain_hash`; time is counted up
+    to each provider's last health probe, the newest at `as_of`. `verify --position N
+    --hash H` checks a log holds that position, and `report --until N` computes the same
+    report from it."""
+
+    from_: str = msgspec.field(name="from")
+    to: str
+    position: int
+    chain_hash: str | None  # None for an empty log
+    as_of: str | None  # None before any health probe
+    count: int
+    providers: list[ProviderUptimeReport]
+
+
 class RateLimitList(Schema, frozen=True):
     count: int
     rate_limits: list[RateLimitView]

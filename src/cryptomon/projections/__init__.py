@@ -26,6 +26,7 @@ from cryptomon.projections.alerts import (
 )
 from cryptomon.projections.base import Handler, Projection, StateT
 from cryptomon.projections.chains import ChainsProjection
+from cryptomon.projections.durations import DurationsProjection
 from cryptomon.projections.failures import FailureAnalysis, FailuresProjection
 from cryptomon.projections.incidents import INCIDENT_KINDS, IncidentsProjection
 from cryptomon.projections.maintenance import MaintenanceProjection
@@ -133,6 +134,7 @@ _KINDS: tuple[type[Projection[Any]], ...] = (
     QuotesProjection,
     ProvidersProjection,
     MetricsProjection,
+    DurationsProjection,
     AlertsProjection,
     IncidentsProjection,
     RateLimitsProjection,
@@ -146,6 +148,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "providers": ("maintenance", "chains", "quotes", "alerts"),
     "alerts": ("maintenance", "providers"),
     "incidents": ("alerts",),
+    "durations": ("providers",),
     "metrics": ("maintenance",),
 }
 
@@ -201,6 +204,7 @@ class Projections:
         self.quotes = QuotesProjection(self.settings)
         self.providers = ProvidersProjection(self.settings)
         self.metrics = MetricsProjection(self.settings)
+        self.durations = DurationsProjection(self.settings)
         self.alerts = AlertsProjection(self.settings)
         self.incidents = IncidentsProjection(self.settings)
         self.rate_limits = RateLimitsProjection(self.settings)
@@ -214,6 +218,7 @@ class Projections:
             self.quotes,
             self.providers,
             self.metrics,
+            self.durations,
             self.alerts,
             self.incidents,
             self.rate_limits,
@@ -300,6 +305,9 @@ class Projections:
         if notices and self._incidents:
             # Incidents follow the alerts this event raised, acknowledged and resolved.
             notices += self.incidents.observe(notices)
+        if notices and self._durations:
+            # The time in each status follows the status changes this event made.
+            self.durations.observe(notices)
         return notices
 
     def _route(self) -> None:
@@ -310,6 +318,7 @@ class Projections:
         # Whether status changes and judgements are followed (by providers and alerts).
         self._judges = "providers" in self.folds
         self._incidents = "incidents" in self.folds
+        self._durations = "durations" in self.folds
         forward = self.providers.judge if self._judges else None
         # The folds that ask whether a probe is in a maintenance window.
         windows = self.maintenance if "maintenance" in self.folds else None

@@ -29,7 +29,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -176,9 +175,7 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
         return _encoder.encode(uptime_report(projections, first_day, end_day, chain_hash))
 
     def one() -> bytes:
-        return _encoder.encode(
-            uptime_report(projections, first_day, end_day, chain_hash, names[0])
-        )
+        return _encoder.encode(uptime_report(projections, first_day, end_day, chain_hash, names[0]))
 
     report = msgspec.json.decode(every())
     for index, minutes in expected.items():

@@ -103,7 +103,8 @@ def hadolint() -> str:
 
 
 def test_the_dockerfile_passes_hadolint(tmp_path: Path) -> None:
-    # HOME and XDG_CONFIG_HOME empty: no hadolint.yaml of this machine's relaxes a rule.
+    # HOME and XDG_CONFIG_HOME an empty directory: no hadolint.yaml of this machine's
+    # relaxes a rule.
     result = subprocess.run(
         [hadolint(), "--no-color", str(DOCKERFILE)],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
@@ -182,14 +183,13 @@ class Served:
 
     def stop(self) -> str:
         """Stop it as `docker stop` does (SIGTERM) and give all it printed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
         assert self.process.stdout is not None
-        if not self.process.stdout.closed:
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGTERM)
-            self.output += self.process.stdout.read()
-            self.process.stdout.close()
-        assert self.process.wait(timeout=30) == 0, self.output
-        return self.output
+        output = self.output + self.process.stdout.read()
+        self.process.stdout.close()
+        assert self.process.wait(timeout=30) == 0, output
+        return output
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # PyYAML: schemathesis, in the test extra, depends on it
 from ci import IN_CI
 from standins import closed_port
 from test_service import free_port

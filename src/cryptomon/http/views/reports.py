@@ -27,6 +27,7 @@ from cryptomon.http.views import log_of, models_of, respond
 from cryptomon.isotime import iso_time
 from cryptomon.projections import Projections
 from cryptomon.projections.durations import DAY, TimeKind
+from cryptomon.projections.notices import Incident
 
 CSV_TYPE = "text/csv"
 # The longest period a report covers: the metrics and durations keep 400 days by default.
@@ -58,6 +59,11 @@ def uptime_report(
     they were monitored in), or only `provider`."""
     durations = projections.durations
     as_of = durations.state.as_of
+    # Every incident open at some time in the period, by provider: one pass for them all.
+    incidents_of: dict[str, list[Incident]] = {}
+    for incident in projections.incidents.query(provider=provider, since=first_day):
+        if incident.started_at < end_day:
+            incidents_of.setdefault(incident.provider, []).append(incident)
     rows = []
     for state in projections.providers.all(removed=True):
         if provider is not None and state.name != provider:
@@ -67,11 +73,7 @@ def uptime_report(
         if state.removed and not monitored and provider is None:
             continue  # gone before the period: not part of it
         offline = seconds["offline"]
-        incidents = [
-            incident
-            for incident in projections.incidents.query(provider=state.name, since=first_day)
-            if incident.started_at < end_day
-        ]
+        incidents = incidents_of.get(state.name, [])
         longest = max(
             incidents,
             key=lambda i: (i.ended_at if i.ended_at is not None else as_of) - i.started_at,

@@ -57,7 +57,8 @@ ENDPOINTS = (*routes.ENDPOINTS, *feed.ENDPOINTS)
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
-    store = await open_event_log(app[SETTINGS].database)
+    settings = app[SETTINGS]
+    store = await open_event_log(settings.database, archive=settings.config.storage.archive_path)
     app[STORE] = store
     try:
         yield

@@ -1068,6 +1068,7 @@ async def test_api_and_metrics_show_each_channel(
 
     found = await settled()
     assert found["ops"]["pending"] == 0 and found["ops"]["last_delivered_at"].endswith("Z")
+    assert found["ops"]["delivering"] and found["dead"]["delivering"]  # SQLite: every channel
     dead = found["dead"]
     assert (dead["pending"], dead["retrying"], dead["failed"], dead["delivered"]) == (1, 1, 1, 0)
     assert dead["last_error"] == "cannot connect: Connection refused"

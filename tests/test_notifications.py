@@ -128,6 +128,7 @@ class Receiver:
         self.fail_next = 0
         self.hang_next = 0
         self.hanging = asyncio.Event()
+        self.hung: list[Received] = []  # the requests it never answered
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -163,6 +164,7 @@ class Receiver:
         self.requests.append(received)
         if self.hang_next:
             self.hang_next -= 1
+            self.hung.append(received)
             self.hanging.set()
             await asyncio.Event().wait()  # until the client gives up
         if self.fail_next:

@@ -322,7 +322,7 @@ class Notifier:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        log.info("notifications: channels %s are delivered elsewhere now", sorted(names))
+        log.info("notifications: channels %s let go (their lock is gone)", sorted(names))
 
     async def _take(self, names: set[str]) -> None:
         """Start deriving and delivering `names`, each from its own checkpoint."""

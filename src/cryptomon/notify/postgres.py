@@ -81,6 +81,7 @@ class PostgresOutbox:
         self._turn = asyncio.Lock()  # one statement at a time on the one session
         self._locked: set[int] = set()
         self._task: asyncio.Task[None] | None = None
+        self._failing = False  # the last round failed
         self.held: frozenset[str] = frozenset()
         self.changed = asyncio.Event()
 
@@ -114,30 +115,38 @@ class PostgresOutbox:
             await self._round()
 
     async def _round(self) -> None:
-        """Take each channel's lock that is free. A failure is the session's end."""
+        """Take each channel's lock that is free, or see that the session holding them is
+        still there. A failure is the session's end; the next session is opened a round
+        later, which gives the other instances a round to take the locks first."""
         async with self._turn:
-            had = self._conn is not None
             try:
-                if self._conn is None or self._conn.is_closed():
-                    await self._disconnect()
+                if self._conn is not None and self._conn.is_closed():
+                    raise ConnectionResetError("the session ended")
+                if self._conn is None:
                     self._conn = await asyncpg.connect(
                         self._url, command_timeout=COMMAND_TIMEOUT_SECONDS
                     )
-                for key in set(self._keys.values()) - self._locked:
+                free = set(self._keys.values()) - self._locked
+                for key in free:
                     if await self._conn.fetchval(
                         "SELECT pg_try_advisory_lock($1, $2)", CHANNEL_LOCKS, key
                     ):
                         self._locked.add(key)
+                if not free:
+                    # Nothing to ask for, but the session must still be there: its locks are.
+                    await self._conn.fetchval("SELECT 1")
+                self._failing = False
             except _ERRORS as exc:
-                # Only the type: the text could quote the connection string. Said once
-                # when the session ends, not every round while the database is away.
+                # Only the type: the text could quote the connection string. Said once,
+                # not every round while the database is away.
                 log.log(
-                    logging.WARNING if had else logging.DEBUG,
-                    "notifications: no session on %s (%s); the channels' locks are let go"
-                    " until it is back",
+                    logging.DEBUG if self._failing else logging.WARNING,
+                    "notifications: no session on %s (%s); no channel is delivered here until"
+                    " one is back",
                     self.location,
                     type(exc).__name__,
                 )
+                self._failing = True
                 await self._disconnect()
             self._publish()
 

@@ -81,6 +81,8 @@ FLUSH_ROWS = 500
 # older ones are dropped at start and then at a checkpoint once a day.
 RETENTION_SECONDS = 30 * 86_400.0
 PRUNE_EVERY_SECONDS = 86_400.0
+# After taking channels up failed (the outbox's database), tried again this much later.
+RETAKE_SECONDS = 5.0
 # The projections the notifier folds (its checkpoint holds these alone): alerts, incidents
 # and rate limits give its notices, providers the status changes alerts follow and each
 # provider's category for the channels' filters, chains and quotes the judgements both
@@ -293,8 +295,16 @@ class Notifier:
             try:
                 await self._adopt()
             except StoreError as exc:
-                # The outbox lets its channels go when its database fails: adopted then.
-                log.warning("notifications: taking up channels failed: %s", exc)
+                # Half taken up is no state to stay in: let every channel go, and take them
+                # up again, each from its checkpoint, a little later.
+                log.warning(
+                    "notifications: taking up channels failed (%s); again in %gs",
+                    exc,
+                    RETAKE_SECONDS,
+                )
+                await self._let_go(set(self._active))
+                await asyncio.sleep(RETAKE_SECONDS)
+                self.outbox.changed.set()
 
     async def _adopt(self) -> None:
         """Serve exactly the channels the outbox holds now."""
@@ -307,9 +317,9 @@ class Notifier:
             await self._take(gained)
 
     async def _let_go(self, names: set[str]) -> None:
-        """Stop deriving and delivering `names` at once: another instance holds them now
-        (or will, while the database is away). A request in flight is abandoned; its row
-        stays pending, for the next holder to send (at least once)."""
+        """Stop deriving and delivering `names` at once: their lock is gone (another
+        instance takes them), or taking them up failed. A request in flight is abandoned;
+        its row stays pending, for the next holder to send (at least once)."""
         tasks = [task for name in names if (task := self._deliveries.pop(name, None))]
         for name in names:
             del self._active[name]
@@ -322,7 +332,7 @@ class Notifier:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        log.info("notifications: channels %s let go (their lock is gone)", sorted(names))
+        log.info("notifications: channels %s are not delivered here now", sorted(names))
 
     async def _take(self, names: set[str]) -> None:
         """Start deriving and delivering `names`, each from its own checkpoint."""

@@ -29,7 +29,12 @@ from cryptomon.events.log import (
     StoreWriteError,
     open_event_log,
 )
-from cryptomon.events.migrations import SchemaError, migrations_dir
+from cryptomon.events.migrations import (
+    SchemaError,
+    load_migrations,
+    migrations_dir,
+    postgres_migrations_dir,
+)
 from cryptomon.events.postgres import PostgresEventStore
 from cryptomon.events.sqlite import EventStore
 from cryptomon.events.types import (
@@ -558,8 +563,10 @@ class TestPostgresEventStore(EventStoreContract):
             await store.append("p", [probe(1)])
         async with await PostgresEventStore.open(postgres_url) as store:
             assert store.head == 1
-        versions = await self.query_raw(postgres_url, "SELECT version FROM schema_migrations")
-        assert versions == [(1,)]
+        versions = await self.query_raw(
+            postgres_url, "SELECT version FROM schema_migrations ORDER BY version"
+        )
+        assert versions == [(m.version,) for m in load_migrations(postgres_migrations_dir())]
 
     async def test_two_stores_on_one_database_share_one_gap_free_log(
         self, postgres_url: str

@@ -128,6 +128,7 @@ class Receiver:
         self.fail_next = 0
         self.hang_next = 0
         self.hanging = asyncio.Event()
+        self.hung: list[Received] = []  # the requests it never answered
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -163,6 +164,7 @@ class Receiver:
         self.requests.append(received)
         if self.hang_next:
             self.hang_next -= 1
+            self.hung.append(received)
             self.hanging.set()
             await asyncio.Event().wait()  # until the client gives up
         if self.fail_next:
@@ -1068,6 +1070,7 @@ async def test_api_and_metrics_show_each_channel(
 
     found = await settled()
     assert found["ops"]["pending"] == 0 and found["ops"]["last_delivered_at"].endswith("Z")
+    assert found["ops"]["delivering"] and found["dead"]["delivering"]  # SQLite: every channel
     dead = found["dead"]
     assert (dead["pending"], dead["retrying"], dead["failed"], dead["delivered"]) == (1, 1, 1, 0)
     assert dead["last_error"] == "cannot connect: Connection refused"

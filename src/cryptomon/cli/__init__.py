@@ -33,6 +33,7 @@ from cryptomon.config import Config, ConfigError, describe_checks, describe_prov
 from cryptomon.events.archive import hash_at
 from cryptomon.events.audit import ChainReport, export_jsonl, verify_chain
 from cryptomon.events.log import (
+    EventLog,
     StoredRow,
     StoreError,
     is_postgres_url,
@@ -120,6 +121,13 @@ def database_path(args: argparse.Namespace, config: Config) -> Path | str:
     if text is None:
         text = config.storage.target
     return text if is_postgres_url(text) else Path(text)
+
+
+async def open_log(args: argparse.Namespace, config: Config) -> EventLog:
+    """The log `database_path` names, read-only, with its archive segments: in
+    `--archive-dir`, else the config's storage.archive_dir, else beside a SQLite file."""
+    archive = args.archive_dir if args.archive_dir is not None else config.storage.archive_path
+    return await open_event_log(database_path(args, config), readonly=True, archive=archive)
 
 
 async def run_check_config(args: argparse.Namespace) -> int:
@@ -247,8 +255,8 @@ async def run_verify(args: argparse.Namespace) -> int:
     if args.hash is not None and not re.fullmatch(r"[0-9a-f]{64}", args.hash):
         print("error: --hash: expected 64 hex digits, as a report gives it", file=sys.stderr)
         return 2
-    db = database_path(args, load_config(args.config))
-    async with await open_event_log(db, readonly=True) as store:
+    config = load_config(args.config)
+    async with await open_log(args, config) as store:
         head = store.head
         to_position = None if args.position is None else min(args.position, head)
         progress = ProgressLine("verifying", to_position or head)
@@ -294,7 +302,7 @@ def _check_position(args: argparse.Namespace, report: ChainReport, head: int) ->
 async def run_replay(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     settings = projection_settings(config)
-    async with await open_event_log(database_path(args, config), readonly=True) as store:
+    async with await open_log(args, config) as store:
         progress = ProgressLine("loading live state", store.head)
         live, report = await load_projections(store, settings, progress)
         progress.finish()
@@ -332,7 +340,7 @@ async def run_report(args: argparse.Namespace) -> int:
     the log up to position N builds them (the position a report names: the same numbers)."""
     config = load_config(args.config)
     settings = projection_settings(config)
-    async with await open_event_log(database_path(args, config), readonly=True) as store:
+    async with await open_log(args, config) as store:
         if args.until is None:
             progress = ProgressLine("loading the read models", store.head)
             projections, _ = await load_projections(store, settings, progress)
@@ -362,8 +370,7 @@ async def run_report(args: argparse.Namespace) -> int:
 
 
 async def run_export(args: argparse.Namespace) -> int:
-    db = database_path(args, load_config(args.config))
-    async with await open_event_log(db, readonly=True) as store:
+    async with await open_log(args, load_config(args.config)) as store:
         progress = ProgressLine("exporting", store.head)
         count = await export_jsonl(
             store,
@@ -385,13 +392,14 @@ async def run_copy_log(args: argparse.Namespace) -> int:
     from cryptomon.events.archive import iter_log_rows
     from cryptomon.events.postgres import PostgresEventStore
 
-    source_path = database_path(args, load_config(args.config))
+    config = load_config(args.config)
+    source_path = database_path(args, config)
     if not isinstance(source_path, Path):
         raise StoreError("copy-log copies from a SQLite file: give it with --db PATH")
     if not is_postgres_url(args.to):
         raise StoreError("--to must be a postgresql:// URL")
     async with (
-        await open_event_log(source_path, readonly=True) as source,
+        await open_log(args, config) as source,
         await PostgresEventStore.open(args.to) as target,
     ):
         if target.head != 0:
@@ -480,6 +488,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="read --db from this environment variable instead (keeps a URL's password"
         " out of the process list)",
     )
+    # The commands that read the log: its archive may be elsewhere than the file says.
+    reading = argparse.ArgumentParser(add_help=False, parents=[common])
+    reading.add_argument(
+        "--archive-dir",
+        type=lambda text: Path(text).absolute(),
+        default=None,
+        metavar="DIR",
+        help="the archive segments' directory (default: the config's storage.archive_dir,"
+        " or beside a SQLite file)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serving = commands.add_parser("serve", parents=[common], help="run the service (the default)")
     serving.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
@@ -511,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=run_check_config)
     verify = commands.add_parser(
-        "verify", parents=[common], help="check the hash chain of the whole log"
+        "verify", parents=[reading], help="check the hash chain of the whole log"
     )
     verify.add_argument(
         "--json",
@@ -530,11 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=run_verify)
     commands.add_parser(
         "replay",
-        parents=[common],
+        parents=[reading],
         help="rebuild every read model from the log and compare with the live state",
     ).set_defaults(run=run_replay)
     export = commands.add_parser(
-        "export", parents=[common], help="write a range of the log as JSON Lines to stdout"
+        "export", parents=[reading], help="write a range of the log as JSON Lines to stdout"
     )
     export.add_argument("--from-position", type=positive_int, default=1, metavar="N")
     export.add_argument("--to-position", type=positive_int, default=None, metavar="M")
@@ -543,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=run_export)
     report = commands.add_parser(
         "report",
-        parents=[common],
+        parents=[reading],
         help="write a month's uptime report (SLA) per provider to stdout, as CSV or JSON",
     )
     report.add_argument("--month", type=month, required=True, metavar="YYYY-MM")
@@ -560,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(run=run_report)
     copy_log = commands.add_parser(
         "copy-log",
-        parents=[common],
+        parents=[reading],
         help="copy a SQLite log (--db) into an empty PostgreSQL database with its hash chain",
     )
     copy_log.add_argument("--to", required=True, metavar="URL", help="postgresql:// URL")

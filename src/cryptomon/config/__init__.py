@@ -111,6 +111,10 @@ class StorageConfig(_Table, frozen=True):
     # Probe events older than this move out of the database into archive
     # segments (the rollups keep their history); unset keeps every event.
     archive_after: str | None = None
+    # Where the segments are: an absolute path. Unset: beside the SQLite file
+    # (`<database>.archive`); a log on PostgreSQL needs it to archive, and every instance
+    # and audit must see the same directory.
+    archive_dir: str | None = None
     snapshot_interval: str = "5m"
     # Closed incidents are kept this long after they ended (by the events' time).
     incident_retention: str = "90d"
@@ -124,6 +128,10 @@ class StorageConfig(_Table, frozen=True):
     def target(self) -> str:
         """Where the event log lives: the PostgreSQL URL if set, else the SQLite file."""
         return self.url if self.url is not None else self.database
+
+    @property
+    def archive_path(self) -> Path | None:
+        return None if self.archive_dir is None else Path(self.archive_dir)
 
     @property
     def archive_after_seconds(self) -> float | None:
@@ -671,6 +679,16 @@ def _check_storage_url(text: str) -> None:
         )
 
 
+def _check_archive_dir(text: str) -> None:
+    if "\0" in text:
+        raise ValueError("a path cannot hold a NUL character")
+    if not Path(text).is_absolute():
+        raise ValueError(
+            f"{text!r} is relative: expected an absolute path (instances, and verify or"
+            " replay run from any directory, must all find the same segments)"
+        )
+
+
 def _default_degraded_latency(timeout: float) -> float:
     return (
         DEFAULT_DEGRADED_LATENCY_SECONDS
@@ -852,6 +870,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
 # Where a name means something else in one table: (table class, key).
 _TABLE_FIELD_CHECKS: dict[tuple[str, str], Callable[[Any], object]] = {
     ("StorageConfig", "url"): _check_storage_url,
+    ("StorageConfig", "archive_dir"): _check_archive_dir,
     ("ProviderConfig", "headers"): _check_probe_headers,
     ("Collection", "headers"): _check_probe_headers,
     ("MaintenanceConfig", "duration"): _check_window_duration,
@@ -1420,22 +1439,20 @@ class BodyError(ValueError):
         self.problem = problem
 
 
+# Also said when --db names a PostgreSQL log the file did not (http.settings).
+ARCHIVE_DIR_NEEDED = (
+    "archive_after on PostgreSQL writes its segments to storage.archive_dir: set it to an"
+    " absolute path that every instance can write (a shared directory)"
+)
+
+
 def _check_storage(sections: dict[str, Any], problems: _Problems) -> None:
-    """Features that keep their data beside a SQLite file are not there on PostgreSQL yet."""
+    """A log on PostgreSQL has no file to put archive segments beside."""
     storage = sections.get("storage")
     if not isinstance(storage, StorageConfig) or storage.url is None:
         return
-    if storage.archive_after is not None:
-        problems.add(
-            "storage.archive_after",
-            "archiving writes segments beside the SQLite file: not available with storage.url",
-        )
-    if sections.get("notifications"):
-        problems.add(
-            "notifications",
-            "notification channels keep their outbox in the SQLite file: not available with"
-            " storage.url (PostgreSQL) yet",
-        )
+    if storage.archive_after is not None and storage.archive_dir is None:
+        problems.add("storage.archive_dir", ARCHIVE_DIR_NEEDED)
 
 
 def _decode_status_page(

@@ -1,14 +1,16 @@
 """Retention: old probe events move out of the live database into compressed
-JSON Lines segments beside it, and the log reads on across both.
+JSON Lines segments in the log's archive directory, and the log reads on across both.
 
 Each archived line holds every stored field of its event, so the hash chain
 stays verifiable across archive and database. Segments are written whole
 (temporary file, fsync, rename) before their rows are deleted; a crash between
 the two leaves a row in both places, which readers take once.
 
-Archiving needs a log that is a file (`EventLog.path`: SQLite's): the segments sit
-beside it. On any other event log there are no segments and the log is the database
-alone.
+The directory is `EventLog.archive`: `storage.archive_dir`, or beside a SQLite file.
+A log without one (PostgreSQL given none) has no segments: it is the database alone.
+One process archives at a time (`EventLog.archiving`); another may read meanwhile, so a
+reader that finds positions missing from the database lists the segments again before
+it calls them missing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import contextlib
 import gzip
 import os
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 import msgspec
@@ -65,18 +67,27 @@ class ArchiveError(RuntimeError):
     pass
 
 
+class ArchiveBusyError(ArchiveError):
+    """Another instance of the log is archiving."""
+
+
 def archive_dir(database: Path) -> Path:
+    """Where a SQLite file's segments go unless `storage.archive_dir` says otherwise."""
     return database.with_name(database.name + ".archive")
 
 
 def log_segments(store: EventLog) -> list[tuple[int, int, Path]]:
-    """The archive segments of `store`'s log (none unless it is a file)."""
-    return segments(store.path) if store.path is not None else []
+    """The archive segments of `store`'s log (none when it has no archive directory)."""
+    return segments_in(store.archive) if store.archive is not None else []
 
 
 def segments(database: Path) -> list[tuple[int, int, Path]]:
+    """The segments beside a SQLite file, in their default directory."""
+    return segments_in(archive_dir(database))
+
+
+def segments_in(directory: Path) -> list[tuple[int, int, Path]]:
     """(first position, last position, file) of each segment, in order."""
-    directory = archive_dir(database)
     if not directory.is_dir():
         return []
     found = []
@@ -106,9 +117,9 @@ def _read_segment(path: Path) -> Iterator[list[StoredRow]]:
         yield batch
 
 
-async def iter_archived_rows(database: Path, after: int = 0) -> AsyncIterator[StoredRow]:
+async def iter_archived_rows(directory: Path, after: int = 0) -> AsyncGenerator[StoredRow, None]:
     """Archived rows after `after` in position order, decompressed off the loop."""
-    for _first, last, path in segments(database):
+    for _first, last, path in segments_in(directory):
         if last <= after:
             continue
         reader = _read_segment(path)
@@ -118,7 +129,7 @@ async def iter_archived_rows(database: Path, after: int = 0) -> AsyncIterator[St
                     yield row
 
 
-async def _no_rows() -> AsyncIterator[StoredRow]:
+async def _no_rows() -> AsyncGenerator[StoredRow, None]:
     return
     yield
 
@@ -135,13 +146,33 @@ async def iter_log_rows(
     end = to_position if to_position is not None else 2**63 - 1
     low = since if since is not None else float("-inf")
     high = until if until is not None else float("inf")
-    archived = aiter(
-        iter_archived_rows(store.path, after) if store.path is not None else _no_rows()
-    )
+    directory = store.archive
+
+    def archive_after(position: int) -> AsyncGenerator[StoredRow, None]:
+        return iter_archived_rows(directory, position) if directory is not None else _no_rows()
+
+    archived = archive_after(after)
     live = aiter(store.iter_rows(after=after, to_position=to_position, since=since, until=until))
     next_archived = await anext(archived, None)
     next_live = await anext(live, None)
+    # Positions are gap-free, so a whole-log read that finds some missing from the
+    # database may have met another process archiving them after it listed the segments
+    # (they are in a segment before they leave the database): list again, once a gap.
+    whole = since is None and until is None
+    last, relisted_after = after, -1
     while next_archived is not None or next_live is not None:
+        if (
+            whole
+            and directory is not None
+            and next_live is not None
+            and next_live.position > last + 1
+            and (next_archived is None or next_archived.position > last + 1)
+            and relisted_after != last
+        ):
+            relisted_after = last
+            await archived.aclose()
+            archived = archive_after(last)
+            next_archived = await anext(archived, None)
         if next_live is None or (
             next_archived is not None and next_archived.position < next_live.position
         ):
@@ -158,6 +189,7 @@ async def iter_log_rows(
             if next_archived is not None and next_archived.position == row.position:
                 next_archived = await anext(archived, None)  # archived, not yet deleted
             next_live = await anext(live, None)
+        last = row.position
         yield row
 
 
@@ -178,15 +210,27 @@ async def archive_probe_events(
     """Move probe events recorded before `before` (and at or below
     `up_to_position`, which snapshots already cover) into new segments of at
     most `segment_events` each (memory stays bounded however far behind
-    retention is); return how many moved. The log must be a file (`path`)."""
-    database = store.path
-    if database is None:
-        raise ArchiveError(f"the event log at {store.location} is no file to archive beside")
+    retention is); return how many moved. The log needs an archive directory;
+    `ArchiveBusyError` when another instance is archiving it."""
+    directory = store.archive
+    if directory is None:
+        raise ArchiveError(
+            f"the event log at {store.location} has no archive directory: set storage.archive_dir"
+        )
+    async with store.archiving() as ours:
+        if not ours:
+            raise ArchiveBusyError(f"another instance is archiving the log at {store.location}")
+        return await _archive(store, directory, before, up_to_position, segment_events)
+
+
+async def _archive(
+    store: EventLog, directory: Path, before: float, up_to_position: int, segment_events: int
+) -> int:
     # The newest row stays: the store finds its head and last hash in the database.
     up_to_position = min(up_to_position, store.head - 1)
     moved = 0
     while True:
-        known = segments(database)
+        known = segments_in(directory)
         after = known[-1][1] if known else 0
         rows: list[StoredRow] = []
         async for row in store.iter_rows(
@@ -197,7 +241,6 @@ async def archive_probe_events(
                 break
         if not rows:
             return moved
-        directory = archive_dir(database)
         target = directory / f"segment-{rows[0].position:012d}-{rows[-1].position:012d}.jsonl.gz"
         await asyncio.to_thread(_write_segment, target, rows)
         await store.delete_positions([row.position for row in rows])

@@ -239,6 +239,7 @@ class QueuedLog:
     queries: Queries
     # The capabilities a caller asks for (see `EventLog`): none, unless a backend has them.
     path: Path | None = None
+    archive: Path | None = None
     single_writer = False
     supports_exclusive = False
 
@@ -300,9 +301,6 @@ class QueuedLog:
 
     async def exclusive(self, work: Callable[[Any], Awaitable[T]]) -> T:
         raise StoreError(f"the event log at {self.location} runs no work on its connection")
-
-    async def delete_positions(self, positions: Sequence[int]) -> None:
-        raise StoreError(f"the event log at {self.location} keeps every event: none archived")
 
     # ---- lifecycle -----------------------------------------------------------
 

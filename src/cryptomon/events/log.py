@@ -10,14 +10,15 @@ PostgreSQL.
 
 What only some backends can do is on the interface too, as a capability a caller
 asks for (`path`, `single_writer`, `supports_exclusive`) rather than a type it checks:
-a log on a database server has no file to archive beside or to hand a second process,
-other instances append to it, and the notification outbox's tables are SQLite's.
+a log on a database server has no file to hand a second process, other instances
+append to it, and it runs no work on a SQLite connection.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -251,8 +252,18 @@ class EventLog(Protocol):
     @property
     def path(self) -> Path | None:
         """The database file, when the log is one file on this machine (SQLite): another
-        process may open it read-only, and retention archives beside it. None for a log
-        on a database server (PostgreSQL)."""
+        process may open it read-only. None for a log on a database server (PostgreSQL)."""
+
+    @property
+    def archive(self) -> Path | None:
+        """The directory of the log's archive segments (retention): `storage.archive_dir`
+        when given, else beside a SQLite file (`<file>.archive`); None for a server log
+        given none, which then has no archive."""
+
+    def archiving(self) -> AbstractAsyncContextManager[bool]:
+        """For the block, the right to move rows into the archive: True when this process
+        has it, False while another instance of the log archives (PostgreSQL's advisory
+        lock; a SQLite file has one writing process, which always has it)."""
 
     @property
     def single_writer(self) -> bool:
@@ -262,16 +273,15 @@ class EventLog(Protocol):
 
     @property
     def supports_exclusive(self) -> bool:
-        """Whether `exclusive` runs work on the log's own SQLite connection (where the
-        notification outbox keeps its tables)."""
+        """Whether `exclusive` runs work on the log's own SQLite connection (where a SQLite
+        log's notification outbox keeps its tables)."""
 
     async def exclusive(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run `work` on the writer's connection between two commits; a `StoreError`
         where `supports_exclusive` is False."""
 
     async def delete_positions(self, positions: Sequence[int]) -> None:
-        """Remove rows archived beside the log's file (retention); a `StoreError` where
-        `path` is None."""
+        """Remove rows written to the archive (retention), under `archiving`."""
 
 
 def is_postgres_url(target: str | Path) -> bool:
@@ -307,12 +317,18 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts)
 
 
-async def open_event_log(target: str | Path, *, readonly: bool = False, **options: Any) -> EventLog:
-    """Open the log at `target`: a `postgresql://` URL, or else a SQLite file path."""
+async def open_event_log(
+    target: str | Path, *, readonly: bool = False, archive: Path | None = None, **options: Any
+) -> EventLog:
+    """Open the log at `target`: a `postgresql://` URL, or else a SQLite file path. Its
+    archive segments are in `archive` (`storage.archive_dir`), or else beside a SQLite
+    file."""
     if is_postgres_url(target):
         from cryptomon.events.postgres import PostgresEventStore
 
-        return await PostgresEventStore.open(str(target), readonly=readonly, **options)
+        return await PostgresEventStore.open(
+            str(target), readonly=readonly, archive=archive, **options
+        )
     from cryptomon.events.sqlite import EventStore
 
-    return await EventStore.open(Path(target), readonly=readonly, **options)
+    return await EventStore.open(Path(target), readonly=readonly, archive=archive, **options)

@@ -15,6 +15,10 @@ never loses it. Subscribers keep only a position and read forward, from a ring o
 this process's own commits or from the database, so every process's live feed
 carries every process's events.
 
+Retention archives old probe events into segments in a configured directory
+(`archive`); one instance at a time, under an advisory lock (`archiving`), since
+every instance runs the daily job.
+
 The URL's password is a secret: the store shows `location` (password masked) in
 every message, and scrubs it from driver errors.
 """
@@ -27,7 +31,8 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -56,6 +61,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "cryptomon_events"
 # The advisory lock that keeps two instances starting at once from both migrating.
 _MIGRATION_LOCK = 0x6372_7970_746F
+# The advisory lock (class, key) the instance that archives holds (probing/leases.py and
+# notify/postgres.py number the other classes).
+ARCHIVE_LOCK = (0x636D0005, 0)
 _COPY_COLUMNS = [*(name.strip() for name in COLUMNS.split(",")), "label"]
 _LOCK_HEAD = "SELECT position, hash, recorded_at FROM log_head WHERE id = 1 FOR UPDATE"
 _SET_HEAD = "UPDATE log_head SET position = $1, hash = $2, recorded_at = $3 WHERE id = 1"
@@ -99,10 +107,12 @@ class PostgresEventStore(QueuedLog):
         ring_capacity: int = 8192,
         poll_interval: float = 1.0,
         pool_size: int = 4,
+        archive: Path | None = None,
     ) -> None:
         super().__init__(
             readonly=readonly, clock=clock, max_batch=max_batch, ring_capacity=ring_capacity
         )
+        self.archive = archive
         self._url = url  # holds the password: never shown; `location` is what is shown
         self._poll_interval = poll_interval
         self._pool_size = pool_size
@@ -377,6 +387,44 @@ class PostgresEventStore(QueuedLog):
         except _CONNECTION_ERRORS as exc:
             raise StoreWriteError(
                 f"snapshot to {self.location} failed: {self._reason(exc)}"
+            ) from None
+
+    @contextlib.asynccontextmanager
+    async def archiving(self) -> AsyncIterator[bool]:
+        """The archive lock, on a connection of its own for the block: a session lock
+        (no transaction held open while segments are written), released when the
+        connection closes, so an instance killed while archiving leaves it free."""
+        if self._closing or self.readonly:
+            raise StoreClosedError(f"the event store at {self.location} is not open for writing")
+        try:
+            conn = await asyncpg.connect(self._url, command_timeout=COMMAND_TIMEOUT_SECONDS)
+        except _CONNECTION_ERRORS as exc:
+            raise StoreWriteError(
+                f"cannot take the archive lock on {self.location}: {self._reason(exc)}"
+            ) from None
+        try:
+            try:
+                held = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *ARCHIVE_LOCK)
+            except _CONNECTION_ERRORS as exc:
+                raise StoreWriteError(
+                    f"the archive lock on {self.location} failed: {self._reason(exc)}"
+                ) from None
+            yield bool(held)
+        finally:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await conn.close(timeout=5)
+
+    async def delete_positions(self, positions: Sequence[int]) -> None:
+        """Remove rows written to the archive (retention). The head stays in `log_head`."""
+        if self._closing or self.readonly:
+            raise StoreClosedError(f"the event store at {self.location} is not open for writing")
+        try:
+            await self._readers().pool.execute(
+                "DELETE FROM events WHERE position = ANY($1::bigint[])", list(positions)
+            )
+        except _CONNECTION_ERRORS as exc:
+            raise StoreWriteError(
+                f"deleting archived rows from {self.location} failed: {self._reason(exc)}"
             ) from None
 
 

@@ -7,7 +7,7 @@ ids), and commits the accepted ones in one transaction (`BEGIN IMMEDIATE`,
 committed. Reads and subscriptions are `core`'s, over a second, query-only connection.
 
 Only here: `exclusive` (work on the writer's connection between commits, which the
-notification outbox and retention use) and `delete_positions` (retention).
+notification outbox and retention use).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
+from cryptomon.events.archive import archive_dir
 from cryptomon.events.core import COLUMNS, Append, BetweenCommits, Queries, QueuedLog, plan_batch
 from cryptomon.events.log import StoreClosedError, StoreError, StoreLockedError, StoreWriteError
 from cryptomon.events.migrations import (
@@ -70,11 +71,13 @@ class EventStore(QueuedLog):
         max_batch: int = 5000,
         ring_capacity: int = 8192,
         busy_timeout_ms: int = 5000,
+        archive: Path | None = None,
     ) -> None:
         super().__init__(
             readonly=readonly, clock=clock, max_batch=max_batch, ring_capacity=ring_capacity
         )
         self.path = path
+        self.archive = archive if archive is not None else archive_dir(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._writer_conn: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -261,6 +264,11 @@ class EventStore(QueuedLog):
             await conn.execute("COMMIT")
 
         await self.exclusive(write)
+
+    @contextlib.asynccontextmanager
+    async def archiving(self) -> AsyncIterator[bool]:
+        # The file's lock makes this the only process writing the log: nobody else archives.
+        yield True
 
     async def delete_positions(self, positions: Sequence[int]) -> None:
         """Remove rows that have been archived elsewhere (retention)."""

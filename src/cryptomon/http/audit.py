@@ -35,9 +35,12 @@ class WalkFailed(StoreError):
     """The fresh walk could not run or did not answer (a 503, like storage failures)."""
 
 
-def verify_command(database: Path | str) -> tuple[list[str], dict[str, str]]:
-    """The child's arguments and environment for a walk of `database`."""
+def verify_command(database: Path | str, archive: Path | None) -> tuple[list[str], dict[str, str]]:
+    """The child's arguments and environment for a walk of `database` and its `archive`
+    (the store's: the child reads no config)."""
     command = [sys.executable, "-m", "cryptomon", "verify", "--json"]
+    if archive is not None:
+        command += ["--archive-dir", str(archive)]
     environ = dict(os.environ)
     if is_postgres_url(database):
         environ[DATABASE_ENV] = str(database)
@@ -47,10 +50,10 @@ def verify_command(database: Path | str) -> tuple[list[str], dict[str, str]]:
     return command, environ
 
 
-async def walk_in_child(database: Path | str) -> ChainReport:
+async def walk_in_child(database: Path | str, archive: Path | None) -> ChainReport:
     """Run `python -m cryptomon verify --json` on `database`; its report. Killed if
     this process stops waiting for it (the service stops)."""
-    command, environ = verify_command(database)
+    command, environ = verify_command(database, archive)
     try:
         child = await asyncio.create_subprocess_exec(
             *command,
@@ -100,6 +103,6 @@ async def audit_verify(request: web.Request) -> web.Response:
 
 
 async def audit_verify_afresh(request: web.Request) -> web.Response:
-    database = request.app[SETTINGS].database
-    await request.app[READ_MODELS].chain.walk_afresh(lambda: walk_in_child(database))
+    database, archive = request.app[SETTINGS].database, request.app[STORE].archive
+    await request.app[READ_MODELS].chain.walk_afresh(lambda: walk_in_child(database, archive))
     return respond(_status(request))

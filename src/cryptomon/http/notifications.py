@@ -24,6 +24,7 @@ async def notifications(request: web.Request) -> web.Response:
             last_error=stats.last_error,
             last_error_at=iso_time(stats.last_error_at),
             last_delivered_at=iso_time(stats.last_delivered_at),
+            delivering=stats.delivering,
         )
         for stats in notifier.stats()
     ]

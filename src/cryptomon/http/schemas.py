@@ -705,6 +705,9 @@ class NotificationChannelView(Schema, frozen=True):
     last_error: str | None
     last_error_at: str | None
     last_delivered_at: str | None
+    # Whether this instance delivers the channel now: always on SQLite; on PostgreSQL the
+    # holder of its lock, whose counts of pending and retrying rows are the ones to read.
+    delivering: bool
 
 
 class NotificationsView(Schema, frozen=True):

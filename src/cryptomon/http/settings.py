@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptomon.config import Config, ConfigError, ProviderConfig
+from cryptomon.config import ARCHIVE_DIR_NEEDED, Config, ConfigError, ProviderConfig
 from cryptomon.events.log import is_postgres_url, mask_url
 
 
@@ -60,9 +61,11 @@ class Settings:
     ) -> Settings:
         """Flags win over the file; the tokens come from the env vars the file names."""
         api_token = environ.get(config.server.api_token_env) or None
+        target = database if database is not None else _storage_target(config.storage.target)
+        _check_archive(config, target)
         return cls(
             config=config,
-            database=database if database is not None else _storage_target(config.storage.target),
+            database=target,
             host=host if host is not None else config.server.host,
             port=port if port is not None else config.server.port,
             api_token=api_token,
@@ -102,3 +105,28 @@ def _read_token(config: Config, environ: Mapping[str, str], api_token: str | Non
 
 def _storage_target(text: str) -> Path | str:
     return text if is_postgres_url(text) else Path(text)
+
+
+def _check_archive(config: Config, database: Path | str) -> None:
+    """With archiving on, the segments need a directory this process can write: created
+    now if missing, and tried with a file, so a mistake shows at start, not at the first
+    night's archiving."""
+    storage = config.storage
+    if storage.archive_after is None:
+        return
+    where = f"{config.source}: storage.archive_dir"
+    directory = storage.archive_path
+    if directory is None:
+        if isinstance(database, str):  # --db named a PostgreSQL log the file did not
+            raise ConfigError([f"{where}: {ARCHIVE_DIR_NEEDED}"])
+        return  # beside the SQLite file, as ever
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError([f"{where}: {directory} is not a directory"])
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            [f"{where}: cannot write archive segments to {directory}: {exc.strerror}"]
+        ) from None

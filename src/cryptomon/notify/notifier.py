@@ -23,6 +23,14 @@ interval sends at most one, and acknowledging stops them.
 
 Without a checkpoint (the first start with channels) it starts from the log's
 head: what happened before notifications were configured is not announced.
+
+Where it stores rows and checkpoints, and which channels this process serves, is the
+`Outbox`'s: on SQLite every channel, always; on PostgreSQL, shared by several instances,
+each channel is derived and delivered by the one instance holding its lock
+(`notify.postgres`), and the checkpoint is per channel. A channel this process comes to
+hold (its holder died) is taken from its own checkpoint: if that is behind the
+projections, they start again from it (the channels already held skip the notices they
+stored), and its pending rows are sent. A channel it lets go stops at once.
 """
 
 from __future__ import annotations
@@ -37,12 +45,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
-import aiosqlite
 import msgspec
 
 from cryptomon.config import NotificationChannel
 from cryptomon.events.log import EventLog, StoreError
-from cryptomon.notify import outbox
 from cryptomon.notify.delivery import backoff, create_session, deliver
 from cryptomon.notify.messages import (
     decode,
@@ -54,7 +60,7 @@ from cryptomon.notify.messages import (
     subject_of,
     wanted,
 )
-from cryptomon.notify.outbox import Checkpoint, OutboxRow
+from cryptomon.notify.outbox import Checkpoint, Outbox, OutboxRow, SqliteOutbox
 from cryptomon.projections import (
     INCIDENT_KINDS,
     Notice,
@@ -75,6 +81,8 @@ FLUSH_ROWS = 500
 # older ones are dropped at start and then at a checkpoint once a day.
 RETENTION_SECONDS = 30 * 86_400.0
 PRUNE_EVERY_SECONDS = 86_400.0
+# After taking channels up failed (the outbox's database), tried again this much later.
+RETAKE_SECONDS = 5.0
 # The projections the notifier folds (its checkpoint holds these alone): alerts, incidents
 # and rate limits give its notices, providers the status changes alerts follow and each
 # provider's category for the channels' filters, chains and quotes the judgements both
@@ -101,6 +109,9 @@ class ChannelStats:
     sent_total: int
     failed_attempts_total: int
     gave_up_total: int
+    # Whether this process derives and delivers the channel now (on PostgreSQL another
+    # instance may: the counts of pending rows are then that one's to tell).
+    delivering: bool
 
 
 @dataclass(slots=True)
@@ -141,7 +152,7 @@ class _Channel:
         soonest = min(row.next_attempt_at for row in self.rows.values())
         return max(0.001, max(soonest, self.blocked_until) - now)
 
-    def stats(self) -> ChannelStats:
+    def stats(self, delivering: bool) -> ChannelStats:
         retrying = sum(1 for row in self.rows.values() if row.attempts)
         return ChannelStats(
             name=self.name,
@@ -157,6 +168,7 @@ class _Channel:
             sent_total=self.sent_total,
             failed_attempts_total=self.failed_attempts_total,
             gave_up_total=self.gave_up_total,
+            delivering=delivering,
         )
 
 
@@ -180,6 +192,7 @@ class Notifier:
         channels: Sequence[NotificationChannel],
         settings: ProjectionSettings,
         *,
+        outbox: Outbox | None = None,
         categories: Mapping[str, str] | None = None,
         environ: Mapping[str, str] = os.environ,
         session: aiohttp.ClientSession | None = None,
@@ -192,13 +205,17 @@ class Notifier:
         checkpoint_every_seconds: float = 300.0,
         renotify_check_every: float | None = None,
     ) -> None:
-        """`categories` maps provider names to categories for providers the log has not
+        """`outbox` is where rows and checkpoints go (by default the SQLite log's own).
+        `categories` maps provider names to categories for providers the log has not
         registered. `clock` is the time re-notification is judged by; deliveries keep wall
         time. Retries wait `retry_base` doubling to `retry_cap` seconds (with jitter); a row
         is given up after `max_attempts` attempts or `give_up_after` seconds."""
         self.store = store
         self.settings = settings
         self.environ = environ
+        self.outbox: Outbox = (
+            outbox if outbox is not None else SqliteOutbox(store, [c.name for c in channels])
+        )
         self.projections = Projections(settings, only=FOLDS)
         self.retry_base = retry_base
         self.retry_cap = retry_cap
@@ -219,81 +236,178 @@ class Notifier:
         if renotify_check_every is None and intervals:
             renotify_check_every = min(60.0, max(1.0, min(intervals) / 10))
         self.renotify_check_every = renotify_check_every
+        self._seed: Projections | None = None
+        # The channels this process derives and delivers, each with the position up to
+        # which its notices were stored before (by its checkpoint's writer): the follower
+        # queues it only those after.
+        self._active: dict[str, int] = {}
         self._buffer: list[OutboxRow] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._deliveries: dict[str, asyncio.Task[None]] = {}
+        self._renotifier: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._checkpoint_position = 0
         self._checkpoint_time = time.monotonic()
         self._caught_up_once = False
         self._pruned_at = time.monotonic()
-        # Every notice up to this position is stored in the outbox.
+        # Every notice of the active channels up to this position is stored in the outbox.
         self.stored_position = 0
         self._progress = asyncio.Event()
 
     @property
     def running(self) -> bool:
-        return self._follower is not None
+        """Whether notifications are on here (channels configured, started), whether or not
+        this process delivers any of them now."""
+        return self._supervisor is not None
 
     @property
     def checkpoint_position(self) -> int:
         return self._checkpoint_position
 
     def stats(self) -> list[ChannelStats]:
-        return [channel.stats() for channel in self._channels.values()]
+        return [channel.stats(name in self._active) for name, channel in self._channels.items()]
 
     # ---- lifecycle ---------------------------------------------------------------
 
     async def start(self, seed: Projections | None = None) -> None:
-        """Restore from the checkpoint and start following and delivering.
+        """Start serving the channels the outbox gives this process, now and as that changes.
 
         Without a checkpoint, start at `seed` (a copy of the read models: cheaper than
         folding the whole log), or else at the log's head."""
-        if self._follower is not None:
+        if self._supervisor is not None:
             return
         if not self._channels:
-            # Nobody to tell: forget the position, so channels added later start from then.
-            if self.store.supports_exclusive:
-                await self._write(outbox.clear_checkpoint)
+            await self._call(self.outbox.forget())
             return
-        checkpoint = await self._write(outbox.load_checkpoint)
-        self.projections, save_now = await self._restore(checkpoint, seed)
+        self._seed = seed
+        await self.outbox.start()
+        if self._session is None:
+            self._session = create_session()
+        self.outbox.changed.clear()
+        await self._adopt()
+        self._supervisor = asyncio.create_task(self._supervise(), name="notify:channels")
+        self._supervisor.add_done_callback(_report)
+
+    async def _supervise(self) -> None:
+        while True:
+            await self.outbox.changed.wait()
+            self.outbox.changed.clear()
+            try:
+                await self._adopt()
+            except StoreError as exc:
+                # Half taken up is no state to stay in: let every channel go, and take them
+                # up again, each from its checkpoint, a little later.
+                log.warning(
+                    "notifications: taking up channels failed (%s); again in %gs",
+                    exc,
+                    RETAKE_SECONDS,
+                )
+                await self._let_go(set(self._active))
+                await asyncio.sleep(RETAKE_SECONDS)
+                self.outbox.changed.set()
+
+    async def _adopt(self) -> None:
+        """Serve exactly the channels the outbox holds now."""
+        held = {name for name in self.outbox.held if name in self._channels}
+        lost = set(self._active) - held
+        if lost:
+            await self._let_go(lost)
+        gained = held - set(self._active)
+        if gained:
+            await self._take(gained)
+
+    async def _let_go(self, names: set[str]) -> None:
+        """Stop deriving and delivering `names` at once: their lock is gone (another
+        instance takes them), or taking them up failed. A request in flight is abandoned;
+        its row stays pending, for the next holder to send (at least once)."""
+        tasks = [task for name in names if (task := self._deliveries.pop(name, None))]
+        for name in names:
+            del self._active[name]
+            self._channels[name].rows.clear()
+        self._buffer = [row for row in self._buffer if row.channel in self._active]
+        if not self._active:
+            tasks += [task for task in (self._follower, self._renotifier) if task is not None]
+            self._follower = self._renotifier = None
+            self._buffer.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("notifications: channels %s are not delivered here now", sorted(names))
+
+    async def _take(self, names: set[str]) -> None:
+        """Start deriving and delivering `names`, each from its own checkpoint."""
+        checkpoints = await self._call(self.outbox.load_checkpoints(names))
+        restart = self._follower is None or any(
+            checkpoint.position < self.projections.position for checkpoint in checkpoints.values()
+        )
+        save_now = False
+        if restart:
+            if self._follower is not None:
+                # The channels held go on from what they stored: skip those notices again.
+                await self._halt_follower()
+                for name in self._active:
+                    self._active[name] = self.projections.position
+            # Without any checkpoint (so with no channel held yet): from the seed.
+            oldest = min(checkpoints.values(), key=lambda c: c.position, default=None)
+            self.projections, save_now = await self._restore(oldest, self._seed)
+            self._checkpoint_position = oldest.position if oldest is not None else 0
+            self._caught_up_once = False
         position = self.projections.position
-        self._checkpoint_position = checkpoint.position if checkpoint is not None else 0
-        now = time.time()
-        pruned = await self._prune()
-        pending = await self._write(outbox.load_pending)
-        counts = await self._write(outbox.channel_counts)
-        for name, count in counts.items():
-            if (channel := self._channels.get(name)) is not None:
+        for name in names:
+            checkpoint = checkpoints.get(name)
+            # No checkpoint: a new channel, which hears of what happens from now on.
+            self._active[name] = max(checkpoint.position, position) if checkpoint else position
+        await self._load_rows(names)
+        if save_now:
+            await self._flush(checkpoint=True)
+        if restart:
+            self._reached(position)
+        log.info(
+            "notifications: %d channels from position %d; %d waiting to be sent",
+            len(names),
+            position,
+            sum(len(self._channels[name].rows) for name in names),
+        )
+        if self._follower is None:
+            self._follower = asyncio.create_task(self._follow(), name="notifier")
+            self._follower.add_done_callback(_report)
+        for name in names:
+            task = asyncio.create_task(
+                self._deliver_loop(self._channels[name]), name=f"notify:{name}"
+            )
+            task.add_done_callback(_report)
+            self._deliveries[name] = task
+        if self.renotify_check_every is not None and self._renotifier is None:
+            self._renotifier = asyncio.create_task(self._renotify_loop(), name="notify:renotify")
+            self._renotifier.add_done_callback(_report)
+
+    async def _load_rows(self, names: set[str]) -> None:
+        """The pending rows and the counts of `names`, from the outbox; which reminder each
+        open alert last had on them."""
+        pruned = await self._prune(names)
+        pending = await self._call(self.outbox.load_pending(names))
+        counts = await self._call(self.outbox.channel_counts())
+        for name in names:
+            channel, count = self._channels[name], counts.get(name)
+            if count is not None:
                 channel.delivered, channel.gave_up = count.delivered, count.failed
                 channel.last_delivered_at = count.last_delivered_at
                 channel.last_error, channel.last_error_at = count.last_error, count.last_error_at
+        now = time.time()
         for row in pending:
-            if (channel := self._channels.get(row.channel)) is not None:
-                row.next_attempt_at = min(row.next_attempt_at, now)  # a restart retries at once
-                channel.rows[row.key] = row
-        await self._recall_reminders()
-        if save_now:
-            await self._flush(checkpoint=True)
-        self._reached(position)
-        if self._session is None:
-            self._session = create_session()
-        log.info(
-            "notifications: %d channels from position %d; %d waiting to be sent%s",
-            len(self._channels),
-            position,
-            sum(len(channel.rows) for channel in self._channels.values()),
-            f"; {pruned} old rows pruned" if pruned else "",
-        )
-        self._follower = asyncio.create_task(self._follow(), name="notifier")
-        for channel in self._channels.values():
-            self._tasks.append(
-                asyncio.create_task(self._deliver_loop(channel), name=f"notify:{channel.name}")
-            )
-        if self.renotify_check_every is not None:
-            self._tasks.append(asyncio.create_task(self._renotify_loop(), name="notify:renotify"))
-        for task in (self._follower, *self._tasks):
-            task.add_done_callback(_report)
+            row.next_attempt_at = min(row.next_attempt_at, now)  # taken up: retried at once
+            self._channels[row.channel].rows[row.key] = row
+        await self._recall_reminders(names)
+        if pruned:
+            log.info("notifications: %d old rows pruned", pruned)
+
+    async def _halt_follower(self) -> None:
+        """Stop following, with what it owes stored and checkpointed."""
+        assert self._follower is not None
+        self._follower.cancel()
+        await asyncio.gather(self._follower, return_exceptions=True)
+        self._follower = None
+        await self._flush(checkpoint=True)
 
     async def _restore(
         self, checkpoint: Checkpoint | None, seed: Projections | None
@@ -341,24 +455,34 @@ class Notifier:
             return projections, True
 
     async def stop(self) -> None:
-        """Apply what is committed, store its rows and a checkpoint, stop delivering.
+        """Apply what is committed, store its rows and a checkpoint, stop delivering, let
+        the channels go.
 
         A request in flight is abandoned; its row stays pending and is sent again at the
-        next start (at least once)."""
-        if self._follower is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(10.0):
-                    await self.wait_for(self.store.head)
-            tasks = [self._follower, *self._tasks]
+        next start, or by the next holder of its channel (at least once)."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()  # no channel taken up or let go from here on
+            if self._follower is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(10.0):
+                        await self.wait_for(self.store.head)
+            tasks = [
+                task
+                for task in (self._supervisor, self._follower, self._renotifier)
+                if task is not None
+            ]
+            tasks += self._deliveries.values()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._follower = None
-            self._tasks.clear()
-            try:
-                await self._flush(checkpoint=True)
-            except StoreError as exc:
-                log.warning("notifications: the last checkpoint was not saved: %s", exc)
+            self._supervisor = self._follower = self._renotifier = None
+            self._deliveries.clear()
+            if self._active:
+                try:
+                    await self._flush(checkpoint=True)
+                except StoreError as exc:
+                    log.warning("notifications: the last checkpoint was not saved: %s", exc)
+            await self.outbox.close()
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -373,16 +497,10 @@ class Notifier:
         signal, self._progress = self._progress, asyncio.Event()
         signal.set()
 
-    async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run `work` on the store's writer. Shielded: a caller cancelled at shutdown must
-        not cancel a write the writer has taken on."""
-        if not self.store.supports_exclusive:
-            # The outbox's tables are in a SQLite log's file; the configuration refuses
-            # channels on any other log (config._check_storage).
-            raise StoreError(
-                f"notification channels need a SQLite event log, not {self.store.location}"
-            )
-        task = asyncio.ensure_future(self.store.exclusive(work))
+    async def _call(self, work: Awaitable[T]) -> T:
+        """Await the outbox's `work`, shielded: a caller cancelled at shutdown must not
+        cancel a write the database has taken on."""
+        task = asyncio.ensure_future(work)
         task.add_done_callback(_consume)
         return await asyncio.shield(task)
 
@@ -422,7 +540,10 @@ class Notifier:
             ):
                 continue  # in a maintenance window nobody is told (alerts are not raised)
             category = self._category(subject.provider)
-            for channel in self._channels.values():
+            for name, stored_up_to in self._active.items():
+                channel = self._channels[name]
+                if notice.position <= stored_up_to:
+                    continue  # stored before this process took the channel up
                 if not for_channel(channel.config, subject) or not wanted(
                     channel.config, subject.event, subject.severity, subject.provider, category
                 ):
@@ -461,17 +582,17 @@ class Notifier:
             self._checkpoint_position = position
             self._checkpoint_time = time.monotonic()
             if self._checkpoint_time - self._pruned_at >= PRUNE_EVERY_SECONDS:
-                await self._prune()
+                await self._prune(set(self._active))
         self._reached(position)
 
-    async def _prune(self) -> int:
+    async def _prune(self, names: set[str]) -> int:
         """Drop finished rows past retention (those the checkpoint covers: see outbox.prune).
         The counts shown keep them: delivered and failed count the whole history of the
         outbox until the next start."""
         before, covered = time.time() - RETENTION_SECONDS, self._checkpoint_position
         self._pruned_at = time.monotonic()
         try:
-            return await self._write(lambda conn: outbox.prune(conn, before, covered))
+            return await self._call(self.outbox.prune(before, covered, names))
         except StoreError as exc:
             log.warning("notifications: pruning the outbox failed: %s", exc)
             return 0
@@ -479,18 +600,20 @@ class Notifier:
     async def _store(self, rows: list[OutboxRow], checkpoint: Checkpoint | None) -> int:
         if not rows and checkpoint is None:
             return 0
+        channels = frozenset(self._active)
 
-        async def work(conn: aiosqlite.Connection) -> int:
-            inserted = await outbox.store_rows(conn, rows, checkpoint, time.time())
-            # Queued here, on the writer, so rows committed for a cancelled caller are
-            # delivered all the same.
+        async def work() -> int:
+            inserted = await self.outbox.store_rows(rows, checkpoint, channels, time.time())
+            # Queued in the shielded task, so rows committed for a cancelled caller are
+            # delivered all the same (by this process, while it holds their channel).
             for row in inserted:
-                channel = self._channels[row.channel]
-                channel.rows[row.key] = row
-                channel.wake.set()
+                if row.channel in self._active:
+                    channel = self._channels[row.channel]
+                    channel.rows[row.key] = row
+                    channel.wake.set()
             return len(inserted)
 
-        return await self._write(work)
+        return await self._call(work())
 
     # ---- re-notification -----------------------------------------------------------
 
@@ -519,7 +642,8 @@ class Notifier:
             if windows.covering(incident.provider, now) is None
             and any(a.resolved_at is None and not a.acknowledged for a in incident.alerts)
         ]
-        for channel in self._channels.values():
+        for name in self._active:
+            channel = self._channels[name]
             interval = channel.config.renotify_interval_seconds
             if interval is None:
                 continue
@@ -568,7 +692,7 @@ class Notifier:
                 )
         return await self._store(rows, None)
 
-    async def _recall_reminders(self) -> None:
+    async def _recall_reminders(self, names: set[str]) -> None:
         """Which reminder each open, unacknowledged alert (and each open incident) last had
         on each channel, from the outbox, so a restart does not remind of it again in the
         same interval.
@@ -577,7 +701,8 @@ class Notifier:
         raises them, and a rebuild under other rules (an upgrade) may number them
         otherwise: the same reminder would get another key. So the stored message is
         matched by the alert's name (position, provider, kind) instead, an incident's by
-        the position of the event that opened it and its provider."""
+        the position of the event that opened it and its provider. Only for the channels
+        `names` (taken up now): the others' memory is current."""
         if self.renotify_check_every is None:
             return
         open_alerts = self.projections.alerts.query(acknowledged=False, open_only=True)
@@ -589,15 +714,15 @@ class Notifier:
         }
         incidents_by_name = {(i.position, i.provider): i.id for i in open_incidents}
         since = min([position for position, _, _ in by_name] + [p for p, _ in incidents_by_name])
-        for key, payload in await self._write(lambda conn: outbox.reminders(conn, since)):
+        for key, payload in await self._call(self.outbox.reminders(since)):
             try:
                 note = decode(payload)
                 slot = int(key.rsplit(":", 1)[1])
             except (msgspec.DecodeError, msgspec.ValidationError, IndexError, ValueError):
                 continue
-            channel = self._channels.get(note.channel)
-            if channel is None:
+            if note.channel not in names:
                 continue
+            channel = self._channels[note.channel]
             if note.event == "incident_renotify" and note.incident is not None:
                 name = (note.incident.position, note.provider or "")
                 incident_id = incidents_by_name.get(name)
@@ -665,7 +790,7 @@ class Notifier:
             channel.blocked_until = 0.0
             attempts = row.attempts
             try:
-                await self._write(lambda conn: outbox.mark_delivered(conn, row.key, attempts, at))
+                await self._call(self.outbox.mark_delivered(row.key, attempts, at))
             finally:
                 # The receiver has it whether or not the row was marked: a send to count.
                 channel.sent_total += 1
@@ -695,7 +820,7 @@ class Notifier:
             error,
             delay,
         )
-        await self._write(lambda conn: outbox.mark_failed(conn, row, error, at, gave_up=False))
+        await self._call(self.outbox.mark_failed(row, error, at, gave_up=False))
 
     async def _give_up(self, channel: _Channel, row: OutboxRow, error: str) -> None:
         at = time.time()
@@ -708,7 +833,7 @@ class Notifier:
             row.attempts,
             error,
         )
-        await self._write(lambda conn: outbox.mark_failed(conn, row, error, at, gave_up=True))
+        await self._call(self.outbox.mark_failed(row, error, at, gave_up=True))
         # After the write, as for a delivery: a give-up counted is a give-up stored.
         channel.gave_up += 1
         channel.gave_up_total += 1

@@ -1,19 +1,24 @@
-"""The outbox and the notifier's checkpoint in SQL (migration 0003).
+"""Where the notifier keeps its outbox and checkpoints (`Outbox`), and SQLite's outbox:
+its tables in the log's own file (migration 0003), `SqliteOutbox`.
 
 Every function here runs on the event store's writer connection through
 `EventStore.exclusive`, between commits of the log, and writes in a
 transaction of its own. `store_rows` inserts new rows with INSERT OR IGNORE
 (a re-derived notice finds its key taken and is not queued twice) and, when
 given one, the checkpoint in the same transaction: a checkpoint never covers
-a notice whose row is not stored.
+a notice whose row is not stored. PostgreSQL's outbox is `notify.postgres`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiosqlite
+
+from cryptomon.events.log import EventLog, StoreError
 
 _INSERT = (
     "INSERT OR IGNORE INTO outbox (idempotency_key, channel, position, payload, status,"
@@ -174,3 +179,106 @@ async def mark_failed(
         ("failed" if gave_up else "pending", row.attempts, row.next_attempt_at, error, at, row.key),
     )
     await conn.execute("COMMIT")
+
+
+class Outbox(Protocol):
+    """The notifier's storage, and which of its channels this process derives and delivers
+    now: `held`, which `changed` is set for whenever it changes. A checkpoint is kept per
+    channel: the notifier's projections and the position up to which every notice of that
+    channel is stored (on SQLite, one shared by every channel, all always held)."""
+
+    held: frozenset[str]
+    changed: asyncio.Event
+
+    async def start(self) -> None:
+        """Be ready, `held` known."""
+
+    async def close(self) -> None:
+        """Stop; the channels held are let go."""
+
+    async def forget(self) -> None:
+        """No channel is configured: drop what would make channels added later announce
+        the past (where no other instance may need it)."""
+
+    async def load_checkpoints(self, channels: Collection[str]) -> dict[str, Checkpoint]: ...
+
+    async def load_pending(self, channels: Collection[str]) -> list[OutboxRow]: ...
+
+    async def reminders(self, since_position: int) -> list[tuple[str, bytes]]: ...
+
+    async def channel_counts(self) -> dict[str, ChannelCounts]: ...
+
+    async def prune(self, before: float, up_to_position: int, channels: Collection[str]) -> int:
+        """Drop finished rows of `channels` created before `before`, at or below
+        `up_to_position` (which their checkpoints cover)."""
+
+    async def store_rows(
+        self,
+        rows: Sequence[OutboxRow],
+        checkpoint: Checkpoint | None,
+        channels: Collection[str],
+        now: float,
+    ) -> list[OutboxRow]:
+        """Insert `rows` (keys already stored are left alone) and `checkpoint` as that of
+        `channels`, in one transaction; the rows that were new."""
+
+    async def mark_delivered(self, key: str, attempts: int, at: float) -> None: ...
+
+    async def mark_failed(
+        self, row: OutboxRow, error: str, at: float, *, gave_up: bool
+    ) -> None: ...
+
+
+class SqliteOutbox:
+    """The outbox in a SQLite log's file, written on its writer connection between commits.
+    One process writes the file, so it holds every channel, always."""
+
+    def __init__(self, store: EventLog, channels: Collection[str]) -> None:
+        self.store = store
+        self.held = frozenset(channels)
+        self.changed = asyncio.Event()
+
+    async def start(self) -> None:
+        if self.held and not self.store.supports_exclusive:
+            # The configuration gives a log on PostgreSQL the PostgreSQL outbox.
+            raise StoreError(f"the event log at {self.store.location} has no SQLite outbox")
+
+    async def close(self) -> None:
+        pass
+
+    async def forget(self) -> None:
+        # Nobody to tell: forget the position, so channels added later start from then.
+        if self.store.supports_exclusive:
+            await self.store.exclusive(clear_checkpoint)
+
+    async def load_checkpoints(self, channels: Collection[str]) -> dict[str, Checkpoint]:
+        checkpoint = await self.store.exclusive(load_checkpoint)
+        return {} if checkpoint is None else dict.fromkeys(channels, checkpoint)
+
+    async def load_pending(self, channels: Collection[str]) -> list[OutboxRow]:
+        return [row for row in await self.store.exclusive(load_pending) if row.channel in channels]
+
+    async def reminders(self, since_position: int) -> list[tuple[str, bytes]]:
+        return await self.store.exclusive(lambda conn: reminders(conn, since_position))
+
+    async def channel_counts(self) -> dict[str, ChannelCounts]:
+        return await self.store.exclusive(channel_counts)
+
+    async def prune(self, before: float, up_to_position: int, channels: Collection[str]) -> int:
+        # Every channel is held and shares the one checkpoint: prune them all.
+        return await self.store.exclusive(lambda conn: prune(conn, before, up_to_position))
+
+    async def store_rows(
+        self,
+        rows: Sequence[OutboxRow],
+        checkpoint: Checkpoint | None,
+        channels: Collection[str],
+        now: float,
+    ) -> list[OutboxRow]:
+        return await self.store.exclusive(lambda conn: store_rows(conn, rows, checkpoint, now))
+
+    async def mark_delivered(self, key: str, attempts: int, at: float) -> None:
+        await self.store.exclusive(lambda conn: mark_delivered(conn, key, attempts, at))
+
+    async def mark_failed(self, row: OutboxRow, error: str, at: float, *, gave_up: bool) -> None:
+        await self.store.exclusive(lambda conn: mark_failed(conn, row, error, at, gave_up=gave_up))

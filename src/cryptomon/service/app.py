@@ -39,6 +39,8 @@ from cryptomon.http.looplag import loop_lag
 from cryptomon.http.reload import ConfigInvalid, ConfigReloader
 from cryptomon.http.settings import Settings
 from cryptomon.notify import Notifier
+from cryptomon.notify.outbox import Outbox, SqliteOutbox
+from cryptomon.notify.postgres import PostgresOutbox
 from cryptomon.probing.definitions import CONFIG_EVENT_TYPES
 from cryptomon.probing.leases import ProviderLeases
 from cryptomon.probing.monitor import Monitor
@@ -57,7 +59,8 @@ ENDPOINTS = (*routes.ENDPOINTS, *feed.ENDPOINTS)
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
-    store = await open_event_log(app[SETTINGS].database)
+    settings = app[SETTINGS]
+    store = await open_event_log(settings.database, archive=settings.config.storage.archive_path)
     app[STORE] = store
     try:
         yield
@@ -90,10 +93,18 @@ async def _read_models(app: web.Application) -> AsyncIterator[None]:
 async def _notifications(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     config = settings.config
+    names = [channel.name for channel in config.notifications]
+    # On a shared PostgreSQL log, each channel is delivered by the instance holding its lock.
+    outbox: Outbox = (
+        PostgresOutbox(settings.database, names)
+        if isinstance(settings.database, str)
+        else SqliteOutbox(app[STORE], names)
+    )
     notifier = Notifier(
         app[STORE],
         config.notifications,
         projection_settings(config),
+        outbox=outbox,
         categories={provider.name: provider.category for provider in config.providers},
         environ=settings.environ,
         checkpoint_every_seconds=config.storage.snapshot_interval_seconds,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from cryptomon.config import Config
-from cryptomon.events.archive import archive_probe_events
+from cryptomon.events.archive import ArchiveBusyError, archive_probe_events
 from cryptomon.probing.scheduler import CronSchedule, IntervalSchedule, Scheduler
 from cryptomon.readmodels import ReadModels
 
@@ -29,16 +29,26 @@ def add_housekeeping(scheduler: Scheduler, models: ReadModels, config: Config) -
     archive_after = config.storage.archive_after_seconds
 
     async def cleanup(planned: float) -> None:
-        # Segments go beside the log's file (SQLite's); the config refuses archive_after
-        # with storage.url.
-        if archive_after is None or models.store.path is None:
+        # The config gives a log on PostgreSQL an archive directory whenever archive_after
+        # is set; a SQLite log has one beside its file.
+        if archive_after is None or models.store.archive is None:
             return
         await models.save_snapshot()
-        async with models.chain.rows_moving():  # walks of the chain read the rows it moves
-            moved = await archive_probe_events(
-                models.store, before=planned - archive_after, up_to_position=models.position
-            )
-        log.info("archived %d probe events older than %s", moved, config.storage.archive_after)
+        try:
+            async with models.chain.rows_moving():  # walks of the chain read the rows it moves
+                moved = await archive_probe_events(
+                    models.store, before=planned - archive_after, up_to_position=models.position
+                )
+        except ArchiveBusyError:
+            # Every instance on a PostgreSQL log runs this job; the one archiving does it all.
+            log.info("database_cleanup: another instance is archiving the log; skipped")
+            return
+        log.info(
+            "archived %d probe events older than %s into %s",
+            moved,
+            config.storage.archive_after,
+            models.store.archive,
+        )
 
     scheduler.add_job(
         "database_cleanup",

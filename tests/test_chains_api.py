@@ -281,8 +281,8 @@ async def test_metrics_has_heads_lags_prices_and_deviation_ratios(service: Servi
     await judged(service)
     text = (await service.get("/metrics")).decode()
     for family in (
-        "cryptomon_chain_head",
-        "cryptomon_chain_best_head",
+        "cryptomon_chain_head_block",
+        "cryptomon_chain_best_head_block",
         "cryptomon_chain_lag_blocks",
         "cryptomon_chain_lag_seconds",
         "cryptomon_quote_price",
@@ -291,9 +291,9 @@ async def test_metrics_has_heads_lags_prices_and_deviation_ratios(service: Servi
         assert f"# TYPE {family} gauge\n" in text
         assert f"# HELP {family} " in text
     got = samples(text)
-    assert got['cryptomon_chain_best_head{chain="ethereum"}'] == 460
-    assert got['cryptomon_chain_head{chain="ethereum",provider="Node A"}'] == 460
-    assert got['cryptomon_chain_head{chain="ethereum",provider="Node C"}'] == 101
+    assert got['cryptomon_chain_best_head_block{chain="ethereum"}'] == 460
+    assert got['cryptomon_chain_head_block{chain="ethereum",provider="Node A"}'] == 460
+    assert got['cryptomon_chain_head_block{chain="ethereum",provider="Node C"}'] == 101
     assert got['cryptomon_chain_lag_blocks{chain="ethereum",provider="Node C"}'] == 359
     assert got['cryptomon_chain_lag_seconds{chain="ethereum",provider="Node C"}'] == 359.0
     assert got['cryptomon_quote_price{pair="BTC-USD",provider="Quote B"}'] == 100.5

@@ -46,6 +46,7 @@ from cryptomon.http.schemas import (
     Triggered,
 )
 from cryptomon.http.settings import Settings
+from cryptomon.projections.metrics import LATENCY_BOUNDS_MS
 from cryptomon.service.app import ENDPOINTS, create_app
 
 TOKEN = "s3cret-token"
@@ -315,7 +316,7 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
             assert 'cryptomon_provider_up{provider="Down"} 0' in text
             assert 'cryptomon_provider_status{provider="Down",status="offline"} 1' in text
             assert 'cryptomon_probes_total{provider="Down",kind="health",outcome="failed"}' in text
-            assert 'cryptomon_probe_latency_ms_bucket{provider="Up",le="+Inf"} 3' in text
+            assert 'cryptomon_probe_duration_seconds_bucket{provider="Up",le="+Inf"} 3\n' in text
             assert f"cryptomon_event_log_position {service.app[STORE].head}" in text
             assert "cryptomon_alerts_open " in text
         elif endpoint.path.startswith("/badge/"):
@@ -335,6 +336,60 @@ async def test_every_endpoint_answers_with_its_declared_type(start: Start) -> No
     info = await service.get_json("/")
     assert info["docs"] == "/docs"
     assert info["endpoints"]["openapi"] == "/openapi.json"
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """`/metrics`' samples by name and labels as written, e.g. `x{provider="Up"}`."""
+    return {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+async def test_metrics_latency_is_a_histogram_in_seconds_over_the_rollups_bins(
+    start: Start,
+) -> None:
+    service = await start(only_up=True)
+    for _ in range(3):
+        await service.trigger()
+    page = await service.get_json("/api/events?type=ProbeRecorded&stream=provider:Up")
+    latencies = [
+        event["payload"]["latency_ms"]
+        for event in page["events"]
+        if event["payload"]["kind"] == "health" and event["payload"]["outcome"] == "success"
+    ]
+    assert len(latencies) == 3
+    _, _, body, headers = await service.request("GET", "/metrics")
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = body.decode()
+    assert "# TYPE cryptomon_probe_duration_seconds histogram\n" in text
+    got = metric_samples(text)
+    family = "cryptomon_probe_duration_seconds"
+    buckets = {
+        name.split('le="')[1].rstrip('"}'): value
+        for name, value in got.items()
+        if name.startswith(f'{family}_bucket{{provider="Up",')
+    }
+    # The projection's own bins, in seconds; each bucket counts the probes at or under it.
+    assert list(buckets) == [str(bound / 1000) for bound in LATENCY_BOUNDS_MS] + ["+Inf"]
+    for bound in LATENCY_BOUNDS_MS:
+        expected = sum(1 for latency in latencies if latency <= bound)
+        assert buckets[str(bound / 1000)] == expected, bound
+    assert buckets["+Inf"] == got[f'{family}_count{{provider="Up"}}'] == 3
+    assert got[f'{family}_sum{{provider="Up"}}'] == pytest.approx(sum(latencies) / 1000)
+    # No name of the old units is left.
+    assert "_ms" not in "".join(line.split("{")[0] for line in text.splitlines())
+
+
+async def test_a_cached_metrics_answer_keeps_its_content_type_and_headers(start: Start) -> None:
+    service = await start(only_up=True)
+    first = await service.request("GET", "/metrics")
+    second = await service.request("GET", "/metrics")  # within the cache's second
+    assert first[2] == second[2]
+    for _, _, _, headers in (first, second):
+        assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert headers["X-Content-Type-Options"] == "nosniff"
 
 
 async def test_an_over_long_request_line_gets_a_400_the_spec_documents(start: Start) -> None:

@@ -1076,8 +1076,9 @@ async def test_api_and_metrics_show_each_channel(
     assert dead["last_error"] == "cannot connect: Connection refused"
     async with client.get("/metrics") as response:
         text = await response.text()
-    assert 'cryptomon_notifications_total{channel="ops",status="delivered"} 1' in text
-    assert 'cryptomon_notifications_total{channel="dead",status="failed"} 1' in text
+    assert 'cryptomon_notification_attempts_total{channel="ops",outcome="delivered"} 1\n' in text
+    assert 'cryptomon_notification_attempts_total{channel="dead",outcome="failed"} 1\n' in text
+    assert 'cryptomon_notifications_given_up_total{channel="dead"} 0\n' in text
     assert 'cryptomon_notifications_pending{channel="dead"} 1' in text
     assert 'cryptomon_notifications_pending{channel="ops"} 0' in text
 

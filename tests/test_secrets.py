@@ -511,7 +511,7 @@ async def exercise_the_service(
         status, _ = await api.call("GET", missing)
         assert status in (404, 405)
     metrics = await api.get("/metrics")
-    assert b"cryptomon_notifications_total" in metrics
+    assert b"cryptomon_notification_attempts_total" in metrics
     provider = await api.get("/api/providers/QueryKeyed")
     assert provider["api_key"] is not None and len(provider["api_key"].rstrip("…")) < 8
 

@@ -4,7 +4,9 @@ Such an answer depends only on the read models and the clock (windows like
 "the last 24 hours"), and monitoring data a second old is as good as new: a
 dashboard polling many times a second, or a thousand of them, costs one
 computation a second per view. Writes through the API (acknowledging,
-triggering) empty the cache, so a client reads its own write.
+triggering) empty the cache, so a client reads its own write. An answer is kept
+with the headers its handler set (a provider's ETag, `/metrics`' full content type
+with its format version).
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class CachedAnswer:
     expires: float
     status: int
-    content_type: str
     body: bytes
-    etag: str | None  # a provider's version (see providers.py): If-Match needs it
+    # The handler's own: the full Content-Type, a provider's ETag (If-Match needs it).
+    headers: tuple[tuple[str, str], ...]
 
 
 def cached(handler: Handler) -> Handler:
@@ -39,22 +41,13 @@ def cached(handler: Handler) -> Handler:
         key = request.path_qs
         entry = entries.get(key)
         if entry is not None and now < entry.expires:
-            cached = web.Response(
-                body=entry.body, status=entry.status, content_type=entry.content_type
-            )
-            if entry.etag is not None:
-                cached.headers["ETag"] = entry.etag
-            return cached
+            return web.Response(body=entry.body, status=entry.status, headers=entry.headers)
         response = await handler(request)
         if isinstance(response, web.Response) and isinstance(response.body, bytes):
             if len(entries) >= MAX_ENTRIES:
                 entries.clear()  # many distinct queries: start over rather than grow
             entries[key] = CachedAnswer(
-                now + MAX_AGE,
-                response.status,
-                response.content_type,
-                response.body,
-                response.headers.get("ETag"),
+                now + MAX_AGE, response.status, response.body, tuple(response.headers.items())
             )
         return response
 

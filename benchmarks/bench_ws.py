@@ -3,7 +3,7 @@ default set (raw events included), compared; then 10,000 idle ones.
 
     python benchmarks/bench_ws.py [--clients 1000] [--measured 50] [--seconds 30]
                                   [--idle 10000] [--rate 1000] [--processes 2] [--compress 0]
-                                  [--feeds new,old] [--no-baseline]
+                                  [--feeds new,old] [--rounds 1] [--no-baseline]
 
 The server is the real service (`python -m cryptomon serve`) in its own
 process, so the clients' CPU is not its CPU and its RSS is its alone. It
@@ -17,9 +17,10 @@ probe, the notices, status updates); in `old` every client connects with
 as a script that wants the old feed back does. /ws/stats is checked for each client's
 topics. Then, unless `--no-baseline`, a third server runs the same probes with no client,
 so the comparison can say how much of the server's CPU is the fan-out. The comparison
-prints, new against old with their ratio: delivered messages per second, server CPU per
-delivered message (all its work, and the fan-out alone), server CPU, and per appended
-event.
+prints, new against old with their ratio: events appended and messages delivered per
+second, server CPU per delivered message (all its work, and the fan-out alone), server
+CPU, and per appended event. `--rounds N` runs it all N times, alternating which feed
+goes first, and prints the median of each ratio (a shared machine drifts).
 
 Python clients that parse every message cost more CPU than the server spends
 sending it, so 1,000 of them on a small machine measure their own backlog and
@@ -69,6 +70,7 @@ import multiprocessing as mp
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -661,11 +663,12 @@ async def live_phase(
     children: list[subprocess.Popen[Any]],
     workers: list[Workers],
     feed: str,
+    name: str,
 ) -> dict[str, Any]:
-    """One feed under load; its figures for the comparison."""
+    """One feed under load, on a fresh server and database called `name`; its figures."""
     label, query = FEEDS[feed]
     config, providers, interval_ms = live_config(args, standin_ports)
-    server, port = await asyncio.to_thread(start_server, tmp, f"live-{feed}", config, children)
+    server, port = await asyncio.to_thread(start_server, tmp, name, config, children)
     base = f"http://127.0.0.1:{port}"
     url = f"{base}/ws/live{query}"
     measured_count = max(0, min(args.measured, args.clients))
@@ -897,7 +900,13 @@ async def live_phase(
         f"goal p99 < {LATENCY_GOAL_MS:g} ms at {args.rate:,} events/s with no drops among "
         f"clients that keep up: {'met' if met else 'NOT met'} ({detail})"
     )
-    return {"feed": feed, "sent": sent, "cpu": cpu, "span": span, "appended": appended}
+    return {
+        "sent": sent,
+        "cpu": cpu,
+        "span": span,
+        "appended": appended,
+        "kept_up": rate_kept,
+    }
 
 
 async def quiet_phase(
@@ -905,10 +914,11 @@ async def quiet_phase(
     tmp: Path,
     standin_ports: list[int],
     children: list[subprocess.Popen[Any]],
+    name: str,
 ) -> dict[str, Any]:
     """The same providers and probes with no client: the server CPU that is not fan-out."""
     config, _, _ = live_config(args, standin_ports)
-    server, port = await asyncio.to_thread(start_server, tmp, "quiet", config, children)
+    server, port = await asyncio.to_thread(start_server, tmp, name, config, children)
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
         await asyncio.sleep(0.5)  # as long as the live phases wait after connecting
@@ -927,39 +937,60 @@ async def quiet_phase(
     return {"cpu": cpu, "span": span, "appended": appended}
 
 
-def compare(new: dict[str, Any], old: dict[str, Any], quiet: dict[str, Any] | None) -> None:
-    """The new defaults beside the old, from the phases of this run."""
-    idle_core = quiet["cpu"] / quiet["span"] if quiet is not None else 0.0
+def compare(
+    new: dict[str, Any], old: dict[str, Any], quiet: dict[str, Any] | None
+) -> dict[str, float]:
+    """The new defaults beside the old, from the phases of one round; the ratios by line."""
+    # What probing and appending cost per event with nobody to send to.
+    alone = quiet["cpu"] / quiet["appended"] if quiet is not None and quiet["appended"] else 0.0
 
     def figures(phase: dict[str, Any]) -> dict[str, float]:
-        rate = phase["sent"] / phase["span"]
-        core = phase["cpu"] / phase["span"]
+        sent, cpu = phase["sent"], phase["cpu"]
         return {
-            "rate": rate,
-            "core": core * 100,
-            "per_message": core / rate * 1e6 if rate else math.inf,
-            "fan_out": max(0.0, core - idle_core) / rate * 1e6 if rate else math.inf,
-            "per_event": phase["cpu"] / phase["appended"] * 1e3 if phase["appended"] else math.inf,
+            "appended": phase["appended"] / phase["span"],
+            "rate": sent / phase["span"],
+            "core": cpu / phase["span"] * 100,
+            "per_message": cpu / sent * 1e6 if sent else math.inf,
+            "fan_out": (cpu - phase["appended"] * alone) / sent * 1e6 if sent else math.inf,
+            "fan_out_core": (cpu - phase["appended"] * alone) / phase["span"] * 100,
+            "per_event": cpu / phase["appended"] * 1e3 if phase["appended"] else math.inf,
         }
 
     a, b = figures(new), figures(old)
+    ratios: dict[str, float] = {}
 
     def line(what: str, key: str, unit: str, digits: int = 0) -> None:
-        ratio = f"{a[key] / b[key]:.2f}" if b[key] else "n/a"
-        print(f"  {what}: {a[key]:,.{digits}f}{unit} / {b[key]:,.{digits}f}{unit} = {ratio}")
+        ratios[what] = a[key] / b[key] if b[key] else math.nan
+        print(
+            f"  {what}: {a[key]:,.{digits}f}{unit} / {b[key]:,.{digits}f}{unit} "
+            f"= {ratios[what]:.2f}"
+        )
 
-    print("new defaults against old defaults, this run (new / old = ratio):")
+    print("new defaults against old defaults (new / old = ratio):")
+    if not (new["kept_up"] and old["kept_up"]):
+        print(
+            "  (the server did not append the asked rate in every phase: the phases' loads "
+            "differ, so these compare unlike work; lower --rate)"
+        )
+    line("events appended/s", "appended", "")
     line("delivered messages/s", "rate", "")
     line("server CPU per delivered message (all its work)", "per_message", " µs", 2)
     if quiet is not None:
+        print(
+            f"  (the fan-out: less {alone * 1e3:.2f} ms per appended event, what probing "
+            "and appending cost with no client)"
+        )
         line(
-            f"  of which fan-out (less the {idle_core:.0%} of a core the probes cost alone)",
+            "server CPU per delivered message, the fan-out",
             "fan_out",
             " µs",
             2,
         )
     line("server CPU", "core", "% of a core")
+    if quiet is not None:
+        line("server CPU on the fan-out", "fan_out_core", "% of a core")
     line("server CPU per appended event (all its work)", "per_event", " ms", 2)
+    return ratios
 
 
 async def idle_phase(
@@ -1025,16 +1056,28 @@ async def run(
     try:
         with tempfile.TemporaryDirectory() as directory:
             tmp = Path(directory)
-            if args.clients:
+            feeds = args.feeds.split(",") if args.clients else []
+            rounds: list[dict[str, float]] = []
+            for n in range(args.rounds if feeds else 0):
+                if args.rounds > 1:
+                    print(f"---- round {n + 1} of {args.rounds}")
+                # Alternated, so neither feed always runs first on a machine that drifts.
+                order = feeds if n % 2 == 0 else feeds[::-1]
                 figures = {
-                    feed: await live_phase(args, tmp, standin_ports, children, workers, feed)
-                    for feed in args.feeds.split(",")
+                    feed: await live_phase(
+                        args, tmp, standin_ports, children, workers, feed, f"live-{feed}-{n}"
+                    )
+                    for feed in order
                 }
                 quiet = None
                 if args.baseline:
-                    quiet = await quiet_phase(args, tmp, standin_ports, children)
+                    quiet = await quiet_phase(args, tmp, standin_ports, children, f"quiet-{n}")
                 if {"new", "old"} <= figures.keys():
-                    compare(figures["new"], figures["old"], quiet)
+                    rounds.append(compare(figures["new"], figures["old"], quiet))
+            if len(rounds) > 1:
+                print(f"median of the {len(rounds)} rounds' ratios, new / old:")
+                for what in rounds[0]:
+                    print(f"  {what}: {statistics.median(r[what] for r in rounds):.2f}")
             if idle:
                 await idle_phase(args, tmp, standin_ports, children, workers, idle)
     finally:
@@ -1062,6 +1105,12 @@ def main() -> None:
         choices=("new,old", "old,new", "new", "old"),
         help="the live phases, in order: clients on today's default topics (new) and on the"
         " old default set, raw events included (old); both (the default) compares them",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="the live phases this many times, in alternating order, with the median ratios (1)",
     )
     parser.add_argument(
         "--baseline",

@@ -292,8 +292,6 @@ class Drainer(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(self.request)
-        sock = transport.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, DRAIN_LOWAT)
 
     def data_received(self, data: bytes) -> None:
         if not self.upgraded.done():
@@ -313,6 +311,11 @@ class Drainer(asyncio.Protocol):
                 self._refuse("101 without the right Sec-WebSocket-Accept")
                 return
             self.upgraded.set_result(None)
+            # Only now: with it set before, the 101 itself waited for 64 KiB of the feed,
+            # so connecting took as long as the feed took to send that much.
+            assert self.transport is not None
+            sock = self.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, DRAIN_LOWAT)
         now = time.time()
         if self.window.start <= now < self.window.end:
             self.in_window += len(data)

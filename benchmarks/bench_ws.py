@@ -1,13 +1,26 @@
-"""The live feed under load: 1,000 clients on every topic, then 10,000 idle ones.
+"""The live feed under load: 1,000 clients on the default topics, then 1,000 on the old
+default set (raw events included), compared; then 10,000 idle ones.
 
     python benchmarks/bench_ws.py [--clients 1000] [--measured 50] [--seconds 30]
                                   [--idle 10000] [--rate 1000] [--processes 2] [--compress 0]
+                                  [--feeds new,old] [--rounds 1] [--no-baseline]
 
 The server is the real service (`python -m cryptomon serve`) in its own
 process, so the clients' CPU is not its CPU and its RSS is its alone. It
 appends the events itself: `rate / 10` providers probed every 100 ms, on
-loopback stand-ins answering 200 from a third process. Every client connects
-to /ws/live with the default topics (all of them).
+loopback stand-ins answering 200 from a third process.
+
+Two live phases, each on a fresh server under the same load: in `new` every client
+connects to /ws/live and subscribes to nothing (today's default set: a log entry per
+probe, the notices, status updates); in `old` every client connects with
+`?topics=` the old default set, `events` included (an `event` beside each log entry),
+as a script that wants the old feed back does. /ws/stats is checked for each client's
+topics. Then, unless `--no-baseline`, a third server runs the same probes with no client,
+so the comparison can say how much of the server's CPU is the fan-out. The comparison
+prints, new against old with their ratio: events appended and messages delivered per
+second, server CPU per delivered message (all its work, and the fan-out alone), server
+CPU, and per appended event. `--rounds N` runs it all N times, alternating which feed
+goes first, and prints the median of each ratio (a shared machine drifts).
 
 Python clients that parse every message cost more CPU than the server spends
 sending it, so 1,000 of them on a small machine measure their own backlog and
@@ -24,10 +37,14 @@ parse every message and time it.
 
 Latency is from commit to receipt, on the measured clients: the receive wall
 time minus the event's `recorded_at` (stamped as its batch's transaction
-begins, so the commit itself counts too); a `new_log_entry` or other notice is
-matched to its event's `recorded_at` by position. Only messages received
-inside the measured window count. A client closed by the server (1013 when its
-queue overflows) is not reconnected; it counts as a drop. Messages delivered
+begins, so the commit itself counts too), each message matched to its event by
+position; the commit times are read from /api/events once the window and the
+server's figures are over (a client on the default topics gets no `event` to
+read them from). Only messages received inside the measured window count.
+A position missing is one a measured client that kept up had no message for:
+on `old` any event, on `new` a probe or rate-limit change (each has a log entry).
+A client closed by the server (1013 when its queue overflows) is not
+reconnected; it counts as a drop. Messages delivered
 are the server's count of messages written to the sockets in the window (every
 client reads all it is sent, so sent is delivered); server CPU per 1,000 of
 them is all its work in the window, probing and appending included. Also
@@ -39,7 +56,7 @@ after gives the memory per idle connection.
 
 `--compress 15` makes the clients offer permessage-deflate, as browsers and
 the `websockets` package do. Drops are the server's count of clients closed
-for queue overflow plus any event positions a measured client never got.
+for queue overflow plus any positions a measured client never got.
 """
 
 from __future__ import annotations
@@ -53,6 +70,7 @@ import multiprocessing as mp
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -113,6 +131,15 @@ BUSY_SHARE = 0.8  # a client process this busy may be timing its own backlog
 # server's writes land in the kernel's buffer just the same.
 DRAIN_LOWAT = 64 * 1024
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=60)
+# What a client got without subscribing before raw events became opt-in: the old-defaults
+# clients ask for these on connecting (?topics=), as a script wanting them back would.
+OLD_DEFAULT_TOPICS = (
+    "status", "providers", "alerts", "rate_limits", "events",
+    "logs.connection", "logs.failure", "logs.collection", "logs.rate_limit",
+)  # fmt: skip
+# The events whose log entries a client on today's default topics gets, one or more each.
+LOGGED_TYPES = frozenset({"ProbeRecorded", "RateLimitChanged"})
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -185,7 +212,6 @@ class Seen(msgspec.Struct):
 
     type: str
     position: int = 0
-    recorded_at: str | None = None
 
 
 class Window:
@@ -194,31 +220,16 @@ class Window:
         self.end = math.inf
 
 
-class Book:
-    """Commit times by position, shared by the clients of one process."""
-
-    def __init__(self) -> None:
-        self.commits: dict[int, float] = {}
-        self.parsed: dict[str, float] = {}
-
-    def commit_time(self, position: int, recorded_at: str) -> float:
-        moment = self.parsed.get(recorded_at)
-        if moment is None:
-            moment = datetime.fromisoformat(recorded_at).timestamp()
-            self.parsed[recorded_at] = moment
-        self.commits[position] = moment
-        return moment
-
-
 class Listener:
     def __init__(self) -> None:
         self.ws: aiohttp.ClientWebSocketResponse[Literal[False]] | None = None
         self.error: str | None = None
-        self.latencies = array("d")
+        # The position and receive time of each message from an event, in the window: timed
+        # once it is over, against the commit times the log gives (a client on the default
+        # topics gets no `event` message to read them from).
+        self.positions = array("q")
+        self.received_at = array("d")
         self.received = 0
-        self.unmatched = 0
-        self.last_event = 0
-        self.gaps = 0
         self.closed_at: float | None = None
         self.close_code: int | None = None
 
@@ -228,7 +239,7 @@ _PING = b'{"type":"ping"'
 _PONG = '{"type":"pong"}'
 
 
-async def _listen(client: Listener, window: Window, book: Book) -> None:
+async def _listen(client: Listener, window: Window) -> None:
     ws = client.ws
     assert ws is not None
     text = aiohttp.WSMsgType.TEXT
@@ -245,19 +256,9 @@ async def _listen(client: Listener, window: Window, book: Book) -> None:
             continue
         client.received += 1
         seen = _DECODER.decode(data)
-        if seen.type == "event" and seen.recorded_at is not None:
-            committed: float | None = book.commit_time(seen.position, seen.recorded_at)
-            if client.last_event and seen.position > client.last_event + 1:
-                client.gaps += seen.position - client.last_event - 1
-            client.last_event = seen.position
-        elif seen.position and seen.type != "status_update":
-            committed = book.commits.get(seen.position)
-        else:
-            continue
-        if committed is None:
-            client.unmatched += 1
-        else:
-            client.latencies.append((now - committed) * 1000.0)
+        if seen.position and seen.type != "status_update":
+            client.positions.append(seen.position)
+            client.received_at.append(now)
     client.closed_at = time.time()
     client.close_code = ws.close_code
 
@@ -291,8 +292,6 @@ class Drainer(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(self.request)
-        sock = transport.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, DRAIN_LOWAT)
 
     def data_received(self, data: bytes) -> None:
         if not self.upgraded.done():
@@ -312,6 +311,11 @@ class Drainer(asyncio.Protocol):
                 self._refuse("101 without the right Sec-WebSocket-Accept")
                 return
             self.upgraded.set_result(None)
+            # Only now: with it set before, the 101 itself waited for 64 KiB of the feed,
+            # so connecting took as long as the feed took to send that much.
+            assert self.transport is not None
+            sock = self.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, DRAIN_LOWAT)
         now = time.time()
         if self.window.start <= now < self.window.end:
             self.in_window += len(data)
@@ -334,6 +338,7 @@ class Drainer(asyncio.Protocol):
 async def open_drainer(url: str, compress: int, window: Window) -> Drainer:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    target = f"{parts.path}?{parts.query}" if parts.query else parts.path
     key = base64.b64encode(os.urandom(16))
     accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
     extension = (
@@ -342,7 +347,7 @@ async def open_drainer(url: str, compress: int, window: Window) -> Drainer:
         else ""
     )
     request = (
-        f"GET {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
         f"Sec-WebSocket-Version: 13\r\n{extension}\r\n"
     ).encode()
@@ -388,6 +393,7 @@ async def _drain_worker(conn: Connection, url: str, count: int, compress: int) -
         cpu = own_cpu()
         await asyncio.sleep(max(0.0, window.end - time.time()))
         cpu = own_cpu() - cpu
+        await _recv(conn)  # "report": the server's figures are taken
         closed = [d.closed_at - window.start for d in drainers if d.closed_at is not None]
         in_window = [d.in_window for d in drainers if d.closed_at is None]
         conn.send(
@@ -415,9 +421,59 @@ async def _recv(conn: Connection, within: float = 600.0) -> Any:
     return conn.recv()
 
 
-async def _worker(conn: Connection, url: str, count: int, mode: str, compress: int) -> None:
+async def _commits(
+    session: aiohttp.ClientSession, url: str, first: int, last: int
+) -> dict[int, tuple[float, str]]:
+    """Each position's commit time (`recorded_at`, stamped as its batch's transaction
+    begins) and event type, from /api/events."""
+    parts = urlsplit(url)
+    events_url = f"{parts.scheme}://{parts.netloc}/api/events"
+    found: dict[int, tuple[float, str]] = {}
+    after = first - 1
+    while after < last:
+        query = {"after": str(after), "limit": "1000"}
+        async with session.get(events_url, params=query, timeout=HTTP_TIMEOUT) as response:
+            page = await response.json()
+        for event in page["events"]:
+            at = datetime.fromisoformat(event["recorded_at"]).timestamp()
+            found[event["position"]] = (at, event["type"])
+        if not page["events"]:
+            break
+        after = page["events"][-1]["position"]
+    return found
+
+
+def _timed(
+    client: Listener, commits: dict[int, tuple[float, str]], every_event: bool
+) -> tuple[array[float], int, int]:
+    """A client's latencies, its messages without a known commit, and the positions it
+    should have had a message for (every one on `events`, else those its default topics
+    carry) but had none, between the first and last it had in the window."""
+    latencies = array("d")
+    unmatched = 0
+    for position, at in zip(client.positions, client.received_at, strict=True):
+        commit = commits.get(position)
+        if commit is None:
+            unmatched += 1
+        else:
+            latencies.append((at - commit[0]) * 1000.0)
+    if not client.positions:
+        return latencies, unmatched, 0
+    had = set(client.positions)
+    span = range(min(had), max(had) + 1)
+    missing = sum(
+        1
+        for position in span
+        if position not in had
+        and (every_event or commits.get(position, (0.0, ""))[1] in LOGGED_TYPES)
+    )
+    return latencies, unmatched, missing
+
+
+async def _worker(
+    conn: Connection, url: str, count: int, mode: str, compress: int, every_event: bool
+) -> None:
     window = Window()
-    book = Book()
     clients = [Listener() for _ in range(count)]
     gate = asyncio.Semaphore(CONNECT_AT_ONCE)
     tasks: list[asyncio.Task[None]] = []
@@ -432,7 +488,7 @@ async def _worker(conn: Connection, url: str, count: int, mode: str, compress: i
                     client.error = f"{type(exc).__name__}: {exc}"[:120]
                     return
             if mode == "measured":
-                tasks.append(asyncio.create_task(_listen(client, window, book)))
+                tasks.append(asyncio.create_task(_listen(client, window)))
 
         await asyncio.gather(*(connect(c) for c in clients))
         errors = Counter(c.error for c in clients if c.error is not None)
@@ -449,23 +505,29 @@ async def _worker(conn: Connection, url: str, count: int, mode: str, compress: i
         cpu = own_cpu()
         await asyncio.sleep(max(0.0, window.end - time.time()))
         cpu = own_cpu() - cpu
+        await _recv(conn)  # "report": the server's figures are taken, the log may be read
         connected = [c for c in clients if c.ws is not None]
         kept = [c for c in connected if c.closed_at is None]
         lost = [c for c in connected if c.closed_at is not None]
+        first = min((c.positions[0] for c in connected if c.positions), default=1)
+        last = max((c.positions[-1] for c in connected if c.positions), default=0)
+        commits = await _commits(session, url, first, last)
         kept_latencies = array("d")
         lost_latencies = array("d")
-        for c in kept:
-            kept_latencies.extend(c.latencies)
-        for c in lost:
-            lost_latencies.extend(c.latencies)
+        unmatched = missing = 0
+        for c in connected:
+            latencies, c_unmatched, c_missing = _timed(c, commits, every_event)
+            (kept_latencies if c.closed_at is None else lost_latencies).extend(latencies)
+            unmatched += c_unmatched
+            missing += c_missing if c.closed_at is None else 0
         conn.send(
             {
                 "kept": len(kept),
                 "kept_latencies": kept_latencies.tobytes(),
                 "lost_latencies": lost_latencies.tobytes(),
                 "received": sum(c.received for c in connected),
-                "unmatched": sum(c.unmatched for c in connected),
-                "kept_gaps": sum(c.gaps for c in kept),
+                "unmatched": unmatched,
+                "kept_gaps": missing,
                 "close_codes": Counter(str(c.close_code) for c in lost),
                 "closed_at": [c.closed_at - window.start for c in lost if c.closed_at],
                 "cpu": cpu,
@@ -476,12 +538,14 @@ async def _worker(conn: Connection, url: str, count: int, mode: str, compress: i
             task.cancel()
 
 
-def client_worker(conn: Connection, url: str, count: int, mode: str, compress: int) -> None:
+def client_worker(
+    conn: Connection, url: str, count: int, mode: str, compress: int, every_event: bool
+) -> None:
     raise_fd_limit()
     if mode == "drain":
         asyncio.run(_drain_worker(conn, url, count, compress))
     else:
-        asyncio.run(_worker(conn, url, count, mode, compress))
+        asyncio.run(_worker(conn, url, count, mode, compress, every_event))
 
 
 # ---- the server ------------------------------------------------------------------------
@@ -533,7 +597,15 @@ async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
 class Workers:
     """Client processes, each driving a share of the connections."""
 
-    def __init__(self, url: str, total: int, processes: int, mode: str, compress: int = 0) -> None:
+    def __init__(
+        self,
+        url: str,
+        total: int,
+        processes: int,
+        mode: str,
+        compress: int = 0,
+        every_event: bool = False,
+    ) -> None:
         context = mp.get_context("spawn")
         self.conns: list[Connection] = []
         self.procs: list[Any] = []
@@ -541,7 +613,9 @@ class Workers:
         for share in shares:
             ours, theirs = context.Pipe()
             proc = context.Process(
-                target=client_worker, args=(theirs, url, share, mode, compress), daemon=True
+                target=client_worker,
+                args=(theirs, url, share, mode, compress, every_event),
+                daemon=True,
             )
             proc.start()
             self.conns.append(ours)
@@ -562,7 +636,27 @@ class Workers:
                 proc.join()
 
 
-# ---- the two phases --------------------------------------------------------------------
+# ---- the phases ------------------------------------------------------------------------
+
+# The feeds compared: what each client asks for on connecting, as the output names it.
+FEEDS = {
+    "new": ("new defaults (clients that subscribe to nothing)", ""),
+    "old": (
+        "old defaults (clients on what the default set was: " + ", ".join(OLD_DEFAULT_TOPICS) + ")",
+        "?topics=" + ",".join(OLD_DEFAULT_TOPICS),
+    ),
+}
+
+
+def live_config(args: argparse.Namespace, standin_ports: list[int]) -> tuple[str, int, int]:
+    """`rate / 10` providers probed every 100 ms: the config, the providers, the interval."""
+    providers = max(1, math.ceil(args.rate / 10))
+    interval_ms = max(1, round(providers * 1000 / args.rate))
+    config = "\n".join(
+        provider_block(f"p{n:04d}", standin_ports[n % len(standin_ports)], f"{interval_ms}ms")
+        for n in range(providers)
+    )
+    return config, providers, interval_ms
 
 
 async def live_phase(
@@ -571,20 +665,19 @@ async def live_phase(
     standin_ports: list[int],
     children: list[subprocess.Popen[Any]],
     workers: list[Workers],
-) -> bool:
-    providers = max(1, math.ceil(args.rate / 10))
-    interval_ms = max(1, round(providers * 1000 / args.rate))
-    config = "\n".join(
-        provider_block(f"p{n:04d}", standin_ports[n % len(standin_ports)], f"{interval_ms}ms")
-        for n in range(providers)
-    )
-    server, port = await asyncio.to_thread(start_server, tmp, "live", config, children)
+    feed: str,
+    name: str,
+) -> dict[str, Any]:
+    """One feed under load, on a fresh server and database called `name`; its figures."""
+    label, query = FEEDS[feed]
+    config, providers, interval_ms = live_config(args, standin_ports)
+    server, port = await asyncio.to_thread(start_server, tmp, name, config, children)
     base = f"http://127.0.0.1:{port}"
-    url = f"{base}/ws/live"
+    url = f"{base}/ws/live{query}"
     measured_count = max(0, min(args.measured, args.clients))
     shares = {"measured": (measured_count, 1), "drain": (args.clients - measured_count, 0)}
     groups = {
-        role: Workers(url, count, processes or args.processes, role, args.compress)
+        role: Workers(url, count, processes or args.processes, role, args.compress, feed == "old")
         for role, (count, processes) in shares.items()
         if count
     }
@@ -601,6 +694,9 @@ async def live_phase(
         for r in group_replies:
             errors.update(r[2])
     async with aiohttp.ClientSession() as http:
+        # What the server says each client gets: the feed's topics, or the run is no comparison.
+        listed = await get_json(http, f"{base}/ws/stats")
+        topics = Counter(",".join(c["topics"]) for c in listed["connections"])
         start = time.time() + 0.5
         end = start + args.seconds
         for group in groups.values():
@@ -626,6 +722,8 @@ async def live_phase(
         rss_end = rss_kib(server.pid)
         appended = (await get_json(http, f"{base}/info"))["event_position"] - position
         scheduled = await get_json(http, f"{base}/api/scheduler/status")
+        for group in groups.values():
+            group.send(("report",))
         results = {role: await group.gather() for role, group in groups.items()}
         for group in groups.values():
             group.send(("close",))
@@ -667,7 +765,7 @@ async def live_phase(
     seconds = args.seconds
 
     print(
-        f"live feed: {args.clients:,} clients on every topic ({connected:,} connected in "
+        f"live feed, {label}: {args.clients:,} clients ({connected:,} connected in "
         f"{connect_seconds:.1f}s: {drainers_connected:,} drainers in "
         f"{len(ready.get('drain', []))} processes, {measured_connected:,} measured in "
         f"{len(ready.get('measured', []))}), {seconds:g}s window"
@@ -675,6 +773,10 @@ async def live_phase(
     )
     if errors:
         print(f"  connection failures: {dict(errors)}")
+    print(
+        "  topics per client (/ws/stats): "
+        + "; ".join(f"{count:,} on {names or 'nothing'}" for names, count in topics.items())
+    )
     rate = appended / seconds
     print(
         f"events appended: {rate:,.0f}/s of {args.rate:,} asked "
@@ -694,7 +796,8 @@ async def live_phase(
         f"{args.rate:,} events/s with {connected:,} connections "
         f"({rate / args.rate:.0%} of the asked rate appended)"
     )
-    per_event = 2  # an `event` frame and a `new_log_entry` for each successful probe
+    # A `new_log_entry` for each successful probe, and an `event` too on the old defaults.
+    per_event = 2 if feed == "old" else 1
     asked = appended * per_event * connected
     share = f" ({sent / asked:.1%} of the ~{asked / seconds:,.0f}/s asked)" if asked else ""
     print(
@@ -774,7 +877,10 @@ async def live_phase(
         f"({drainers_kept:,} drainers, {measured_kept:,} measured){when}"
     )
     print(f"  close codes seen by measured clients: {dict(closes) or 'none'}")
-    print(f"  events missing among the measured clients that kept up: {gaps:,}")
+    print(
+        f"  positions missing among the measured clients that kept up (an event, or on the "
+        f"default topics a probe's or rate limit's log entry, never received): {gaps:,}"
+    )
     print(
         f"server RSS: {mib(rss_start)} at the window's start, {mib(rss_max)} max, "
         f"{mib(rss_end)} at its end"
@@ -791,13 +897,103 @@ async def live_phase(
     )
     detail = (
         f"p99 {p99:.1f} ms at {rate:,.0f} events/s, {lost:,} of {connected:,} clients "
-        f"dropped, {gaps:,} events missing"
+        f"dropped, {gaps:,} positions missing"
     )
     print(
         f"goal p99 < {LATENCY_GOAL_MS:g} ms at {args.rate:,} events/s with no drops among "
         f"clients that keep up: {'met' if met else 'NOT met'} ({detail})"
     )
-    return met
+    return {
+        "sent": sent,
+        "cpu": cpu,
+        "span": span,
+        "appended": appended,
+        "kept_up": rate_kept,
+    }
+
+
+async def quiet_phase(
+    args: argparse.Namespace,
+    tmp: Path,
+    standin_ports: list[int],
+    children: list[subprocess.Popen[Any]],
+    name: str,
+) -> dict[str, Any]:
+    """The same providers and probes with no client: the server CPU that is not fan-out."""
+    config, _, _ = live_config(args, standin_ports)
+    server, port = await asyncio.to_thread(start_server, tmp, name, config, children)
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        await asyncio.sleep(0.5)  # as long as the live phases wait after connecting
+        position = (await get_json(http, f"{base}/info"))["event_position"]
+        cpu = process_cpu(server.pid)
+        span = time.monotonic()
+        await asyncio.sleep(args.seconds)
+        cpu = process_cpu(server.pid) - cpu
+        span = time.monotonic() - span
+        appended = (await get_json(http, f"{base}/info"))["event_position"] - position
+    stop(server)
+    print(
+        f"no clients, the same probes: {appended / span:,.0f} events/s appended, server CPU "
+        f"{cpu:.1f}s in {span:.1f}s ({cpu / span:.0%} of one core)"
+    )
+    return {"cpu": cpu, "span": span, "appended": appended}
+
+
+def compare(
+    new: dict[str, Any], old: dict[str, Any], quiet: dict[str, Any] | None
+) -> dict[str, float]:
+    """The new defaults beside the old, from the phases of one round; the ratios by line."""
+    # What probing and appending cost per event with nobody to send to.
+    alone = quiet["cpu"] / quiet["appended"] if quiet is not None and quiet["appended"] else 0.0
+
+    def figures(phase: dict[str, Any]) -> dict[str, float]:
+        sent, cpu = phase["sent"], phase["cpu"]
+        return {
+            "appended": phase["appended"] / phase["span"],
+            "rate": sent / phase["span"],
+            "core": cpu / phase["span"] * 100,
+            "per_message": cpu / sent * 1e6 if sent else math.inf,
+            "fan_out": (cpu - phase["appended"] * alone) / sent * 1e6 if sent else math.inf,
+            "fan_out_core": (cpu - phase["appended"] * alone) / phase["span"] * 100,
+            "per_event": cpu / phase["appended"] * 1e3 if phase["appended"] else math.inf,
+        }
+
+    a, b = figures(new), figures(old)
+    ratios: dict[str, float] = {}
+
+    def line(what: str, key: str, unit: str, digits: int = 0) -> None:
+        ratios[what] = a[key] / b[key] if b[key] else math.nan
+        print(
+            f"  {what}: {a[key]:,.{digits}f}{unit} / {b[key]:,.{digits}f}{unit} "
+            f"= {ratios[what]:.2f}"
+        )
+
+    print("new defaults against old defaults (new / old = ratio):")
+    if not (new["kept_up"] and old["kept_up"]):
+        print(
+            "  (the server did not append the asked rate in every phase: the phases' loads "
+            "differ, so these compare unlike work; lower --rate)"
+        )
+    line("events appended/s", "appended", "")
+    line("delivered messages/s", "rate", "")
+    line("server CPU per delivered message (all its work)", "per_message", " µs", 2)
+    if quiet is not None:
+        print(
+            f"  (the fan-out: less {alone * 1e3:.2f} ms per appended event, what probing "
+            "and appending cost with no client)"
+        )
+        line(
+            "server CPU per delivered message, the fan-out",
+            "fan_out",
+            " µs",
+            2,
+        )
+    line("server CPU", "core", "% of a core")
+    if quiet is not None:
+        line("server CPU on the fan-out", "fan_out_core", "% of a core")
+    line("server CPU per appended event (all its work)", "per_event", " ms", 2)
+    return ratios
 
 
 async def idle_phase(
@@ -863,8 +1059,28 @@ async def run(
     try:
         with tempfile.TemporaryDirectory() as directory:
             tmp = Path(directory)
-            if args.clients:
-                await live_phase(args, tmp, standin_ports, children, workers)
+            feeds = args.feeds.split(",") if args.clients else []
+            rounds: list[dict[str, float]] = []
+            for n in range(args.rounds if feeds else 0):
+                if args.rounds > 1:
+                    print(f"---- round {n + 1} of {args.rounds}")
+                # Alternated, so neither feed always runs first on a machine that drifts.
+                order = feeds if n % 2 == 0 else feeds[::-1]
+                figures = {
+                    feed: await live_phase(
+                        args, tmp, standin_ports, children, workers, feed, f"live-{feed}-{n}"
+                    )
+                    for feed in order
+                }
+                quiet = None
+                if args.baseline:
+                    quiet = await quiet_phase(args, tmp, standin_ports, children, f"quiet-{n}")
+                if {"new", "old"} <= figures.keys():
+                    rounds.append(compare(figures["new"], figures["old"], quiet))
+            if len(rounds) > 1:
+                print(f"median of the {len(rounds)} rounds' ratios, new / old:")
+                for what in rounds[0]:
+                    print(f"  {what}: {statistics.median(r[what] for r in rounds):.2f}")
             if idle:
                 await idle_phase(args, tmp, standin_ports, children, workers, idle)
     finally:
@@ -886,6 +1102,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window (30)")
     parser.add_argument("--idle", type=int, default=10_000, help="idle connections (10000)")
     parser.add_argument("--rate", type=int, default=1000, help="events per second (1000)")
+    parser.add_argument(
+        "--feeds",
+        default="new,old",
+        choices=("new,old", "old,new", "new", "old"),
+        help="the live phases, in order: clients on today's default topics (new) and on the"
+        " old default set, raw events included (old); both (the default) compares them",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="the live phases this many times, in alternating order, with the median ratios (1)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the same probes with no client, to tell the fan-out's CPU (on)",
+    )
     parser.add_argument(
         "--processes",
         type=int,

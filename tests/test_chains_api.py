@@ -10,12 +10,14 @@ median and each source's deviation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
@@ -331,6 +333,24 @@ def reached(position: int) -> Callable[[list[dict[str, Any]]], bool]:
     return lambda seen: any(m["type"] == "event" and m["position"] == position for m in seen)
 
 
+def provider_of(message: dict[str, Any]) -> str | None:
+    for holder in (message, *(message.get(key, {}) for key in ("data", "alert", "incident"))):
+        if "provider" in holder:
+            provider: str = holder["provider"]
+            return provider
+    return None
+
+
+def until_ping(seen: list[dict[str, Any]]) -> bool:
+    return any(m["type"] == "ping" for m in seen)
+
+
+async def judged_then_a_ping(service: Service) -> None:
+    """The probes, then a ping to every client: behind all that the probes published."""
+    await judged(service)
+    service.app[HUB].heartbeat()
+
+
 async def test_subscribers_get_judgements_and_head_updates_and_default_clients_do_not(
     service: Service,
 ) -> None:
@@ -340,20 +360,20 @@ async def test_subscribers_get_judgements_and_head_updates_and_default_clients_d
         service.client.ws_connect("/ws/live") as bystander,
     ):
         hello = await receive_json(subscriber, 5)
-        assert hello["opt_in_topics"] == ["chains", "quotes", "heads"]
-        assert not {"chains", "quotes", "heads"} & set(hello["topics"])
+        assert hello["opt_in_topics"] == ["events", "chains", "quotes", "heads"]
+        assert not {"events", "chains", "quotes", "heads"} & set(hello["topics"])
         await receive_json(bystander, 5)
         await subscriber.send_json({"type": "subscribe", "topics": ["chains", "quotes", "heads"]})
         replies = await collect_until(
             subscriber, lambda s: any(m["type"] == "subscribed" for m in s)
         )
-        reply = replies[-1]
-        assert {"chains", "quotes", "heads", "events"} <= set(reply["topics"])
+        # The first subscribe replaces the default set.
+        assert replies[-1]["topics"] == ["chains", "heads", "quotes"]
 
         first = store.head + 1
-        await judged(service)
-        got = await collect_until(subscriber, reached(store.head))
-        ignored = await collect_until(bystander, reached(store.head))
+        await judged_then_a_ping(service)
+        got = await collect_until(subscriber, until_ping)
+        ignored = await collect_until(bystander, until_ping)
 
     chain_changes = [m for m in got if m["type"] == "chain_state_change"]
     assert [(m["provider"], m["state"], m["active"]) for m in chain_changes] == [
@@ -396,9 +416,11 @@ async def test_subscribers_get_judgements_and_head_updates_and_default_clients_d
     assert (last_head["chain"], last_head["best_head"], last_head["lag"]) == ("ethereum", 460, 359)
     assert last_head["position"] == first + len(CHAIN_PROBES) - 1
 
-    # The same events reached the client that did not subscribe, without any of it.
-    assert sum(m["type"] == "event" for m in ignored) == len(CHAIN_PROBES) + len(QUOTE_PROBES)
-    assert not JUDGED_TYPES & {m["type"] for m in ignored}
+    assert {m["type"] for m in got} == JUDGED_TYPES | {"ping"}
+    # The client that did not subscribe got each probe's log entry, without any of it.
+    entries = [m for m in ignored if m["type"] == "new_log_entry"]
+    assert len(entries) == len(CHAIN_PROBES) + len(QUOTE_PROBES)
+    assert not (JUDGED_TYPES | {"event"}) & {m["type"] for m in ignored}
 
 
 async def test_head_updates_stay_out_of_the_resume_ring(service: Service) -> None:
@@ -407,7 +429,7 @@ async def test_head_updates_stay_out_of_the_resume_ring(service: Service) -> Non
     first = store.head + 1
     async with service.client.ws_connect("/ws/live") as ws:
         await receive_json(ws, 5)
-        await ws.send_json({"type": "subscribe", "topics": ["chains", "heads"]})
+        await ws.send_json({"type": "subscribe", "topics": ["chains", "heads", "events"]})
         await collect_until(ws, lambda s: any(m["type"] == "subscribed" for m in s))
         await judged(service)
         live = await collect_until(ws, reached(store.head))
@@ -426,3 +448,55 @@ async def test_head_updates_stay_out_of_the_resume_ring(service: Service) -> Non
     assert sum(m["type"] == "chain_state_change" for m in again) == 4
     positions = [m["position"] for m in again if m["type"] == "event"]
     assert positions[-(store.head - first + 1) :] == list(range(first, store.head + 1))
+
+
+async def test_each_opt_in_topic_alone_gets_its_messages_and_nothing_else(
+    service: Service,
+) -> None:
+    kinds = {
+        "events": "event",
+        "chains": "chain_state_change",
+        "quotes": "quote_deviation",
+        "heads": "head_update",
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = {
+            topic: await stack.enter_async_context(
+                service.client.ws_connect(f"/ws/live?topics={topic}")
+            )
+            for topic in kinds
+        }
+        for topic, ws in sockets.items():
+            assert (await receive_json(ws, 5))["topics"] == [topic]
+        await judged_then_a_ping(service)
+        got = {topic: await collect_until(ws, until_ping) for topic, ws in sockets.items()}
+    for topic, kind in kinds.items():
+        assert {m["type"] for m in got[topic]} == {kind, "ping"}, topic
+    assert len(got["events"]) - 1 == len(CHAIN_PROBES) + len(QUOTE_PROBES)
+    assert len(got["heads"]) - 1 == 6 and len(got["chains"]) - 1 == 4
+
+
+async def test_a_provider_topic_carries_a_nodes_heads_and_judgements_not_its_raw_events(
+    service: Service,
+) -> None:
+    """provider:<name> has everything about the node, opt-in topics' messages too, but its
+    raw events, which come with `events` (every provider's)."""
+    node = quote("provider:Node C")
+    async with (
+        service.client.ws_connect(f"/ws/live?topics={node}") as about_c,
+        service.client.ws_connect(f"/ws/live?topics={node},events") as with_events,
+    ):
+        await receive_json(about_c, 5)
+        await receive_json(with_events, 5)
+        await judged_then_a_ping(service)
+        got = await collect_until(about_c, until_ping)
+        more = await collect_until(with_events, until_ping)
+    types = {m["type"] for m in got}
+    assert {"head_update", "chain_state_change", "new_log_entry", "provider_status_change"} <= types
+    assert "alert_raised" in types and "event" not in types
+    assert {provider_of(m) for m in got if m["type"] != "ping"} == {"Node C"}
+    events = [m for m in more if m["type"] == "event"]
+    assert len(events) == len(CHAIN_PROBES) + len(QUOTE_PROBES)
+    sources = {"Quote A", "Quote B", "Quote C", "Quote E"}
+    assert {m["event"]["provider"] for m in events} == {*NODES, *sources}
+    assert [m for m in more if m["type"] != "event"] == got

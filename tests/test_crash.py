@@ -299,7 +299,7 @@ async def read_loop(session: aiohttp.ClientSession, url: str, ledger: Ledger, se
 
 async def feed_loop(session: aiohttp.ClientSession, url: str, ledger: Ledger) -> None:
     """Follow /ws/live from the last event seen: every event once, in order, no gap."""
-    async with session.ws_connect(f"{url}/ws/live?since={ledger.feed_since}") as ws:
+    async with session.ws_connect(f"{url}/ws/live?since={ledger.feed_since}&topics=events") as ws:
         greeting = await ws.receive_json()
         assert greeting["type"] == "connection_established", greeting
         await ws.send_json({"type": "ping"})

@@ -135,7 +135,7 @@ async def test_two_instances_share_the_providers_and_one_takes_over_when_the_oth
         assert len(actors) == 2, actors  # the work is shared, not all on one instance
 
         # The second instance's feed shows the first instance's probes too.
-        async with session.ws_connect(second.url + "/ws/live") as feed:
+        async with session.ws_connect(second.url + "/ws/live?topics=events") as feed:
             feed_deadline = time.monotonic() + DEADLINE_S
             providers_in_feed: set[str] = set()
             while not set(PROVIDERS) <= providers_in_feed:

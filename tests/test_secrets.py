@@ -35,6 +35,7 @@ from standins import StandIn, closed_port
 
 from cryptomon.projections.notices import LOG_TYPES
 from cryptomon.service.app import ENDPOINTS
+from cryptomon.ws.messages import TOPICS
 
 
 def secret(label: str) -> str:
@@ -437,13 +438,15 @@ async def exercise_the_service(
         expected = "sha256=" + hmac.new(HOOK_HMAC.encode(), body, hashlib.sha256).hexdigest()
         assert headers["X-Cryptomon-Signature"] == expected
 
-    # The live feed: with the token in the query, in an auth message, and a replay from 0.
-    async with session.ws_connect(f"{base}/ws/live?token={API_TOKEN}") as ws:
+    # The live feed on every topic (raw events too): with the token in the query, in an
+    # auth message, and a replay from 0.
+    every = ",".join(TOPICS)
+    async with session.ws_connect(f"{base}/ws/live?token={API_TOKEN}&topics={every}") as ws:
         await api.post("/api/scheduler/trigger/health_checks")
         live = await collect_feed(ws, seen, "the live feed (?token=)")
     assert live[0]["type"] == "connection_established"
     assert any(m["type"] == "event" for m in live)
-    async with session.ws_connect(f"{base}/ws/live?since=0") as ws:
+    async with session.ws_connect(f"{base}/ws/live?since=0&topics={every}") as ws:
         await ws.send_json({"type": "auth", "token": API_TOKEN})
         replayed = await collect_feed(ws, seen, "the live feed (auth message, since=0)")
     assert sum(m["type"] == "event" for m in replayed) > 10

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -121,6 +122,7 @@ def provider_of(message: dict[str, Any]) -> str | None:
         message.get("data", {}),
         message.get("event", {}),
         message.get("alert", {}),
+        message.get("incident", {}),
     ):
         if "provider" in holder:
             provider: str = holder["provider"]
@@ -134,7 +136,7 @@ async def trigger(client: Client, times: int = 1) -> None:
         assert response.status == 200, await response.text()
 
 
-async def test_connection_established_then_the_full_message_set(
+async def test_connection_established_then_the_seeds_message_set(
     aiohttp_client: MakeClient, make_app: Callable[..., web.Application], toggle: Toggle
 ) -> None:
     client = await aiohttp_client(make_app())
@@ -157,8 +159,8 @@ async def test_connection_established_then_the_full_message_set(
             ),
         )
         types = {m["type"] for m in went_down}
-        assert {"event", "new_log_entry", "provider_status_change", "alert_raised"} <= types
-        assert "rate_limit_alert" in types
+        assert {"new_log_entry", "provider_status_change", "alert_raised"} <= types
+        assert "rate_limit_alert" in types and "event" not in types
         limited = next(m for m in went_down if m["type"] == "rate_limit_alert")
         assert limited["provider"] == "Limited" and "percentage" in limited
         assert all("timestamp" in m for m in went_down)
@@ -268,16 +270,15 @@ async def test_resume_after_a_disconnect_has_no_gap_and_no_duplicate(
     app = client.app
     store = app[STORE]
 
-    async with client.ws_connect("/ws/live") as ws:
+    async with client.ws_connect("/ws/live?topics=events") as ws:
         await receive_json(ws)
-        await ws.send_json({"type": "unsubscribe", "topics": ["status"]})
         await append_failures(store, 5)
         first = await collect_until(ws, lambda s: sum(m["type"] == "event" for m in s) == 5)
         last_seen = max(m["position"] for m in first if m["type"] == "event")
 
     # Events keep arriving while the client reconnects.
     writer = asyncio.create_task(append_failures(store, 30))
-    async with client.ws_connect(f"/ws/live?since={last_seen}") as ws:
+    async with client.ws_connect(f"/ws/live?since={last_seen}&topics=events") as ws:
         hello = await receive_json(ws)
         assert hello["type"] == "connection_established"
         await writer
@@ -296,9 +297,8 @@ async def test_a_resume_message_replays_from_its_position_with_no_gap_and_no_dup
     client = await aiohttp_client(make_app())
     store = client.app[STORE]
 
-    async with client.ws_connect("/ws/live") as ws:
+    async with client.ws_connect("/ws/live?topics=events") as ws:
         await receive_json(ws)
-        await ws.send_json({"type": "unsubscribe", "topics": ["status"]})
         await append_failures(store, 10)
         first = await collect_until(ws, lambda s: sum(m["type"] == "event" for m in s) == 10)
         since = [m["position"] for m in first if m["type"] == "event"][4]  # the fifth event
@@ -336,7 +336,7 @@ async def test_resume_from_before_the_archive_sends_the_archived_events(
     archived_head = await archived_log(tmp_path / "ws.db")
     client = await aiohttp_client(make_app())  # a restart: the ring starts after them
     store = client.app[STORE]
-    async with client.ws_connect("/ws/live?since=5") as ws:
+    async with client.ws_connect("/ws/live?since=5&topics=events") as ws:
         assert (await receive_json(ws))["type"] == "connection_established"
         seen = await collect_until(
             ws,
@@ -359,7 +359,7 @@ async def test_resume_names_the_positions_an_unreadable_archive_kept_back(
     client = await aiohttp_client(make_app())
     [(_first, _last, segment)] = segments(tmp_path / "ws.db")
     segment.write_bytes(b"not gzip")  # after the read models have folded it
-    async with client.ws_connect("/ws/live?since=5") as ws:
+    async with client.ws_connect("/ws/live?since=5&topics=events") as ws:
         assert (await receive_json(ws))["type"] == "connection_established"
         seen = await collect_until(ws, lambda s: any(m["type"] == "resync" for m in s))
     resync = seen[-1]
@@ -375,7 +375,10 @@ async def test_a_slow_client_is_dropped_while_a_fast_one_keeps_up(
     hub = client.app[HUB]
     hub.max_queue = 400  # more than one burst between the read models' yields
     store = client.app[STORE]
-    async with client.ws_connect("/ws/live") as fast, client.ws_connect("/ws/live") as slow:
+    async with (
+        client.ws_connect("/ws/live?topics=events") as fast,
+        client.ws_connect("/ws/live?topics=events") as slow,
+    ):
         await receive_json(fast)
         received = 0
 
@@ -557,6 +560,7 @@ async def test_shutdown_closes_every_socket_with_going_away(
 
 SEED_PYTHON_CLIENT = """
 import asyncio
+import contextlib
 import websockets
 import json
 
@@ -657,6 +661,7 @@ async def test_order_holds_across_the_fast_path_and_the_queue(
     hub.flush_seconds = 3600.0  # flushes happen when the test says
     transport = FakeTransport()
     fake = hub.new_client(FakeSocket(), transport)  # type: ignore[arg-type]
+    fake.subscribe(frozenset({"events"}))
     hub.attach(fake, None)
 
     async def publish(count: int) -> None:
@@ -720,6 +725,7 @@ async def test_a_client_attaching_between_flushes_gets_each_event_once(
     fakes = []
     for transport, since in ((fresh, None), (resuming, before)):
         fake = hub.new_client(FakeSocket(), transport)  # type: ignore[arg-type]
+        fake.subscribe(frozenset({"events"}))
         hub.attach(fake, since)
         fakes.append(fake)
     hub.flush()
@@ -795,3 +801,266 @@ chain = "solo"
         assert changes[-1]["details"].startswith("wrong chain: answers chain id 56")
         await append_failures(store, 1)  # the feed is still there
         await collect_until(ws, lambda s: any(provider_of(m) == "Gone" for m in s))
+
+
+# ---- topics: the default set, opt-in topics, subscribing, resuming each ----------------
+
+# What a client gets without subscribing, as connection_established lists it (sorted).
+DEFAULT_TOPICS = [
+    "alerts", "logs.collection", "logs.connection", "logs.failure", "logs.rate_limit",
+    "providers", "rate_limits", "status",
+]  # fmt: skip
+OPT_IN_TOPICS = ["events", "chains", "quotes", "heads"]
+OPT_IN_TYPES = {"event", "chain_state_change", "quote_deviation", "head_update"}
+# Messages not from an event, or sent whatever the topics: not compared between clients.
+UNCOMPARED = {"status_update", "ping", "subscribed", "connection_established"}
+
+
+def solo_node() -> str:
+    """A node of its own chain, never reachable: its heads come from appended probes."""
+    return f"""
+[chains.solo]
+chain_id = 1
+
+[[providers]]
+name = "Node"
+category = "rpc_nodes"
+base_url = "http://127.0.0.1:{closed_port()}"
+interval = "1h"
+rpc = [{{ method = "eth_blockNumber" }}, {{ method = "eth_chainId" }}]
+observe = {{ head = "[BODY][0].result", chain_id = "[BODY][1].result" }}
+chain = "solo"
+"""
+
+
+async def node_probes(store: EventLog) -> None:
+    """Node's head moves twice, then it answers another chain: head_update frames,
+    and a chain_state_change (wrong_chain) with the status change and alert it causes."""
+    for n, chain_id in enumerate((1, 1, 56)):
+        probe = ProbeRecorded(
+            "Node", "health", "/", "success", started_at=time.time() + n,
+            observations={"head": 100 + n, "chain_id": chain_id},
+        )  # fmt: skip
+        await store.append("provider:Node", [probe])
+
+
+def compared(messages: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return [(m["type"], m["position"]) for m in messages if m["type"] not in UNCOMPARED]
+
+
+def until_ping(seen: list[dict[str, Any]]) -> bool:
+    return any(m["type"] == "ping" for m in seen)
+
+
+async def everything_then_a_ping(client: Client, toggle: Toggle) -> None:
+    """Every kind of message the service has, then a ping after all of them (the hub
+    sends a ping to every client, behind what was published before it)."""
+    app = client.app
+    now = time.time()
+    window = {
+        "name": "upgrade",
+        "providers": ["Gone"],
+        "start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60)),
+        "end": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600)),
+    }
+    response = await client.post("/api/maintenance", json=window)
+    assert response.status == 201, await response.text()
+    toggle.up = False
+    # Flappy goes offline (its alert and incident), Limited is rate-limited, Gone's
+    # probe falls in the window (maintenance_window).
+    await trigger(client, 3)
+    await node_probes(app[STORE])
+    await app[READ_MODELS].wait_for(app[STORE].head)
+    app[HUB].heartbeat()
+
+
+async def test_a_client_that_subscribes_to_nothing_gets_the_default_set_and_no_events(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], toggle: Toggle
+) -> None:
+    often = '[websocket]\nstatus_interval = "200ms"\n'
+    client = await aiohttp_client(make_app(often + solo_node()))
+    every_topic = ",".join(DEFAULT_TOPICS + OPT_IN_TOPICS)
+    async with (
+        client.ws_connect("/ws/live") as plain,
+        client.ws_connect(f"/ws/live?topics={every_topic}") as every,
+    ):
+        hello = await receive_json(plain)
+        assert hello["topics"] == DEFAULT_TOPICS == sorted(hello["default_topics"])
+        assert hello["opt_in_topics"] == OPT_IN_TOPICS
+        assert "first subscribe" in hello["subscribing"] and "replaces" in hello["subscribing"]
+        assert (await receive_json(every))["topics"] == sorted(DEFAULT_TOPICS + OPT_IN_TOPICS)
+        await everything_then_a_ping(client, toggle)
+        got = await collect_until(
+            plain, lambda s: until_ping(s) and any(m["type"] == "status_update" for m in s)
+        )
+        all_of_it = await collect_until(every, until_ping)
+
+    types = {m["type"] for m in got}
+    assert {
+        "status_update", "provider_status_change", "rate_limit_alert", "new_log_entry",
+        "alert_raised", "incident_opened", "maintenance_window", "ping",
+    } <= types  # fmt: skip
+    assert not OPT_IN_TYPES & types
+    assert OPT_IN_TYPES - {"quote_deviation"} <= {m["type"] for m in all_of_it}
+    # The same messages in the same order as a client on every topic, less the opt-in ones.
+    assert compared(got) == [m for m in compared(all_of_it) if m[0] not in OPT_IN_TYPES]
+    assert (
+        sum(m["type"] == "event" for m in all_of_it) == client.app[STORE].head - hello["position"]
+    )
+
+
+async def test_the_first_subscribe_replaces_the_default_set_and_later_ones_add(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], toggle: Toggle
+) -> None:
+    client = await aiohttp_client(make_app())
+
+    async def subscription(ws: aiohttp.ClientWebSocketResponse, message: Any) -> list[str]:
+        await ws.send_json(message)
+        seen = await collect_until(ws, lambda s: any(m["type"] == "subscribed" for m in s))
+        topics: list[str] = seen[-1]["topics"]
+        return topics
+
+    async with (
+        client.ws_connect("/ws/live") as replaced,
+        client.ws_connect("/ws/live") as narrowed,
+        client.ws_connect("/ws/live?topics=alerts") as chosen,
+    ):
+        await receive_json(replaced)
+        await receive_json(narrowed)
+        assert (await receive_json(chosen))["topics"] == ["alerts"]
+        subscribe = {"type": "subscribe", "topics": ["alerts"]}
+        assert await subscription(replaced, subscribe) == ["alerts"]
+        subscribe = {"type": "subscribe", "topics": ["events"]}
+        assert await subscription(replaced, subscribe) == ["alerts", "events"]
+        # An unsubscribe before any subscribe narrows the default set, which stays.
+        unsubscribe = {"type": "unsubscribe", "topics": ["status", "rate_limits"]}
+        left = sorted(set(DEFAULT_TOPICS) - {"status", "rate_limits"})
+        assert await subscription(narrowed, unsubscribe) == left
+        assert await subscription(narrowed, subscribe) == sorted([*left, "events"])
+        # ?topics= counts as the first subscribe.
+        assert await subscription(chosen, subscribe) == ["alerts", "events"]
+        stats = await (await client.get("/ws/stats")).json()
+        assert sorted(c["topics"] for c in stats["connections"]) == sorted(
+            [["alerts", "events"], ["alerts", "events"], sorted([*left, "events"])]
+        )
+
+        toggle.up = False
+        await trigger(client, 3)
+        await client.app[READ_MODELS].wait_for(client.app[STORE].head)
+        client.app[HUB].heartbeat()
+        got = await collect_until(replaced, until_ping)
+        also = await collect_until(chosen, until_ping)
+        more = await collect_until(narrowed, until_ping)
+    # Alerts (and their incidents) and events, nothing of the default set.
+    types = {m["type"] for m in got}
+    assert {"event", "alert_raised", "incident_opened", "ping"} <= types
+    assert all(t in {"event", "ping"} or t.startswith(("alert_", "incident_")) for t in types)
+    assert compared(also) == compared(got)
+    assert {"event", "new_log_entry", "provider_status_change"} <= {m["type"] for m in more}
+    assert "rate_limit_alert" not in {m["type"] for m in more}
+
+
+async def test_a_provider_topic_carries_its_raw_events_only_with_events(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], toggle: Toggle
+) -> None:
+    client = await aiohttp_client(make_app())
+    async with (
+        client.ws_connect("/ws/live?topics=provider:Flappy") as flappy,
+        client.ws_connect("/ws/live?topics=provider:Flappy,events") as with_events,
+    ):
+        await receive_json(flappy)
+        first = (await receive_json(with_events))["position"]
+        toggle.up = False
+        await trigger(client, 3)
+        await client.app[READ_MODELS].wait_for(client.app[STORE].head)
+        client.app[HUB].heartbeat()
+        about_flappy = await collect_until(flappy, until_ping)
+        everything = await collect_until(with_events, until_ping)
+    types = {m["type"] for m in about_flappy}
+    assert {"new_log_entry", "provider_status_change", "alert_raised", "incident_opened"} <= types
+    assert "event" not in types
+    assert {provider_of(m) for m in about_flappy if m["type"] != "ping"} == {"Flappy"}
+    # With `events`, every stored event as well (`events` is all of them).
+    events = [m for m in everything if m["type"] == "event"]
+    assert [m["position"] for m in events] == list(range(first + 1, client.app[STORE].head + 1))
+    assert {"Flappy", "Limited", "Gone"} <= {provider_of(m) for m in events}
+    assert compared(about_flappy) == [m for m in compared(everything) if m[0] != "event"]
+
+
+async def test_a_resume_gets_what_each_topic_got_live(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], toggle: Toggle
+) -> None:
+    """From the ring, by ?since= with ?topics= or by a resume message: the messages a
+    client on those topics got live, each once, in the same order."""
+    client = await aiohttp_client(make_app(solo_node()))
+    app = client.app
+    choices = [None, "events", "alerts", "logs.failure", "provider:Node", "provider:Gone,events"]
+
+    def query(topics: str | None) -> str:
+        return "" if topics is None else f"topics={topics}"
+
+    live: dict[str | None, list[tuple[str, int]]] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = {
+            topics: await stack.enter_async_context(client.ws_connect(f"/ws/live?{query(topics)}"))
+            for topics in choices
+        }
+        [start] = {(await receive_json(ws))["position"] for ws in sockets.values()}
+        await everything_then_a_ping(client, toggle)
+        for topics, ws in sockets.items():
+            live[topics] = compared(await collect_until(ws, until_ping))
+    assert all(live.values())
+    assert "head_update" in {t for t, _ in live["provider:Node"]}  # live only, never resumed
+    live["provider:Node"] = [m for m in live["provider:Node"] if m[0] != "head_update"]
+
+    async def resumed(ws: aiohttp.ClientWebSocketResponse, expected: int) -> list[dict[str, Any]]:
+        seen = await collect_until(ws, lambda s: len(compared(s)) >= expected)
+        app[HUB].heartbeat()  # behind the history: nothing more may come before it
+        return seen + await collect_until(ws, until_ping)
+
+    for topics in choices:
+        path = f"/ws/live?since={start}&{query(topics)}"
+        async with client.ws_connect(path) as ws:
+            assert compared(await resumed(ws, len(live[topics]))) == live[topics], topics
+        async with client.ws_connect(f"/ws/live?{query(topics)}") as ws:
+            await receive_json(ws)
+            await ws.send_json({"type": "resume", "since": start})
+            assert compared(await resumed(ws, len(live[topics]))) == live[topics], topics
+
+
+async def test_a_resume_from_the_log_sends_the_default_clients_log_entries(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application], tmp_path: Path
+) -> None:
+    """Older than the ring (archived too): the log entries are derived from the log again,
+    and no raw event goes to a client that did not ask for them."""
+    await archived_log(tmp_path / "ws.db")
+    client = await aiohttp_client(make_app())
+    async with client.ws_connect("/ws/live?since=5") as ws:
+        assert (await receive_json(ws))["type"] == "connection_established"
+        seen = await collect_until(ws, lambda s: any(m["type"] == "resync" for m in s))
+    entries = [(m["position"], m["log_type"]) for m in seen if m["type"] == "new_log_entry"]
+    # Each of the 30 failed probes (6 to 30 after 5) is a connection row and a failure row.
+    assert entries == [(p, kind) for p in range(6, 31) for kind in ("connection", "failure")]
+    assert not [m for m in seen if m["type"] == "event"]
+
+
+async def test_topics_on_connecting_are_checked(
+    aiohttp_client: MakeClient, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app())
+    upgrade = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    for bad in ("weather", "events,", "provider:Nobody", "alerts,provider:"):
+        response = await client.get(f"/ws/live?topics={bad}", headers=upgrade)
+        assert response.status == 400, (bad, await response.text())
+        problem = await response.json(content_type=None)
+        assert problem["parameter"] == "topics", problem
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws/live?topics=weather")
+    assert refused.value.status == 400
+    async with client.ws_connect("/ws/live?topics=provider:Gone,status") as ws:
+        assert (await receive_json(ws))["topics"] == ["provider:Gone", "status"]

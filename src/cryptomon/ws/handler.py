@@ -1,7 +1,8 @@
 """`/ws/live`: one connection from upgrade to close, and `/ws/stats`.
 
-The reading side lives here (auth, subscribe, unsubscribe, resume, pong, and
-WebSocket-level pings and pongs, which keep a client alive as a JSON pong does);
+The reading side lives here (the topics a client connects with, auth, subscribe,
+unsubscribe, resume, pong, and WebSocket-level pings and pongs, which keep a client
+alive as a JSON pong does);
 the sending side is the hub's flush and, while frames wait for a client, its
 `send_loop`.
 """
@@ -17,7 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.http_websocket import WebSocketError
 
 from cryptomon.http.authorization import matches_any
-from cryptomon.http.errors import problem_response
+from cryptomon.http.errors import InvalidParameter, problem_response
 from cryptomon.http.keys import ARGUMENTS, CLIENT_LIMITS, FEED_TOKENS, HUB, READ_MODELS
 from cryptomon.http.limits import too_many
 from cryptomon.http.params import Param
@@ -26,8 +27,10 @@ from cryptomon.http.schemas import ConnectionView, WebSocketStats
 from cryptomon.isotime import iso_time
 from cryptomon.ws.hub import CONTROL, Client, Hub
 from cryptomon.ws.messages import (
+    DEFAULT_TOPICS,
     OPT_IN_TOPICS,
     PROVIDER_TOPIC_PREFIX,
+    SUBSCRIBING,
     TOPICS,
     ClientMessage,
     ConnectionEstablished,
@@ -56,6 +59,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     since = request[ARGUMENTS].integer("since")
     if request.headers.get(hdrs.UPGRADE, "").strip().lower() != "websocket":
         return _upgrade_required(request)
+    topics = _topics_to_start_with(request)
     limits = request.app[CLIENT_LIMITS]
     address = limits.address_of(request)
     if not limits.may_connect(address):
@@ -67,7 +71,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     # Counted from the handshake on: a client still to authenticate holds a connection too.
     limits.open_connections[address] += 1
     try:
-        return await _serve(request, hub, tokens, since)
+        return await _serve(request, hub, tokens, since, topics)
     finally:
         limits.open_connections[address] -= 1
         if not limits.open_connections[address]:
@@ -91,8 +95,25 @@ def _upgrade_required(request: web.Request) -> web.Response:
     return response
 
 
+def _topics_to_start_with(request: web.Request) -> frozenset[str] | None:
+    """`?topics=a,b`: what the client gets from its greeting on, its history included,
+    as if its first message had subscribed to them; None without the parameter."""
+    given = request[ARGUMENTS].text("topics")
+    if given is None:
+        return None
+    topics = given.split(",")
+    unknown = [t for t in topics if not _known_topic(request, t)]
+    if unknown:
+        raise InvalidParameter("topics", _unknown_topics(unknown))
+    return frozenset(topics)
+
+
 async def _serve(
-    request: web.Request, hub: Hub, tokens_to_ask_for: tuple[str, ...], since: int
+    request: web.Request,
+    hub: Hub,
+    tokens_to_ask_for: tuple[str, ...],
+    since: int,
+    topics: frozenset[str] | None,
 ) -> web.WebSocketResponse:
     # No per-message compression: every client gets the same pre-encoded bytes.
     # autoping=False: protocol pings reach `_read`, so they count as activity
@@ -103,8 +124,24 @@ async def _serve(
     if not isinstance(transport, asyncio.WriteTransport):
         return ws  # the connection went away during the handshake
     client = hub.new_client(ws, transport)
+    if topics is not None:
+        client.subscribe(topics)
     if tokens_to_ask_for and not await _authenticate(ws, tokens_to_ask_for):
         return ws
+    hub.attach(client, since if since >= 0 else None, _greeting(hub, client))
+    reason = "client_closed"
+    try:
+        reason = await _read(hub, client, request)
+    finally:
+        hub.detach(client, reason)
+        await hub.stop_sending(client)
+    return ws
+
+
+def _greeting(hub: Hub, client: Client) -> Frame:
+    """connection_established, encoded. Built here, not in `_serve`, so the message and
+    its lists are not kept for as long as the connection lasts (0.4 KiB of each idle
+    connection's memory)."""
     greeting = ConnectionEstablished(
         timestamp=iso_time(time.time()),
         client_id=client.client_id,
@@ -113,15 +150,10 @@ async def _serve(
         topics=sorted(client.topics),
         heartbeat_interval=hub.heartbeat_interval,
         opt_in_topics=list(OPT_IN_TOPICS),
+        default_topics=list(DEFAULT_TOPICS),
+        subscribing=SUBSCRIBING,
     )
-    hub.attach(client, since if since >= 0 else None, Frame(0, CONTROL, None, encode(greeting)))
-    reason = "client_closed"
-    try:
-        reason = await _read(hub, client, request)
-    finally:
-        hub.detach(client, reason)
-        await hub.stop_sending(client)
-    return ws
+    return Frame(0, CONTROL, None, encode(greeting))
 
 
 async def _authenticate(ws: web.WebSocketResponse, tokens: tuple[str, ...]) -> bool:
@@ -203,18 +235,15 @@ def _handle(hub: Hub, client: Client, request: web.Request, text: str) -> None:
             if unknown or not topics:
                 hub.send_error(
                     client,
-                    # Quoted briefly: a reply must not grow with what the client sent.
-                    f"unknown topics {[t[:40] for t in unknown[:5]]}; "
-                    f"topics are {', '.join(TOPICS)}, "
-                    f"or {PROVIDER_TOPIC_PREFIX}<name> for one provider"
+                    _unknown_topics(unknown)
                     if unknown
                     else f"{message.type} needs a non-empty list of topics",
                 )
                 return
             if message.type == "subscribe":
-                client.topics = client.topics | set(topics)
+                client.subscribe(frozenset(topics))
             else:
-                client.topics = client.topics - set(topics)
+                client.unsubscribe(frozenset(topics))
             reply = Subscribed(timestamp=iso_time(time.time()), topics=sorted(client.topics))
             hub.send(client, Frame(0, CONTROL, None, encode(reply)))
         case "resume":
@@ -228,6 +257,15 @@ def _handle(hub: Hub, client: Client, request: web.Request, text: str) -> None:
                 f"unknown message type {other[:40]!r}; "
                 "send subscribe, unsubscribe, resume, auth or pong",
             )
+
+
+def _unknown_topics(unknown: list[str]) -> str:
+    # Quoted briefly: a reply must not grow with what the client sent.
+    return (
+        f"unknown topics {[t[:40] for t in unknown[:5]]}; "
+        f"topics are {', '.join(TOPICS)}, "
+        f"or {PROVIDER_TOPIC_PREFIX}<name> for one provider"
+    )
 
 
 def _known_topic(request: web.Request, topic: str) -> bool:
@@ -271,8 +309,9 @@ ENDPOINTS = (
         "GET",
         "/ws/live",
         live,
-        "The live feed (WebSocket; ?since=<position> resumes; with a token configured, the"
-        " read token or the API token: ?token=, a bearer header or a first auth message)",
+        "The live feed (WebSocket; ?since=<position> resumes; ?topics= replaces the default"
+        " topics; with a token configured, the read token or the API token: ?token=, a"
+        " bearer header or a first auth message)",
         None,
         (
             Param(
@@ -283,6 +322,14 @@ ENDPOINTS = (
                 minimum=0,
                 maximum=2**62,
                 default=-1,
+            ),
+            Param(
+                "topics",
+                "query",
+                "string",
+                max_length=2000,
+                description="comma-separated topics to get instead of the default ones, from"
+                " the greeting on (a ?since= resume's history included)",
             ),
             Param(
                 "token",

@@ -40,6 +40,7 @@ from cryptomon.projections.notices import log_entries
 from cryptomon.readmodels import ReadModels
 from cryptomon.ws import messages
 from cryptomon.ws.messages import (
+    EVENTS_TOPIC,
     PROVIDER_TOPIC_PREFIX,
     ErrorMessage,
     Frame,
@@ -81,9 +82,9 @@ class Client:
 
     # Slots: thousands of idle clients each save the cost of an attribute dict.
     __slots__ = (
-        "client_id", "closing", "connected_at", "greeting", "history", "history_from_log",
-        "last_ping", "last_seen", "max_queue", "queue", "replaying", "sender", "sent", "skip",
-        "topics", "transport", "ws",
+        "chosen", "client_id", "closing", "connected_at", "greeting", "history",
+        "history_from_log", "last_ping", "last_seen", "max_queue", "queue", "replaying",
+        "sender", "sent", "skip", "topics", "transport", "ws",
     )  # fmt: skip
 
     def __init__(
@@ -99,6 +100,8 @@ class Client:
         self.transport = transport
         # Shared until the client changes it: most never do.
         self.topics: frozenset[str] = DEFAULT_TOPICS
+        # False while the topics are the default set, which a subscribe replaces.
+        self.chosen = False
         self.queue: deque[Frame] = deque()
         self.max_queue = max_queue
         # Runs only while something waits for this client (see Hub.wake).
@@ -132,12 +135,27 @@ class Client:
             or self.transport.get_write_buffer_size() > HIGH_WATER
         )
 
+    def subscribe(self, topics: frozenset[str]) -> None:
+        """The first subscribe replaces the default set (a client asking for `events`
+        alone gets just those); later ones, or one after an unsubscribe, add."""
+        self.topics = self.topics | topics if self.chosen else topics
+        self.chosen = True
+
+    def unsubscribe(self, topics: frozenset[str]) -> None:
+        # What is left is the client's choice: a subscribe after this adds to it.
+        self.topics = self.topics - topics
+        self.chosen = True
+
     def wants(self, frame: Frame) -> bool:
+        topic = frame.topic
         return (
-            frame.topic == CONTROL
-            or frame.topic in self.topics
+            topic == CONTROL
+            or topic in self.topics
+            # Raw events go only to `events`: a provider's topic carries the rest about it.
             or (
-                frame.provider is not None and PROVIDER_TOPIC_PREFIX + frame.provider in self.topics
+                frame.provider is not None
+                and topic != EVENTS_TOPIC
+                and PROVIDER_TOPIC_PREFIX + frame.provider in self.topics
             )
         )
 

@@ -37,14 +37,26 @@ from cryptomon.projections.notices import (
 from cryptomon.projections.views import AlertView, IncidentView
 
 LOG_TOPICS = tuple(f"logs.{log_type}" for log_type in LOG_TYPES)
-# What a client gets from connecting on, without subscribing.
-DEFAULT_TOPICS = ("status", "providers", "alerts", "rate_limits", "events", *LOG_TOPICS)
-# Only for a client that subscribes to them: judgements of chains' nodes
-# (chain_state_change) and of pairs' sources (quote_deviation), and every move of a
-# node's head (head_update, one per probe of a moving chain: the busiest topic).
-OPT_IN_TOPICS = ("chains", "quotes", "heads")
+# What a client gets from connecting on, without subscribing: the seed's messages
+# (status_update, provider_status_change with maintenance_window, rate_limit_alert,
+# new_log_entry) and the alert and incident messages. Pings and replies go to everyone.
+DEFAULT_TOPICS = ("status", "providers", "alerts", "rate_limits", *LOG_TOPICS)
+EVENTS_TOPIC = "events"
+# Only for a client that subscribes to them: every stored event as it is (an `event`,
+# which repeats what the log entry and notices of that event say), judgements of
+# chains' nodes (chain_state_change) and of pairs' sources (quote_deviation), and every
+# move of a node's head (head_update, one per probe of a moving chain).
+OPT_IN_TOPICS = (EVENTS_TOPIC, "chains", "quotes", "heads")
 TOPICS = (*DEFAULT_TOPICS, *OPT_IN_TOPICS)
 PROVIDER_TOPIC_PREFIX = "provider:"
+# The rule, as connection_established states it to every client.
+SUBSCRIBING = (
+    "without a subscribe a client gets default_topics; its first subscribe (or ?topics= on"
+    " connecting) replaces them, later subscribes add, and unsubscribe removes (one sent"
+    " before any subscribe narrows default_topics, which later subscribes then add to);"
+    " provider:<name> carries everything about one provider but its raw events, which"
+    " only the events topic carries"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,9 @@ class ConnectionEstablished(_Message, frozen=True, tag="connection_established")
     heartbeat_interval: float
     # Topics sent only to a client that subscribes to them (see OPT_IN_TOPICS).
     opt_in_topics: list[str] = []
+    # What a client gets without subscribing, and how subscribing changes it.
+    default_topics: list[str] = []
+    subscribing: str = ""
 
 
 class StatusUpdate(_Message, frozen=True, tag="status_update"):
@@ -367,7 +382,8 @@ def event_frame(recorded: RecordedEvent) -> Frame:
         recorded_at=iso_time(recorded.recorded_at),
         event=msgspec.to_builtins(event),
     )
-    return Frame(recorded.position, "events", getattr(event, "provider", None), encode(message))
+    provider = getattr(event, "provider", None)
+    return Frame(recorded.position, EVENTS_TOPIC, provider, encode(message))
 
 
 class ClientMessage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

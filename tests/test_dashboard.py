@@ -85,7 +85,7 @@ async def test_browsers_get_the_page_and_api_clients_the_json(client: Client) ->
     async with client.get("/", headers={"Accept": BROWSER_ACCEPT}) as response:
         assert response.status == 200
         assert response.content_type == "text/html"
-        assert response.headers["Vary"] == "Accept"
+        assert response.headers["Vary"] == "Accept, Accept-Encoding"
         assert "default-src 'self'" in response.headers["Content-Security-Policy"]
         page = await response.text()
     assert page.lower().startswith("<!doctype html>")
@@ -135,9 +135,17 @@ async def test_static_files_have_their_content_types(client: Client) -> None:
             assert response.charset == "utf-8"
             assert response.headers["X-Content-Type-Options"] == "nosniff"
             etag = response.headers["ETag"]
-            assert await response.read()
+            assert response.headers["Content-Encoding"] == "gzip"  # the test client takes it
+            body = await response.read()  # and inflates it
+            assert body
         async with client.get(f"/static/{name}", headers={"If-None-Match": etag}) as response:
             assert response.status == 304
+        # Without gzip: the same bytes, another representation and so another entity tag.
+        async with client.get(f"/static/{name}", headers={"Accept-Encoding": "identity"}) as plain:
+            assert plain.headers.get("Content-Encoding") is None
+            assert plain.headers["Vary"] == "Accept-Encoding"
+            assert plain.headers["ETag"] != etag
+            assert await plain.read() == body
     for missing in ("nope.js", "index.html", "..%2Fdemo.py", "dashboard"):
         async with client.get(f"/static/{missing}") as response:
             assert response.status == 404, missing

@@ -829,6 +829,10 @@
     for (const card of $(container).children) if (card.dataset[key] === name) return card;
     const card = el("article", `judged-card ${className}`);
     card.dataset[key] = name;
+    // Focusable, and named so: on a narrow screen its table scrolls sideways, and a
+    // keyboard has to be able to scroll it too.
+    card.tabIndex = 0;
+    card.setAttribute("aria-label", `${className} ${name}`);
     $(container).append(card);
     return card;
   }

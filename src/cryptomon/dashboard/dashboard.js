@@ -207,13 +207,18 @@
         ...connections.logs.map((data) => ({ log_type: "connection", data })),
         ...rateLog.logs.map((data) => ({ log_type: "rate_limit", data })),
       ].sort((a, b) => a.data.position - b.data.position);
+      await nextTask();
       for (const row of rows) addLogEntry(row.log_type, row.data, row.data.position);
       for (const [receivedAt, message] of state.journal) {
         if (receivedAt >= started - REST_MAX_AGE_MS) applyChange(message, true);
       }
       state.lastRefresh = Date.now();
+      // A panel a task, as the log's rows above, for the same reason as the cards (live
+      // changes in between apply to the state just set, and draw themselves).
       renderChains();
+      await nextTask();
       renderPairs();
+      await nextTask();
       renderAlerts();
       renderConnection();
       if (state.position !== null) $("position").textContent = String(state.position);

@@ -85,7 +85,7 @@ async def test_browsers_get_the_page_and_api_clients_the_json(client: Client) ->
     async with client.get("/", headers={"Accept": BROWSER_ACCEPT}) as response:
         assert response.status == 200
         assert response.content_type == "text/html"
-        assert response.headers["Vary"] == "Accept"
+        assert response.headers["Vary"] == "Accept, Accept-Encoding"
         assert "default-src 'self'" in response.headers["Content-Security-Policy"]
         page = await response.text()
     assert page.lower().startswith("<!doctype html>")
@@ -135,9 +135,17 @@ async def test_static_files_have_their_content_types(client: Client) -> None:
             assert response.charset == "utf-8"
             assert response.headers["X-Content-Type-Options"] == "nosniff"
             etag = response.headers["ETag"]
-            assert await response.read()
+            assert response.headers["Content-Encoding"] == "gzip"  # the test client takes it
+            body = await response.read()  # and inflates it
+            assert body
         async with client.get(f"/static/{name}", headers={"If-None-Match": etag}) as response:
             assert response.status == 304
+        # Without gzip: the same bytes, another representation and so another entity tag.
+        async with client.get(f"/static/{name}", headers={"Accept-Encoding": "identity"}) as plain:
+            assert plain.headers.get("Content-Encoding") is None
+            assert plain.headers["Vary"] == "Accept-Encoding"
+            assert plain.headers["ETag"] != etag
+            assert await plain.read() == body
     for missing in ("nope.js", "index.html", "..%2Fdemo.py", "dashboard"):
         async with client.get(f"/static/{missing}") as response:
             assert response.status == 404, missing
@@ -352,6 +360,59 @@ def test_dashboard_against_the_demo(browser: Any, tmp_path: Path) -> None:
         expect(offline).to_have_attribute("data-acknowledged", "true")
         assert page.evaluate("window.loadedOnce") is True
         assert set(statuses(page)) == set(DEMO_PROVIDERS)
+        assert errors == []
+    finally:
+        page.close()
+        server.stop(signal.SIGTERM)
+
+
+@needs_chromium
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)], ids=["desktop", "phone"])
+def test_the_page_holds_still_as_it_fills_and_axe_finds_nothing(
+    browser: Any, tmp_path: Path, width: int, height: int
+) -> None:
+    """Against the demo as a new user opens it: the layout shifts less than Lighthouse's
+    "good" (0.1) while the cards, the panels and the first live changes come, and axe-core
+    finds no violation in the light or the dark scheme."""
+    from playwright.sync_api import expect
+
+    # Here, not at the top: test_provider_page imports this module.
+    from test_provider_page import LAYOUT_SHIFTS, accessibility_violations
+
+    port = free_port()
+    server = Server(["--demo", "--db", str(tmp_path / "demo.db"), "--port", str(port)])
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.add_init_script(LAYOUT_SHIFTS)
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        # The load in its order: the cards, then the panels below them, then the series
+        # (the page is busy until those are in too); and the feed.
+        expect(page.locator("#providers .provider")).to_have_count(len(DEMO_PROVIDERS))
+        expect(page.locator("#alerts-and-log")).to_be_visible()
+        expect(page.locator("#chains-section")).to_be_visible()
+        expect(page.locator("main")).not_to_have_attribute("aria-busy", "true")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        # Then a few changes from the feed on top.
+        position = int(page.locator("#position").inner_text())
+        page.wait_for_function(
+            "(p) => Number(document.getElementById('position').textContent) >= p + 5",
+            arg=position,
+            timeout=30_000,
+        )
+        shift = page.evaluate("window.layoutShift")
+        assert shift < 0.1, shift
+
+        # The demo stopped for the checks (not ended: the page stays live, its socket
+        # open), so nothing changes under axe while it reads the page.
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            for scheme in ("light", "dark"):
+                page.emulate_media(color_scheme=scheme)
+                assert accessibility_violations(page) == [], scheme
+        finally:
+            server.process.send_signal(signal.SIGCONT)
         assert errors == []
     finally:
         page.close()

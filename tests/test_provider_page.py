@@ -346,7 +346,7 @@ async def test_the_provider_page_is_html_for_browsers_and_the_view_for_api_clien
     async with http.get("/providers/Steady", headers={"Accept": BROWSER_ACCEPT}) as response:
         assert response.status == 200
         assert response.content_type == "text/html"
-        assert response.headers["Vary"] == "Accept"
+        assert response.headers["Vary"] == "Accept, Accept-Encoding"
         assert "default-src 'self'" in response.headers["Content-Security-Policy"]
         page = await response.text()
     assert 'src="../static/provider.js"' in page and 'href="../static/dashboard.css"' in page

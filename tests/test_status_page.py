@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from test_dashboard import ThreadedService, browser, needs_chromium
 from test_projections import probe
+from test_provider_page import LAYOUT_SHIFTS, accessibility_violations
 
 from cryptomon.config import ConfigError, load_config
 from cryptomon.http.settings import Settings
@@ -159,6 +160,8 @@ def test_a_provider_the_page_names_must_exist(tmp_path: Path) -> None:
 def test_in_chromium_whole_without_javascript_and_live_with_it(
     browser: Any, service: Any, tmp_path: Path, width: int, height: int, label: str
 ) -> None:
+    """Whole without JavaScript; with it, a change shows in place, the layout shifting less
+    than Lighthouse's "good" (0.1), and axe-core finds no violation in either scheme."""
     from playwright.sync_api import expect
 
     now = time.time()
@@ -182,6 +185,7 @@ def test_in_chromium_whole_without_javascript_and_live_with_it(
         still.close()
     live = browser.new_context(viewport={"width": width, "height": height})
     page = live.new_page()
+    page.add_init_script(LAYOUT_SHIFTS)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
@@ -192,6 +196,11 @@ def test_in_chromium_whole_without_javascript_and_live_with_it(
         expect(gamma).to_have_attribute("data-state", "outage", timeout=20_000)
         expect(gamma.locator(".state")).to_have_text("Outage")
         expect(page.locator("#overall")).to_have_text("Some services are down")
+        shift = page.evaluate("window.layoutShift")
+        assert shift < 0.1, shift
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            assert accessibility_violations(page) == [], scheme
         assert errors == []
     finally:
         live.close()

@@ -16,6 +16,7 @@
   const REFRESH_MIN_MS = 4000; // REST refresh on status_update, at most this often
   const TOKEN_KEY = "cryptomon.token";
   const REFETCH_MIN_MS = 1000; // one chain or pair re-read from REST at most this often
+  const FEED_WAIT_MS = 1000; // no position from the feed this long after start: load anyway
   // The live feed's opt-in topics: judgements of chains' nodes and pairs' sources, and heads.
   const JUDGED_TOPICS = ["chains", "quotes", "heads"];
 
@@ -52,6 +53,7 @@
   const REST_MAX_AGE_MS = 1500;
 
   const $ = (id) => document.getElementById(id);
+  const nextTask = () => new Promise((resolve) => setTimeout(resolve));
 
   // ---- small helpers ----------------------------------------------------------
 
@@ -68,11 +70,15 @@
     return node;
   }
 
+  const two = (number) => String(number).padStart(2, "0");
+
+  // By hand, not with toLocaleTimeString or Intl: the first Intl formatter a page makes
+  // loads the locale data, 50 to 100 ms of blocked page on this project's machines.
   function clock(time) {
     if (time === null || time === undefined) return "–";
-    const date = typeof time === "number" ? new Date(time) : new Date(time);
+    const date = new Date(time);
     if (Number.isNaN(date.getTime())) return "–";
-    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+    return `${two(date.getHours())}:${two(date.getMinutes())}:${two(date.getSeconds())}`;
   }
 
   function ago(time) {
@@ -96,7 +102,11 @@
     return new URL(path, BASE).toString();
   }
 
-  function get(path) {
+  // Each request in a task of its own: making one costs the page a few milliseconds (ten
+  // with the browser's developer tools open), and the twenty of a load made in one go
+  // were one long task.
+  async function get(path) {
+    await nextTask();
     const headers = { Accept: "application/json" };
     if (state.token) headers.Authorization = `Bearer ${state.token}`;
     return fetch(url(path), { headers, cache: "no-store" });
@@ -168,9 +178,15 @@
   async function fetchState() {
     const started = Date.now();
     try {
-      const [providers, limits, open, recent, connections, rateLog, chains, quotes] = await Promise.all([
-        getJSON("api/providers"),
-        getJSON("api/rate-limits"),
+      // The cards first: they are the first screen, and on a slow link the page shows them
+      // sooner when their two answers do not share it with the rest. Drawn alone, too, they
+      // keep each piece of the browser's work short. Then what is below them, and the series.
+      const [providers, limits] = await Promise.all([getJSON("api/providers"), getJSON("api/rate-limits")]);
+      state.providers = new Map(providers.providers.map((p) => [p.name, p]));
+      state.rateLimits = new Map(limits.rate_limits.map((r) => [r.provider, r]));
+      $("load-error").hidden = true;
+      renderProviders();
+      const rest = Promise.all([
         getJSON("api/alerts?open=true&hours=9600&limit=500"),
         getJSON("api/alerts?hours=24&limit=500"),
         getJSON("api/logs/connection?hours=1&limit=60"),
@@ -178,56 +194,63 @@
         getJSON("api/chains"),
         getJSON("api/quotes"),
       ]);
+      const series = Promise.all([...state.providers.keys()].map(loadSeries));
+      const [open, recent, connections, rateLog, chains, quotes] = await rest;
       // The list has each node's head, lag and states; one chain adds its rules (for the
       // bars' scale), lag in seconds and chain ids: what a refetch of one chain gives too.
       const views = await Promise.all(chains.chains.map((chain) => getJSON(chainPath(chain.name))));
       state.chains = new Map(views.map((chain) => [chain.name, chain]));
       state.pairs = new Map(quotes.pairs.map((pair) => [pair.name, pair]));
-      state.providers = new Map(providers.providers.map((p) => [p.name, p]));
-      state.rateLimits = new Map(limits.rate_limits.map((r) => [r.provider, r]));
       state.alerts = new Map();
       for (const alert of [...recent.alerts, ...open.alerts]) state.alerts.set(alert.id, alert);
       const rows = [
         ...connections.logs.map((data) => ({ log_type: "connection", data })),
         ...rateLog.logs.map((data) => ({ log_type: "rate_limit", data })),
       ].sort((a, b) => a.data.position - b.data.position);
+      await nextTask();
       for (const row of rows) addLogEntry(row.log_type, row.data, row.data.position);
       for (const [receivedAt, message] of state.journal) {
         if (receivedAt >= started - REST_MAX_AGE_MS) applyChange(message, true);
       }
       state.lastRefresh = Date.now();
-      $("load-error").hidden = true;
-      renderAll();
-      await loadSeries([...state.providers.keys()]);
+      // A panel a task, as the log's rows above, for the same reason as the cards (live
+      // changes in between apply to the state just set, and draw themselves).
+      renderChains();
+      await nextTask();
+      renderPairs();
+      await nextTask();
+      renderAlerts();
+      renderConnection();
+      if (state.position !== null) $("position").textContent = String(state.position);
+      $("alerts-and-log").hidden = false;
+      await series;
     } catch (error) {
       $("load-error").hidden = false;
       $("load-error").textContent = `Could not load the state: ${error.message}`;
+      if (!state.providers.size) $("summary").textContent = ""; // no longer "loading…"
+      $("alerts-and-log").hidden = false;
     }
   }
 
-  async function loadSeries(names) {
-    await Promise.all(
-      names.map(async (name) => {
-        try {
-          const series = await getJSON(`api/providers/${encodeURIComponent(name)}/series?hours=1`);
-          const half = (series.step_seconds * 1000) / 2;
-          const points = series.points
-            .filter((p) => p.probes > 0)
-            .map((p) => ({
-              t: Date.parse(p.timestamp) + half,
-              ms: p.avg_response_time_ms,
-              failed: p.avg_response_time_ms === null && p.failures > 0,
-            }));
-          // Keep live samples newer than the series' last point.
-          const last = points.length ? points[points.length - 1].t + half : 0;
-          const newer = (state.samples.get(name) || []).filter((s) => s.t > last);
-          state.samples.set(name, [...points, ...newer]);
-          renderProvider(name);
-        } catch (error) {
-          // A provider removed meanwhile: no sparkline; the next load tells.
-        }
-      }),
-    );
+  async function loadSeries(name) {
+    try {
+      const series = await getJSON(`api/providers/${encodeURIComponent(name)}/series?hours=1`);
+      const half = (series.step_seconds * 1000) / 2;
+      const points = series.points
+        .filter((p) => p.probes > 0)
+        .map((p) => ({
+          t: Date.parse(p.timestamp) + half,
+          ms: p.avg_response_time_ms,
+          failed: p.avg_response_time_ms === null && p.failures > 0,
+        }));
+      // Keep live samples newer than the series' last point.
+      const last = points.length ? points[points.length - 1].t + half : 0;
+      const newer = (state.samples.get(name) || []).filter((s) => s.t > last);
+      state.samples.set(name, [...points, ...newer]);
+      renderProvider(name);
+    } catch (error) {
+      // A provider removed meanwhile: no sparkline; the next load tells.
+    }
   }
 
   // Between events, refresh what moves with time (p95, uptime, usage) at most every few seconds.
@@ -600,23 +623,16 @@
 
   // ---- rendering -------------------------------------------------------------------
 
-  function renderAll() {
-    renderProviders();
-    renderChains();
-    renderPairs();
-    renderAlerts();
-    renderConnection();
-    if (state.position !== null) $("position").textContent = String(state.position);
-  }
-
   function renderSummary() {
     const counts = {};
     for (const provider of state.providers.values()) counts[provider.status] = (counts[provider.status] || 0) + 1;
-    const parts = ["online", "degraded", "offline", "rate_limited", "maintenance", "unknown", "unconfigured"]
-      .filter((status) => counts[status])
-      .map((status) => `<b>${counts[status]}</b> ${status.replace("_", " ")}`);
-    // Only numbers and fixed words go into this markup.
-    $("summary").innerHTML = parts.join(" · ");
+    const parts = [];
+    for (const status of ["online", "degraded", "offline", "rate_limited", "maintenance", "unknown", "unconfigured"]) {
+      if (!counts[status]) continue;
+      if (parts.length) parts.push(" · ");
+      parts.push(el("b", null, counts[status]), ` ${status.replace("_", " ")}`);
+    }
+    $("summary").replaceChildren(...parts);
     $("provider-count").textContent = `(${state.providers.size})`;
   }
 
@@ -772,8 +788,12 @@
 
   function price(value) {
     if (value === null || value === undefined) return "–";
-    const digits = Math.abs(value) >= 100 ? 2 : Math.abs(value) >= 1 ? 4 : 8;
-    return Number(value).toLocaleString("en-US", { maximumFractionDigits: digits });
+    const number = Number(value);
+    const digits = Math.abs(number) >= 100 ? 2 : Math.abs(number) >= 1 ? 4 : 8;
+    // 60,123.4: thousands grouped, no trailing zeros (as en-US's toLocaleString; see clock).
+    const [whole, fraction] = Math.abs(number).toFixed(digits).split(".");
+    const decimals = fraction.replace(/0+$/, "");
+    return `${number < 0 ? "-" : ""}${whole.replace(/\B(?=(\d{3})+$)/g, ",")}${decimals ? `.${decimals}` : ""}`;
   }
 
   function signedPercent(value) {
@@ -814,6 +834,10 @@
     for (const card of $(container).children) if (card.dataset[key] === name) return card;
     const card = el("article", `judged-card ${className}`);
     card.dataset[key] = name;
+    // Focusable, and named so: on a narrow screen its table scrolls sideways, and a
+    // keyboard has to be able to scroll it too.
+    card.tabIndex = 0;
+    card.setAttribute("aria-label", `${className} ${name}`);
     $(container).append(card);
     return card;
   }
@@ -1184,8 +1208,11 @@
     }
     connect();
     setInterval(tick, 1000);
-    // The page works without the feed too: show what REST says while it connects.
-    if (state.position === null) loadState();
+    // The load that counts starts once the feed says its position (see onMessage), so a
+    // quick feed means one load, not two. The page works without the feed too: what REST
+    // says is shown at once when there is no socket, or when the feed is slow to come.
+    if (!state.ws) loadState();
+    else setTimeout(() => state.position === null && loadState(), FEED_WAIT_MS);
   }
 
   start();

@@ -105,6 +105,8 @@ def test_the_page_shows_states_in_plain_words_and_nothing_internal(service: Any)
         ("Alpha", "operational"), ("Beta <b>", "outage"), ("Gamma", "unknown")
     ]  # fmt: skip
     assert "internal-host-name" not in body and "HIDDEN" not in body
+    # The Incidents section as the page has it, for the script to follow them live.
+    assert data["incidents_html"] in page and "Beta &lt;b&gt;: outage" in data["incidents_html"]
 
 
 def test_groups_and_a_provider_list_from_the_config_and_turning_it_off(tmp_path: Path) -> None:
@@ -196,6 +198,8 @@ def test_in_chromium_whole_without_javascript_and_live_with_it(
         expect(gamma).to_have_attribute("data-state", "outage", timeout=20_000)
         expect(gamma.locator(".state")).to_have_text("Outage")
         expect(page.locator("#overall")).to_have_text("Some services are down")
+        # Gamma's outage opened an incident: it shows in the list in place, in plain words.
+        expect(page.locator("#incidents .incident")).to_contain_text("Gamma: outage")
         shift = page.evaluate("window.layoutShift")
         assert shift < 0.1, shift
         for scheme in ("light", "dark"):

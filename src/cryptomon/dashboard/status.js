@@ -3,6 +3,7 @@
 (function () {
   "use strict";
   const EVERY_MS = 10000;
+  let shownIncidents = null;
 
   function apply(status) {
     const overall = document.getElementById("overall");
@@ -14,6 +15,11 @@
         row.dataset.state = provider.state;
         row.querySelector(".state").textContent = provider.label;
       }
+    }
+    // Rendered by the server as the page is (escaped): put in place when it changed.
+    if (status.incidents_html !== shownIncidents) {
+      document.getElementById("incidents").innerHTML = status.incidents_html;
+      shownIncidents = status.incidents_html;
     }
     const updated = document.getElementById("updated");
     updated.dateTime = status.updated_at;

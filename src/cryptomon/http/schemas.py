@@ -834,3 +834,6 @@ class PublicStatus(Schema, frozen=True):
     overall_label: str
     updated_at: str
     providers: list[PublicProvider]
+    # The Incidents section as the page renders it (escaped, in plain words): the script
+    # puts it in place, so incidents opening and closing show live too.
+    incidents_html: str

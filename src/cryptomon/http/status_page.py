@@ -110,12 +110,14 @@ def public_status(request: web.Request) -> PublicStatus:
         for p in members
     ]
     overall = _overall(p.state for p in providers)
+    now = time.time()
     return PublicStatus(
         title=page.title,
         overall=overall,
         overall_label=_OVERALL[overall],
-        updated_at=iso_time(float(int(time.time()))) or "",
+        updated_at=iso_time(float(int(now))) or "",
         providers=providers,
+        incidents_html=_incidents(request, {p.name for p in providers}, now),
     )
 
 
@@ -208,7 +210,6 @@ async def status_page(request: web.Request) -> web.Response:
         BAR_DAYS,
     )
     bar_of = {days.provider: _bar(days, bars.dates) for days in bars.providers}
-    incidents = _incidents(request, {p.name for p in status.providers}, time.time())
     for group, members in groups.items():
         rows = "".join(
             f'<li class="provider" data-provider="{escape(p.name)}" data-state="{p.state}">'
@@ -233,7 +234,7 @@ async def status_page(request: web.Request) -> web.Response:
 <h1>{escape(status.title)}</h1>
 <p id="overall" class="overall" data-state="{status.overall}">{escape(status.overall_label)}</p>
 {"".join(sections) or '<p class="empty">No services are listed.</p>'}
-<section><h2>Incidents</h2>{incidents}</section>
+<section><h2>Incidents</h2><div id="incidents">{status.incidents_html}</div></section>
 <p class="updated">Updated <time id="updated" datetime="{status.updated_at}">\
 {status.updated_at}</time></p>
 </main>

@@ -19,7 +19,8 @@ The conditions the figures hold for, printed with them:
 wrk (Debian package `wrk`) runs with 2 threads and 50 connections. Each round measures
 every endpoint on the service and on the bare server, one after the other, the order
 swapped every round (the machine is shared and noisy: only ratios measured minutes
-apart mean anything). Prints each round's req/s and ratio, then per endpoint the median
+apart mean anything). Prints each round's req/s, each server's CPU per request (from
+/proc; the service's includes its probing) and the ratio, then per endpoint the median
 ratio over the rounds (goal: at least 0.8 for the cached read-model answers).
 """
 
@@ -149,17 +150,27 @@ def ready(process: subprocess.Popen[str], what: str) -> None:
         raise SystemExit(f"the {what} did not start")
 
 
-def wrk(url: str, seconds: float) -> float:
-    """Requests/s from one wrk run; any answer not 2xx (a 429 from the limiter) fails it."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, seconds: float, pid: int) -> tuple[float, float]:
+    """Requests/s from one wrk run, and the server's CPU microseconds per request (its
+    background work included); any answer not 2xx (a 429 from the limiter) fails it."""
+    before = cpu_seconds(pid)
     result = subprocess.run(
         ["wrk", *WRK, f"-d{seconds:g}s", url], capture_output=True, text=True, check=True
     )
+    used = cpu_seconds(pid) - before
     refused = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", result.stdout)
     if refused is not None:
         raise SystemExit(f"{url}: {refused.group(1)} answers were not 2xx\n{result.stdout}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
-    assert match is not None, result.stdout
-    return float(match.group(1))
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    requests = re.search(r"(\d+) requests in", result.stdout)
+    assert rate is not None and requests is not None, result.stdout
+    return float(rate.group(1)), used * 1e6 / int(requests.group(1))
 
 
 def load() -> str:
@@ -217,22 +228,29 @@ def main() -> None:
                 f"wrk {' '.join(WRK)} -d{args.seconds:g}s, {args.rounds} rounds, order swapped"
                 f" each round; load average at start {load()}"
             )
+            pids = {"service": service.pid, "bare": bare.pid}
             ratios: dict[str, list[float]] = {path: [] for path in ENDPOINTS}
+            cpu: dict[str, list[float]] = {path: [] for path in ENDPOINTS}
             for round_ in range(args.rounds):
                 for path in ENDPOINTS:
                     urls = {"service": base + path, "bare": f"http://127.0.0.1:{bare_port}{path}"}
                     order = ("service", "bare") if round_ % 2 == 0 else ("bare", "service")
-                    rates = {who: wrk(urls[who], args.seconds) for who in order}
-                    ours, theirs = rates["service"], rates["bare"]
+                    runs = {who: wrk(urls[who], args.seconds, pids[who]) for who in order}
+                    (ours, our_cpu), (theirs, their_cpu) = runs["service"], runs["bare"]
                     ratios[path].append(ours / theirs)
+                    cpu[path].append(our_cpu / their_cpu)
                     print(
                         f"round {round_ + 1} {path:<15} {len(bodies[path]):>7,} B"
-                        f"  service {ours:>7,.0f} req/s  bare {theirs:>7,.0f} req/s"
+                        f"  service {ours:>7,.0f} req/s {our_cpu:4.0f} us CPU/req"
+                        f"  bare {theirs:>7,.0f} req/s {their_cpu:4.0f} us CPU/req"
                         f"  ratio {ours / theirs:.2f}  (load {load()})"
                     )
-            print("median ratio to bare over the rounds:")
-            for path, values in ratios.items():
-                print(f"  {path:<15} {statistics.median(values):.2f}")
+            print("median over the rounds: req/s ratio to bare (CPU per request, service/bare)")
+            for path in ENDPOINTS:
+                print(
+                    f"  {path:<15} {statistics.median(ratios[path]):.2f}"
+                    f"  ({statistics.median(cpu[path]):.2f}x)"
+                )
             lowest = min(statistics.median(ratios[path]) for path in GOAL_ENDPOINTS)
             verdict = "met" if lowest >= GOAL else "NOT met"
             print(f"goal: {', '.join(GOAL_ENDPOINTS)} >= {GOAL} of bare: {verdict}")

@@ -14,10 +14,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp_cors
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from cryptomon.events.log import open_event_log
 from cryptomon.events.types import RecordedEvent
@@ -299,6 +299,25 @@ def _allow_origins(app: web.Application, origins: tuple[str, ...]) -> None:
         allow_methods=("GET", "POST", "PUT", "DELETE"),
         max_age=600,
     )
+    hooks = len(app.on_response_prepare)
     cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
     for route in list(app.router.routes()):
         cors.add(route)
+    # aiohttp_cors's response hook looks up the route's CORS configuration for every
+    # response before it finds no Origin header and adds nothing (CORS 6.1.1): 5 % of
+    # the service's time answering from the cache, for clients that are no browser.
+    for index in range(hooks, len(app.on_response_prepare)):
+        app.on_response_prepare[index] = _with_origin(app.on_response_prepare[index])
+
+
+ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]
+
+
+def _with_origin(hook: ResponseHook) -> ResponseHook:
+    """`hook`, run only for a request with an Origin header (a browser's cross-origin one)."""
+
+    async def with_origin(request: web.Request, response: web.StreamResponse) -> None:
+        if hdrs.ORIGIN in request.headers:
+            await hook(request, response)
+
+    return with_origin

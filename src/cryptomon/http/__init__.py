@@ -1,1 +1,1 @@
-"""The HTTP side: the aiohttp app, REST handlers and middlewares."""
+"""The HTTP side: the aiohttp app, its route table and REST handlers."""

@@ -38,7 +38,9 @@ def cached(handler: Handler) -> Handler:
     async def answer(request: web.Request) -> web.StreamResponse:
         entries = request.app[RESPONSE_CACHE]
         now = time.monotonic()
-        key = request.path_qs
+        # The request line's target as sent: `path_qs` would build a URL and a string
+        # from it on every request. Two spellings of one query are two entries.
+        key = request.raw_path
         entry = entries.get(key)
         if entry is not None and now < entry.expires:
             return web.Response(body=entry.body, status=entry.status, headers=entry.headers)

@@ -18,7 +18,7 @@ from importlib.resources import files
 
 from aiohttp import web
 
-from cryptomon.http.errors import NotFound
+from cryptomon.http.errors import NotFound, guarded
 from cryptomon.http.keys import ARGUMENTS, DASHBOARD_ASSETS
 from cryptomon.http.views import models_of, providers, service
 
@@ -168,4 +168,4 @@ async def asset(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app[DASHBOARD_ASSETS] = load_assets()
-    app.router.add_get(STATIC_PREFIX + "{name}", asset)
+    app.router.add_get(STATIC_PREFIX + "{name}", guarded(asset))

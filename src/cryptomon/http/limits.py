@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from cryptomon.http.errors import problem_response
-from cryptomon.http.keys import CLIENT_LIMITS
+from cryptomon.http.errors import TooManyRequests
 
 # Addresses not seen for this many refill periods are forgotten, so the table
 # of buckets stays as small as the set of recent clients.
@@ -106,27 +103,12 @@ class ClientLimits:
         except ValueError:
             return False
 
+    def admit(self, request: web.BaseRequest) -> None:
+        """Count the request against its client's bucket, or refuse it."""
+        wait = self.wait_for_request(self.address_of(request))
+        if wait:
+            detail = f"more than {self.per_second:g} requests a second from this address"
+            raise TooManyRequests(detail, wait)
+
     def may_connect(self, address: str) -> bool:
         return self.open_connections[address] < self.connections
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def too_many(request: web.Request, detail: str, retry_after: float) -> web.Response:
-    response = problem_response(429, "too-many-requests", "Too many requests", detail, request)
-    response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return response
-
-
-@web.middleware
-async def limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    limits = request.app[CLIENT_LIMITS]
-    wait = limits.wait_for_request(limits.address_of(request))
-    if wait:
-        return too_many(
-            request,
-            f"more than {limits.per_second:g} requests a second from this address",
-            wait,
-        )
-    return await handler(request)

@@ -32,6 +32,7 @@ from cryptomon.http import (
 )
 from cryptomon.http.authorization import Exemption, anyone, feed_reads, reads, writes
 from cryptomon.http.cache import cached
+from cryptomon.http.errors import guarded
 from cryptomon.http.keys import OPENAPI_DOCUMENT, RESPONSE_CACHE
 from cryptomon.http.params import Param, parsed
 from cryptomon.http.views import (
@@ -833,6 +834,20 @@ def add_routes(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
             handler = feed_reads(handler)
         elif not endpoint.write:
             handler = reads(handler, endpoint.exemption)
-        app.router.add_route(endpoint.method, endpoint.path, handler)
+        app.router.add_route(endpoint.method, endpoint.path, guarded(handler))
     app[OPENAPI_DOCUMENT] = openapi.build(endpoints)
     dashboard.add_routes(app)  # its files under /static/: not API, not in the document
+    # Last, so that it matches only what no route above does.
+    app.router.add_route("*", "/{unrouted:.*}", guarded(unrouted))
+
+
+async def unrouted(request: web.Request) -> web.StreamResponse:
+    """Every request that no route takes, limited and answered as a problem like the
+    rest: a 405 naming the methods the path has, or a 404 when it has none."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()

@@ -18,9 +18,8 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from aiohttp.http_websocket import WebSocketError
 
 from cryptomon.http.authorization import matches_any
-from cryptomon.http.errors import InvalidParameter, problem_response
+from cryptomon.http.errors import InvalidParameter, TooManyRequests, problem_response
 from cryptomon.http.keys import ARGUMENTS, CLIENT_LIMITS, FEED_TOKENS, HUB, READ_MODELS
-from cryptomon.http.limits import too_many
 from cryptomon.http.params import Param
 from cryptomon.http.routes import Endpoint
 from cryptomon.http.schemas import ConnectionView, WebSocketStats
@@ -63,8 +62,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     limits = request.app[CLIENT_LIMITS]
     address = limits.address_of(request)
     if not limits.may_connect(address):
-        return too_many(
-            request,
+        raise TooManyRequests(
             f"more than {limits.connections} live-feed connections from this address",
             HEARTBEAT_RETRY_SECONDS,
         )

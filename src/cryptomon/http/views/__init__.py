@@ -3,7 +3,7 @@ plus the event log. The route table (`http/routes.py`) says which serves what.
 
 Handlers read the in-memory read models (no heavy work per request) or, for
 logs and the event log, one indexed page of the store. Bad input raises an
-error that the problem middleware turns into a 4xx.
+error that the route table's guard (errors.guarded) turns into a 4xx.
 
 This module holds what every view uses: the JSON answer, the read models and
 the log of a request, and reading one's own write."""

@@ -178,6 +178,25 @@ async def test_registration_is_recorded_only_when_it_changes(
     assert store.head == 6
 
 
+async def test_a_definition_on_another_stream_does_not_stall_registration(
+    monitor: Monitor, store: EventStore
+) -> None:
+    # No cryptomon writes one; a log that has one must not make every append expect
+    # that stream's version (it used to retry for ever).
+    foreign = ProviderRegistered(
+        "Healthy", "market_data", "https://elsewhere.example", "/", "every 1h", 10_000, 2_000
+    )
+    await store.append("imported:Healthy", [foreign, foreign])
+    async with asyncio.timeout(30):
+        assert await monitor.register_providers() == 6
+    ours = await store.read_by_type(["ProviderRegistered"], limit=100)
+    assert sorted(r.stream for r in ours if r.event.provider == "Healthy") == [  # type: ignore[union-attr]
+        "config:Healthy",
+        "imported:Healthy",
+        "imported:Healthy",
+    ]
+
+
 async def test_a_provider_the_config_no_longer_has_is_recorded_as_removed_once(
     monitor: Monitor, store: EventStore, tmp_path: Path, standin: StandIn
 ) -> None:

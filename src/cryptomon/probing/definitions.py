@@ -77,6 +77,15 @@ async def read_book(store: EventLog) -> dict[str, Entry]:
         assert isinstance(
             event, ProviderRegistered | ProviderRemoved | ProviderPaused | ProviderResumed
         )
+        if recorded.stream != registration_stream(event.provider):
+            # No cryptomon writes one elsewhere; counting its stream's version as this
+            # provider's would make every append expect the wrong version, for ever.
+            log.warning(
+                "%s of %s at position %d is on stream %r, not %r: not a definition",
+                type(event).__name__, event.provider, recorded.position, recorded.stream,
+                registration_stream(event.provider),
+            )  # fmt: skip
+            continue
         entry = book.get(event.provider)
         if entry is None:
             entry = book[event.provider] = Entry(event.provider)

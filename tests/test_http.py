@@ -835,6 +835,8 @@ async def test_cors_allows_exactly_the_configured_origins(start: Start) -> None:
     )
     assert status == 403
     assert "Access-Control-Allow-Origin" not in headers
+    # Behind the same guard as every route: a problem document like any refusal.
+    assert headers["Content-Type"].startswith("application/problem+json")
     status, _, _, headers = await service.request(
         "GET", "/api/status", headers={"Origin": "https://evil.example"}
     )

@@ -44,6 +44,23 @@ async def test_a_client_past_its_rate_gets_429_with_retry_after(
     assert "requests a second" in (await refused.json())["detail"]
 
 
+async def test_every_request_counts_unrouted_ones_and_cors_preflights_too(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    server = 'requests_per_second = 0.5\nrequest_burst = 3\ncors_origins = ["https://a.example"]'
+    client = await aiohttp_client(app_with(tmp_path, server))
+    preflight = {"Origin": "https://a.example", "Access-Control-Request-Method": "GET"}
+    answers = [
+        await client.options("/api/status", headers=preflight),
+        await client.get("/nope"),
+        await client.post("/api/status"),
+        await client.options("/api/status", headers=preflight),
+    ]
+    assert [a.status for a in answers] == [200, 404, 405, 429]
+    assert all(a.content_type == "application/problem+json" for a in answers[1:])
+    assert answers[2].headers["Allow"]
+
+
 def test_each_address_has_its_own_bucket_and_buckets_refill() -> None:
     limits = ClientLimits(per_second=2.0, burst=2, connections=1)
     assert limits.wait_for_request("10.0.0.1", now=0.0) == 0

@@ -18,10 +18,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp_cors
 from aiohttp import hdrs, web
+from aiohttp_cors.urldispatcher_router_adapter import ResourcesUrlDispatcherRouterAdapter
 
 from cryptomon.events.log import open_event_log
 from cryptomon.events.types import RecordedEvent
 from cryptomon.http import routes
+from cryptomon.http.errors import Handler, guarded
 from cryptomon.http.keys import (
     CLIENT_LIMITS,
     HUB,
@@ -302,7 +304,10 @@ def _allow_origins(app: web.Application, origins: tuple[str, ...]) -> None:
         max_age=600,
     )
     hooks = len(app.on_response_prepare)
-    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    defaults = {origin: options for origin in origins}
+    cors = aiohttp_cors.CorsConfig(
+        app, defaults=defaults, router_adapter=_GuardedPreflights(app.router, defaults)
+    )
     for route in list(app.router.routes()):
         if route.method != "*":  # the catch-all for unrouted requests
             cors.add(route)
@@ -311,6 +316,21 @@ def _allow_origins(app: web.Application, origins: tuple[str, ...]) -> None:
     # the service's time answering from the cache, for clients that are no browser.
     for index in range(hooks, len(app.on_response_prepare)):
         app.on_response_prepare[index] = _with_origin(app.on_response_prepare[index])
+
+
+class _GuardedPreflights(ResourcesUrlDispatcherRouterAdapter):
+    """aiohttp_cors's routing, its preflight handler behind the same guard as every
+    route (the per-client limiter; a refused origin's 403 as a problem document)."""
+
+    def add_preflight_handler(
+        self,
+        routing_entity: web.Resource | web.StaticResource | web.ResourceRoute,
+        handler: Handler,
+        webview: bool = False,  # the base's signature; deprecated there, unused
+    ) -> None:
+        if not isinstance(routing_entity, web.ResourceRoute):  # a route comes back here
+            handler = guarded(handler)  # as its resource: guard once, where it is added
+        super().add_preflight_handler(routing_entity, handler)
 
 
 ResponseHook = Callable[[web.Request, web.StreamResponse], Awaitable[object]]

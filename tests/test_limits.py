@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -59,6 +60,33 @@ async def test_every_request_counts_unrouted_ones_and_cors_preflights_too(
     assert [a.status for a in answers] == [200, 404, 405, 429]
     assert all(a.content_type == "application/problem+json" for a in answers[1:])
     assert answers[2].headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "request_line", ["GET /a%0Ab HTTP/1.1", "GET /a%0A HTTP/1.1", "OPTIONS * HTTP/1.1"]
+)
+async def test_targets_no_path_pattern_matches_are_counted_and_answered_as_problems(
+    aiohttp_client: MakeClient, tmp_path: Path, request_line: str
+) -> None:
+    # Written by hand: a client library would not send these request lines.
+    limited = "requests_per_second = 0.5\nrequest_burst = 1"
+    client = await aiohttp_client(app_with(tmp_path, limited))
+    answers = [await raw_request(client, request_line) for _ in range(2)]
+    assert [status for status, _ in answers] == [404, 429]
+    assert all("application/problem+json" in head for _, head in answers)
+
+
+async def raw_request(client: Client, request_line: str) -> tuple[int, str]:
+    """The status and header lines of one request written on its own connection."""
+    assert client.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(f"{request_line}\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return int(head.split(" ", 2)[1]), head
 
 
 def test_each_address_has_its_own_bucket_and_buckets_refill() -> None:

@@ -838,7 +838,19 @@ def add_routes(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
     app[OPENAPI_DOCUMENT] = openapi.build(endpoints)
     dashboard.add_routes(app)  # its files under /static/: not API, not in the document
     # Last, so that it matches only what no route above does.
-    app.router.add_route("*", "/{unrouted:.*}", guarded(unrouted))
+    unrouted_targets = _EveryTarget("/")
+    app.router.register_resource(unrouted_targets)
+    unrouted_targets.add_route("*", guarded(unrouted))
+
+
+class _EveryTarget(web.PlainResource):
+    """A resource that matches every request target with a path. A path pattern would
+    not: `.*` stops at a decoded newline (`/a%0Ab`), and `OPTIONS *` is no path, so
+    those requests would get aiohttp's plain 404 past the limiter. (A CONNECT's
+    `host:port` target reaches no resource at all: aiohttp answers its plain 404.)"""
+
+    def _match(self, path: str) -> dict[str, str]:
+        return {}
 
 
 async def unrouted(request: web.Request) -> web.StreamResponse:

@@ -1,13 +1,13 @@
 """Who may read and who may write, and as whom: the checks the route table puts in front
 of its routes, so no handler can forget them; and the token comparison they share.
 
-- A route declared `write=True` runs behind `writes`: the API token when one is
+- A route declared `write=True` runs behind `write_check`: the API token when one is
   configured (`server.api_token_env`), loopback otherwise.
 - With a read token configured (`server.read_token_env`) every other route runs behind
-  `reads`: the read token or the API token as a bearer token, unless the route is open
-  to the request (`Endpoint.open_to`: the health probes, the badges, the dashboard's
-  page, the API's document). The read token reads only: it never writes.
-- The live feed runs behind `feed_reads`: the same tokens (the API token alone when only
+  `read_check`: the read token or the API token as a bearer token, unless the route is
+  open to the request (`Endpoint.open_to`: the health probes, the badges, the
+  dashboard's page, the API's document). The read token reads only: it never writes.
+- The live feed runs behind `feed_check`: the same tokens (the API token alone when only
   it is configured, as before there was a read token), as a bearer header, `?token=` or
   the feed's first message (`request[FEED_TOKENS]` says which the handler must ask for).
 
@@ -16,9 +16,8 @@ No token is logged or echoed: a refusal says what was missing, never what was se
 
 from __future__ import annotations
 
-import functools
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -26,7 +25,8 @@ from cryptomon.http.errors import Forbidden, InsufficientScope, Unauthorized
 from cryptomon.http.keys import CLIENT_LIMITS, FEED_TOKENS, SETTINGS, WRITER
 from cryptomon.http.settings import Settings
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What the route table runs in front of a route: returns, or raises the refusal.
+Check = Callable[[web.Request], None]
 # Which requests may read a route without the read token (see `Endpoint.open_to`).
 Exemption = Callable[[web.Request], bool]
 
@@ -133,50 +133,38 @@ def authorize_write(request: web.Request) -> str:
     return "local"
 
 
-def writes(handler: Handler) -> Handler:
-    """`handler`, run only for a request allowed to write, with its actor in `request[WRITER]`."""
-
-    @functools.wraps(handler)
-    async def authorized(request: web.Request) -> web.StreamResponse:
-        request[WRITER] = authorize_write(request)
-        return await handler(request)
-
-    return authorized
+def write_check(request: web.Request) -> None:
+    """Refuses a request not allowed to write; puts its actor in `request[WRITER]`."""
+    request[WRITER] = authorize_write(request)
 
 
-def reads(handler: Handler, open_to: Exemption | None = None) -> Handler:
-    """`handler`, run only for a request allowed to read: anyone while no read token is
-    configured, and any request `open_to` lets in."""
+def read_check(open_to: Exemption | None = None) -> Check:
+    """The check of a route that reads: anyone may while no read token is configured,
+    and any request `open_to` lets in."""
+    if open_to is None:
+        return authorize_read
 
-    @functools.wraps(handler)
-    async def authorized(request: web.Request) -> web.StreamResponse:
-        if open_to is None or not open_to(request):
+    def check(request: web.Request) -> None:
+        if not open_to(request):
             authorize_read(request)
-        return await handler(request)
 
-    return authorized
+    return check
 
 
-def feed_reads(handler: Handler) -> Handler:
-    """`handler` (the live feed), with `request[FEED_TOKENS]` the tokens its first message
-    must carry one of: none when the feed is open or the request carried one already (a
-    bearer header, or `?token=`: a browser cannot set a WebSocket's headers); a wrong one
-    is a 401 before the upgrade."""
-
-    @functools.wraps(handler)
-    async def authorized(request: web.Request) -> web.StreamResponse:
-        tokens = feed_tokens(request.app[SETTINGS])
-        if tokens:
-            # Another scheme's header (a proxy's Basic) is not ours to judge here.
-            scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
-            given = bearer.strip() if scheme.lower() == "bearer" and bearer.strip() else None
-            if given is None:
-                given = request.query.get("token")
-            if given is not None:
-                if not matches_any(given, tokens):
-                    raise Unauthorized("the token is not one that may follow the feed")
-                tokens = ()
-        request[FEED_TOKENS] = tokens
-        return await handler(request)
-
-    return authorized
+def feed_check(request: web.Request) -> None:
+    """Puts in `request[FEED_TOKENS]` the tokens the live feed's first message must carry
+    one of: none when the feed is open or the request carried one already (a bearer
+    header, or `?token=`: a browser cannot set a WebSocket's headers); a wrong one is a
+    401 before the upgrade."""
+    tokens = feed_tokens(request.app[SETTINGS])
+    if tokens:
+        # Another scheme's header (a proxy's Basic) is not ours to judge here.
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        given = bearer.strip() if scheme.lower() == "bearer" and bearer.strip() else None
+        if given is None:
+            given = request.query.get("token")
+        if given is not None:
+            if not matches_any(given, tokens):
+                raise Unauthorized("the token is not one that may follow the feed")
+            tokens = ()
+    request[FEED_TOKENS] = tokens

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from cryptomon.http.keys import RESPONSE_CACHE
-
 MAX_AGE = 1.0
 MAX_ENTRIES = 1024
 
@@ -34,9 +32,11 @@ class CachedAnswer:
     headers: tuple[tuple[str, str], ...]
 
 
-def cached(handler: Handler) -> Handler:
+def cached(handler: Handler, entries: dict[str, CachedAnswer]) -> Handler:
+    """`handler`, its answers kept in `entries` (the app's `RESPONSE_CACHE`, which writes
+    empty) for `MAX_AGE`."""
+
     async def answer(request: web.Request) -> web.StreamResponse:
-        entries = request.app[RESPONSE_CACHE]
         now = time.monotonic()
         # The request line's target as sent: `path_qs` would build a URL and a string
         # from it on every request. Two spellings of one query are two entries.

@@ -3,9 +3,11 @@
 One declaration drives everything derived from it: `add_routes` registers
 each handler behind its parameters' parsing (`params.parsed`: the handler finds
 them in `request[ARGUMENTS]`); for `write=True`, behind the write check
-(`authorization.writes`); for every other route, behind the read check
-(`authorization.reads`: the read token, when one is configured, unless `open_to`
-lets the request in), the live feed behind its own (`authorization.feed_reads`).
+(`authorization.write_check`); for every other route, behind the read check
+(`authorization.read_check`: the read token, when one is configured, unless `open_to`
+lets the request in), the live feed behind its own (`authorization.feed_check`); and
+all of them behind the per-client limiter, their errors answered as problem documents
+(`errors.guarded`).
 `/openapi.json` is built from the same table, so the docs list exactly what is
 served and checked.
 """
@@ -30,7 +32,14 @@ from cryptomon.http import (
     schemas,
     status_page,
 )
-from cryptomon.http.authorization import Exemption, anyone, feed_reads, reads, writes
+from cryptomon.http.authorization import (
+    Check,
+    Exemption,
+    anyone,
+    feed_check,
+    read_check,
+    write_check,
+)
 from cryptomon.http.cache import cached
 from cryptomon.http.errors import guarded
 from cryptomon.http.keys import OPENAPI_DOCUMENT, RESPONSE_CACHE
@@ -86,11 +95,11 @@ class Endpoint:
     # Not JSON: its content type, for the document (/metrics' text, a badge's SVG); with
     # a JSON `response`, the other type it answers in (a report's CSV).
     media_type: str | None = None
-    # Runs only for a client allowed to write (`authorization.writes`): the bearer
+    # Runs only for a client allowed to write (`authorization.write_check`): the bearer
     # token when one is configured, loopback otherwise.
     write: bool = False
     # A read (any route not a write) needs the read token when one is configured
-    # (`authorization.reads`), except for the requests this lets in: `anyone` for the
+    # (`authorization.read_check`), except for the requests this lets in: `anyone` for the
     # health probes, the badges and the API's document; `/` lets in a browser asking
     # for the dashboard's page (its JSON answer is a read like the others).
     open_to: Exemption | None = None
@@ -828,13 +837,15 @@ def add_routes(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
         # refused to whoever may not write and reads to whoever may not read (before
         # any parameter is looked at, and in front of the cache of answers).
         handler = parsed(endpoint.handler, endpoint.params) if endpoint.params else endpoint.handler
-        handler = writes(handler) if endpoint.write else handler
-        handler = cached(handler) if endpoint.cached else handler
+        handler = cached(handler, app[RESPONSE_CACHE]) if endpoint.cached else handler
+        check: Check
         if endpoint.websocket:
-            handler = feed_reads(handler)
-        elif not endpoint.write:
-            handler = reads(handler, endpoint.exemption)
-        app.router.add_route(endpoint.method, endpoint.path, guarded(handler))
+            check = feed_check
+        elif endpoint.write:
+            check = write_check
+        else:
+            check = read_check(endpoint.exemption)
+        app.router.add_route(endpoint.method, endpoint.path, guarded(handler, check))
     app[OPENAPI_DOCUMENT] = openapi.build(endpoints)
     dashboard.add_routes(app)  # its files under /static/: not API, not in the document
     # Last, so that it matches only what no route above does.

@@ -52,7 +52,7 @@ _decoder = msgspec.json.Decoder(ClientMessage)
 
 async def live(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
-    # The route table's check (`authorization.feed_reads`) refused a wrong token and
+    # The route table's check (`authorization.feed_check`) refused a wrong token and
     # says which the first message must carry, if the request carried none.
     tokens = request[FEED_TOKENS]
     since = request[ARGUMENTS].integer("since")

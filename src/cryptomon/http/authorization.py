@@ -21,12 +21,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from cryptomon.http.errors import Forbidden, InsufficientScope, Unauthorized
+from cryptomon.http.errors import Check, Forbidden, InsufficientScope, Unauthorized
 from cryptomon.http.keys import CLIENT_LIMITS, FEED_TOKENS, SETTINGS, WRITER
 from cryptomon.http.settings import Settings
 
-# What the route table runs in front of a route: returns, or raises the refusal.
-Check = Callable[[web.Request], None]
 # Which requests may read a route without the read token (see `Endpoint.open_to`).
 Exemption = Callable[[web.Request], bool]
 

@@ -107,9 +107,12 @@ def problem_response(
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What the route table runs in front of a route (authorization.py's): returns, or raises
+# the refusal.
+Check = Callable[[web.Request], None]
 
 
-def guarded(handler: Handler, check: Callable[[web.Request], None] | None = None) -> Handler:
+def guarded(handler: Handler, check: Check | None = None) -> Handler:
     """`handler`, behind the per-client limiter and `check` (who may call it: see
     authorization.py), its errors and theirs answered as problems. One wrapper for all
     three, as each more is a coroutine on every request."""

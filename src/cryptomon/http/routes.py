@@ -33,7 +33,6 @@ from cryptomon.http import (
     status_page,
 )
 from cryptomon.http.authorization import (
-    Check,
     Exemption,
     anyone,
     feed_check,
@@ -41,7 +40,7 @@ from cryptomon.http.authorization import (
     write_check,
 )
 from cryptomon.http.cache import cached
-from cryptomon.http.errors import guarded
+from cryptomon.http.errors import Check, guarded
 from cryptomon.http.keys import OPENAPI_DOCUMENT, RESPONSE_CACHE
 from cryptomon.http.params import Param, parsed
 from cryptomon.http.views import (

@@ -74,6 +74,8 @@ class ProviderRegistered(msgspec.Struct, frozen=True, gc=False, tag=True, omit_d
     quote: str | None = None  # the pair whose price it is compared with
     source: ProviderSource = "file"
     definition: dict[str, Any] | None = None  # source "api" only
+    # The regions it is probed from (its config's `regions`); empty: every region.
+    regions: tuple[str, ...] = ()
 
 
 class ProviderRemoved(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
@@ -133,6 +135,8 @@ class ProbeRecorded(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaul
     rpc_error_code: int | None = None
     certificate_not_after: float | None = None
     observations: dict[str, ObservedValue] | None = None
+    # The region of the instance that probed (`[instance] region`); None: no region.
+    region: str | None = None
 
 
 class RateLimitChanged(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
@@ -147,6 +151,8 @@ class RateLimitChanged(msgspec.Struct, frozen=True, gc=False, tag=True, omit_def
     reset_at: float | None = None
     reason: str = "threshold"
     blocked_until: float | None = None
+    # The region whose instance counted the usage (its share of the provider's limit).
+    region: str | None = None
 
 
 class AlertAcknowledged(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
@@ -229,6 +235,27 @@ class MonitoringChanged(msgspec.Struct, frozen=True, gc=False, tag=True, kw_only
     failure_ratio_min_probes: int | None = None
 
 
+class RegionJoined(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    """An instance of `region` started probing on this log: the region reports again.
+    Recorded on the region's stream (`region:<name>`) by an instance of the region when
+    the stream's last event is not already a `RegionJoined`."""
+
+    region: str
+    instance: str  # the instance that joined
+    joined_at: float
+
+
+class RegionLost(msgspec.Struct, frozen=True, gc=False, tag=True, omit_defaults=True):
+    """The last instance of `region` is gone (its lease connections closed): the region
+    stopped reporting, so its view of every provider is unknown from this position on. A
+    dead prober is not a dead provider. Recorded once, by one surviving instance
+    (`instance`), on the region's stream."""
+
+    region: str
+    instance: str  # the surviving instance that saw the region's last lease disappear
+    lost_at: float
+
+
 Event = (
     ProviderRegistered
     | ProviderRemoved
@@ -241,6 +268,8 @@ Event = (
     | MonitoringChanged
     | ProviderPaused
     | ProviderResumed
+    | RegionJoined
+    | RegionLost
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -257,6 +286,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         MonitoringChanged,
         ProviderPaused,
         ProviderResumed,
+        RegionJoined,
+        RegionLost,
     )
 }
 
@@ -350,6 +381,12 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ProviderRegistered", 2): _added_fields,
     # v4 added `source` and `definition`.
     ("ProviderRegistered", 3): _added_fields,
+    # v5 added `regions`.
+    ("ProviderRegistered", 4): _added_fields,
+    # v4 added `region`.
+    ("ProbeRecorded", 3): _added_fields,
+    # v2 added `region`.
+    ("RateLimitChanged", 1): _added_fields,
     # v2 added `over_api`.
     ("ProviderRemoved", 1): _added_fields,
     # v2 added `failure_ratio_min_probes`.
@@ -358,8 +395,9 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
 }
 
 SCHEMA_VERSIONS: dict[str, int] = {name: 1 for name in EVENT_TYPES}
-SCHEMA_VERSIONS["ProbeRecorded"] = 3
-SCHEMA_VERSIONS["ProviderRegistered"] = 4
+SCHEMA_VERSIONS["ProbeRecorded"] = 4
+SCHEMA_VERSIONS["ProviderRegistered"] = 5
+SCHEMA_VERSIONS["RateLimitChanged"] = 2
 SCHEMA_VERSIONS["ProviderRemoved"] = 2
 SCHEMA_VERSIONS["AlertAcknowledged"] = 2
 SCHEMA_VERSIONS["MonitoringChanged"] = 2

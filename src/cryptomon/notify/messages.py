@@ -62,6 +62,7 @@ class AlertFields(msgspec.Struct, frozen=True, kw_only=True):
     note: str | None = None
     resolved_at: str | None = None
     position: int  # of the event that raised it
+    regions: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, alert: Alert) -> AlertFields:
@@ -111,7 +112,7 @@ class Subject(msgspec.Struct, frozen=True, gc=False):
     """What a channel's filters look at, and what the idempotency key names."""
 
     event: NotifyEvent  # what a channel's `events` filter matches
-    provider: str
+    provider: str | None  # None: the service's own alert
     severity: str
     subject: str  # the alert's id, the incident's, or the provider for a rate-limit notice
     # The notification's own `event`, which its idempotency key names.
@@ -164,14 +165,18 @@ def wanted(
     channel: NotificationChannel,
     event: NotifyEvent,
     severity: str,
-    provider: str,
+    provider: str | None,
     category: str | None,
 ) -> bool:
-    """Whether `channel`'s filters let this through (an empty filter lets all through)."""
+    """Whether `channel`'s filters let this through (an empty filter lets all through).
+    The service's own alerts (`provider` None) concern every provider: the provider and
+    category filters let them through."""
     if event not in channel.events:
         return False
     if channel.severities and severity not in channel.severities:
         return False
+    if provider is None:
+        return True
     if channel.providers and provider.casefold() not in {p.casefold() for p in channel.providers}:
         return False
     return not channel.categories or category in channel.categories
@@ -180,6 +185,11 @@ def wanted(
 def idempotency_key(channel: str, event: str, subject: str, position: int) -> str:
     """Stable across retries, restarts and replays: a receiver de-duplicates on it."""
     return f"{channel}:{event}:{subject}:{position}"
+
+
+def _whose(alert: Alert) -> str:
+    """Whose alert a title names: its provider, or cryptomon for the service's own."""
+    return alert.provider or "cryptomon"
 
 
 def _short(text: str) -> str:
@@ -224,12 +234,12 @@ def from_notice(
     assert isinstance(notice, AlertRaised | AlertAcked | AlertResolved)
     alert = notice.alert
     if subject.event == "raised":
-        title = f"{alert.provider}: {alert.kind} alert raised"
+        title = f"{_whose(alert)}: {alert.kind} alert raised"
     elif subject.event == "acknowledged":
         by = f" by {alert.acknowledged_by}" if alert.acknowledged_by else ""
-        title = f"{alert.provider}: {alert.kind} alert acknowledged{by}"
+        title = f"{_whose(alert)}: {alert.kind} alert acknowledged{by}"
     else:
-        title = f"{alert.provider}: {alert.kind} alert resolved"
+        title = f"{_whose(alert)}: {alert.kind} alert resolved"
     message = alert.message if alert.note is None else f"{alert.message}\nnote: {alert.note}"
     return Notification(
         event=subject.event,
@@ -300,7 +310,7 @@ def renotification(
     minutes = (now - alert.raised_at) / 60
     return Notification(
         event="renotify",
-        title=f"{alert.provider}: {alert.kind} alert still open",
+        title=f"{_whose(alert)}: {alert.kind} alert still open",
         message=_short(f"{alert.message} (open for {minutes:.0f} min, not acknowledged)"),
         severity=alert.severity,
         provider=alert.provider,

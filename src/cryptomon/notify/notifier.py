@@ -523,7 +523,9 @@ class Notifier:
             if recorded.position % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
 
-    def _category(self, provider: str) -> str | None:
+    def _category(self, provider: str | None) -> str | None:
+        if provider is None:
+            return None  # the service's own alert
         state = self.projections.providers.get(provider)
         if state is not None and state.category != UNKNOWN_CATEGORY:
             return state.category
@@ -535,8 +537,10 @@ class Notifier:
             subject = subject_of(notice)
             if subject is None:
                 continue
-            if subject.event == "rate_limit" and self.projections.maintenance.covering(
-                subject.provider, notice.at
+            if (
+                subject.event == "rate_limit"
+                and subject.provider is not None
+                and self.projections.maintenance.covering(subject.provider, notice.at)
             ):
                 continue  # in a maintenance window nobody is told (alerts are not raised)
             category = self._category(subject.provider)
@@ -634,7 +638,7 @@ class Notifier:
         open_alerts = [
             alert
             for alert in self.projections.alerts.query(acknowledged=False, open_only=True)
-            if windows.covering(alert.provider, now) is None
+            if alert.provider is None or windows.covering(alert.provider, now) is None
         ]
         open_incidents = [
             incident
@@ -710,7 +714,7 @@ class Notifier:
         if not open_alerts and not open_incidents:
             return
         by_name: dict[tuple[int, str, str], int] = {
-            (a.position, a.provider, a.kind): a.id for a in open_alerts
+            (a.position, a.provider or "", a.kind): a.id for a in open_alerts
         }
         incidents_by_name = {(i.position, i.provider): i.id for i in open_incidents}
         since = min([position for position, _, _ in by_name] + [p for p, _ in incidents_by_name])

@@ -20,6 +20,9 @@ Five conditions raise an alert, at most one open per provider and kind:
   raised: its probes feed neither the failure rate nor the certificate check, a rate
   limit raises nothing, and the status and judgement alerts wait for the providers fold,
   which judges the provider afresh after the window.
+- `region_lost` (critical), the service's own (no provider): a region stopped reporting
+  (`RegionLost`); it resolves when an instance of the region joins again (`RegionJoined`).
+  A provider judged from its regions names them in its `offline` and `degraded` alerts.
 - `certificate`: the provider's TLS certificate, as its last HTTPS probe saw it, expires
   within `certificate_warning_seconds` (warning) or `certificate_critical_seconds`
   (critical) of that probe's start, as the last `MonitoringChanged` folded set them. It
@@ -55,6 +58,8 @@ from cryptomon.events.types import (
     ProviderRemoved,
     ProviderResumed,
     RateLimitChanged,
+    RegionJoined,
+    RegionLost,
 )
 from cryptomon.isotime import iso_time
 from cryptomon.projections.base import Handler, Projection
@@ -116,7 +121,8 @@ class FailureWindow(msgspec.Struct, gc=False):
 
 class AlertsState(msgspec.Struct, gc=False):
     alerts: dict[int, Alert] = {}  # by id, in the order raised
-    open: dict[str, dict[str, int]] = {}  # provider -> kind -> id of its open alert
+    # provider -> kind -> id of its open alert; the service's own under `_service_key`.
+    open: dict[str, dict[str, int]] = {}
     windows: dict[str, FailureWindow] = {}
     # Providers whose open rate-limit alert stands only on a block (usage was under the
     # warning): when the block ends. No event marks its end, so their next probe started
@@ -150,8 +156,9 @@ def _snapshot(alert: Alert) -> Alert:
 class AlertsProjection(Projection[AlertsState]):
     name: ClassVar[str] = "alerts"
     # 2: the `resolved` heap; 3: certificate alerts; 4: ids numbered by the fold, `raised_by`;
-    # 5: certificate thresholds folded from `MonitoringChanged`, no longer settings
-    version: ClassVar[int] = 5
+    # 5: certificate thresholds folded from `MonitoringChanged`, no longer settings;
+    # 6: regions, the service's own alerts
+    version: ClassVar[int] = 6
     # The windows, read as each probe is folded: set by `Projections` (None: no windows).
     windows: MaintenanceProjection | None = None
 
@@ -195,7 +202,7 @@ class AlertsProjection(Projection[AlertsState]):
             provider=alert.provider,
             kind=alert.kind,
         )
-        return f"alert:{alert.position}:{alert.kind}:{alert.provider}", event
+        return f"alert:{alert.position}:{alert.kind}:{alert.provider or ''}", event
 
     def query(
         self,
@@ -236,7 +243,30 @@ class AlertsProjection(Projection[AlertsState]):
             ProviderPaused: self._stopped,
             ProviderResumed: self._resumed,
             MonitoringChanged: self._thresholds,
+            RegionLost: self._region_lost,
+            RegionJoined: self._region_joined,
         }
+
+    def _region_lost(self, position: int, recorded_at: float, lost: RegionLost) -> list[Notice]:
+        key = _service_key(lost.region)
+        if "region_lost" in self.state.open.get(key, {}):
+            return []
+        message = (
+            f"region {lost.region} stopped reporting (seen by {lost.instance}): its probes"
+            " are not counted until an instance of it joins again"
+        )
+        alert = self._raise(
+            position, lost.lost_at, None, "region_lost", "critical", message, (lost.region,)
+        )
+        return [alert]
+
+    def _region_joined(
+        self, position: int, recorded_at: float, joined: RegionJoined
+    ) -> list[Notice]:
+        key = _service_key(joined.region)
+        if "region_lost" not in self.state.open.get(key, {}):
+            return []
+        return [self._resolve(position, joined.joined_at, key, "region_lost")]
 
     def _thresholds(
         self, position: int, recorded_at: float, thresholds: MonitoringChanged
@@ -259,7 +289,15 @@ class AlertsProjection(Projection[AlertsState]):
             severity: Severity = "critical" if new == "offline" else "warning"
             message = f"{change.provider} is {new}: {change.details}"
             notices.append(
-                self._raise(change.position, change.at, change.provider, new, severity, message)
+                self._raise(
+                    change.position,
+                    change.at,
+                    change.provider,
+                    new,
+                    severity,
+                    message,
+                    change.regions,
+                )
             )
         return notices
 
@@ -455,10 +493,11 @@ class AlertsProjection(Projection[AlertsState]):
         self,
         position: int,
         at: float,
-        provider: str,
+        provider: str | None,
         kind: AlertKind,
         severity: Severity,
         message: str,
+        regions: tuple[str, ...] = (),
     ) -> AlertRaised:
         hour = int(at // _HOUR)
         if hour > self.state.newest_hour:
@@ -474,10 +513,12 @@ class AlertsProjection(Projection[AlertsState]):
             severity=severity,
             message=message,
             raised_at=at,
+            regions=regions,
         )
         state.next_id += 1
         state.alerts[alert.id] = alert
-        state.open.setdefault(provider, {})[kind] = alert.id
+        key = provider if provider is not None else _service_key(regions[0])
+        state.open.setdefault(key, {})[kind] = alert.id
         raised_by = state.raised_by.get(position)
         if raised_by is None:
             state.raised_by[position] = [alert.id]
@@ -497,11 +538,18 @@ class AlertsProjection(Projection[AlertsState]):
             if not siblings:
                 del raised_by[alert.position]
 
-    def _resolve(self, position: int, at: float, provider: str, kind: str) -> AlertResolved:
-        opened = self.state.open[provider]
+    def _resolve(self, position: int, at: float, key: str, kind: str) -> AlertResolved:
+        """Resolve the open alert of `kind` under `key` (its provider, or `_service_key`)."""
+        opened = self.state.open[key]
         alert = self.state.alerts[opened.pop(kind)]
         if not opened:
-            del self.state.open[provider]
+            del self.state.open[key]
         alert.resolved_at = at
         heapq.heappush(self.state.resolved, (at, alert.id))
         return AlertResolved(position, at, _snapshot(alert))
+
+
+def _service_key(region: str) -> str:
+    """Where the service's own alert about `region` is kept among the providers' open
+    alerts: no provider name holds a NUL (names are printable)."""
+    return "\0region:" + region

@@ -180,9 +180,11 @@ class IncidentsProjection(Projection[IncidentsState]):
             entry.severity = alert.severity
             entry.message = alert.message
             return incident, self._worsen(incident, entry)
-        incident_id = state.open.get(alert.provider)
+        provider = alert.provider
+        assert provider is not None  # an availability alert is a provider's
+        incident_id = state.open.get(provider)
         if incident_id is None:
-            incident = self._open(position, at, alert.provider)
+            incident = self._open(position, at, provider)
             opened[incident.id] = None
         else:
             incident = state.incidents[incident_id]

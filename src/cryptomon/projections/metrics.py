@@ -13,6 +13,10 @@ less to fill, keep and fold than sixty sparse ones. A block counts each minute's
 probes by one code (a latency bin for a success, else how it ended), so a probe
 is one count and, for a success, one latency added: the replay's hottest code.
 
+A probe that carries a region counts in its provider's rollups, everyone's, and its
+provider's in that region (keyed `regional(provider, region)`), so the latency and
+uptime of each provider are kept overall and per region.
+
 Memory stays bounded by event time: when the newest probe enters a new hour,
 minute buckets older than `minute_retention_seconds` fold into hours, hours
 older than `hour_retention_seconds` into days, and days older than
@@ -37,6 +41,9 @@ from cryptomon.projections.notices import Notice
 
 # The key of the system-wide rollups, next to the providers' names.
 ALL = "__all__"
+# Between a provider's name and a region in the key of its rollups in that region: no
+# provider name holds it (names are printable).
+_REGION_SEPARATOR = "\0"
 MINUTE = 60
 HOUR = 3600
 DAY = 86_400
@@ -194,13 +201,20 @@ def _fold_into(target: dict[int, Bucket], start: int, bucket: Bucket) -> None:
         existing.merge(bucket)
 
 
+def regional(provider: str, region: str) -> str:
+    """The key of a provider's rollups in one region: query `window`, `series` and the
+    like with it for that region alone."""
+    return provider + _REGION_SEPARATOR + region
+
+
 def _floor(value: float, width: int) -> int:
     return math.floor(value / width) * width
 
 
 class MetricsProjection(Projection[MetricsState]):
     name: ClassVar[str] = "metrics"
-    version: ClassVar[int] = 2  # 2: minute blocks count probes by one code per minute
+    # 2: minute blocks count probes by one code per minute; 3: rollups per region
+    version: ClassVar[int] = 3
     folds_pages: ClassVar[bool] = True
     # The windows, read as each probe is folded: set by `Projections` (None: no windows).
     windows: MaintenanceProjection | None = None
@@ -235,7 +249,9 @@ class MetricsProjection(Projection[MetricsState]):
         # In minutes since the epoch: both are whole minutes (the floor whole hours).
         newest, floor = state.newest_minute // MINUTE, state.minute_floor // MINUTE
         bounds, outcome_codes, bins = _FLOAT_BOUNDS, _OUTCOME_CODES, BINS
-        blocks: dict[tuple[str, str], tuple[MinuteBlock, MinuteBlock]] = {}
+        blocks: dict[
+            tuple[str, str, str | None], tuple[MinuteBlock, MinuteBlock, MinuteBlock | None]
+        ] = {}
         blocks_hour = -1  # the hour (since the epoch) of the blocks in `blocks`
         latency = 0.0
         windows = self.windows
@@ -277,10 +293,12 @@ class MetricsProjection(Projection[MetricsState]):
             if hour != blocks_hour:
                 blocks.clear()
                 blocks_hour = hour
-            pair = blocks.get((probe.kind, probe.provider))
-            if pair is None:
-                pair = blocks[probe.kind, probe.provider] = self._blocks(probe, hour * HOUR)
-            own, everyone = pair
+            found = blocks.get((probe.kind, probe.provider, probe.region))
+            if found is None:
+                found = blocks[probe.kind, probe.provider, probe.region] = self._blocks(
+                    probe, hour * HOUR
+                )
+            own, everyone, regional = found
             of_hour = minutes % 60
             index = of_hour * CODES + code
             own.counts[index] += 1
@@ -288,35 +306,43 @@ class MetricsProjection(Projection[MetricsState]):
             if code < bins:
                 own.latency_sum[of_hour] += latency
                 everyone.latency_sum[of_hour] += latency
+            if regional is not None:
+                regional.counts[index] += 1
+                if code < bins:
+                    regional.latency_sum[of_hour] += latency
 
-    def _blocks(self, probe: ProbeRecorded, hour: int) -> tuple[MinuteBlock, MinuteBlock]:
-        """The minute blocks of `hour` a probe counts in: its provider's and everyone's."""
-        rollups = self.state.health if probe.kind == "health" else self.state.collection
-        own = rollups.get(probe.provider)
-        if own is None:
-            own = rollups[probe.provider] = Rollup()
-        everyone = rollups.get(ALL)
-        if everyone is None:
-            everyone = rollups[ALL] = Rollup()
-        pair = []
-        for rollup in (own, everyone):
+    def _blocks(
+        self, probe: ProbeRecorded, hour: int
+    ) -> tuple[MinuteBlock, MinuteBlock, MinuteBlock | None]:
+        """The minute blocks of `hour` a probe counts in: its provider's, everyone's, and its
+        provider's in its region (None without one)."""
+        blocks = []
+        for rollup in self._counted_in(probe):
             block = rollup.minutes.get(hour)
             if block is None:
                 block = rollup.minutes[hour] = MinuteBlock.empty()
-            pair.append(block)
-        return pair[0], pair[1]
+            blocks.append(block)
+        return blocks[0], blocks[1], blocks[2] if len(blocks) == 3 else None
+
+    def _counted_in(self, probe: ProbeRecorded) -> list[Rollup]:
+        """The rollups a probe counts in: its provider's, everyone's, then its region's."""
+        rollups = self.state.health if probe.kind == "health" else self.state.collection
+        keys = [probe.provider, ALL]
+        if probe.region is not None:
+            keys.append(regional(probe.provider, probe.region))
+        counted = []
+        for key in keys:
+            rollup = rollups.get(key)
+            if rollup is None:
+                rollup = rollups[key] = Rollup()
+            counted.append(rollup)
+        return counted
 
     def _late(self, probe: ProbeRecorded, minute: int) -> None:
         """A probe that started before its minutes were folded (a late append) goes straight
         into the coarser bucket that now holds its time, or nowhere once that is gone."""
         state = self.state
-        rollups = state.health if probe.kind == "health" else state.collection
-        own = rollups.get(probe.provider)
-        if own is None:
-            own = rollups[probe.provider] = Rollup()
-        everyone = rollups.get(ALL)
-        if everyone is None:
-            everyone = rollups[ALL] = Rollup()
+        counted = self._counted_in(probe)
         outcome = probe.outcome
         latency = probe.latency_ms
         if latency is None or outcome != "success":
@@ -325,13 +351,13 @@ class MetricsProjection(Projection[MetricsState]):
             slot = bisect_left(LATENCY_BOUNDS_MS, latency)
         hour = minute - minute % HOUR
         if hour >= state.hour_floor:
-            _add(own.hours, hour, outcome, latency, slot)
-            _add(everyone.hours, hour, outcome, latency, slot)
+            for rollup in counted:
+                _add(rollup.hours, hour, outcome, latency, slot)
             return
         day = minute - minute % DAY
         if day >= state.day_floor:
-            _add(own.days, day, outcome, latency, slot)
-            _add(everyone.days, day, outcome, latency, slot)
+            for rollup in counted:
+                _add(rollup.days, day, outcome, latency, slot)
 
     def _compact(self) -> None:
         state = self.state
@@ -360,7 +386,11 @@ class MetricsProjection(Projection[MetricsState]):
     def providers(self) -> list[str]:
         """The providers with any metrics, health or collection."""
         state = self.state
-        return [name for name in {**state.health, **state.collection} if name != ALL]
+        return [
+            name
+            for name in {**state.health, **state.collection}
+            if name != ALL and _REGION_SEPARATOR not in name
+        ]
 
     def window(
         self, provider: str | None, since: float, until: float, kind: ProbeKind | None = None

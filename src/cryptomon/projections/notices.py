@@ -40,6 +40,7 @@ AlertKind = Literal[
     "wrong_chain",
     "deviation",
     "quote_stale",
+    "region_lost",
 ]
 Severity = AlertSeverity  # what a channel filters on (config) is what alerts carry
 LogType = Literal["connection", "failure", "collection", "rate_limit"]
@@ -51,7 +52,8 @@ class Alert(msgspec.Struct, gc=False, kw_only=True):
 
     id: int  # numbered by the alerts fold in the order raised, from 1
     position: int  # of the event that raised it
-    provider: str
+    # Whose alert it is; None: the service's own (a region that stopped reporting).
+    provider: str | None
     kind: AlertKind
     severity: Severity
     message: str
@@ -61,6 +63,9 @@ class Alert(msgspec.Struct, gc=False, kw_only=True):
     acknowledged_at: float | None = None
     note: str | None = None
     resolved_at: float | None = None
+    # The regions it concerns: those seeing the provider so (judged from regions), or the
+    # region that stopped reporting.
+    regions: tuple[str, ...] = ()
 
 
 class IncidentAlert(msgspec.Struct, gc=False, kw_only=True):
@@ -112,6 +117,8 @@ class ProviderStatusChanged(_Notice, frozen=True, gc=False):
     # Degraded by a judgement against its chain or pair alone, which raises an alert of
     # its own kind: no `degraded` alert besides.
     judged: bool = False
+    # Judged from its regions: those its new status comes from (see providers.overall).
+    regions: tuple[str, ...] = ()
 
 
 class Judged(_Notice, frozen=True, gc=False):

@@ -30,6 +30,15 @@ first health probe after the window judges the provider afresh, and the judgemen
 still hold are announced again (`Judged`), so whatever is still wrong raises its alerts.
 Each entry and exit is a `MaintenanceChanged` notice.
 
+A health probe that carries a region (its instance's `[instance] region`) is judged by
+the rules above in that region alone (`regions`: each region's own counters, status
+and the reason for it), and the provider's probe status follows from the regions that
+report (`overall`, the table in the README): every reporting region agreeing gives
+their status; regions that disagree give `degraded` with the reason `regional`, naming
+each region that does not see it online; a region whose state is unknown (not judged
+yet, or lost: `RegionLost`, from that position on) does not count; none reporting gives
+`unknown`. Probes without a region judge the provider itself, exactly as before regions.
+
 A provider registered without its API key is `unconfigured` until registered
 with one; its probes (if any) are recorded but do not change that.
 
@@ -51,7 +60,7 @@ of its last configuration event (`config_position`: its version, the ETag of its
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 
@@ -68,6 +77,7 @@ from cryptomon.events.types import (
     ProviderResumed,
     ProviderSource,
     RateLimitChanged,
+    RegionLost,
 )
 from cryptomon.isotime import iso_time
 from cryptomon.projections.base import Handler, Projection
@@ -82,6 +92,30 @@ from cryptomon.projections.notices import (
 )
 
 UNKNOWN_CATEGORY = "unknown"
+
+
+class Counts(Protocol):
+    """What a health probe's judgement counts: a provider's own, or one region's."""
+
+    probe_status: ProviderStatus
+    consecutive_failures: int
+    consecutive_successes: int
+    recent: list[ProbeOutcome]
+    recent_failures: int
+
+
+class RegionView(msgspec.Struct, gc=False, kw_only=True):
+    """A provider as one region's probes judge it (the rules at the top, in that region)."""
+
+    probe_status: ProviderStatus = "unknown"
+    details: str = ""  # why it has that status there
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    recent: list[ProbeOutcome] = []
+    recent_failures: int = 0
+    last_probe_at: float | None = None
+    last_status_change: float | None = None
+    lost_at: float | None = None  # the region stopped reporting (`RegionLost`), until a probe
 
 
 class ProviderState(msgspec.Struct, gc=False, kw_only=True):
@@ -118,6 +152,11 @@ class ProviderState(msgspec.Struct, gc=False, kw_only=True):
     config_position: int = 0  # of its last configuration event
     paused_by: str | None = None  # while paused: who paused it, and when
     paused_at: float | None = None
+    # By region, how that region's probes judge it; empty when no probe carried a region.
+    regions: dict[str, RegionView] = {}
+    # The regions its probe status comes from as it stands: those seeing it so, or not
+    # online when they disagree (the reason `regional`).
+    status_regions: tuple[str, ...] = ()
 
 
 class Observed(msgspec.Struct, frozen=True, gc=False):
@@ -153,8 +192,9 @@ class ProvidersProjection(Projection[ProvidersState]):
     # 2: certificates, observations, maintenance; 3: judgements (probe_status, judged);
     # 4: maintenance windows (window, judged_in); 5: thresholds folded from
     # `MonitoringChanged`, no longer settings; 6: a removed provider is kept, marked
-    # `removed` (removed_at), instead of dropped; 7: `source`, `config_position`, paused
-    version: ClassVar[int] = 7
+    # `removed` (removed_at), instead of dropped; 7: `source`, `config_position`, paused;
+    # 8: regions
+    version: ClassVar[int] = 8
     # The windows, read as each probe is folded: set by `Projections` (None: no windows).
     windows: MaintenanceProjection | None = None
 
@@ -211,7 +251,27 @@ class ProvidersProjection(Projection[ProvidersState]):
             ProviderPaused: self._paused,
             ProviderResumed: self._resumed,
             MonitoringChanged: self._thresholds,
+            RegionLost: self._region_lost,
         }
+
+    def _region_lost(self, position: int, recorded_at: float, lost: RegionLost) -> list[Notice]:
+        """The region stopped reporting: its view of every provider is unknown, and the
+        others judge each provider from here on."""
+        notices: list[Notice] = []
+        for provider in self.state.providers.values():
+            region = provider.regions.get(lost.region)
+            if region is None or region.lost_at is not None:
+                continue
+            region.lost_at = lost.lost_at
+            _count_afresh(region)
+            region.probe_status = "unknown"
+            region.details = f"region {lost.region} stopped reporting"
+            region.last_status_change = lost.lost_at
+            if provider.removed or provider.paused_at is not None or provider.window:
+                continue
+            if provider.status != "unconfigured":
+                notices += self._overall(provider, position, lost.lost_at, None)
+        return notices
 
     def _paused(self, position: int, recorded_at: float, pause: ProviderPaused) -> list[Notice]:
         provider = self.state.providers.get(pause.provider)
@@ -285,6 +345,8 @@ class ProvidersProjection(Projection[ProvidersState]):
         self, provider: ProviderState, position: int, probe: ProbeRecorded
     ) -> list[Notice]:
         """Judge a health probe (not in maintenance) by the rules at the top."""
+        if probe.region is not None:
+            return self._probe_regional(provider, position, probe)
         outcome = probe.outcome
         if outcome == "maintenance":
             if provider.status in ("maintenance", "unconfigured"):
@@ -293,42 +355,89 @@ class ProvidersProjection(Projection[ProvidersState]):
                 return []
             provider.probe_status = "maintenance"
             return [self._change(provider, position, probe.started_at, "maintenance", probe)]
-        recent = provider.recent
-        recent.append(outcome)
-        failed = outcome == "failed" or outcome == "timeout"
-        if failed:
-            provider.recent_failures += 1
-        if len(recent) > self.settings.recent_window:
-            dropped = recent.pop(0)
-            if dropped == "failed" or dropped == "timeout":
-                provider.recent_failures -= 1
-        if outcome == "success":
-            provider.consecutive_successes += 1
-            provider.consecutive_failures = 0
-        elif failed:
-            provider.consecutive_failures += 1
-            provider.consecutive_successes = 0
-        else:
-            # A 429 proves the provider answers, but it is no success either.
-            provider.consecutive_failures = provider.consecutive_successes = 0
-
+        self._count(provider, outcome)
         if provider.status == "unconfigured":
             return []
-        old = provider.status
         was = provider.probe_status
-        now = provider.probe_status = self._next_status(provider, probe)
+        now = provider.probe_status = self._next_status(provider, provider, probe)
+        return self._show(provider, position, probe.started_at, probe, was, now)
+
+    def _show(
+        self,
+        provider: ProviderState,
+        position: int,
+        at: float,
+        probe: ProbeRecorded | None,
+        was: ProviderStatus,
+        now: ProviderStatus,
+    ) -> list[Notice]:
+        """The status change, if any, of a provider whose probe status went from `was` to
+        `now` (after a probe, or a region lost: `probe` None)."""
+        old = provider.status
         if now == was and not provider.judged:
-            return (
-                []
-                if now == old
-                else [self._change(provider, position, probe.started_at, now, probe)]
-            )
+            return [] if now == old else [self._change(provider, position, at, now, probe)]
         new = _shown(provider)
         # Degraded by its probes or by its judgements alone is a change too: the first
         # raises a `degraded` alert, the second resolves it.
         if new == old and (now == "online") == (was == "online"):
             return []
-        return [self._change(provider, position, probe.started_at, new, probe)]
+        return [self._change(provider, position, at, new, probe)]
+
+    def _count(self, counts: Counts, outcome: ProbeOutcome) -> None:
+        """Count a health probe's outcome (not `maintenance`) into `counts`."""
+        recent = counts.recent
+        recent.append(outcome)
+        failed = outcome == "failed" or outcome == "timeout"
+        if failed:
+            counts.recent_failures += 1
+        if len(recent) > self.settings.recent_window:
+            dropped = recent.pop(0)
+            if dropped == "failed" or dropped == "timeout":
+                counts.recent_failures -= 1
+        if outcome == "success":
+            counts.consecutive_successes += 1
+            counts.consecutive_failures = 0
+        elif failed:
+            counts.consecutive_failures += 1
+            counts.consecutive_successes = 0
+        else:
+            # A 429 proves the provider answers, but it is no success either.
+            counts.consecutive_failures = counts.consecutive_successes = 0
+
+    def _probe_regional(
+        self, provider: ProviderState, position: int, probe: ProbeRecorded
+    ) -> list[Notice]:
+        """Judge a health probe in its region, then the provider from every region's view."""
+        assert probe.region is not None
+        region = provider.regions.get(probe.region)
+        if region is None:
+            region = provider.regions[probe.region] = RegionView()
+        region.lost_at = None
+        region.last_probe_at = probe.started_at
+        if probe.outcome == "maintenance":
+            now: ProviderStatus = "maintenance"
+        else:
+            self._count(region, probe.outcome)
+            now = self._next_status(region, provider, probe)
+        if now != region.probe_status or now in ("offline", "degraded"):
+            # Said again while it holds: the count of failures grows, the latency changes.
+            region.details = self._details(region, provider, now, probe)
+        if now != region.probe_status:
+            region.probe_status = now
+            region.last_status_change = probe.started_at
+        if provider.status == "unconfigured":
+            return []
+        return self._overall(provider, position, probe.started_at, probe)
+
+    def _overall(
+        self, provider: ProviderState, position: int, at: float, probe: ProbeRecorded | None
+    ) -> list[Notice]:
+        """The provider's probe status from its regions' (`overall`), and its change."""
+        was = provider.probe_status
+        now, regions = overall(provider.regions)
+        provider.probe_status = now
+        provider.status_regions = regions
+        return self._show(provider, position, at, probe, was, now)
 
     def _in_window(
         self,
@@ -350,9 +459,10 @@ class ProvidersProjection(Projection[ProvidersState]):
         provider.window_name = window.name
         provider.window_ends_at = ends_at
         # Judged afresh after the window: what went before it says nothing then.
-        provider.consecutive_failures = provider.consecutive_successes = 0
-        provider.recent.clear()
-        provider.recent_failures = 0
+        _count_afresh(provider)
+        for region in provider.regions.values():
+            _count_afresh(region)
+            region.probe_status = "unknown"
         notices.append(
             MaintenanceChanged(
                 position,
@@ -456,32 +566,35 @@ class ProvidersProjection(Projection[ProvidersState]):
             )
         ]
 
-    def _next_status(self, provider: ProviderState, probe: ProbeRecorded) -> ProviderStatus:
-        """The status after a health probe (counters already updated). A recovery from
-        offline also clears the outage's failures from the recent window."""
+    def _next_status(
+        self, counts: Counts, provider: ProviderState, probe: ProbeRecorded
+    ) -> ProviderStatus:
+        """The status after a health probe of `provider` (`counts` already updated: its
+        own, or its region's). A recovery from offline also clears the outage's failures
+        from the recent window."""
         outcome = probe.outcome
         if outcome == "rate_limited":
             return "rate_limited"
         thresholds = self.state.thresholds
-        if provider.consecutive_failures >= thresholds.offline_after_failures:
+        if counts.consecutive_failures >= thresholds.offline_after_failures:
             return "offline"
-        if provider.probe_status == "offline":
-            successes = provider.consecutive_successes
+        if counts.probe_status == "offline":
+            successes = counts.consecutive_successes
             if successes < thresholds.online_after_successes:
                 return "offline"
-            del provider.recent[:-successes]
-            provider.recent_failures = 0
+            del counts.recent[:-successes]
+            counts.recent_failures = 0
         if outcome == "success":
             # `_slow`, written out: this runs for nearly every event of a replay.
             limit = provider.degraded_latency_ms
             latency = probe.latency_ms
             if limit is not None and latency is not None and latency > limit:
                 return "degraded"
-        if not provider.recent_failures:
+        if not counts.recent_failures:
             return "online"
-        if len(provider.recent) < self._min_probes():
+        if len(counts.recent) < self._min_probes():
             # Too few probes for a ratio: the failures change nothing yet.
-            held = provider.probe_status
+            held = counts.probe_status
             return held if held == "online" or held == "degraded" else "unknown"
         return "degraded"
 
@@ -543,9 +656,9 @@ class ProvidersProjection(Projection[ProvidersState]):
         provider.removed = False
         provider.removed_at = None
         provider.paused_by = provider.paused_at = None
-        provider.consecutive_failures = provider.consecutive_successes = 0
-        provider.recent.clear()
-        provider.recent_failures = 0
+        _count_afresh(provider)
+        provider.regions = {}
+        provider.status_regions = ()
         provider.judged.clear()
         provider.judged_in.clear()
         provider.window = provider.window_name = provider.window_ends_at = None
@@ -563,7 +676,7 @@ class ProvidersProjection(Projection[ProvidersState]):
         position: int,
         at: float,
         new: ProviderStatus,
-        cause: ProbeRecorded | RateLimitChanged | ProviderRegistered,
+        cause: ProbeRecorded | RateLimitChanged | ProviderRegistered | None,
     ) -> ProviderStatusChanged:
         old = provider.status
         provider.status = new
@@ -574,12 +687,19 @@ class ProvidersProjection(Projection[ProvidersState]):
                 for judgement, said in provider.judged.items()
             )
             return ProviderStatusChanged(position, at, provider.name, old, new, details, True)
+        if cause is None or (isinstance(cause, ProbeRecorded) and cause.region is not None):
+            # Judged from its regions: each region's reason, named.
+            regions = provider.status_regions
+            return ProviderStatusChanged(
+                position, at, provider.name, old, new, _regional_details(provider), regions=regions
+            )
         return ProviderStatusChanged(
-            position, at, provider.name, old, new, self._details(provider, new, cause)
+            position, at, provider.name, old, new, self._details(provider, provider, new, cause)
         )
 
     def _details(
         self,
+        counts: Counts,
         provider: ProviderState,
         new: ProviderStatus,
         cause: ProbeRecorded | RateLimitChanged | ProviderRegistered,
@@ -600,18 +720,61 @@ class ProvidersProjection(Projection[ProvidersState]):
             last = (
                 f"{cause.error_kind}: {cause.error_message}" if cause.error_kind else cause.outcome
             )
-            return f"{provider.consecutive_failures} consecutive failures, last {last}"
+            return f"{counts.consecutive_failures} consecutive failures, last {last}"
         if new == "degraded" and cause.outcome == "success" and _slow(provider, cause):
             return f"latency {cause.latency_ms:.0f} ms over {provider.degraded_latency_ms} ms"
         if new == "degraded":
-            return f"{provider.recent_failures} of the last {len(provider.recent)} probes failed"
-        if new == "unknown" and provider.recent_failures:
+            return f"{counts.recent_failures} of the last {len(counts.recent)} probes failed"
+        if new == "unknown" and counts.recent_failures:
             return (
-                f"{provider.recent_failures} of the last {len(provider.recent)} probes failed;"
+                f"{counts.recent_failures} of the last {len(counts.recent)} probes failed;"
                 f" judged from {self._min_probes()} probes"
             )
-        successes = provider.consecutive_successes
+        successes = counts.consecutive_successes
         return f"{successes} consecutive successes" if successes > 1 else "probe succeeded"
+
+
+def overall(regions: dict[str, RegionView]) -> tuple[ProviderStatus, tuple[str, ...]]:
+    """A provider's status from its regions' (the README's table), and the regions it
+    comes from. Regions whose state is unknown do not count; with none left it is
+    `unknown`. The reporting regions all agreeing give their status, from all of them;
+    any disagreement gives `degraded` (the reason `regional`), from the regions that do
+    not see it online."""
+    reporting = sorted(
+        (name, view.probe_status)
+        for name, view in regions.items()
+        if view.probe_status != "unknown"
+    )
+    if not reporting:
+        return "unknown", ()
+    first = reporting[0][1]
+    if all(status == first for _name, status in reporting):
+        return first, tuple(name for name, _status in reporting)
+    return "degraded", tuple(name for name, status in reporting if status != "online")
+
+
+def _regional_details(provider: ProviderState) -> str:
+    """Why a provider judged from its regions has its status: each reporting region's
+    status and reason (`regional:` first when they disagree), and the unknown ones."""
+    reporting = [
+        (name, view) for name, view in sorted(provider.regions.items())
+        if view.probe_status != "unknown"
+    ]  # fmt: skip
+    said = "; ".join(f"{name} {view.probe_status}: {view.details}" for name, view in reporting)
+    agree = len({view.probe_status for _name, view in reporting}) <= 1
+    unknown = [
+        name for name, view in sorted(provider.regions.items()) if view.probe_status == "unknown"
+    ]
+    rest = f" (unknown in {', '.join(unknown)})" if unknown else ""
+    if not reporting:
+        return f"no region reporting{rest}"
+    return ("" if agree else "regional: ") + said + rest
+
+
+def _count_afresh(counts: Counts) -> None:
+    counts.consecutive_failures = counts.consecutive_successes = 0
+    counts.recent.clear()
+    counts.recent_failures = 0
 
 
 def _shown(provider: ProviderState) -> ProviderStatus:

@@ -7,6 +7,11 @@ of the provider started after it, since no event marks its end. Usage rising
 to the warning level or above emits `RateLimitHigh`, the seed's
 `rate_limit_alert`.
 
+A key used from several regions spends its requests in each: each region's instances
+report their region's usage of its share (`RateLimitChanged.region`), and the provider's
+usage is the sum over its regions, of the sum of their shares (`regions` keeps each
+region's last report). A block reported in one region blocks the provider.
+
 A removed provider's entry is kept as it last stood (its history stays queryable).
 
 The history is kept per hour (`UsageHour`) for `HISTORY_SECONDS`, by the events' own
@@ -34,6 +39,13 @@ from cryptomon.projections.notices import Notice, RateLimitHigh
 RateLimitStatus = Literal["ok", "warning", "blocked"]
 
 
+class RegionUsage(msgspec.Struct, gc=False, array_like=True):
+    """One region's last report of its usage of its share of a provider's limit."""
+
+    used: int
+    limit: int
+
+
 class RateLimitState(msgspec.Struct, gc=False, kw_only=True):
     provider: str
     used: int = 0
@@ -44,6 +56,8 @@ class RateLimitState(msgspec.Struct, gc=False, kw_only=True):
     blocked_until: float | None = None
     status: RateLimitStatus = "ok"
     updated_at: float
+    # By region, its last report (`used`, `limit` of its share), when usage is regional.
+    regions: dict[str, RegionUsage] = {}
 
 
 class UsageHour(msgspec.Struct, gc=False, array_like=True):
@@ -74,7 +88,7 @@ _decoder = msgspec.msgpack.Decoder(RateLimitsState)
 class RateLimitsProjection(Projection[RateLimitsState]):
     name: ClassVar[str] = "rate_limits"
     # 2: a removed provider's entry is kept, no longer dropped; 3: usage per hour kept
-    version: ClassVar[int] = 3
+    version: ClassVar[int] = 4  # 4: usage per region
 
     def new_state(self) -> RateLimitsState:
         return RateLimitsState()
@@ -186,6 +200,14 @@ class RateLimitsProjection(Projection[RateLimitsState]):
     def _changed(self, position: int, recorded_at: float, change: RateLimitChanged) -> list[Notice]:
         settings = self.settings
         entry = self.state.limits.get(change.provider)
+        regions = {} if entry is None else entry.regions
+        if change.region is not None:
+            # The provider's usage: every region's last report, summed.
+            regions = {**regions, change.region: RegionUsage(change.used, change.limit)}
+            used = sum(region.used for region in regions.values())
+            limit = sum(region.limit for region in regions.values())
+            percentage = round(used / limit * 100, 1) if limit else 0.0
+            change = msgspec.structs.replace(change, used=used, limit=limit, percentage=percentage)
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         rose = entry is None or change.percentage > entry.percentage
         newly_blocked = blocked and (entry is None or entry.blocked_until is None)
@@ -201,6 +223,7 @@ class RateLimitsProjection(Projection[RateLimitsState]):
             blocked_until=change.blocked_until if blocked else None,
             status=self._status(change.percentage, blocked),
             updated_at=change.observed_at,
+            regions=regions,
         )
         high = blocked or change.percentage >= settings.rate_limit_warning
         if not high or not (rose or newly_blocked):

@@ -19,7 +19,7 @@ from cryptomon.projections.notices import Alert, AlertKind, Incident, IncidentAl
 
 class AlertView(msgspec.Struct, frozen=True, kw_only=True):
     id: int
-    provider: str
+    provider: str | None  # None: the service's own alert (a region stopped reporting)
     kind: AlertKind
     alert_type: str
     severity: str
@@ -32,6 +32,7 @@ class AlertView(msgspec.Struct, frozen=True, kw_only=True):
     note: str | None
     resolved_at: str | None
     position: int
+    regions: tuple[str, ...]  # the regions it concerns (judged from regions); often none
 
     @classmethod
     def of(cls, alert: Alert) -> AlertView:
@@ -50,6 +51,7 @@ class AlertView(msgspec.Struct, frozen=True, kw_only=True):
             note=alert.note,
             resolved_at=iso_time(alert.resolved_at),
             position=alert.position,
+            regions=alert.regions,
         )
 
 

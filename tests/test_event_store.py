@@ -544,6 +544,29 @@ class TestPostgresEventStore(EventStoreContract):
         with pytest.raises(StoreError, match="runs no work"):
             await store.exclusive(work)
 
+    async def test_snapshot_rows_are_kept_per_instance(self, target: str | Path) -> None:
+        # Two instances saving never overwrite each other's; one with none of its own
+        # starts from the instance whose snapshot covers the most of the log.
+        a = await open_event_log(target, snapshot_owner="host-a")
+        b = await open_event_log(target, snapshot_owner="host-b")
+        try:
+            await a.append("p", [probe(1), probe(2)])
+            await a.save_snapshots({"providers": (1, b"a-state")}, 2)
+            await b.save_snapshots({"providers": (1, b"b-state")}, 1)
+            assert (await a.load_snapshots())["providers"].state == b"a-state"
+            assert (await b.load_snapshots())["providers"].state == b"b-state"
+            fresh = await open_event_log(target, snapshot_owner="host-c", readonly=True)
+            try:
+                taken = (await fresh.load_snapshots())["providers"]
+            finally:
+                await fresh.close()
+            assert (taken.state, taken.position) == (b"a-state", 2)
+            rows = await self.query_raw(target, "SELECT instance FROM snapshots ORDER BY 1")
+            assert rows == [("host-a",), ("host-b",)]
+        finally:
+            await a.close()
+            await b.close()
+
     async def test_an_append_postgresql_refuses_fails_alone(self, store: EventLog) -> None:
         # A text column cannot hold a NUL: that one append fails, not its batch-mates.
         results = await asyncio.gather(

@@ -318,16 +318,26 @@ def mask_url(url: str) -> str:
 
 
 async def open_event_log(
-    target: str | Path, *, readonly: bool = False, archive: Path | None = None, **options: Any
+    target: str | Path,
+    *,
+    readonly: bool = False,
+    archive: Path | None = None,
+    snapshot_owner: str = "",
+    **options: Any,
 ) -> EventLog:
     """Open the log at `target`: a `postgresql://` URL, or else a SQLite file path. Its
     archive segments are in `archive` (`storage.archive_dir`), or else beside a SQLite
-    file."""
+    file. On PostgreSQL, snapshot rows are `snapshot_owner`'s (the instance's name); a
+    SQLite log has one instance."""
     if is_postgres_url(target):
         from cryptomon.events.postgres import PostgresEventStore
 
         return await PostgresEventStore.open(
-            str(target), readonly=readonly, archive=archive, **options
+            str(target),
+            readonly=readonly,
+            archive=archive,
+            snapshot_owner=snapshot_owner,
+            **options,
         )
     from cryptomon.events.sqlite import EventStore
 

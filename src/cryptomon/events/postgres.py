@@ -41,6 +41,7 @@ import msgspec
 
 from cryptomon.events.core import COLUMNS, Append, BatchPlan, Queries, QueuedLog, plan_batch
 from cryptomon.events.log import (
+    Snapshot,
     StoreClosedError,
     StoredRow,
     StoreError,
@@ -108,6 +109,7 @@ class PostgresEventStore(QueuedLog):
         poll_interval: float = 1.0,
         pool_size: int = 4,
         archive: Path | None = None,
+        snapshot_owner: str = "",
     ) -> None:
         super().__init__(
             readonly=readonly, clock=clock, max_batch=max_batch, ring_capacity=ring_capacity
@@ -121,6 +123,9 @@ class PostgresEventStore(QueuedLog):
         self._listener: asyncpg.Connection | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._size = 0
+        # Whose snapshot rows this store writes (the service's `[instance] name`): each
+        # instance keeps its own, and starts from another's only when it has none.
+        self.snapshot_owner = snapshot_owner
 
     def __repr__(self) -> str:
         return f"PostgresEventStore({self.location!r})"
@@ -373,12 +378,15 @@ class PostgresEventStore(QueuedLog):
         transaction."""
         if self._closing or self.readonly:
             raise StoreClosedError(f"the event store at {self.location} is not open for writing")
-        rows = self._snapshot_rows(states, position)
+        owner = self.snapshot_owner
+        rows = [(owner, *row) for row in self._snapshot_rows(states, position)]
         try:
             async with self._readers().pool.acquire() as conn, conn.transaction():
                 await conn.executemany(
-                    "INSERT INTO snapshots (name, version, position, state, sha256, taken_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET"
+                    "INSERT INTO snapshots"
+                    " (instance, name, version, position, state, sha256, taken_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    " ON CONFLICT (instance, name) DO UPDATE SET"
                     " version = EXCLUDED.version, position = EXCLUDED.position,"
                     " state = EXCLUDED.state, sha256 = EXCLUDED.sha256,"
                     " taken_at = EXCLUDED.taken_at",
@@ -388,6 +396,18 @@ class PostgresEventStore(QueuedLog):
             raise StoreWriteError(
                 f"snapshot to {self.location} failed: {self._reason(exc)}"
             ) from None
+
+    async def load_snapshots(self) -> dict[str, Snapshot]:
+        """This instance's snapshot rows (`snapshot_owner`); with none, those of the
+        instance whose snapshot covers the most of the log (any instance's fold of the
+        same log is the same state; its settings are checked when it is restored)."""
+        rows = await self._fetch_rows(
+            "SELECT name, version, position, state, sha256, taken_at FROM snapshots"
+            " WHERE instance = (SELECT instance FROM snapshots"
+            " ORDER BY instance = $1 DESC, position DESC, taken_at DESC LIMIT 1)",
+            (self.snapshot_owner,),
+        )
+        return {row[0]: Snapshot(*row) for row in rows}
 
     @contextlib.asynccontextmanager
     async def archiving(self) -> AsyncIterator[bool]:

@@ -21,7 +21,13 @@ from cryptomon.events.types import (
     encode_event,
 )
 from cryptomon.notify.messages import from_notice, subject_of, wanted
-from cryptomon.projections import AlertRaised, AlertResolved, Projections, ProviderStatusChanged
+from cryptomon.projections import (
+    AlertRaised,
+    AlertResolved,
+    LogEntry,
+    Projections,
+    ProviderStatusChanged,
+)
 from cryptomon.projections.metrics import regional
 from cryptomon.projections.notices import PROVIDER_STATUSES, ProviderStatus
 from cryptomon.projections.providers import RegionView, overall
@@ -237,3 +243,11 @@ def test_the_region_alert_reaches_channels_filtering_providers() -> None:
     assert note.title == "cryptomon: region_lost alert raised"
     assert note.provider is None
     assert note.alert is not None and note.alert.regions == ("eu",)
+
+
+def test_log_rows_name_the_region_only_when_the_probe_has_one() -> None:
+    harness = regional_harness()
+    rows = [n for n in harness.with_log_rows(at_region("eu", T0)) if isinstance(n, LogEntry)]
+    assert [row.data["region"] for row in rows] == ["eu"]
+    rows = [n for n in harness.with_log_rows(probe("P", T0 + 1)) if isinstance(n, LogEntry)]
+    assert ["region" in row.data for row in rows] == [False]

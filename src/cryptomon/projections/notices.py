@@ -231,6 +231,8 @@ def log_entries(recorded: RecordedEvent) -> list[LogEntry]:
             "error_message": event.error_message,
             "timestamp": iso_time(at),
         }
+        if event.region is not None:
+            row["region"] = event.region  # a region-less probe's row is the seed's, as it was
         if event.kind == "health":
             entries = [LogEntry(position, at, "connection", row)]
         else:

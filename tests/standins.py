@@ -86,6 +86,7 @@ class StandIn:
         router.add_post("/rpc/error", self._rpc_error)
         router.add_post("/rpc/slow", self._rpc_slow)
         router.add_route("*", "/echo", self._echo)
+        router.add_get("/regional/{region}", self._regional)
 
     def _seen(self, request: web.Request) -> None:
         self.last_headers = dict(request.headers)
@@ -94,6 +95,15 @@ class StandIn:
     async def _healthy(self, request: web.Request) -> web.Response:
         self._seen(request)
         return web.json_response({"ok": True, "data": [1]})
+
+    async def _regional(self, request: web.Request) -> web.Response:
+        """A provider seen from one region only (a regional block, a CDN edge down): it
+        answers the probes whose User-Agent names that region, and 503 to the others."""
+        self._seen(request)
+        region = request.match_info["region"]
+        if request.headers.get("User-Agent", "").endswith(f"(region {region})"):
+            return web.json_response({"ok": True, "region": region})
+        return web.json_response({"error": f"only {region} is served"}, status=503)
 
     async def _slow(self, request: web.Request) -> web.Response:
         await asyncio.sleep(int(request.query.get("ms", "100")) / 1000)

@@ -285,8 +285,8 @@ def test_unknown_keys_name_the_allowed_ones(tmp_path: Path) -> None:
         tmp_path, "colour = 1\n[server]\nprot = 1\n" + PROVIDER + "intervall = '5s'\n"
     )
     assert errors[0].endswith(
-        "colour: unknown key; expected one of: server, storage, websocket, monitoring, providers,"
-        " notifications, chains, quotes, maintenance, status_page"
+        "colour: unknown key; expected one of: server, instance, storage, websocket, monitoring,"
+        " providers, notifications, chains, quotes, maintenance, status_page"
     )
     assert "server.prot: unknown key" in errors[1]
     assert "host, port" in errors[1]

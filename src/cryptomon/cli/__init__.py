@@ -29,7 +29,14 @@ from typing import Any, TextIO
 import msgspec
 
 from cryptomon.cli.logformat import LOG_FORMATS, configure_logging
-from cryptomon.config import Config, ConfigError, describe_checks, describe_providers, load_config
+from cryptomon.config import (
+    Config,
+    ConfigError,
+    check_region,
+    describe_checks,
+    describe_providers,
+    load_config,
+)
 from cryptomon.events.archive import hash_at
 from cryptomon.events.audit import ChainReport, export_jsonl, verify_chain
 from cryptomon.events.log import (
@@ -106,6 +113,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
     return value
+
+
+def region_name(text: str) -> str:
+    try:
+        return check_region(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def database_path(args: argparse.Namespace, config: Config) -> Path | str:
@@ -189,6 +203,7 @@ def serve(args: argparse.Namespace) -> int:
         database=database_path(args, config),
         host=args.host,
         port=args.port,
+        region=args.region,
         environ=os.environ,
         # No --config: the bundled catalogue, read again by a reload like any file.
         config_path=demo_config if demo is not None else args.config or Path(config.source),
@@ -208,6 +223,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  dashboard: {base}/   API docs: {base}/docs   live feed: {base}/ws/live")
         print(f"  database: {settings.database_location}")
         print(f"  config: {config.source}")
+        if settings.region is not None:
+            print(f"  region: {settings.region}")
         if settings.read_token is None and not is_loopback(settings.host):
             print(
                 f"  warning: listening beyond loopback ({settings.host}) with reads open:"
@@ -502,6 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
     serving = commands.add_parser("serve", parents=[common], help="run the service (the default)")
     serving.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     serving.add_argument("--port", type=port_number, default=None, help="port (default 7860)")
+    serving.add_argument(
+        "--region",
+        type=region_name,
+        default=None,
+        help="the region this instance probes from (default: the config's [instance] region;"
+        " none: no region)",
+    )
     serving.add_argument(
         "--demo",
         action="store_true",

@@ -55,6 +55,9 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # RFC 9110 token characters: anything else makes aiohttp refuse the header.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _OBSERVATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# A region's name: lower-case letters, digits and dashes (it is in stream names, lock
+# keys, metric labels and the User-Agent).
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 def parse_duration(text: str) -> float:
@@ -101,6 +104,15 @@ class ServerConfig(_Table, frozen=True):
     # Reload the file when its modification time changes (looked at every 2 s), as SIGHUP
     # and POST /api/config/reload do.
     watch_config: bool = False
+
+
+class InstanceConfig(_Table, frozen=True):
+    """`[instance]`: this instance among others on one PostgreSQL log."""
+
+    # Where it probes from (`serve --region` wins): instances of one region divide that
+    # region's providers, and every region probes every provider (or those naming it).
+    # Unset: no region, as a single instance has always run.
+    region: str | None = None
 
 
 class StorageConfig(_Table, frozen=True):
@@ -329,6 +341,9 @@ class ProviderConfig(ProbeRequest, frozen=True, kw_only=True):
     # `chain_id` if observed), and the pair it quotes (its `price`, and `price_time`).
     chain: str | None = None
     quote: str | None = None
+    # The regions it is probed from (`[instance] region`); empty: every region. Each
+    # region spends the key's requests on its own: fewer regions save quota.
+    regions: tuple[str, ...] = ()
 
     @property
     def observed(self) -> set[str]:
@@ -389,6 +404,11 @@ class ProviderConfig(ProbeRequest, frozen=True, kw_only=True):
                 if not environ.get(name, "").strip() and name not in missing:
                     missing.append(name)
         return missing
+
+    def probed_in(self, region: str | None) -> bool:
+        """Whether an instance of `region` probes it: one naming no regions is probed in
+        every region, and an instance without a region probes every provider."""
+        return region is None or not self.regions or region in self.regions
 
     def skip_reason(self, environ: Mapping[str, str]) -> str | None:
         """Why this provider is not probed, or None when it is."""
@@ -499,6 +519,7 @@ class StatusPageConfig(_Table, frozen=True):
 
 class Config(_Table, frozen=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    instance: InstanceConfig = msgspec.field(default_factory=InstanceConfig)
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     websocket: WebSocketConfig = msgspec.field(default_factory=WebSocketConfig)
     monitoring: MonitoringConfig = msgspec.field(default_factory=MonitoringConfig)
@@ -823,6 +844,28 @@ def _check_window_duration(text: str) -> None:
         )
 
 
+def check_region(text: str) -> str:
+    """`text` if it is a region's name; a ValueError saying what one looks like if not."""
+    if not _REGION.fullmatch(text):
+        raise ValueError(
+            f"{text[:40]!r} is not a region name: expected 1 to 32 lower-case letters, digits"
+            " or '-', starting with a letter or digit (like \"eu-west\")"
+        )
+    return text
+
+
+def _check_regions(regions: tuple[str, ...]) -> None:
+    seen: dict[str, int] = {}
+    for index, region in enumerate(regions):
+        try:
+            check_region(region)
+        except ValueError as exc:
+            raise _KeyedError(f"[{index}]", str(exc)) from None
+        earlier = seen.setdefault(region, index)
+        if earlier != index:
+            raise _KeyedError(f"[{index}]", f"duplicate region: [{earlier}] names {region!r} too")
+
+
 def _check_rate_limit_source(text: str) -> None:
     if text != "unverified":
         _check_docs_url(text)
@@ -865,6 +908,8 @@ _FIELD_CHECKS: dict[str, Callable[[Any], object]] = {
     "duration": parse_duration,
     "start": _check_moment,
     "end": _check_moment,
+    "region": check_region,
+    "regions": _check_regions,
 }
 
 # Where a name means something else in one table: (table class, key).
@@ -1010,6 +1055,7 @@ def _check_provider(
                 _check_rate_limit_source(rate_limit.source)
         except ValueError as exc:
             add("rate_limit.source", f'{exc}, or "unverified"')
+    _check_regional_budget(values, add)
     if "api_key_header" in raw and "api_key_query" in raw:
         add("api_key_query", "set api_key_header or api_key_query, not both")
     placed = "api_key_header" in raw or "api_key_query" in raw
@@ -1033,6 +1079,32 @@ def _check_provider(
         )
     if "quote" in values and "price" not in observed:
         add("quote", 'the price is compared with the pair\'s: observe it, as price = "[BODY].usd"')
+
+
+def _check_regional_budget(values: dict[str, Any], add: Callable[[str, str], None]) -> None:
+    """A provider naming its regions, each of which spends the key's requests: their
+    health probes alone must fit its rate limit (collections come on top)."""
+    regions, limit, interval = (
+        values.get("regions"),
+        values.get("rate_limit"),
+        values.get("interval"),
+    )
+    if not regions or limit is None or interval is None:
+        return
+    try:
+        per = limit.per_seconds
+    except ValueError:
+        return  # reported already
+    # The most probes an interval schedule puts in one window of `per` seconds.
+    each = math.ceil(per / parse_duration(interval) - 1e-9)
+    total = each * len(regions)
+    if total > limit.requests:
+        add(
+            "regions",
+            f"{len(regions)} regions probing every {interval} send up to {total} requests per"
+            f" {limit.per} on one key ({each} each), over rate_limit's {limit.requests}: name"
+            " fewer regions, probe less often, or raise rate_limit.requests",
+        )
 
 
 def _check_request(raw: dict[str, Any], add: Callable[[str, str], None]) -> None:
@@ -1485,6 +1557,7 @@ def _parse(
     sections: dict[str, Any] = {}
     tables: dict[str, type[_Table]] = {
         "server": ServerConfig,
+        "instance": InstanceConfig,
         "storage": StorageConfig,
         "websocket": WebSocketConfig,
         "monitoring": MonitoringConfig,

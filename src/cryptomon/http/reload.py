@@ -28,7 +28,15 @@ from cryptomon.probing.monitor import ProviderChanges
 log = logging.getLogger(__name__)
 
 # The tables a reload does not apply: their values stay as the service started with them.
-RESTART_TABLES = ("server", "storage", "websocket", "notifications", "chains", "quotes")
+RESTART_TABLES = (
+    "server",
+    "instance",
+    "storage",
+    "websocket",
+    "notifications",
+    "chains",
+    "quotes",
+)
 
 
 class ConfigInvalid(ValueError):

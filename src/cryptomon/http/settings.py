@@ -19,6 +19,9 @@ class Settings:
     database: Path | str = field(repr=False)
     host: str
     port: int
+    # Where this instance probes from: `serve --region`, else `[instance] region`; fixed
+    # for the process's life (a reload does not move an instance to another region).
+    region: str | None = None
     # Secrets: kept out of repr so no log line or traceback can show them.
     api_token: str | None = field(default=None, repr=False)
     # With one, every read but the open routes needs it or the API token (authorization.py).
@@ -55,6 +58,7 @@ class Settings:
         database: Path | str | None = None,
         host: str | None = None,
         port: int | None = None,
+        region: str | None = None,
         environ: Mapping[str, str] = os.environ,
         probing: bool = True,
         config_path: Path | None = None,
@@ -68,6 +72,7 @@ class Settings:
             database=target,
             host=host if host is not None else config.server.host,
             port=port if port is not None else config.server.port,
+            region=region if region is not None else config.instance.region,
             api_token=api_token,
             read_token=_read_token(config, environ, api_token),
             environ=environ,

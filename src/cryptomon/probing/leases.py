@@ -17,6 +17,14 @@ files differ no provider is assigned to one that would not probe it.
 Configuration events name the instance that recorded them by its lock (`name`), so
 another instance can tell whether the one that recorded a definition still runs
 (`is_live_peer`): two running instances whose files disagree are a conflict, reported.
+
+Regions: an instance with a region keys its provider and want locks by region and
+name (`provider_key`), so the instances of one region divide that region's providers
+among themselves and every region probes every provider. It also holds a shared lock
+on its region (`REGION_LOCKS`, keyed by `region_key`): the regions with a live
+instance are the keys held there (`live_regions`), which the region watch
+(regions.py) and the rate-limit shares (`on_regions`) follow. Without a region the
+keys are the provider's name alone, as they always were.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import hashlib
 import logging
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import asyncpg
 
@@ -39,7 +47,11 @@ log = logging.getLogger(__name__)
 INSTANCE_LOCKS = 0x636D0001
 PROVIDER_LOCKS = 0x636D0002
 WANT_LOCKS = 0x636D0003
+# 0x636D0004: notification channels (notify/postgres.py); 0x636D0005: the archive.
+REGION_LOCKS = 0x636D0006
 ROUND_SECONDS = 1.0
+# The longest a round's follower (`after_round`, the region watch) may take.
+AFTER_ROUND_TIMEOUT_SECONDS = 10.0
 
 _HELD_LOCKS = """
 SELECT objid::bigint, pid FROM pg_locks
@@ -49,10 +61,19 @@ WHERE locktype = 'advisory' AND granted AND classid = $1 AND objsubid = 2
 _PEER = re.compile(r"#pg([0-9]+)$")
 
 
-def provider_key(name: str) -> int:
-    """A provider's lock key: a stable signed 32-bit number (names that collide share
-    one lock, so they are always probed by the same instance)."""
-    return zlib.crc32(name.encode()) - (1 << 31)
+def _key(text: str) -> int:
+    return zlib.crc32(text.encode()) - (1 << 31)
+
+
+def provider_key(name: str, region: str | None = None) -> int:
+    """A provider's lock key in a region (or with none): a stable signed 32-bit number
+    (names that collide share one lock, so they are always probed by the same instance)."""
+    return _key(name if region is None else f"{region}\0{name}")
+
+
+def region_key(region: str) -> int:
+    """A region's key among the `REGION_LOCKS`."""
+    return _key(region)
 
 
 def _signed(objid: int) -> int:
@@ -69,14 +90,22 @@ def assigned_instance(name: str, instances: Iterable[int]) -> int:
 class ProviderLeases:
     """`owns(name)` says whether this instance probes `name` right now."""
 
-    def __init__(self, url: str, providers: Iterable[str]) -> None:
+    def __init__(self, url: str, providers: Iterable[str], region: str | None = None) -> None:
         self._url = url
-        self._keys = {name: provider_key(name) for name in providers}
+        self.region = region
+        self._keys = {name: provider_key(name, region) for name in providers}
         self._held: set[int] = set()
         self._wants: set[int] = set()  # the providers this session holds a want lock of
         self._conn: asyncpg.Connection | None = None
         self._instance: int | None = None
         self._live: frozenset[int] = frozenset()  # the instances alive at the last round
+        # The regions with a live instance at the last round (their `region_key`s); None
+        # while this instance has no lease connection (it cannot tell).
+        self.live_regions: frozenset[int] | None = None
+        # Called with the number of live regions when it changes (the rate-limit shares).
+        self.on_regions: Callable[[int], None] | None = None
+        # Run after each round on the leases' task (the region watch), its failures logged.
+        self.after_round: Callable[[], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
         self.changed = asyncio.Event()  # set after each round; tests wait on it
 
@@ -90,7 +119,7 @@ class ProviderLeases:
 
     def track(self, providers: Iterable[str]) -> None:
         """Offer to probe exactly these providers from the next round on."""
-        self._keys = {name: provider_key(name) for name in providers}
+        self._keys = {name: provider_key(name, self.region) for name in providers}
 
     def name(self) -> str:
         """This instance as configuration events name it (its lock, while it holds one)."""
@@ -123,6 +152,26 @@ class ProviderLeases:
                 # Without the connection no lock is ours any more: probe nothing until back.
                 log.warning("provider leases lost (%s); reconnecting", type(exc).__name__)
                 await self._disconnect()
+                continue
+            await self._follow_round()
+
+    async def _follow_round(self) -> None:
+        if self.after_round is None:
+            return
+        try:
+            async with asyncio.timeout(AFTER_ROUND_TIMEOUT_SECONDS):
+                await self.after_round()
+        except Exception as exc:  # the leases live on; the follower tries next round
+            log.warning("after a lease round: %s: %s", type(exc).__name__, exc)
+
+    async def regions_now(self) -> frozenset[int] | None:
+        """The regions with a live instance as PostgreSQL sees them now (None without the
+        lease connection); for the leases' own task (`after_round`) only: the connection
+        runs one command at a time."""
+        if self._conn is None or self._conn.is_closed():
+            return None
+        rows = await self._conn.fetch(_HELD_LOCKS, REGION_LOCKS)
+        return frozenset(_signed(int(row[0])) for row in rows)
 
     async def rebalance(self) -> None:
         conn = await self._connection()
@@ -137,6 +186,10 @@ class ProviderLeases:
         live = {int(row[0]) for row in await conn.fetch(_HELD_LOCKS, INSTANCE_LOCKS)}
         live.add(self._instance)  # pg_locks lags nothing, but be sure we count
         self._live = frozenset(live)
+        regions = {_signed(int(row[0])) for row in await conn.fetch(_HELD_LOCKS, REGION_LOCKS)}
+        if self.region is not None:
+            regions.add(region_key(self.region))
+        self._see_regions(frozenset(regions))
         wanting: dict[int, list[int]] = {}
         for row in await conn.fetch(_HELD_LOCKS, WANT_LOCKS):
             if row[1] in live:
@@ -154,17 +207,29 @@ class ProviderLeases:
                 self._held.add(key)
         self.changed.set()
 
+    def _see_regions(self, regions: frozenset[int]) -> None:
+        before = self.live_regions
+        self.live_regions = regions
+        if self.on_regions is not None and (before is None or len(before) != len(regions)):
+            self.on_regions(len(regions))
+
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             conn = await asyncpg.connect(self._url, command_timeout=COMMAND_TIMEOUT_SECONDS)
             instance = int(await conn.fetchval("SELECT pg_backend_pid()"))
             await conn.execute("SELECT pg_advisory_lock($1, $2)", INSTANCE_LOCKS, instance)
+            if self.region is not None:
+                # Shared: every instance of the region holds it; it vanishes with the last.
+                await conn.execute(
+                    "SELECT pg_advisory_lock_shared($1, $2)", REGION_LOCKS, region_key(self.region)
+                )
             self._conn, self._instance = conn, instance
             self._held, self._wants = set(), set()
         return self._conn
 
     async def _disconnect(self) -> None:
         self._held, self._wants = set(), set()
+        self.live_regions = None
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()

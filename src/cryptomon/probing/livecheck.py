@@ -39,7 +39,8 @@ async def check_live(config: Config, environ: Mapping[str, str], out: TextIO) ->
         async with gate:
             return await send_probe(session, target, environ, explain=True)
 
-    async with create_probe_session() as session:
+    # As this file's instance would ask: a provider may answer by the region it names.
+    async with create_probe_session(region=config.instance.region) as session:
         results = await asyncio.gather(*map(run, targets))
     failing = 0
     for target, result in zip(targets, results, strict=True):

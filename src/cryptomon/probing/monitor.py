@@ -160,6 +160,7 @@ def registration_of(
         quote=provider.quote,
         source=source,
         definition=definition,
+        regions=provider.regions,
     )
 
 
@@ -200,8 +201,10 @@ async def send_probe(
     scheduled_at: float | None = None,
     clock: Callable[[], float] = time.time,
     explain: bool = False,
+    region: str | None = None,
 ) -> ProbeResult:
-    """Probe `target` once, with its key and env: headers read from `environ` now."""
+    """Probe `target` once, with its key and env: headers read from `environ` now; the
+    event names the probing instance's `region`."""
     provider = target.provider
     key = provider.api_key(environ)
     auth_headers, params = provider.request_auth(key)
@@ -223,6 +226,7 @@ async def send_probe(
         scheduled_at=scheduled_at,
         clock=clock,
         explain=explain,
+        region=region,
     )
 
 
@@ -264,8 +268,15 @@ class Monitor:
         max_concurrency: int = 64,
         owns: Callable[[str], bool] = everyone,
         instance: str | None = None,
+        region: str | None = None,
     ) -> None:
         self.config = config
+        # Where this instance probes from: its probe and rate-limit events say so, and it
+        # probes only the providers probed in its region (`ProviderConfig.probed_in`).
+        self.region = region
+        # How many regions have a live instance (the leases count them; 1 until they do):
+        # a provider naming no regions is probed from each, and spends its key from each.
+        self.live_regions = 1
         # Probe results name the instance that recorded them: with several instances on
         # one log, an audit can tell who probed what.
         self.instance = instance or f"{socket.gethostname()}:{os.getpid()}"
@@ -289,9 +300,12 @@ class Monitor:
         self.sources: dict[str, ProviderSource] = dict.fromkeys(
             self.providers, config.providers_source
         )
-        # The providers scheduled: current, not paused, not skipped for a missing key.
-        self.probed = [p for p in config.providers if p.skip_reason(environ) is None]
-        self.trackers = {p.name: _tracker(p) for p in self.probed}
+        # The providers scheduled: current, not paused, not skipped for a missing key, and
+        # probed in this instance's region.
+        self.probed = [
+            p for p in config.providers if p.skip_reason(environ) is None and p.probed_in(region)
+        ]
+        self.trackers = {p.name: self._tracker(p) for p in self.probed}
         # Called with the current providers' names after each change (the PostgreSQL
         # leases divide exactly those between the instances).
         self.on_providers: Callable[[list[str]], None] | None = None
@@ -494,6 +508,7 @@ class Monitor:
             name: provider
             for name, provider in wanted.items()
             if provider.skip_reason(self.environ) is None
+            and provider.probed_in(self.region)
             and not (name in self.book and self.book[name].paused)
         }
         running = {provider.name: provider for provider in self.probed}
@@ -514,7 +529,9 @@ class Monitor:
             if previous == provider and name != replan:
                 continue
             if previous is None or previous.rate_limit != provider.rate_limit:
-                self.trackers[name] = _tracker(provider)
+                self.trackers[name] = self._tracker(provider)
+            else:
+                self.trackers[name].share(self._regions_spending(provider))
             self._plan_provider(provider)
         if self.on_providers is not None:
             # Offered to the other instances' leases: only what this one would probe.
@@ -865,6 +882,34 @@ class Monitor:
         )
         return await self.scheduler.run_now(job_id)
 
+    # ---- rate limits across regions ------------------------------------------
+
+    def _regions_spending(self, provider: ProviderConfig) -> int:
+        """How many regions spend `provider`'s key: those its config names, else every
+        region with a live instance. Without a region, this instance's count is the key's."""
+        if self.region is None:
+            return 1
+        return len(provider.regions) if provider.regions else self.live_regions
+
+    def _tracker(self, provider: ProviderConfig) -> RateLimitTracker:
+        limit = provider.rate_limit
+        return RateLimitTracker(
+            provider.name,
+            limit.requests if limit else None,
+            limit.per_seconds if limit else DEFAULT_WINDOW_SECONDS,
+            region=self.region,
+            regions=self._regions_spending(provider),
+        )
+
+    def set_live_regions(self, count: int) -> None:
+        """The number of regions with a live instance changed (the leases saw it): each
+        provider naming no regions is budgeted its new share of its key."""
+        self.live_regions = max(1, count)
+        for provider in self.probed:
+            tracker = self.trackers.get(provider.name)
+            if tracker is not None:
+                tracker.share(self._regions_spending(provider))
+
     def _probe_action(self, target: ProbeTarget) -> Action:
         async def run(planned: float) -> None:
             await self._probe(target, planned)
@@ -881,7 +926,12 @@ class Monitor:
         events: list[Event] = []
         crossed = tracker.record_request(self.clock.time())
         result = await send_probe(
-            self.session, target, self.environ, scheduled_at=planned, clock=self.clock.time
+            self.session,
+            target,
+            self.environ,
+            scheduled_at=planned,
+            clock=self.clock.time,
+            region=self.region,
         )
         events.append(result.event)
         if crossed is not None:
@@ -926,15 +976,6 @@ def _stale(name: str, current: int | None) -> DefinitionRefused:
         "Precondition failed",
         f"provider {name!r} changed since the version named in If-Match{now}: GET it again,"
         " and retry with its ETag",
-    )
-
-
-def _tracker(provider: ProviderConfig) -> RateLimitTracker:
-    limit = provider.rate_limit
-    return RateLimitTracker(
-        provider.name,
-        limit.requests if limit else None,
-        limit.per_seconds if limit else DEFAULT_WINDOW_SECONDS,
     )
 
 

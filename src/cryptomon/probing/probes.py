@@ -41,6 +41,13 @@ from cryptomon.events.types import (
 
 USER_AGENT = f"cryptomon/{__version__}"
 
+
+def user_agent(region: str | None = None) -> str:
+    """The probes' User-Agent: with a region, it says which (a provider, or a stand-in
+    for one, can answer by region)."""
+    return USER_AGENT if region is None else f"{USER_AGENT} (region {region})"
+
+
 # Response headers a rate limiter can learn from, lower-cased. Binance names its weight
 # headers per interval (X-MBX-USED-WEIGHT-1M, -1H, ...), hence the prefix match.
 _RATE_LIMIT_HEADERS = frozenset(
@@ -141,8 +148,11 @@ class ProbeResult(msgspec.Struct, frozen=True):
     checks: list[CheckSeen] = msgspec.field(default_factory=list)
 
 
-def create_probe_session(limit: int = 100, limit_per_host: int = 10) -> aiohttp.ClientSession:
+def create_probe_session(
+    limit: int = 100, limit_per_host: int = 10, *, region: str | None = None
+) -> aiohttp.ClientSession:
     """The one client session all probes share; call it inside the running event loop.
+    Its User-Agent names the instance's `region`, if it has one.
 
     It has no overall timeout (each `probe` bounds itself), keeps no cookies (a provider's
     cookies must not change the next probe's answer), and times each request from the moment a
@@ -162,7 +172,7 @@ def create_probe_session(limit: int = 100, limit_per_host: int = 10) -> aiohttp.
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": USER_AGENT},
+        headers={"User-Agent": user_agent(region)},
         timeout=aiohttp.ClientTimeout(total=None),
         trace_configs=[tracing],
         response_class=_ProbeResponse,
@@ -236,6 +246,7 @@ async def probe(
     scheduled_at: float | None = None,
     clock: Callable[[], float] = time.time,
     explain: bool = False,
+    region: str | None = None,
 ) -> ProbeResult:
     """Send `spec`'s request to `url` once, within `timeout` seconds for connect, headers
     and body together.
@@ -245,6 +256,7 @@ async def probe(
     the declared maintenance and the conditions judge the body. A body over
     `max_body_bytes` fails as `body_too_large`. `secrets` (the key, env: header values)
     never appear in what is recorded. `explain` judges every condition, for a person.
+    `region` is the probing instance's, recorded in the event.
     Network failures become results; cancellation propagates.
     """
     observations: dict[str, ObservedValue] = {}
@@ -267,6 +279,7 @@ async def probe(
             rpc_error_code=verdict.rpc_error_code,
             certificate_not_after=attempt.certificate_not_after,
             observations=observations or None,
+            region=region,
         )
         return ProbeResult(event=event, headers=attempt.rate_headers, checks=checks)
 

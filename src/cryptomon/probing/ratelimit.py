@@ -6,6 +6,13 @@ limit. When a provider reports its own numbers (`X-RateLimit-*`, Binance's
 event comes out only when usage crosses a threshold (either way), when the
 provider reports a new limit, or when it tells us to back off: never once per
 request.
+
+An instance with a region budgets its region's share: a key used from N regions
+spends N times the requests, so the tracker counts its own region's requests
+against the limit divided by N (`share`). A provider's own figures count every
+region's requests (or, for a limit per address, this one's against the whole),
+so they are divided by N too: the percentage stays the provider's. With one
+region, or none, the figures are the provider's as ever.
 """
 
 from __future__ import annotations
@@ -51,12 +58,28 @@ def threshold_level(percentage: float) -> float:
     return max((t for t in THRESHOLDS if percentage >= t), default=0.0)
 
 
-class RateLimitTracker:
-    """Usage of one provider's rate limit, fed by each request and response."""
+def _ceil_share(value: int, regions: int) -> int:
+    return -(-value // regions)
 
-    def __init__(self, provider: str, limit: int | None, window_seconds: float) -> None:
+
+class RateLimitTracker:
+    """Usage of one provider's rate limit, fed by each request and response; with a
+    `region`, that region's share of it (`regions` regions spend the key)."""
+
+    def __init__(
+        self,
+        provider: str,
+        limit: int | None,
+        window_seconds: float,
+        *,
+        region: str | None = None,
+        regions: int = 1,
+    ) -> None:
         self.provider = provider
-        self.limit = limit
+        # The key's whole limit: the configured one, or the one the provider reports.
+        self.full_limit = limit
+        self.region = region
+        self.regions = max(1, regions)
         self.window_seconds = window_seconds
         self._sent: deque[float] = deque()
         self._reported_used: int | None = None
@@ -64,6 +87,24 @@ class RateLimitTracker:
         self.reset_at: float | None = None
         self.blocked_until: float | None = None
         self._level = 0.0
+
+    @property
+    def limit(self) -> int | None:
+        """The limit this tracker budgets: the region's share of the key's (at least 1)."""
+        if not self.full_limit:
+            return self.full_limit
+        return max(1, self.full_limit // self.regions)
+
+    def share(self, regions: int) -> None:
+        """Budget a share among `regions` regions from now on (the next event says the
+        new figures; one comes when that moves usage across a threshold)."""
+        regions = max(1, regions)
+        if regions == self.regions:
+            return
+        if self._reported_used is not None:
+            # Held as this region's share: rescaled to the new one.
+            self._reported_used = _ceil_share(self._reported_used * self.regions, regions)
+        self.regions = regions
 
     def used(self, now: float) -> int:
         while self._sent and self._sent[0] <= now - self.window_seconds:
@@ -94,6 +135,7 @@ class RateLimitTracker:
             reset_at=self.reset_at,
             reason=reason,
             blocked_until=self.blocked_until if self.is_blocked(now) else None,
+            region=self.region,
         )
 
     def refresh(self, now: float) -> RateLimitChanged | None:
@@ -118,16 +160,19 @@ class RateLimitTracker:
         lowered = {k.lower(): v for k, v in headers.items()}
         changes: list[RateLimitChanged] = []
         reported_limit = _number(lowered.get("x-ratelimit-limit"))
-        if reported_limit is not None and int(reported_limit) != self.limit:
-            self.limit = int(reported_limit)
+        if reported_limit is not None and int(reported_limit) != self.full_limit:
+            self.full_limit = int(reported_limit)
             self._level = threshold_level(self.percentage(now))
             changes.append(self._snapshot(now, "limit_reported"))
         remaining = _number(lowered.get("x-ratelimit-remaining"))
         weight = _number(lowered.get("x-mbx-used-weight-1m"))
+        reported: int | None = None
         if weight is not None:
-            self._reported_used, self._reported_at = int(weight), now
-        elif remaining is not None and self.limit:
-            self._reported_used, self._reported_at = max(0, self.limit - int(remaining)), now
+            reported = int(weight)
+        elif remaining is not None and self.full_limit:
+            reported = max(0, self.full_limit - int(remaining))
+        if reported is not None:
+            self._reported_used, self._reported_at = _ceil_share(reported, self.regions), now
         reset = _number(lowered.get("x-ratelimit-reset"))
         if reset is not None:
             self.reset_at = reset if reset > _EPOCH_CUTOFF else now + reset

@@ -46,6 +46,7 @@ from cryptomon.probing.definitions import CONFIG_EVENT_TYPES
 from cryptomon.probing.leases import ProviderLeases
 from cryptomon.probing.monitor import Monitor
 from cryptomon.probing.probes import create_probe_session
+from cryptomon.probing.regions import REGION_EVENT_TYPES, RegionWatch
 from cryptomon.probing.scheduler import everyone
 from cryptomon.projections import Notice
 from cryptomon.readmodels import ReadModels, projection_settings
@@ -144,10 +145,16 @@ async def _close_sockets(app: web.Application) -> None:
 async def _probing(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = app[STORE]
-    session = create_probe_session()
-    # On a shared PostgreSQL log, instances divide the providers between them.
+    region = settings.region
+    session = create_probe_session(region=region)
+    # On a shared PostgreSQL log, instances divide the providers between them (those of
+    # one region among that region's instances).
     leases = (
-        ProviderLeases(settings.database, [p.name for p in settings.config.providers])
+        ProviderLeases(
+            settings.database,
+            [p.name for p in settings.config.providers if p.probed_in(region)],
+            region,
+        )
         if isinstance(settings.database, str) and settings.probing
         else None
     )
@@ -157,10 +164,19 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
         session,
         environ=settings.environ,
         owns=leases.owns if leases is not None else everyone,
+        region=region,
     )
     if leases is not None:
         monitor.peers = leases
         monitor.on_providers = leases.track
+        leases.on_regions = monitor.set_live_regions
+    # Which regions report (RegionJoined, RegionLost): an instance with a region joins
+    # it; on PostgreSQL every instance watches for a region whose last instance is gone.
+    regions = (
+        RegionWatch(store, region=region, instance=monitor.instance, leases=leases)
+        if settings.probing and (region is not None or leases is not None)
+        else None
+    )
     add_housekeeping(monitor.scheduler, app[READ_MODELS], settings.config)
     app[MONITOR] = monitor
     models = app[READ_MODELS]
@@ -169,6 +185,8 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
         # Any instance's change over the API, or its file's: schedule from the log again.
         if recorded.type in CONFIG_EVENT_TYPES:
             monitor.configuration_recorded()
+        elif regions is not None and recorded.type in REGION_EVENT_TYPES:
+            regions.recorded(recorded)
 
     # Listening before start-up reads the log: another instance's change that lands
     # meanwhile is followed too (follows wait for the start-up's, and run once for many).
@@ -176,6 +194,11 @@ async def _probing(app: web.Application) -> AsyncIterator[None]:
     try:
         if leases is not None:
             await leases.start()
+        if regions is not None:
+            # After the leases hold the region's lock: no survivor sees it joined, unheld.
+            await regions.start()
+            if leases is not None:
+                leases.after_round = regions.check
         if settings.probing:
             await monitor.start()
         else:

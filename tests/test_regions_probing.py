@@ -7,6 +7,7 @@ instances of the real service in two regions on one PostgreSQL log.
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import time
@@ -86,6 +87,16 @@ def test_a_region_name_that_is_not_one_is_refused(tmp_path: Path, bad: str) -> N
     [error] = errors_for(tmp_path, f'[instance]\nregion = "{bad}"\n' + provider("A"))
     assert error.startswith("instance.region: "), error
     assert "is not a region name" in error and "eu-west" in error
+
+
+def test_an_instance_name_names_its_snapshot_rows(tmp_path: Path) -> None:
+    path = tmp_path / "named.toml"
+    path.write_text('[instance]\nname = "eu-west-1"\n' + provider("A"))
+    assert load_config(path).instance.snapshot_owner == "eu-west-1"
+    path.write_text(provider("A"))
+    assert load_config(path).instance.snapshot_owner == socket.gethostname()
+    [error] = errors_for(tmp_path, '[instance]\nname = "two words"\n' + provider("A"))
+    assert error.startswith("instance.name: ") and "is not an instance name" in error
 
 
 def test_a_providers_regions_are_checked_one_by_one_and_duplicates_refused(
@@ -440,6 +451,12 @@ async def until(check: Callable[[], Awaitable[object]], what: str) -> Any:
     return found
 
 
+async def get_json(url: str) -> Any:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200, (url, response.status)
+        return await response.json()
+
+
 async def held_by_region(instances: list[Instance]) -> dict[str, int]:
     held: dict[str, int] = defaultdict(int)
     async with aiohttp.ClientSession() as session:
@@ -478,6 +495,19 @@ async def test_three_instances_in_two_regions_probe_everything_in_each_region(
     outcomes = {(p.region, p.outcome) for p in probes if p.provider == "Split"}
     assert ("a", "success") in outcomes and ("b", "failed") in outcomes, outcomes
     assert ("a", "failed") not in outcomes and ("b", "success") not in outcomes, outcomes
+    # Down from b only: regional degraded, not offline, on every instance's read models.
+    observer = started[0]
+
+    async def split_is(status: str) -> dict[str, Any]:
+        body = await get_json(observer.url + "/api/providers/Split")
+        return body if body["status"] == status else {}
+
+    await until(lambda: split_is("degraded"), "Split degraded (down from b only)")
+    [degraded] = [
+        a for a in (await get_json(observer.url + "/api/alerts?provider=Split"))["alerts"]
+        if a["kind"] == "degraded" and a["resolved_at"] is None
+    ]  # fmt: skip
+    assert degraded["regions"] == ["b"] and "regional" in degraded["message"], degraded
 
     # Region b's only instance dies: exactly one survivor records RegionLost; a goes on.
     only_b.process.kill()
@@ -501,6 +531,17 @@ async def test_three_instances_in_two_regions_probe_everything_in_each_region(
         return {(name, "a") for name in in_a} <= set(seen)
 
     await until(a_goes_on, "region a probing on after b is gone")
+    # b's view is unknown, not offline: only a reports, and sees Split online. The
+    # service's own alert says b stopped reporting.
+    await until(lambda: split_is("online"), "Split online once b stopped reporting")
+
+    async def region_alert() -> list[dict[str, Any]]:
+        alerts = (await get_json(observer.url + "/api/alerts"))["alerts"]
+        return [a for a in alerts if a["kind"] == "region_lost"]
+
+    [raised] = await until(region_alert, "the region_lost alert")
+    assert (raised["provider"], raised["regions"], raised["severity"]) == (None, ["b"], "critical")
+    assert raised["resolved_at"] is None
 
     # It comes back: RegionJoined again, and b probes again, its share of Quota's 8 at 4.
     back = Instance(only_b.config, "b")
@@ -513,6 +554,11 @@ async def test_three_instances_in_two_regions_probe_everything_in_each_region(
         return [type(e) for e in events] == [RegionJoined, RegionLost, RegionJoined]
 
     await until(rejoined, "RegionJoined for b again")
+
+    async def region_alert_resolved() -> bool:
+        return all(a["resolved_at"] is not None for a in await region_alert())
+
+    await until(region_alert_resolved, "the region_lost alert resolved by b's return")
 
     async def b_quota() -> list[RateLimitChanged]:
         rows = await fetch(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -113,6 +114,13 @@ class InstanceConfig(_Table, frozen=True):
     # region's providers, and every region probes every provider (or those naming it).
     # Unset: no region, as a single instance has always run.
     region: str | None = None
+    # Whose snapshot rows it keeps on a PostgreSQL log (each instance its own); unset: the
+    # host name. Give each instance its own, stable across restarts.
+    name: str | None = None
+
+    @property
+    def snapshot_owner(self) -> str:
+        return self.name if self.name is not None else socket.gethostname()
 
 
 class StorageConfig(_Table, frozen=True):
@@ -854,6 +862,18 @@ def check_region(text: str) -> str:
     return text
 
 
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
+
+
+def _check_instance_name(text: str) -> str:
+    if not _INSTANCE_NAME.fullmatch(text):
+        raise ValueError(
+            f"{text[:40]!r} is not an instance name: expected 1 to 100 letters, digits or"
+            " '_.:-', starting with a letter or digit (like \"eu-west-1\")"
+        )
+    return text
+
+
 def _check_regions(regions: tuple[str, ...]) -> None:
     seen: dict[str, int] = {}
     for index, region in enumerate(regions):
@@ -919,6 +939,7 @@ _TABLE_FIELD_CHECKS: dict[tuple[str, str], Callable[[Any], object]] = {
     ("ProviderConfig", "headers"): _check_probe_headers,
     ("Collection", "headers"): _check_probe_headers,
     ("MaintenanceConfig", "duration"): _check_window_duration,
+    ("InstanceConfig", "name"): _check_instance_name,
 }
 
 T = TypeVar("T", bound=_Table)

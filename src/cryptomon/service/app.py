@@ -62,7 +62,11 @@ ENDPOINTS = (*routes.ENDPOINTS, *feed.ENDPOINTS)
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = await open_event_log(settings.database, archive=settings.config.storage.archive_path)
+    store = await open_event_log(
+        settings.database,
+        archive=settings.config.storage.archive_path,
+        snapshot_owner=settings.config.instance.snapshot_owner,
+    )
     app[STORE] = store
     try:
         yield

@@ -251,3 +251,36 @@ def test_log_rows_name_the_region_only_when_the_probe_has_one() -> None:
     assert [row.data["region"] for row in rows] == ["eu"]
     rows = [n for n in harness.with_log_rows(probe("P", T0 + 1)) if isinstance(n, LogEntry)]
     assert ["region" in row.data for row in rows] == [False]
+
+
+def test_the_failure_rate_is_judged_per_region_and_its_alert_names_them() -> None:
+    harness = regional_harness()
+    # b fails every probe, a none: a's successes do not dilute b's rate.
+    events: list[Event] = []
+    for n in range(12):
+        events += [at_region("a", T0 + 10 * n), at_region("b", T0 + 10 * n + 1, "timeout")]
+    notices = harness(*events)
+    [raised] = [
+        n.alert for n in notices if isinstance(n, AlertRaised) and n.alert.kind == "failure_rate"
+    ]
+    assert raised.regions == ("b",) and "in b" in raised.message
+    # b recovers for a window: the alert resolves.
+    later = [at_region("b", T0 + 1000 + 10 * n) for n in range(12)]
+    notices = harness(*later)
+    resolved = {n.alert.kind for n in notices if isinstance(n, AlertResolved)}
+    assert resolved == {"degraded", "failure_rate"}
+
+
+def test_a_block_of_one_regions_share_is_that_regions_rate_limited() -> None:
+    harness = Harness()
+    harness(registration("P", limit=RateLimitSpec(100, 60.0)))
+    harness(at_region("a", T0), at_region("b", T0 + 1))
+    block = RateLimitChanged(
+        "P", 50, 50, 60.0, 100.0, T0 + 2, blocked_until=T0 + 60, region="a", reason="blocked"
+    )
+    notices = harness(block)
+    state = harness.projections.providers.get("P")
+    assert state is not None
+    assert state.regions["a"].probe_status == "rate_limited"
+    assert harness.status("P") == "degraded" and state.status_regions == ("a",)
+    assert [c.new_status for c in status_changes(notices)] == ["degraded"]

@@ -362,9 +362,14 @@ class AlertsProjection(Projection[AlertsState]):
         return []
 
     def _failure_rate(self, position: int, probe: ProbeRecorded) -> list[Notice]:
-        window = self.state.windows.get(probe.provider)
+        """The failure rate over the window; a probe with a region counts in its region's
+        window (its times measure durations within that region only), and the provider's
+        one alert names the regions over the threshold, resolving when none is."""
+        region = probe.region
+        key = probe.provider if region is None else f"{probe.provider}\0{region}"
+        window = self.state.windows.get(key)
         if window is None:
-            window = self.state.windows[probe.provider] = FailureWindow()
+            window = self.state.windows[key] = FailureWindow()
         now = probe.started_at
         probes = window.probes
         failures = window.failures
@@ -386,13 +391,30 @@ class AlertsProjection(Projection[AlertsState]):
         is_open = opened is not None and "failure_rate" in opened
         if high and not is_open and len(probes) >= self._min_probes():
             minutes = self.settings.failure_rate_window_seconds / 60
+            where = "" if region is None else f" in {region}"
             message = (
-                f"{probe.provider}: {len(failures)} of {len(probes)} probes failed in the last"
-                f" {minutes:g} min ({len(failures) / len(probes):.0%}, threshold {threshold:.0%})"
+                f"{probe.provider}: {len(failures)} of {len(probes)} probes failed{where} in the"
+                f" last {minutes:g} min ({len(failures) / len(probes):.0%}, threshold"
+                f" {threshold:.0%})"
             )
-            return [self._raise(position, now, probe.provider, "failure_rate", "warning", message)]
-        if is_open and not high:
-            return [self._resolve(position, now, probe.provider, "failure_rate")]
+            regions = () if region is None else (region,)
+            return [
+                self._raise(
+                    position, now, probe.provider, "failure_rate", "warning", message, regions
+                )
+            ]
+        if not is_open or region is None:
+            if is_open and not high:
+                return [self._resolve(position, now, probe.provider, "failure_rate")]
+            return []
+        assert opened is not None
+        raised = self.state.alerts[opened["failure_rate"]]
+        if high and region not in raised.regions:
+            raised.regions = tuple(sorted((*raised.regions, region)))
+        elif not high and region in raised.regions:
+            raised.regions = tuple(r for r in raised.regions if r != region)
+            if not raised.regions:
+                return [self._resolve(position, now, probe.provider, "failure_rate")]
         return []
 
     def _min_probes(self) -> int:
@@ -410,7 +432,10 @@ class AlertsProjection(Projection[AlertsState]):
                 paused.append(stop.provider)
         elif stop.provider in paused:
             paused.remove(stop.provider)
-        self.state.windows.pop(stop.provider, None)
+        windows = self.state.windows
+        regional = stop.provider + "\0"
+        for key in [k for k in windows if k == stop.provider or k.startswith(regional)]:
+            del windows[key]
         self.state.block_ends.pop(stop.provider, None)
         return [
             self._resolve(position, recorded_at, stop.provider, kind)

@@ -609,12 +609,24 @@ class ProvidersProjection(Projection[ProvidersState]):
     ) -> list[Notice]:
         provider = self.state.providers.get(change.provider)
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
-        if provider is None or not blocked or provider.status in ("rate_limited", "unconfigured"):
+        if provider is None or not blocked or provider.status == "unconfigured":
+            return []
+        if provider.status == "rate_limited" and change.region is None:
             return []
         if provider.removed or provider.paused_at is not None:
             return []
         if provider.window is not None:
             return []  # in a maintenance window: its end judges the provider afresh
+        if change.region is not None:
+            # Its region's share is blocked: that region sees it rate limited.
+            region = provider.regions.get(change.region)
+            if region is None:
+                region = provider.regions[change.region] = RegionView()
+            if region.probe_status != "rate_limited":
+                region.probe_status = "rate_limited"
+                region.details = self._details(region, provider, "rate_limited", change)
+                region.last_status_change = change.observed_at
+            return self._overall(provider, position, change.observed_at, None)
         provider.probe_status = "rate_limited"
         return [self._change(provider, position, change.observed_at, "rate_limited", change)]
 

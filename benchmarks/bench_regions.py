@@ -182,7 +182,7 @@ async def measure(
     args: argparse.Namespace,
     url: str,
     pids: dict[str, int],
-    postgres: list[int],
+    cluster_dir: Path | None,
     services: list[tuple[str, int, subprocess.Popen[bytes]]],
 ) -> None:
     async with aiohttp.ClientSession() as session:
@@ -198,6 +198,8 @@ async def measure(
         observer = next(port for region, port, _ in services if region == REGIONS[1])
         following = asyncio.create_task(follow_lag(session, observer, REGIONS[0], lags, started))
         await asyncio.sleep(args.warmup)
+        # The backends now connected (each instance's pool, leases, listener).
+        postgres = postgres_pids(cluster_dir) if cluster_dir is not None else []
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         pg_before = sum(cpu_seconds(pid) for pid in postgres)
         began = time.time()
@@ -241,8 +243,7 @@ def run(args: argparse.Namespace, url: str, cluster_dir: Path | None) -> None:
             pids = {f"{region}:{port}": p.pid for region, port, p in services}
             pids["stand-in providers"] = standin.pid
             pids["this process (feed client)"] = os.getpid()
-            postgres = postgres_pids(cluster_dir) if cluster_dir is not None else []
-            asyncio.run(measure(args, url, pids, postgres, services))
+            asyncio.run(measure(args, url, pids, cluster_dir, services))
         finally:
             stop(standin, services)
 

@@ -175,6 +175,20 @@ class ObservationView(Schema, frozen=True):
     endpoint: str
 
 
+class ProviderRegion(Schema, frozen=True):
+    """A provider as one region's probes judge it (the status rules, in that region)."""
+
+    status: ProviderStatus  # unknown: not judged there yet, or the region is lost
+    details: str  # why it has that status there
+    last_probe_at: str | None  # that region's last health probe of it
+    last_status_change: str | None
+    consecutive_failures: int
+    # The region stopped reporting (`RegionLost`) and has not probed it since: its status
+    # is unknown, and it does not count in the provider's.
+    lost: bool
+    lost_at: str | None = None
+
+
 class ProviderView(Schema, frozen=True):
     name: str
     category: str
@@ -211,6 +225,13 @@ class ProviderView(Schema, frozen=True):
     definition: dict[str, Any] | None = None
     paused_by: str | None = None  # while paused (status `paused`): who paused it, and when
     paused_at: str | None = None
+    # By region, how that region's probes judge it; empty when no probe of it carried a
+    # region (a single instance without `[instance] region`).
+    regions: dict[str, ProviderRegion] = {}
+    # The regions its status comes from (judged from regions): every reporting region when
+    # they agree; when they disagree (`degraded`, the reason `regional`), those that do not
+    # see it online. Empty without regions.
+    status_regions: list[str] = []
 
 
 class ProviderWindow(Schema, frozen=True):
@@ -330,6 +351,8 @@ class ProviderStats(Schema, frozen=True):
     uptime_30d: float | None
     removed: bool = False  # the provider was removed; its history stays
     removed_at: str | None = None
+    # `?region=`: the figures are of that region's probes alone; null: of every probe.
+    region: str | None = None
 
 
 class SystemStatus(Schema, frozen=True):

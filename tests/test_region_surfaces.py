@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 from standins import closed_port
 
@@ -31,11 +34,12 @@ from cryptomon.events.types import (
     ProbeKind,
     ProbeOutcome,
     ProbeRecorded,
+    RateLimitChanged,
     RegionJoined,
     RegionLost,
 )
 from cryptomon.http.errors import PROBLEM_TYPE
-from cryptomon.http.keys import READ_MODELS, STORE
+from cryptomon.http.keys import READ_MODELS, RESPONSE_CACHE, STORE
 from cryptomon.http.schemas import ProviderStats, ProviderView
 from cryptomon.http.settings import Settings
 from cryptomon.service.app import create_app
@@ -106,7 +110,8 @@ def stream_of(event: Event) -> str:
 
 
 async def append(client: Client, *events: Event) -> None:
-    """Record the events as the instances would, and wait until the read models have them."""
+    """Record the events as the instances would, wait until the read models have them, and
+    drop the answers cached before (as a write through the API does)."""
     app = client.app
     assert app is not None
     store = app[STORE]
@@ -114,6 +119,7 @@ async def append(client: Client, *events: Event) -> None:
         await store.append(stream_of(event), [event])
     async with asyncio.timeout(10):
         await app[READ_MODELS].wait_for(store.head)
+    app[RESPONSE_CACHE].clear()
 
 
 async def get_json(client: Client, path: str, status: int = 200) -> Any:
@@ -260,3 +266,262 @@ async def test_the_region_alert_has_no_provider_filters_out_and_can_be_acknowled
         a for a in (await get_json(client, "/api/alerts"))["alerts"] if a["id"] == lost["id"]
     ]
     assert after["resolved_at"] is not None and after["acknowledged"] is True
+
+
+# ---- /metrics: the region label ----------------------------------------------------
+
+
+async def scrape(client: Client) -> str:
+    async with client.get("/metrics") as response:
+        assert response.status == 200
+        text: str = await response.text()
+    return text
+
+
+def sample_lines(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+async def test_metrics_without_regions_have_no_region_anywhere(client: Client) -> None:
+    """A single instance without a region: no region label, no regional family, not even
+    their HELP lines: the output is what it was before regions."""
+    now = time.time() - 60
+    await append(client, probe("Plain", now), probe("Plain", now + 1, "timeout"))
+    text = await scrape(client)
+    assert "region" not in text
+    assert sample_lines(text, 'cryptomon_probes_total{provider="Plain",kind="health"') == [
+        'cryptomon_probes_total{provider="Plain",kind="health",outcome="success"} 1',
+        'cryptomon_probes_total{provider="Plain",kind="health",outcome="failed"} 0',
+        'cryptomon_probes_total{provider="Plain",kind="health",outcome="timeout"} 1',
+        'cryptomon_probes_total{provider="Plain",kind="health",outcome="rate_limited"} 0',
+    ]
+    assert 'cryptomon_probe_duration_seconds_count{provider="Plain"} 1\n' in text
+    assert 'cryptomon_probe_duration_seconds_bucket{provider="Plain",le="+Inf"} 1\n' in text
+
+
+async def test_metrics_split_probes_by_region_and_judge_each_region(
+    client: Client, tmp_path: Path
+) -> None:
+    began = await regional_outage(client)
+    await append(
+        client,
+        RateLimitChanged("Edge", 30, 50, 60.0, 60.0, began + 6, region="eu-west"),
+        RateLimitChanged("Edge", 10, 50, 60.0, 20.0, began + 7, region="us-east"),
+    )
+    text = await scrape(client)
+    # Every probe of Edge carried a region: its counters are all labelled with one.
+    assert sample_lines(text, 'cryptomon_probes_total{provider="Edge",kind=') == []
+    assert (
+        'cryptomon_probes_total{provider="Edge",region="eu-west",kind="health",outcome="success"} 1'
+        in text
+    )
+    assert (
+        'cryptomon_probes_total{provider="Edge",region="us-east",kind="health",outcome="timeout"} 3'
+        in text
+    )
+    assert 'cryptomon_probe_duration_seconds_count{provider="Edge",region="eu-west"} 1\n' in text
+    assert 'cryptomon_probe_duration_seconds_count{provider="Edge",region="us-east"} 0\n' in text
+    assert (
+        'cryptomon_probe_duration_seconds_bucket{provider="Edge",region="eu-west",le="0.15"} 1\n'
+        in text
+    )
+    assert (
+        'cryptomon_probe_duration_seconds_bucket{provider="Edge",region="eu-west",le="0.1"} 0\n'
+        in text
+    )
+    # Plain's are as they always were.
+    assert 'cryptomon_probes_total{provider="Plain",kind="health",outcome="success"} 1\n' in text
+    # The overall status: one series per status, no region label; each region's its own.
+    assert 'cryptomon_provider_status{provider="Edge",status="degraded"} 1\n' in text
+    assert sample_lines(text, "cryptomon_provider_status{") == [
+        line for line in sample_lines(text, "cryptomon_provider_status{") if "region" not in line
+    ]
+    for region, up in (("eu-west", 1), ("us-east", 0)):
+        assert f'cryptomon_provider_region_up{{provider="Edge",region="{region}"}} {up}\n' in text
+        assert f'cryptomon_region_reporting{{region="{region}"}} 1\n' in text
+    us_east = 'cryptomon_provider_region_status{provider="Edge",region="us-east"'
+    assert sample_lines(text, us_east) == [
+        f'cryptomon_provider_region_status{{provider="Edge",region="us-east",status="{status}"}}'
+        f" {1 if status == 'offline' else 0}"
+        for status in (
+            "online", "degraded", "offline", "rate_limited", "maintenance", "unconfigured",
+            "unknown", "paused",
+        )
+    ]  # fmt: skip
+    assert 'cryptomon_rate_limit_region_usage_ratio{provider="Edge",region="eu-west"} 0.6\n' in text
+    assert 'cryptomon_rate_limit_region_usage_ratio{provider="Edge",region="us-east"} 0.2\n' in text
+    assert 'cryptomon_rate_limit_usage_ratio{provider="Edge"} 0.4\n' in text
+    assert "region" not in "".join(sample_lines(text, 'cryptomon_provider_up{provider="Plain"'))
+
+    # A probe of Edge without a region (an instance before regions): the series without
+    # one counts it, so the sum over regions stays the provider's whole.
+    await append(client, probe("Edge", began + 8))
+    text = await scrape(client)
+    assert 'cryptomon_probes_total{provider="Edge",kind="health",outcome="success"} 1\n' in text
+    assert 'cryptomon_probe_duration_seconds_count{provider="Edge"} 1\n' in text
+    total = sum(
+        float(line.rpartition(" ")[2])
+        for line in sample_lines(text, 'cryptomon_probes_total{provider="Edge",')
+        if 'kind="health"' in line
+    )
+    stats = await get_json(client, "/api/providers/Edge/stats")
+    assert total == stats["connection_stats"]["total_attempts"] == 5
+
+    # The region stops reporting: its gauge says so, its view of Edge is unknown.
+    await append(client, RegionLost(region="us-east", instance="b", lost_at=began + 30))
+    text = await scrape(client)
+    assert 'cryptomon_region_reporting{region="us-east"} 0\n' in text
+    assert 'cryptomon_region_reporting{region="eu-west"} 1\n' in text
+    assert (
+        'cryptomon_provider_region_status{provider="Edge",region="us-east",status="unknown"} 1\n'
+        in text
+    )
+    check_with_promtool(text, tmp_path)
+
+
+def check_with_promtool(text: str, tmp_path: Path) -> None:
+    """promtool's lint finds nothing (skipped without promtool, as tests/test_prometheus.py
+    says)."""
+    found = shutil.which("promtool")
+    if found is None:
+        from ci import IN_CI
+
+        if IN_CI:
+            pytest.fail("promtool is not installed; CI must check the metrics")
+        return
+    done = subprocess.run(
+        [found, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and not (done.stdout + done.stderr), done.stdout + done.stderr
+
+
+# ---- the live feed -----------------------------------------------------------------
+
+
+async def receive_json(ws: aiohttp.ClientWebSocketResponse, within: float) -> Any:
+    message = await asyncio.wait_for(ws.receive(), within)
+    assert message.type == WSMsgType.TEXT, message
+    return json.loads(message.data)
+
+
+async def collect_until(
+    ws: aiohttp.ClientWebSocketResponse,
+    done: Callable[[list[dict[str, Any]]], bool],
+    within: float = 10.0,
+) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + within
+    while not done(seen):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"timed out; got {[m['type'] for m in seen]}"
+        seen.append(await receive_json(ws, remaining))
+    return seen
+
+
+def of_type(seen: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [message for message in seen if message["type"] == kind]
+
+
+async def test_the_feed_carries_regions_and_the_region_alert(client: Client) -> None:
+    async with (
+        client.ws_connect("/ws/live") as everything,
+        client.ws_connect("/ws/live?topics=provider:Edge") as edge_only,
+    ):
+        for ws in (everything, edge_only):
+            assert (await receive_json(ws, 5))["type"] == "connection_established"
+        began = await regional_outage(client)
+        await append(client, RegionLost(region="us-east", instance="b", lost_at=began + 30))
+        seen = await collect_until(
+            everything,
+            lambda s: (
+                any(m["type"] == "alert_raised" and m["alert"]["kind"] == "region_lost" for m in s)
+                and any(
+                    m["type"] == "status_update" and m.get("regions", {}).get("us-east") == "lost"
+                    for m in s
+                )
+            ),
+        )
+        edge = [m for m in of_type(seen, "provider_status_change") if m["provider"] == "Edge"]
+        # eu-west first sees Edge online; us-east then sees it offline (too few probes to
+        # judge before its third failure): degraded, naming us-east; us-east lost, eu-west
+        # alone judges it: online again.
+        assert [m["new_status"] for m in edge] == ["online", "degraded", "online"]
+        first, degraded, last = edge
+        assert first["regions"] == ["eu-west"]
+        assert first["region_statuses"] == {"eu-west": "online"}
+        assert degraded["regions"] == ["us-east"]
+        assert degraded["region_statuses"] == {"eu-west": "online", "us-east": "offline"}
+        assert degraded["details"].startswith("regional: ")
+        assert last["regions"] == ["eu-west"]
+        assert last["region_statuses"] == {"eu-west": "online", "us-east": "unknown"}
+        # A provider probed without a region: the message has neither field.
+        [plain] = [m for m in of_type(seen, "provider_status_change") if m["provider"] == "Plain"]
+        assert "regions" not in plain and "region_statuses" not in plain
+        [lost] = [
+            m["alert"] for m in of_type(seen, "alert_raised") if m["alert"]["kind"] == "region_lost"
+        ]
+        assert lost["provider"] is None and lost["regions"] == ["us-east"]
+        update = next(
+            m for m in of_type(seen, "status_update") if m["regions"].get("us-east") == "lost"
+        )
+        assert update["regions"] == {"eu-west": "reporting", "us-east": "lost"}
+
+        # The client of Edge's topic got Edge's changes, and not the service's alert.
+        narrow = await collect_until(
+            edge_only,
+            lambda s: any(
+                m["type"] == "alert_resolved" and m["alert"]["kind"] == "degraded" for m in s
+            ),
+        )
+        assert all(m.get("alert", {}).get("kind") != "region_lost" for m in narrow)
+        assert {m["provider"] for m in of_type(narrow, "provider_status_change")} == {"Edge"}
+        # The region comes back: the alert resolves on the alerts topic.
+        await append(client, RegionJoined(region="us-east", instance="b", joined_at=began + 60))
+        resolved = await collect_until(
+            everything,
+            lambda s: any(
+                m["type"] == "alert_resolved" and m["alert"]["kind"] == "region_lost" for m in s
+            ),
+        )
+        [back] = [m["alert"] for m in of_type(resolved, "alert_resolved")]
+        assert back["provider"] is None and back["resolved_at"] is not None
+
+
+async def test_status_updates_say_nothing_of_regions_without_them(client: Client) -> None:
+    await append(client, probe("Plain", time.time() - 5))
+    async with client.ws_connect("/ws/live?topics=status") as ws:
+        seen = await collect_until(ws, lambda s: bool(of_type(s, "status_update")))
+    [update] = of_type(seen, "status_update")
+    assert "regions" not in update
+
+
+# ---- the OpenAPI document ----------------------------------------------------------
+
+
+async def test_openapi_documents_the_regions_the_region_parameter_and_the_service_alert(
+    client: Client,
+) -> None:
+    document = await get_json(client, "/openapi.json")
+    schemas = document["components"]["schemas"]
+    stats = document["paths"]["/api/providers/{name}/stats"]["get"]
+    [region] = [p for p in stats["parameters"] if p["name"] == "region"]
+    assert region["in"] == "query" and region["required"] is False
+    assert region["schema"] == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 32,
+        "pattern": "^(?:[a-z0-9][a-z0-9-]{0,31})$",
+    }
+    assert {"400", "404"} <= set(stats["responses"])
+    assert "region" in schemas["ProviderStats"]["properties"]
+    view = schemas["ProviderView"]["properties"]
+    assert view["regions"]["additionalProperties"] == {
+        "$ref": "#/components/schemas/ProviderRegion"
+    }
+    assert view["status_regions"]["type"] == "array"
+    assert set(schemas["ProviderRegion"]["required"]) == {
+        "status", "details", "last_probe_at", "last_status_change", "consecutive_failures", "lost"
+    }  # fmt: skip
+    provider = schemas["AlertView"]["properties"]["provider"]
+    assert {"type": "null"} in provider["anyOf"]
+    assert "region_lost" in schemas["AlertView"]["properties"]["kind"]["enum"]

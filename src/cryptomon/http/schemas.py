@@ -225,13 +225,21 @@ class ProviderView(Schema, frozen=True):
     definition: dict[str, Any] | None = None
     paused_by: str | None = None  # while paused (status `paused`): who paused it, and when
     paused_at: str | None = None
-    # By region, how that region's probes judge it; empty when no probe of it carried a
-    # region (a single instance without `[instance] region`).
-    regions: dict[str, ProviderRegion] = {}
-    # The regions its status comes from (judged from regions): every reporting region when
-    # they agree; when they disagree (`degraded`, the reason `regional`), those that do not
-    # see it online. Empty without regions.
-    status_regions: list[str] = []
+    regions: Annotated[
+        dict[str, ProviderRegion],
+        msgspec.Meta(
+            description="By region name, how that region's probes judge the provider; empty"
+            " when no probe of it carried a region (instances without `[instance] region`)"
+        ),
+    ] = {}
+    status_regions: Annotated[
+        list[str],
+        msgspec.Meta(
+            description="The regions its status comes from: every reporting region when they"
+            " agree; when they disagree (status degraded, the reason regional), those that do"
+            " not see it online. Empty without regions"
+        ),
+    ] = []
 
 
 class ProviderWindow(Schema, frozen=True):
@@ -351,8 +359,13 @@ class ProviderStats(Schema, frozen=True):
     uptime_30d: float | None
     removed: bool = False  # the provider was removed; its history stays
     removed_at: str | None = None
-    # `?region=`: the figures are of that region's probes alone; null: of every probe.
-    region: str | None = None
+    region: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="With `?region=`, the region whose probes alone the figures count;"
+            " null: every probe, from every region"
+        ),
+    ] = None
 
 
 class SystemStatus(Schema, frozen=True):

@@ -852,6 +852,15 @@ class PairList(Schema, frozen=True):
     pairs: list[PairView]
 
 
+class PublicRegion(Schema, frozen=True):
+    """One region's view of a provider, as the public status page shows it: its name and
+    a word for the state seen from there."""
+
+    name: str
+    state: Literal["operational", "degraded", "outage", "maintenance", "unknown"]
+    label: str
+
+
 class PublicProvider(Schema, frozen=True):
     """One provider as the public status page shows it: its name, its heading and a word
     for its state; nothing internal."""
@@ -860,6 +869,8 @@ class PublicProvider(Schema, frozen=True):
     group: str
     state: Literal["operational", "degraded", "outage", "maintenance", "unknown"]
     label: str  # the words shown: "Operational", "Degraded performance", "Outage"...
+    # Probed from regions: each one's, by name; empty without regions.
+    regions: list[PublicRegion] = []
 
 
 class PublicStatus(Schema, frozen=True):

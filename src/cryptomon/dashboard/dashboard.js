@@ -28,7 +28,7 @@
     chains: new Map(), // name -> ChainView (REST shape, updated live)
     pairs: new Map(), // name -> PairView
     refetches: new Map(), // "chain:<name>" or "pair:<name>" -> when it was last and is next read
-    lostRegions: new Set(), // regions that stopped reporting, as the last status_update said
+    lostRegions: new Set(), // regions that stopped reporting: region_lost alerts, status_update
     logKeys: new Set(),
     position: null, // the last event position received
     ws: null,

@@ -27,6 +27,7 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -926,6 +927,135 @@ def test_a_card_names_the_maintenance_window_its_provider_is_in(
         expect(node.locator(".maintenance")).to_have_text("maintenance: node restart")
 
         assert page.evaluate("window.loadedOnce") is True
+        assert errors == []
+    finally:
+        page.close()
+
+
+# ---- regions: a chip per region on each card and on the provider's page ---------------
+
+
+@pytest.fixture
+def region_service(tmp_path: Path) -> Iterator[ThreadedService]:
+    gone = f"http://127.0.0.1:{closed_port()}"
+    path = tmp_path / "regions.toml"
+    path.write_text(
+        # No status_update for the test's length: what changes on a card after the load
+        # came by the live feed's status changes and alerts.
+        '[websocket]\nstatus_interval = "1h"\n'
+        f'[[providers]]\nname = "Edge"\ncategory = "exchanges"\nbase_url = "{gone}"\n'
+        'interval = "1h"\n'
+        f'[[providers]]\nname = "Plain"\ncategory = "news"\nbase_url = "{gone}"\n'
+        'interval = "1h"\n'
+    )
+    settings = Settings.from_config(
+        load_config(path), database=tmp_path / "regions.db", environ={}, probing=False
+    )
+    service = ThreadedService(settings)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def in_region(event: ProbeRecorded, region: str) -> ProbeRecorded:
+    return msgspec.structs.replace(event, region=region)
+
+
+def region_lost(service: ThreadedService, region: str, at: float) -> None:
+    from cryptomon.events.types import RegionLost
+
+    async def append() -> None:
+        store = service.app[STORE]
+        await store.append(f"region:{region}", [RegionLost(region, "gone:7860", at)])
+        async with asyncio.timeout(10):
+            await service.app[READ_MODELS].wait_for(store.head)
+
+    service.call(append())
+
+
+@needs_chromium
+def test_a_card_shows_a_chip_per_region_in_words_and_follows_the_feed(
+    browser: Any, region_service: ThreadedService
+) -> None:
+    from playwright.sync_api import expect
+    from test_provider_page import accessibility_violations
+
+    now = time.time() - 300
+    # Edge answers eu-west and fails three times from us-east: offline there, degraded
+    # overall. Plain is probed without a region.
+    region_service.append(
+        in_region(probe("Edge", now), "eu-west"),
+        *(in_region(failed("Edge", now + 1 + n), "us-east") for n in range(3)),
+        probe("Plain", now + 5),
+    )
+    base = region_service.url
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(base + "/")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=10_000)
+        expect(page.locator("main")).not_to_have_attribute("aria-busy", "true")
+        page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+
+        edge = page.locator('#providers [data-provider="Edge"]')
+        expect(edge).to_have_attribute("data-status", "degraded")
+        strip = edge.locator(".regions")
+        expect(strip).to_be_visible()
+        expect(strip).to_have_attribute("aria-label", "Edge by region")
+        eu, us = strip.locator('[data-region="eu-west"]'), strip.locator('[data-region="us-east"]')
+        # Words, not colour alone: each chip says its region and its status.
+        expect(eu).to_have_text("eu-westonline")
+        expect(eu).to_have_attribute("data-status", "online")
+        expect(us).to_have_text("us-eastoffline")
+        expect(us).to_have_attribute("data-status", "offline")
+        assert "3 consecutive failures" in (us.get_attribute("title") or "")
+        assert strip.locator(".region").evaluate_all(
+            "chips => chips.map(c => c.dataset.region)"
+        ) == [
+            "eu-west",
+            "us-east",
+        ]
+        # A provider without regions has no strip.
+        expect(page.locator('#providers [data-provider="Plain"] .regions')).to_be_hidden()
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            assert accessibility_violations(page) == [], scheme
+        page.emulate_media(color_scheme="light")
+
+        # From the live feed: eu-west sees it fail too: offline everywhere, both chips say so.
+        region_service.append(
+            *(in_region(failed("Edge", now + 10 + n), "eu-west") for n in range(3))
+        )
+        expect(edge).to_have_attribute("data-status", "offline", timeout=10_000)
+        expect(eu).to_have_attribute("data-status", "offline")
+        expect(eu.locator(".region-status")).to_have_text("offline")
+        # us-east's instances are gone: the service's alert, and its chip says lost.
+        region_lost(region_service, "us-east", now + 20)
+        expect(us.locator(".region-status")).to_have_text("lost", timeout=10_000)
+        expect(us).to_have_attribute("data-lost", "true")
+        expect(eu).to_have_attribute("data-lost", "false")
+        alert = page.locator("#open-alerts li", has_text="region us-east stopped reporting")
+        expect(alert.locator(".when")).to_contain_text("cryptomon · region lost (us-east)")
+        expect(page.locator("#open-alerts li", has_text="Edge is offline")).to_contain_text(
+            "(eu-west, us-east)"
+        )
+        assert page.evaluate("window.loadedOnce") is True
+
+        # The provider's own page has the same strip, from REST.
+        page.goto(base + "/providers/Edge")
+        expect(page.locator("#page")).not_to_have_attribute("aria-busy", "true", timeout=10_000)
+        chips = page.locator("#provider-regions .region")
+        expect(chips).to_have_count(2)
+        expect(chips.nth(0)).to_have_text("eu-westoffline")
+        expect(chips.nth(1)).to_have_text("us-eastlost")
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            assert accessibility_violations(page) == [], scheme
+        page.goto(base + "/providers/Plain")
+        expect(page.locator("#page")).not_to_have_attribute("aria-busy", "true", timeout=10_000)
+        expect(page.locator("#provider-regions")).to_be_hidden()
         assert errors == []
     finally:
         page.close()

@@ -5,8 +5,10 @@
 providers, and the real app serving a provider whose name needs escaping), the alerting
 rules in deploy/prometheus/alerts.yml and their unit tests (alerts_test.yml), and the
 PromQL of the Grafana dashboard (deploy/grafana/cryptomon.json). Every metric name the
-rules and the dashboard use must be one the live service exposes. Without promtool the
-tests that need it skip; with CI=true they fail (tests/ci.py).
+rules and the dashboard use must be one the live service exposes: the demo's, or (the
+regional families, which a service without regions does not export) the real app's over a
+log of probes from two regions. Without promtool the tests that need it skip; with CI=true
+they fail (tests/ci.py).
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import yaml  # PyYAML: schemathesis, in the test extra, depends on it
 from ci import IN_CI
 from pytest_aiohttp import AiohttpClient
 from standins import closed_port
-from test_dashboard import Server, free_port
+from test_dashboard import Server, ThreadedService, free_port
 
 from cryptomon import __version__
 from cryptomon.config import load_config
+from cryptomon.events.types import ProbeRecorded, RegionLost
 from cryptomon.http.keys import READ_MODELS, STORE
 from cryptomon.http.settings import Settings
 from cryptomon.service.app import create_app
@@ -98,6 +101,43 @@ def demo_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def regional_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`/metrics` of the real app over a log of probes from two regions, one of which
+    then stopped reporting."""
+    directory = tmp_path_factory.mktemp("regions")
+    config = directory / "cryptomon.toml"
+    config.write_text(
+        '[[providers]]\nname = "Edge"\ncategory = "exchanges"\n'
+        f'base_url = "http://127.0.0.1:{closed_port()}"\ninterval = "1h"\n'
+    )
+    settings = Settings.from_config(
+        load_config(config), database=directory / "x.db", environ={}, probing=False
+    )
+    service = ThreadedService(settings)
+    try:
+        now = time.time() - 60
+        service.append(
+            ProbeRecorded("Edge", "health", "/", "success", now, 80.0, 200, region="eu-west"),
+            *(
+                ProbeRecorded("Edge", "health", "/", "timeout", now + n, region="us-east")
+                for n in range(1, 4)
+            ),
+        )
+        service.call(
+            service.app[STORE].append("region:us-east", [RegionLost("us-east", "b", now + 5)])
+        )
+        deadline = time.monotonic() + 10
+        while 'cryptomon_region_reporting{region="us-east"} 0' not in (
+            text := scrape(f"{service.url}/metrics")
+        ):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.1)
+        yield text
+    finally:
+        service.stop()
+
+
 def samples(text: str) -> dict[str, float]:
     return {
         line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
@@ -124,6 +164,15 @@ def test_promtool_finds_no_problem_in_a_live_services_metrics(
     promtool: str, demo_metrics: str
 ) -> None:
     assert run_promtool(promtool, "check", "metrics", stdin=demo_metrics) == ""
+
+
+def test_promtool_finds_no_problem_in_regional_metrics(
+    promtool: str, regional_metrics: str
+) -> None:
+    assert 'cryptomon_probes_total{provider="Edge",region="us-east",kind="health",' in (
+        regional_metrics
+    )
+    assert run_promtool(promtool, "check", "metrics", stdin=regional_metrics) == ""
 
 
 def test_the_metrics_have_the_process_and_runtime_families(demo_metrics: str) -> None:
@@ -186,6 +235,8 @@ def test_every_alert_fires_in_the_rules_unit_tests(promtool: str) -> None:
         "CryptomonNodeLagging",
         "CryptomonCertificateExpiringSoon",
         "CryptomonEventLogStalled",
+        "CryptomonProviderDownInRegion",
+        "CryptomonRegionNotReporting",
     } <= alerts
     tested = yaml.safe_load(ALERT_TESTS.read_text())["tests"]
     fired = {
@@ -198,8 +249,10 @@ def test_every_alert_fires_in_the_rules_unit_tests(promtool: str) -> None:
     run_promtool(promtool, "test", "rules", ALERT_TESTS.name, cwd=ALERT_TESTS.parent)
 
 
-def test_the_alerting_rules_use_only_metrics_the_service_exposes(demo_metrics: str) -> None:
-    exposed = exposed_names(demo_metrics)
+def test_the_alerting_rules_use_only_metrics_the_service_exposes(
+    demo_metrics: str, regional_metrics: str
+) -> None:
+    exposed = exposed_names(demo_metrics) | exposed_names(regional_metrics)
     for rule in alert_rules():
         used = metric_names(rule["expr"])
         assert used, rule["alert"]
@@ -260,7 +313,7 @@ def dashboard_queries() -> dict[str, str]:
 
 
 def test_the_dashboards_queries_are_promql_on_metrics_the_service_exposes(
-    promtool: str, demo_metrics: str, tmp_path: Path
+    promtool: str, demo_metrics: str, regional_metrics: str, tmp_path: Path
 ) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] and dashboard["title"]
@@ -273,7 +326,7 @@ def test_the_dashboards_queries_are_promql_on_metrics_the_service_exposes(
     ]
     rules.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": records}]}))
     run_promtool(promtool, "check", "rules", str(rules))
-    exposed = exposed_names(demo_metrics)
+    exposed = exposed_names(demo_metrics) | exposed_names(regional_metrics)
     for where, expr in queries.items():
         used = metric_names(expr)
         assert used, where

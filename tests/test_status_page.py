@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from test_dashboard import ThreadedService, browser, needs_chromium
 from test_projections import probe
@@ -208,3 +209,83 @@ def test_in_chromium_whole_without_javascript_and_live_with_it(
         assert errors == []
     finally:
         live.close()
+
+
+def from_region(event: Any, region: str) -> Any:
+    return msgspec.structs.replace(event, region=region)
+
+
+def test_a_provider_probed_from_regions_has_a_chip_per_region_in_plain_words(
+    service: Any,
+) -> None:
+    now = time.time() - 60
+    service.append(
+        from_region(probe("Alpha", now), "eu-west"),
+        from_region(failing("Alpha", now + 1), "us-east"),
+        probe("Beta <b>", now + 2),
+    )
+    status, page, _ = fetch(service.url + "/status")
+    assert status == 200
+    rows = dict(re.findall(r'data-provider="([^"]+)" data-state="([a-z]+)"', page))
+    assert rows["Alpha"] == "degraded"  # down from one region, up from the other
+    [strip] = re.findall(r'<ul class="regions" aria-label="Alpha by region">(.*?)</ul>', page)
+    chips = re.findall(
+        r'<li class="region" data-region="([^"]+)" data-state="([a-z]+)">'
+        r'<span class="region-name">[^<]+</span> <span class="region-state">([^<]+)</span></li>',
+        strip,
+    )
+    assert chips == [("eu-west", "operational", "Operational"), ("us-east", "outage", "Outage")]
+    assert page.count('class="regions"') == 1  # Beta and Gamma have none
+    # Still nothing internal: no status word, no reason, no failure.
+    for internal in ("offline", "consecutive", "refused", "regional"):
+        assert internal not in page, internal
+    _, body, _ = fetch(service.url + "/status/data.json")
+    providers = {p["name"]: p for p in json.loads(body)["providers"]}
+    assert providers["Alpha"]["regions"] == [
+        {"name": "eu-west", "state": "operational", "label": "Operational"},
+        {"name": "us-east", "state": "outage", "label": "Outage"},
+    ]
+    assert providers["Beta <b>"]["regions"] == [] and providers["Gamma"]["regions"] == []
+
+
+@needs_chromium
+def test_in_chromium_the_region_strip_follows_in_place(browser: Any, service: Any) -> None:
+    from playwright.sync_api import expect
+
+    now = time.time() - 60
+    service.append(
+        from_region(probe("Alpha", now), "eu-west"),
+        from_region(failing("Alpha", now + 1), "us-east"),
+        probe("Gamma", now + 2),
+    )
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.add_init_script(LAYOUT_SHIFTS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        page.goto(service.url + "/status")
+        expect(page.locator("html")).to_have_attribute("data-live", "true")
+        alpha = page.locator('.provider[data-provider="Alpha"]')
+        us = alpha.locator('.region[data-region="us-east"]')
+        expect(us).to_have_text("us-east Outage")
+        # No horizontal scrolling at a phone's width with the strip.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        # us-east reaches it again and Gamma is probed from a region for the first time:
+        # the chips change in place and Gamma's strip appears, without a reload.
+        later = time.time()
+        service.append(
+            # Back from an outage takes `online_after_successes` (2 by default).
+            *(from_region(probe("Alpha", later + n), "us-east") for n in range(2)),
+            from_region(probe("Gamma", later), "ap-south"),
+        )
+        expect(us).to_have_attribute("data-state", "operational", timeout=20_000)
+        expect(us.locator(".region-state")).to_have_text("Operational")
+        expect(alpha).to_have_attribute("data-state", "operational")
+        gamma = page.locator('.provider[data-provider="Gamma"] .region[data-region="ap-south"]')
+        expect(gamma).to_have_text("ap-south Operational")
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            assert accessibility_violations(page) == [], scheme
+        assert errors == []
+    finally:
+        page.close()

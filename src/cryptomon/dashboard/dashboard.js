@@ -28,6 +28,7 @@
     chains: new Map(), // name -> ChainView (REST shape, updated live)
     pairs: new Map(), // name -> PairView
     refetches: new Map(), // "chain:<name>" or "pair:<name>" -> when it was last and is next read
+    lostRegions: new Set(), // regions that stopped reporting: region_lost alerts, status_update
     logKeys: new Set(),
     position: null, // the last event position received
     ws: null,
@@ -265,8 +266,11 @@
         if (known && known.status !== provider.status && Date.parse(known.last_status_change || 0) > Date.parse(provider.last_status_change || 0)) {
           provider.status = known.status;
           provider.last_status_change = known.last_status_change;
-          // The window came with that status (a provider enters and leaves one as it does).
+          // The window came with that status (a provider enters and leaves one as it does),
+          // and so did its regions' statuses.
           provider.maintenance_window = known.maintenance_window;
+          provider.regions = known.regions;
+          provider.status_regions = known.status_regions;
         }
         state.providers.set(provider.name, provider);
       }
@@ -365,6 +369,9 @@
     if (type === "ping") {
       ws.send(JSON.stringify({ type: "pong" }));
     } else if (type === "status_update") {
+      // The regions that stopped reporting: their chips say "lost" before REST does.
+      const lost = Object.entries(message.regions || {}).filter(([, said]) => said === "lost").map(([region]) => region);
+      setLostRegions(new Set(lost));
       refreshFigures();
     } else if (type === "resync") {
       // Status and alert changes this old are not replayed: read the current state.
@@ -422,6 +429,16 @@
       const changed = provider.status !== message.new_status;
       provider.status = message.new_status;
       provider.last_status_change = message.timestamp;
+      if (message.region_statuses) {
+        // Judged from its regions: each region's status then (REST's refresh adds why).
+        const regions = { ...(provider.regions || {}) };
+        for (const [region, status] of Object.entries(message.region_statuses)) {
+          const known = regions[region] || { details: "", last_probe_at: null, consecutive_failures: 0 };
+          regions[region] = { ...known, status, lost: status === "unknown" && Boolean(known.lost) };
+        }
+        provider.regions = regions;
+        provider.status_regions = message.regions || [];
+      }
       renderProvider(message.provider, changed);
       renderSummary();
     } else if (!state.loading) {
@@ -502,6 +519,15 @@
     const { type, alert, position } = message;
     state.alerts.set(alert.id, alert);
     renderAlerts();
+    if (alert.kind === "region_lost") {
+      // The service's own alert: its region's chips say "lost" while it is open.
+      const lost = new Set(state.lostRegions);
+      for (const region of alert.regions) {
+        if (alert.resolved_at) lost.delete(region);
+        else lost.add(region);
+      }
+      setLostRegions(lost);
+    }
     const verb = { alert_raised: "raised", alert_acknowledged: "acknowledged", alert_resolved: "resolved" }[type];
     const who = type === "alert_acknowledged" && alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : "";
     addLogEntry(
@@ -664,6 +690,10 @@
     head.append(title, el("span", "status"));
     const meta = el("div", "meta");
     meta.append(el("span", "category"), el("span", "checked"), el("span", "certificate"));
+    // A chip per region its probes come from, its status in words: only with regions.
+    const regions = el("ul", "regions");
+    regions.setAttribute("aria-label", `${name} by region`);
+    regions.hidden = true;
     const maintenance = el("p", "maintenance");
     maintenance.hidden = true;
     const figures = el("dl", "figures");
@@ -683,7 +713,7 @@
     toggle.type = "button";
     toggle.addEventListener("click", () => pauseOrResume(name, toggle, card));
     actions.append(toggle);
-    card.append(head, meta, maintenance, figures, spark, limit, actions);
+    card.append(head, meta, regions, maintenance, figures, spark, limit, actions);
     $("providers").append(card);
     return card;
   }
@@ -704,6 +734,7 @@
     certificate.title = provider.certificate ? `certificate expires ${provider.certificate.expires_at}` : "";
     // The server's default warning threshold: the alert says more.
     certificate.classList.toggle("soon", days !== null && days < 14);
+    renderRegions(card.querySelector(".regions"), provider.regions || {});
     const held = provider.maintenance_window;
     const maintenance = card.querySelector(".maintenance");
     maintenance.hidden = !held;
@@ -726,6 +757,46 @@
       card.classList.add("changed");
       setTimeout(() => card.classList.remove("changed"), 1500);
     }
+  }
+
+  function setLostRegions(lost) {
+    const same = lost.size === state.lostRegions.size && [...lost].every((region) => state.lostRegions.has(region));
+    if (same) return;
+    state.lostRegions = lost;
+    if (!state.loading) renderProviders();
+  }
+
+  // Each region's view of the provider as a chip: its name and its status in words (the
+  // colour says it again, never alone), why in its tooltip. Reused chips keep their place.
+  function renderRegions(list, regions) {
+    const names = Object.keys(regions).sort();
+    list.hidden = names.length === 0;
+    const existing = new Map([...list.children].map((chip) => [chip.dataset.region, chip]));
+    const chips = names.map((region) => {
+      let chip = existing.get(region);
+      if (!chip) {
+        chip = el("li", "region");
+        chip.dataset.region = region;
+        const dot = el("span", "dot");
+        dot.setAttribute("aria-hidden", "true");
+        chip.append(dot, el("span", "region-name", region), el("span", "region-status"));
+      }
+      const view = regions[region];
+      // REST says so, or the feed's last status_update did (the region's view of every
+      // provider is unknown then, until one of its instances probes again).
+      const lost = view.lost || state.lostRegions.has(region);
+      const word = lost ? "lost" : view.status.replace("_", " ");
+      chip.dataset.status = view.status;
+      chip.dataset.lost = String(Boolean(lost));
+      chip.querySelector(".region-status").textContent = word;
+      const checked = view.last_probe_at ? `; last probe ${clock(view.last_probe_at)}` : "";
+      chip.title = `${region}: ${word}${view.details ? ` (${view.details})` : ""}${checked}`;
+      return chip;
+    });
+    chips.forEach((chip, index) => {
+      if (list.children[index] !== chip) list.insertBefore(chip, list.children[index] || null);
+    });
+    while (list.children.length > chips.length) list.lastChild.remove();
   }
 
   function renderSparkline(node, samples) {
@@ -995,7 +1066,10 @@
     const when = resolved
       ? `raised ${clock(alert.raised_at)}, resolved ${clock(alert.resolved_at)}`
       : `raised ${clock(alert.raised_at)} (${ago(alert.raised_at)})`;
-    item.querySelector(".when").textContent = `${alert.provider} · ${alert.kind.replace("_", " ")} · ${when}`;
+    // The service's own alert (a region stopped reporting) has no provider.
+    const whose = alert.provider === null ? "cryptomon" : alert.provider;
+    const where = alert.regions && alert.regions.length ? ` (${alert.regions.join(", ")})` : "";
+    item.querySelector(".when").textContent = `${whose} · ${alert.kind.replace("_", " ")}${where} · ${when}`;
     const actions = item.querySelector(".actions");
     if (alert.acknowledged) {
       const by = alert.acknowledged_by ? ` by ${alert.acknowledged_by}` : "";

@@ -186,6 +186,7 @@
     const pill = $("provider-status");
     pill.dataset.status = view.status;
     pill.textContent = view.status.replace("_", " ");
+    renderRegions($("provider-regions"), view.regions || {});
     const meta = [view.category.replace(/_/g, " "), `from the ${view.source}`];
     if (view.maintenance_window) meta.push(`maintenance: ${view.maintenance_window.name}`);
     if (view.status === "paused" && view.paused_by) meta.push(`paused by ${view.paused_by}`);
@@ -199,6 +200,29 @@
     const checked = $("figure-checked");
     checked.textContent = ago(view.last_check);
     checked.title = view.last_check || "";
+  }
+
+  // Each region's view of the provider, as on the dashboard's cards: a chip with the
+  // region's name and its status in words, why in its tooltip.
+  function renderRegions(list, regions) {
+    const names = Object.keys(regions).sort();
+    list.hidden = names.length === 0;
+    list.replaceChildren(
+      ...names.map((region) => {
+        const view = regions[region];
+        const word = view.lost ? "lost" : view.status.replace("_", " ");
+        const chip = el("li", "region");
+        chip.dataset.region = region;
+        chip.dataset.status = view.status;
+        chip.dataset.lost = String(Boolean(view.lost));
+        const dot = el("span", "dot");
+        dot.setAttribute("aria-hidden", "true");
+        chip.append(dot, el("span", "region-name", region), el("span", "region-status", word));
+        const failures = view.consecutive_failures ? `; ${count(view.consecutive_failures, "consecutive failure")}` : "";
+        chip.title = `${region}: ${word}${view.details ? ` (${view.details})` : ""}; last probe ${stamp(view.last_probe_at)}${failures}`;
+        return chip;
+      }),
+    );
   }
 
   // ---- the 90-day bar -------------------------------------------------------------

@@ -14,6 +14,7 @@
         if (row.dataset.provider !== provider.name) continue;
         row.dataset.state = provider.state;
         row.querySelector(".state").textContent = provider.label;
+        placeRegions(row, provider);
       }
     }
     // Rendered by the server as the page is (escaped): put in place when it changed.
@@ -24,6 +25,44 @@
     const updated = document.getElementById("updated");
     updated.dateTime = status.updated_at;
     updated.textContent = status.updated_at;
+  }
+
+  // The region strip as the server renders it: a chip per region, its name and the word
+  // for its state; in place when the regions are the same ones, else built again.
+  function placeRegions(row, provider) {
+    const regions = provider.regions || [];
+    let strip = row.querySelector(".regions");
+    const names = regions.map((region) => region.name).join("\n");
+    const shown = strip ? [...strip.children].map((chip) => chip.dataset.region).join("\n") : null;
+    if (!regions.length) {
+      if (strip) strip.remove();
+      return;
+    }
+    if (shown !== names) {
+      const made = document.createElement("ul");
+      made.className = "regions";
+      made.setAttribute("aria-label", `${provider.name} by region`);
+      for (const region of regions) {
+        const chip = document.createElement("li");
+        chip.className = "region";
+        chip.dataset.region = region.name;
+        const name = document.createElement("span");
+        name.className = "region-name";
+        name.textContent = region.name;
+        const word = document.createElement("span");
+        word.className = "region-state";
+        chip.append(name, " ", word);
+        made.append(chip);
+      }
+      if (strip) strip.replaceWith(made);
+      else row.insertBefore(made, row.querySelector(".history"));
+      strip = made;
+    }
+    regions.forEach((region, index) => {
+      const chip = strip.children[index];
+      chip.dataset.state = region.state;
+      chip.querySelector(".region-state").textContent = region.label;
+    });
   }
 
   async function refresh() {

@@ -39,6 +39,10 @@ class Param:
     required: bool = False  # a path parameter always is
     # A moment: unix seconds or an RFC 3339 time (ISO 8601 with an offset), read as seconds.
     moment: bool = False
+    # A text's whole value must match this regular expression (with `max_length`), and
+    # what it must look like, for the message when it does not ("lower-case letters...").
+    pattern: str | None = None
+    pattern_description: str = ""
 
     def schema(self) -> dict[str, Any]:
         """Its JSON schema, as the OpenAPI document gives it."""
@@ -59,6 +63,8 @@ class Param:
         if self.max_length is not None:
             schema["minLength"] = 1
             schema["maxLength"] = self.max_length
+        if self.pattern is not None:
+            schema["pattern"] = f"^(?:{self.pattern})$"
         return schema
 
 
@@ -143,7 +149,10 @@ def _parse(request: web.Request, param: Param) -> Value:
     if param.moment:
         return moment(request, name)
     if param.max_length is not None:
-        return text(request, name, max_length=param.max_length)
+        value = text(request, name, max_length=param.max_length)
+        if value is not None and param.pattern is not None:
+            _matching(param, value)
+        return value
     if param.enum:
         return choice(request, name, param.enum)
     return _raw(request, name)
@@ -160,6 +169,21 @@ def _path_id(param: Param, given: str) -> int:
     if not param.minimum <= value <= param.maximum:
         raise InvalidParameter(param.name, f"no {param.noun} has id {value}")
     return value
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _matching(param: Param, given: str) -> None:
+    assert param.pattern is not None
+    if _compiled(param.pattern).fullmatch(given) is None:
+        raise InvalidParameter(
+            param.name,
+            f"{param.name} must be {param.pattern_description or 'like ' + param.pattern};"
+            f" not {given[:40]!r}",
+        )
 
 
 def _one_of(name: str, given: str, allowed: tuple[str, ...]) -> str:

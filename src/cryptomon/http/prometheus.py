@@ -13,6 +13,15 @@ OpenMetrics, some 50 to 110 ms more each time on the event loop that also times 
 
 Counters and the latency histogram cover every probe the rollups still hold (400 days by
 default), so they only grow between restarts of a scrape.
+
+Regions (probes carrying `[instance] region`): the probe counters and the latency
+histogram split a provider's probes by a `region` label, the probes without one (if any)
+keeping the series without it, so a sum over `region` is the provider's whole. The status
+gauges stay the provider's overall judgement (the README's table), one series each; how
+each region judges it is in families of their own (`cryptomon_provider_region_status`,
+`cryptomon_provider_region_up`), beside each region's share of a rate limit and whether
+each region reports (`cryptomon_region_reporting`). A service whose probes never carried a
+region exports none of these families, so its output is what it was before regions.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from cryptomon import __version__
 from cryptomon.events.types import PROBE_KINDS, ProbeOutcome
 from cryptomon.http.keys import HUB, LOOP_LAG, MONITOR, NOTIFIER, READ_MODELS, STORE
 from cryptomon.projections import Projections
-from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS
+from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS, Bucket, regional
 from cryptomon.projections.notices import PROVIDER_STATUSES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -203,15 +212,70 @@ def _providers(projections: Projections) -> Iterator[Family]:
         maintenance.add(0 if state.window is None else 1, provider)
         if state.certificate_not_after is not None:
             expiry.add(state.certificate_not_after, provider)
-    yield from (info, up, status, maintenance, expiry)
+    yield from (info, up, status)
+    yield from _regional_statuses(projections)
+    yield from (maintenance, expiry)
     usage = Family(
         "cryptomon_rate_limit_usage_ratio", "gauge", "used / limit of each provider's rate limit"
+    )
+    region_usage = Family(
+        "cryptomon_rate_limit_region_usage_ratio",
+        "gauge",
+        "used / limit of each region's share of a provider's rate limit, as it last reported",
     )
     for limit in projections.rate_limits.all():
         if projections.providers.is_removed(limit.provider):
             continue  # its last usage is kept for the API, not exported
         usage.add(limit.percentage / 100, ("provider", limit.provider))
+        for region, share in sorted(limit.regions.items()):
+            if share.limit > 0:
+                region_usage.add(
+                    share.used / share.limit, ("provider", limit.provider), ("region", region)
+                )
     yield usage
+    if region_usage.samples:
+        yield region_usage
+
+
+def _regional_statuses(projections: Projections) -> Iterator[Family]:
+    """How each region judges each provider, and whether each region reports: nothing at
+    all when no probe carried a region."""
+    states = [state for state in projections.providers.all() if state.regions]
+    lost = projections.alerts.lost_regions()
+    if not states and not lost:
+        return
+    region_up = Family(
+        "cryptomon_provider_region_up",
+        "gauge",
+        "1 when the provider is online or degraded as that region's probes judge it",
+    )
+    region_status = Family(
+        "cryptomon_provider_region_status",
+        "gauge",
+        "1 for the provider's status as that region's probes judge it, else 0 (unknown: not"
+        " judged there yet, or the region stopped reporting)",
+    )
+    regions: set[str] = set(lost)
+    for state in states:
+        provider = ("provider", state.name)
+        for name, view in sorted(state.regions.items()):
+            regions.add(name)
+            region = ("region", name)
+            up_there = view.probe_status in ("online", "degraded")
+            region_up.add(1 if up_there else 0, provider, region)
+            for each in PROVIDER_STATUSES:
+                region_status.add(
+                    1 if view.probe_status == each else 0, provider, region, ("status", each)
+                )
+    reporting = Family(
+        "cryptomon_region_reporting",
+        "gauge",
+        "1 while a region's instances report, 0 once it stopped reporting (RegionLost) until"
+        " one of them joins again",
+    )
+    for name in sorted(regions):
+        reporting.add(0 if name in lost else 1, ("region", name))
+    yield from (region_up, region_status, reporting)
 
 
 def _probes(projections: Projections) -> Iterator[Family]:
@@ -220,25 +284,76 @@ def _probes(projections: Projections) -> Iterator[Family]:
         "cryptomon_probe_duration_seconds", "histogram", "how long successful health probes took"
     )
     until = time.time() + 86_400  # every bucket, a probe stamped a little ahead included
+    metrics = projections.metrics
+    regions_of = metrics.regions()
     for state in projections.providers.all():
         provider = ("provider", state.name)
+        regions = regions_of.get(state.name, ())
         for kind in PROBE_KINDS:
-            bucket = projections.metrics.bucket(state.name, 0.0, until, kind)
+            bucket = metrics.bucket(state.name, 0.0, until, kind)
             if not bucket.probes:
                 continue
-            successes = bucket.probes - bucket.failed - bucket.timeout - bucket.rate_limited
-            by_outcome = (successes, bucket.failed, bucket.timeout, bucket.rate_limited)
-            for outcome, count in zip(OUTCOMES, by_outcome, strict=True):
-                probes.add(count, provider, ("kind", kind), ("outcome", outcome))
-            if kind != "health":
-                continue
-            bins = [bucket.histogram.get(slot, 0) for slot in range(BINS)]
-            for le, cumulative in zip(LE_SECONDS, accumulate(bins), strict=True):
-                duration.add(cumulative, provider, ("le", le), suffix="_bucket")
-            duration.add(bucket.latency_sum / 1000, provider, suffix="_sum")
-            duration.add(bucket.latency_count, provider, suffix="_count")
+            # By region, and the rest (probes without one) in the series without a region.
+            split: list[tuple[Labels, Bucket]] = []
+            if regions:
+                parts = [
+                    (
+                        ("region", region),
+                        metrics.bucket(regional(state.name, region), 0.0, until, kind),
+                    )
+                    for region in regions
+                ]
+                rest = _less(bucket, [part for _label, part in parts])
+                if rest.probes:
+                    split.append(((provider,), rest))
+                split += [((provider, label), part) for label, part in parts if part.probes]
+            else:
+                split.append(((provider,), bucket))
+            for labels, counted in split:
+                _add_probes(probes, duration, labels, kind, counted)
     yield probes
     yield duration
+
+
+def _add_probes(
+    probes: Family, duration: Family, labels: Labels, kind: str, bucket: Bucket
+) -> None:
+    """One provider's (or one of its regions') probes of `kind`: counted by outcome, and
+    for health probes their latency as a histogram."""
+    successes = bucket.probes - bucket.failed - bucket.timeout - bucket.rate_limited
+    by_outcome = (successes, bucket.failed, bucket.timeout, bucket.rate_limited)
+    for outcome, count in zip(OUTCOMES, by_outcome, strict=True):
+        probes.add(count, *labels, ("kind", kind), ("outcome", outcome))
+    if kind != "health":
+        return
+    bins = [bucket.histogram.get(slot, 0) for slot in range(BINS)]
+    for le, cumulative in zip(LE_SECONDS, accumulate(bins), strict=True):
+        duration.add(cumulative, *labels, ("le", le), suffix="_bucket")
+    duration.add(bucket.latency_sum / 1000, *labels, suffix="_sum")
+    duration.add(bucket.latency_count, *labels, suffix="_count")
+
+
+def _less(total: Bucket, parts: list[Bucket]) -> Bucket:
+    """`total` without the probes counted in `parts` (a provider's probes without a region:
+    its own rollups count every probe, each region's those from it)."""
+    histogram = dict(total.histogram)
+    latency_sum = total.latency_sum
+    for part in parts:
+        latency_sum -= part.latency_sum
+        for slot, count in part.histogram.items():
+            histogram[slot] = histogram.get(slot, 0) - count
+    rest = Bucket(
+        total.probes - sum(part.probes for part in parts),
+        total.failed - sum(part.failed for part in parts),
+        total.timeout - sum(part.timeout for part in parts),
+        total.rate_limited - sum(part.rate_limited for part in parts),
+        total.latency_count - sum(part.latency_count for part in parts),
+        0.0,
+        {slot: count for slot, count in histogram.items() if count > 0},
+    )
+    # Sums of floats in another order differ in their last bits: none left is none.
+    rest.latency_sum = max(0.0, latency_sum) if rest.latency_count else 0.0
+    return rest
 
 
 def _chains_and_quotes(projections: Projections) -> Iterator[Family]:

@@ -142,6 +142,19 @@ def hours(default: float) -> Param:
 
 
 NAME = Param("name", "path", "string", "the provider's name")
+# A region's name, as `[instance] region` gives it: lower-case letters, digits and dashes.
+REGION_PATTERN = "[a-z0-9][a-z0-9-]{0,31}"
+REGION = Param(
+    "region",
+    "query",
+    "string",
+    "only the probes from this region (as `[instance] region` names it; the provider's"
+    " `regions` lists those it has); 404 for a region it has no data from",
+    max_length=32,
+    pattern=REGION_PATTERN,
+    pattern_description="a region's name: lower-case letters, digits and dashes, starting"
+    " with a letter or digit, at most 32 characters",
+)
 
 
 def if_match(*, required: bool) -> Param:
@@ -259,7 +272,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/api/providers/{name}",
         providers.provider,
-        "One provider (a removed one too, marked `removed`)",
+        "One provider (a removed one too, marked `removed`), with how each region's probes"
+        " judge it (`regions`)",
         schemas.ProviderView,
         (NAME,),
         errors=(404,),
@@ -337,9 +351,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/api/providers/{name}/stats",
         providers.provider_stats,
-        "Uptime, latency percentiles and failures of one provider over a window",
+        "Uptime, latency percentiles and failures of one provider over a window, from"
+        " every region's probes or (`?region=`) one region's",
         schemas.ProviderStats,
-        (NAME, hours(24)),
+        (NAME, hours(24), REGION),
         errors=(400, 404),
         cached=True,
     ),

@@ -175,6 +175,20 @@ class ObservationView(Schema, frozen=True):
     endpoint: str
 
 
+class ProviderRegion(Schema, frozen=True):
+    """A provider as one region's probes judge it (the status rules, in that region)."""
+
+    status: ProviderStatus  # unknown: not judged there yet, or the region is lost
+    details: str  # why it has that status there
+    last_probe_at: str | None  # that region's last health probe of it
+    last_status_change: str | None
+    consecutive_failures: int
+    # The region stopped reporting (`RegionLost`) and has not probed it since: its status
+    # is unknown, and it does not count in the provider's.
+    lost: bool
+    lost_at: str | None = None
+
+
 class ProviderView(Schema, frozen=True):
     name: str
     category: str
@@ -211,6 +225,21 @@ class ProviderView(Schema, frozen=True):
     definition: dict[str, Any] | None = None
     paused_by: str | None = None  # while paused (status `paused`): who paused it, and when
     paused_at: str | None = None
+    regions: Annotated[
+        dict[str, ProviderRegion],
+        msgspec.Meta(
+            description="By region name, how that region's probes judge the provider; empty"
+            " when no probe of it carried a region (instances without `[instance] region`)"
+        ),
+    ] = {}
+    status_regions: Annotated[
+        list[str],
+        msgspec.Meta(
+            description="The regions its status comes from: every reporting region when they"
+            " agree; when they disagree (status degraded, the reason regional), those that do"
+            " not see it online. Empty without regions"
+        ),
+    ] = []
 
 
 class ProviderWindow(Schema, frozen=True):
@@ -330,6 +359,13 @@ class ProviderStats(Schema, frozen=True):
     uptime_30d: float | None
     removed: bool = False  # the provider was removed; its history stays
     removed_at: str | None = None
+    region: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="With `?region=`, the region whose probes alone the figures count;"
+            " null: every probe, from every region"
+        ),
+    ] = None
 
 
 class SystemStatus(Schema, frozen=True):
@@ -816,6 +852,15 @@ class PairList(Schema, frozen=True):
     pairs: list[PairView]
 
 
+class PublicRegion(Schema, frozen=True):
+    """One region's view of a provider, as the public status page shows it: its name and
+    a word for the state seen from there."""
+
+    name: str
+    state: Literal["operational", "degraded", "outage", "maintenance", "unknown"]
+    label: str
+
+
 class PublicProvider(Schema, frozen=True):
     """One provider as the public status page shows it: its name, its heading and a word
     for its state; nothing internal."""
@@ -824,6 +869,8 @@ class PublicProvider(Schema, frozen=True):
     group: str
     state: Literal["operational", "degraded", "outage", "maintenance", "unknown"]
     label: str  # the words shown: "Operational", "Degraded performance", "Outage"...
+    # Probed from regions: each one's, by name; empty without regions.
+    regions: list[PublicRegion] = []
 
 
 class PublicStatus(Schema, frozen=True):

@@ -21,7 +21,7 @@ from cryptomon.config import StatusPageConfig
 from cryptomon.http.dashboard import CONTENT_SECURITY_POLICY
 from cryptomon.http.errors import NotFound
 from cryptomon.http.keys import SETTINGS
-from cryptomon.http.schemas import ProviderUptimeDays, PublicProvider, PublicStatus
+from cryptomon.http.schemas import ProviderUptimeDays, PublicProvider, PublicRegion, PublicStatus
 from cryptomon.http.views import models_of, respond
 from cryptomon.http.views.uptime import uptime_days
 from cryptomon.isotime import iso_time
@@ -105,6 +105,7 @@ def public_status(request: web.Request) -> PublicStatus:
             group=group,
             state=PUBLIC_STATES[p.status][0],
             label=PUBLIC_STATES[p.status][1],
+            regions=_regions(p),
         )
         for group, members in groups
         for p in members
@@ -121,10 +122,39 @@ def public_status(request: web.Request) -> PublicStatus:
     )
 
 
+def _regions(provider: ProviderState) -> list[PublicRegion]:
+    """How each region sees the provider, in the same plain words (a region that stopped
+    reporting, or has not judged it yet: no data)."""
+    return [
+        PublicRegion(
+            name=name,
+            state=PUBLIC_STATES[view.probe_status][0],
+            label=PUBLIC_STATES[view.probe_status][1],
+        )
+        for name, view in sorted(provider.regions.items())
+    ]
+
+
 async def status_data(request: web.Request) -> web.Response:
     response = respond(public_status(request))
     response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+def _region_strip(provider: PublicProvider) -> str:
+    """A chip per region with its name and the word for its state (the colour says it
+    again, never alone); nothing for a provider without regions."""
+    if not provider.regions:
+        return ""
+    escape = html.escape
+    chips = "".join(
+        f'<li class="region" data-region="{escape(r.name)}" data-state="{r.state}">'
+        f'<span class="region-name">{escape(r.name)}</span> '
+        f'<span class="region-state">{escape(r.label)}</span></li>'
+        for r in provider.regions
+    )
+    label = escape(f"{provider.name} by region", quote=True)
+    return f'<ul class="regions" aria-label="{label}">{chips}</ul>'
 
 
 BAR_DAYS = 90
@@ -215,6 +245,7 @@ async def status_page(request: web.Request) -> web.Response:
             f'<li class="provider" data-provider="{escape(p.name)}" data-state="{p.state}">'
             f'<span class="name">{escape(p.name)}</span>'
             f'<span class="state">{escape(p.label)}</span>'
+            f"{_region_strip(p)}"
             f'<span class="history">{bar_of[p.name]}</span></li>'
             for p in members
         )

@@ -174,6 +174,16 @@ class AlertsProjection(Projection[AlertsState]):
     def get(self, alert_id: int) -> Alert | None:
         return self.state.alerts.get(alert_id)
 
+    def lost_regions(self) -> list[str]:
+        """The regions whose `region_lost` alert is open (stopped reporting, not joined
+        again), sorted."""
+        prefix = _service_key("")
+        return sorted(
+            key[len(prefix) :]
+            for key, kinds in self.state.open.items()
+            if key.startswith(prefix) and "region_lost" in kinds
+        )
+
     def check_acknowledge(self, alert_id: int) -> None:
         """Raise `UnknownAlertError` or `AlreadyAcknowledgedError` unless acknowledging
         `alert_id` would change something; call before appending `AlertAcknowledged`."""

@@ -392,6 +392,19 @@ class MetricsProjection(Projection[MetricsState]):
             if name != ALL and _REGION_SEPARATOR not in name
         ]
 
+    def regions(self) -> dict[str, list[str]]:
+        """By provider, the regions whose probes of it have metrics (health or collection),
+        sorted: those `regional(provider, region)` answers for. Empty when no probe carried
+        a region."""
+        state = self.state
+        found: dict[str, set[str]] = {}
+        for rollups in (state.health, state.collection):
+            for key in rollups:
+                provider, separator, region = key.partition(_REGION_SEPARATOR)
+                if separator:
+                    found.setdefault(provider, set()).add(region)
+        return {provider: sorted(regions) for provider, regions in found.items()}
+
     def window(
         self, provider: str | None, since: float, until: float, kind: ProbeKind | None = None
     ) -> WindowStats:

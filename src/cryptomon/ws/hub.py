@@ -542,12 +542,20 @@ class Hub:
             "event_position": projections.position,
             "system_health": summary.system_health,
         }
+        lost = projections.alerts.lost_regions()
+        regions = {
+            region for provider in projections.providers.all() for region in provider.regions
+        }
         message = StatusUpdate(
             timestamp=_now(),
             system_metrics=metrics,
             alert_count=open_alerts,
             active_websocket_clients=len(self.clients),
             position=projections.position,
+            regions={
+                region: "lost" if region in lost else "reporting"
+                for region in sorted(regions.union(lost))
+            },
         )
         return Frame(0, "status", None, encode(message))
 

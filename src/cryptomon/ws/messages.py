@@ -107,6 +107,9 @@ class StatusUpdate(_Message, frozen=True, tag="status_update"):
     alert_count: int
     active_websocket_clients: int
     position: int
+    # Each region probes came from: "reporting", or "lost" (it stopped reporting and no
+    # instance of it joined again); left out when no probe carried a region.
+    regions: dict[str, str] = {}
 
 
 class NewLogEntry(_Message, frozen=True, tag="new_log_entry"):
@@ -125,11 +128,18 @@ class RateLimitAlert(_Message, frozen=True, tag="rate_limit_alert"):
 
 
 class ProviderStatusChange(_Message, frozen=True, tag="provider_status_change"):
+    """A provider's status changed. Judged from regions, `regions` names those its new
+    status comes from (every reporting region when they agree; when they disagree, those
+    not seeing it online) and `region_statuses` is each region's own status then; both are
+    left out for a provider whose probes carry no region."""
+
     provider: str
     old_status: str
     new_status: str
     details: str
     position: int
+    regions: list[str] = []
+    region_statuses: dict[str, str] = {}
 
 
 class ChainStateChange(_Message, frozen=True, tag="chain_state_change"):
@@ -279,6 +289,7 @@ def notice_frame(notice: Notice, projections: Projections | None = None) -> Fram
             )
             return Frame(position, f"logs.{log_type}", data.get("provider"), encode(message))
         case ProviderStatusChanged():
+            state = projections.providers.get(notice.provider) if projections is not None else None
             message = ProviderStatusChange(
                 timestamp=at,
                 provider=notice.provider,
@@ -286,6 +297,12 @@ def notice_frame(notice: Notice, projections: Projections | None = None) -> Fram
                 new_status=notice.new_status,
                 details=notice.details,
                 position=position,
+                regions=list(notice.regions),
+                region_statuses=(
+                    {name: view.probe_status for name, view in sorted(state.regions.items())}
+                    if state is not None and state.regions
+                    else {}
+                ),
             )
             return Frame(position, "providers", notice.provider, encode(message))
         case MaintenanceChanged():

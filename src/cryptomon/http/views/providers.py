@@ -40,6 +40,7 @@ from cryptomon.http.schemas import (
     MetricsPoint,
     ObservationView,
     ProviderList,
+    ProviderRegion,
     ProviderSeries,
     ProviderStats,
     ProviderView,
@@ -49,7 +50,8 @@ from cryptomon.http.views import DAY, HOUR, models_of, respond, rounded, series_
 from cryptomon.isotime import iso_time
 from cryptomon.probing.definitions import DefinitionRefused, IfMatch
 from cryptomon.projections import WindowStats
-from cryptomon.projections.providers import ProviderState
+from cryptomon.projections.metrics import regional
+from cryptomon.projections.providers import ProviderState, RegionView
 
 
 def _last_probe(probe: ProbeRecorded | None) -> LastProbe | None:
@@ -120,7 +122,25 @@ def _provider_view(request: web.Request, state: ProviderState, now: float) -> Pr
         definition=state.definition,
         paused_by=state.paused_by,
         paused_at=iso_time(state.paused_at),
+        regions=_regions(state.regions) if state.regions else {},
+        status_regions=list(state.status_regions),
     )
+
+
+def _regions(regions: dict[str, RegionView]) -> dict[str, ProviderRegion]:
+    """Each region's view of a provider, by region name in order."""
+    return {
+        name: ProviderRegion(
+            status=view.probe_status,
+            details=view.details,
+            last_probe_at=iso_time(view.last_probe_at),
+            last_status_change=iso_time(view.last_status_change),
+            consecutive_failures=view.consecutive_failures,
+            lost=view.lost_at is not None,
+            lost_at=iso_time(view.lost_at),
+        )
+        for name, view in sorted(regions.items())
+    }
 
 
 def _certificate(not_after: float | None, now: float) -> CertificateView | None:
@@ -283,16 +303,37 @@ def _latency_stats(stats: WindowStats) -> LatencyStats:
     )
 
 
+def _known_regions(request: web.Request, state: ProviderState) -> list[str]:
+    """The regions with anything about the provider: judged there, or probed there."""
+    metrics = models_of(request).projections.metrics
+    return sorted({*state.regions, *metrics.regions().get(state.name, ())})
+
+
 async def provider_stats(request: web.Request) -> web.Response:
     state = provider_state(request)
-    hours = request[ARGUMENTS].number("hours")
+    args = request[ARGUMENTS]
+    hours = args.number("hours")
+    region = args.text("region")
+    key = state.name
+    if region is not None:
+        known = _known_regions(request, state)
+        if region not in known:
+            where = (
+                f"it was probed in {', '.join(known)}"
+                if known
+                else "no probe of it carried a region"
+            )
+            raise NotFound(
+                "region", f"{state.name[:100]!r} has no data from region {region!r}; {where}"
+            )
+        key = regional(state.name, region)
     now = time.time()
     metrics = models_of(request).projections.metrics
-    health_window = metrics.window(state.name, now - hours * HOUR, now, "health")
-    collection_window = metrics.window(state.name, now - hours * HOUR, now, "collection")
+    health_window = metrics.window(key, now - hours * HOUR, now, "health")
+    collection_window = metrics.window(key, now - hours * HOUR, now, "collection")
 
     def uptime(seconds: float) -> float | None:
-        value = metrics.window(state.name, now - seconds, now, "health").uptime
+        value = metrics.window(key, now - seconds, now, "health").uptime
         return rounded(None if value is None else value * 100, 2)
 
     return respond(
@@ -308,6 +349,7 @@ async def provider_stats(request: web.Request) -> web.Response:
             uptime_30d=uptime(30 * DAY),
             removed=state.removed,
             removed_at=iso_time(state.removed_at),
+            region=region,
         )
     )
 

@@ -58,7 +58,9 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _OBSERVATION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # A region's name: lower-case letters, digits and dashes (it is in stream names, lock
 # keys, metric labels and the User-Agent).
-_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+# A region's name (`[instance] region`, a provider's `regions`, `?region=`).
+REGION_PATTERN = "[a-z0-9][a-z0-9-]{0,31}"
+_REGION = re.compile(REGION_PATTERN)
 
 
 def parse_duration(text: str) -> float:

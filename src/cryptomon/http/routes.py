@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import msgspec
 from aiohttp import web
 
-from cryptomon.config import ALERT_SEVERITIES, ProviderConfig
+from cryptomon.config import ALERT_SEVERITIES, REGION_PATTERN, ProviderConfig
 from cryptomon.events.types import EVENT_TYPES
 from cryptomon.http import (
     audit,
@@ -142,8 +142,6 @@ def hours(default: float) -> Param:
 
 
 NAME = Param("name", "path", "string", "the provider's name")
-# A region's name, as `[instance] region` gives it: lower-case letters, digits and dashes.
-REGION_PATTERN = "[a-z0-9][a-z0-9-]{0,31}"
 REGION = Param(
     "region",
     "query",

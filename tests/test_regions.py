@@ -12,6 +12,7 @@ from test_projections import T0, Harness, probe, registration
 from cryptomon.config import NotificationChannel
 from cryptomon.events.types import (
     Event,
+    MaintenanceWindowScheduled,
     ProbeOutcome,
     ProbeRecorded,
     RateLimitChanged,
@@ -25,6 +26,7 @@ from cryptomon.projections import (
     AlertRaised,
     AlertResolved,
     LogEntry,
+    Notice,
     Projections,
     ProviderStatusChanged,
 )
@@ -284,3 +286,76 @@ def test_a_block_of_one_regions_share_is_that_regions_rate_limited() -> None:
     assert state.regions["a"].probe_status == "rate_limited"
     assert harness.status("P") == "degraded" and state.status_regions == ("a",)
     assert [c.new_status for c in status_changes(notices)] == ["degraded"]
+
+
+def test_a_provider_probed_from_fewer_regions_is_judged_by_those_left() -> None:
+    harness = regional_harness()
+    harness(
+        *(
+            at_region(region, T0 + 30 * n + offset, outcome)
+            for n in range(3)
+            for region, offset, outcome in (("eu", 0, "success"), ("us", 1, "timeout"))
+        )
+    )
+    assert harness.status("P") == "degraded"
+    narrowed = msgspec.structs.replace(registration("P"), regions=("eu",))
+    notices = harness(narrowed)
+    state = harness.projections.providers.get("P")
+    assert state is not None and set(state.regions) == {"eu"}
+    assert harness.status("P") == "online"
+    assert [n.alert.kind for n in notices if isinstance(n, AlertResolved)] == ["degraded"]
+
+
+def test_degraded_from_other_regions_is_said_again_and_its_alert_follows() -> None:
+    harness = regional_harness()
+    notices: list[Notice] = []
+    for n in range(3):
+        notices += harness(at_region("a", T0 + 30 * n, "timeout"), at_region("b", T0 + 30 * n + 1))
+    [alert] = [n.alert for n in notices if isinstance(n, AlertRaised)]
+    assert alert.regions == ("a",)
+    # b goes down, a comes back: still degraded, now from b.
+    notices = []
+    for n in range(3, 6):
+        notices += harness(at_region("b", T0 + 30 * n + 1, "timeout"), at_region("a", T0 + 30 * n))
+    moved = [c for c in status_changes(notices) if c.regions == ("b",)]
+    assert moved and moved[-1].old_status == moved[-1].new_status == "degraded"
+    kept = harness.projections.alerts.get(alert.id)
+    assert kept is not None and kept.resolved_at is None and kept.regions == ("b",)
+
+
+def test_a_lost_region_no_longer_holds_the_failure_rate_alert_open() -> None:
+    harness = regional_harness()
+    events: list[Event] = []
+    for n in range(12):
+        events += [at_region("a", T0 + 10 * n), at_region("b", T0 + 10 * n + 1, "timeout")]
+    harness(*events)
+    notices = harness(RegionLost(region="b", instance="x", lost_at=T0 + 200))
+    assert "failure_rate" in {n.alert.kind for n in notices if isinstance(n, AlertResolved)}
+
+
+def test_the_rate_limit_alert_judges_the_region_nearest_its_share() -> None:
+    harness = Harness()
+    harness(registration("P", limit=RateLimitSpec(100, 60.0)))
+
+    def report(region: str, used: int, at: float) -> RateLimitChanged:
+        return RateLimitChanged("P", used, 50, 60.0, used * 2.0, at, region=region)
+
+    notices = harness(report("eu", 43, T0))
+    assert [n.alert.kind for n in notices if isinstance(n, AlertRaised)] == ["rate_limit"]
+    # us spends little of its share: eu is still at 86% of its own.
+    assert not [n for n in harness(report("us", 25, T0 + 1)) if isinstance(n, AlertResolved)]
+    notices = harness(report("eu", 10, T0 + 2))
+    assert [n.alert.kind for n in notices if isinstance(n, AlertResolved)] == ["rate_limit"]
+
+
+def test_a_window_left_is_not_entered_again_by_a_region_whose_clock_lags() -> None:
+    harness = regional_harness()
+    window = MaintenanceWindowScheduled(
+        window_id="api:w", name="w", source="api", providers=("P",), start=T0, end=T0 + 100
+    )
+    harness(window, at_region("a", T0 + 10), at_region("b", T0 + 11))
+    assert harness.status("P") == "maintenance"
+    harness(at_region("b", T0 + 101))  # b's clock: the window is over
+    assert harness.status("P") != "maintenance"
+    harness(at_region("a", T0 + 95))  # a's clock lags: still inside, for a
+    assert harness.status("P") != "maintenance"

@@ -92,9 +92,10 @@ def test_a_region_name_that_is_not_one_is_refused(tmp_path: Path, bad: str) -> N
 def test_an_instance_name_names_its_snapshot_rows(tmp_path: Path) -> None:
     path = tmp_path / "named.toml"
     path.write_text('[instance]\nname = "eu-west-1"\n' + provider("A"))
-    assert load_config(path).instance.snapshot_owner == "eu-west-1"
+    assert Settings.from_config(load_config(path)).snapshot_owner == "eu-west-1"
     path.write_text(provider("A"))
-    assert load_config(path).instance.snapshot_owner == socket.gethostname()
+    unnamed = Settings.from_config(load_config(path), port=7861)
+    assert unnamed.snapshot_owner == f"{socket.gethostname()}:7861"
     [error] = errors_for(tmp_path, '[instance]\nname = "two words"\n' + provider("A"))
     assert error.startswith("instance.name: ") and "is not an instance name" in error
 

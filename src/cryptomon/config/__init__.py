@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -117,12 +116,8 @@ class InstanceConfig(_Table, frozen=True):
     # Unset: no region, as a single instance has always run.
     region: str | None = None
     # Whose snapshot rows it keeps on a PostgreSQL log (each instance its own); unset: the
-    # host name. Give each instance its own, stable across restarts.
+    # host name and port. Give each instance its own, stable across restarts.
     name: str | None = None
-
-    @property
-    def snapshot_owner(self) -> str:
-        return self.name if self.name is not None else socket.gethostname()
 
 
 class StorageConfig(_Table, frozen=True):

@@ -72,6 +72,13 @@ _CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyn
 # A statement that takes longer fails (TimeoutError): after a silent network partition
 # appends fail and /health says so, instead of piling up behind a write that never returns.
 COMMAND_TIMEOUT_SECONDS = 30.0
+# A session holding advisory locks (a channel's delivery, a provider's or a region's lease)
+# cut off by the network leaves its backend waiting on a silent connection, the locks
+# held, until TCP gives up on it: ask the server to probe the connection after 10 s of
+# silence, so the others see the locks gone within about half a minute, not hours. (A
+# killed holder's connection closes at once; over a unix socket these do nothing.)
+LOCK_SESSION_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
+                           "tcp_keepalives_count": "3"}  # fmt: skip
 
 
 _PARAMETER = re.compile(r"\?( IS NULL)?")

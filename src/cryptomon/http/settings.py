@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,13 @@ class Settings:
     # is given); None: none, a reload changes nothing.
     config_path: Path | None = None
     providers_by_name: dict[str, ProviderConfig] = field(init=False, repr=False)
+
+    @property
+    def snapshot_owner(self) -> str:
+        """Whose snapshot rows this instance keeps: `[instance] name`, else its host and
+        port (two instances on one host listen on two ports)."""
+        name = self.config.instance.name
+        return name if name is not None else f"{socket.gethostname()}:{self.port}"
 
     def __post_init__(self) -> None:
         by_name = {provider.name: provider for provider in self.config.providers}

@@ -31,7 +31,7 @@ from typing import TypeVar
 import asyncpg
 
 from cryptomon.events.log import StoreWriteError, mask_url
-from cryptomon.events.postgres import COMMAND_TIMEOUT_SECONDS
+from cryptomon.events.postgres import COMMAND_TIMEOUT_SECONDS, LOCK_SESSION_KEEPALIVES
 from cryptomon.notify.outbox import ChannelCounts, Checkpoint, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,6 @@ T = TypeVar("T")
 # events/postgres.py the archive's 5).
 CHANNEL_LOCKS = 0x636D0004
 ROUND_SECONDS = 1.0
-# A holder cut off by the network leaves its backend waiting on a silent connection, the
-# locks held, until TCP gives up on it: ask the server to probe the connection after 10 s
-# of silence, so the others take the channels within about half a minute, not hours.
-# (A killed holder's connection closes at once; over a unix socket these do nothing.)
-_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
-               "tcp_keepalives_count": "3"}  # fmt: skip
 _ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 # One statement for a batch (its rows as arrays); the keys it returns are those inserted.
@@ -132,7 +126,7 @@ class PostgresOutbox:
                     self._conn = await asyncpg.connect(
                         self._url,
                         command_timeout=COMMAND_TIMEOUT_SECONDS,
-                        server_settings=_KEEPALIVES,
+                        server_settings=LOCK_SESSION_KEEPALIVES,
                     )
                 free = set(self._keys.values()) - self._locked
                 for key in free:

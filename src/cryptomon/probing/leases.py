@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import asyncpg
 
-from cryptomon.events.postgres import COMMAND_TIMEOUT_SECONDS
+from cryptomon.events.postgres import COMMAND_TIMEOUT_SECONDS, LOCK_SESSION_KEEPALIVES
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,11 @@ class ProviderLeases:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            conn = await asyncpg.connect(self._url, command_timeout=COMMAND_TIMEOUT_SECONDS)
+            conn = await asyncpg.connect(
+                self._url,
+                command_timeout=COMMAND_TIMEOUT_SECONDS,
+                server_settings=LOCK_SESSION_KEEPALIVES,
+            )
             instance = int(await conn.fetchval("SELECT pg_backend_pid()"))
             await conn.execute("SELECT pg_advisory_lock($1, $2)", INSTANCE_LOCKS, instance)
             if self.region is not None:

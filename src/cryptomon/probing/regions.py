@@ -91,6 +91,15 @@ class RegionWatch:
                     await self._lose(region, check_locks=False)
         if self.region is not None:
             await self.join()
+        elif self.known:
+            # Its lock keys are the names alone: it probes every provider beside the
+            # regions' instances, and its probes judge the provider apart from theirs.
+            log.warning(
+                "this instance has no region, but the log's instances probe from regions"
+                " (%s): give it one ([instance] region or --region), or its probes and the"
+                " regions' will both judge each provider",
+                ", ".join(sorted(self.known)),
+            )
 
     def recorded(self, recorded: RecordedEvent) -> None:
         """Follow a region event appended to the log (by any instance)."""

@@ -55,6 +55,7 @@ from cryptomon.events.types import (
     MonitoringChanged,
     ProbeRecorded,
     ProviderPaused,
+    ProviderRegistered,
     ProviderRemoved,
     ProviderResumed,
     RateLimitChanged,
@@ -143,6 +144,9 @@ class AlertsState(msgspec.Struct, gc=False):
     # Paused providers: probes folded while paused (another instance's, in flight) judge
     # nothing until `ProviderResumed`.
     paused: list[str] = []
+    # provider -> region -> its last usage report, for a key spent from several regions:
+    # the rate-limit alert judges the region nearest its share's end.
+    region_usage: dict[str, dict[str, RateLimitChanged]] = {}
 
 
 _decoder = msgspec.msgpack.Decoder(AlertsState)
@@ -255,12 +259,28 @@ class AlertsProjection(Projection[AlertsState]):
             MonitoringChanged: self._thresholds,
             RegionLost: self._region_lost,
             RegionJoined: self._region_joined,
+            ProviderRegistered: self._registered,
         }
 
+    def _registered(
+        self, position: int, recorded_at: float, config: ProviderRegistered
+    ) -> list[Notice]:
+        """Probed from fewer regions now: those left out judge it no more."""
+        if not config.regions:
+            return []
+        own = config.provider + "\0"
+        known = {key[len(own) :] for key in self.state.windows if key.startswith(own)}
+        known |= set(self.state.region_usage.get(config.provider, {}))
+        notices: list[Notice] = []
+        for region in sorted(known - set(config.regions)):
+            notices += self._forget_region(position, recorded_at, region, config.provider)
+        return notices
+
     def _region_lost(self, position: int, recorded_at: float, lost: RegionLost) -> list[Notice]:
+        notices = self._forget_region(position, lost.lost_at, lost.region)
         key = _service_key(lost.region)
         if "region_lost" in self.state.open.get(key, {}):
-            return []
+            return notices
         message = (
             f"region {lost.region} stopped reporting (seen by {lost.instance}): its probes"
             " are not counted until an instance of it joins again"
@@ -268,7 +288,35 @@ class AlertsProjection(Projection[AlertsState]):
         alert = self._raise(
             position, lost.lost_at, None, "region_lost", "critical", message, (lost.region,)
         )
-        return [alert]
+        return [*notices, alert]
+
+    def _forget_region(
+        self, position: int, at: float, region: str, only: str | None = None
+    ) -> list[Notice]:
+        """A region stopped reporting (or, `only`, probing that provider): its failure
+        windows and usage reports count no more, and the failure-rate alerts it alone kept
+        open resolve."""
+        suffix = "\0" + region
+        windows = self.state.windows
+        for key in [key for key in windows if key.endswith(suffix)]:
+            if only is None or key == only + suffix:
+                del windows[key]
+        for provider, usage in self.state.region_usage.items():
+            if only is None or provider == only:
+                usage.pop(region, None)
+        notices: list[Notice] = []
+        for provider, opened in list(self.state.open.items()):
+            if only is not None and provider != only:
+                continue
+            alert_id = opened.get("failure_rate")
+            if alert_id is None:
+                continue
+            alert = self.state.alerts[alert_id]
+            if region in alert.regions:
+                alert.regions = tuple(r for r in alert.regions if r != region)
+                if not alert.regions:
+                    notices.append(self._resolve(position, at, provider, "failure_rate"))
+        return notices
 
     def _region_joined(
         self, position: int, recorded_at: float, joined: RegionJoined
@@ -295,6 +343,9 @@ class AlertsProjection(Projection[AlertsState]):
                 notices.append(self._resolve(change.position, change.at, change.provider, kind))
         if change.judged:
             return notices
+        if new in opened and change.regions:
+            # Judged from regions: the alert names the regions its status comes from now.
+            self.state.alerts[opened[new]].regions = change.regions
         if (new == "offline" or new == "degraded") and new not in opened:
             severity: Severity = "critical" if new == "offline" else "warning"
             message = f"{change.provider} is {new}: {change.details}"
@@ -462,6 +513,8 @@ class AlertsProjection(Projection[AlertsState]):
     ) -> list[Notice]:
         if self.state.paused and change.provider in self.state.paused:
             return []
+        if change.region is not None:
+            change = self._nearest_limit(change)
         settings = self.settings
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         opened = self.state.open.get(change.provider, {})
@@ -498,6 +551,21 @@ class AlertsProjection(Projection[AlertsState]):
             alert.message = message
             return [AlertRaised(position, change.observed_at, _snapshot(alert))]
         return []
+
+    def _nearest_limit(self, change: RateLimitChanged) -> RateLimitChanged:
+        """Of a provider's regions, the usage report nearest its share's end (a block still
+        holding first): each region spends its own share, so one region at 90% is at 90%
+        whatever the others spend."""
+        assert change.region is not None
+        usage = self.state.region_usage.setdefault(change.provider, {})
+        usage[change.region] = change
+        at = change.observed_at
+
+        def nearness(report: RateLimitChanged) -> tuple[bool, float]:
+            holding = report.blocked_until is not None and report.blocked_until > at
+            return holding, report.percentage
+
+        return max(usage.values(), key=nearness)
 
     def _acknowledged(self, ack: AlertAcknowledged) -> Alert | None:
         """The alert `ack` names, if it is kept: by its name when the event has one, else by

@@ -133,6 +133,8 @@ class ProviderState(msgspec.Struct, gc=False, kw_only=True):
     window: str | None = None
     window_name: str | None = None
     window_ends_at: float | None = None
+    # The occurrence (window id, end) its probes from regions last left, if any.
+    window_left: tuple[str, float | None] | None = None
     consecutive_failures: int = 0
     consecutive_successes: int = 0
     # The probe events themselves: any kind, and the last that did not succeed.
@@ -333,6 +335,12 @@ class ProvidersProjection(Projection[ProvidersState]):
             return []
         windows = self.windows
         window = None if windows is None else windows.covering(probe.provider, probe.started_at)
+        if window is not None and provider.window_left is not None:
+            bounds = occurrence(window.definition, probe.started_at)
+            left = (window.definition.window_id, None if bounds is None else bounds[1])
+            if provider.window_left == left:
+                # Its end was seen (by another region's later clock): not entered again.
+                window = None
         if (window is not None or provider.window is not None) and provider.status != (
             "unconfigured"
         ):
@@ -436,8 +444,16 @@ class ProvidersProjection(Projection[ProvidersState]):
         was = provider.probe_status
         now, regions = overall(provider.regions)
         provider.probe_status = now
+        moved = regions != provider.status_regions
         provider.status_regions = regions
-        return self._show(provider, position, at, probe, was, now)
+        notices = self._show(provider, position, at, probe, was, now)
+        if not notices and moved and now == was == provider.status and now != "online":
+            # The same status, from other regions (degraded in a, then in b instead): said
+            # again, so its alert and the feed name the regions it comes from now.
+            since = provider.last_status_change  # its status did not change: nor does this
+            notices = [self._change(provider, position, at, now, probe)]
+            provider.last_status_change = since
+        return notices
 
     def _in_window(
         self,
@@ -495,6 +511,9 @@ class ProvidersProjection(Projection[ProvidersState]):
         notices: list[Notice] = [
             self._window_notice(provider, position, probe.started_at, active=False)
         ]
+        if probe.region is not None:
+            # Probes from regions whose clocks lag may still fall inside the occurrence.
+            provider.window_left = (provider.window or "", provider.window_ends_at)
         provider.window = provider.window_name = provider.window_ends_at = None
         provider.probe_status = "unknown"
         notices += self._probe_judged(provider, position, probe)
@@ -648,8 +667,13 @@ class ProvidersProjection(Projection[ProvidersState]):
         provider.base_url = config.base_url
         provider.degraded_latency_ms = config.degraded_latency_ms
         provider.key_configured = config.key_configured
+        narrowed = [r for r in provider.regions if config.regions and r not in config.regions]
+        for region in narrowed:
+            del provider.regions[region]  # no longer probed there: it judges it no more
         if provider.paused_at is not None:
             return notices  # its key is judged when it is resumed
+        if narrowed and provider.status != "unconfigured" and provider.window is None:
+            notices += self._overall(provider, position, recorded_at, None)
         if not config.key_configured and provider.status != "unconfigured":
             new: ProviderStatus = "unconfigured"
         elif config.key_configured and provider.status == "unconfigured":

@@ -44,6 +44,7 @@ class RegionUsage(msgspec.Struct, gc=False, array_like=True):
 
     used: int
     limit: int
+    blocked_until: float | None = None  # a block it reported, until then
 
 
 class RateLimitState(msgspec.Struct, gc=False, kw_only=True):
@@ -172,10 +173,13 @@ class RateLimitsProjection(Projection[RateLimitsState]):
         self, position: int, recorded_at: float, config: ProviderRegistered
     ) -> list[Notice]:
         spec = config.rate_limit
+        entry = self.state.limits.get(config.provider)
+        if entry is not None and config.regions:
+            # Probed from fewer regions now: the others' usage counts no more.
+            entry.regions = {r: u for r, u in entry.regions.items() if r in config.regions}
         if spec is None:
             return []
         at = recorded_at
-        entry = self.state.limits.get(config.provider)
         if entry is None:
             self.state.limits[config.provider] = RateLimitState(
                 provider=config.provider,
@@ -202,12 +206,27 @@ class RateLimitsProjection(Projection[RateLimitsState]):
         entry = self.state.limits.get(change.provider)
         regions = {} if entry is None else entry.regions
         if change.region is not None:
-            # The provider's usage: every region's last report, summed.
-            regions = {**regions, change.region: RegionUsage(change.used, change.limit)}
+            # The provider's usage: every region's last report, summed; a block one region
+            # reported holds until its end whatever the others report.
+            regions = {
+                **regions,
+                change.region: RegionUsage(change.used, change.limit, change.blocked_until),
+            }
             used = sum(region.used for region in regions.values())
             limit = sum(region.limit for region in regions.values())
             percentage = round(used / limit * 100, 1) if limit else 0.0
-            change = msgspec.structs.replace(change, used=used, limit=limit, percentage=percentage)
+            ends = [
+                r.blocked_until
+                for r in regions.values()
+                if r.blocked_until is not None and r.blocked_until > change.observed_at
+            ]
+            change = msgspec.structs.replace(
+                change,
+                used=used,
+                limit=limit,
+                percentage=percentage,
+                blocked_until=max(ends) if ends else None,
+            )
         blocked = change.blocked_until is not None and change.blocked_until > change.observed_at
         rose = entry is None or change.percentage > entry.percentage
         newly_blocked = blocked and (entry is None or entry.blocked_until is None)

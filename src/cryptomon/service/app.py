@@ -65,7 +65,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     store = await open_event_log(
         settings.database,
         archive=settings.config.storage.archive_path,
-        snapshot_owner=settings.config.instance.snapshot_owner,
+        snapshot_owner=settings.snapshot_owner,
     )
     app[STORE] = store
     try:

@@ -352,22 +352,50 @@ class ProvidersProjection(Projection[ProvidersState]):
     def _probe_judged(
         self, provider: ProviderState, position: int, probe: ProbeRecorded
     ) -> list[Notice]:
-        """Judge a health probe (not in maintenance) by the rules at the top."""
-        if probe.region is not None:
-            return self._probe_regional(provider, position, probe)
+        """Judge a health probe (not in maintenance) by the rules at the top: the provider's
+        own counts, or, for a probe with a region, that region's, then the provider from
+        every region's view. Written out: this runs for nearly every event of a replay."""
         outcome = probe.outcome
-        if outcome == "maintenance":
+        counts: Counts = provider
+        if probe.region is not None:
+            counts = region = self._region_view(provider, probe)
+            if outcome == "maintenance":
+                return self._judged_in_region(provider, region, position, probe, "maintenance")
+        elif outcome == "maintenance":
             if provider.status in ("maintenance", "unconfigured"):
                 if provider.status == "maintenance":
                     provider.probe_status = "maintenance"  # after a window: still in one
                 return []
             provider.probe_status = "maintenance"
             return [self._change(provider, position, probe.started_at, "maintenance", probe)]
-        self._count(provider, outcome)
+        recent = counts.recent
+        recent.append(outcome)
+        failed = outcome == "failed" or outcome == "timeout"
+        if failed:
+            counts.recent_failures += 1
+        if len(recent) > self.settings.recent_window:
+            dropped = recent.pop(0)
+            if dropped == "failed" or dropped == "timeout":
+                counts.recent_failures -= 1
+        if outcome == "success":
+            counts.consecutive_successes += 1
+            counts.consecutive_failures = 0
+        elif failed:
+            counts.consecutive_failures += 1
+            counts.consecutive_successes = 0
+        else:
+            # A 429 proves the provider answers, but it is no success either.
+            counts.consecutive_failures = counts.consecutive_successes = 0
+
+        if probe.region is not None:
+            now = self._next_status(counts, provider, probe)
+            return self._judged_in_region(provider, region, position, probe, now)
         if provider.status == "unconfigured":
             return []
         was = provider.probe_status
         now = provider.probe_status = self._next_status(provider, provider, probe)
+        if now == was and now == provider.status and not provider.judged:
+            return []  # the common case: nothing changed
         return self._show(provider, position, probe.started_at, probe, was, now)
 
     def _show(
@@ -391,42 +419,26 @@ class ProvidersProjection(Projection[ProvidersState]):
             return []
         return [self._change(provider, position, at, new, probe)]
 
-    def _count(self, counts: Counts, outcome: ProbeOutcome) -> None:
-        """Count a health probe's outcome (not `maintenance`) into `counts`."""
-        recent = counts.recent
-        recent.append(outcome)
-        failed = outcome == "failed" or outcome == "timeout"
-        if failed:
-            counts.recent_failures += 1
-        if len(recent) > self.settings.recent_window:
-            dropped = recent.pop(0)
-            if dropped == "failed" or dropped == "timeout":
-                counts.recent_failures -= 1
-        if outcome == "success":
-            counts.consecutive_successes += 1
-            counts.consecutive_failures = 0
-        elif failed:
-            counts.consecutive_failures += 1
-            counts.consecutive_successes = 0
-        else:
-            # A 429 proves the provider answers, but it is no success either.
-            counts.consecutive_failures = counts.consecutive_successes = 0
-
-    def _probe_regional(
-        self, provider: ProviderState, position: int, probe: ProbeRecorded
-    ) -> list[Notice]:
-        """Judge a health probe in its region, then the provider from every region's view."""
+    def _region_view(self, provider: ProviderState, probe: ProbeRecorded) -> RegionView:
+        """The view of `provider` from the region of `probe`, reporting again."""
         assert probe.region is not None
         region = provider.regions.get(probe.region)
         if region is None:
             region = provider.regions[probe.region] = RegionView()
         region.lost_at = None
         region.last_probe_at = probe.started_at
-        if probe.outcome == "maintenance":
-            now: ProviderStatus = "maintenance"
-        else:
-            self._count(region, probe.outcome)
-            now = self._next_status(region, provider, probe)
+        return region
+
+    def _judged_in_region(
+        self,
+        provider: ProviderState,
+        region: RegionView,
+        position: int,
+        probe: ProbeRecorded,
+        now: ProviderStatus,
+    ) -> list[Notice]:
+        """`region` judged `provider` `now` from `probe`: the provider from every region's
+        view."""
         if now != region.probe_status or now in ("offline", "degraded"):
             # Said again while it holds: the count of failures grows, the latency changes.
             region.details = self._details(region, provider, now, probe)

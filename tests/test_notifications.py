@@ -45,6 +45,8 @@ from cryptomon.events.types import (
     ProbeRecorded,
     ProviderRegistered,
     RateLimitChanged,
+    RegionJoined,
+    RegionLost,
 )
 from cryptomon.http.settings import Settings
 from cryptomon.notify import Notifier, outbox
@@ -1208,3 +1210,21 @@ async def test_sigkill_between_append_and_delivery_loses_nothing_and_sends_each_
     for secret in SECRETS:
         assert secret.encode() not in stored, secret
         assert secret not in logged, secret
+
+
+async def test_the_region_lost_alert_is_delivered_through_provider_filters(
+    rig: Build, receiver: Receiver
+) -> None:
+    # The service's own alert concerns every provider: a channel filtering providers and
+    # categories hears of it, and of its resolution when the region joins again.
+    channel = webhook("ops", receiver.url("/hook"), 'providers = ["A"]\ncategories = ["rpc_nodes"]')
+    built = await rig(channel)
+    await built.append("region:eu-west", RegionLost("eu-west", "host-b:7", T0))
+    await built.append("region:eu-west", RegionJoined("eu-west", "host-a:9", T0 + 60))
+    await eventually(lambda: len(receiver.ok()) == 2)
+    raised, resolved = (request.json for request in receiver.ok())
+    assert (raised["event"], resolved["event"]) == ("raised", "resolved")
+    assert raised["provider"] is None and raised["category"] is None
+    assert raised["title"] == "cryptomon: region_lost alert raised"
+    assert raised["alert"]["kind"] == "region_lost" and raised["alert"]["regions"] == ["eu-west"]
+    assert raised["severity"] == "critical" and "eu-west stopped reporting" in raised["message"]

@@ -534,7 +534,9 @@ async def test_three_instances_in_two_regions_probe_everything_in_each_region(
     await until(a_goes_on, "region a probing on after b is gone")
     # b's view is unknown, not offline: only a reports, and sees Split online. The
     # service's own alert says b stopped reporting.
-    await until(lambda: split_is("online"), "Split online once b stopped reporting")
+    split = await until(lambda: split_is("online"), "Split online once b stopped reporting")
+    assert (split["regions"]["b"]["status"], split["regions"]["b"]["lost"]) == ("unknown", True)
+    assert split["regions"]["a"]["status"] == "online" and split["status_regions"] == ["a"]
 
     async def region_alert() -> list[dict[str, Any]]:
         alerts = (await get_json(observer.url + "/api/alerts"))["alerts"]

@@ -30,7 +30,7 @@ from cryptomon.projections import (
     Projections,
     ProviderStatusChanged,
 )
-from cryptomon.projections.metrics import regional
+from cryptomon.projections.base import regional
 from cryptomon.projections.notices import PROVIDER_STATUSES, ProviderStatus
 from cryptomon.projections.providers import RegionView, overall
 

@@ -44,7 +44,8 @@ from cryptomon import __version__
 from cryptomon.events.types import PROBE_KINDS, ProbeOutcome
 from cryptomon.http.keys import HUB, LOOP_LAG, MONITOR, NOTIFIER, READ_MODELS, STORE
 from cryptomon.projections import Projections
-from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS, Bucket, regional
+from cryptomon.projections.base import regional
+from cryptomon.projections.metrics import BINS, LATENCY_BOUNDS_MS, Bucket
 from cryptomon.projections.notices import PROVIDER_STATUSES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

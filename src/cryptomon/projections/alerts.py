@@ -63,7 +63,7 @@ from cryptomon.events.types import (
     RegionLost,
 )
 from cryptomon.isotime import iso_time
-from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.base import REGION_SEPARATOR, Handler, Projection, regional
 from cryptomon.projections.maintenance import MaintenanceProjection
 from cryptomon.projections.notices import (
     Alert,
@@ -268,7 +268,7 @@ class AlertsProjection(Projection[AlertsState]):
         """Probed from fewer regions now: those left out judge it no more."""
         if not config.regions:
             return []
-        own = config.provider + "\0"
+        own = config.provider + REGION_SEPARATOR
         known = {key[len(own) :] for key in self.state.windows if key.startswith(own)}
         known |= set(self.state.region_usage.get(config.provider, {}))
         notices: list[Notice] = []
@@ -296,7 +296,7 @@ class AlertsProjection(Projection[AlertsState]):
         """A region stopped reporting (or, `only`, probing that provider): its failure
         windows and usage reports count no more, and the failure-rate alerts it alone kept
         open resolve."""
-        suffix = "\0" + region
+        suffix = REGION_SEPARATOR + region
         windows = self.state.windows
         for key in [key for key in windows if key.endswith(suffix)]:
             if only is None or key == only + suffix:
@@ -427,7 +427,7 @@ class AlertsProjection(Projection[AlertsState]):
         window (its times measure durations within that region only), and the provider's
         one alert names the regions over the threshold, resolving when none is."""
         region = probe.region
-        key = probe.provider if region is None else f"{probe.provider}\0{region}"
+        key = probe.provider if region is None else regional(probe.provider, region)
         window = self.state.windows.get(key)
         if window is None:
             window = self.state.windows[key] = FailureWindow()
@@ -494,8 +494,8 @@ class AlertsProjection(Projection[AlertsState]):
         elif stop.provider in paused:
             paused.remove(stop.provider)
         windows = self.state.windows
-        regional = stop.provider + "\0"
-        for key in [k for k in windows if k == stop.provider or k.startswith(regional)]:
+        own = stop.provider + REGION_SEPARATOR
+        for key in [k for k in windows if k == stop.provider or k.startswith(own)]:
             del windows[key]
         self.state.block_ends.pop(stop.provider, None)
         return [

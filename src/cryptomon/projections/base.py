@@ -27,6 +27,18 @@ Handler = Callable[[int, float, Any], list[Notice]]
 _encoder = msgspec.msgpack.Encoder()
 
 
+# Between a provider's name and a region in the key of what a fold keeps of the provider
+# in one region (metrics rollups, failure windows): no provider name holds it (names are
+# printable).
+REGION_SEPARATOR = "\0"
+
+
+def regional(provider: str, region: str) -> str:
+    """The key of what a fold keeps of `provider` in `region` alone (the metrics' rollups:
+    query `window`, `series` and the like with it for that region)."""
+    return provider + REGION_SEPARATOR + region
+
+
 class Projection(ABC, Generic[StateT]):
     name: ClassVar[str]
     version: ClassVar[int]

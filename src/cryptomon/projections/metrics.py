@@ -35,15 +35,12 @@ from typing import ClassVar
 import msgspec
 
 from cryptomon.events.types import Event, ProbeKind, ProbeOutcome, ProbeRecorded
-from cryptomon.projections.base import Handler, Projection
+from cryptomon.projections.base import REGION_SEPARATOR, Handler, Projection, regional
 from cryptomon.projections.maintenance import MaintenanceProjection
 from cryptomon.projections.notices import Notice
 
 # The key of the system-wide rollups, next to the providers' names.
 ALL = "__all__"
-# Between a provider's name and a region in the key of its rollups in that region: no
-# provider name holds it (names are printable).
-_REGION_SEPARATOR = "\0"
 MINUTE = 60
 HOUR = 3600
 DAY = 86_400
@@ -199,12 +196,6 @@ def _fold_into(target: dict[int, Bucket], start: int, bucket: Bucket) -> None:
         target[start] = bucket
     else:
         existing.merge(bucket)
-
-
-def regional(provider: str, region: str) -> str:
-    """The key of a provider's rollups in one region: query `window`, `series` and the
-    like with it for that region alone."""
-    return provider + _REGION_SEPARATOR + region
 
 
 def _floor(value: float, width: int) -> int:
@@ -389,7 +380,7 @@ class MetricsProjection(Projection[MetricsState]):
         return [
             name
             for name in {**state.health, **state.collection}
-            if name != ALL and _REGION_SEPARATOR not in name
+            if name != ALL and REGION_SEPARATOR not in name
         ]
 
     def regions(self) -> dict[str, list[str]]:
@@ -400,7 +391,7 @@ class MetricsProjection(Projection[MetricsState]):
         found: dict[str, set[str]] = {}
         for rollups in (state.health, state.collection):
             for key in rollups:
-                provider, separator, region = key.partition(_REGION_SEPARATOR)
+                provider, separator, region = key.partition(REGION_SEPARATOR)
                 if separator:
                     found.setdefault(provider, set()).add(region)
         return {provider: sorted(regions) for provider, regions in found.items()}

@@ -50,7 +50,7 @@ from cryptomon.http.views import DAY, HOUR, models_of, respond, rounded, series_
 from cryptomon.isotime import iso_time
 from cryptomon.probing.definitions import DefinitionRefused, IfMatch
 from cryptomon.projections import WindowStats
-from cryptomon.projections.metrics import regional
+from cryptomon.projections.base import regional
 from cryptomon.projections.providers import ProviderState, RegionView
 
 

@@ -17,14 +17,20 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from cryptomon.events.types import Event, RecordedEvent
+from cryptomon.events.types import (
+    Event,
+    ProbeRecorded,
+    ProviderRegistered,
+    ProviderRemoved,
+    RecordedEvent,
+)
 from cryptomon.projections.alerts import (
     AcknowledgeError,
     AlertsProjection,
     AlreadyAcknowledgedError,
     UnknownAlertError,
 )
-from cryptomon.projections.base import Handler, Projection, StateT
+from cryptomon.projections.base import Handler, JudgingProjection, Projection, StateT
 from cryptomon.projections.chains import ChainsProjection
 from cryptomon.projections.durations import DurationsProjection
 from cryptomon.projections.failures import FailureAnalysis, FailuresProjection
@@ -275,14 +281,26 @@ class Projections:
     ) -> None:
         for projection in self._page_folds:
             projection.fold_page(positions, times, events)
-        dispatch, fold = self._event_dispatch, self._fold_with
+        dispatch, members, fold = self._event_dispatch, self._event_members, self._fold_with
         for position, recorded_at, event in zip(positions, times, events, strict=True):
-            fold(dispatch.get(type(event), ()), position, recorded_at, event)
+            # `_handlers`, written out: this runs for every event of a replay.
+            handlers = dispatch.get(type(event), ())
+            if members and type(event) is ProbeRecorded:
+                handlers = members.get(event.provider, handlers)
+            fold(handlers, position, recorded_at, event)
         self.position = positions[-1]
 
     def _fold(self, position: int, recorded_at: float, event: Event) -> list[Notice]:
         self.position = position
-        return self._fold_with(self._dispatch.get(type(event), ()), position, recorded_at, event)
+        return self._fold_with(self._handlers(event), position, recorded_at, event)
+
+    def _handlers(self, event: Event) -> Sequence[Handler]:
+        """Who folds `event`: by its type, and a probe of a chain's node or a pair's source
+        by its provider too (`_route_probes_of`)."""
+        handlers = self._dispatch.get(type(event), ())
+        if type(event) is ProbeRecorded:
+            return self._members.get(event.provider, handlers)
+        return handlers
 
     def _fold_with(
         self, handlers: Sequence[Handler], position: int, recorded_at: float, event: Event
@@ -334,8 +352,50 @@ class Projections:
                 dispatch.setdefault(kind, []).append(handler)
                 if not projection.folds_pages:
                     by_event.setdefault(kind, []).append(handler)
+        # The judges' probe handlers are called for their members' probes alone: each
+        # member's probes have their own handlers (`_members`), the rest skip the judges.
+        judges: tuple[JudgingProjection[Any], ...] = (self.chains, self.quotes)
+        self._judging = tuple(judge for judge in judges if judge.name in self.folds)
+        judging = self._judge_probes = {j.handlers[ProbeRecorded] for j in self._judging}
+        self._probes = tuple(dispatch.get(ProbeRecorded, ()))
+        self._event_probes = tuple(by_event.get(ProbeRecorded, ()))
+        for table in (dispatch, by_event):
+            if ProbeRecorded in table:
+                table[ProbeRecorded] = [h for h in table[ProbeRecorded] if h not in judging]
+            if self._judging:
+                for kind in (ProviderRegistered, ProviderRemoved):
+                    table.setdefault(kind, []).append(self._route_member)
         self._dispatch = {kind: tuple(handlers) for kind, handlers in dispatch.items()}
         self._event_dispatch = {kind: tuple(handlers) for kind, handlers in by_event.items()}
+        self._members: dict[str, tuple[Handler, ...]] = {}
+        self._event_members: dict[str, tuple[Handler, ...]] = {}
+        for provider in {member for judge in self._judging for member in judge.members()}:
+            self._route_probes_of(provider)
+
+    def _route_member(
+        self, position: int, recorded_at: float, change: ProviderRegistered | ProviderRemoved
+    ) -> list[Notice]:
+        """After the judges folded a change of the provider's config: who folds its probes."""
+        self._route_probes_of(change.provider)
+        return []
+
+    def _route_probes_of(self, provider: str) -> None:
+        """Who folds the probes of `provider`: the handlers of every probe, and those of the
+        judges whose member it is, in folding order (none: the type's handlers)."""
+        judged_by = {
+            judge.handlers[ProbeRecorded] for judge in self._judging if provider in judge.members()
+        }
+        # Changed in place: a page being folded holds these tables.
+        for table, handlers in (
+            (self._members, self._probes),
+            (self._event_members, self._event_probes),
+        ):
+            if judged_by:
+                table[provider] = tuple(
+                    h for h in handlers if h in judged_by or h not in self._judge_probes
+                )
+            else:
+                table.pop(provider, None)
 
     # ---- snapshots -----------------------------------------------------------
 

@@ -9,7 +9,7 @@ bumped whenever its shape or meaning changes, so an older snapshot is rebuilt.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import msgspec
@@ -93,6 +93,11 @@ class JudgingProjection(Projection[StateT]):
     and returns the notices it causes, which join the handler's own."""
 
     forward: Callable[[Judged], list[Notice]] | None = None
+
+    @abstractmethod
+    def members(self) -> Collection[str]:
+        """The providers whose probes it judges (changed only by `ProviderRegistered` and
+        `ProviderRemoved`): only their probes are handed to its `ProbeRecorded` handler."""
 
     def forwarded(self, notices: list[Notice]) -> list[Notice]:
         forward = self.forward

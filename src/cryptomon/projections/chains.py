@@ -32,6 +32,7 @@ the provider while one holds and the alerts projection raises an alert of its ki
 from __future__ import annotations
 
 import statistics
+from collections.abc import Collection
 from typing import ClassVar
 
 import msgspec
@@ -167,6 +168,13 @@ def _block(value: ObservedValue | None) -> int | None:
     return parse_uint(value)
 
 
+def _hex_block(value: str) -> int | None:
+    try:
+        return int(value, 16)
+    except ValueError:
+        return None
+
+
 def best_head(heads: list[float]) -> int:
     """The highest head that at least two of `heads` have reached (the second highest),
     rounded down; with one head, that one."""
@@ -222,6 +230,9 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         return None if name is None else self.state.chains[name]
 
     # ---- the fold ------------------------------------------------------------
+
+    def members(self) -> Collection[str]:
+        return self.state.chain_of.keys()
 
     def handlers_by_type(self) -> dict[type[Event], Handler]:
         return {
@@ -283,15 +294,18 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         if name is None:
             return []
         chain = self.state.chains[name]
-        if chain.nodes[probe.provider].paused:
-            return []
-        return self.forwarded(self._judge(position, probe, chain))
-
-    def _judge(self, position: int, probe: ProbeRecorded, chain: Chain) -> list[Notice]:
         node = chain.nodes[probe.provider]
-        name = chain.name
+        if node.paused:
+            return []
+        notices = self._judge(position, probe, chain, node)
+        return self.forwarded(notices) if notices else notices
+
+    def _judge(self, position: int, probe: ProbeRecorded, chain: Chain, node: Node) -> list[Notice]:
         observed = probe.observations
-        head = _block(observed.get("head")) if observed else None
+        value = observed.get("head") if observed else None
+        # "0x..." (what eth_blockNumber answers) read here: this runs at every probe of
+        # every node.
+        head = _hex_block(value) if type(value) is str and value.startswith("0x") else _block(value)
         failed = probe.outcome != "success"
         if head is None or failed:
             # A failed probe's head (observed though a condition failed) is no head the
@@ -304,13 +318,22 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         node.endpoint = probe.endpoint
         node.succeeded = True
         at = probe.started_at
-        self._measure_rate(chain, node, head, at)
+        rate_at, rate_head = node.rate_at, node.rate_head
+        if (
+            rate_at is None
+            or rate_head is None
+            or head < rate_head
+            or at - rate_at >= RATE_SPAN_SECONDS
+        ):
+            self._measure_rate(chain, node, head, at)
         best = self._best_head(chain, node, head, at)
         chain.best, chain.best_at = best, at
+        name = chain.name
         rules = self._rules.get(name) or self.rules(name)
         lag = best - head if best > head else 0
         node.lag = lag
-        node.lag_seconds = lag / chain.rate if chain.rate else None
+        rate = chain.rate
+        node.lag_seconds = lag / rate if rate else None
         # The hour's lag rollup (a probe from an earlier hour, clocks not being monotonic,
         # counts in the last one).
         history = node.history
@@ -323,25 +346,26 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         notices: list[Notice] = []
         states = node.states
         over = node.over = node.over + 1 if lag > rules.lag_blocks else 0
-        lagging = over >= rules.lag_probes
-        if lagging != ("lagging" in states):
-            details = (
-                f"{lag} blocks behind the best head {best} for {over} probes"
-                f" (more than {rules.lag_blocks} is lagging)"
-                if lagging
-                else f"{lag} blocks behind the best head {best}: caught up"
-            )
-            notices.append(
-                self.flip(position, at, f"chain:{chain.name}", node, "lagging", lagging, details)
-            )
-        if node.head is None or head != node.head:
+        if states or over >= rules.lag_probes:
+            lagging = over >= rules.lag_probes
+            if lagging != ("lagging" in states):
+                details = (
+                    f"{lag} blocks behind the best head {best} for {over} probes"
+                    f" (more than {rules.lag_blocks} is lagging)"
+                    if lagging
+                    else f"{lag} blocks behind the best head {best}: caught up"
+                )
+                notices.append(
+                    self.flip(position, at, f"chain:{name}", node, "lagging", lagging, details)
+                )
+        if head != node.head:
             # The best head then, or its own if it was ahead: the group catching up with it
             # is not the group moving on without it.
             node.moved_at, node.best_when_moved = at, best if best > head else head
-            if "stale" in states:
+            if states and "stale" in states:
                 details = f"head moved to {head}"
                 notices.append(
-                    self.flip(position, at, f"chain:{chain.name}", node, "stale", False, details)
+                    self.flip(position, at, f"chain:{name}", node, "stale", False, details)
                 )
         elif "stale" not in states:
             notices += self._stale(position, at, chain, node, head, best, rules)
@@ -372,11 +396,13 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         # this runs at every probe of every node.
         first, second = float(head), -1.0
         for other in chain.nodes.values():
-            other_head, other_at = other.head, other.head_at
-            if other_head is None or other_at is None or other is node or not other.succeeded:
+            # A node whose last probe succeeded has a head (`_judge` sets both).
+            if not other.succeeded or other is node:
                 continue
             if other.states and "wrong_chain" in other.states:
                 continue  # another chain's head says nothing of this one's
+            other_head, other_at = other.head, other.head_at
+            assert other_head is not None and other_at is not None
             if other_at <= at:
                 value = float(other_head)
             elif rate is not None:  # until the log shows the rate, a later head can't count

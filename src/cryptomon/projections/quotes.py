@@ -18,6 +18,7 @@ Each state entering or leaving is a `Judged` notice, as for chains.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -139,6 +140,9 @@ class QuotesProjection(JudgingProjection[QuotesState]):
         return None if pair is None else self.state.pairs[pair].sources.get(provider)
 
     # ---- the fold ------------------------------------------------------------
+
+    def members(self) -> Collection[str]:
+        return self.state.pair_of.keys()
 
     def handlers_by_type(self) -> dict[type[Event], Handler]:
         return {

@@ -168,13 +168,6 @@ def _block(value: ObservedValue | None) -> int | None:
     return parse_uint(value)
 
 
-def _hex_block(value: str) -> int | None:
-    try:
-        return int(value, 16)
-    except ValueError:
-        return None
-
-
 def best_head(heads: list[float]) -> int:
     """The highest head that at least two of `heads` have reached (the second highest),
     rounded down; with one head, that one."""
@@ -290,45 +283,44 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         ]
 
     def _probe(self, position: int, recorded_at: float, probe: ProbeRecorded) -> list[Notice]:
-        name = self.state.chain_of.get(probe.provider)
+        """Judge a node at its probe. Written out in one function: this runs at every probe
+        of every node."""
+        provider = probe.provider
+        name = self.state.chain_of.get(provider)
         if name is None:
             return []
         chain = self.state.chains[name]
-        node = chain.nodes[probe.provider]
+        node = chain.nodes[provider]
         if node.paused:
             return []
-        notices = self._judge(position, probe, chain, node)
-        return self.forwarded(notices) if notices else notices
-
-    def _judge(self, position: int, probe: ProbeRecorded, chain: Chain, node: Node) -> list[Notice]:
         observed = probe.observations
         value = observed.get("head") if observed else None
-        # "0x..." (what eth_blockNumber answers) read here: this runs at every probe of
-        # every node.
-        head = _hex_block(value) if type(value) is str and value.startswith("0x") else _block(value)
-        failed = probe.outcome != "success"
-        if head is None or failed:
+        head: int | None
+        if type(value) is str and value.startswith("0x"):  # what eth_blockNumber answers
+            try:
+                head = int(value, 16)
+            except ValueError:
+                head = None
+        else:
+            head = _block(value)
+        if head is None or probe.outcome != "success":
             # A failed probe's head (observed though a condition failed) is no head the
             # chain can count on; nor is a head that never came.
-            if failed and (head is not None or probe.endpoint == node.endpoint):
+            if probe.outcome != "success" and (head is not None or probe.endpoint == node.endpoint):
                 node.succeeded = False
             if observed and "chain_id" in observed:
-                return self._chain_id(position, probe, chain, node)
+                return self.forwarded(self._chain_id(position, probe, chain, node))
             return []
         node.endpoint = probe.endpoint
         node.succeeded = True
         at = probe.started_at
         rate_at, rate_head = node.rate_at, node.rate_head
-        if (
-            rate_at is None
-            or rate_head is None
-            or head < rate_head
-            or at - rate_at >= RATE_SPAN_SECONDS
-        ):
+        if rate_at is None or rate_head is None or head < rate_head:
+            node.rate_head, node.rate_at = head, at
+        elif at - rate_at >= RATE_SPAN_SECONDS:
             self._measure_rate(chain, node, head, at)
         best = self._best_head(chain, node, head, at)
         chain.best, chain.best_at = best, at
-        name = chain.name
         rules = self._rules.get(name) or self.rules(name)
         lag = best - head if best > head else 0
         node.lag = lag
@@ -372,16 +364,13 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         node.head, node.head_at = head, at
         if observed is not None and "chain_id" in observed:
             notices += self._chain_id(position, probe, chain, node)
-        return notices
+        return self.forwarded(notices) if notices else notices
 
     def _measure_rate(self, chain: Chain, node: Node, head: int, at: float) -> None:
-        if node.rate_at is None or node.rate_head is None or head < node.rate_head:
-            node.rate_head, node.rate_at = head, at
-            return
-        span = at - node.rate_at
-        if span < RATE_SPAN_SECONDS:
-            return
-        node.rate = (head - node.rate_head) / span
+        """The node's rate over the span since `rate_at` (at least `RATE_SPAN_SECONDS`),
+        and the chain's from its nodes'."""
+        assert node.rate_at is not None and node.rate_head is not None
+        node.rate = (head - node.rate_head) / (at - node.rate_at)
         node.rate_head, node.rate_at = head, at
         rates = [n.rate for n in chain.nodes.values() if n.rate is not None]
         chain.rate = statistics.median(rates)
@@ -396,7 +385,7 @@ class ChainsProjection(JudgingProjection[ChainsState]):
         # this runs at every probe of every node.
         first, second = float(head), -1.0
         for other in chain.nodes.values():
-            # A node whose last probe succeeded has a head (`_judge` sets both).
+            # A node whose last probe succeeded has a head (`_probe` sets both).
             if not other.succeeded or other is node:
                 continue
             if other.states and "wrong_chain" in other.states:

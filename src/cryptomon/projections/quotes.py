@@ -18,6 +18,7 @@ Each state entering or leaving is a `Judged` notice, as for chains.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -79,7 +80,7 @@ def as_price(value: ObservedValue | None) -> float | None:
     """A price from an observed value: a number, or a string holding one (APIs such as
     Binance's and Kraken's quote prices as strings)."""
     if type(value) is float:  # the common case: a JSON number
-        return value if 0 < value < float("inf") else None
+        return value if 0 < value < math.inf else None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
@@ -89,15 +90,17 @@ def as_price(value: ObservedValue | None) -> float | None:
             price = float(value)
         except ValueError:
             return None
-    return price if price > 0 and price != float("inf") else None
+    return price if 0 < price < math.inf else None
 
 
 def as_time(value: ObservedValue | None) -> float | None:
     """Unix seconds from an observed time: seconds or milliseconds as a number or a
     numeric string, or ISO 8601 text."""
-    if isinstance(value, bool) or value is None:
+    if type(value) is float:  # the common case: a JSON number
+        number = value
+    elif isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, str):
+    elif isinstance(value, str):
         try:
             number = float(value)
         except ValueError:

@@ -506,6 +506,53 @@ def test_data_older_than_max_staleness_raises_a_stale_quote_alert() -> None:
     assert resolved(fold(price("Old", at + 1, 50_000, price_time=(at - 5) * 1000))) == []
 
 
+def test_a_provider_joining_and_leaving_a_chain_or_pair_mid_page_is_judged_only_meanwhile() -> None:
+    """The judges see a provider's probes only while it is their member: the route changes
+    with its registration, within a replay's page too, and is rebuilt from a snapshot."""
+    live = Fold()
+    chain_of(live, "A", "B")
+    live(registered("C"))
+    for i in range(3):
+        at = T0 + 30 * i
+        live(head("A", at, 100 + i), head("B", at, 100 + i), head("C", at + 1, 50))
+    assert live.projections.chains.node("C") is None
+    live(registered("C", chain="ethereum"))
+    for i in range(3, 6):
+        at = T0 + 30 * i
+        live(head("A", at, 100 + i), head("B", at, 100 + i), head("C", at + 1, 50))
+    assert "lagging" in live.states("C")
+    halfway = Projections.restore(live.projections.snapshot_state())
+    # Out of the chain (its lagging ends), into a pair, removed, back in the chain.
+    notices = live(registered("C", quote="BTC-USD"))
+    assert ("C", "lagging") in resolved(notices)
+    live(*(registered(f"Q{i}", quote="BTC-USD") for i in range(2)))
+    for i in range(6, 9):
+        at = T0 + 30 * i
+        live(head("C", at, 50), price("Q0", at, 100.0), price("Q1", at, 100.0))
+        live(price("C", at + 1, 110.0))
+    source = live.projections.quotes.source("C")
+    assert source is not None and "deviation" in source.states
+    assert live.projections.chains.node("C") is None
+    live(ProviderRemoved(provider="C"))
+    live(price("C", T0 + 300, 100.0))
+    assert live.projections.quotes.source("C") is None
+    live(registered("C", chain="ethereum"))
+    live(head("A", T0 + 330, 111), head("B", T0 + 330, 111), head("C", T0 + 331, 111))
+    assert live.lag("C") == 0
+
+    paged = Projections()
+    paged.fold_columns(
+        [r.position for r in live.log],
+        [r.recorded_at for r in live.log],
+        [r.event for r in live.log],
+    )
+    assert paged.state_equal(live.projections) == []
+    rest = [r for r in live.log if r.position > halfway.position]
+    for recorded in rest:
+        halfway.fold(recorded)
+    assert halfway.state_equal(live.projections) == []
+
+
 # ---- through the real service -------------------------------------------------------
 
 

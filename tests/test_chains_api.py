@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+from feed import collect_until, receive_json
 from pytest_aiohttp import AiohttpClient
 from standins import closed_port
 
@@ -307,26 +307,6 @@ async def test_metrics_has_heads_lags_prices_and_deviation_ratios(service: Servi
 
 
 # ---- the live feed ---------------------------------------------------------------
-
-
-async def receive_json(ws: aiohttp.ClientWebSocketResponse, within: float) -> Any:
-    message = await asyncio.wait_for(ws.receive(), within)
-    assert message.type == WSMsgType.TEXT, message
-    return json.loads(message.data)
-
-
-async def collect_until(
-    ws: aiohttp.ClientWebSocketResponse,
-    done: Callable[[list[dict[str, Any]]], bool],
-    within: float = 10.0,
-) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + within
-    while not done(seen):
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"timed out; got {[m['type'] for m in seen]}"
-        seen.append(await receive_json(ws, remaining))
-    return seen
 
 
 def reached(position: int) -> Callable[[list[dict[str, Any]]], bool]:

@@ -21,11 +21,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgspec
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+from feed import collect_until, receive_json
 from standins import closed_port
 
 from cryptomon.config import load_config
@@ -396,26 +396,6 @@ def check_with_promtool(text: str, tmp_path: Path) -> None:
 
 
 # ---- the live feed -----------------------------------------------------------------
-
-
-async def receive_json(ws: aiohttp.ClientWebSocketResponse, within: float) -> Any:
-    message = await asyncio.wait_for(ws.receive(), within)
-    assert message.type == WSMsgType.TEXT, message
-    return json.loads(message.data)
-
-
-async def collect_until(
-    ws: aiohttp.ClientWebSocketResponse,
-    done: Callable[[list[dict[str, Any]]], bool],
-    within: float = 10.0,
-) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + within
-    while not done(seen):
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"timed out; got {[m['type'] for m in seen]}"
-        seen.append(await receive_json(ws, remaining))
-    return seen
 
 
 def of_type(seen: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

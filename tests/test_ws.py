@@ -17,6 +17,7 @@ import pytest
 import websockets
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
+from feed import collect_until, receive_json
 from standins import StandIn, closed_port
 
 from cryptomon.config import load_config
@@ -94,26 +95,6 @@ def make_app(tmp_path: Path, toggle: Toggle, standin: StandIn) -> Callable[..., 
         return create_app(settings)
 
     return make
-
-
-async def receive_json(ws: aiohttp.ClientWebSocketResponse, within: float = 5.0) -> Any:
-    message = await asyncio.wait_for(ws.receive(), within)
-    assert message.type == WSMsgType.TEXT, message
-    return json.loads(message.data)
-
-
-async def collect_until(
-    ws: aiohttp.ClientWebSocketResponse,
-    done: Callable[[list[dict[str, Any]]], bool],
-    within: float = 10.0,
-) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + within
-    while not done(seen):
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"timed out; got {[m['type'] for m in seen]}"
-        seen.append(await receive_json(ws, remaining))
-    return seen
 
 
 def provider_of(message: dict[str, Any]) -> str | None:
